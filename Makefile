@@ -1,0 +1,47 @@
+# respublica — every target creates what it needs first; `make help` lists them.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help setup kafka kafka-stop kafka-status test test-unit test-integration lint clean
+
+help: ## list the targets with one line each
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "respublica needs Python 3.11+")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+setup: $(STAMP) ## create .venv with respublica installed editable, with dev tools
+
+kafka: $(STAMP) ## start the local Kafka broker (fetches its jars once from Maven Central)
+	$(BIN)/respublica kafka start
+
+kafka-stop: $(STAMP) ## stop the local Kafka broker
+	$(BIN)/respublica kafka stop
+
+kafka-status: $(STAMP) ## say whether the local Kafka broker runs
+	-$(BIN)/respublica kafka status
+
+test: $(STAMP) ## run every test (unit and integration); starts and stops its own broker
+	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+test-unit: $(STAMP) ## run the pure unit tests only (no broker)
+	$(BIN)/pytest -q -m unit $(PYTEST_ARGS)
+
+test-integration: $(STAMP) ## run the integration tests against a real broker
+	$(BIN)/pytest -q -m integration $(PYTEST_ARGS)
+
+lint: $(STAMP) ## ruff and mypy (disallow_untyped_defs)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+clean: ## remove the venv, caches and outputs (not the downloaded Kafka jars)
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache out build *.egg-info
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

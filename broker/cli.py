@@ -1,0 +1,42 @@
+"""The ``respublica`` command line: one sub-command per user job.
+
+Each command group lives in its own module and registers itself here; this module only
+builds the parser and turns a :class:`RespublicaError` into a clear message and exit code 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from broker import cli_kafka
+from broker.errors import RespublicaError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="respublica",
+        description="Share general-interest data from private platforms with public "
+        "authorities under enforceable contracts, on Apache Kafka.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    cli_kafka.register(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.handler(args)
+    except RespublicaError as exc:
+        print(f"respublica: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""Shared fixtures: a real Kafka broker for the session, and factories for topics and clients.
+
+The broker comes from ``KAFKA_BOOTSTRAP`` when set; otherwise one is started from the cached
+Maven Central jars on a free port in a temporary directory and stopped at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka.admin import NewTopic
+from kafka.errors import UnknownTopicOrPartitionError
+
+from broker.kafka_local import LocalKafka, LocalKafkaConfig, free_port_pair
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Tests that ask for the broker are integration tests; the rest are unit tests.
+    for item in items:
+        fixtures = getattr(item, "fixturenames", ())
+        if "kafka_bootstrap" in fixtures or item.get_closest_marker("integration"):
+            item.add_marker(pytest.mark.integration)
+        elif not item.get_closest_marker("unit"):
+            item.add_marker(pytest.mark.unit)
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    external = os.environ.get("KAFKA_BOOTSTRAP")
+    if external:
+        yield external
+        return
+    data_dir: Path = tmp_path_factory.mktemp("kafka")
+    broker = LocalKafka(LocalKafkaConfig(port=free_port_pair(), data_dir=data_dir))
+    _, status = broker.start()
+    try:
+        yield status.bootstrap
+    finally:
+        broker.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_admin(kafka_bootstrap: str) -> Iterator[KafkaAdminClient]:
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap, client_id="respublica-tests")
+    yield admin
+    admin.close()
+
+
+@pytest.fixture
+def topic_factory(kafka_admin: KafkaAdminClient) -> Iterator[Callable[..., str]]:
+    """Create uniquely named topics; they are deleted when the test ends."""
+    created: list[str] = []
+
+    def make(prefix: str = "test", partitions: int = 1, **configs: str) -> str:
+        name = f"{prefix}.{uuid.uuid4().hex[:12]}"
+        topic = NewTopic(name, partitions, 1, topic_configs=configs or {})
+        kafka_admin.create_topics([topic])
+        created.append(name)
+        return name
+
+    yield make
+    if created:
+        try:
+            kafka_admin.delete_topics(created)
+        except UnknownTopicOrPartitionError:
+            pass
+
+
+@pytest.fixture
+def producer_factory(kafka_bootstrap: str) -> Iterator[Callable[..., KafkaProducer]]:
+    producers: list[KafkaProducer] = []
+
+    def make(**overrides: Any) -> KafkaProducer:
+        settings: dict[str, Any] = {
+            "bootstrap_servers": kafka_bootstrap,
+            "acks": "all",
+            "enable_idempotence": True,
+            "linger_ms": 5,
+        }
+        settings.update(overrides)
+        producer = KafkaProducer(**settings)
+        producers.append(producer)
+        return producer
+
+    yield make
+    for producer in producers:
+        producer.close(timeout=10)
+
+
+@pytest.fixture
+def consumer_factory(kafka_bootstrap: str) -> Iterator[Callable[..., KafkaConsumer]]:
+    consumers: list[KafkaConsumer] = []
+
+    def make(*topics: str, **overrides: Any) -> KafkaConsumer:
+        settings: dict[str, Any] = {
+            "bootstrap_servers": kafka_bootstrap,
+            "auto_offset_reset": "earliest",
+            "enable_auto_commit": False,
+            "group_id": f"test-{uuid.uuid4().hex[:8]}",
+            "isolation_level": "read_committed",
+        }
+        settings.update(overrides)
+        consumer = KafkaConsumer(*topics, **settings)
+        consumers.append(consumer)
+        return consumer
+
+    yield make
+    for consumer in consumers:
+        consumer.close()
