@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from broker import cli_kafka
+from broker import cli_contracts, cli_kafka
 from broker.errors import RespublicaError
 
 
@@ -22,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     cli_kafka.register(commands)
+    cli_contracts.register(commands)
     return parser
 
 
@@ -35,6 +36,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `respublica plan | head` closed our stdout early: not an error of ours.
+        sys.stderr.close()
+        return 0
     return code
 
 

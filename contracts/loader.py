@@ -1,0 +1,229 @@
+"""Read contract files into validated ``Contract`` models, reporting every problem at once.
+
+Three passes per file: YAML -> pydantic shape validation -> external references (schemas,
+polygons) -> semantic checks. Then ids are compared across files. All problems of all files
+are gathered into one ``ContractError``, so a broker operator fixes everything in one go.
+The clock is a parameter (``now``): validation never reads it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from contracts.checks import run_checks
+from contracts.errors import ContractError, Problem
+from contracts.model import Contract
+from contracts.resolve import resolve_references
+
+CONTRACT_SUFFIXES = (".yaml", ".yml")
+# Discriminator tags and union branch names that pydantic inserts in error locations.
+_UNION_BRANCHES = frozenset(
+    {
+        "field",
+        "h3",
+        "grid",
+        "zones",
+        "round",
+        "count",
+        "distinct_subjects",
+        "distinct",
+        "sum",
+        "mean",
+        "quantiles",
+        "str",
+        "int",
+        "float",
+        "bool",
+        "dict[str,any]",
+    }
+)
+
+
+def load_contracts(paths: Sequence[Path | str], *, now: datetime) -> list[Contract]:
+    """Load contract files and directories (``*.yaml``/``*.yml``, non-recursive, sorted).
+
+    Raises ``ContractError`` listing every problem in every file.
+    """
+    problems: list[Problem] = []
+    contracts: list[Contract] = []
+    for file in _contract_files(paths, problems):
+        contract, file_problems = _load_file(file, now)
+        problems.extend(file_problems)
+        if contract is not None:
+            contracts.append(contract)
+    problems.extend(_duplicate_ids(contracts))
+    if problems:
+        raise ContractError(problems)
+    return contracts
+
+
+def parse_contract(
+    data: Mapping[str, Any], *, base_dir: Path | str, now: datetime, file: str = "<contract>"
+) -> Contract:
+    """Validate one contract given as a dict (as read from YAML); files resolve from base_dir."""
+    contract, problems = _build(data, Path(base_dir), now, file)
+    if problems or contract is None:
+        raise ContractError(problems)
+    return contract
+
+
+def _contract_files(paths: Sequence[Path | str], problems: list[Problem]) -> list[Path]:
+    files: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.suffix in CONTRACT_SUFFIXES)
+            if not found:
+                problems.append(Problem(str(path), "", "no *.yaml or *.yml contract in directory"))
+            files.extend(found)
+        elif path.is_file():
+            files.append(path)
+        else:
+            problems.append(Problem(str(path), "", "file not found"))
+    return files
+
+
+def _load_file(path: Path, now: datetime) -> tuple[Contract | None, list[Problem]]:
+    try:
+        data = _read_yaml(path)
+    except _YamlProblem as exc:
+        return None, [Problem(str(path), "", str(exc))]
+    contract, problems = _build(data, path.parent, now, str(path))
+    if contract is not None:
+        contract._bind_source(path)
+    return contract, problems
+
+
+def _build(
+    data: Mapping[str, Any], base_dir: Path, now: datetime, file: str
+) -> tuple[Contract | None, list[Problem]]:
+    """Shape, then references, then semantics; stop after the first pass that fails."""
+    try:
+        contract = Contract.model_validate(data)
+    except ValidationError as exc:
+        return None, _shape_problems(exc, file)
+    issues = resolve_references(contract, base_dir) + run_checks(contract, now)
+    problems = [Problem(file, issue.path, issue.message) for issue in issues]
+    return (None if problems else contract), problems
+
+
+def _duplicate_ids(contracts: Iterable[Contract]) -> list[Problem]:
+    first: dict[str, Contract] = {}
+    problems = []
+    for contract in contracts:
+        earlier = first.setdefault(contract.id, contract)
+        if earlier is not contract:
+            other = str(earlier.source) if earlier.source else "another file"
+            message = f"duplicate contract id (also defined in {other})"
+            problems.append(Problem(str(contract.source), "id", message))
+    return problems
+
+
+# --- YAML ---------------------------------------------------------------------------------
+
+
+class _YamlProblem(Exception):
+    """The file is not a usable YAML mapping; the message is one of ours."""
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """Safe YAML that refuses duplicate keys: a second ``k:`` silently winning is a trap."""
+
+
+def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    keys: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node)
+        if key != "<<" and key in keys:
+            msg = f"duplicate key (line {key_node.start_mark.line + 1})"
+            raise _YamlProblem(msg)
+        keys.add(key)
+    return loader.construct_mapping(node)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _read_yaml(path: Path) -> Mapping[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        msg = "cannot read the file"
+        raise _YamlProblem(msg) from exc
+    try:
+        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506  # a SafeLoader subclass
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        msg = f"not valid YAML (line {mark.line + 1})" if mark else "not valid YAML"
+        raise _YamlProblem(msg) from exc
+    except yaml.YAMLError as exc:
+        msg = "not valid YAML"
+        raise _YamlProblem(msg) from exc
+    if not isinstance(data, Mapping):
+        msg = "a contract file must hold one YAML mapping"
+        raise _YamlProblem(msg)
+    return data
+
+
+# --- pydantic errors ----------------------------------------------------------------------
+
+
+def _shape_problems(exc: ValidationError, file: str) -> list[Problem]:
+    """Translate pydantic errors into problems; one per path, without the input value."""
+    problems: dict[str, Problem] = {}
+    errors = exc.errors(include_input=False, include_url=False)
+    item_locs = {error["loc"][:-1] for error in errors if error["loc"]}
+    for error in errors:
+        if error["type"] == "too_short" and error["loc"] in item_locs:
+            continue  # pydantic adds "too short" after an item failed: the item error says it
+        path = render_path(error["loc"])
+        problems.setdefault(path, Problem(file, path, _shape_message(error)))
+    return list(problems.values())
+
+
+def render_path(loc: Sequence[int | str]) -> str:
+    """Dotted path of a pydantic location.
+
+    ``('views', 0, 'group_by', 1, 'h3', 'resolution')`` -> ``views[0].group_by[1].resolution``.
+    """
+    text = ""
+    for index, part in enumerate(loc):
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif index > 0 and _is_union_branch(loc, index):
+            continue
+        else:
+            text += f".{part}" if text else part
+    return text
+
+
+def _is_union_branch(loc: Sequence[int | str], index: int) -> bool:
+    """Pydantic names the union branch after an index (tags) or a union-typed key (types)."""
+    part = loc[index]
+    return part in _UNION_BRANCHES and (
+        isinstance(loc[index - 1], int) or part in {"str", "dict[str,any]"}
+    )
+
+
+def _shape_message(error: Any) -> str:
+    kind = error["type"]
+    ctx = error.get("ctx") or {}
+    if kind == "missing":
+        return "required field is missing"
+    if kind == "extra_forbidden":
+        return "unknown field (not part of the contract format)"
+    if kind == "union_tag_invalid":
+        return f"unknown type; expected one of {ctx.get('expected_tags', '')}"
+    if kind == "union_tag_not_found":
+        return "needs a 'type'"
+    if kind == "string_pattern_mismatch":
+        return f"must match the pattern {ctx.get('pattern', '')}"
+    message = str(error["msg"])
+    # Our own validators raise ValueError("..."): drop pydantic's "Value error, " prefix.
+    return message.removeprefix("Value error, ")
