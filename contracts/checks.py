@@ -21,7 +21,9 @@ from contracts.model import (
     FieldDimension,
     GridDimension,
     H3Dimension,
+    MeanMeasure,
     Noise,
+    QuantilesMeasure,
     RoundDimension,
     Stream,
     SumMeasure,
@@ -84,6 +86,19 @@ def check_key_policy(contract: Contract, now: datetime) -> Iterator[Issue]:
         yield Issue("pseudonymisation.rotation", "must be longer than zero")
     elif policy.key_retention < policy.rotation:
         yield Issue("pseudonymisation.key_retention", "must be at least the rotation period")
+
+
+def check_key_outlives_windows(contract: Contract, now: datetime) -> Iterator[Issue]:
+    """A key must live until every window that uses it is released, or late events are lost."""
+    retention = contract.pseudonymisation.key_retention
+    streams = {stream.name: stream for stream in contract.streams}
+    for i, view in enumerate(contract.views):
+        stream = streams.get(view.stream)
+        if stream is None:
+            continue
+        if retention < view.window + stream.allowed_lateness + view.delay:
+            message = "shorter than the window + allowed lateness + delay of this view"
+            yield Issue(f"views[{i}].window", f"pseudonymisation.key_retention is {message}")
 
 
 def check_unique_names(contract: Contract, now: datetime) -> Iterator[Issue]:
@@ -291,6 +306,12 @@ def _noise(path: str, view: View, noise: Noise) -> Iterator[Issue]:
         yield Issue(f"{path}.noise.period", "must be longer than zero")
     if not any(isinstance(m, NOISY_MEASURES) for m in view.measures):
         yield Issue(f"{path}.noise", "no count, sum or distinct measure to add noise to")
+    # Noise covers counts, sums and distinct counts only: a mean or quantile would leak
+    # exact values beside the noisy ones.
+    for j, measure in enumerate(view.measures):
+        if isinstance(measure, MeanMeasure | QuantilesMeasure):
+            yield Issue(f"{path}.measures[{j}]",
+                        "mean and quantiles cannot be published with noise (exact values)")
 
 
 def releases_per_period(view: View) -> int:
@@ -352,4 +373,5 @@ CHECKS: tuple[Check, ...] = (
     check_output_names,
     check_noise,
     check_consumers,
+    check_key_outlives_windows,
 )

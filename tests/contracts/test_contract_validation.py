@@ -116,6 +116,13 @@ CASES: list[tuple[str, str, dict[str, Any], str, str]] = [
      "too small for one release per window over the period (epsilon × windows)"),
     ("noise-mechanism", "navigation", {"views.1.noise.mechanism": "gaussian"},
      "views[1].noise.mechanism", "Input should be 'geometric' or 'laplace'"),
+    ("noise-with-mean", "navigation",
+     {"views.1.measures.+": {"type": "mean", "name": "mean_reliability", "field": "reliability"}},
+     "views[1].measures[1]", "mean and quantiles cannot be published with noise (exact values)"),
+    ("key-destroyed-before-release", "micromobility", {"views.1.delay": "P7D"},
+     "views[1].window",
+     "pseudonymisation.key_retention is shorter than the window + allowed lateness + delay of "
+     "this view"),
     ("key-retention-short", "micromobility", {"pseudonymisation.key_retention": "PT12H"},
      "pseudonymisation.key_retention", "must be at least the rotation period"),
     ("view-unknown-stream", "micromobility", {"views.0.stream": "events"},

@@ -1,0 +1,283 @@
+"""Incremental aggregation of one source partition into mergeable partials.
+
+A ``Partial`` is the cumulative state of one (window, group, source): events, the set of
+subject pseudonyms, pseudonym sets of ``distinct`` fields, exact running sums, value counts and
+(for quantiles) the values themselves. It is never a delta: the partial with the larger
+``through`` (last offset folded) supersedes, which makes merging a join-semilattice.
+
+Sums are kept exactly as Shewchuk partial sums (the algorithm behind ``math.fsum``), so the
+sum of a group does not depend on how events were split over partitions or in what order they
+were folded: ``fsum`` of the concatenated partials is the correctly rounded exact sum.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+from policies.base import (
+    NO_WATERMARK,
+    OutsideTerritory,
+    ProcessOutcome,
+    Record,
+)
+from policies.pseudonymise import KeyDestroyedError, Pseudonymiser, normalise
+from policies.spec import ViewSpec
+
+GroupKey = tuple[Any, ...]
+
+
+def numeric(value: Any) -> float | None:
+    """A finite number as float; None, booleans, text and NaN/inf contribute nothing."""
+    if value is None or isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+def add_exact(partials: list[float], x: float) -> None:
+    """Add ``x`` to an exact sum held as non-overlapping floats (Shewchuk 1997)."""
+    i = 0
+    for y in partials:
+        if abs(x) < abs(y):
+            x, y = y, x
+        hi = x + y
+        lo = y - (hi - x)
+        if lo:
+            partials[i] = lo
+            i += 1
+        x = hi
+    partials[i:] = [x]
+
+
+class Partial:
+    """Cumulative state of one (window_start, group, source); see the module docstring."""
+
+    __slots__ = ("window_start", "group", "source", "through", "events", "subjects",
+                 "distinct", "sums", "counts", "values", "dirty")
+
+    def __init__(self, window_start: int, group: GroupKey, source: str) -> None:
+        self.window_start = window_start
+        self.group = group
+        self.source = source
+        self.through = -1
+        self.events = 0
+        self.subjects: set[str] = set()
+        self.distinct: dict[str, set[str]] = {}
+        self.sums: dict[str, list[float]] = {}
+        self.counts: dict[str, int] = {}
+        self.values: dict[str, list[float]] = {}
+        self.dirty = False
+
+    @property
+    def key(self) -> tuple[int, GroupKey, str]:
+        """Identity in the merge lattice."""
+        return (self.window_start, self.group, self.source)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-compatible form: pseudonyms and numbers only, sets as sorted lists."""
+        return {
+            "window_start": self.window_start,
+            "group": list(self.group),
+            "source": self.source,
+            "through": self.through,
+            "events": self.events,
+            "subjects": sorted(self.subjects),
+            "distinct": {f: sorted(s) for f, s in self.distinct.items()},
+            "sums": {f: list(p) for f, p in self.sums.items()},
+            "counts": dict(self.counts),
+            "values": {f: list(v) for f, v in self.values.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Partial:
+        """Inverse of ``to_dict``."""
+        part = cls(int(data["window_start"]), tuple(data["group"]), str(data["source"]))
+        part.through = int(data["through"])
+        part.events = int(data["events"])
+        part.subjects = set(data["subjects"])
+        part.distinct = {f: set(s) for f, s in data["distinct"].items()}
+        part.sums = {f: [float(x) for x in p] for f, p in data["sums"].items()}
+        part.counts = {f: int(n) for f, n in data["counts"].items()}
+        part.values = {f: [float(x) for x in v] for f, v in data["values"].items()}
+        return part
+
+    def copy(self) -> Partial:
+        """An independent copy (the aggregator keeps mutating the original)."""
+        part = Partial(self.window_start, self.group, self.source)
+        part.through, part.events = self.through, self.events
+        part.subjects = set(self.subjects)
+        part.distinct = {f: set(s) for f, s in self.distinct.items()}
+        part.sums = {f: list(p) for f, p in self.sums.items()}
+        part.counts = dict(self.counts)
+        part.values = {f: list(v) for f, v in self.values.items()}
+        return part
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Partial):
+            return NotImplemented
+        return self.to_dict() == other.to_dict()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable
+
+
+class Aggregator:
+    """Folds one source partition of one view (implements ``base.PartitionAggregator``)."""
+
+    def __init__(self, spec: ViewSpec, pseudonymiser: Pseudonymiser, source: str) -> None:
+        self.spec = spec
+        self.source = source
+        self.pseudonymiser = pseudonymiser
+        self.outcome = ProcessOutcome()
+        self._position = -1
+        self._max_time: int | None = None
+        self._open: dict[tuple[int, GroupKey], Partial] = {}
+        self._dirty: list[Partial] = []
+        self._numeric = spec.numeric_fields()
+        self._quantiles = spec.quantile_fields()
+        self._distinct = spec.distinct_fields()
+        self._extras = bool(self._numeric or self._quantiles or self._distinct)
+
+    @property
+    def watermark(self) -> int:
+        """Max event time seen minus the allowed lateness."""
+        if self._max_time is None:
+            return NO_WATERMARK
+        return self._max_time - self.spec.lateness_ms
+
+    @property
+    def position(self) -> int:
+        """Last offset processed (``-1`` before any)."""
+        return self._position
+
+    def process(self, records: Iterable[tuple[int, Record]]) -> ProcessOutcome:
+        """Fold records in offset order; offsets at or below ``position`` are skipped.
+
+        One flat loop with locals on purpose: this is the hot path (``policies.bench``).
+        """
+        spec = self.spec
+        folded = filtered = late = outside = skipped = 0
+        time_f, subject_f, width = spec.time_field, spec.subject_field, spec.window_ms
+        rotation, lateness = spec.rotation_ms, spec.lateness_ms
+        locators = tuple(d.locate for d in spec.dimensions)
+        single = locators[0] if len(locators) == 1 else None
+        filter_f, allowed = spec.filter_field, spec.filter_set()
+        position, max_time = self._position, self._max_time
+        watermark = NO_WATERMARK if max_time is None else max_time - lateness
+        open_, dirty = self._open, self._dirty
+        table_epoch, table = None, {}
+        extras, fold_fields = self._extras, self._fold_fields
+        for offset, record in records:
+            if offset <= position:
+                skipped += 1
+                continue
+            position = offset
+            if filter_f is not None and record.get(filter_f) not in allowed:
+                filtered += 1
+                continue
+            t = record[time_f]
+            start = t - t % width
+            if start + width <= watermark:
+                late += 1
+                continue
+            if max_time is None or t > max_time:
+                max_time = t
+                watermark = t - lateness
+            try:
+                if single is not None:
+                    group = (single(record),)
+                else:
+                    group = tuple(locate(record) for locate in locators)
+            except OutsideTerritory:
+                outside += 1
+                continue
+            # One key per window (the epoch of its start): a subject whose window straddles a
+            # key rotation still counts once towards k.
+            epoch = start // rotation
+            try:
+                if epoch != table_epoch:
+                    table = self.pseudonymiser.table(subject_f, epoch)
+                    table_epoch = epoch
+                raw = record[subject_f]
+                text = raw if type(raw) is str else normalise(raw)
+                pseudonym = table.get(text)
+                if pseudonym is None:
+                    pseudonym = self.pseudonymiser.compute(subject_f, text, epoch, table)
+            except KeyDestroyedError:
+                late += 1  # older than key retention: its window is long gone
+                table_epoch = None
+                continue
+            part = open_.get((start, group))
+            if part is None:
+                part = open_[(start, group)] = Partial(start, group, self.source)
+            part.events += 1
+            part.subjects.add(pseudonym)
+            if extras:
+                fold_fields(part, record, epoch)
+            if not part.dirty:
+                part.dirty = True
+                dirty.append(part)
+            folded += 1
+        self._position, self._max_time = position, max_time
+        out = ProcessOutcome(folded, filtered, late, outside, skipped)
+        self.outcome.add(out)
+        return out
+
+    def _fold_fields(self, part: Partial, record: Record, epoch: int) -> None:
+        for name in self._numeric:
+            x = numeric(record.get(name))
+            if x is not None:
+                add_exact(part.sums.setdefault(name, []), x)
+                part.counts[name] = part.counts.get(name, 0) + 1
+        for name in self._quantiles:
+            x = numeric(record.get(name))
+            if x is not None:
+                part.values.setdefault(name, []).append(x)
+        for name in self._distinct:
+            value = record.get(name)
+            if value is not None:
+                pseudonym = self.pseudonymiser.pseudonym(name, value, epoch)
+                part.distinct.setdefault(name, set()).add(pseudonym)
+
+    def drain_partials(self) -> list[Partial]:
+        """Copies of the partials changed since the last drain, stamped with ``position``.
+
+        Afterwards, partials of windows already closed for this source (end <= watermark)
+        are evicted: no later record can change them (it would be late).
+        """
+        drained = []
+        for part in self._dirty:
+            part.dirty = False
+            part.through = self._position
+            drained.append(part.copy())
+        self._dirty = []
+        watermark = self.watermark
+        width = self.spec.window_ms
+        for key in [k for k, p in self._open.items() if p.window_start + width <= watermark]:
+            del self._open[key]
+        return drained
+
+    @property
+    def open_partials(self) -> int:
+        """Number of partials held in memory."""
+        return len(self._open)
+
+    def snapshot(self) -> dict[str, Any]:
+        """JSON-compatible state; drain first so nothing pending is lost."""
+        return {
+            "source": self.source,
+            "position": self._position,
+            "max_time": self._max_time,
+            "open": [p.to_dict() for p in self._open.values()],
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Reload a ``snapshot``; later records at offsets <= position are skipped."""
+        self._position = int(state["position"])
+        self._max_time = None if state["max_time"] is None else int(state["max_time"])
+        self._open = {}
+        for data in state["open"]:
+            part = Partial.from_dict(data)
+            self._open[(part.window_start, part.group)] = part
+        self._dirty = []

@@ -1,0 +1,132 @@
+"""The batch oracle: a deliberately simple, independent computation of every release.
+
+Sort by time, project (default deny), filter, place in a window and a group, pseudonymise,
+then compute each measure from the raw list of rows of the group, suppress, noise. It shares
+only primitives with the streaming path (``generalise`` via the spec's dimension functions,
+``Pseudonymiser``, the keyed noise draw) and never calls ``aggregate`` or ``window``.
+There is no lateness in batch: every window with at least one placed event is released.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from fractions import Fraction
+from typing import Any
+
+from policies.base import GroupResult, OutsideTerritory, Record, Release, SuppressionReport, Window
+from policies.noise import noisy_measures
+from policies.pseudonymise import KeyDestroyedError, KeyRing, Pseudonymiser, key_id
+from policies.spec import ViewSpec, view_spec
+
+Row = tuple[str, Record]  # (subject pseudonym, projected record)
+
+
+def evaluate(contract: Any, events: Mapping[str, Iterable[Record]], *, keyring: KeyRing,
+             noise_key: bytes | None = None) -> dict[str, list[Release]]:
+    """Releases of every view of ``contract``; ``events`` maps stream name → records."""
+    pseudonymiser = Pseudonymiser(keyring, contract.id)
+    streams = {name: list(records) for name, records in events.items()}
+    return {
+        view.name: evaluate_view(view_spec(contract, view.name), streams.get(view.stream, []),
+                                 pseudonymiser, noise_key)
+        for view in contract.views
+    }
+
+
+def evaluate_view(spec: ViewSpec, records: Iterable[Record], pseudonymiser: Pseudonymiser,
+                  noise_key: bytes | None = None) -> list[Release]:
+    """Every window of one view, in time order."""
+    cells: dict[int, dict[tuple[Any, ...], list[Row]]] = {}
+    minimiser = spec.minimiser()
+    for record in sorted(records, key=lambda r: r[spec.time_field]):
+        row = minimiser.project(record)
+        if not spec.passes(row):
+            continue
+        try:
+            group = tuple(d.locate(row) for d in spec.dimensions)
+        except OutsideTerritory:
+            continue
+        start = (row[spec.time_field] // spec.window_ms) * spec.window_ms
+        try:
+            subject = pseudonymiser.pseudonym(spec.subject_field, row[spec.subject_field],
+                                              start // spec.rotation_ms)
+        except KeyDestroyedError:
+            continue
+        cells.setdefault(start, {}).setdefault(group, []).append((subject, row))
+    budget_used: dict[int, int] = {}
+    return [_window(spec, start, cells[start], pseudonymiser, noise_key, budget_used)
+            for start in sorted(cells)]
+
+
+def _window(spec: ViewSpec, start: int, groups: dict[tuple[Any, ...], list[Row]],
+            pseudonymiser: Pseudonymiser, noise_key: bytes | None,
+            budget_used: dict[int, int]) -> Release:
+    names = [d.name for d in spec.dimensions]
+    published, counts = [], {"groups_out": 0, "events_in": 0, "events_out": 0}
+    for key, rows in groups.items():
+        if len({subject for subject, _ in rows}) < spec.k:
+            counts["groups_out"] += 1
+            counts["events_out"] += len(rows)
+            continue
+        counts["events_in"] += len(rows)
+        group = dict(zip(names, key, strict=True))
+        epoch = start // spec.rotation_ms
+        published.append(GroupResult(group, {
+            m.name: _measure(m.kind, m.field, m.q, rows, pseudonymiser, epoch)
+            for m in spec.measures}))
+    report = SuppressionReport(spec.k, len(published), counts["groups_out"],
+                               counts["events_in"], counts["events_out"])
+    epsilon = 0.0
+    if spec.noise is not None and noise_key is not None:
+        period = start // spec.noise.period_ms
+        used = budget_used.get(period, 0)
+        if (used + 1) * Fraction(repr(spec.noise.epsilon)) > Fraction(repr(spec.noise.budget)):
+            total = sum(len(rows) for rows in groups.values())
+            report = SuppressionReport(spec.k, 0, len(groups), 0, total, "budget_exhausted")
+            published = []
+        else:
+            budget_used[period] = used + 1
+            epsilon = spec.noise.epsilon
+            published = [GroupResult(g.group, noisy_measures(
+                g.measures, spec.measures, spec.noise, noise_key, spec.contract, spec.view,
+                start, g.group)) for g in published]
+    return Release(spec.contract, spec.view, Window(start, start + spec.window_ms),
+                   tuple(published), report, (key_id(spec.contract, start // spec.rotation_ms),),
+                   epsilon)
+
+
+def _numbers(rows: list[Row], field: str) -> list[float]:
+    values = []
+    for _, row in rows:
+        v = row.get(field)
+        if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v):
+            values.append(float(v))
+    return values
+
+
+def _measure(kind: str, field: str | None, q: tuple[float, ...], rows: list[Row],
+             pseudonymiser: Pseudonymiser, epoch: int) -> Any:
+    if kind == "count":
+        return len(rows)
+    if kind == "distinct_subjects":
+        return len({subject for subject, _ in rows})
+    assert field is not None  # noqa: S101 - measure specs carry a field for these kinds
+    if kind == "distinct":
+        return len({pseudonymiser.pseudonym(field, row[field], epoch)
+                    for _, row in rows if row.get(field) is not None})
+    values = _numbers(rows, field)
+    if kind == "sum":
+        return math.fsum(values)
+    if kind == "mean":
+        return math.fsum(values) / len(values) if values else None
+    return [_quantile(sorted(values), qi) for qi in q] if values else None
+
+
+def _quantile(ordered: list[float], q: float) -> float:
+    """Nearest rank, written as a scan: first value whose rank covers a share q of the data."""
+    share = Fraction(repr(q))
+    for i, value in enumerate(ordered):
+        if Fraction(i + 1, len(ordered)) >= share:
+            return value
+    return ordered[-1]

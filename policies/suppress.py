@@ -1,0 +1,61 @@
+"""k-anonymity threshold: groups with fewer than k distinct subjects are withheld.
+
+Suppression decides on the *true* distinct-subject count, before any noise (noise is added to
+what survives). Only one tumbling window grid per view is ever released, so a suppressed group
+cannot be recovered by subtracting two published numbers (no overlapping windows, no nested
+grids, no ad-hoc queries). The report is published with the window, MDS-style.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from policies.base import MeasureValue, SuppressionReport
+
+BUDGET_EXHAUSTED = "budget_exhausted"
+
+
+@dataclass(frozen=True, slots=True)
+class GroupTotals:
+    """A finalised group before suppression (internal: carries true subject counts)."""
+
+    group: Mapping[str, Any]
+    events: int
+    subjects: int
+    measures: Mapping[str, MeasureValue]
+
+
+def suppress(groups: Iterable[GroupTotals], k: int) -> tuple[list[GroupTotals], SuppressionReport]:
+    """Keep groups with at least ``k`` distinct subjects; report what was withheld."""
+    kept: list[GroupTotals] = []
+    dropped_groups = dropped_events = kept_events = 0
+    for totals in groups:
+        if totals.subjects >= k:
+            kept.append(totals)
+            kept_events += totals.events
+        else:
+            dropped_groups += 1
+            dropped_events += totals.events
+    report = SuppressionReport(
+        k=k,
+        groups_published=len(kept),
+        groups_suppressed=dropped_groups,
+        events_published=kept_events,
+        events_suppressed=dropped_events,
+    )
+    return kept, report
+
+
+def withhold(groups: Iterable[GroupTotals], k: int, reason: str) -> SuppressionReport:
+    """Report for a window withheld as a whole (e.g. ε budget exhausted)."""
+    listed = list(groups)
+    return SuppressionReport(
+        k=k,
+        groups_published=0,
+        groups_suppressed=len(listed),
+        events_published=0,
+        events_suppressed=sum(g.events for g in listed),
+        withheld_reason=reason,
+    )
