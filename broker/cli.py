@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from broker import cli_contracts, cli_kafka
+from broker import cli_contracts, cli_kafka, cli_validator
 from broker.errors import RespublicaError
 
 
@@ -23,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     cli_kafka.register(commands)
     cli_contracts.register(commands)
+    cli_validator.register(commands)
     return parser
 
 

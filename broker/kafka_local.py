@@ -229,7 +229,7 @@ class LocalKafka:
         # Formatting is needed once; meta.properties marks a formatted log dir.
         if (self.config.data_dir / "storage" / "meta.properties").exists():
             return
-        cluster_id = uuid_to_kafka_id(uuid.uuid4())
+        cluster_id = new_cluster_id()
         cmd = [
             self.config.java, "-cp", f"{libs}/*", "kafka.tools.StorageTool", "format",
             "-t", cluster_id, "-c", str(properties),
@@ -293,6 +293,14 @@ def java_major_version(java: str) -> int:
         raise KafkaLocalError(msg)
     major = int(match.group(1))
     return int(match.group(2) or 0) if major == 1 else major
+
+
+def new_cluster_id() -> str:
+    """A random cluster id that StorageTool's argument parser will not take for an option."""
+    while True:
+        cluster_id = uuid_to_kafka_id(uuid.uuid4())
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def uuid_to_kafka_id(value: uuid.UUID) -> str:

@@ -1,0 +1,56 @@
+"""Kafka helpers for connector tests: a validator in a thread, draining, producing."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from kafka import KafkaConsumer, KafkaProducer
+
+from connectors.ingest import IngestStats, IngestValidator
+
+
+class ValidatorThread:
+    """Runs an ``IngestValidator`` in a thread and keeps whatever it raised."""
+
+    def __init__(self, validator: IngestValidator, *,
+                 stop: threading.Event | None = None) -> None:
+        self.validator = validator
+        self.stop = stop if stop is not None else threading.Event()
+        self.error: BaseException | None = None
+        self.stats: IngestStats | None = None
+        self._thread = threading.Thread(target=self._run, name="ingest-validator")
+
+    def _run(self) -> None:
+        try:
+            self.stats = self.validator.run(self.stop)
+        except BaseException as exc:  # reported by the test, not swallowed
+            self.error = exc
+
+    def __enter__(self) -> ValidatorThread:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self._thread.join(timeout=60)
+        assert not self._thread.is_alive()
+
+
+def drain(consumer: KafkaConsumer, want: int, deadline_s: float,
+           alive: Callable[[], bool]) -> list[Any]:
+    """Records until ``want`` arrived or the deadline passed (a condition, not a sleep)."""
+    records: list[Any] = []
+    deadline = time.monotonic() + deadline_s
+    while len(records) < want and time.monotonic() < deadline and alive():
+        for batch in consumer.poll(timeout_ms=500).values():
+            records += batch
+    return records
+
+
+def produce(producer: KafkaProducer, topic: str, payloads: list[tuple[bytes, bytes]]) -> None:
+    for key, value in payloads:
+        producer.send(topic, key=key, value=value)
+    producer.flush(timeout=60)
