@@ -7,10 +7,11 @@ builds the parser and turns a :class:`RespublicaError` into a clear message and 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Sequence
 
-from broker import cli_contracts, cli_kafka, cli_validator
+from broker import cli_contracts, cli_ingest, cli_kafka, cli_validator
 from broker.errors import RespublicaError
 
 
@@ -24,10 +25,18 @@ def build_parser() -> argparse.ArgumentParser:
     cli_kafka.register(commands)
     cli_contracts.register(commands)
     cli_validator.register(commands)
+    cli_ingest.register(commands)
     return parser
 
 
+def quiet_client_logs() -> None:
+    """kafka-python and aiokafka log record keys and values at DEBUG: never let them through."""
+    for name in ("kafka", "aiokafka"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    quiet_client_logs()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -1,0 +1,100 @@
+"""The shell around pull connectors: HTTP fetching and time, both injected.
+
+A connector's parsing is pure (``gbfs.py``, ``mds.py``, ``waze.py``); its poller gets a
+``Fetch`` (``async (url, headers) -> HttpResponse``) and a ``Clock`` (``now_ms``, ``sleep``),
+so tests drive it against a local test server with a fake clock that never really sleeps.
+Error messages name the feed and the HTTP status, never a body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import aiohttp
+
+from connectors.base import ConnectorError
+
+
+@dataclass(frozen=True)
+class HttpResponse:
+    """Status and body of one GET."""
+
+    status: int
+    body: bytes
+
+    def json(self, what: str) -> Any:
+        """The body as JSON; ``ConnectorError`` naming ``what`` if it is not."""
+        try:
+            return json.loads(self.body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            msg = f"{what}: the response is not JSON"
+            raise ConnectorError(msg) from exc
+
+
+Fetch = Callable[[str, Mapping[str, str]], Awaitable[HttpResponse]]
+
+
+class Clock(Protocol):
+    """Wall time and waiting, replaceable in tests."""
+
+    def now_ms(self) -> int:
+        """Milliseconds since the epoch."""
+        ...
+
+    async def sleep(self, seconds: float) -> None:
+        """Wait (a fake clock just advances)."""
+        ...
+
+
+class SystemClock:
+    """The real clock."""
+
+    def now_ms(self) -> int:
+        """Milliseconds since the epoch, now."""
+        return time.time_ns() // 1_000_000
+
+    async def sleep(self, seconds: float) -> None:
+        """``asyncio.sleep``."""
+        await asyncio.sleep(seconds)
+
+
+def aiohttp_fetch(session: aiohttp.ClientSession) -> Fetch:
+    """A ``Fetch`` on an aiohttp session; network failures become ``ConnectorError``."""
+
+    async def fetch(url: str, headers: Mapping[str, str]) -> HttpResponse:
+        try:
+            async with session.get(url, headers=dict(headers)) as response:
+                return HttpResponse(response.status, await response.read())
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            msg = f"cannot fetch the feed ({type(exc).__name__})"
+            raise ConnectorError(msg) from exc
+
+    return fetch
+
+
+async def get_json(fetch: Fetch, url: str, what: str,
+                   headers: Mapping[str, str] | None = None) -> Any:
+    """GET a JSON document that must answer 200."""
+    response = await fetch(url, headers or {})
+    if response.status != 200:
+        msg = f"{what}: HTTP {response.status}"
+        raise ConnectorError(msg)
+    return response.json(what)
+
+
+async def run_polls(poll_once: Callable[[], Awaitable[float]], clock: Clock,
+                    stop: asyncio.Event, max_polls: int | None = None) -> int:
+    """Call ``poll_once`` (which returns the seconds to wait) until stopped; returns polls."""
+    polls = 0
+    while not stop.is_set() and (max_polls is None or polls < max_polls):
+        delay = await poll_once()
+        polls += 1
+        if max_polls is not None and polls >= max_polls:
+            break
+        await clock.sleep(delay)
+    return polls

@@ -1,0 +1,198 @@
+"""Client side of ingestion: push NDJSON lines to the HTTP gateway or to ``ingest.`` topics.
+
+Used by ``respublica simulate``, ``replay`` and the load generator. Lines are grouped per
+stream into batches (500 by default, one HTTP request each); ``rate`` caps events per second.
+The gateway's answers are tallied (accepted, rejected by reason, status codes, latencies):
+the tallies hold reason codes and counts only, never an event value.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from kafka import KafkaProducer
+from kafka.errors import KafkaError
+
+from connectors.base import ConnectorError
+
+NDJSON = "application/x-ndjson"
+
+
+@dataclass
+class PushStats:
+    """What a push did: counts, reasons, statuses and request latencies (seconds)."""
+
+    sent: int = 0
+    accepted: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+    statuses: Counter[int] = field(default_factory=Counter)
+    latencies: list[float] = field(default_factory=list)
+    elapsed_s: float = 0.0
+
+    def summary(self) -> str:
+        """One line for the terminal."""
+        reasons = ", ".join(f"{r}={n}" for r, n in sorted(self.rejected.items())) or "none"
+        statuses = ", ".join(f"{s}x{n}" for s, n in sorted(self.statuses.items())) or "-"
+        rate = self.sent / self.elapsed_s if self.elapsed_s else 0.0
+        return (f"sent {self.sent} events in {self.elapsed_s:.1f}s ({rate:,.0f}/s): "
+                f"{self.accepted} accepted; rejected: {reasons}; HTTP: {statuses}")
+
+
+class RateLimit:
+    """Sleeps so that no more than ``rate`` events per second go out (None: no limit)."""
+
+    def __init__(self, rate: float | None) -> None:
+        self.rate = rate
+        self._start = time.monotonic()
+        self._count = 0
+
+    async def wait(self, events: int) -> None:
+        """Account for ``events`` about to be sent, sleeping first if ahead of the rate."""
+        if self.rate:
+            ahead = self._start + self._count / self.rate - time.monotonic()
+            if ahead > 0:
+                await asyncio.sleep(ahead)
+        self._count += events
+
+
+class GatewayPusher:
+    """Batches lines per stream and POSTs them to ``/v1/contracts/<c>/streams/<s>/events``."""
+
+    def __init__(self, base_url: str, token: str, contract_id: str, *, batch: int = 500,
+                 rate: float | None = None, timeout_s: float = 60.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.contract_id = contract_id
+        self.batch = batch
+        self.stats = PushStats()
+        self._headers = {"Authorization": f"Bearer {token}", "Content-Type": NDJSON}
+        self._pending: dict[str, list[bytes]] = {}
+        self._limit = RateLimit(rate)
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._session: aiohttp.ClientSession | None = None
+        self._started = time.monotonic()
+
+    async def __aenter__(self) -> GatewayPusher:
+        self._session = aiohttp.ClientSession(timeout=self._timeout)
+        self._started = time.monotonic()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        try:
+            if exc[0] is None:
+                await self.flush()
+        finally:
+            if self._session is not None:
+                await self._session.close()
+            self.stats.elapsed_s = time.monotonic() - self._started
+
+    async def add(self, stream: str, line: bytes) -> None:
+        """Queue one line; sends the stream's batch when it is full."""
+        pending = self._pending.setdefault(stream, [])
+        pending.append(line)
+        if len(pending) >= self.batch:
+            self._pending[stream] = []
+            await self.post(stream, pending)
+
+    async def flush(self) -> None:
+        """Send every partial batch."""
+        for stream, lines in list(self._pending.items()):
+            if lines:
+                self._pending[stream] = []
+                await self.post(stream, lines)
+
+    async def post(self, stream: str, lines: list[bytes]) -> dict[str, Any]:
+        """POST one batch; returns the gateway's JSON answer (``{}`` if it was not JSON)."""
+        if self._session is None:
+            msg = "use GatewayPusher in 'async with'"
+            raise ConnectorError(msg)
+        await self._limit.wait(len(lines))
+        url = f"{self.base_url}/v1/contracts/{self.contract_id}/streams/{stream}/events"
+        started = time.perf_counter()
+        try:
+            async with self._session.post(url, data=b"\n".join(lines),
+                                          headers=self._headers) as response:
+                body = await response.read()
+                status = response.status
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            msg = f"the gateway did not answer ({type(exc).__name__})"
+            raise ConnectorError(msg) from exc
+        self.stats.latencies.append(time.perf_counter() - started)
+        return self._tally(status, body, len(lines))
+
+    def _tally(self, status: int, body: bytes, count: int) -> dict[str, Any]:
+        self.stats.sent += count
+        self.stats.statuses[status] += 1
+        try:
+            answer = json.loads(body)
+        except ValueError:
+            return {}
+        if status == 200:
+            self.stats.accepted += int(answer.get("accepted", 0))
+            self.stats.rejected.update(r["reason"] for r in answer.get("rejected", []))
+        else:
+            self.stats.rejected[str(answer.get("error", status))] += count
+        return dict(answer)
+
+
+class KafkaIngestPusher:
+    """Produces lines as JSON values to ``ingest.<c>.<s>``, keyed by the subject when known."""
+
+    def __init__(self, bootstrap: str, contract_id: str, subjects: dict[str, str]) -> None:
+        self.contract_id = contract_id
+        self.subjects = subjects  # stream -> subject field
+        self.stats = PushStats()
+        self._futures: list[Any] = []
+        self._started = time.monotonic()
+        try:
+            self._producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all",
+                                           enable_idempotence=True, linger_ms=20,
+                                           client_id="respublica-push")
+        except (KafkaError, OSError) as exc:
+            msg = f"cannot reach the Kafka cluster at {bootstrap} ({type(exc).__name__})"
+            raise ConnectorError(msg) from exc
+
+    def add(self, stream: str, line: bytes) -> None:
+        """Queue one line for ``ingest.<c>.<stream>``."""
+        topic = f"ingest.{self.contract_id}.{stream}"
+        key = _subject_key(line, self.subjects.get(stream))
+        self._futures.append(self._producer.send(topic, value=line, key=key))
+        self.stats.sent += 1
+
+    def close(self) -> None:
+        """Flush, check every send, close. ``ConnectorError`` if any was not acknowledged."""
+        try:
+            self._producer.flush(timeout=60)
+            failed = sum(1 for f in self._futures if not f.succeeded())
+        finally:
+            self._producer.close(timeout=10)
+            self.stats.elapsed_s = time.monotonic() - self._started
+        if failed:
+            msg = f"{failed} of {len(self._futures)} records were not acknowledged by Kafka"
+            raise ConnectorError(msg)
+        self.stats.accepted = len(self._futures)
+
+
+def _subject_key(line: bytes, subject: str | None) -> bytes | None:
+    """The subject as partition key, so one subject's events stay in order; None if unknown."""
+    if subject is None:
+        return None
+    try:
+        value = json.loads(line).get(subject)
+    except (ValueError, AttributeError, UnicodeDecodeError):
+        return None
+    return str(value).encode() if isinstance(value, str | int) else None
+
+
+def read_lines(lines: Iterable[bytes]) -> Iterable[bytes]:
+    """Non-blank lines without their line ending."""
+    for line in lines:
+        stripped = line.rstrip(b"\r\n")
+        if stripped.strip():
+            yield stripped
