@@ -22,7 +22,7 @@ import logging
 import time
 import uuid
 from collections import Counter as Tally
-from collections.abc import Callable, Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -32,13 +32,12 @@ from aiohttp.abc import AbstractAccessLogger
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
-    Counter,
-    Histogram,
     generate_latest,
 )
 
 from broker.gateway_auth import Authenticator, ProviderGrant
 from broker.kafka_writer import BatchWriter, KafkaUnavailable, OutRecord
+from broker.metrics import metrics_for
 from connectors.base import Accepted, Rejected
 from connectors.dedup import DuplicateFilter
 from connectors.ingest import wall_clock_ms
@@ -57,7 +56,6 @@ CONNECTOR = "gateway"
 EVENTS_ROUTE = "/v1/contracts/{contract}/streams/{stream}/events"
 JSON_TYPE = "application/json"
 NDJSON_TYPE = "application/x-ndjson"
-LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _log = logging.getLogger(__name__)
 
 
@@ -100,17 +98,6 @@ class JournaledDuplicateFilter(DuplicateFilter):
         if not duplicate and self.journal is not None:
             self.journal.append(event_id)
         return duplicate
-
-    def forget(self, event_ids: Iterable[Hashable]) -> None:
-        """Drop ids remembered by ``seen`` (reaches into the parent's buckets until
-        ``DuplicateFilter`` offers a public way to do it)."""
-        for event_id in event_ids:
-            key = hash(event_id)
-            for bucket in self._buckets.values():
-                if key in bucket:
-                    bucket.discard(key)
-                    self._size -= 1
-                    break
 
 
 @dataclass
@@ -158,11 +145,9 @@ class Gateway:
             validator.dedup = JournaledDuplicateFilter(validator.stream.allowed_lateness)
         self.auth = Authenticator(config.providers)
         self.ingest_metrics = IngestMetrics(registry)
-        self.latency = Histogram("respublica_http_request_seconds",
-                                 "Gateway request latency, per route.", ["route"],
-                                 buckets=LATENCY_BUCKETS, registry=registry)
-        self.requests = Counter("respublica_http_requests", "Gateway requests by answer.",
-                                ["route", "status"], registry=registry)
+        families = metrics_for(registry)  # defined once, in broker/metrics.py
+        self.latency = families.request_latency
+        self.requests = families.http_requests
 
     async def post_events(self, request: web.Request) -> web.Response:
         """``POST /v1/contracts/{contract}/streams/{stream}/events``."""

@@ -8,6 +8,7 @@ event data; ``contract_info`` carries the contract's own public terms.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -39,6 +40,7 @@ class Metrics:
     window_release_delay: Histogram
     end_to_end_latency: Histogram
     request_latency: Histogram
+    http_requests: Counter
     contract_info: Gauge
     days_to_expiry: Gauge
     key_epoch_age: Gauge
@@ -109,6 +111,9 @@ def build_metrics(registry: CollectorRegistry | None = None) -> Metrics:
         request_latency=Histogram(
             "respublica_http_request_seconds", "Gateway request latency, per route.",
             ("route",), registry=reg),
+        http_requests=Counter(
+            "respublica_http_requests", "Gateway requests, per route and status code.",
+            ("route", "status"), registry=reg),
         contract_info=Gauge(
             "respublica_contract_info", "The terms of each contract in force (value 1).",
             ("contract", "provider", "beneficiary", "version", "policy_hash", "legal_basis"),
@@ -133,6 +138,17 @@ def build_metrics(registry: CollectorRegistry | None = None) -> Metrics:
     )
 
 
+_BY_REGISTRY: weakref.WeakKeyDictionary[CollectorRegistry, Metrics] = weakref.WeakKeyDictionary()
+
+
+def metrics_for(registry: CollectorRegistry) -> Metrics:
+    """The one ``Metrics`` of ``registry``: every component of a process shares its families."""
+    metrics = _BY_REGISTRY.get(registry)
+    if metrics is None:
+        metrics = _BY_REGISTRY[registry] = build_metrics(registry)
+    return metrics
+
+
 METRIC_NAMES = (
     "respublica_events_ingested_total",
     "respublica_events_rejected_total",
@@ -147,6 +163,7 @@ METRIC_NAMES = (
     "respublica_window_release_delay_seconds",
     "respublica_end_to_end_latency_seconds",
     "respublica_http_request_seconds",
+    "respublica_http_requests_total",
     "respublica_contract_info",
     "respublica_contract_days_to_expiry",
     "respublica_pseudonym_key_epoch_age_seconds",

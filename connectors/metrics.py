@@ -14,8 +14,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry
 
+from broker.metrics import metrics_for
 from connectors.reasons import Reason
 
 
@@ -23,16 +24,9 @@ class IngestMetrics:
     """The ingested/rejected counters on one registry."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.ingested = Counter(
-            "respublica_events_ingested",
-            "Payloads received per contract stream and connector, accepted or rejected.",
-            ["contract", "stream", "source"], registry=registry,
-        )
-        self.rejected = Counter(
-            "respublica_events_rejected",
-            "Payloads rejected (sent to the DLQ) per contract stream and reason code.",
-            ["contract", "stream", "reason"], registry=registry,
-        )
+        families = metrics_for(registry)  # defined once, in broker/metrics.py
+        self.ingested = families.events_ingested
+        self.rejected = families.events_rejected
 
     def add(self, contract_id: str, stream: str, source: str, *, received: int,
             rejected: Mapping[Reason, int]) -> None:

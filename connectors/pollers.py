@@ -24,6 +24,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
 
+from broker.metrics import metrics_for
 from connectors import gbfs, mds, waze
 from connectors.base import ConnectorError
 from connectors.emit import Emitter
@@ -34,9 +35,7 @@ HOUR_MS = 3_600_000
 
 def rotation_counter(registry: CollectorRegistry) -> Counter:
     """``respublica_gbfs_id_rotation_violations_total{contract, source}``."""
-    return Counter("respublica_gbfs_id_rotation_violations",
-                   "GBFS vehicle ids seen unchanged across a trip (the spec requires rotation).",
-                   ["contract", "source"], registry=registry)
+    return metrics_for(registry).gbfs_id_rotation_violations
 
 
 @dataclass(frozen=True)

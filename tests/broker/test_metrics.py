@@ -14,7 +14,8 @@ from contracts import examples_dir, load_contracts
 pytestmark = pytest.mark.unit
 DOC = Path(__file__).resolve().parents[2] / "docs" / "metrics.md"
 ALLOWED_LABELS = {"contract", "stream", "view", "reason", "source", "topic", "period", "route",
-                  "provider", "beneficiary", "version", "policy_hash", "legal_basis"}
+                  "provider", "beneficiary", "version", "policy_hash", "legal_basis",
+                  "status"}
 
 
 def test_every_documented_metric_is_defined_and_every_defined_one_documented() -> None:
