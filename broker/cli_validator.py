@@ -38,8 +38,9 @@ def register(commands: Any) -> None:
 def _run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    # kafka-python logs every record's key and value at DEBUG: never let that through here.
-    logging.getLogger("kafka").setLevel(logging.WARNING)
+    # Kafka clients log request and record bytes at DEBUG: never let that through here.
+    for client in ("kafka", "aiokafka"):
+        logging.getLogger(client).setLevel(logging.WARNING)
     contracts = load_contracts(args.contracts or default_contract_paths(),
                                now=datetime.now(UTC))
     registry = CollectorRegistry()

@@ -69,6 +69,7 @@ class ProducerSettings:
     max_batch_size: int = 512 * 1024
     request_timeout_ms: int = 15_000
     ack_timeout_s: float = 20.0
+    compression: str | None = None  # loopback and LAN: compressing costs more than it saves
 
 
 class KafkaBatchWriter:
@@ -86,6 +87,10 @@ class KafkaBatchWriter:
     def connected(self) -> bool:
         """Whether the last batch (or start) reached Kafka."""
         return self._connected
+
+    async def start(self) -> None:
+        """Connect now rather than on the first ``write``; ``KafkaUnavailable`` if it cannot."""
+        await self._started()
 
     async def write(self, records: Sequence[OutRecord]) -> None:
         """Send every record, then wait for all acknowledgements (bounded by a timeout)."""
@@ -168,7 +173,8 @@ class KafkaBatchWriter:
         s = self.settings
         return {"bootstrap_servers": s.bootstrap, "client_id": s.client_id, "acks": "all",
                 "enable_idempotence": True, "linger_ms": s.linger_ms,
-                "max_batch_size": s.max_batch_size, "request_timeout_ms": s.request_timeout_ms}
+                "max_batch_size": s.max_batch_size, "request_timeout_ms": s.request_timeout_ms,
+                "compression_type": s.compression}
 
     @staticmethod
     async def _stop(producer: AIOKafkaProducer) -> None:

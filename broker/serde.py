@@ -23,6 +23,7 @@ from typing import Any, cast
 import fastavro
 from fastavro.schema import to_parsing_canonical_form
 
+from broker.avro_fast import BodyWriter, compile_writer
 from broker.errors import RespublicaError
 from connectors.reasons import Reason
 from contracts.model import Contract, Stream
@@ -140,15 +141,48 @@ class Schemas:
 
 
 def encode(parsed_schema: ParsedSchema, sid: int, record: Mapping[str, Any]) -> bytes:
-    """A record as Confluent-framed Avro; ``SerializationError(AVRO_INVALID)`` if it misfits."""
-    buf = io.BytesIO()
-    buf.write(_HEADER.pack(MAGIC, sid))
+    """A record as Confluent-framed Avro; ``SerializationError(AVRO_INVALID)`` if it misfits.
+
+    Flat record schemas are written by a function compiled once per schema
+    (``broker.avro_fast``, byte-identical to fastavro); others by fastavro.
+    """
     try:
-        fastavro.schemaless_writer(buf, parsed_schema, record)
+        return _HEADER.pack(MAGIC, sid) + body_writer(parsed_schema)(record)
     except (*_DECODE_ERRORS, AttributeError) as exc:
         # The writer's message quotes the offending value: keep only the reason.
         raise SerializationError(Reason.AVRO_INVALID) from exc
-    return buf.getvalue()
+
+
+# Body writers by schema identity; the entry keeps its schema alive so ids are not reused.
+_WRITERS: dict[int, tuple[ParsedSchema, BodyWriter]] = {}
+
+
+def body_writer(parsed_schema: ParsedSchema, *, prefix: bytes = b"") -> BodyWriter:
+    """``prefix`` + the Avro body of a record: compiled for flat records, else fastavro.
+
+    Without a prefix the writer is cached per schema object (``encode``); callers with a
+    prefix (a validator's framing header) keep the writer they get.
+    """
+    if not prefix:
+        cached = _WRITERS.get(id(parsed_schema))
+        if cached is not None and cached[0] is parsed_schema:
+            return cached[1]
+    writer = compile_writer(parsed_schema, prefix=prefix)
+    if writer is None:
+        writer = _fastavro_writer(parsed_schema, prefix)
+    if not prefix:
+        _WRITERS[id(parsed_schema)] = (parsed_schema, writer)
+    return writer
+
+
+def _fastavro_writer(parsed_schema: ParsedSchema, prefix: bytes) -> BodyWriter:
+    def write(record: Mapping[str, Any]) -> bytes:
+        buf = io.BytesIO()
+        buf.write(prefix)
+        fastavro.schemaless_writer(buf, parsed_schema, record)
+        return buf.getvalue()
+
+    return write
 
 
 def read_header(data: bytes) -> int:

@@ -3,19 +3,22 @@
 Providers that speak Kafka write JSON or Confluent Avro to their ingest topics; this loop runs
 every record through the same ``StreamValidator`` the HTTP gateway uses and writes the outcome.
 
-Delivery is at least once and nothing is lost: a poll's records are all sent, the producer is
-flushed, every send is checked, and only then are the source offsets committed. A crash before
-the commit replays the batch (the runtime's aggregation is idempotent per event id). A bad
-record never stops the loop: it becomes a DLQ record, and even a bug of ours on one record
-becomes a DLQ record with reason ``INTERNAL``. What does stop the loop is the cluster failing
-(missing topics, sends not acknowledged): that raises ``ConnectorError`` without committing.
+Delivery is at least once and nothing is lost: a fetch's records are all validated, written
+with ``broker.kafka_writer`` (acks=all, idempotent, one producer batch per partition), every
+batch is acknowledged, and only then are the source offsets committed. A crash before the
+commit replays the batch (the runtime's aggregation is idempotent per event id). A bad record
+never stops the loop: it becomes a DLQ record, and even a bug of ours on one record becomes a
+DLQ record with reason ``INTERNAL``. What does stop the loop is the cluster failing (missing
+topics, sends not acknowledged): that raises ``ConnectorError`` without committing.
 
-Logs and metrics carry counts and reason codes only.
+The data path is aiokafka (``getmany`` in, whole batches out) on an event loop of its own,
+so ``run`` stays a blocking call driven by a ``threading.Event``. Logs and metrics carry
+counts and reason codes only.
 """
 
 from __future__ import annotations
 
-import importlib.util
+import asyncio
 import logging
 import threading
 import time
@@ -25,11 +28,12 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from kafka import KafkaConsumer, KafkaProducer
-from kafka.errors import CommitFailedError, KafkaError
-from kafka.partitioner.default import murmur2
+from aiokafka import AIOKafkaConsumer
+from aiokafka.codec import has_lz4
+from aiokafka.errors import CommitFailedError, KafkaError
 from prometheus_client import CollectorRegistry
 
+from broker.kafka_writer import KafkaBatchWriter, KafkaUnavailable, OutRecord, ProducerSettings
 from connectors.base import Accepted, ConnectorError, Rejected
 from connectors.dedup import DuplicateFilter
 from connectors.metrics import IngestMetrics
@@ -54,54 +58,34 @@ def wall_clock_ms() -> int:
 
 
 def _default_compression() -> str | None:
-    # lz4 is optional in kafka-python; without the module, send uncompressed rather than fail.
-    return "lz4" if importlib.util.find_spec("lz4") is not None else None
-
-
-# Without the `crc32c` C extension kafka-python checks CRCs in pure Python, which costs more
-# than the whole validation. The broker verifies batch CRCs on append, so the consumer-side
-# check only guards the disk and loopback path: skip it then (producing still computes CRCs).
-_HAVE_CRC32C = importlib.util.find_spec("crc32c") is not None
-
-
-class KeyPartitioner:
-    """kafka-python's (and Java's) default key partitioning, memoised per key.
-
-    Subjects repeat (a fleet, a set of listings), and murmur2 in pure Python costs more per
-    record than a dict lookup; the cache is cleared when it grows past ``max_keys``.
-    """
-
-    def __init__(self, partitions: Iterable[int] | None, *, max_keys: int = 100_000) -> None:
-        self._partitions = sorted(partitions or ())
-        if not self._partitions:
-            msg = "topic has no partitions in the cluster metadata"
-            raise ConnectorError(msg)
-        self._cache: dict[bytes, int] = {}
-        self._max_keys = max_keys
-
-    def __call__(self, key: bytes) -> int:
-        partition = self._cache.get(key)
-        if partition is None:
-            if len(self._cache) >= self._max_keys:
-                self._cache.clear()
-            index = (murmur2(key) & 0x7FFFFFFF) % len(self._partitions)
-            partition = self._cache[key] = self._partitions[index]
-        return partition
+    # aiokafka compresses lz4 with the optional cramjam; without it, send uncompressed.
+    return "lz4" if has_lz4() else None
 
 
 @dataclass(frozen=True)
 class IngestSettings:
-    """Client and validation knobs of the ingest validator."""
+    """Client and validation knobs of the ingest validator.
+
+    ``linger_ms`` is 0 because whole producer batches are built per fetch: lingering would
+    only delay the acknowledgement the commit waits for.
+    """
 
     max_poll_records: int = 2000
     poll_timeout_ms: int = 200
-    linger_ms: int = 20
-    batch_size: int = 256 * 1024
+    linger_ms: int = 0
+    batch_size: int = 1024 * 1024
     compression: str | None = field(default_factory=_default_compression)
     flush_timeout_s: float = 60.0
     max_bytes: int = DEFAULT_MAX_BYTES
     future_skew: timedelta = DEFAULT_FUTURE_SKEW
     client_id: str = "respublica-validator"
+
+    def producer(self, bootstrap: str) -> ProducerSettings:
+        """The settings of the batch writer for raw and DLQ records."""
+        return ProducerSettings(bootstrap=bootstrap, client_id=self.client_id,
+                                linger_ms=self.linger_ms, max_batch_size=self.batch_size,
+                                ack_timeout_s=self.flush_timeout_s,
+                                compression=self.compression)
 
 
 @dataclass
@@ -139,7 +123,6 @@ class IngestValidator:
         self.metrics = metrics if metrics is not None else IngestMetrics(registry)
         self.stats = IngestStats()
         self._now_ms = now_ms
-        self._partitioners: dict[str, KeyPartitioner] = {}
         self._by_topic: dict[str, StreamValidator] = {
             v.contract.topic_ingest(v.stream): v for v in self.router.validators.values()
         }
@@ -152,58 +135,66 @@ class IngestValidator:
     def run(self, stop_event: threading.Event, *, max_idle_s: float | None = None) -> IngestStats:
         """Validate until ``stop_event`` is set (or nothing arrived for ``max_idle_s``).
 
-        The batch in progress is always finished, flushed and committed before returning.
+        Blocks the calling thread on an event loop of its own. The batch in progress is
+        always finished, acknowledged and committed before returning.
         """
+        return asyncio.run(self.run_async(stop_event, max_idle_s=max_idle_s))
+
+    async def run_async(self, stop_event: threading.Event, *,
+                        max_idle_s: float | None = None) -> IngestStats:
+        """``run`` for a caller that already has an event loop (same semantics)."""
         consumer = self._consumer()
+        writer = KafkaBatchWriter(self.settings.producer(self.bootstrap))
         try:
-            producer = self._producer()
-            try:
-                self._check_topics(consumer)
-                consumer.subscribe(self.ingest_topics)
-                self._loop(consumer, producer, stop_event, max_idle_s)
-            except BaseException:
-                self._forget_uncommitted()
-                raise
-            finally:
-                producer.close(timeout=self.settings.flush_timeout_s)
+            await self._start(consumer, writer)
+            await self._loop(consumer, writer, stop_event, max_idle_s)
+        except BaseException:
+            self._forget_uncommitted()
+            raise
         finally:
-            consumer.close(autocommit=False)
+            await _quietly(writer.close())
+            await _quietly(consumer.stop())  # no auto-commit: stopping commits nothing
         _log.info("validator stopped: %d consumed, %d accepted, %d rejected in %d batches",
                   self.stats.consumed, self.stats.accepted, self.stats.rejected,
                   self.stats.batches)
         return self.stats
 
-    def _loop(self, consumer: KafkaConsumer, producer: KafkaProducer,
-              stop_event: threading.Event, max_idle_s: float | None) -> None:
+    async def _start(self, consumer: AIOKafkaConsumer, writer: KafkaBatchWriter) -> None:
+        try:
+            await consumer.start()
+            await writer.start()
+        except (KafkaError, KafkaUnavailable, OSError) as exc:
+            msg = f"cannot reach the Kafka cluster at {self.bootstrap} ({type(exc).__name__})"
+            raise ConnectorError(msg) from exc
+        await self._check_topics(consumer)
+        consumer.subscribe(self.ingest_topics)
+
+    async def _loop(self, consumer: AIOKafkaConsumer, writer: KafkaBatchWriter,
+                    stop_event: threading.Event, max_idle_s: float | None) -> None:
         idle_since = time.monotonic()
         while not stop_event.is_set():
-            batch = consumer.poll(timeout_ms=self.settings.poll_timeout_ms,
-                                  max_records=self.settings.max_poll_records)
+            batch = await consumer.getmany(timeout_ms=self.settings.poll_timeout_ms,
+                                           max_records=self.settings.max_poll_records)
             if not batch:
                 if max_idle_s is not None and time.monotonic() - idle_since >= max_idle_s:
                     return
                 continue
             if self.stats.first_record_at is None:
                 self.stats.first_record_at = time.monotonic()
-            futures: list[Any] = []
+            out: list[OutRecord] = []
             for tp, records in batch.items():
-                futures += self._partition(producer, tp.topic, tp.partition, records)
-            self._flush(producer, futures)
-            self._commit(consumer)
+                self._partition(out, tp.topic, tp.partition, records)
+            await self._write(writer, out)
+            await self._commit(consumer)
             self.stats.batches += 1
             idle_since = self.stats.last_commit_at = time.monotonic()
 
-    def _partition(self, producer: KafkaProducer, topic: str, partition: int,
-                   records: Iterable[Any]) -> list[Any]:
-        """Validate and send one partition's records; returns the send futures."""
+    def _partition(self, out: list[OutRecord], topic: str, partition: int,
+                   records: Iterable[Any]) -> None:
+        """Validate one partition's records, appending what to write to ``out``."""
         validator = self._by_topic[topic]
         raw_topic, dlq_topic = validator.raw_topic, validator.dlq_topic
-        partition_of = self._partitioners.get(raw_topic)
-        if partition_of is None:
-            partition_of = self._partitioners[raw_topic] = KeyPartitioner(
-                producer.partitions_for(raw_topic))
         now_ms = self._now_ms()
-        futures = []
         reasons: Tally[Reason] = Tally()
         received = 0
         for record in records:
@@ -211,18 +202,15 @@ class IngestValidator:
             data = record.value if record.value is not None else b""
             outcome = _validate_one(validator, data, now_ms)
             if isinstance(outcome, Accepted):
-                futures.append(producer.send(raw_topic, key=outcome.key, value=outcome.value,
-                                             headers=outcome.headers,
-                                             partition=partition_of(outcome.key)))
+                out.append(OutRecord(raw_topic, outcome.key, outcome.value, outcome.headers))
                 continue
             reasons[outcome.reason] += 1
             _, value, headers = dlq_record(
                 data, outcome, contract=validator.contract, stream=validator.stream.name,
                 connector=CONNECTOR, source=f"{topic}/{partition}/{record.offset}",
                 now_ms=now_ms)
-            futures.append(producer.send(dlq_topic, value=value, headers=headers))
+            out.append(OutRecord(dlq_topic, None, value, headers))
         self._count(validator, received, reasons)
-        return futures
 
     def _count(self, validator: StreamValidator, received: int, reasons: Tally[Reason]) -> None:
         rejected = sum(reasons.values())
@@ -237,50 +225,31 @@ class IngestValidator:
             _log.info("%s: %d received, %d rejected (%s)", validator.contract.topic_ingest(
                 validator.stream), received, rejected, summary)
 
-    def _flush(self, producer: KafkaProducer, futures: list[Any]) -> None:
-        """Wait for every send of the batch; offsets are committed only if all succeeded."""
-        producer.flush(timeout=self.settings.flush_timeout_s)
-        failed = [f for f in futures if not f.succeeded()]
-        if failed:
-            kinds = sorted({type(f.exception).__name__ for f in failed if f.is_done})
-            msg = (f"{len(failed)} of {len(futures)} records were not acknowledged "
-                   f"({', '.join(kinds) or 'timeout'}); offsets not committed")
-            raise ConnectorError(msg)
-
-    def _commit(self, consumer: KafkaConsumer) -> None:
+    async def _write(self, writer: KafkaBatchWriter, records: list[OutRecord]) -> None:
+        """Write the batch; offsets are committed only if every record was acknowledged."""
         try:
-            consumer.commit()
+            await writer.write(records)
+        except KafkaUnavailable as exc:
+            msg = (f"{len(records)} records were not all acknowledged ({exc}); "
+                   "offsets not committed")
+            raise ConnectorError(msg) from exc
+
+    async def _commit(self, consumer: AIOKafkaConsumer) -> None:
+        try:
+            await consumer.commit()
         except CommitFailedError:
             # A rebalance took the partitions away: the new owner re-reads from the last
             # commit, so this batch may be written twice (at least once), never lost.
             _log.warning("offset commit failed after a rebalance; the batch will be replayed")
 
-    def _consumer(self) -> KafkaConsumer:
-        try:
-            return KafkaConsumer(
-                bootstrap_servers=self.bootstrap, group_id=self.group_id,
-                client_id=self.settings.client_id, enable_auto_commit=False,
-                auto_offset_reset="earliest", isolation_level="read_committed",
-                max_poll_records=self.settings.max_poll_records,
-                max_partition_fetch_bytes=4 * 1024 * 1024,
-                check_crcs=_HAVE_CRC32C, metrics_enabled=False,
-            )
-        except (KafkaError, OSError) as exc:
-            msg = f"cannot reach the Kafka cluster at {self.bootstrap} ({type(exc).__name__})"
-            raise ConnectorError(msg) from exc
-
-    def _producer(self) -> KafkaProducer:
-        try:
-            return KafkaProducer(
-                bootstrap_servers=self.bootstrap, client_id=self.settings.client_id,
-                acks="all", enable_idempotence=True, linger_ms=self.settings.linger_ms,
-                batch_size=self.settings.batch_size,
-                compression_type=self.settings.compression,
-                max_in_flight_requests_per_connection=5, metrics_enabled=False,
-            )
-        except (KafkaError, OSError) as exc:
-            msg = f"cannot reach the Kafka cluster at {self.bootstrap} ({type(exc).__name__})"
-            raise ConnectorError(msg) from exc
+    def _consumer(self) -> AIOKafkaConsumer:
+        return AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap, group_id=self.group_id,
+            client_id=self.settings.client_id, enable_auto_commit=False,
+            auto_offset_reset="earliest", isolation_level="read_committed",
+            max_poll_records=self.settings.max_poll_records,
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+        )
 
     def _forget_uncommitted(self) -> None:
         """After a failed batch, start the duplicate filters afresh: the batch is replayed
@@ -288,8 +257,12 @@ class IngestValidator:
         for validator in self.router.validators.values():
             validator.dedup = DuplicateFilter(validator.stream.allowed_lateness)
 
-    def _check_topics(self, consumer: KafkaConsumer) -> None:
-        existing = consumer.topics()
+    async def _check_topics(self, consumer: AIOKafkaConsumer) -> None:
+        try:
+            existing = await consumer.topics()
+        except (KafkaError, OSError) as exc:
+            msg = f"cannot list the topics of {self.bootstrap} ({type(exc).__name__})"
+            raise ConnectorError(msg) from exc
         needed = [t for v in self._by_topic.values()
                   for t in (v.contract.topic_ingest(v.stream), v.raw_topic, v.dlq_topic)]
         missing = sorted(t for t in needed if t not in existing)
@@ -299,6 +272,14 @@ class IngestValidator:
             raise ConnectorError(msg)
 
 
+async def _quietly(closing: Any) -> None:
+    """Await a client's stop; a broken client has nothing left to flush."""
+    try:
+        await closing
+    except (KafkaError, OSError) as exc:
+        _log.debug("client stop failed: %s", type(exc).__name__)
+
+
 def _validate_one(validator: StreamValidator, data: bytes, now_ms: int) -> Accepted | Rejected:
     """The outcome for one record; an unexpected failure is a rejection, never a crash."""
     try:
@@ -306,4 +287,3 @@ def _validate_one(validator: StreamValidator, data: bytes, now_ms: int) -> Accep
     except Exception as exc:  # validate() already catches; this guards the format sniffing
         _log.error("internal error on one record: %s", type(exc).__name__)
         return _INTERNAL
-

@@ -18,16 +18,20 @@ into a dead-letter record. No data value ever reaches a ``Rejected``, a header o
 
 from __future__ import annotations
 
-import io
 import json
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import timedelta
 from typing import Any, NoReturn
 
-import fastavro
-
-from broker.serde import RegisteredSchema, Schemas, SerializationError, decode_body, read_header
+from broker.serde import (
+    RegisteredSchema,
+    Schemas,
+    SerializationError,
+    body_writer,
+    decode_body,
+    read_header,
+)
 from connectors.base import Accepted, Headers, Outcome, Rejected
 from connectors.conform import FieldProblem, record_conformer
 from connectors.dedup import DuplicateFilter
@@ -60,6 +64,8 @@ def _reject_constant(name: str) -> NoReturn:
 
 # One decoder for the process: json.loads(**kwargs) would build a new one per call.
 _JSON = json.JSONDecoder(parse_constant=_reject_constant)
+_SCAN: Callable[[str, int], tuple[Any, int]] = _JSON.scan_once  # type: ignore[attr-defined]
+_JSON_SPACE = " \t\n\r"  # the whitespace JSON allows around a value
 
 
 def _ms(delta: timedelta) -> int:
@@ -81,6 +87,8 @@ class StreamValidator:
         self.dedup = dedup if dedup is not None else DuplicateFilter(stream.allowed_lateness)
         self._schemas = schemas
         self._conform = record_conformer(self.schema.parsed)
+        # Header and body in one call: compiled for flat schemas (broker.avro_fast).
+        self._write = body_writer(self.schema.parsed, prefix=self.schema.header)
         self._skew_ms = _ms(future_skew)
         self._lateness_ms = _ms(stream.allowed_lateness)
         self._valid_from_ms = int(contract.validity.start.timestamp() * 1000)
@@ -92,7 +100,7 @@ class StreamValidator:
             (H_CONTRACT_VERSION, str(contract.version).encode()),
             (H_STREAM, stream.name.encode()),
         ]
-        self._connector_headers: dict[str, tuple[str, bytes]] = {}
+        self._headers: dict[tuple[str, int], Headers] = {}
 
     @property
     def raw_topic(self) -> str:
@@ -214,25 +222,21 @@ class StreamValidator:
         return None
 
     def _encode(self, record: Mapping[str, Any]) -> bytes:
-        buf = io.BytesIO()
-        buf.write(self.schema.header)
-        fastavro.schemaless_writer(buf, self.schema.parsed, record)
-        return buf.getvalue()
+        return self._write(record)
 
     def _accept(self, record: Mapping[str, Any], value: bytes, now_ms: int,
                 connector: str) -> Accepted:
         subject = record.get(self.stream.subject)
         key = subject.encode() if type(subject) is str else \
             b"" if subject is None else str(subject).encode()
-        headers = [*self._static_headers, self._connector_header(connector),
-                   (H_RECEIVED_AT, str(now_ms).encode())]
-        return Accepted(key, value, headers, record[self.stream.event_time])
-
-    def _connector_header(self, connector: str) -> tuple[str, bytes]:
-        header = self._connector_headers.get(connector)
-        if header is None:
-            header = self._connector_headers[connector] = (H_CONNECTOR, connector.encode())
-        return header
+        headers = self._headers.get((connector, now_ms))
+        if headers is None:  # one set per connector and clock reading, copied per record
+            if len(self._headers) > 64:
+                self._headers.clear()
+            headers = self._headers[connector, now_ms] = [
+                *self._static_headers, (H_CONNECTOR, connector.encode()),
+                (H_RECEIVED_AT, str(now_ms).encode())]
+        return Accepted(key, value, headers.copy(), record[self.stream.event_time])
 
 
 def _parse_json(data: bytes) -> Any:
@@ -241,6 +245,17 @@ def _parse_json(data: bytes) -> Any:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         return Rejected(Reason.INVALID_UTF8, "", Stage.DECODE)
+    try:
+        # What _JSON.decode does, minus its two regex passes when nothing surrounds the
+        # value; leading whitespace (StopIteration) takes the full decode.
+        value, end = _SCAN(text, 0)
+        if end != len(text) and text[end:].strip(_JSON_SPACE):
+            return Rejected(Reason.MALFORMED_JSON, "", Stage.DECODE)
+        return value
+    except StopIteration:
+        pass
+    except (ValueError, RecursionError):
+        return Rejected(Reason.MALFORMED_JSON, "", Stage.DECODE)
     try:
         return _JSON.decode(text)
     except (ValueError, RecursionError):
