@@ -24,6 +24,9 @@ FOREVER = "-1"
 # Internal working topics only need to outlive the longest open window; a day of slack
 # covers restarts and slow consumers without holding raw-derived state for long.
 INTERNAL_SLACK = timedelta(days=1)
+# Worker checkpoints and merger snapshots carry open-window state (pseudonym sets), which can
+# outgrow Kafka's 1 MiB default; the worker's producers and consumers use the same bound.
+STATE_MAX_MESSAGE_BYTES = 32 * 1024 * 1024
 
 
 class TopicAdminError(RespublicaError):
@@ -54,6 +57,21 @@ def _view_horizon(contract: Contract, view: View) -> timedelta:
     return view.window + stream.allowed_lateness + view.delay + INTERNAL_SLACK
 
 
+def partials_topic(contract: Contract, view: View | str) -> str:
+    """``respublica.<c>.partials.<v>``: partials and checkpoints of one view (internal)."""
+    return f"respublica.{contract.id}.partials.{view if isinstance(view, str) else view.name}"
+
+
+def keys_topic(contract: Contract) -> str:
+    """``respublica.<c>.keys``: the contract's sealed pseudonym and noise keys (internal)."""
+    return f"respublica.{contract.id}.keys"
+
+
+def state_topic(contract: Contract) -> str:
+    """``respublica.<c>.state``: merger snapshots, committed with releases (internal)."""
+    return f"respublica.{contract.id}.state"
+
+
 def contract_topics(contract: Contract) -> list[TopicSpec]:
     """Every topic the contract needs, in a stable order."""
     specs: list[TopicSpec] = []
@@ -74,18 +92,30 @@ def contract_topics(contract: Contract) -> list[TopicSpec]:
             {"cleanup.policy": "compact", "retention.ms": FOREVER},
             f"published releases of view {view.name} (beneficiary reads)", cid,
         ))
+        # Compaction may only drop a superseded partial once its window is surely released:
+        # the merger relies on reading a source's partials before the checkpoint after them.
+        open_for = view.window + contract.stream(view.stream).allowed_lateness + view.delay
         specs.append(TopicSpec(
-            f"respublica.{cid}.partials.{view.name}", 1,
+            partials_topic(contract, view), 1,
             {"cleanup.policy": "compact,delete",
-             "retention.ms": _ms(_view_horizon(contract, view))},
+             "retention.ms": _ms(_view_horizon(contract, view)),
+             "min.compaction.lag.ms": _ms(open_for),
+             "max.message.bytes": str(STATE_MAX_MESSAGE_BYTES)},
             f"per-partition partial aggregates of view {view.name} (internal)", cid,
         ))
     # Keys are tombstoned when destroyed; short segments let compaction really drop them.
     specs.append(TopicSpec(
-        f"respublica.{cid}.keys", 1,
+        keys_topic(contract), 1,
         {"cleanup.policy": "compact", "retention.ms": FOREVER, "segment.ms": "3600000",
          "delete.retention.ms": "60000", "min.cleanable.dirty.ratio": "0.01"},
         "encrypted pseudonym and noise keys (internal)", cid,
+    ))
+    # The mergers' snapshots, written in the same transaction as their releases.
+    specs.append(TopicSpec(
+        state_topic(contract), 1,
+        {"cleanup.policy": "compact", "retention.ms": FOREVER,
+         "max.message.bytes": str(STATE_MAX_MESSAGE_BYTES)},
+        "merger state of every view, committed with its releases (internal)", cid,
     ))
     return specs
 

@@ -1,0 +1,208 @@
+"""Stage 1: raw partitions of one stream → partials and checkpoints on each view's partials topic.
+
+For every raw partition (a *source*, ``p<n>``) the stage holds one ``Aggregator`` per view of
+the stream. ``process`` decodes a batch once and folds it into every view; ``checkpoint``
+drains the changed partials and appends, after them, one checkpoint per view::
+
+    partial|<window_start>|<group json>|<source>   Partial.to_dict() as JSON
+    checkpoint|<source>                            {"position", "watermark", "eos", "state", ...}
+
+Both go to the view's single-partition partials topic through one idempotent producer, so a
+durable checkpoint implies durable partials before it, and the merger sees a source's partials
+before the watermark that follows them. ``restore`` reloads a checkpoint: the raw consumer then
+resumes at ``position + 1`` (the aggregator skips anything at or below ``position`` anyway).
+
+End of stream: a raw record with header ``respublica.control: end-of-stream`` (raw topics are
+internal; only replays and tests write it) sets the source's watermark to ``END_OF_STREAM``,
+which releases every window once all sources said so.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from broker.publish import OutRecord, canonical_json
+from broker.serde import SerializationError, decode_body, read_header, schema_id
+from broker.worker_metrics import WorkerMetrics
+from contracts.model import Contract
+from contracts.policy_hash import short_policy_hash
+from policies.aggregate import Aggregator
+from policies.base import END_OF_STREAM, Record
+from policies.compile import CompiledView
+
+CONTROL_HEADER = "respublica.control"
+END_OF_STREAM_MARK = b"end-of-stream"
+CHECKPOINT_PREFIX = b"checkpoint|"
+PARTIAL_PREFIX = b"partial|"
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class RawRecord:
+    """What the stage needs of a consumed raw record."""
+
+    offset: int
+    value: bytes | None
+    headers: Sequence[tuple[str, bytes]] = ()
+
+
+@dataclass
+class _Source:
+    """One raw partition: an aggregator per view, and whether its stream has ended."""
+
+    aggregators: dict[str, Aggregator]
+    eos: bool = False
+    dirty: bool = False
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A decoded checkpoint record."""
+
+    view: str
+    source: str
+    position: int
+    watermark: int
+    eos: bool
+    state: dict[str, Any]
+    written_at: float = 0.0
+
+    @classmethod
+    def from_value(cls, view: str, value: bytes) -> Checkpoint:
+        """Parse the JSON value of a ``checkpoint|<source>`` record."""
+        data = json.loads(value)
+        return cls(view, data["source"], int(data["position"]), int(data["watermark"]),
+                   bool(data["eos"]), data["state"], float(data.get("written_at", 0.0)))
+
+
+def source_name(partition: int) -> str:
+    """The merger's name of a raw partition."""
+    return f"p{partition}"
+
+
+def checkpoint_key(source: str) -> bytes:
+    """The record key of a source's checkpoint (one per source: compaction keeps the last)."""
+    return CHECKPOINT_PREFIX + source.encode()
+
+
+def partial_key(data: Mapping[str, Any]) -> bytes:
+    """``partial|<window_start>|<group json>|<source>``: deterministic, so replays overwrite."""
+    group = canonical_json(data["group"]).decode()
+    return f"partial|{data['window_start']}|{group}|{data['source']}".encode()
+
+
+def _is_end_of_stream(headers: Sequence[tuple[str, bytes]]) -> bool:
+    return any(k == CONTROL_HEADER and v == END_OF_STREAM_MARK for k, v in headers)
+
+
+class PartialsStage:
+    """Stage 1 of one (contract, stream); plain Python, driven by ``broker.worker_kafka``."""
+
+    def __init__(self, contract: Contract, stream: str, views: Mapping[str, CompiledView],
+                 partials_topics: Mapping[str, str], metrics: WorkerMetrics,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.contract = contract
+        self.stream = contract.stream(stream)
+        self.views = dict(views)
+        self.partials_topics = dict(partials_topics)
+        self.metrics = metrics
+        self.clock = clock
+        self.raw_topic = contract.topic_raw(stream)
+        self.policy_hash = short_policy_hash(contract)
+        self._parsed = self.stream.avro_schema
+        self._schema_id = schema_id(self.stream.raw_schema)
+        self._sources: dict[int, _Source] = {}
+
+    @property
+    def partitions(self) -> list[int]:
+        """Raw partitions currently held."""
+        return sorted(self._sources)
+
+    def restore(self, partition: int, checkpoints: Mapping[str, Checkpoint | None]) -> int:
+        """Hold a partition from its views' last checkpoints; returns the offset to resume at.
+
+        Views of a stream can be checkpointed at different offsets (a crash between two
+        checkpoint records): resume at the lowest, the others skip what they already folded.
+        """
+        source = source_name(partition)
+        aggregators, eos = {}, False
+        for name, view in self.views.items():
+            agg = view.partition_state(source)
+            found = checkpoints.get(name)
+            if found is not None:
+                agg.restore(found.state)
+                eos = eos or found.eos
+            aggregators[name] = agg
+        self._sources[partition] = _Source(aggregators, eos=eos)
+        return self.resume_offset(partition)
+
+    def resume_offset(self, partition: int) -> int:
+        """The next offset to read: after the lowest position of the partition's views."""
+        return min(agg.position for agg in self._sources[partition].aggregators.values()) + 1
+
+    def release(self, partition: int) -> None:
+        """Forget a partition (revoked); checkpoint it first if it must survive."""
+        self._sources.pop(partition, None)
+
+    def process(self, partition: int, records: Sequence[RawRecord]) -> None:
+        """Decode a batch once and fold it into every view of the partition."""
+        source = self._sources[partition]
+        batch: list[tuple[int, Record]] = []
+        for raw in records:
+            if raw.headers and _is_end_of_stream(raw.headers):
+                source.eos = True
+                continue
+            record = self._decode(raw)
+            if record is not None:
+                batch.append((raw.offset, record))
+        for name, agg in source.aggregators.items():
+            outcome = agg.process(batch)
+            self.metrics.outcome(self.contract.id, name, outcome)
+        source.dirty = True
+
+    def _decode(self, raw: RawRecord) -> Record | None:
+        if raw.value is not None:
+            try:
+                if read_header(raw.value) == self._schema_id:
+                    return decode_body(raw.value, self._parsed)
+            except SerializationError:
+                pass
+        # Raw topics hold validated records: this is a bug or a foreign writer. Skip it (never
+        # log the bytes) and count it, rather than stop every view of the stream.
+        self.metrics.undecodable.labels(self.contract.id, self.stream.name).inc()
+        return None
+
+    def checkpoint(self, partition: int, *, force: bool = False) -> list[OutRecord]:
+        """Drained partials of every view, each view's checkpoint after its partials."""
+        source = self._sources[partition]
+        if not (source.dirty or force):
+            return []
+        out: list[OutRecord] = []
+        now = self.clock()
+        for name, agg in source.aggregators.items():
+            topic = self.partials_topics[name]
+            for part in agg.drain_partials():
+                data = part.to_dict()
+                out.append(OutRecord(topic, partial_key(data), canonical_json(data), []))
+            out.append(OutRecord(topic, checkpoint_key(agg.source),
+                                 self._checkpoint_value(agg, source.eos, now), []))
+            self.metrics.checkpoints.labels(self.contract.id, name).inc()
+        source.dirty = False
+        return out
+
+    def _checkpoint_value(self, agg: Aggregator, eos: bool, now: float) -> bytes:
+        return canonical_json({
+            "source": agg.source,
+            "position": agg.position,
+            "watermark": END_OF_STREAM if eos else agg.watermark,
+            "eos": eos,
+            "state": agg.snapshot(),
+            "policy_hash": self.policy_hash,
+            "written_at": now,
+        })

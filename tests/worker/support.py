@@ -1,0 +1,325 @@
+"""Helpers of the worker tests: isolated contracts, raw input, public output, the oracle."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+
+from broker import topics
+from broker.publish import decode_public, public_schemas
+from broker.serde import Schemas
+from broker.stage_partials import CONTROL_HEADER, END_OF_STREAM_MARK
+from connectors.base import Accepted
+from connectors.simulate.base import SimOptions, take
+from connectors.simulate.mobility import MobilitySimulator
+from connectors.simulate.rentals import RentalsSimulator
+from connectors.validate import StreamValidator
+from contracts import examples_dir, load_contracts
+from contracts.model import Contract
+from policies.base import Release
+from policies.oracle import evaluate
+from policies.pseudonymise import KeyRing
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def unique_contract(tmp_path: Path, example: str, *, partitions: int | None = None,
+                    edit: Callable[[dict[str, Any]], None] | None = None) -> Contract:
+    """An example contract under a fresh id (so tests never share topics or state)."""
+    source = examples_dir() / f"{example}.yaml"
+    data = yaml.safe_load(source.read_text())
+    data["id"] = f"{data['id'][:40]}-{secrets.token_hex(3)}"
+    for stream in data["streams"]:
+        stream["schema"] = str((source.parent / stream["schema"]).resolve())
+        if partitions is not None:
+            stream["partitions"] = partitions
+    for view in data.get("views", []):
+        for dim in view.get("group_by", []):
+            if "file" in dim:
+                dim["file"] = str((source.parent / dim["file"]).resolve())
+    if edit is not None:
+        edit(data)
+    path = tmp_path / f"{data['id']}.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return load_contracts([path], now=datetime.now(UTC))[0]
+
+
+def create_topics(bootstrap: str, contract: Contract) -> list[str]:
+    """``respublica apply`` for one contract; returns the topic names (to delete later)."""
+    with topics.TopicAdmin(bootstrap) as admin:
+        topics.apply(admin, topics.plan(admin, [contract]))
+    return [spec.name for spec in topics.contract_topics(contract)]
+
+
+def delete_topics(admin: KafkaAdminClient, names: Iterable[str]) -> None:
+    """Best-effort cleanup."""
+    try:
+        admin.delete_topics(list(names))
+    except Exception:  # noqa: S110 - cleanup must not mask the test's own failure
+        pass
+
+
+def encode_raw(contract: Contract, stream: str, records: Iterable[dict[str, Any]]
+               ) -> list[Accepted]:
+    """Records encoded exactly as the validator writes them to ``raw.<c>.<s>``."""
+    validator = StreamValidator(contract, stream, schemas=Schemas.from_contracts([contract]))
+    time_field = contract.stream(stream).event_time
+    out = []
+    for record in records:
+        outcome = validator.validate_json(record, now_ms=record[time_field], connector="test",
+                                          source="test")
+        assert isinstance(outcome, Accepted), outcome
+        out.append(outcome)
+    return out
+
+
+def produce_raw(producer: KafkaProducer, topic: str, accepted: Iterable[Accepted]) -> int:
+    """Produce keyed by subject (Kafka's default partitioner), like the validator."""
+    n = 0
+    for item in accepted:
+        producer.send(topic, key=item.key, value=item.value, headers=list(item.headers))
+        n += 1
+    producer.flush(timeout=120)
+    return n
+
+
+def produce_end_of_stream(producer: KafkaProducer, topic: str, partitions: int) -> None:
+    """The documented control record that closes every window of a finished replay."""
+    for partition in range(partitions):
+        producer.send(topic, partition=partition, key=None, value=b"",
+                      headers=[(CONTROL_HEADER, END_OF_STREAM_MARK)])
+    producer.flush(timeout=60)
+
+
+def _num(value: Any) -> Any:
+    if isinstance(value, float):
+        return round(value, 6) if math.isfinite(value) else repr(value)
+    if isinstance(value, list):
+        return tuple(_num(v) for v in value)
+    return value
+
+
+def _group_row(group: Mapping[str, Any], measures: Mapping[str, Any]) -> tuple[Any, ...]:
+    dims = tuple(sorted((k, None if v is None else str(v)) for k, v in group.items()))
+    return dims, tuple(sorted((k, _num(v)) for k, v in measures.items()))
+
+
+REPORT_FIELDS = ("k", "groups_published", "groups_suppressed", "withheld_reason")
+
+
+def oracle_windows(releases: Iterable[Release]) -> dict[tuple[int, int], Any]:
+    """Canonical form of oracle releases: window → (sorted group rows, report)."""
+    out = {}
+    for release in releases:
+        data = release.to_dict()
+        rows = sorted(_group_row(g["group"], g["measures"]) for g in data["groups"])
+        report = tuple(data["report"][k] for k in REPORT_FIELDS) + (_num(data["epsilon"]),)
+        out[(data["window_start"], data["window_end"])] = (rows, report)
+    return out
+
+
+@dataclass
+class PublicView:
+    """What a read_committed consumer saw on a public topic."""
+
+    records: int = 0
+    keys: list[bytes] = field(default_factory=list)
+    windows: dict[tuple[int, int], Any] = field(default_factory=dict)
+    headers: list[dict[str, bytes]] = field(default_factory=list)
+    values: list[tuple[bytes, bytes]] = field(default_factory=list)
+
+    @property
+    def duplicates(self) -> int:
+        """Records whose key was already seen (a window published twice)."""
+        return len(self.keys) - len(set(self.keys))
+
+
+def read_public(bootstrap: str, contract: Contract, view: str, *,
+                isolation: str = "read_committed", timeout_s: float = 30.0) -> PublicView:
+    """Every record of ``public.<c>.<v>`` so far, decoded into the canonical form."""
+    schemas = public_schemas([contract])
+    dims = [d.name for d in contract.view(view).group_by]
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                             isolation_level=isolation, group_id=None)
+    tp = TopicPartition(contract.topic_public(view), 0)
+    consumer.assign([tp])
+    consumer.seek_to_beginning(tp)
+    end = consumer.end_offsets([tp])[tp]
+    seen = PublicView()
+    rows: dict[tuple[int, int], list[Any]] = {}
+    reports: dict[tuple[int, int], Any] = {}
+    deadline = time.monotonic() + timeout_s
+    try:
+        while consumer.position(tp) < end and time.monotonic() < deadline:
+            for records in consumer.poll(timeout_ms=200).values():
+                for r in records:
+                    seen.records += 1
+                    seen.keys.append(r.key)
+                    seen.headers.append(dict(r.headers))
+                    seen.values.append((r.key, r.value))
+                    key, row = decode_public(r.key, r.value, schemas)
+                    window = (key["window_start"], key["window_end"])
+                    if key.get("report"):
+                        reports[window] = tuple(row[k] for k in REPORT_FIELDS) + \
+                            (_num(row["epsilon"]),)
+                    else:
+                        measures = {k: v for k, v in row.items()
+                                    if k not in dims and not k.startswith("window_")}
+                        rows.setdefault(window, []).append(
+                            _group_row({d: row[d] for d in dims}, measures))
+    finally:
+        consumer.close()
+    for window, report in reports.items():
+        seen.windows[window] = (sorted(rows.get(window, [])), report)
+    return seen
+
+
+def expected_windows(contract: Contract, events: Mapping[str, list[dict[str, Any]]],
+                     view: str, noise_key: bytes | None = None) -> dict[tuple[int, int], Any]:
+    """The oracle's releases of one view, in canonical form."""
+    releases = evaluate(contract, events, keyring=KeyRing(), noise_key=noise_key)
+    return oracle_windows(releases[view])
+
+
+def wait_for(condition: Callable[[], bool], timeout_s: float, what: str,
+             every_s: float = 0.5) -> None:
+    """Poll a condition until true; fail with ``what`` at the deadline (never a bare sleep)."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        time.sleep(every_s)
+
+
+MASTER_KEY = "11" * 32
+
+
+class WorkerProcess:
+    """A ``respublica worker`` subprocess with its own web port and log file."""
+
+    def __init__(self, bootstrap: str, contract_files: list[Path], worker_id: str,
+                 group: str, log_dir: Path, port: int, extra: list[str] | None = None) -> None:
+        self.args = [sys.executable, "-m", "broker.cli", "worker", "--bootstrap", bootstrap,
+                     "--worker-id", worker_id, "--group", group, "--web-port", str(port),
+                     "--checkpoint-interval", "0.5", "--loglevel", "warning",
+                     *[a for f in contract_files for a in ("--contracts", str(f))],
+                     *(extra or [])]
+        self.worker_id = worker_id
+        self.port = port
+        self.log_path = log_dir / f"{worker_id}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    def start(self) -> None:
+        """Start (or restart) the process."""
+        self.starts += 1
+        # TMPDIR: faust's scratch directory lands in the test's tmp_path, even after SIGKILL.
+        env = dict(os.environ, RESPUBLICA_MASTER_KEY=MASTER_KEY, PYTHONUNBUFFERED="1",
+                   TMPDIR=str(self.log_path.parent))
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(self.args, cwd=ROOT, env=env, stdout=log,
+                                     stderr=subprocess.STDOUT)
+
+    def healthy(self) -> bool:
+        """``/healthz`` answers 200."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz",  # noqa: S310
+                                        timeout=2) as response:
+                return bool(response.status == 200)
+        except OSError:
+            return False
+
+    def metrics(self) -> str:
+        """The ``/metrics`` text."""
+        url = f"http://127.0.0.1:{self.port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310
+            return str(response.read().decode())
+
+    def alive(self) -> bool:
+        """The process runs."""
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL, no goodbye."""
+        if self.alive():
+            assert self.proc is not None
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=30)
+
+    def terminate(self, timeout_s: float = 60.0) -> int | None:
+        """SIGTERM and wait for the graceful stop."""
+        if self.proc is None:
+            return None
+        if self.alive():
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def log_tail(self, chars: int = 4000) -> str:
+        """The end of the process's output."""
+        return self.log_path.read_text(errors="replace")[-chars:]
+
+
+def metric_value(text: str, name: str, **labels: str) -> float:
+    """Sum of a metric's samples whose labels include ``labels``."""
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        head, _, value = line.rpartition(" ")
+        if all(f'{k}="{v}"' in head for k, v in labels.items()):
+            total += float(value)
+    return total
+
+
+def events_of(records: Iterable[Any], stream: str) -> list[dict[str, Any]]:
+    """The records of one stream from a simulator's ``SimRecord`` iterable."""
+    return [r.record for r in records if r.stream == stream]
+
+
+def dumps(windows: Mapping[Any, Any]) -> str:
+    """Short text of a window map for assertion messages."""
+    return json.dumps({str(k): str(v)[:200] for k, v in list(windows.items())[:5]})
+
+
+def feed(producer: KafkaProducer, contract: Contract,
+         events: dict[str, list[dict[str, Any]]]) -> None:
+    """Encode like the validator, produce keyed by subject, then end every partition."""
+    for stream, records in events.items():
+        topic = contract.topic_raw(stream)
+        produce_raw(producer, topic, encode_raw(contract, stream, records))
+        produce_end_of_stream(producer, topic, contract.stream(stream).partitions)
+
+
+def mobility_events(n: int, seed: int = 7) -> dict[str, list[dict[str, Any]]]:
+    """``n`` vehicle events, and the trips the simulator emitted meanwhile."""
+    out: dict[str, list[dict[str, Any]]] = {"vehicle_events": [], "trips": []}
+    for item in MobilitySimulator(SimOptions(seed=seed)).records():
+        out[item.stream].append(item.record)
+        if len(out["vehicle_events"]) >= n:
+            return out
+    raise AssertionError("the simulator is endless")
+
+
+def rental_events(n: int, seed: int = 3) -> dict[str, list[dict[str, Any]]]:
+    sim = take(RentalsSimulator(SimOptions(seed=seed, size=300)).records(), n)
+    return {"activity": events_of(sim, "activity")}

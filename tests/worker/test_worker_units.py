@@ -1,0 +1,174 @@
+"""The worker's stages and key store without Kafka: in-memory logs stand in for topics."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from broker.keystore import KeyStore, KeyStoreError, parse_master_key, seal, unseal
+from broker.publish import ReleaseEncoder, decode_public, public_schemas
+from broker.stage_merge import MergeStage
+from broker.stage_partials import (
+    CONTROL_HEADER,
+    END_OF_STREAM_MARK,
+    Checkpoint,
+    PartialsStage,
+    RawRecord,
+)
+from broker.worker_metrics import WorkerMetrics
+from contracts.model import Contract
+from policies.compile import compile_contract
+from policies.pseudonymise import KeyDestroyedError, KeyRing
+from tests.worker.support import (
+    encode_raw,
+    expected_windows,
+    mobility_events,
+    oracle_windows,
+    unique_contract,
+)
+
+KEK = bytes(range(32))
+
+
+class MemoryLog:
+    """A ``KeysLog`` (and a partials topic) as a list."""
+
+    def __init__(self) -> None:
+        self.records: list[tuple[str, bytes | None]] = []
+
+    def read_from(self, offset: int) -> list[tuple[int, str, bytes | None]]:
+        return [(i, k, v) for i, (k, v) in enumerate(self.records) if i >= offset]
+
+    def append(self, key: str, value: bytes | None) -> None:
+        self.records.append((key, value))
+
+
+@pytest.fixture(scope="module")
+def mobility(tmp_path_factory: pytest.TempPathFactory) -> Contract:
+    return unique_contract(Path(tmp_path_factory.mktemp("contracts")), "micromobility",
+                           partitions=2)
+
+
+def test_master_key_accepts_hex_and_base64_only() -> None:
+    assert parse_master_key("ab" * 32) == bytes([0xAB]) * 32
+    assert parse_master_key("q" * 43 + "=") == parse_master_key("q" * 43 + "=")
+    for bad in ("ab" * 31, "not a key", ""):
+        with pytest.raises(KeyStoreError) as caught:
+            parse_master_key(bad)
+        assert bad not in str(caught.value) or bad == ""
+
+
+def test_sealed_key_opens_only_with_its_kek() -> None:
+    blob = seal(KEK, "c", 3, b"k" * 32)
+    assert unseal(blob, KEK, "c", 3) == b"k" * 32
+    with pytest.raises(KeyStoreError):
+        unseal(blob, bytes(32), "c", 3)
+
+
+def test_two_workers_adopt_the_first_key_written() -> None:
+    log = MemoryLog()
+    first, second = KeyStore("c", log, KEK, "w1"), KeyStore("c", log, KEK, "w2")
+    # Both miss epoch 7; the second writes its candidate before the first reads the log.
+    log.append("pseudonym|7|w2", seal(KEK, "c", 7, b"2" * 32))
+    assert first.ring.key("c", 7) == b"2" * 32
+    assert second.ring.key("c", 7) == b"2" * 32
+    assert [k for k, _ in log.records] == ["pseudonym|7|w2"]  # nobody wrote a rival
+    third = KeyStore("c", log, KEK, "w3")
+    assert third.ring.key("c", 8) != b"2" * 32
+    assert KeyStore("c", log, KEK, "w4").ring.key("c", 8) == third.ring.key("c", 8)
+    assert first.noise_key() == second.noise_key()
+
+
+def test_keys_are_destroyed_only_when_every_view_has_passed() -> None:
+    log = MemoryLog()
+    store = KeyStore("c", log, KEK, "w1")
+    for epoch in (1, 2, 3):
+        store.ring.key("c", epoch)
+    assert store.progress("a", 3, ["a", "b"]) == 0  # view b has not reported
+    assert store.progress("b", 2, ["a", "b"]) == 1  # every view is past epoch 1 only
+    with pytest.raises(KeyDestroyedError):
+        store.ring.key("c", 1)
+    assert store.ring.key("c", 2)
+    other = KeyStore("c", log, KEK, "w2")
+    other.refresh()
+    with pytest.raises(KeyDestroyedError):
+        other.ring.key("c", 1)
+    assert other.ring.key("c", 3) == store.ring.key("c", 3)
+    assert any(k == "pseudonym|1|w1" and v is None for k, v in log.records)  # tombstoned
+
+
+def _stages(contract: Contract, metrics: WorkerMetrics, ring: KeyRing
+            ) -> tuple[PartialsStage, MergeStage]:
+    views = compile_contract(contract, keyring=ring)  # shared: a restart keeps the keys
+    stage1 = PartialsStage(contract, "vehicle_events", {"availability": views["availability"]},
+                           {"availability": "partials"}, metrics, clock=lambda: 0.0)
+    stage2 = MergeStage(contract, views["availability"], ["p0", "p1"], "state", metrics,
+                        clock=lambda: datetime(2027, 1, 1, tzinfo=UTC).timestamp())
+    return stage1, stage2
+
+
+def _raw(contract: Contract, records: list[dict[str, Any]], partitions: int
+         ) -> list[list[RawRecord]]:
+    out: list[list[RawRecord]] = [[] for _ in range(partitions)]
+    for accepted in encode_raw(contract, "vehicle_events", records):
+        queue = out[hash(accepted.key) % partitions]
+        queue.append(RawRecord(len(queue), accepted.value))
+    for queue in out:
+        queue.append(RawRecord(len(queue), b"", [(CONTROL_HEADER, END_OF_STREAM_MARK)]))
+    return out
+
+
+def test_stages_with_a_crash_and_a_replay_equal_the_oracle(mobility: Contract) -> None:
+    events = mobility_events(3_000, seed=2)
+    raw = _raw(mobility, events["vehicle_events"], 2)
+    metrics, ring = WorkerMetrics(), KeyRing()
+    stage1, stage2 = _stages(mobility, metrics, ring)
+    topic: list[tuple[bytes, bytes | None]] = []  # the partials partition
+    for p in (0, 1):
+        assert stage1.restore(p, {}) == 0
+    for p in (0, 1):
+        stage1.process(p, raw[p][:700])
+        topic += [(r.key, r.value) for r in stage1.checkpoint(p)]
+        stage1.process(p, raw[p][700:900])  # folded, never checkpointed: lost in the crash
+    # Crash: a new stage-1 restores from the last checkpoints and replays from there.
+    stage1, _ = _stages(mobility, metrics, ring)
+    last = {json.loads(v)["source"]: Checkpoint.from_value("availability", v)
+            for k, v in topic if k.startswith(b"checkpoint|") and v}
+    for p in (0, 1):
+        resume = stage1.restore(p, {"availability": last.get(f"p{p}")})
+        assert resume == 700
+        stage1.process(p, raw[p][resume - 50:])  # a replay from before the checkpoint
+        topic += [(r.key, r.value) for r in stage1.checkpoint(p)]
+    releases = []
+    for offset, (key, value) in enumerate(topic):
+        stage2.feed(offset, key, value)
+        if offset % 37 == 0 or offset == len(topic) - 1:
+            output = stage2.step()
+            if output is not None:
+                releases += output.releases
+                stage2.committed(output)
+    assert oracle_windows(releases) == expected_windows(mobility, events, "availability")
+
+
+def test_release_records_decode_to_the_release(mobility: Contract) -> None:
+    events = mobility_events(2_000, seed=3)
+    from policies.oracle import evaluate
+
+    release = evaluate(mobility, events, keyring=KeyRing())["availability"][0]
+    records = ReleaseEncoder(mobility, mobility.view("availability")).records(release)
+    schemas = public_schemas([mobility])
+    *groups, report = records
+    assert len(groups) == release.report.groups_published
+    key, row = decode_public(report.key, report.value or b"", schemas)
+    assert key["report"] is True and row["k"] == 10
+    assert row["groups_suppressed"] == release.report.groups_suppressed
+    for record in groups:
+        key, row = decode_public(record.key, record.value or b"", schemas)
+        assert row["window_start"] == key["window_start"] == release.window.start
+        assert set(row) == {"window_start", "window_end", "cell", "events", "vehicles"}
+        assert row["vehicles"] >= 10
+        assert dict(record.headers)["respublica.key_ids"] == ",".join(release.key_ids).encode()
