@@ -134,6 +134,16 @@ class MergeStage:
             "contract_version": self.contract.version,
         })
 
+    def _count_epsilon(self, release: Release) -> None:
+        noise = self.contract.view(self.view).noise
+        if noise is None:
+            return
+        labels = (self.contract.id, self.view)
+        self.metrics.epsilon_budget.labels(*labels).set(noise.budget)
+        period_ms = int(noise.period.total_seconds() * 1000)
+        period = str(release.window.start // period_ms)
+        self.metrics.epsilon_spent.labels(*labels, period).inc(release.epsilon)
+
     def committed(self, output: MergeOutput) -> None:
         """The output's transaction committed: count it, remember what is saved."""
         now = self.clock()
@@ -147,6 +157,8 @@ class MergeStage:
                 self.metrics.withheld.labels(*labels, release.report.withheld_reason).inc()
             if output.closing_at is not None:
                 self.metrics.delay.labels(*labels).observe(max(0.0, now - output.closing_at))
+            self._count_epsilon(release)
+        self.metrics.records_published.labels(*labels).inc(output.published)
         self.metrics.stale.labels(*labels).set(self.merger.stale_partials)
         self.metrics.open_windows.labels(*labels).set(self.merger.open_windows)
         if output.releases:

@@ -7,47 +7,40 @@ tail again, so the auditable counts are the suppression reports on the public to
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
+from broker.metrics import metrics_for
 from policies.base import ProcessOutcome
-
-# Release delay: from the stage-1 checkpoint that closed the window to the commit of its
-# release; the transaction commit alone is ~0.1 s on a local broker.
-DELAY_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0)
 
 
 class WorkerMetrics:
-    """Every metric the worker exports."""
+    """Every metric the worker exports; the compliance families come from the catalogue."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
-        self.events = Counter("respublica_events", "Raw events per view and disposition",
+        self.catalogue = catalogue = metrics_for(r)  # defined once, in broker/metrics.py
+        self.windows = catalogue.windows_released
+        self.groups_published = catalogue.groups_published
+        self.groups_suppressed = catalogue.groups_suppressed
+        self.records_published = catalogue.records_published
+        self.delay = catalogue.window_release_delay
+        self.keys_destroyed = catalogue.keys_destroyed
+        self.epsilon_spent = catalogue.epsilon_spent
+        self.epsilon_budget = catalogue.epsilon_budget
+        self.events = Counter("respublica_view_events", "Raw events per view and disposition",
                               ["contract", "view", "disposition"], registry=r)
         self.undecodable = Counter("respublica_worker_undecodable",
                                    "Raw records the worker could not decode (skipped)",
                                    ["contract", "stream"], registry=r)
         self.checkpoints = Counter("respublica_checkpoints", "Stage-1 checkpoints written",
                                    ["contract", "view"], registry=r)
-        self.windows = Counter("respublica_windows_released", "Windows released",
-                               ["contract", "view"], registry=r)
-        self.groups_published = Counter("respublica_groups_published",
-                                        "Groups published", ["contract", "view"], registry=r)
-        self.groups_suppressed = Counter("respublica_groups_suppressed",
-                                         "Groups suppressed (fewer than k subjects)",
-                                         ["contract", "view"], registry=r)
         self.withheld = Counter("respublica_windows_withheld",
                                 "Windows not published (budget exhausted, contract inactive)",
                                 ["contract", "view", "reason"], registry=r)
         self.stale = Gauge("respublica_stale_partials",
                            "Partials that arrived for an already released window",
                            ["contract", "view"], registry=r)
-        self.delay = Histogram("respublica_release_delay_seconds",
-                               "From the checkpoint closing a window to its committed release",
-                               ["contract", "view"], buckets=DELAY_BUCKETS, registry=r)
-        self.keys_destroyed = Counter("respublica_keys_destroyed",
-                                      "Pseudonym keys destroyed (crypto-shredding)",
-                                      ["contract"], registry=r)
         self.held = Gauge("respublica_worker_assignment",
                           "Raw partitions (stage=raw) and views (stage=merge) this worker owns",
                           ["stage"], registry=r)
@@ -59,6 +52,10 @@ class WorkerMetrics:
         for disposition, count in outcome.by_disposition().items():
             if count:
                 self.events.labels(contract, view, disposition.value).inc(count)
+        if outcome.folded:
+            self.catalogue.events_folded.labels(contract, view).inc(outcome.folded)
+        if outcome.late:
+            self.catalogue.events_late.labels(contract, view).inc(outcome.late)
 
     def exposition(self) -> bytes:
         """The text format for ``/metrics``."""

@@ -8,7 +8,7 @@ Not a test (timed numbers are reported, never asserted). Against a running broke
 Workers start first (idle), then the pre-encoded events are produced (as fast as possible, or
 paced at ``--rate`` events/s), then one end-of-stream record per partition. Throughput is
 events / (last availability window published − first event produced); the release delay is
-read from the workers' ``respublica_release_delay_seconds`` histograms.
+read from the workers' ``respublica_window_release_delay_seconds`` histograms.
 """
 
 from __future__ import annotations
@@ -123,7 +123,7 @@ def main() -> None:
         got = read_public(bootstrap, contract, VIEW)
         assert got.windows == expected and got.duplicates == 0, "releases differ from oracle"
         cumulative = histogram([w.metrics() for w in workers],
-                               "respublica_release_delay_seconds", VIEW)
+                               "respublica_window_release_delay_seconds", VIEW)
         count = len(only["vehicle_events"])
         print(f"workers={args.workers} events={count} windows={len(expected)} "
               f"preload={args.preload} produced_in={produced:.1f}s end_to_end={elapsed:.1f}s "

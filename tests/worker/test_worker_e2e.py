@@ -82,9 +82,13 @@ def test_worker_publishes_what_the_oracle_computes(
         assert {"respublica.window_start", "respublica.window_end"} <= set(headers)
 
     text = worker.metrics()
-    folded = metric_value(text, "respublica_events_total", contract=mobility.id,
-                          view="availability", disposition="folded")
+    folded = metric_value(text, "respublica_events_folded_total", contract=mobility.id,
+                          view="availability")
     assert folded > 0
+    assert metric_value(text, "respublica_view_events_total", contract=mobility.id,
+                        view="availability", disposition="folded") == folded
+    assert metric_value(text, "respublica_records_published_total", contract=mobility.id,
+                        view="availability") > 0
     assert metric_value(text, "respublica_windows_released_total", contract=mobility.id,
                         view="availability") == len(expected[(mobility, "availability")])
     assert worker.terminate() == 0, worker.log_tail()
