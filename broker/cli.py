@@ -11,7 +11,15 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from broker import cli_contracts, cli_ingest, cli_kafka, cli_validator, cli_worker
+from broker import (
+    cli_analysts,
+    cli_bench,
+    cli_contracts,
+    cli_ingest,
+    cli_kafka,
+    cli_validator,
+    cli_worker,
+)
 from broker.errors import RespublicaError
 
 
@@ -23,10 +31,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     cli_kafka.register(commands)
+    cli_bench.register(commands)
     cli_contracts.register(commands)
     cli_worker.register(commands)
     cli_validator.register(commands)
     cli_ingest.register(commands)
+    cli_analysts.register(commands)
     return parser
 
 

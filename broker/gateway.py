@@ -38,6 +38,7 @@ from prometheus_client import (
 from broker.gateway_auth import Authenticator, ProviderGrant
 from broker.kafka_writer import BatchWriter, KafkaUnavailable, OutRecord
 from broker.metrics import metrics_for
+from broker.schema_registry import add_schema_routes
 from connectors.base import Accepted, Rejected
 from connectors.dedup import DuplicateFilter
 from connectors.ingest import wall_clock_ms
@@ -257,6 +258,7 @@ def make_app(config: GatewayConfig, writer: BatchWriter, *,
     app.router.add_post(EVENTS_ROUTE, gateway.post_events)
     app.router.add_get("/healthz", gateway.healthz)
     app.router.add_get("/metrics", gateway.metrics)
+    add_schema_routes(app, config.contracts)  # read-only Schema Registry API (analysts)
 
     async def close_writer(_: web.Application) -> None:
         await writer.close()
