@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup kafka kafka-stop kafka-status test test-unit test-integration lint clean
+.PHONY: help setup kafka kafka-stop kafka-status demo bench bench-policies test test-unit test-integration lint clean
 
 help: ## list the targets with one line each
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -28,6 +28,16 @@ kafka-stop: $(STAMP) ## stop the local Kafka broker
 
 kafka-status: $(STAMP) ## say whether the local Kafka broker runs
 	-$(BIN)/respublica kafka status
+
+demo: $(STAMP) ## the whole story end to end: broker, contracts, gateway, worker, a simulated day, out/
+	$(BIN)/respublica demo --out out
+
+bench: $(STAMP) ## respublica bench: B1, B2, P, F, P2 side by side (EVENTS=100000 ROUNDS=3)
+	$(BIN)/respublica bench --events $(or $(EVENTS),100000) --rounds $(or $(ROUNDS),3) \
+		--variants b1,b2,p,f,p2 --json out/bench.json
+
+bench-policies: $(STAMP) ## micro-benchmark of the pure policy core (250k and 2M events)
+	$(BIN)/python -m policies.bench --events 250000 --events 2000000 --memory
 
 test: $(STAMP) ## run every test (unit and integration); starts and stops its own broker
 	$(BIN)/pytest -q $(PYTEST_ARGS)

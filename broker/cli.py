@@ -13,8 +13,10 @@ from collections.abc import Sequence
 
 from broker import (
     cli_analysts,
+    cli_audit,
     cli_bench,
     cli_contracts,
+    cli_demo,
     cli_ingest,
     cli_kafka,
     cli_validator,
@@ -37,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     cli_validator.register(commands)
     cli_ingest.register(commands)
     cli_analysts.register(commands)
+    cli_audit.register(commands)
+    cli_demo.register(commands)
     return parser
 
 

@@ -4,15 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from broker.bench.harness import BenchOptions, render, run
-from broker.kafka_local import LocalKafka, LocalKafkaConfig, free_port_pair
+from broker.cluster import job_cluster
 
 VARIANTS = ("b1", "b2", "p", "f", "p2")
 
@@ -31,21 +27,6 @@ def register(commands: Any) -> None:
     bench.set_defaults(handler=_bench)
 
 
-@contextmanager
-def _cluster() -> Iterator[str]:
-    external = os.environ.get("KAFKA_BOOTSTRAP")
-    if external:
-        yield external
-        return
-    with tempfile.TemporaryDirectory(prefix="respublica-bench-kafka-") as data:
-        broker = LocalKafka(LocalKafkaConfig(port=free_port_pair(), data_dir=Path(data)))
-        _, status = broker.start()
-        try:
-            yield status.bootstrap
-        finally:
-            broker.stop()
-
-
 def _bench(args: argparse.Namespace) -> int:
     variants = tuple(v.strip() for v in args.variants.split(",") if v.strip())
     unknown = sorted(set(variants) - set(VARIANTS))
@@ -53,7 +34,7 @@ def _bench(args: argparse.Namespace) -> int:
         print(f"unknown variant(s): {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
         return 2
     options = BenchOptions(args.events, args.partitions, args.rounds, variants, args.workdir)
-    with _cluster() as bootstrap:
+    with job_cluster("bench") as (bootstrap, _external):
         summary = run(bootstrap, options)
     print(render(summary))
     if args.json:

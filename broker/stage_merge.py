@@ -3,8 +3,10 @@
 The partials topic has one partition, so exactly one worker (the owner in the merger consumer
 group) runs a view's ``MergeStage``. It merges partials, takes each source's watermark from its
 checkpoints, and, when windows close, returns one ``MergeOutput``: the public records of every
-released window followed by the merger's snapshot (``merger|<view>`` on ``respublica.<c>.state``,
-holding the partials-topic position and the ε ledger). The caller writes an output in ONE
+released window, its internal accounting (``accounting|<view>|<window_start>``: events
+published and suppressed, for ``respublica audit``), then the merger's snapshot
+(``merger|<view>`` on ``respublica.<c>.state``, holding the partials-topic position and the ε
+ledger). The caller writes an output in ONE
 Kafka transaction, so a window is published exactly when the state that says "released"
 is: after a crash, the merger restores the last committed state and re-reads the partials
 after its position, and re-releases with identical bytes (noise is keyed, not drawn).
@@ -35,7 +37,7 @@ DEFAULT_STATE_INTERVAL_S = 5.0
 
 @dataclass(frozen=True)
 class MergeOutput:
-    """What to commit in one transaction: public records, then the state record (last)."""
+    """What to commit in one transaction: public records, accounting, the state record (last)."""
 
     records: list[OutRecord]
     releases: list[Release]
@@ -46,6 +48,14 @@ class MergeOutput:
 def state_key(view: str) -> bytes:
     """The key of a view's merger snapshot on the state topic."""
     return f"merger|{view}".encode()
+
+
+ACCOUNTING_PREFIX = b"accounting|"
+
+
+def accounting_key(view: str, window_start: int) -> bytes:
+    """``accounting|<view>|<window_start>``: one per released window, kept by compaction."""
+    return ACCOUNTING_PREFIX + f"{view}|{window_start}".encode()
 
 
 class MergeStage:
@@ -111,19 +121,43 @@ class MergeStage:
         releases = self.merger.release_ready()
         records: list[OutRecord] = []
         active = self.contract.is_active(datetime.fromtimestamp(self.clock(), UTC))
+        accounting: list[OutRecord] = []
         for release in releases:
             if active:
                 records += self.encoder.records(release)
             else:  # outside the validity period nothing more is published
                 self.metrics.withheld.labels(self.contract.id, self.view,
                                              "contract_inactive").inc()
+            accounting.append(self._accounting(release, published=active))
         published = len(records)
+        records += accounting  # internal: committed with the releases, read by the auditor
         due = self.position > self._saved_position and \
             self.clock() - self._saved_at >= self.state_interval_s
         if not (releases or force_state or due):
             return None
         records.append(OutRecord(self.state_topic, state_key(self.view), self._state(), []))
         return MergeOutput(records, releases, published, self._closing_at)
+
+    def _accounting(self, release: Release, *, published: bool) -> OutRecord:
+        """The window's event totals, which the public report must not carry (noise)."""
+        report = release.report
+        value = canonical_json({
+            "view": self.view,
+            "window_start": release.window.start,
+            "window_end": release.window.end,
+            "published": published,
+            "k": report.k,
+            "groups_published": report.groups_published,
+            "groups_suppressed": report.groups_suppressed,
+            "events_published": report.events_published,
+            "events_suppressed": report.events_suppressed,
+            "withheld_reason": report.withheld_reason,
+            "epsilon": release.epsilon,
+            "policy_hash": short_policy_hash(self.contract),
+            "contract_version": self.contract.version,
+        })
+        return OutRecord(self.state_topic, accounting_key(self.view, release.window.start),
+                         value, [])
 
     def _state(self) -> bytes:
         return canonical_json({

@@ -23,7 +23,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from broker.publish import OutRecord, canonical_json
@@ -32,7 +32,7 @@ from broker.worker_metrics import WorkerMetrics
 from contracts.model import Contract
 from contracts.policy_hash import short_policy_hash
 from policies.aggregate import Aggregator
-from policies.base import END_OF_STREAM, Record
+from policies.base import END_OF_STREAM, ProcessOutcome, Record
 from policies.compile import CompiledView
 
 CONTROL_HEADER = "respublica.control"
@@ -59,6 +59,9 @@ class _Source:
     aggregators: dict[str, Aggregator]
     eos: bool = False
     dirty: bool = False
+    # Per view, what became of every record up to the aggregator's position (replays skipped):
+    # checkpointed so that the auditor can reconcile late/filtered/outside across restarts.
+    counts: dict[str, ProcessOutcome] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -72,13 +75,16 @@ class Checkpoint:
     eos: bool
     state: dict[str, Any]
     written_at: float = 0.0
+    counts: dict[str, int] = field(default_factory=dict)
+    """Cumulative dispositions of the source's records up to ``position`` (for the audit)."""
 
     @classmethod
     def from_value(cls, view: str, value: bytes) -> Checkpoint:
         """Parse the JSON value of a ``checkpoint|<source>`` record."""
         data = json.loads(value)
+        counts = {str(k): int(v) for k, v in data.get("counts", {}).items()}
         return cls(view, data["source"], int(data["position"]), int(data["watermark"]),
-                   bool(data["eos"]), data["state"], float(data.get("written_at", 0.0)))
+                   bool(data["eos"]), data["state"], float(data.get("written_at", 0.0)), counts)
 
 
 def source_name(partition: int) -> str:
@@ -131,15 +137,17 @@ class PartialsStage:
         checkpoint records): resume at the lowest, the others skip what they already folded.
         """
         source = source_name(partition)
-        aggregators, eos = {}, False
+        aggregators, eos, counts = {}, False, {}
         for name, view in self.views.items():
             agg = view.partition_state(source)
+            counts[name] = ProcessOutcome()
             found = checkpoints.get(name)
             if found is not None:
                 agg.restore(found.state)
                 eos = eos or found.eos
+                counts[name] = _outcome(found.counts)
             aggregators[name] = agg
-        self._sources[partition] = _Source(aggregators, eos=eos)
+        self._sources[partition] = _Source(aggregators, eos=eos, counts=counts)
         return self.resume_offset(partition)
 
     def resume_offset(self, partition: int) -> int:
@@ -163,6 +171,7 @@ class PartialsStage:
                 batch.append((raw.offset, record))
         for name, agg in source.aggregators.items():
             outcome = agg.process(batch)
+            source.counts.setdefault(name, ProcessOutcome()).add(outcome)
             self.metrics.outcome(self.contract.id, name, outcome)
         source.dirty = True
 
@@ -190,15 +199,18 @@ class PartialsStage:
             for part in agg.drain_partials():
                 data = part.to_dict()
                 out.append(OutRecord(topic, partial_key(data), canonical_json(data), []))
+            counts = source.counts.get(name, ProcessOutcome())
             out.append(OutRecord(topic, checkpoint_key(agg.source),
-                                 self._checkpoint_value(agg, source.eos, now), []))
+                                 self._checkpoint_value(agg, source.eos, now, counts), []))
             self.metrics.checkpoints.labels(self.contract.id, name).inc()
         source.dirty = False
         return out
 
-    def _checkpoint_value(self, agg: Aggregator, eos: bool, now: float) -> bytes:
+    def _checkpoint_value(self, agg: Aggregator, eos: bool, now: float,
+                          counts: ProcessOutcome) -> bytes:
         return canonical_json({
             "source": agg.source,
+            "counts": {str(d): n for d, n in counts.by_disposition().items()},
             "position": agg.position,
             "watermark": END_OF_STREAM if eos else agg.watermark,
             "eos": eos,
@@ -206,3 +218,10 @@ class PartialsStage:
             "policy_hash": self.policy_hash,
             "written_at": now,
         })
+
+
+def _outcome(counts: Mapping[str, int]) -> ProcessOutcome:
+    """The cumulative dispositions stored in a checkpoint (absent in older checkpoints: 0)."""
+    return ProcessOutcome(folded=int(counts.get("folded", 0)),
+                          filtered=int(counts.get("filtered", 0)),
+                          late=int(counts.get("late", 0)), outside=int(counts.get("outside", 0)))

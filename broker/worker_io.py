@@ -18,6 +18,7 @@ from kafka.errors import KafkaError
 
 from broker.errors import RespublicaError
 from broker.topics import STATE_MAX_MESSAGE_BYTES
+from contracts.model import Contract
 
 READ_TIMEOUT_S = 60.0
 # A producer request must fit the largest state record plus the batch framing.
@@ -167,3 +168,22 @@ class KafkaKeysLog:
         """Release the clients."""
         self._consumer.close()
         self._producer.close(timeout=10)
+
+
+def end_of_stream(bootstrap: str, contract: Contract) -> None:
+    """The documented control record on every raw partition: every window may now close.
+
+    For replays, the demo and the benchmark (raw topics are internal: only respublica writes
+    them); see ``docs/architecture.md``.
+    """
+    from broker.stage_partials import CONTROL_HEADER, END_OF_STREAM_MARK
+
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    try:
+        for stream in contract.streams:
+            for partition in range(stream.partitions):
+                producer.send(contract.topic_raw(stream), partition=partition, value=b"",
+                              headers=[(CONTROL_HEADER, END_OF_STREAM_MARK)])
+        producer.flush(timeout=60)
+    finally:
+        producer.close()

@@ -21,7 +21,7 @@ import yaml
 from broker import topics
 from broker.kafka_writer import KafkaBatchWriter, OutRecord, ProducerSettings
 from broker.serde import encode, schema_id
-from broker.stage_partials import CONTROL_HEADER, END_OF_STREAM_MARK
+from broker.worker_io import end_of_stream
 from connectors.simulate.base import SimOptions
 from connectors.simulate.mobility import MobilitySimulator
 from contracts import examples_dir, load_contracts
@@ -91,19 +91,6 @@ async def _write(bootstrap: str, records: list[OutRecord]) -> None:
             await writer.write(records[start:start + WRITE_CHUNK])
     finally:
         await writer.close()
-
-
-def end_of_stream(bootstrap: str, contract: Contract) -> None:
-    """One control record per raw partition (the worker then releases every window)."""
-    from kafka import KafkaProducer
-
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
-    for stream in contract.streams:
-        for partition in range(stream.partitions):
-            producer.send(contract.topic_raw(stream), partition=partition, value=b"",
-                          headers=[(CONTROL_HEADER, END_OF_STREAM_MARK)])
-    producer.flush(timeout=60)
-    producer.close()
 
 
 def preload(bootstrap: str, workdir: Path, vehicle_events: int, partitions: int, *,

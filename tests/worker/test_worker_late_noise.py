@@ -94,7 +94,7 @@ def test_late_event_is_counted_and_never_changes_a_release(
     first_keys = [k for k in after.keys if k in set(before.keys)]
     assert len(first_keys) == len(before.keys), "a released window was published again"
     text = engine.metrics.exposition().decode()
-    assert metric_value(text, "respublica_events_total", view="availability",
+    assert metric_value(text, "respublica_view_events_total", view="availability",
                         disposition="late") == 1
 
 

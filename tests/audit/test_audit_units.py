@@ -1,0 +1,187 @@
+"""Pure parts of the audit: needles, ACL matching, topic configs, findings, rendering."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from broker import topics
+from broker.audit_canary import MIN_LENGTH, Needles
+from broker.audit_cluster import acl_grants, check_acls, check_topics
+from broker.audit_model import Findings, Period, fingerprint
+from broker.audit_read import AclBinding, AclState
+from broker.audit_render import render
+from broker.audit_replay import ViewTally
+from broker.stage_merge import MergeStage
+from broker.stage_partials import (
+    CONTROL_HEADER,
+    END_OF_STREAM_MARK,
+    Checkpoint,
+    PartialsStage,
+    RawRecord,
+)
+from broker.worker_metrics import WorkerMetrics
+from contracts.model import Contract
+from policies.base import Disposition
+from policies.compile import compile_contract
+from policies.pseudonymise import KeyRing
+from policies.spec import view_spec
+from tests.worker.support import encode_raw, mobility_events, unique_contract
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture
+def contract(tmp_path: Path) -> Contract:
+    return unique_contract(tmp_path, "micromobility")
+
+
+def test_needles_match_any_case_and_skip_short_identifiers() -> None:
+    needles = Needles.of(["Veh-00042", "abc", "veh-00042"])
+    assert needles.identifiers == 2 and needles.too_short == 1
+    assert needles.find(b'{"x":"VEH-00042"}') <= {"Veh-00042", "veh-00042"}
+    assert needles.find(b'{"x":"VEH-00042"}')
+    assert needles.find(b"[Veh-00042]") == {"Veh-00042"}
+    assert needles.find(b"abc veh-0004") == set()
+    assert len(fingerprint("Veh-00042")) == len("sha256:") + 12
+    assert needles.redact("x-Veh-00042") == fingerprint("x-Veh-00042")
+    assert needles.redact("cell") == "cell"
+    assert MIN_LENGTH == 6
+
+
+def test_acl_grants_follow_prefixes_and_deny_wins() -> None:
+    names = ["public.c.a", "public.c.b", "raw.c.s"]
+    bindings = [AclBinding("User:x", "public.c.", "PREFIXED", "READ", "ALLOW"),
+                AclBinding("User:x", "public.c.b", "LITERAL", "READ", "DENY"),
+                AclBinding("User:y", "*", "LITERAL", "ALL", "ALLOW"),
+                AclBinding("User:z", "raw.c.s", "LITERAL", "WRITE", "ALLOW")]
+    assert acl_grants(bindings, names) == {("User:x", "public.c.a"), ("User:y", "public.c.a"),
+                                           ("User:y", "public.c.b"), ("User:y", "raw.c.s")}
+
+
+def test_acls_against_the_contract(contract: Contract) -> None:
+    findings = Findings()
+    check_acls(contract, AclState(enforced=False), findings)
+    assert findings.ok and [f.code for f in findings.sorted()] == ["acls-not-enforced"]
+    findings = Findings()
+    public = contract.topic_public("origin_destination")
+    grants = [AclBinding("User:lyon-opendata", public, "LITERAL", "READ", "ALLOW"),
+              AclBinding("User:lyon-analysts", "raw.", "PREFIXED", "READ", "ALLOW")]
+    check_acls(contract, AclState(enforced=True, bindings=grants), findings)
+    violations = sorted(f.code for f in findings.sorted() if f.severity == "violation")
+    assert violations == ["acl-extra-reader", "acl-internal-reader", "acl-internal-reader"]
+    assert not findings.ok
+
+
+def test_topic_configs_against_the_contract(contract: Contract) -> None:
+    specs = topics.contract_topics(contract)
+    partitions = {s.name: s.partitions for s in specs[1:]}
+    configs = {s.name: dict(s.configs) for s in specs}
+    public = contract.topic_public("availability")
+    configs[public]["cleanup.policy"] = "delete"
+    configs[topics.keys_topic(contract)]["segment.ms"] = "1"
+    findings = Findings()
+    rows = check_topics(contract, partitions, configs, findings)
+    by_code = sorted((f.severity.value, f.code, f.where) for f in findings.sorted())
+    assert by_code == [("violation", "topic-config", public),
+                       ("violation", "topic-missing", specs[0].name),
+                       ("warning", "topic-config", topics.keys_topic(contract))]
+    assert sum(not r["ok"] for r in rows) == 3
+
+
+def test_the_replay_classifies_like_the_streaming_fold(contract: Contract) -> None:
+    tally = ViewTally(view_spec(contract, "availability"))
+    base = {"event_type": "available", "lat": 45.76, "lon": 4.85, "vehicle_id": "v1"}
+    t0 = 1_780_000_200_000  # a window start + 200 s
+    assert tally.classify(0, {**base, "event_type": "reserved", "timestamp": t0})[0] is \
+        Disposition.FILTERED
+    disposition, key = tally.classify(0, {**base, "timestamp": t0})
+    assert disposition is Disposition.FOLDED and key is not None
+    # An hour later on the same partition, the first window is closed: late.
+    assert tally.classify(0, {**base, "timestamp": t0 + 3_600_000})[0] is Disposition.FOLDED
+    assert tally.classify(0, {**base, "timestamp": t0})[0] is Disposition.LATE
+    assert tally.classify(1, {**base, "timestamp": t0})[0] is Disposition.FOLDED  # other source
+    assert tally.classify(0, {**base, "lat": 48.85, "lon": 2.35,
+                              "timestamp": t0 + 3_600_000})[0] is Disposition.OUTSIDE
+
+
+def test_findings_are_sorted_violations_first_and_deduplicated() -> None:
+    findings = Findings()
+    findings.warning("b", "w", "second")
+    findings.violation("z", "v", "first")
+    findings.violation("z", "v", "first")
+    assert [f.code for f in findings.sorted()] == ["v", "w"]
+    assert Period(10, 20).contains(10) and not Period(10, 20).contains(20)
+    assert Period().unbounded
+
+
+def test_render_keeps_generated_at_out_of_the_body() -> None:
+    report = {"ok": True, "format": "x", "contract": {
+        "id": "c", "version": 1, "title": "T", "provider": "p", "beneficiary": "b",
+        "policy_hash": "h" * 64, "policy_hash_short": "h" * 16},
+        "period": {"since": None, "until": None, "raw_events_by": "event time",
+                   "rejected_by": "rejection time", "windows_by": "window start"},
+        "summary": {"violations": 0, "warnings": 0}, "findings": [],
+        "reconciliation": {"streams": [], "views": []},
+        "terms": {"views": [], "topics": [], "keys": {
+            "topic": "k", "rotation": "1 day", "key_retention": "7 days", "epochs_stored": [],
+            "epochs_destroyed": [], "destruction_floor": None, "noise_key": False},
+            "acls": {"enforced": False, "grants": []},
+            "versions": {"public": [], "raw": []}},
+        "canary": {"identifiers": 0, "identifiers_too_short": 0, "min_length": 6,
+                   "scanned": {"public_records": 0, "dlq_records": 0}, "hits": 0, "listed": []},
+        "read": {}}
+    body = render(report, "md")
+    assert "generated_at" not in body and body.startswith("# Audit of contract c (version 1)")
+    assert render(report, "md", "2026-01-01T00:00:00Z").startswith(body)
+    assert json.loads(render(report, "json", "now"))["generated_at"] == "now"
+    assert "<strong>OK: no violation</strong>" in render(report, "html")
+
+
+def test_the_workers_books_survive_a_crash_and_match_the_releases(contract: Contract) -> None:
+    events = mobility_events(2_000, seed=4)["vehicle_events"]
+    accepted = encode_raw(contract, "vehicle_events", events)
+    raw = [RawRecord(i, a.value) for i, a in enumerate(accepted)]
+    raw.append(RawRecord(len(raw), b"", [(CONTROL_HEADER, END_OF_STREAM_MARK)]))
+    ring, metrics = KeyRing(), WorkerMetrics()
+
+    def stage1() -> PartialsStage:
+        views = compile_contract(contract, keyring=ring)
+        return PartialsStage(contract, "vehicle_events", {"availability": views["availability"]},
+                             {"availability": "partials"}, metrics, clock=lambda: 0.0)
+
+    first = stage1()
+    first.restore(0, {})
+    first.process(0, raw[:900])
+    topic = [(r.key, r.value) for r in first.checkpoint(0)]
+    first.process(0, raw[900:1200])  # folded, never checkpointed: lost in the crash
+    point = Checkpoint.from_value("availability", topic[-1][1] or b"")
+    assert sum(point.counts.values()) == 900
+    second = stage1()
+    resume = second.restore(0, {"availability": point})
+    second.process(0, raw[resume - 100:])  # a replay from before the checkpoint
+    topic += [(r.key, r.value) for r in second.checkpoint(0)]
+    last = Checkpoint.from_value("availability", topic[-1][1] or b"")
+    assert sum(last.counts.values()) == len(events)
+    assert last.counts["filtered"] == sum(e["event_type"] != "available" for e in events)
+
+    merge = MergeStage(contract, compile_contract(contract, keyring=ring)["availability"],
+                       ["p0"], "state", metrics,
+                       clock=lambda: datetime(2027, 1, 1, tzinfo=UTC).timestamp())
+    for offset, (key, value) in enumerate(topic):
+        merge.feed(offset, key, value)
+    output = merge.step()
+    assert output is not None and output.releases
+    books = {json.loads(r.value or b"")["window_start"]: json.loads(r.value or b"")
+             for r in output.records if r.key.startswith(b"accounting|")}
+    assert output.records[-1].key == b"merger|availability"  # the state stays last
+    assert sorted(books) == [r.window.start for r in output.releases]
+    for release in output.releases:
+        booked = books[release.window.start]
+        assert booked["events_published"] == release.report.events_published
+        assert booked["events_suppressed"] == release.report.events_suppressed
+    assert sum(b["events_published"] + b["events_suppressed"] for b in books.values()) == \
+        last.counts["folded"]
