@@ -66,6 +66,7 @@ class MergeStage:
                  clock: Callable[[], float] = time.time,
                  state_interval_s: float = DEFAULT_STATE_INTERVAL_S) -> None:
         self.contract = contract
+        self.policy_hash = short_policy_hash(contract)  # once: hashing a contract is not cheap
         self.view = compiled.view
         self.encoder = ReleaseEncoder(contract, contract.view(compiled.view))
         self.merger = compiled.merger(sources)
@@ -153,7 +154,7 @@ class MergeStage:
             "events_suppressed": report.events_suppressed,
             "withheld_reason": report.withheld_reason,
             "epsilon": release.epsilon,
-            "policy_hash": short_policy_hash(self.contract),
+            "policy_hash": self.policy_hash,
             "contract_version": self.contract.version,
         })
         return OutRecord(self.state_topic, accounting_key(self.view, release.window.start),
@@ -164,7 +165,7 @@ class MergeStage:
             "position": self.position,
             "sources": self.sources,
             "merger": self.merger.snapshot(),
-            "policy_hash": short_policy_hash(self.contract),
+            "policy_hash": self.policy_hash,
             "contract_version": self.contract.version,
         })
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
+import os
 import time
 import uuid
 from collections.abc import Callable
@@ -24,6 +24,7 @@ import fastavro
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
+from broker.bench.processes import peak_rss_mb
 from broker.serde import decode_body, encode, read_header
 from broker.worker_io import KafkaSettings
 
@@ -88,7 +89,7 @@ def run(bootstrap: str, source: str, sink: str, events: int,
     elapsed = time.perf_counter() - start
     result = {
         "events": seen, "seconds": elapsed, "cpu_seconds": time.process_time() - cpu0,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": peak_rss_mb(os.getpid()),  # VmHWM: ru_maxrss keeps the parent's peak
         "batch_ms_p50": _quantile(batch_ms, 0.5), "batch_ms_p99": _quantile(batch_ms, 0.99),
     }
     producer.close()
