@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import yaml
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
@@ -43,7 +42,8 @@ from broker.public_reader import read_view
 from broker.worker_io import end_of_stream
 from connectors.simulate import SimOptions, simulator, take
 from connectors.simulate.faults import FaultInjector, Item
-from contracts import examples_dir, load_contracts
+from contracts import load_contracts
+from contracts.copies import example_data, write_contract
 from contracts.model import Contract
 from policies.oracle import evaluate
 from policies.pseudonymise import KeyRing
@@ -109,20 +109,9 @@ def demo_contracts(workdir: Path, suffix: str) -> list[Contract]:
     """The examples, copied with absolute file paths (and a run suffix on a shared cluster)."""
     out = []
     for vertical in VERTICALS:
-        source = examples_dir() / vertical.contract_file
-        data = yaml.safe_load(source.read_text())
+        data = example_data(vertical.contract_file)
         data["id"] += suffix
-        for stream in data["streams"]:
-            stream["schema"] = str((source.parent / stream["schema"]).resolve())
-        for view in data["views"]:
-            for dim in view.get("group_by", []):
-                if "file" in dim:
-                    dim["file"] = str((source.parent / dim["file"]).resolve())
-        territory = data["territory"]
-        if isinstance(territory.get("polygon"), str):
-            territory["polygon"] = str((source.parent / territory["polygon"]).resolve())
-        path = workdir / vertical.contract_file
-        path.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+        path = write_contract(data, workdir, vertical.contract_file)
         out.append(load_contracts([path], now=datetime.now(UTC))[0])
     return out
 

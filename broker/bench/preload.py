@@ -16,15 +16,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from broker import topics
 from broker.kafka_writer import KafkaBatchWriter, OutRecord, ProducerSettings
 from broker.serde import encode, schema_id
 from broker.worker_io import end_of_stream
 from connectors.simulate.base import SimOptions
 from connectors.simulate.mobility import MobilitySimulator
-from contracts import examples_dir, load_contracts
+from contracts import load_contracts
+from contracts.copies import example_data, write_contract
 from contracts.model import Contract
 
 EVENTS_STREAM = "vehicle_events"
@@ -53,14 +52,11 @@ class BenchInput:
 
 def bench_contract(workdir: Path, partitions: int) -> tuple[Contract, Path]:
     """The micromobility example under a unique id, its streams with ``partitions``."""
-    source = examples_dir() / "micromobility.yaml"
-    data = yaml.safe_load(source.read_text())
+    data = example_data("micromobility")
     data["id"] = f"bench-{uuid.uuid4().hex[:8]}"
     for stream in data["streams"]:
         stream["partitions"] = partitions
-        stream["schema"] = str((source.parent / stream["schema"]).resolve())
-    path = workdir / f"{data['id']}.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    path = write_contract(data, workdir)
     contract = load_contracts([path], now=datetime.now(UTC))[0]
     return contract, path
 

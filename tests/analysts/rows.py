@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import h3
-import yaml
 
 from broker.public_reader import PublishedGroup, ViewContents, WindowReport
-from contracts import Contract, examples_dir, load_contracts
+from contracts import Contract, load_contracts
+from contracts.copies import example_data, write_contract
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 T0 = int(datetime(2026, 3, 1, 8, 0, tzinfo=UTC).timestamp() * 1000)
@@ -23,19 +23,10 @@ LYON = [(45.75, 4.85), (45.76, 4.83), (45.72, 4.80), (45.79, 4.90)]  # (lat, lon
 def load_example(tmp_path: Path, name: str,
                  edit: Callable[[dict[str, Any]], None] | None = None) -> Contract:
     """An example contract (paths made absolute), optionally edited."""
-    source = examples_dir() / f"{name}.yaml"
-    data = yaml.safe_load(source.read_text(encoding="utf-8"))
-    for stream in data["streams"]:
-        stream["schema"] = str((source.parent / stream["schema"]).resolve())
-    for view in data.get("views", []):
-        for dim in view.get("group_by", []):
-            if "file" in dim:
-                dim["file"] = str((source.parent / dim["file"]).resolve())
+    data = example_data(name)
     if edit is not None:
         edit(data)
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
-    return load_contracts([path], now=NOW)[0]
+    return load_contracts([write_contract(data, tmp_path, f"{name}.yaml")], now=NOW)[0]
 
 
 def group(start: int, dims: dict[str, str | None], measures: dict[str, Any],

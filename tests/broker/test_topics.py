@@ -11,12 +11,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-import yaml
 from kafka import KafkaAdminClient
 from kafka.admin import ConfigResource, ConfigResourceType
 
 from broker import topics
-from contracts import Contract, examples_dir, load_contracts
+from contracts import Contract, load_contracts
+from contracts.copies import example_data, write_contract
 
 pytestmark = pytest.mark.integration
 NOW = datetime(2026, 11, 26, tzinfo=UTC)
@@ -25,22 +25,13 @@ NOW = datetime(2026, 11, 26, tzinfo=UTC)
 @pytest.fixture
 def contract_file(tmp_path: Path) -> Callable[..., Path]:
     """A copy of the rentals example under a unique id (so topics never clash)."""
-    source = examples_dir() / "rentals.yaml"
     unique = f"t{uuid.uuid4().hex[:10]}"
 
     def write(retention: str = "P30D") -> Path:
-        data = yaml.safe_load(source.read_text())
+        data = example_data("rentals")
         data["id"] = unique
         data["streams"][0]["retention"] = retention
-        for key in ("schema",):
-            data["streams"][0][key] = str((source.parent / data["streams"][0][key]).resolve())
-        for view in data["views"]:
-            for dim in view.get("group_by", []):
-                if "file" in dim:
-                    dim["file"] = str((source.parent / dim["file"]).resolve())
-        path = tmp_path / "contract.yaml"
-        path.write_text(yaml.safe_dump(data, sort_keys=False))
-        return path
+        return write_contract(data, tmp_path, "contract.yaml")
 
     return write
 

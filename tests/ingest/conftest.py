@@ -24,6 +24,7 @@ from broker.kafka_writer import KafkaUnavailable, OutRecord
 from broker.serde import decode_body
 from connectors.validate import Router
 from contracts import Contract, examples_dir, load_contracts
+from contracts.copies import example_data
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 NOW_MS = int(NOW.timestamp() * 1000)
@@ -79,15 +80,7 @@ def examples() -> dict[str, Contract]:
 
 def contract_data(name: str) -> dict[str, Any]:
     """An example contract as a dict, with schema and zone paths made absolute."""
-    source = examples_dir() / name
-    data = yaml.safe_load(source.read_text(encoding="utf-8"))
-    for stream in data["streams"]:
-        stream["schema"] = str((source.parent / stream["schema"]).resolve())
-    for view in data.get("views", []):
-        for dim in view.get("group_by", []):
-            if "file" in dim:
-                dim["file"] = str((source.parent / dim["file"]).resolve())
-    return data
+    return example_data(name)
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import yaml
 from kafka import KafkaAdminClient, KafkaProducer
 
 from broker import topics
@@ -35,7 +34,8 @@ from connectors.simulate.base import SimOptions, take
 from connectors.simulate.mobility import MobilitySimulator
 from connectors.simulate.rentals import RentalsSimulator
 from connectors.validate import StreamValidator
-from contracts import examples_dir, load_contracts
+from contracts import load_contracts
+from contracts.copies import example_data, write_contract
 from contracts.model import Contract
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,22 +44,14 @@ ROOT = Path(__file__).resolve().parents[2]
 def unique_contract(tmp_path: Path, example: str, *, partitions: int | None = None,
                     edit: Callable[[dict[str, Any]], None] | None = None) -> Contract:
     """An example contract under a fresh id (so tests never share topics or state)."""
-    source = examples_dir() / f"{example}.yaml"
-    data = yaml.safe_load(source.read_text())
+    data = example_data(example)
     data["id"] = f"{data['id'][:40]}-{secrets.token_hex(3)}"
     for stream in data["streams"]:
-        stream["schema"] = str((source.parent / stream["schema"]).resolve())
         if partitions is not None:
             stream["partitions"] = partitions
-    for view in data.get("views", []):
-        for dim in view.get("group_by", []):
-            if "file" in dim:
-                dim["file"] = str((source.parent / dim["file"]).resolve())
     if edit is not None:
         edit(data)
-    path = tmp_path / f"{data['id']}.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return load_contracts([path], now=datetime.now(UTC))[0]
+    return load_contracts([write_contract(data, tmp_path)], now=datetime.now(UTC))[0]
 
 
 def create_topics(bootstrap: str, contract: Contract) -> list[str]:
