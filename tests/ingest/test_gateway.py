@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry
 
 from broker.gateway_auth import Authenticator, ProviderGrant, hash_token, load_tokens
 from broker.kafka_writer import KafkaBatchWriter, ProducerSettings
+from broker.metrics import METRIC_NAMES
 from connectors.simulate import MobilitySimulator, SimOptions, take
 from connectors.validate import H_REASON, H_SOURCE
 from contracts import Contract
@@ -186,6 +187,20 @@ async def test_metrics_count_by_reason_without_values(
             'reason="OUT_OF_RANGE",stream="vehicle_events"} 1.0') in text
     assert 'respublica_http_request_seconds_count{route="events"} 1.0' in text
     assert 'respublica_http_requests_total{route="events",status="200"} 1.0' in text
+
+
+async def test_metrics_endpoint_exposes_every_documented_metric_and_no_data_value(
+        gateway_client: ClientFactory, mobility: Contract) -> None:
+    client = await gateway_client([mobility], MemoryWriter(), registry=CollectorRegistry())
+    events = good_events(3)
+    sentinel = "SENTINEL-9c4e-vehicle"
+    events[0] = {**events[0], "vehicle_id": sentinel, "lat": 99.0}
+    events[1] = {**events[1], "unexpected_" + sentinel.lower().replace("-", "_"): 1}
+    await client.post(URL, json=events, headers=bearer("scootco"))
+    text = await (await client.get("/metrics")).text()
+    for name in METRIC_NAMES:  # the catalogue of docs/metrics.md, all on one registry
+        assert f"# HELP {name} " in text, name
+    assert "sentinel" not in text.lower()
 
 
 def test_authenticator_finds_the_provider_by_token_hash() -> None:
