@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import traceback
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -56,7 +57,9 @@ class _Loop(threading.Thread):
             self.run_loop()
         except BaseException as exc:  # reported by the worker's health check, then exit 1
             self.error = exc
-            _log.error("%s stopped on %s", self.name, type(exc).__name__, exc_info=True)
+            # Frames only: a library's exception message may quote a record value.
+            frames = "".join(traceback.format_tb(exc.__traceback__))
+            _log.error("%s stopped on %s\n%s", self.name, type(exc).__name__, frames)
 
     def run_loop(self) -> None:
         raise NotImplementedError
