@@ -211,9 +211,8 @@ class RawLoop(_Loop):
                 self._consumer.resume(*resume)
 
     def _has_more(self, tp: TopicPartition) -> bool:
-        # Unknown (never fetched, or empty) is not "behind": it must never hold others back.
         end = self._consumer.highwater(tp)
-        return end is not None and self._consumer.position(tp) < end
+        return end is None or self._consumer.position(tp) < end
 
     def _held(self) -> list[TopicPartition]:
         return [TopicPartition(t, p) for t, s in self.stages.items() for p in s.partitions]
