@@ -138,15 +138,14 @@ def partitions_to_pause(watermarks: Mapping[int, int], behind: Collection[int],
     A view's windows close at the lowest watermark of its partitions, so a partition read far
     ahead of the others only piles up open windows (memory, and merger snapshots past Kafka's
     record size). Partitions more than ``lead_ms`` ahead of the slowest partition that still
-    has records to read (``behind``) are paused, whether or not they have more themselves; a
-    caught-up or ended partition never holds the others back, so an idle partition cannot
-    stall the stream.
+    has records to read (``behind``) are paused; a caught-up or ended partition never holds
+    the others back, so an idle partition cannot stall the stream.
     """
     lagging = [watermarks[p] for p in behind if p in watermarks and watermarks[p] != END_OF_STREAM]
     if not lagging:
         return set()
     slowest = max(min(lagging), NO_WATERMARK + lead_ms)  # no overflow below the sentinel
-    return {p for p, wm in watermarks.items() if wm - lead_ms > slowest}
+    return {p for p, wm in watermarks.items() if p not in behind and wm - lead_ms > slowest}
 
 
 class RawLoop(_Loop):
