@@ -32,7 +32,7 @@ from broker.worker_metrics import WorkerMetrics
 from contracts.model import Contract
 from contracts.policy_hash import short_policy_hash
 from policies.aggregate import Aggregator
-from policies.base import END_OF_STREAM, NO_WATERMARK, ProcessOutcome, Record
+from policies.base import END_OF_STREAM, ProcessOutcome, Record
 from policies.compile import CompiledView
 
 CONTROL_HEADER = "respublica.control"
@@ -149,21 +149,6 @@ class PartialsStage:
             aggregators[name] = agg
         self._sources[partition] = _Source(aggregators, eos=eos, counts=counts)
         return self.resume_offset(partition)
-
-    @property
-    def lead_ms(self) -> int:
-        """How far a partition's watermark may run ahead of the slowest one: twice the longest
-        window plus lateness of the stream's views (beyond it, windows pile up unreleased)."""
-        spans = [self.contract.view(name).window + self.stream.allowed_lateness
-                 for name in self.views]
-        return 2 * int(max(spans, default=self.stream.allowed_lateness).total_seconds() * 1000)
-
-    def watermark(self, partition: int) -> int:
-        """The partition's watermark: the lowest of its views (``END_OF_STREAM`` once ended)."""
-        source = self._sources[partition]
-        if source.eos:
-            return END_OF_STREAM
-        return min((agg.watermark for agg in source.aggregators.values()), default=NO_WATERMARK)
 
     def resume_offset(self, partition: int) -> int:
         """The next offset to read: after the lowest position of the partition's views."""

@@ -15,7 +15,7 @@ import logging
 import threading
 import time
 import traceback
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from kafka import ConsumerRebalanceListener, KafkaProducer, TopicPartition
@@ -27,7 +27,6 @@ from broker.stage_merge import MergeOutput, MergeStage, state_key
 from broker.stage_partials import CHECKPOINT_PREFIX, Checkpoint, PartialsStage, RawRecord
 from broker.worker_io import KafkaSettings, read_topic, subscribe
 from broker.worker_metrics import WorkerMetrics
-from policies.base import END_OF_STREAM, NO_WATERMARK
 
 _log = logging.getLogger(__name__)
 KEYS_REFRESH_S = 5.0
@@ -131,23 +130,6 @@ def _send_all(producer: KafkaProducer, records: Iterable[OutRecord]) -> None:
         future.get(timeout=60)  # raises the send's error, if any: never checkpoint past it
 
 
-def partitions_to_pause(watermarks: Mapping[int, int], behind: Collection[int],
-                        lead_ms: int) -> set[int]:
-    """Event-time flow control: the partitions to pause so that windows can close.
-
-    A view's windows close at the lowest watermark of its partitions, so a partition read far
-    ahead of the others only piles up open windows (memory, and merger snapshots past Kafka's
-    record size). Partitions more than ``lead_ms`` ahead of the slowest partition that still
-    has records to read (``behind``) are paused; a caught-up or ended partition never holds
-    the others back, so an idle partition cannot stall the stream.
-    """
-    lagging = [watermarks[p] for p in behind if p in watermarks and watermarks[p] != END_OF_STREAM]
-    if not lagging:
-        return set()
-    slowest = max(min(lagging), NO_WATERMARK + lead_ms)  # no overflow below the sentinel
-    return {p for p, wm in watermarks.items() if p not in behind and wm - lead_ms > slowest}
-
-
 class RawLoop(_Loop):
     """Stage 1 over every raw topic of the active contracts."""
 
@@ -180,7 +162,6 @@ class RawLoop(_Loop):
                     self.ready.set()
                     for tp, records in polled.items():
                         self._process(tp, records)
-                    self._balance()
                     due = time.monotonic() - last >= self.interval
                     written = self.checkpoint(self._held()) if due else {}
                 if due:
@@ -192,26 +173,6 @@ class RawLoop(_Loop):
         finally:
             self._consumer.close(autocommit=False)
             self._producer.close(timeout=30)
-
-    def _balance(self) -> None:
-        """Pause partitions far ahead in event time, resume the others (per raw topic)."""
-        paused = self._consumer.paused()
-        for topic, stage in self.stages.items():
-            held = stage.partitions
-            behind = {p for p in held if self._has_more(TopicPartition(topic, p))}
-            stop = partitions_to_pause({p: stage.watermark(p) for p in held}, behind,
-                                       stage.lead_ms)
-            pause = [TopicPartition(topic, p) for p in stop]
-            resume = [TopicPartition(topic, p) for p in held
-                      if p not in stop and TopicPartition(topic, p) in paused]
-            if pause:
-                self._consumer.pause(*pause)
-            if resume:
-                self._consumer.resume(*resume)
-
-    def _has_more(self, tp: TopicPartition) -> bool:
-        end = self._consumer.highwater(tp)
-        return end is None or self._consumer.position(tp) < end
 
     def _held(self) -> list[TopicPartition]:
         return [TopicPartition(t, p) for t, s in self.stages.items() for p in s.partitions]

@@ -19,10 +19,8 @@ from broker.stage_partials import (
     PartialsStage,
     RawRecord,
 )
-from broker.worker_loops import partitions_to_pause
 from broker.worker_metrics import WorkerMetrics
 from contracts.model import Contract
-from policies.base import END_OF_STREAM, NO_WATERMARK
 from policies.compile import compile_contract
 from policies.pseudonymise import KeyDestroyedError, KeyRing
 from tests.worker.support import (
@@ -174,19 +172,3 @@ def test_release_records_decode_to_the_release(mobility: Contract) -> None:
         assert set(row) == {"window_start", "window_end", "cell", "events", "vehicles"}
         assert row["vehicles"] >= 10
         assert dict(record.headers)["respublica.key_ids"] == ",".join(release.key_ids).encode()
-
-
-@pytest.mark.parametrize(
-    ("watermarks", "behind", "paused"),
-    [
-        ({0: 10_000, 1: 1_000}, {1}, {0}),                  # 0 ran 9 s ahead of a lagging 1
-        ({0: 3_000, 1: 1_000}, {1}, set()),                 # within the lead: keep reading
-        ({0: 10_000, 1: 1_000}, set(), set()),              # 1 is caught up: never a brake
-        ({0: 10_000, 1: END_OF_STREAM}, {1}, set()),        # an ended partition is no brake
-        ({0: 10_000, 1: NO_WATERMARK}, {1}, {0}),           # 1 has data but no event yet
-        ({0: 10_000, 1: 1_000, 2: 9_000}, {1, 2}, {0}),     # the lagging are never paused
-    ],
-)
-def test_partitions_far_ahead_in_event_time_are_paused(
-        watermarks: dict[int, int], behind: set[int], paused: set[int]) -> None:
-    assert partitions_to_pause(watermarks, behind, lead_ms=5_000) == paused
