@@ -66,12 +66,14 @@ def metric_sum(text: str, name: str, **labels: str) -> float:
     return total
 
 
-def histogram_quantile(texts: list[str], name: str, q: float) -> float:
-    """Prometheus-style quantile over the summed ``_bucket`` samples of several processes."""
+def histogram_quantile(texts: list[str], name: str, q: float, **labels: str) -> float:
+    """Prometheus-style quantile over the summed ``_bucket`` samples of several processes
+    (only the samples whose labels include ``labels``)."""
+    wanted = [f'{k}="{v}"' for k, v in labels.items()]
     buckets: dict[float, float] = {}
     for text in texts:
         for line in text.splitlines():
-            if line.startswith(name + "_bucket{"):
+            if line.startswith(name + "_bucket{") and all(w in line for w in wanted):
                 le = line.split('le="')[1].split('"')[0]
                 bound = float("inf") if le == "+Inf" else float(le)
                 buckets[bound] = buckets.get(bound, 0.0) + float(line.rsplit(" ", 1)[1])

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
 import tempfile
 import time
 import uuid
@@ -24,6 +23,8 @@ from pathlib import Path
 
 from kafka import KafkaAdminClient, KafkaProducer
 
+from broker.bench.processes import histogram_quantile, metric_sum
+from broker.kafka_local import free_port_pair
 from tests.worker.support import (
     WorkerProcess,
     create_topics,
@@ -38,38 +39,6 @@ from tests.worker.support import (
 )
 
 VIEW = "availability"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def histogram(texts: list[str], name: str, view: str) -> list[tuple[float, float]]:
-    """Cumulative (upper bound, count) of a histogram, summed over workers."""
-    buckets: dict[float, float] = {}
-    for text in texts:
-        for line in text.splitlines():
-            if line.startswith(name + "_bucket{") and f'view="{view}"' in line:
-                le = line.split('le="')[1].split('"')[0]
-                bound = float("inf") if le == "+Inf" else float(le)
-                buckets[bound] = buckets.get(bound, 0.0) + float(line.rsplit(" ", 1)[1])
-    return sorted(buckets.items())
-
-
-def quantile(cumulative: list[tuple[float, float]], q: float) -> float:
-    """Prometheus-style linear interpolation inside the bucket holding the quantile."""
-    total = cumulative[-1][1] if cumulative else 0.0
-    rank, lower, below = q * total, 0.0, 0.0
-    for bound, count in cumulative:
-        if count >= rank:
-            if bound == float("inf"):
-                return lower
-            share = (rank - below) / (count - below) if count > below else 1.0
-            return lower + (bound - lower) * share
-        lower, below = bound, count
-    return lower
 
 
 def main() -> None:
@@ -99,9 +68,10 @@ def main() -> None:
                 producer.send(raw, key=item.key, value=item.value, headers=list(item.headers))
             producer.flush()
             accepted = []
+        assert contract.source is not None  # written to tmp by unique_contract
         for i in range(args.workers):
             worker = WorkerProcess(bootstrap, [contract.source], f"bench-{i}", group, tmp,
-                                   free_port())
+                                   free_port_pair())
             worker.start()
             workers.append(worker)
         if not args.preload:
@@ -122,14 +92,15 @@ def main() -> None:
         elapsed = time.monotonic() - started
         got = read_public(bootstrap, contract, VIEW)
         assert got.windows == expected and got.duplicates == 0, "releases differ from oracle"
-        cumulative = histogram([w.metrics() for w in workers],
-                               "respublica_window_release_delay_seconds", VIEW)
+        texts = [w.metrics() for w in workers]
+        delay = "respublica_window_release_delay_seconds"
         count = len(only["vehicle_events"])
         print(f"workers={args.workers} events={count} windows={len(expected)} "
               f"preload={args.preload} produced_in={produced:.1f}s end_to_end={elapsed:.1f}s "
               f"throughput={count / elapsed:,.0f} events/s "
-              f"delay_p50={quantile(cumulative, 0.5):.2f}s "
-              f"delay_p99={quantile(cumulative, 0.99):.2f}s (n={cumulative[-1][1]:.0f})")
+              f"delay_p50={histogram_quantile(texts, delay, 0.5, view=VIEW):.2f}s "
+              f"delay_p99={histogram_quantile(texts, delay, 0.99, view=VIEW):.2f}s "
+              f"(n={sum(metric_sum(t, delay + '_count', view=VIEW) for t in texts):.0f})")
     finally:
         for worker in workers:
             worker.terminate(timeout_s=30)
