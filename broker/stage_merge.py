@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from broker.publish import OutRecord, ReleaseEncoder, canonical_json
-from broker.stage_partials import CHECKPOINT_PREFIX, PARTIAL_PREFIX
+from broker.stage_partials import CHECKPOINT_PREFIX, PARTIAL_PREFIX, PARTIALS_PREFIX
 from broker.worker_metrics import WorkerMetrics
 from contracts.model import Contract
 from contracts.policy_hash import short_policy_hash
@@ -101,7 +101,9 @@ class MergeStage:
         if key is None or value is None:
             return
         try:
-            if key.startswith(PARTIAL_PREFIX):
+            if key.startswith(PARTIALS_PREFIX):
+                self.merger.merge([Partial.from_dict(d) for d in json.loads(value)])
+            elif key.startswith(PARTIAL_PREFIX):  # one partial per record (before batching)
                 self.merger.merge([Partial.from_dict(json.loads(value))])
             elif key.startswith(CHECKPOINT_PREFIX):
                 self._watermark(json.loads(value))

@@ -240,6 +240,10 @@ class PartitionAggregator(Protocol):
         """Partials changed since the last drain; closed windows are then evicted."""
         ...
 
+    def drain_closed(self, *, final: bool = False) -> list[Any]:
+        """Partials of windows closed for this source (all if ``final``), each exactly once."""
+        ...
+
     def snapshot(self) -> dict[str, Any]:
         """JSON-compatible state (position, max event time, open partials)."""
         ...

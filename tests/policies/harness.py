@@ -35,8 +35,11 @@ class StreamRun:
 
 def run_stream(view: CompiledView, records: Sequence[Record], subject_field: str, *,
                partitions: int = 1, batch: int = 5, redeliver_seed: int | None = None,
-               finish: bool = True) -> StreamRun:
+               finish: bool = True, closed_only: bool = False) -> StreamRun:
     """Feed records (in the given arrival order) through partitions; release as we go.
+
+    With ``closed_only``, sources send partials the way the worker does: only once their
+    window is closed for the source (``drain_closed``), and all the rest at the end.
 
     With ``redeliver_seed``, earlier batches of partials are re-delivered at random moments
     (at-least-once delivery of the internal partials topic).
@@ -55,7 +58,7 @@ def run_stream(view: CompiledView, records: Sequence[Record], subject_field: str
     for lo in range(0, longest, batch):
         for agg, queue in zip(aggs, queues, strict=True):
             run.outcome.add(agg.process(queue[lo : lo + batch]))
-            drained = agg.drain_partials()
+            drained = agg.drain_closed() if closed_only else agg.drain_partials()
             history.append(drained)
             merger.merge(drained)
             if redeliver_seed is not None and rng.random() < 0.5:
@@ -64,6 +67,8 @@ def run_stream(view: CompiledView, records: Sequence[Record], subject_field: str
         run.releases.extend(merger.release_ready())
     if finish:
         for agg in aggs:
+            if closed_only:
+                merger.merge(agg.drain_closed(final=True))
             merger.observe_watermark(agg.source, END_OF_STREAM)
         run.releases.extend(merger.release_ready())
     run.stale_partials = merger.stale_partials

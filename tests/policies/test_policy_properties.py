@@ -61,13 +61,15 @@ def oracle(spec: Any, events: list[dict[str, Any]], noise_key: bytes | None = No
 
 @FAST
 @given(events=events_strategy, partitions=st.integers(1, 4), batch=st.integers(1, 9),
-       seed=st.integers(0, 10_000), delay=st.sampled_from([0, 1_000]))
+       seed=st.integers(0, 10_000), delay=st.sampled_from([0, 1_000]),
+       closed_only=st.booleans())
 def test_streamed_equals_oracle_within_lateness(events: list[dict[str, Any]], partitions: int,
-                                                batch: int, seed: int, delay: int) -> None:
+                                                batch: int, seed: int, delay: int,
+                                                closed_only: bool) -> None:
     spec = rich_spec(k=2, lateness_ms=1_500, delay_ms=delay)
     arrived = arrival_order(events, 1_500, seed)
-    run = run_stream(compile_spec(spec, keyring=ring()), arrived, "who",
-                     partitions=partitions, batch=batch, redeliver_seed=seed)
+    run = run_stream(compile_spec(spec, keyring=ring()), arrived, "who", partitions=partitions,
+                     batch=batch, redeliver_seed=seed, closed_only=closed_only)
     assert run.outcome.late == 0
     assert run.releases == oracle(spec, events)
     accounted = sum(r.report.events_published + r.report.events_suppressed for r in run.releases)
@@ -83,8 +85,10 @@ def test_any_arrival_order_equals_oracle_when_watermarks_hold(
     spec = rich_spec(k=2, lateness_ms=10**9)  # watermarks never close a window before the end
     shuffled = list(events)
     random.Random(seed).shuffle(shuffled)
-    run = run_stream(compile_spec(spec, keyring=ring()), shuffled, "who", partitions=partitions)
-    assert run.releases == oracle(spec, events)
+    for closed_only in (False, True):
+        run = run_stream(compile_spec(spec, keyring=ring()), shuffled, "who",
+                         partitions=partitions, closed_only=closed_only)
+        assert run.releases == oracle(spec, events)
 
 
 @FAST
