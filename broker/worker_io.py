@@ -23,6 +23,10 @@ from contracts.model import Contract
 READ_TIMEOUT_S = 60.0
 # A producer request must fit the largest state record plus the batch framing.
 MAX_REQUEST_BYTES = STATE_MAX_MESSAGE_BYTES + 64 * 1024
+# Raw partitions are fetched 1 MiB at a time (not the state topics' 32 MiB): one fetch then
+# holds a slice of every partition rather than the whole backlog of one, so a preloaded topic
+# is read evenly in event time and windows keep closing.
+RAW_FETCH_BYTES = 1024 * 1024
 
 
 class WorkerError(RespublicaError):

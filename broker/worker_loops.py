@@ -25,7 +25,7 @@ from broker.keystore import KeyStore
 from broker.publish import OutRecord
 from broker.stage_merge import MergeOutput, MergeStage, state_key
 from broker.stage_partials import CHECKPOINT_PREFIX, Checkpoint, PartialsStage, RawRecord
-from broker.worker_io import KafkaSettings, read_topic, subscribe
+from broker.worker_io import RAW_FETCH_BYTES, KafkaSettings, read_topic, subscribe
 from broker.worker_metrics import WorkerMetrics
 
 _log = logging.getLogger(__name__)
@@ -123,8 +123,8 @@ class _Listener(ConsumerRebalanceListener):
 
 
 def _send_all(producer: KafkaProducer, records: Iterable[OutRecord]) -> None:
-    futures = [producer.send(r.topic, key=r.key, value=r.value, headers=r.headers)
-               for r in records]
+    futures = [producer.send(r.topic, key=r.key, value=r.value, headers=r.headers,
+                             partition=r.partition) for r in records]
     producer.flush()
     for future in futures:
         future.get(timeout=60)  # raises the send's error, if any: never checkpoint past it
@@ -150,7 +150,8 @@ class RawLoop(_Loop):
     def run_loop(self) -> None:
         self._producer = self.settings.producer()
         self._consumer = self.settings.consumer(group_id=self.settings.raw_group,
-                                                max_poll_records=self.max_records)
+                                                max_poll_records=self.max_records,
+                                                max_partition_fetch_bytes=RAW_FETCH_BYTES)
         subscribe(self._consumer, sorted(self.stages), _Listener(self))
         last = time.monotonic()
         try:
@@ -308,7 +309,8 @@ class MergeLoop(_Loop):
             return
         producer.begin_transaction()
         for r in output.records:
-            producer.send(r.topic, key=r.key, value=r.value, headers=r.headers)
+            producer.send(r.topic, key=r.key, value=r.value, headers=r.headers,
+                          partition=r.partition)
         if self.fault is not None:
             producer.flush()  # the records reach the log, still uncommitted
             self.fault(topic, output)

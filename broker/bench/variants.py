@@ -26,7 +26,7 @@ from kafka.structs import OffsetAndMetadata
 
 from broker.bench.processes import peak_rss_mb
 from broker.serde import decode_body, encode, read_header
-from broker.worker_io import KafkaSettings
+from broker.worker_io import RAW_FETCH_BYTES, KafkaSettings
 
 MAX_RECORDS = 2000
 FLUSH_INTERVAL_S = 1.0
@@ -58,7 +58,8 @@ def run(bootstrap: str, source: str, sink: str, events: int,
         transform: Transform | None) -> dict[str, Any]:
     """Move ``events`` records from ``source`` to ``sink``; returns the measurements."""
     settings = KafkaSettings(bootstrap, "respublica-bench", f"bench-{uuid.uuid4().hex[:8]}")
-    consumer = settings.consumer(group_id=settings.raw_group, max_poll_records=MAX_RECORDS)
+    consumer = settings.consumer(group_id=settings.raw_group, max_poll_records=MAX_RECORDS,
+                                 max_partition_fetch_bytes=RAW_FETCH_BYTES)
     producer = settings.producer()
     # Explicit assignment: no group join to wait for (kafka-python 3.0 can leave a join
     # stuck under short polls); offsets are still committed under the group id.
