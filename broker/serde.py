@@ -23,7 +23,7 @@ from typing import Any, cast
 import fastavro
 from fastavro.schema import to_parsing_canonical_form
 
-from broker.avro_fast import BodyWriter, compile_writer
+from broker.avro_fast import BodyReader, BodyWriter, compile_reader, compile_writer
 from broker.errors import RespublicaError
 from connectors.reasons import Reason
 from contracts.model import Contract, Stream
@@ -209,7 +209,31 @@ def decode(data: bytes, schemas: Schemas) -> tuple[int, dict[str, Any]]:
 
 
 def decode_body(data: bytes, parsed_schema: ParsedSchema) -> dict[str, Any]:
-    """The record after the 5-byte header of ``data``, read with ``parsed_schema``."""
+    """The record after the 5-byte header of ``data``, read with ``parsed_schema``.
+
+    Flat record schemas are read by a function compiled once per schema
+    (``broker.avro_fast``, giving fastavro's record); it raises on anything unusual, damaged
+    input included, and fastavro then reads the value again and decides, reasons included.
+    """
+    entry = _READERS.get(id(parsed_schema))
+    if entry is None:
+        entry = _READERS[id(parsed_schema)] = (parsed_schema, compile_reader(parsed_schema))
+    read = entry[1]
+    if read is not None:
+        try:
+            return read(data, HEADER_SIZE)
+        except Exception:  # noqa: BLE001, S110 - not for the fast path: fastavro decides below
+            pass
+    return _fastavro_decode_body(data, parsed_schema)
+
+
+# Compiled body readers (None: not a flat record) by schema identity. The entry keeps its
+# schema alive, so no other object can have that id while it is cached.
+_READERS: dict[int, tuple[ParsedSchema, BodyReader | None]] = {}
+
+
+def _fastavro_decode_body(data: bytes, parsed_schema: ParsedSchema) -> dict[str, Any]:
+    """``decode_body`` by fastavro: other schemas, and the authority on every failure."""
     buf = io.BytesIO(data)
     buf.seek(HEADER_SIZE)
     try:
