@@ -33,13 +33,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from broker.flow import MIN_LEAD_MS
 from broker.publish import OutRecord, canonical_json
 from broker.serde import SerializationError, decode_body, read_header, schema_id
 from broker.worker_metrics import WorkerMetrics
 from contracts.model import Contract
 from contracts.policy_hash import short_policy_hash
 from policies.aggregate import Aggregator
-from policies.base import END_OF_STREAM, ProcessOutcome, Record
+from policies.base import END_OF_STREAM, NO_WATERMARK, ProcessOutcome, Record
 from policies.compile import CompiledView
 
 CONTROL_HEADER = "respublica.control"
@@ -157,6 +158,23 @@ class PartialsStage:
             aggregators[name] = agg
         self._sources[partition] = _Source(aggregators, eos=eos, counts=counts)
         return self.resume_offset(partition)
+
+    @property
+    def lead_ms(self) -> int:
+        """How far a partition may run ahead of the slowest in event time (flow control):
+        twice the longest window plus lateness of the stream's views, at least a day
+        (``broker.flow.MIN_LEAD_MS`` says why)."""
+        spans = [self.contract.view(name).window + self.stream.allowed_lateness
+                 for name in self.views]
+        span = max(spans, default=self.stream.allowed_lateness)
+        return max(2 * int(span.total_seconds() * 1000), MIN_LEAD_MS)
+
+    def watermark(self, partition: int) -> int:
+        """The partition's watermark: the lowest of its views (``END_OF_STREAM`` once ended)."""
+        source = self._sources[partition]
+        if source.eos:
+            return END_OF_STREAM
+        return min((agg.watermark for agg in source.aggregators.values()), default=NO_WATERMARK)
 
     def resume_offset(self, partition: int) -> int:
         """The next offset to read: after the lowest position of the partition's views."""

@@ -21,6 +21,7 @@ from typing import Any
 from kafka import ConsumerRebalanceListener, KafkaProducer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
+from broker.flow import FlowControl
 from broker.keystore import KeyStore
 from broker.publish import OutRecord
 from broker.stage_merge import MergeOutput, MergeStage, state_key
@@ -146,16 +147,19 @@ class RawLoop(_Loop):
         self._producer: KafkaProducer | None = None
         self._destroyed: dict[str, int] = {}
         self._keys_read = 0.0
+        self.flow = FlowControl(None)  # its consumer is created on the loop's thread
 
     def run_loop(self) -> None:
         self._producer = self.settings.producer()
         self._consumer = self.settings.consumer(group_id=self.settings.raw_group,
                                                 max_poll_records=self.max_records,
                                                 max_partition_fetch_bytes=RAW_FETCH_BYTES)
+        self.flow.consumer = self._consumer
         subscribe(self._consumer, sorted(self.stages), _Listener(self))
         last = time.monotonic()
         try:
             while not self.stopping.is_set():
+                self.flow.before_poll()
                 polled = self._consumer.poll(timeout_ms=POLL_MS)
                 self.check_listener()
                 with self.lock:
@@ -163,6 +167,7 @@ class RawLoop(_Loop):
                     self.ready.set()
                     for tp, records in polled.items():
                         self._process(tp, records)
+                    self._balance(idle=not polled)
                     due = time.monotonic() - last >= self.interval
                     written = self.checkpoint(self._held()) if due else {}
                 if due:
@@ -174,6 +179,16 @@ class RawLoop(_Loop):
         finally:
             self._consumer.close(autocommit=False)
             self._producer.close(timeout=30)
+
+    def _balance(self, *, idle: bool) -> None:
+        """Event-time flow control (``broker.flow``): pause partitions that ran ahead."""
+        if idle:
+            self.flow.idle()
+        else:
+            self.flow.balance({topic: ({p: stage.watermark(p) for p in stage.partitions},
+                                       stage.lead_ms)
+                               for topic, stage in self.stages.items()})
+        self.metrics.paused.set(len(self.flow.paused))
 
     def _held(self) -> list[TopicPartition]:
         return [TopicPartition(t, p) for t, s in self.stages.items() for p in s.partitions]
@@ -216,6 +231,7 @@ class RawLoop(_Loop):
     def revoke(self, tps: Iterable[TopicPartition]) -> None:
         """Checkpoint revoked partitions before the group hands them to another worker."""
         held = [tp for tp in tps if tp.partition in self.stages[tp.topic].partitions]
+        self.flow.forget(tps)
         self.checkpoint(held)  # no commit here: it would wait on this very network thread
         for tp in held:
             self.stages[tp.topic].release(tp.partition)

@@ -44,6 +44,9 @@ class WorkerMetrics:
         self.held = Gauge("respublica_worker_assignment",
                           "Raw partitions (stage=raw) and views (stage=merge) this worker owns",
                           ["stage"], registry=r)
+        self.paused = Gauge("respublica_worker_paused_partitions",
+                            "Raw partitions paused by event-time flow control (ran ahead)",
+                            registry=r)
         self.open_windows = Gauge("respublica_open_windows", "Windows held by the merger",
                                   ["contract", "view"], registry=r)
 
