@@ -12,6 +12,7 @@ were folded: ``fsum`` of the concatenated partials is the correctly rounded exac
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable
 from typing import Any
@@ -55,7 +56,7 @@ class Partial:
     """Cumulative state of one (window_start, group, source); see the module docstring."""
 
     __slots__ = ("window_start", "group", "source", "through", "events", "subjects",
-                 "distinct", "sums", "counts", "values", "dirty")
+                 "distinct", "sums", "counts", "values", "dirty", "_frozen_json")
 
     def __init__(self, window_start: int, group: GroupKey, source: str) -> None:
         self.window_start = window_start
@@ -69,6 +70,7 @@ class Partial:
         self.counts: dict[str, int] = {}
         self.values: dict[str, list[float]] = {}
         self.dirty = False
+        self._frozen_json: str | None = None
 
     @property
     def key(self) -> tuple[int, GroupKey, str]:
@@ -89,6 +91,18 @@ class Partial:
             "counts": dict(self.counts),
             "values": {f: list(v) for f, v in self.values.items()},
         }
+
+    def frozen_json(self) -> str:
+        """``to_dict`` as canonical JSON (sorted keys, no spaces), computed once.
+
+        Only for partials that no longer change: those a merger holds (it replaces a partial
+        with a newer one, never mutates it). The merger's snapshot is written with every
+        release, and re-serialising every open partial each time made it quadratic.
+        """
+        if self._frozen_json is None:
+            self._frozen_json = json.dumps(self.to_dict(), sort_keys=True,
+                                           separators=(",", ":"))
+        return self._frozen_json
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Partial:

@@ -9,6 +9,7 @@ partials can arrive in any order, any number of times.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Collection, Iterable
 from typing import Any
@@ -157,6 +158,19 @@ class Merger:
                      for by in groups.values() for p in by.values()],
             "ledger": self.ledger.to_dict() if self.ledger else None,
         }
+
+    def snapshot_json(self) -> str:
+        """``snapshot()`` as canonical JSON (sorted keys, no spaces), without re-serialising
+        the open partials: each one's JSON is computed once (``Partial.frozen_json``)."""
+        def dumps(value: Any) -> str:
+            return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+        partials = ",".join(p.frozen_json() for groups in self._open.values()
+                            for by in groups.values() for p in by.values())
+        return (f'{{"horizon":{dumps(self.horizon)},'
+                f'"ledger":{dumps(self.ledger.to_dict() if self.ledger else None)},'
+                f'"open":[{partials}],"stale_partials":{dumps(self.stale_partials)},'
+                f'"watermarks":{dumps(self.watermarks)}}}')
 
     def restore(self, state: dict[str, Any]) -> None:
         """Reload a ``snapshot`` (the source set must be the same)."""

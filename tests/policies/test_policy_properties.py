@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from typing import Any
 
@@ -197,3 +198,19 @@ def test_late_events_are_counted_and_never_change_a_release(
     total = len(arrived) + len(late)
     assert agg.outcome.folded + agg.outcome.filtered + agg.outcome.late \
         + agg.outcome.outside == total
+
+
+@FAST
+@given(events=events_strategy, released=st.booleans())
+def test_merger_snapshot_json_is_the_canonical_json_of_its_snapshot(
+        events: list[dict[str, Any]], released: bool) -> None:
+    spec = rich_spec(k=2, lateness_ms=10**9, noise=NOISE)
+    merger = compile_spec(spec, keyring=ring(), noise_key=NOISE_KEY).merger(["p0", "p1", "p2"])
+    merger.merge(partials_of(events, 3))
+    if released:  # a horizon, a spent ledger, fewer open windows
+        for source in ("p0", "p1", "p2"):
+            merger.observe_watermark(source, T0 + 2_000)
+        merger.release_ready()
+    expected = json.dumps(merger.snapshot(), sort_keys=True, separators=(",", ":"))
+    assert merger.snapshot_json() == expected
+    assert merger.snapshot_json() == expected  # the cached partial texts are stable

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from broker.keystore import KeyStore, KeyStoreError, parse_master_key, seal, unseal
-from broker.publish import ReleaseEncoder, decode_public, public_schemas
+from broker.publish import ReleaseEncoder, canonical_json, decode_public, public_schemas
 from broker.stage_merge import MergeStage
 from broker.stage_partials import (
     CONTROL_HEADER,
@@ -151,6 +151,10 @@ def test_stages_with_a_crash_and_a_replay_equal_the_oracle(mobility: Contract) -
             if output is not None:
                 releases += output.releases
                 stage2.committed(output)
+                state = output.records[-1].value or b""
+                assert state == canonical_json(json.loads(state))  # spliced, still canonical
+                assert set(json.loads(state)) == {"contract_version", "merger", "policy_hash",
+                                                  "position", "sources"}
     assert oracle_windows(releases) == expected_windows(mobility, events, "availability")
 
 
