@@ -31,7 +31,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from broker.flow import MIN_LEAD_MS
 from broker.publish import OutRecord, canonical_json
@@ -53,9 +53,23 @@ PARTIALS_PER_RECORD = 1000
 _log = logging.getLogger(__name__)
 
 
+class RawLike(Protocol):
+    """What the stage reads of a consumed raw record (a kafka-python ``ConsumerRecord`` is
+    one, so the loop hands its records over without copying them)."""
+
+    @property
+    def offset(self) -> int: ...
+
+    @property
+    def value(self) -> bytes | None: ...
+
+    @property
+    def headers(self) -> Sequence[tuple[str, bytes]]: ...
+
+
 @dataclass(frozen=True, slots=True)
 class RawRecord:
-    """What the stage needs of a consumed raw record."""
+    """A raw record built by hand (tests, replays): what the stage needs of one."""
 
     offset: int
     value: bytes | None
@@ -184,7 +198,7 @@ class PartialsStage:
         """Forget a partition (revoked); checkpoint it first if it must survive."""
         self._sources.pop(partition, None)
 
-    def process(self, partition: int, records: Sequence[RawRecord]) -> None:
+    def process(self, partition: int, records: Sequence[RawLike]) -> None:
         """Decode a batch once and fold it into every view of the partition."""
         source = self._sources[partition]
         batch: list[tuple[int, Record]] = []
@@ -201,7 +215,7 @@ class PartialsStage:
             self.metrics.outcome(self.contract.id, name, outcome)
         source.dirty = True
 
-    def _decode(self, raw: RawRecord) -> Record | None:
+    def _decode(self, raw: RawLike) -> Record | None:
         if raw.value is not None:
             try:
                 if read_header(raw.value) == self._schema_id:

@@ -25,7 +25,7 @@ from broker.flow import FlowControl
 from broker.keystore import KeyStore
 from broker.publish import OutRecord
 from broker.stage_merge import MergeOutput, MergeStage, state_key
-from broker.stage_partials import CHECKPOINT_PREFIX, Checkpoint, PartialsStage, RawRecord
+from broker.stage_partials import CHECKPOINT_PREFIX, Checkpoint, PartialsStage
 from broker.worker_io import RAW_FETCH_BYTES, KafkaSettings, read_topic, subscribe
 from broker.worker_metrics import WorkerMetrics
 
@@ -197,7 +197,7 @@ class RawLoop(_Loop):
         stage = self.stages[tp.topic]
         if tp.partition not in stage.partitions:
             return  # not restored (revoked in the same poll): it will be re-read
-        stage.process(tp.partition, [RawRecord(r.offset, r.value, r.headers) for r in records])
+        stage.process(tp.partition, records)
 
     def checkpoint(self, tps: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
         """Write partials + checkpoints of ``tps`` and wait for them; returns resume offsets."""
