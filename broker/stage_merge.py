@@ -14,13 +14,14 @@ after its position, and re-releases with identical bytes (noise is keyed, not dr
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+
+import orjson
 
 from broker.publish import OutRecord, ReleaseEncoder, canonical_json
 from broker.stage_partials import CHECKPOINT_PREFIX, PARTIAL_PREFIX, PARTIALS_PREFIX
@@ -85,7 +86,7 @@ class MergeStage:
         """Load the last committed snapshot (None: start afresh); returns the offset to read."""
         if value is None:
             return 0
-        data = json.loads(value)
+        data = orjson.loads(value)
         if sorted(data["sources"]) != self.sources:
             msg = (f"view {self.view}: the merger state covers {len(data['sources'])} "
                    f"partitions, the stream has {len(self.sources)}; repartitioning a stream "
@@ -102,11 +103,11 @@ class MergeStage:
             return
         try:
             if key.startswith(PARTIALS_PREFIX):
-                self.merger.merge([Partial.from_dict(d) for d in json.loads(value)])
+                self.merger.merge([Partial.from_dict(d) for d in orjson.loads(value)])
             elif key.startswith(PARTIAL_PREFIX):  # one partial per record (before batching)
-                self.merger.merge([Partial.from_dict(json.loads(value))])
+                self.merger.merge([Partial.from_dict(orjson.loads(value))])
             elif key.startswith(CHECKPOINT_PREFIX):
-                self._watermark(json.loads(value))
+                self._watermark(orjson.loads(value))
         except PolicyError:
             # A source the merger does not know: the stream was repartitioned under it.
             self.unknown_sources += 1
@@ -168,7 +169,7 @@ class MergeStage:
         head = canonical_json({"contract_version": self.contract.version})[:-1]
         tail = canonical_json({"policy_hash": self.policy_hash, "position": self.position,
                                "sources": self.sources})[1:]
-        return head + b',"merger":' + self.merger.snapshot_json().encode() + b"," + tail
+        return head + b',"merger":' + self.merger.snapshot_json() + b"," + tail
 
     def _count_epsilon(self, release: Release) -> None:
         noise = self.contract.view(self.view).noise

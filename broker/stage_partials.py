@@ -26,15 +26,16 @@ which releases every window once all sources said so.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import orjson
+
 from broker.flow import MIN_LEAD_MS
-from broker.publish import OutRecord, canonical_json
+from broker.publish import OutRecord
 from broker.serde import SerializationError, decode_body, read_header, schema_id
 from broker.worker_metrics import WorkerMetrics
 from contracts.model import Contract
@@ -105,7 +106,7 @@ class Checkpoint:
     @classmethod
     def from_value(cls, view: str, value: bytes) -> Checkpoint:
         """Parse the JSON value of a ``checkpoint|<source>`` record."""
-        data = json.loads(value)
+        data = orjson.loads(value)
         counts = {str(k): int(v) for k, v in data.get("counts", {}).items()}
         return cls(view, data["source"], int(data["position"]), int(data["watermark"]),
                    bool(data["eos"]), data["state"], float(data.get("written_at", 0.0)), counts)
@@ -238,7 +239,7 @@ class PartialsStage:
             topic = self.partials_topics[name]
             parts = [part.to_dict() for part in agg.drain_closed(final=source.eos)]
             for chunk in range(0, len(parts), PARTIALS_PER_RECORD):
-                value = canonical_json(parts[chunk:chunk + PARTIALS_PER_RECORD])
+                value = orjson.dumps(parts[chunk:chunk + PARTIALS_PER_RECORD])
                 out.append(OutRecord(topic, partials_key(agg.source, agg.position, chunk),
                                      value, []))
             counts = source.counts.get(name, ProcessOutcome())
@@ -250,7 +251,7 @@ class PartialsStage:
 
     def _checkpoint_value(self, agg: Aggregator, eos: bool, now: float,
                           counts: ProcessOutcome) -> bytes:
-        return canonical_json({
+        return orjson.dumps({
             "source": agg.source,
             "counts": {str(d): n for d, n in counts.by_disposition().items()},
             "position": agg.position,
@@ -259,7 +260,7 @@ class PartialsStage:
             "state": agg.snapshot(),
             "policy_hash": self.policy_hash,
             "written_at": now,
-        })
+        }, option=orjson.OPT_SORT_KEYS)
 
 
 def _outcome(counts: Mapping[str, int]) -> ProcessOutcome:

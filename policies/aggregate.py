@@ -12,10 +12,11 @@ were folded: ``fsum`` of the concatenated partials is the correctly rounded exac
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable
 from typing import Any
+
+import orjson
 
 from policies.base import (
     NO_WATERMARK,
@@ -70,7 +71,7 @@ class Partial:
         self.counts: dict[str, int] = {}
         self.values: dict[str, list[float]] = {}
         self.dirty = False
-        self._frozen_json: str | None = None
+        self._frozen_json: bytes | None = None
 
     @property
     def key(self) -> tuple[int, GroupKey, str]:
@@ -92,16 +93,15 @@ class Partial:
             "values": {f: list(v) for f, v in self.values.items()},
         }
 
-    def frozen_json(self) -> str:
-        """``to_dict`` as canonical JSON (sorted keys, no spaces), computed once.
+    def frozen_json(self) -> bytes:
+        """``to_dict`` as JSON with sorted keys, computed once.
 
         Only for partials that no longer change: those a merger holds (it replaces a partial
         with a newer one, never mutates it). The merger's snapshot is written with every
         release, and re-serialising every open partial each time made it quadratic.
         """
         if self._frozen_json is None:
-            self._frozen_json = json.dumps(self.to_dict(), sort_keys=True,
-                                           separators=(",", ":"))
+            self._frozen_json = orjson.dumps(self.to_dict(), option=orjson.OPT_SORT_KEYS)
         return self._frozen_json
 
     @classmethod

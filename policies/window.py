@@ -9,10 +9,11 @@ partials can arrive in any order, any number of times.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Collection, Iterable
 from typing import Any
+
+import orjson
 
 from policies.aggregate import GroupKey, Partial
 from policies.base import NO_WATERMARK, GroupResult, MeasureValue, PolicyError, Release, Window
@@ -159,18 +160,18 @@ class Merger:
             "ledger": self.ledger.to_dict() if self.ledger else None,
         }
 
-    def snapshot_json(self) -> str:
-        """``snapshot()`` as canonical JSON (sorted keys, no spaces), without re-serialising
-        the open partials: each one's JSON is computed once (``Partial.frozen_json``)."""
-        def dumps(value: Any) -> str:
-            return json.dumps(value, sort_keys=True, separators=(",", ":"))
+    def snapshot_json(self) -> bytes:
+        """``snapshot()`` as JSON with sorted keys, without re-serialising the open partials:
+        each one's JSON is computed once (``Partial.frozen_json``)."""
+        def dumps(value: Any) -> bytes:
+            return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
 
-        partials = ",".join(p.frozen_json() for groups in self._open.values()
-                            for by in groups.values() for p in by.values())
-        return (f'{{"horizon":{dumps(self.horizon)},'
-                f'"ledger":{dumps(self.ledger.to_dict() if self.ledger else None)},'
-                f'"open":[{partials}],"stale_partials":{dumps(self.stale_partials)},'
-                f'"watermarks":{dumps(self.watermarks)}}}')
+        partials = b",".join(p.frozen_json() for groups in self._open.values()
+                             for by in groups.values() for p in by.values())
+        ledger = dumps(self.ledger.to_dict() if self.ledger else None)
+        return (b'{"horizon":' + dumps(self.horizon) + b',"ledger":' + ledger
+                + b',"open":[' + partials + b'],"stale_partials":' + dumps(self.stale_partials)
+                + b',"watermarks":' + dumps(self.watermarks) + b"}")
 
     def restore(self, state: dict[str, Any]) -> None:
         """Reload a ``snapshot`` (the source set must be the same)."""
