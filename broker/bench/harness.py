@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import statistics
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kafka import KafkaAdminClient
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.admin import NewTopic
 
 from broker.bench.preload import EVENTS_STREAM, BenchInput, preload, simulate
@@ -38,6 +39,8 @@ from broker.bench.processes import (
 )
 from broker.kafka_local import free_port_pair
 from broker.verify import expected_windows, read_public
+from policies.oracle import evaluate
+from policies.pseudonymise import KeyRing
 
 MASTER_KEY = "42" * 32
 DEADLINE_S = 1800.0
@@ -122,10 +125,59 @@ def run_faust(bootstrap: str, inp: BenchInput, workdir: Path) -> Measurement:
         wait_for(lambda: result.exists() or not child.alive(), DEADLINE_S, "F to read every event")
         child.check_alive()
         data = json.loads(result.read_text())
+        _settled(bootstrap, sink)  # let its window-close timer publish what it will
     finally:
         child.stop()
     return Measurement("f", inp.vehicle_events, float(data["seconds"]),
-                       float(data["cpu_seconds"]), float(data["peak_rss_mb"]))
+                       float(data["cpu_seconds"]), float(data["peak_rss_mb"]),
+                       check_faust(bootstrap, sink, inp))
+
+
+def _end(consumer: KafkaConsumer, tp: TopicPartition) -> int:
+    return int(consumer.end_offsets([tp])[tp])
+
+
+def _settled(bootstrap: str, topic: str, quiet_s: float = 3.0, timeout_s: float = 30.0) -> None:
+    """Wait until nothing was appended to ``topic`` for ``quiet_s`` (at most ``timeout_s``)."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    tp = TopicPartition(topic, 0)
+    try:
+        last, since = _end(consumer, tp), time.monotonic()
+        deadline = since + timeout_s
+        while time.monotonic() - since < quiet_s and time.monotonic() < deadline:
+            time.sleep(0.2)
+            end = _end(consumer, tp)
+            if end != last:
+                last, since = end, time.monotonic()
+    finally:
+        consumer.close()
+
+
+def check_faust(bootstrap: str, sink: str, inp: BenchInput) -> dict[str, Any]:
+    """F's published (window, cell, vehicles) against the oracle's availability groups."""
+    expected = {(r.window.start, g.group["cell"], g.measures["vehicles"])
+                for r in evaluate(inp.contract, inp.events, keyring=KeyRing())["availability"]
+                for g in r.groups}
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    tp = TopicPartition(sink, 0)
+    got: list[tuple[int, str, int]] = []
+    try:
+        consumer.assign([tp])
+        consumer.seek_to_beginning(tp)
+        end = _end(consumer, tp)
+        deadline = time.monotonic() + 60
+        while consumer.position(tp) < end and time.monotonic() < deadline:
+            for records in consumer.poll(timeout_ms=200).values():
+                for r in records:
+                    row = json.loads(r.value)
+                    got.append((int(row["window_start"]), str(row["cell"]), int(row["vehicles"])))
+    finally:
+        consumer.close()
+    published = set(got)
+    return {"oracle_equal": published == expected and len(got) == len(published),
+            "groups_expected": len(expected), "groups_matching": len(published & expected),
+            "groups_missing": len(expected - published),
+            "groups_wrong": len(published - expected), "duplicates": len(got) - len(published)}
 
 
 @contextmanager
@@ -228,7 +280,12 @@ def summarise(rounds: list[list[Measurement]], options: BenchOptions) -> dict[st
         extras: dict[str, Any] = {}
         for key in runs[0].extra:
             values = [m.extra[key] for m in runs]
-            extras[key] = _median(values) if isinstance(values[0], int | float) else values[0]
+            if isinstance(values[0], bool):
+                extras[key] = all(values)  # e.g. equal to the oracle in every round
+            elif isinstance(values[0], int | float):
+                extras[key] = _median(values)
+            else:
+                extras[key] = values[0]
         variants[name] = {
             "events": runs[0].events, "events_per_s_median": _median(rates),
             "events_per_s_min": min(rates), "events_per_s_max": max(rates),
@@ -255,4 +312,14 @@ def render(summary: dict[str, Any]) -> str:
                      f"{spread:>19}{v['cpu_us_per_event']:>14.1f}{v['peak_rss_mb']:>14.1f}"
                      f"{delay:>17}")
     lines.append("ratios: " + ", ".join(f"{k} = {v:.2f}" for k, v in summary["ratios"].items()))
+    for name, v in summary["variants"].items():
+        if "groups_expected" in v:
+            verdict = "equal in every round" if v["oracle_equal"] else "NOT equal"
+            lines.append(
+                f"{name.upper()} vs the oracle (availability groups >= k): {verdict}; "
+                f"{v['groups_matching']:,.0f} of {v['groups_expected']:,.0f} matching, "
+                f"{v['groups_missing']:,.0f} missing, {v['groups_wrong']:,.0f} wrong, "
+                f"{v['duplicates']:,.0f} duplicates (medians over rounds)")
+        elif v.get("oracle_equal"):
+            lines.append(f"{name.upper()} vs the oracle: every release equal, every round")
     return "\n".join(lines)
