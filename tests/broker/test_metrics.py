@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from broker.metrics import METRIC_NAMES, build_metrics
+from broker.worker_metrics import WorkerMetrics
 from contracts import examples_dir, load_contracts
 
 pytestmark = pytest.mark.unit
@@ -18,12 +19,27 @@ ALLOWED_LABELS = {"contract", "stream", "view", "reason", "source", "topic", "pe
                   "status"}
 
 
+OPERATIONAL = "## Operational metrics of the worker"
+
+
+def _documented(text: str) -> set[str]:
+    return set(re.findall(r"^\| `(respublica_[a-z_]+)`", text, re.M))
+
+
 def test_every_documented_metric_is_defined_and_every_defined_one_documented() -> None:
-    documented = set(re.findall(r"^\| `(respublica_[a-z_]+)`", DOC.read_text(), re.M))
-    assert documented == set(METRIC_NAMES)
+    catalogue, _, _ = DOC.read_text().partition(OPERATIONAL)
+    assert _documented(catalogue) == set(METRIC_NAMES)
     exposed = build_metrics().render().decode()
     for name in METRIC_NAMES:
         assert f"# HELP {name} " in exposed, name
+
+
+def test_the_workers_own_metrics_are_documented_as_operational() -> None:
+    _, found, operational = DOC.read_text().partition(OPERATIONAL)
+    assert found
+    exposed = WorkerMetrics().exposition().decode()
+    own = set(re.findall(r"^# HELP (respublica_\S+)", exposed, re.M)) - set(METRIC_NAMES)
+    assert _documented(operational) == own
 
 
 def test_labels_are_only_the_allowed_ones() -> None:
