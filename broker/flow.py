@@ -16,7 +16,7 @@ The rule (``decide``), per raw topic:
   partition never holds the others back (there is no idle timeout in event time);
 - a partition more than ``lead_ms`` ahead of the slowest is paused, whether or not it has a
   backlog of its own; a paused one is resumed once it is less than half the lead ahead
-  (hysteresis: kafka-python drops what it had fetched for a partition when it is paused);
+  (hysteresis: every pause and resume costs fetch round trips);
 - the slowest partition itself is never paused, so the loop always has something to read.
 
 ``FlowControl`` applies it to a kafka-python consumer. End offsets come from the broker
@@ -89,7 +89,8 @@ class FlowControl:
     def balance(self, topics: Mapping[str, tuple[Mapping[int, int], int]]) -> None:
         """Pause/resume per topic; ``topics``: topic -> (watermark per held partition, lead)."""
         held = [TopicPartition(t, p) for t, (wms, _) in topics.items() for p in wms]
-        self.forget(tp for tp in list(self.paused) if tp not in set(held))
+        still = set(held)
+        self.forget([tp for tp in self.paused if tp not in still])
         self._refresh_ends(held)
         pause, resume = [], []
         for topic, (watermarks, lead_ms) in topics.items():

@@ -230,6 +230,7 @@ class RawLoop(_Loop):
 
     def revoke(self, tps: Iterable[TopicPartition]) -> None:
         """Checkpoint revoked partitions before the group hands them to another worker."""
+        tps = list(tps)
         held = [tp for tp in tps if tp.partition in self.stages[tp.topic].partitions]
         self.flow.forget(tps)
         self.checkpoint(held)  # no commit here: it would wait on this very network thread
