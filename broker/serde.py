@@ -16,9 +16,9 @@ from __future__ import annotations
 import hashlib
 import io
 import struct
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import fastavro
 from fastavro.schema import to_parsing_canonical_form
@@ -153,8 +153,22 @@ def encode(parsed_schema: ParsedSchema, sid: int, record: Mapping[str, Any]) -> 
         raise SerializationError(Reason.AVRO_INVALID) from exc
 
 
-# Body writers by schema identity; the entry keeps its schema alive so ids are not reused.
-_WRITERS: dict[int, tuple[ParsedSchema, BodyWriter]] = {}
+T = TypeVar("T")
+
+
+def per_schema(build: Callable[[ParsedSchema], T]) -> Callable[[ParsedSchema], T]:
+    """``build(parsed_schema)`` computed once per schema object, keyed by identity (parsed
+    schemas live as long as their contracts; an entry keeps its schema alive, so no other
+    object can take its id while it is cached)."""
+    entries: dict[int, tuple[ParsedSchema, T]] = {}
+
+    def get(parsed_schema: ParsedSchema) -> T:
+        entry = entries.get(id(parsed_schema))
+        if entry is None or entry[0] is not parsed_schema:
+            entry = entries[id(parsed_schema)] = (parsed_schema, build(parsed_schema))
+        return entry[1]
+
+    return get
 
 
 def body_writer(parsed_schema: ParsedSchema, *, prefix: bytes = b"") -> BodyWriter:
@@ -164,15 +178,16 @@ def body_writer(parsed_schema: ParsedSchema, *, prefix: bytes = b"") -> BodyWrit
     prefix (a validator's framing header) keep the writer they get.
     """
     if not prefix:
-        cached = _WRITERS.get(id(parsed_schema))
-        if cached is not None and cached[0] is parsed_schema:
-            return cached[1]
+        return _cached_writer(parsed_schema)
+    return _new_writer(parsed_schema, prefix)
+
+
+def _new_writer(parsed_schema: ParsedSchema, prefix: bytes = b"") -> BodyWriter:
     writer = compile_writer(parsed_schema, prefix=prefix)
-    if writer is None:
-        writer = _fastavro_writer(parsed_schema, prefix)
-    if not prefix:
-        _WRITERS[id(parsed_schema)] = (parsed_schema, writer)
-    return writer
+    return writer if writer is not None else _fastavro_writer(parsed_schema, prefix)
+
+
+_cached_writer = per_schema(_new_writer)
 
 
 def _fastavro_writer(parsed_schema: ParsedSchema, prefix: bytes) -> BodyWriter:
@@ -215,10 +230,7 @@ def decode_body(data: bytes, parsed_schema: ParsedSchema) -> dict[str, Any]:
     (``broker.avro_fast``, giving fastavro's record); it raises on anything unusual, damaged
     input included, and fastavro then reads the value again and decides, reasons included.
     """
-    entry = _READERS.get(id(parsed_schema))
-    if entry is None:
-        entry = _READERS[id(parsed_schema)] = (parsed_schema, compile_reader(parsed_schema))
-    read = entry[1]
+    read = _reader(parsed_schema)
     if read is not None:
         try:
             return read(data, HEADER_SIZE)
@@ -227,9 +239,7 @@ def decode_body(data: bytes, parsed_schema: ParsedSchema) -> dict[str, Any]:
     return _fastavro_decode_body(data, parsed_schema)
 
 
-# Compiled body readers (None: not a flat record) by schema identity. The entry keeps its
-# schema alive, so no other object can have that id while it is cached.
-_READERS: dict[int, tuple[ParsedSchema, BodyReader | None]] = {}
+_reader: Callable[[ParsedSchema], BodyReader | None] = per_schema(compile_reader)
 
 
 def _fastavro_decode_body(data: bytes, parsed_schema: ParsedSchema) -> dict[str, Any]:
@@ -275,15 +285,8 @@ def _failing_field(data: bytes, parsed_schema: ParsedSchema) -> tuple[str, bool]
     return "", False
 
 
-# Per-field schemas of each record schema seen failing, keyed by identity (the parsed schemas
-# live as long as their contracts; the entry keeps its schema alive so ids are not reused).
-_FIELD_SCHEMAS: dict[int, tuple[ParsedSchema, list[tuple[str, Any]]]] = {}
-
-
-def _field_schemas(parsed_schema: ParsedSchema) -> list[tuple[str, Any]]:
-    cached = _FIELD_SCHEMAS.get(id(parsed_schema))
-    if cached is not None and cached[0] is parsed_schema:
-        return cached[1]
+def _split_fields(parsed_schema: ParsedSchema) -> list[tuple[str, Any]]:
+    """Per-field schemas of a record schema (for naming the field a decode failed in)."""
     result: list[tuple[str, Any]] = []
     if not isinstance(parsed_schema, dict):
         return result
@@ -295,5 +298,7 @@ def _field_schemas(parsed_schema: ParsedSchema) -> list[tuple[str, Any]]:
                       for f in fields]
         except Exception:  # a schema shape we cannot split per field: no path, still rejected
             result = []
-    _FIELD_SCHEMAS[id(parsed_schema)] = (parsed_schema, result)
     return result
+
+
+_field_schemas = per_schema(_split_fields)
