@@ -30,6 +30,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, Protocol
 
 import orjson
@@ -140,6 +141,12 @@ class PartialsStage:
         self.contract = contract
         self.stream = contract.stream(stream)
         self.views = dict(views)
+        # How far a partition may run ahead of the slowest in event time (flow control):
+        # twice the longest window plus lateness of the views, at least a day (see
+        # ``broker.flow.MIN_LEAD_MS``).
+        span = max((contract.view(name).window for name in self.views),
+                   default=timedelta(0)) + self.stream.allowed_lateness
+        self.lead_ms = max(2 * int(span.total_seconds() * 1000), MIN_LEAD_MS)
         self.partials_topics = dict(partials_topics)
         self.metrics = metrics
         self.clock = clock
@@ -173,16 +180,6 @@ class PartialsStage:
             aggregators[name] = agg
         self._sources[partition] = _Source(aggregators, eos=eos, counts=counts)
         return self.resume_offset(partition)
-
-    @property
-    def lead_ms(self) -> int:
-        """How far a partition may run ahead of the slowest in event time (flow control):
-        twice the longest window plus lateness of the stream's views, at least a day
-        (``broker.flow.MIN_LEAD_MS`` says why)."""
-        spans = [self.contract.view(name).window + self.stream.allowed_lateness
-                 for name in self.views]
-        span = max(spans, default=self.stream.allowed_lateness)
-        return max(2 * int(span.total_seconds() * 1000), MIN_LEAD_MS)
 
     def watermark(self, partition: int) -> int:
         """The partition's watermark: the lowest of its views (``END_OF_STREAM`` once ended)."""

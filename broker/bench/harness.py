@@ -39,6 +39,7 @@ from broker.bench.processes import (
 )
 from broker.kafka_local import free_port_pair
 from broker.verify import expected_windows, read_public
+from broker.worker_io import read_to_end
 from policies.oracle import evaluate
 from policies.pseudonymise import KeyRing
 
@@ -159,20 +160,11 @@ def check_faust(bootstrap: str, sink: str, inp: BenchInput) -> dict[str, Any]:
                 for r in evaluate(inp.contract, inp.events, keyring=KeyRing())["availability"]
                 for g in r.groups}
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
-    tp = TopicPartition(sink, 0)
-    got: list[tuple[int, str, int]] = []
     try:
-        consumer.assign([tp])
-        consumer.seek_to_beginning(tp)
-        end = _end(consumer, tp)
-        deadline = time.monotonic() + 60
-        while consumer.position(tp) < end and time.monotonic() < deadline:
-            for records in consumer.poll(timeout_ms=200).values():
-                for r in records:
-                    row = json.loads(r.value)
-                    got.append((int(row["window_start"]), str(row["cell"]), int(row["vehicles"])))
+        rows = [json.loads(r.value) for r in read_to_end(consumer, TopicPartition(sink, 0))]
     finally:
         consumer.close()
+    got = [(int(row["window_start"]), str(row["cell"]), int(row["vehicles"])) for row in rows]
     published = set(got)
     return {"oracle_equal": published == expected and len(got) == len(published),
             "groups_expected": len(expected), "groups_matching": len(published & expected),
