@@ -6,9 +6,8 @@ tests then read, tail, export and decode them. Topics and the worker go at the e
 
 from __future__ import annotations
 
-import socket
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,8 @@ from typing import Any
 import pytest
 from kafka import KafkaAdminClient, KafkaProducer
 
+from broker.kafka_local import free_port
+from broker.kafka_writer import OutRecord
 from contracts.model import Contract
 from tests.worker.support import (
     WorkerProcess,
@@ -36,10 +37,16 @@ VIEWS = (("mobility", "availability"), ("mobility", "origin_destination"),
          ("rentals", "nights_by_district"), ("rentals", "nights_by_cell"))
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+class NullWriter:
+    """A gateway writer that is never asked to write in these tests."""
+
+    connected = True
+
+    async def write(self, records: Sequence[OutRecord]) -> None:
+        raise AssertionError("no events are posted here")
+
+    async def close(self) -> None:
+        pass
 
 
 @dataclass

@@ -28,10 +28,9 @@ from kafka import KafkaConsumer, TopicPartition
 from broker.cli import main
 from broker.export import columns, table_row
 from broker.gateway import GatewayConfig, make_app
-from broker.kafka_writer import OutRecord
 from broker.public_reader import ViewContents, follow_view, iso_utc, read_view
 from broker.serde import read_header
-from tests.analysts.conftest import Published
+from tests.analysts.conftest import NullWriter, Published
 
 pytestmark = pytest.mark.integration
 
@@ -185,16 +184,6 @@ def test_follow_view_yields_live_rows_in_topic_order(published: Published) -> No
     assert sorted(r.offset for r in seen) == [r.offset for r in seen]
     assert {r.offset for r in seen} == {r.offset for r in [*contents.groups,
                                                             *contents.reports]}
-
-
-class NullWriter:
-    connected = True
-
-    async def write(self, records: Sequence[OutRecord]) -> None:
-        raise AssertionError("no events are posted here")
-
-    async def close(self) -> None:
-        pass
 
 
 def first_records(published: Published, view: str) -> list[Any]:

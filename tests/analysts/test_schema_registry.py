@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -16,26 +15,15 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from broker.gateway import GatewayConfig, make_app
-from broker.kafka_writer import OutRecord
+from broker.kafka_local import free_port
 from broker.publish import ReleaseEncoder, public_subject, release_schema, report_schema
 from broker.schema_registry import make_schema_app
 from broker.serde import Schemas, read_header, schema_id, subject_name
 from contracts import Contract, examples_dir, load_contracts
+from tests.analysts.conftest import NullWriter
 from tests.analysts.rows import NOW
 
 pytestmark = pytest.mark.unit
-
-
-class NullWriter:
-    """A gateway writer that is never asked to write in these tests."""
-
-    connected = True
-
-    async def write(self, records: Sequence[OutRecord]) -> None:
-        raise AssertionError("no events are posted here")
-
-    async def close(self) -> None:
-        pass
 
 
 @pytest.fixture(scope="module")
@@ -145,12 +133,8 @@ async def test_ids_list_every_subject_holding_the_schema(gateway: TestClient[Any
     assert {v["version"] for v in versions} == {1}
 
 
-
-
 def test_schemas_serve_runs_standalone() -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "broker.cli", "schemas", "serve",
                              "--port", str(port), "--contracts", str(examples_dir())],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry
@@ -24,7 +23,7 @@ from broker.kafka_writer import KafkaUnavailable, OutRecord
 from broker.serde import decode_body
 from connectors.validate import Router
 from contracts import Contract, examples_dir, load_contracts
-from contracts.copies import example_data
+from contracts.copies import example_data, write_contract
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 NOW_MS = int(NOW.timestamp() * 1000)
@@ -91,9 +90,7 @@ def contract_copy(tmp_path: Path) -> Callable[..., Contract]:
         data = contract_data(name)
         data["id"] = f"t{uuid.uuid4().hex[:10]}"
         data.update(overrides)
-        path = tmp_path / f"{data['id']}.yaml"
-        path.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
-        return load_contracts([path], now=NOW)[0]
+        return load_contracts([write_contract(data, tmp_path)], now=NOW)[0]
 
     return make
 

@@ -21,6 +21,7 @@ from kafka.admin import NewTopic
 from broker import topics
 from broker.cli import main
 from broker.gateway_auth import hash_token
+from broker.kafka_local import free_port
 from broker.loadgen import render_batches
 from broker.loadgen import run as load
 from connectors.simulate import SimOptions, simulator, take
@@ -192,12 +193,6 @@ def run_gateway_bench(kafka_bootstrap: str, tmp_path: Path) -> None:
     finally:
         gateway.terminate()
         gateway.wait(timeout=30)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_for_port(port: int, deadline_s: float = 30.0) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -11,14 +10,9 @@ from typing import Any
 import pytest
 from kafka import KafkaAdminClient
 
+from broker.kafka_local import free_port
 from contracts.model import Contract
 from tests.worker.support import WorkerProcess, create_topics, delete_topics, unique_contract
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from typing import Any
 from kafka import KafkaAdminClient, KafkaProducer
 
 from broker import topics
+from broker.bench.processes import metric_sum as metric_value  # noqa: F401  (re-exported)
 from broker.serde import Schemas
 from broker.stage_partials import CONTROL_HEADER, END_OF_STREAM_MARK
 from broker.verify import (  # noqa: F401  (re-exported for the tests)
@@ -182,18 +183,6 @@ class WorkerProcess:
     def log_tail(self, chars: int = 4000) -> str:
         """The end of the process's output."""
         return self.log_path.read_text(errors="replace")[-chars:]
-
-
-def metric_value(text: str, name: str, **labels: str) -> float:
-    """Sum of a metric's samples whose labels include ``labels``."""
-    total = 0.0
-    for line in text.splitlines():
-        if not line.startswith(name + "{") and not line.startswith(name + " "):
-            continue
-        head, _, value = line.rpartition(" ")
-        if all(f'{k}="{v}"' in head for k, v in labels.items()):
-            total += float(value)
-    return total
 
 
 def events_of(records: Iterable[Any], stream: str) -> list[dict[str, Any]]:
