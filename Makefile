@@ -37,7 +37,7 @@ bench: $(STAMP) ## respublica bench: B1, B2, P, F, P2 side by side (EVENTS=10000
 		--variants b1,b2,p,f,p2 --json out/bench.json
 
 bench-policies: $(STAMP) ## micro-benchmark of the pure policy core (250k and 2M events)
-	$(BIN)/python -m policies.bench --events 250000 --events 2000000 --memory
+	$(BIN)/python -m broker.bench.policies --events 250000 --events 2000000 --memory
 
 test: $(STAMP) ## run every test (unit and integration); starts and stops its own broker
 	$(BIN)/pytest -q $(PYTEST_ARGS)

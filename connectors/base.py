@@ -19,8 +19,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol, TypeAlias
 
-from broker.errors import RespublicaError
-from connectors.reasons import Reason, Stage
+from broker.kafka.reasons import Reason, Stage
+from contracts.errors import RespublicaError
 
 Headers: TypeAlias = list[tuple[str, bytes]]
 

@@ -20,7 +20,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from connectors.reasons import Reason
+from broker.kafka.reasons import Reason
 
 Conformer = Callable[[Any], Any]
 

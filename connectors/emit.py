@@ -18,9 +18,9 @@ from typing import Any
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
+from broker.kafka.reasons import Reason
 from connectors.base import Accepted, ConnectorError, Headers, Outcome, Rejected, Sink
 from connectors.metrics import IngestMetrics
-from connectors.reasons import Reason
 from connectors.validate import Router, dlq_record
 
 _log = logging.getLogger(__name__)

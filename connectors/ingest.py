@@ -4,7 +4,7 @@ Providers that speak Kafka write JSON or Confluent Avro to their ingest topics; 
 every record through the same ``StreamValidator`` the HTTP gateway uses and writes the outcome.
 
 Delivery is at least once and nothing is lost: a fetch's records are all validated, written
-with ``broker.kafka_writer`` (acks=all, idempotent, one producer batch per partition), every
+with ``broker.kafka.writer`` (acks=all, idempotent, one producer batch per partition), every
 batch is acknowledged, and only then are the source offsets committed. A crash before the
 commit replays the batch (the runtime's aggregation is idempotent per event id). A bad record
 never stops the loop: it becomes a DLQ record, and even a bug of ours on one record becomes a
@@ -33,11 +33,11 @@ from aiokafka.codec import has_lz4
 from aiokafka.errors import CommitFailedError, KafkaError
 from prometheus_client import CollectorRegistry
 
-from broker.kafka_writer import KafkaBatchWriter, KafkaUnavailable, OutRecord, ProducerSettings
+from broker.kafka.reasons import Reason, Stage
+from broker.kafka.writer import KafkaBatchWriter, KafkaUnavailable, OutRecord, ProducerSettings
 from connectors.base import Accepted, ConnectorError, Rejected
 from connectors.dedup import DuplicateFilter
 from connectors.metrics import IngestMetrics
-from connectors.reasons import Reason, Stage
 from connectors.validate import (
     DEFAULT_FUTURE_SKEW,
     DEFAULT_MAX_BYTES,

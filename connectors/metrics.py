@@ -16,8 +16,8 @@ from collections.abc import Mapping
 
 from prometheus_client import CollectorRegistry
 
+from broker.kafka.reasons import Reason
 from broker.metrics import metrics_for
-from connectors.reasons import Reason
 
 
 class IngestMetrics:

@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from broker.kafka.reasons import Reason, Stage
 from connectors.base import Accepted, Rejected
 from connectors.emit import Emitter
-from connectors.reasons import Reason, Stage
 from contracts.avro import AvroField
 from contracts.model import Stream
 

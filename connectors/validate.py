@@ -24,7 +24,8 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import timedelta
 from typing import Any, NoReturn
 
-from broker.serde import (
+from broker.kafka.reasons import Reason, Stage
+from broker.kafka.serde import (
     RegisteredSchema,
     Schemas,
     SerializationError,
@@ -35,7 +36,6 @@ from broker.serde import (
 from connectors.base import Accepted, Headers, Outcome, Rejected
 from connectors.conform import FieldProblem, record_conformer
 from connectors.dedup import DuplicateFilter
-from connectors.reasons import Reason, Stage
 from connectors.territory import TerritoryTest
 from contracts.model import Contract
 
@@ -87,7 +87,7 @@ class StreamValidator:
         self.dedup = dedup if dedup is not None else DuplicateFilter(stream.allowed_lateness)
         self._schemas = schemas
         self._conform = record_conformer(self.schema.parsed)
-        # Header and body in one call: compiled for flat schemas (broker.avro_fast).
+        # Header and body in one call: compiled for flat schemas (broker.kafka.avro_fast).
         self._write = body_writer(self.schema.parsed, prefix=self.schema.header)
         self._skew_ms = _ms(future_skew)
         self._lateness_ms = _ms(stream.allowed_lateness)

@@ -19,8 +19,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeGuard
 
+from broker.kafka.reasons import Reason, Stage
 from connectors.base import ConnectorError, Rejected
-from connectors.reasons import Reason, Stage
 
 
 @dataclass(frozen=True)

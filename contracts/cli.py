@@ -1,7 +1,7 @@
 """``respublica contracts validate|show`` as pure functions: arguments in, (exit code, text) out.
 
-``broker/cli.py`` wires them into argparse and prints the text. The clock is read here, at the
-edge, and only when the caller does not pass ``now``.
+``broker/cli/contracts.py`` wires them into argparse and prints the text. The clock is read
+here, at the edge, and only when the caller does not pass ``now``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,11 @@
-"""Contract validation errors: every problem in every file, reported at once.
+"""The root of respublica's exception tree, and contract validation errors.
+
+Every error that respublica raises on purpose derives from ``RespublicaError`` (defined here,
+in the lowest layer, so every package can use it) and the CLI catches that one type. Each
+package adds a small subtree (``ContractError`` here, ``PolicyError``, ``ConnectorError``...).
+Library errors are translated at the boundary with ``raise ... from exc``.
+
+Contract validation reports every problem in every file at once.
 
 A ``Problem`` names the file, the dotted path inside the contract (``views[1].k``) and what is
 wrong. Messages never contain a value taken from the contract or its data, so they are safe to
@@ -10,7 +17,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from broker.errors import RespublicaError
+
+class RespublicaError(Exception):
+    """Base class of every error raised deliberately by respublica."""
 
 
 @dataclass(frozen=True, order=True)

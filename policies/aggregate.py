@@ -168,7 +168,7 @@ class Aggregator:
     def process(self, records: Iterable[tuple[int, Record]]) -> ProcessOutcome:
         """Fold records in offset order; offsets at or below ``position`` are skipped.
 
-        One flat loop with locals on purpose: this is the hot path (``policies.bench``).
+        One flat loop with locals on purpose: this is the hot path (``broker.bench.policies``).
         """
         spec = self.spec
         folded = filtered = late = outside = skipped = 0

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
 
-from broker.errors import RespublicaError  # a pure module: the root of the exception tree
+from contracts.errors import RespublicaError  # a pure module: the root of the exception tree
 
 Record = dict[str, Any]
 """A decoded event: field name → value. Event time is an ``int`` of ms since the epoch."""

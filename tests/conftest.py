@@ -17,7 +17,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
 from kafka.errors import UnknownTopicOrPartitionError
 
-from broker.kafka_local import LocalKafka, LocalKafkaConfig, free_port_pair
+from broker.kafka.local import LocalKafka, LocalKafkaConfig, free_port_pair
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

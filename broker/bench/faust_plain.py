@@ -23,7 +23,7 @@ import faust
 import h3
 from faust.serializers import codecs
 
-from broker.bench.processes import peak_rss_mb
+from broker.processes import peak_rss_mb
 
 ENV = os.environ
 SCHEMA: Any = fastavro.parse_schema(json.loads(ENV["BENCH_SCHEMA"])) if "BENCH_SCHEMA" in ENV \

@@ -27,7 +27,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.admin import NewTopic
 
 from broker.bench.preload import EVENTS_STREAM, BenchInput, preload, simulate
-from broker.bench.processes import (
+from broker.processes import (
     BenchError,
     Child,
     cpu_seconds,
@@ -37,9 +37,9 @@ from broker.bench.processes import (
     scrape,
     wait_for,
 )
-from broker.kafka_local import free_port_pair
-from broker.verify import expected_windows, read_public
-from broker.worker_io import read_to_end
+from broker.bench.verify import expected_windows, read_public
+from broker.kafka.clients import read_to_end
+from broker.kafka.local import free_port_pair
 from policies.oracle import evaluate
 from policies.pseudonymise import KeyRing
 

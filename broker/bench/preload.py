@@ -16,10 +16,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from broker import topics
-from broker.kafka_writer import KafkaBatchWriter, OutRecord, ProducerSettings
-from broker.serde import encode, schema_id
-from broker.worker_io import end_of_stream
+from broker.kafka import topics
+from broker.kafka.clients import end_of_stream
+from broker.kafka.serde import encode, schema_id
+from broker.kafka.writer import KafkaBatchWriter, OutRecord, ProducerSettings
 from connectors.simulate.base import SimOptions
 from connectors.simulate.mobility import MobilitySimulator
 from contracts import load_contracts

@@ -1,7 +1,7 @@
 """The bench's baselines, each run in its own process so CPU and peak RSS are its own.
 
 * ``b1`` passthrough: consume the raw topic, produce the same bytes, with the worker's own
-  client settings (``broker.worker_io.KafkaSettings``), poll size and flush/commit interval;
+  client settings (``broker.kafka.clients.KafkaSettings``), poll size and flush/commit interval;
 * ``b2`` serde: b1 plus Avro decode and re-encode of every record.
 
 Run as ``python -m broker.bench.variants b1|b2 --bootstrap B --source T --sink T --events N
@@ -24,9 +24,9 @@ import fastavro
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
-from broker.bench.processes import peak_rss_mb
-from broker.serde import decode_body, encode, read_header
-from broker.worker_io import RAW_FETCH_BYTES, KafkaSettings
+from broker.processes import peak_rss_mb
+from broker.kafka.clients import RAW_FETCH_BYTES, KafkaSettings
+from broker.kafka.serde import decode_body, encode, read_header
 
 MAX_RECORDS = 2000
 FLUSH_INTERVAL_S = 1.0

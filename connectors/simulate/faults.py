@@ -19,8 +19,8 @@ from datetime import timedelta
 from enum import StrEnum
 from typing import Any, NamedTuple
 
-from broker.serde import Schemas, encode
-from connectors.reasons import Reason
+from broker.kafka.reasons import Reason
+from broker.kafka.serde import Schemas, encode
 from connectors.simulate.base import seeded_random
 from connectors.validate import DEFAULT_MAX_BYTES
 from contracts.model import Contract, Stream

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from kafka import KafkaAdminClient, KafkaProducer
 
-from broker.kafka_local import free_port
-from broker.kafka_writer import OutRecord
+from broker.kafka.local import free_port
+from broker.kafka.writer import OutRecord
 from contracts.model import Contract
 from tests.worker.support import (
     WorkerProcess,

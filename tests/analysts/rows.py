@@ -9,7 +9,7 @@ from typing import Any
 
 import h3
 
-from broker.public_reader import PublishedGroup, ViewContents, WindowReport
+from broker.kafka.public_reader import PublishedGroup, ViewContents, WindowReport
 from contracts import Contract, load_contracts
 from contracts.copies import example_data, write_contract
 

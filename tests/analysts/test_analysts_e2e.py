@@ -25,11 +25,11 @@ from confluent_kafka.schema_registry.avro import AvroDeserializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 from kafka import KafkaConsumer, TopicPartition
 
+from broker.analysts.export.table import columns, table_row
 from broker.cli import main
-from broker.export import columns, table_row
-from broker.gateway import GatewayConfig, make_app
-from broker.public_reader import ViewContents, follow_view, iso_utc, read_view
-from broker.serde import read_header
+from broker.ingest.gateway import GatewayConfig, make_app
+from broker.kafka.public_reader import ViewContents, follow_view, iso_utc, read_view
+from broker.kafka.serde import read_header
 from tests.analysts.conftest import NullWriter, Published
 
 pytestmark = pytest.mark.integration

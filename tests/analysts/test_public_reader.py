@@ -1,4 +1,4 @@
-"""``broker.public_reader`` on real releases: typed rows equal the oracle, bounds, dedup."""
+"""``broker.kafka.public_reader`` on real releases: typed rows equal the oracle, bounds, dedup."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from kafka import KafkaAdminClient, KafkaProducer
 
-from broker.public_reader import PublishedGroup, ViewContents, read_view
-from broker.publish import OutRecord, ReleaseEncoder
+from broker.kafka.public_reader import PublishedGroup, ViewContents, read_view
+from broker.kafka.publish import OutRecord, ReleaseEncoder
 from contracts.model import Contract
 from policies.oracle import evaluate
 from policies.pseudonymise import KeyRing

@@ -14,11 +14,11 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from broker.gateway import GatewayConfig, make_app
-from broker.kafka_local import free_port
-from broker.publish import ReleaseEncoder, public_subject, release_schema, report_schema
-from broker.schema_registry import make_schema_app
-from broker.serde import Schemas, read_header, schema_id, subject_name
+from broker.ingest.gateway import GatewayConfig, make_app
+from broker.kafka.local import free_port
+from broker.kafka.publish import ReleaseEncoder, public_subject, release_schema, report_schema
+from broker.kafka.schema_registry import make_schema_app
+from broker.kafka.serde import Schemas, read_header, schema_id, subject_name
 from contracts import Contract, examples_dir, load_contracts
 from tests.analysts.conftest import NullWriter
 from tests.analysts.rows import NOW

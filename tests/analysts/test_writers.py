@@ -13,11 +13,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from broker.export import ExportError, columns, export, metadata, quantile_label
-from broker.export_geojson import Places, feature_collection, signed_area
-from broker.export_parquet import read_metadata
-from broker.public_reader import ViewContents, iso_utc, parse_instant
-from broker.subscribe import print_releases
+from broker.analysts.export import ExportError, export
+from broker.analysts.export.geojson import Places, feature_collection, signed_area
+from broker.analysts.export.parquet import read_metadata
+from broker.analysts.export.table import columns, metadata, quantile_label
+from broker.analysts.subscribe import print_releases
+from broker.kafka.public_reader import ViewContents, iso_utc, parse_instant
 from contracts.geometry import multipolygon_contains
 from contracts.policy_hash import policy_hash
 from policies.generalise import Grid

@@ -9,8 +9,8 @@ from typing import Any
 
 from kafka import KafkaProducer
 
-from broker import publish
-from broker.serde import Schemas, encode, schema_id
+from broker.kafka import publish
+from broker.kafka.serde import Schemas, encode, schema_id
 from connectors.base import Rejected
 from connectors.validate import StreamValidator, dlq_record
 from contracts.model import Contract

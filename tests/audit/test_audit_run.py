@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 from kafka import KafkaAdminClient, KafkaProducer
 
-from broker.audit import audit, exit_code
-from broker.audit_model import Period
-from broker.audit_render import render
+from broker.audit.model import Period
+from broker.audit.render import render
+from broker.audit.run import audit, exit_code
 from broker.cli import main
 from contracts.model import Contract
 from policies.oracle import evaluate

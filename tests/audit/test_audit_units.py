@@ -8,22 +8,17 @@ from pathlib import Path
 
 import pytest
 
-from broker import topics
-from broker.audit_canary import MIN_LENGTH, Needles
-from broker.audit_cluster import acl_grants, check_acls, check_topics
-from broker.audit_model import Findings, Period, fingerprint
-from broker.audit_read import AclBinding, AclState
-from broker.audit_render import render
-from broker.audit_replay import ViewTally
-from broker.stage_merge import MergeStage
-from broker.stage_partials import (
-    CONTROL_HEADER,
-    END_OF_STREAM_MARK,
-    Checkpoint,
-    PartialsStage,
-    RawRecord,
-)
-from broker.worker_metrics import WorkerMetrics
+from broker.audit.canary import MIN_LENGTH, Needles
+from broker.audit.cluster import acl_grants, check_acls, check_topics
+from broker.audit.model import Findings, Period, fingerprint
+from broker.audit.read import AclBinding, AclState
+from broker.audit.render import render
+from broker.audit.replay import ViewTally
+from broker.kafka import topics
+from broker.kafka.internal import CONTROL_HEADER, END_OF_STREAM_MARK, Checkpoint
+from broker.worker.merge import MergeStage
+from broker.worker.metrics import WorkerMetrics
+from broker.worker.partials import PartialsStage, RawRecord
 from contracts.model import Contract
 from policies.base import Disposition
 from policies.compile import compile_contract

@@ -14,8 +14,8 @@ import pytest
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import ConfigResource, ConfigResourceType
 
-from broker.audit import audit, exit_code
-from broker.audit_render import render
+from broker.audit.render import render
+from broker.audit.run import audit, exit_code
 from contracts.model import Contract
 from tests.audit.support import (
     codes,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from broker.kafka_local import (
+from broker.kafka.local import (
     KafkaLocalError,
     LocalKafka,
     LocalKafkaConfig,

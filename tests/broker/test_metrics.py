@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from broker.metrics import METRIC_NAMES, build_metrics
-from broker.worker_metrics import WorkerMetrics
+from broker.worker.metrics import WorkerMetrics
 from contracts import examples_dir, load_contracts
 
 pytestmark = pytest.mark.unit

@@ -14,7 +14,7 @@ import pytest
 from kafka import KafkaAdminClient
 from kafka.admin import ConfigResource, ConfigResourceType
 
-from broker import topics
+from broker.kafka import topics
 from contracts import Contract, load_contracts
 from contracts.copies import example_data, write_contract
 

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from kafka import KafkaAdminClient
 
-from broker import topics
-from broker.serde import Schemas
+from broker.kafka import topics
+from broker.kafka.serde import Schemas
 from connectors.validate import StreamValidator
 from contracts import Contract, examples_dir, load_contracts
 from contracts.copies import example_data, write_contract

@@ -1,4 +1,4 @@
-"""The compiled Avro writer (``broker.avro_fast``) writes exactly what fastavro writes.
+"""The compiled Avro writer (``broker.kafka.avro_fast``) writes exactly what fastavro writes.
 
 Known-answer vectors from the Avro spec, every simulated record of every example stream, and
 hypothesis-generated flat schemas with values of the right and of the wrong types: the
@@ -17,8 +17,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from broker.avro_fast import compile_writer, varint
-from broker.serde import Schemas, SerializationError, body_writer, encode
+from broker.kafka.avro_fast import compile_writer, varint
+from broker.kafka.serde import Schemas, SerializationError, body_writer, encode
 from connectors.simulate import SimOptions, simulator, take
 from contracts import Contract
 
@@ -190,5 +190,5 @@ def test_well_typed_records_never_reach_fastavro(mobility: Contract,
         def schemaless_writer(*args: Any, **kwargs: Any) -> None:
             raise AssertionError("the compiled path should have written this record")
 
-    monkeypatch.setattr("broker.avro_fast.fastavro", NoFastavro)
+    monkeypatch.setattr("broker.kafka.avro_fast.fastavro", NoFastavro)
     assert writer(record) == expected

@@ -1,4 +1,4 @@
-"""The compiled Avro reader (``broker.avro_fast.compile_reader``) reads what fastavro reads.
+"""The compiled Avro reader (``broker.kafka.avro_fast.compile_reader``) reads what fastavro reads.
 
 Valid records of every contract schema and of hypothesis-generated flat schemas, edge values
 (int64 limits, NaN and infinities, empty and non-ASCII strings, every varint length): the
@@ -24,10 +24,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from broker import serde
-from broker.avro_fast import compile_reader, long_at, varint
-from broker.serde import HEADER_SIZE, SerializationError, decode_body
-from connectors.reasons import Reason
+from broker.kafka import serde
+from broker.kafka.avro_fast import compile_reader, long_at, varint
+from broker.kafka.reasons import Reason
+from broker.kafka.serde import HEADER_SIZE, SerializationError, decode_body
 
 pytestmark = pytest.mark.unit
 

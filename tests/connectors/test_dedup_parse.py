@@ -16,9 +16,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from broker.kafka.reasons import Reason, Stage
 from connectors.base import Rejected
 from connectors.dedup import DuplicateFilter
-from connectors.reasons import Reason, Stage
 from connectors.validate import _parse_json
 from tests.connectors.conftest import NOW_MS
 

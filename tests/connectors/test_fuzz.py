@@ -17,9 +17,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from broker.serde import Schemas, decode, encode
+from broker.kafka.reasons import Reason
+from broker.kafka.serde import Schemas, decode, encode
 from connectors.base import Accepted, Outcome, Rejected
-from connectors.reasons import Reason
 from connectors.validate import StreamValidator
 from contracts import Contract
 from tests.connectors.conftest import NOW_MS, vehicle_event

@@ -20,9 +20,9 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer
 from prometheus_client import CollectorRegistry
 
-from broker.serde import Schemas, decode, encode
+from broker.kafka.reasons import Reason
+from broker.kafka.serde import Schemas, decode, encode
 from connectors.ingest import IngestSettings, IngestValidator
-from connectors.reasons import Reason
 from contracts import Contract
 from tests.connectors.conftest import NOW_MS, vehicle_event
 from tests.connectors.support import ValidatorThread, drain, produce

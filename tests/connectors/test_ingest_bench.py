@@ -16,7 +16,7 @@ import pytest
 from kafka import KafkaProducer
 from prometheus_client import CollectorRegistry
 
-from broker.serde import Schemas, encode
+from broker.kafka.serde import Schemas, encode
 from connectors.ingest import IngestValidator
 from contracts import Contract
 from tests.connectors.conftest import NOW_MS, vehicle_event

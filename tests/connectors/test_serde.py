@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from broker.serde import (
+from broker.kafka.reasons import Reason
+from broker.kafka.serde import (
     Schemas,
     SerializationError,
     decode,
@@ -15,7 +16,6 @@ from broker.serde import (
     schema_id,
     subject_name,
 )
-from connectors.reasons import Reason
 from contracts import Contract
 from tests.connectors.conftest import vehicle_event
 

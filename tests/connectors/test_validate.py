@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from broker.serde import Schemas, decode, encode
+from broker.kafka.reasons import Reason, Stage
+from broker.kafka.serde import Schemas, decode, encode
 from connectors.base import Accepted, Rejected
 from connectors.conform import FieldProblem, record_conformer
 from connectors.dedup import DuplicateFilter
-from connectors.reasons import Reason, Stage
 from connectors.validate import Router, StreamValidator, dlq_record
 from contracts import Contract
 from tests.connectors.conftest import NOW_MS, ContractCopy, vehicle_event

@@ -17,10 +17,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry
 
-from broker.gateway import GatewayAccessLogger, GatewayConfig, make_app
-from broker.gateway_auth import ProviderGrant, hash_token
-from broker.kafka_writer import KafkaUnavailable, OutRecord
-from broker.serde import decode_body
+from broker.ingest.auth import ProviderGrant, hash_token
+from broker.ingest.gateway import GatewayAccessLogger, GatewayConfig, make_app
+from broker.kafka.serde import decode_body
+from broker.kafka.writer import KafkaUnavailable, OutRecord
 from connectors.validate import Router
 from contracts import Contract, examples_dir, load_contracts
 from contracts.copies import example_data, write_contract

@@ -18,12 +18,12 @@ import pytest
 from kafka import KafkaAdminClient, KafkaConsumer
 from kafka.admin import NewTopic
 
-from broker import topics
 from broker.cli import main
-from broker.gateway_auth import hash_token
-from broker.kafka_local import free_port
-from broker.loadgen import render_batches
-from broker.loadgen import run as load
+from broker.ingest.auth import hash_token
+from broker.ingest.loadgen import render_batches
+from broker.ingest.loadgen import run as load
+from broker.kafka import topics
+from broker.kafka.local import free_port
 from connectors.simulate import SimOptions, simulator, take
 from contracts import Contract
 from tests.ingest.conftest import DATA, NOW_MS, TOKENS, ClientFactory, MemoryWriter
@@ -164,7 +164,7 @@ def test_connect_rentals_imports_a_file_into_raw_and_dlq(
                     reason="benchmark: set RESPUBLICA_BENCH=1")
 def test_bench_gateway_throughput(kafka_bootstrap: str, kafka_admin: KafkaAdminClient,
                                   examples: dict[str, Contract], tmp_path: Path) -> None:
-    """A gateway process on the session broker, loaded by ``broker.loadgen``; prints the
+    """A gateway process on the session broker, loaded by ``broker.ingest.loadgen``; prints the
     report (no timing assertion). The example contracts' topics are deleted afterwards."""
     created = [s.name for c in examples.values() for s in topics.contract_topics(c)]
     try:
@@ -185,7 +185,7 @@ def run_gateway_bench(kafka_bootstrap: str, tmp_path: Path) -> None:
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for_port(port)
-        result = subprocess.run([sys.executable, "-m", "broker.loadgen", "--url",
+        result = subprocess.run([sys.executable, "-m", "broker.ingest.loadgen", "--url",
                                  f"http://127.0.0.1:{port}", "--token", "bench",
                                  "--events", "200000", "--concurrency", "8"],
                                 check=True, capture_output=True, text=True)

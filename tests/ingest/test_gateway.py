@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from broker.gateway_auth import Authenticator, ProviderGrant, hash_token, load_tokens
-from broker.kafka_writer import KafkaBatchWriter, ProducerSettings
+from broker.ingest.auth import Authenticator, ProviderGrant, hash_token, load_tokens
+from broker.kafka.writer import KafkaBatchWriter, ProducerSettings
 from broker.metrics import METRIC_NAMES
 from connectors.simulate import MobilitySimulator, SimOptions, take
 from connectors.validate import H_REASON, H_SOURCE

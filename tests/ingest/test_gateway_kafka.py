@@ -21,10 +21,10 @@ import pytest
 from kafka import KafkaAdminClient, KafkaConsumer
 from prometheus_client import CollectorRegistry
 
-from broker import topics
-from broker.gateway_auth import ProviderGrant, hash_token
-from broker.kafka_writer import KafkaBatchWriter, ProducerSettings
-from broker.serde import decode_body
+from broker.ingest.auth import ProviderGrant, hash_token
+from broker.kafka import topics
+from broker.kafka.serde import decode_body
+from broker.kafka.writer import KafkaBatchWriter, ProducerSettings
 from connectors.simulate import MobilitySimulator, SimOptions, take
 from connectors.simulate.faults import JSON_KINDS, FaultInjector
 from connectors.validate import H_FIELD, H_REASON, H_SOURCE

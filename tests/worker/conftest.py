@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from kafka import KafkaAdminClient
 
-from broker.kafka_local import free_port
+from broker.kafka.local import free_port
 from contracts.model import Contract
 from tests.worker.support import WorkerProcess, create_topics, delete_topics, unique_contract
 

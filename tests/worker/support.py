@@ -17,11 +17,8 @@ from typing import Any
 
 from kafka import KafkaAdminClient, KafkaProducer
 
-from broker import topics
-from broker.bench.processes import metric_sum as metric_value  # noqa: F401  (re-exported)
-from broker.serde import Schemas
-from broker.stage_partials import CONTROL_HEADER, END_OF_STREAM_MARK
-from broker.verify import (  # noqa: F401  (re-exported for the tests)
+from broker.processes import metric_sum as metric_value  # noqa: F401  (re-exported)
+from broker.bench.verify import (  # noqa: F401  (re-exported for the tests)
     REPORT_FIELDS,
     PublicView,
     _group_row,
@@ -30,6 +27,9 @@ from broker.verify import (  # noqa: F401  (re-exported for the tests)
     oracle_windows,
     read_public,
 )
+from broker.kafka import topics
+from broker.kafka.internal import CONTROL_HEADER, END_OF_STREAM_MARK
+from broker.kafka.serde import Schemas
 from connectors.base import Accepted
 from connectors.simulate.base import SimOptions, take
 from connectors.simulate.mobility import MobilitySimulator

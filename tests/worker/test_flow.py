@@ -1,4 +1,4 @@
-"""Event-time flow control of raw partitions (``broker.flow.decide``)."""
+"""Event-time flow control of raw partitions (``broker.worker.flow.decide``)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from kafka import TopicPartition
 
-from broker.flow import FlowControl, decide
+from broker.worker.flow import FlowControl, decide
 from policies.base import END_OF_STREAM, NO_WATERMARK
 
 LEAD = 5_000

@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 from kafka import KafkaProducer
 
-from broker.keystore import KeyStore
-from broker.stage_merge import MergeOutput
-from broker.worker import Engine, WorkerConfig
-from broker.worker_io import KafkaKeysLog
-from broker.worker_metrics import WorkerMetrics
+from broker.kafka.clients import KafkaKeysLog
+from broker.worker.engine import Engine, WorkerConfig
+from broker.worker.keystore import KeyStore
+from broker.worker.merge import MergeOutput
+from broker.worker.metrics import WorkerMetrics
 from connectors.simulate.base import SimOptions, take
 from connectors.simulate.navigation import NavigationSimulator
 from contracts.model import Contract

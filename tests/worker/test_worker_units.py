@@ -9,17 +9,12 @@ from typing import Any
 
 import pytest
 
-from broker.keystore import KeyStore, KeyStoreError, parse_master_key, seal, unseal
-from broker.publish import ReleaseEncoder, canonical_json, decode_public, public_schemas
-from broker.stage_merge import MergeStage
-from broker.stage_partials import (
-    CONTROL_HEADER,
-    END_OF_STREAM_MARK,
-    Checkpoint,
-    PartialsStage,
-    RawRecord,
-)
-from broker.worker_metrics import WorkerMetrics
+from broker.kafka.internal import CONTROL_HEADER, END_OF_STREAM_MARK, Checkpoint
+from broker.kafka.publish import ReleaseEncoder, canonical_json, decode_public, public_schemas
+from broker.worker.keystore import KeyStore, KeyStoreError, parse_master_key, seal, unseal
+from broker.worker.merge import MergeStage
+from broker.worker.metrics import WorkerMetrics
+from broker.worker.partials import PartialsStage, RawRecord
 from contracts.model import Contract
 from policies.compile import compile_contract
 from policies.pseudonymise import KeyDestroyedError, KeyRing

@@ -1,0 +1,54 @@
+"""Open-data files from a view's releases: CSV (+ ``.meta.json``), Parquet, GeoJSON.
+
+In: ``ViewContents`` from ``broker.kafka.public_reader``. Out: files an open-data portal takes as
+they are. Every format has the same columns (documented in ``docs/analysts.md``):
+
+* ``window_start``, ``window_end``: the window, ISO 8601 UTC (Parquet: UTC timestamps, ms);
+* one column per dimension of the view, in ``group_by`` order (text);
+* one column per measure; a quantiles measure ``m`` with ``q: [0.5, 0.9]`` becomes
+  ``m_p50`` and ``m_p90``.
+
+The metadata (contract, version, policy hash, licence, attribution, k, ε, column docs) goes
+to ``FILE.meta.json`` for CSV, to the key-value metadata of a Parquet file, and to the
+``metadata`` member of a GeoJSON FeatureCollection (``geojson.py``). With
+``include_reports`` the windows' suppression reports go to ``FILE.reports.csv`` /
+``FILE.reports.parquet`` (GeoJSON: ``metadata.reports``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from broker.analysts.export.table import FORMATS, ExportError, metadata
+from broker.kafka.public_reader import ViewContents
+
+__all__ = ["FORMATS", "ExportError", "export"]
+
+
+def export(contents: ViewContents, out: Path, fmt: str, *, include_reports: bool = False,
+           since_ms: int | None = None, until_ms: int | None = None) -> list[Path]:
+    """Write ``contents`` as ``fmt`` to ``out``; returns every file written."""
+    writers: dict[str, Callable[..., list[Path]]] = {}
+    if fmt == "csv":
+        from broker.analysts.export.csv import write_csv
+
+        writers["csv"] = write_csv
+    elif fmt == "parquet":
+        from broker.analysts.export.parquet import write_parquet  # pyarrow loads only when needed
+
+        writers["parquet"] = write_parquet
+    elif fmt == "geojson":
+        from broker.analysts.export.geojson import write_geojson
+
+        writers["geojson"] = write_geojson
+    writer = writers.get(fmt)
+    if writer is None:
+        msg = f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}"
+        raise ExportError(msg)
+    meta = metadata(contents, since_ms=since_ms, until_ms=until_ms)
+    try:
+        return writer(contents, out, meta, include_reports=include_reports)
+    except OSError as exc:
+        msg = f"cannot write {out} ({exc.strerror or type(exc).__name__})"
+        raise ExportError(msg) from exc

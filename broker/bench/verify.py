@@ -1,0 +1,112 @@
+"""Check what a view published against the batch oracle, in one canonical form.
+
+Used by the worker tests and by ``respublica bench`` (a fast wrong answer is not a result):
+``read_public`` reads ``public.<c>.<v>`` read_committed and decodes it; ``expected_windows``
+runs ``policies.oracle.evaluate`` on the same events. Both give window → (rows, report).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from kafka import KafkaConsumer, TopicPartition
+
+from broker.kafka.publish import decode_public, public_schemas
+from contracts.model import Contract
+from policies.base import Release
+from policies.oracle import evaluate
+from policies.pseudonymise import KeyRing
+
+
+def _num(value: Any) -> Any:
+    if isinstance(value, float):
+        return round(value, 6) if math.isfinite(value) else repr(value)
+    if isinstance(value, list):
+        return tuple(_num(v) for v in value)
+    return value
+
+
+def _group_row(group: Mapping[str, Any], measures: Mapping[str, Any]) -> tuple[Any, ...]:
+    dims = tuple(sorted((k, None if v is None else str(v)) for k, v in group.items()))
+    return dims, tuple(sorted((k, _num(v)) for k, v in measures.items()))
+
+
+REPORT_FIELDS = ("k", "groups_published", "groups_suppressed", "withheld_reason")
+
+
+def oracle_windows(releases: Iterable[Release]) -> dict[tuple[int, int], Any]:
+    """Canonical form of oracle releases: window → (sorted group rows, report)."""
+    out = {}
+    for release in releases:
+        data = release.to_dict()
+        rows = sorted(_group_row(g["group"], g["measures"]) for g in data["groups"])
+        report = tuple(data["report"][k] for k in REPORT_FIELDS) + (_num(data["epsilon"]),)
+        out[(data["window_start"], data["window_end"])] = (rows, report)
+    return out
+
+
+@dataclass
+class PublicView:
+    """What a read_committed consumer saw on a public topic."""
+
+    records: int = 0
+    keys: list[bytes] = field(default_factory=list)
+    windows: dict[tuple[int, int], Any] = field(default_factory=dict)
+    headers: list[dict[str, bytes]] = field(default_factory=list)
+    values: list[tuple[bytes, bytes]] = field(default_factory=list)
+
+    @property
+    def duplicates(self) -> int:
+        """Records whose key was already seen (a window published twice)."""
+        return len(self.keys) - len(set(self.keys))
+
+
+def read_public(bootstrap: str, contract: Contract, view: str, *,
+                isolation: str = "read_committed", timeout_s: float = 30.0) -> PublicView:
+    """Every record of ``public.<c>.<v>`` so far, decoded into the canonical form."""
+    schemas = public_schemas([contract])
+    dims = [d.name for d in contract.view(view).group_by]
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                             isolation_level=isolation, group_id=None)
+    tp = TopicPartition(contract.topic_public(view), 0)
+    consumer.assign([tp])
+    consumer.seek_to_beginning(tp)
+    end = consumer.end_offsets([tp])[tp]
+    seen = PublicView()
+    rows: dict[tuple[int, int], list[Any]] = {}
+    reports: dict[tuple[int, int], Any] = {}
+    deadline = time.monotonic() + timeout_s
+    try:
+        while consumer.position(tp) < end and time.monotonic() < deadline:
+            for records in consumer.poll(timeout_ms=200).values():
+                for r in records:
+                    seen.records += 1
+                    seen.keys.append(r.key)
+                    seen.headers.append(dict(r.headers))
+                    seen.values.append((r.key, r.value))
+                    key, row = decode_public(r.key, r.value, schemas)
+                    window = (key["window_start"], key["window_end"])
+                    if key.get("report"):
+                        reports[window] = tuple(row[k] for k in REPORT_FIELDS) + \
+                            (_num(row["epsilon"]),)
+                    else:
+                        measures = {k: v for k, v in row.items()
+                                    if k not in dims and not k.startswith("window_")}
+                        rows.setdefault(window, []).append(
+                            _group_row({d: row[d] for d in dims}, measures))
+    finally:
+        consumer.close()
+    for window, report in reports.items():
+        seen.windows[window] = (sorted(rows.get(window, [])), report)
+    return seen
+
+
+def expected_windows(contract: Contract, events: Mapping[str, list[dict[str, Any]]],
+                     view: str, noise_key: bytes | None = None) -> dict[tuple[int, int], Any]:
+    """The oracle's releases of one view, in canonical form."""
+    releases = evaluate(contract, events, keyring=KeyRing(), noise_key=noise_key)
+    return oracle_windows(releases[view])

@@ -1,0 +1,88 @@
+"""The ``respublica`` command line: one sub-command per user job.
+
+Each command group lives in its own module and registers itself here; this module only
+builds the parser and turns a :class:`RespublicaError` into a clear message and exit code 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from broker.cli import (
+    analysts as cli_analysts,
+)
+from broker.cli import (
+    audit as cli_audit,
+)
+from broker.cli import (
+    bench as cli_bench,
+)
+from broker.cli import (
+    contracts as cli_contracts,
+)
+from broker.cli import (
+    demo as cli_demo,
+)
+from broker.cli import (
+    ingest as cli_ingest,
+)
+from broker.cli import (
+    kafka as cli_kafka,
+)
+from broker.cli import (
+    validator as cli_validator,
+)
+from broker.cli import (
+    worker as cli_worker,
+)
+from contracts.errors import RespublicaError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="respublica",
+        description="Share general-interest data from private platforms with public "
+        "authorities under enforceable contracts, on Apache Kafka.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    cli_kafka.register(commands)
+    cli_bench.register(commands)
+    cli_contracts.register(commands)
+    cli_worker.register(commands)
+    cli_validator.register(commands)
+    cli_ingest.register(commands)
+    cli_analysts.register(commands)
+    cli_audit.register(commands)
+    cli_demo.register(commands)
+    return parser
+
+
+def quiet_client_logs() -> None:
+    """kafka-python and aiokafka log record keys and values at DEBUG: never let them through."""
+    for name in ("kafka", "aiokafka"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    quiet_client_logs()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.handler(args)
+    except RespublicaError as exc:
+        print(f"respublica: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # `respublica plan | head` closed our stdout early: not an error of ours.
+        sys.stderr.close()
+        return 0
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

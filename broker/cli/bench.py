@@ -1,0 +1,42 @@
+"""``respublica bench``: the policy pipeline against same-client baselines, side by side."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from broker.bench.harness import BenchOptions, render, run
+from broker.kafka.cluster import job_cluster
+
+VARIANTS = ("b1", "b2", "p", "f", "p2")
+
+
+def register(commands: Any) -> None:
+    bench = commands.add_parser("bench", help="measure the policy pipeline against baselines")
+    bench.add_argument("--events", type=int, default=100_000,
+                       help="vehicle events to preload (trips come on top; default 100000)")
+    bench.add_argument("--partitions", type=int, default=4, help="raw topic partitions")
+    bench.add_argument("--rounds", type=int, default=3, help="alternating rounds (medians)")
+    bench.add_argument("--variants", default="b1,b2,p,f",
+                       help=f"comma-separated, from {','.join(VARIANTS)} (p2: two workers)")
+    bench.add_argument("--json", type=Path, help="also write the results as JSON")
+    bench.add_argument("--workdir", type=Path, default=Path("out/bench"),
+                       help="logs and scratch files (default out/bench)")
+    bench.set_defaults(handler=_bench)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    variants = tuple(v.strip() for v in args.variants.split(",") if v.strip())
+    unknown = sorted(set(variants) - set(VARIANTS))
+    if unknown:
+        print(f"unknown variant(s): {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
+        return 2
+    options = BenchOptions(args.events, args.partitions, args.rounds, variants, args.workdir)
+    with job_cluster("bench") as (bootstrap, _external):
+        summary = run(bootstrap, options)
+    print(render(summary))
+    if args.json:
+        args.json.write_text(json.dumps(summary, indent=2))
+    return 0

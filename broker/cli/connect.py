@@ -1,0 +1,213 @@
+"""``respublica connect gbfs|mds|rentals|waze``: pull a provider's feed or file into Kafka.
+
+Connectors validate what they read with the same validator as the gateway and write the
+outcome straight to ``raw.<c>.<s>`` or ``dlq.<c>.<s>`` (``connectors.emit``), so a rejected
+row or item is reported at once, by number and reason, and nothing waits on ``ingest.``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from prometheus_client import CollectorRegistry, start_http_server
+
+from broker.cli.contracts import default_contract_paths
+from broker.kafka.cluster import bootstrap_address
+from connectors.emit import Emitter, KafkaSink
+from connectors.metrics import IngestMetrics
+from connectors.poll import SystemClock, aiohttp_fetch, run_polls
+from connectors.pollers import (
+    MDS_1_X,
+    MDS_2_0,
+    GbfsPoller,
+    GbfsSettings,
+    MdsPoller,
+    MdsSettings,
+    WazePoller,
+    WazeSettings,
+    rotation_counter,
+)
+from connectors.rentals import import_activity
+from connectors.simulate.base import parse_start
+from connectors.validate import Router
+from contracts import Contract, load_contracts
+from contracts.errors import RespublicaError
+
+MDS_TOKEN_ENV = "RESPUBLICA_MDS_TOKEN"  # noqa: S105 - the name of a variable, not a token
+_log = logging.getLogger(__name__)
+
+
+def register(commands: Any) -> None:
+    """Add ``connect`` and its four connectors."""
+    connect = commands.add_parser("connect", help="pull a provider feed or file into Kafka")
+    kinds = connect.add_subparsers(dest="connector", required=True, metavar="CONNECTOR")
+    gbfs = _common(kinds.add_parser("gbfs", help="a GBFS v2.3/v3 system (availability)"))
+    gbfs.add_argument("url", help="gbfs.json, or the vehicle_status/free_bike_status URL")
+    gbfs.add_argument("--provider-id", required=True, help="MDS provider id to put on events")
+    gbfs.add_argument("--source", default="gbfs", help="name of this feed in metrics (gbfs)")
+    gbfs.add_argument("--min-interval", type=float, default=10.0,
+                      help="seconds between polls at least, even if the ttl is shorter (10)")
+    gbfs.set_defaults(handler=_gbfs)
+    mds = _common(kinds.add_parser("mds", help="an MDS Provider API (events and trips)"))
+    mds.add_argument("url", help="base URL of the provider's MDS API")
+    mds.add_argument("--checkpoint", type=Path, required=True,
+                     help="file keeping the position, to resume after a restart")
+    mds.add_argument("--since", help="first time to read (ISO 8601; default: one hour ago)")
+    mds.add_argument("--mds-version", choices=("2.0", "1.x"), default="2.0")
+    mds.add_argument("--interval", type=float, default=60.0, help="seconds between polls (60)")
+    mds.set_defaults(handler=_mds)
+    rentals = _common(kinds.add_parser("rentals", help="import a rental activity CSV/JSON file"))
+    rentals.add_argument("file", type=Path, help="the activity file")
+    rentals.add_argument("--format", choices=("csv", "json"), help="default: from the suffix")
+    rentals.add_argument("--stream", default="activity", help="contract stream (activity)")
+    rentals.add_argument("--now", help="validation clock for a historical file (ISO 8601)")
+    rentals.set_defaults(handler=_rentals)
+    waze = _common(kinds.add_parser("waze", help="a Waze for Cities style jams/alerts feed"))
+    waze.add_argument("url", help="the feed URL (kept secret: never logged)")
+    waze.add_argument("--interval", type=float, default=120.0, help="seconds between polls")
+    waze.set_defaults(handler=_waze)
+
+
+def _common(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument("--contract", required=True, help="contract id to feed")
+    parser.add_argument("--contracts", type=Path, nargs="+", action="extend", metavar="PATH",
+                        help="contract files or directories (default: $RESPUBLICA_CONTRACTS "
+                             "or the bundled examples)")
+    parser.add_argument("--bootstrap", help="Kafka bootstrap servers")
+    parser.add_argument("--polls", type=int, default=None, help="stop after N polls")
+    parser.add_argument("--metrics-port", type=int, default=None,
+                        help="serve Prometheus metrics on this port (default: off)")
+    return parser
+
+
+class _Setup:
+    """Contracts, validator, Kafka sink and emitter of one connector run."""
+
+    def __init__(self, args: argparse.Namespace, connector: str,
+                 clock: Callable[[], int] | None = None) -> None:
+        logging.basicConfig(level=logging.INFO,
+                            format="%(asctime)s %(levelname)s %(name)s %(message)s")
+        contracts = load_contracts(args.contracts or default_contract_paths(),
+                                   now=datetime.now(UTC))
+        self.contract = _find(contracts, args.contract)
+        self.registry = CollectorRegistry()
+        if args.metrics_port is not None:
+            start_http_server(args.metrics_port, registry=self.registry)
+        self.sink = KafkaSink(bootstrap_address(args.bootstrap))
+        self.clock = SystemClock()
+        self.emitter = Emitter(Router(contracts), self.contract.id, sink=self.sink,
+                               connector=connector, clock=clock or self.clock.now_ms,
+                               metrics=IngestMetrics(self.registry))
+
+
+def _find(contracts: list[Contract], contract_id: str) -> Contract:
+    for contract in contracts:
+        if contract.id == contract_id:
+            return contract
+    msg = "no loaded contract has this id (see `respublica contracts show`)"
+    raise RespublicaError(msg)
+
+
+def _run(poll: Callable[[aiohttp.ClientSession, _Setup], Awaitable[int]], setup: _Setup) -> int:
+    async def main() -> int:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+            return await poll(session, setup)
+
+    try:
+        return asyncio.run(main())
+    finally:
+        setup.sink.close()
+        _report(setup.emitter)
+
+
+def _stop_event() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    return stop
+
+
+def _report(emitter: Emitter) -> None:
+    accepted = sum(emitter.accepted.values())
+    rejected = ", ".join(f"{stream} {reason.value}={n}" for (stream, reason), n
+                         in sorted(emitter.rejected.items())) or "none"
+    print(f"accepted {accepted}; rejected: {rejected}", file=sys.stderr)
+
+
+def _gbfs(args: argparse.Namespace) -> int:
+    setup = _Setup(args, "gbfs")
+    settings = GbfsSettings(feed_url=args.url, provider_id=args.provider_id,
+                            source=args.source, min_interval_s=args.min_interval)
+    counter = rotation_counter(setup.registry)
+
+    async def poll(session: aiohttp.ClientSession, setup: _Setup) -> int:
+        poller = GbfsPoller(settings, aiohttp_fetch(session), setup.emitter, counter)
+        await run_polls(poller.poll_once, setup.clock, _stop_event(), args.polls)
+        print(f"gbfs: {poller.stats.polls} polls, {poller.stats.emitted} events, "
+              f"{poller.stats.violations} id-rotation violations", file=sys.stderr)
+        return 0
+
+    return _run(poll, setup)
+
+
+def _mds(args: argparse.Namespace) -> int:
+    token = os.environ.get(MDS_TOKEN_ENV)
+    if not token:
+        msg = f"put the provider's MDS bearer token in ${MDS_TOKEN_ENV}"
+        raise RespublicaError(msg)
+    setup = _Setup(args, "mds")
+    since = parse_start(args.since) if args.since else setup.clock.now_ms() - 3_600_000
+    settings = MdsSettings(base_url=args.url, token=token, checkpoint=args.checkpoint,
+                           since_ms=since, interval_s=args.interval, version=args.mds_version,
+                           endpoints=MDS_2_0 if args.mds_version == "2.0" else MDS_1_X)
+
+    async def poll(session: aiohttp.ClientSession, setup: _Setup) -> int:
+        poller = MdsPoller(settings, aiohttp_fetch(session), setup.clock, setup.emitter)
+        await run_polls(poller.poll_once, setup.clock, _stop_event(), args.polls)
+        print(f"mds: {poller.pages} pages read", file=sys.stderr)
+        return 0
+
+    return _run(poll, setup)
+
+
+def _waze(args: argparse.Namespace) -> int:
+    setup = _Setup(args, "waze")
+    settings = WazeSettings(feed_url=args.url, interval_s=args.interval)
+
+    async def poll(session: aiohttp.ClientSession, setup: _Setup) -> int:
+        poller = WazePoller(settings, aiohttp_fetch(session), setup.emitter)
+        await run_polls(poller.poll_once, setup.clock, _stop_event(), args.polls)
+        return 0
+
+    return _run(poll, setup)
+
+
+def _rentals(args: argparse.Namespace) -> int:
+    now = parse_start(args.now) if args.now else None
+    setup = _Setup(args, "rentals-file", clock=(lambda: now) if now is not None else None)
+    fmt = args.format or ("json" if args.file.suffix.lower() == ".json" else "csv")
+    try:
+        data = args.file.read_bytes()
+    except OSError as exc:
+        msg = f"{args.file}: cannot read ({type(exc).__name__})"
+        raise RespublicaError(msg) from exc
+    try:
+        report = import_activity(data, fmt, setup.emitter, setup.contract.stream(args.stream))
+    finally:
+        setup.sink.close()
+    for rejection in report.rejections:
+        print(rejection)
+    print(f"{report.rows} rows: {report.accepted} accepted, {len(report.rejections)} rejected "
+          "(rejected rows are in the DLQ)", file=sys.stderr)
+    return 0 if not report.rejections else 2

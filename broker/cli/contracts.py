@@ -1,0 +1,86 @@
+"""``respublica contracts validate|show``, ``plan`` and ``apply``: contracts and their topics."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from broker.kafka import topics
+from broker.kafka.cluster import CONTRACTS_ENV, bootstrap_address
+from contracts import cli as contracts_cli
+from contracts import examples_dir, load_contracts
+
+
+def default_contract_paths() -> list[Path]:
+    """``$RESPUBLICA_CONTRACTS`` (a path list) or the bundled examples."""
+    env = os.environ.get(CONTRACTS_ENV)
+    if env:
+        return [Path(p) for p in env.split(os.pathsep) if p]
+    return [examples_dir()]
+
+
+def register(commands: Any) -> None:
+    group = commands.add_parser("contracts", help="validate and explain contracts")
+    actions = group.add_subparsers(dest="action", required=True, metavar="ACTION")
+    validate = actions.add_parser("validate", help="check contract files; exit 1 on any problem")
+    validate.add_argument("paths", nargs="+", type=Path, help="contract files or directories")
+    validate.set_defaults(handler=_validate)
+    show = actions.add_parser("show", help="a plain-language summary of one contract")
+    show.add_argument("contract", help="a contract id or file")
+    show.add_argument("--contracts", type=Path, action="append",
+                      help="where to look for ids (default: $RESPUBLICA_CONTRACTS or examples)")
+    show.set_defaults(handler=_show)
+
+    for name, handler, help_text in (
+        ("plan", _plan, "the topics the contracts need vs the live cluster"),
+        ("apply", _apply, "create or alter the contracts' topics (idempotent, never deletes)"),
+    ):
+        sub = commands.add_parser(name, help=help_text)
+        sub.add_argument("paths", nargs="*", type=Path,
+                         help="contract files or directories (default: $RESPUBLICA_CONTRACTS "
+                              "or the bundled examples)")
+        sub.add_argument("--bootstrap", help="Kafka bootstrap servers (default: "
+                                             "$KAFKA_BOOTSTRAP or 127.0.0.1:9092)")
+        sub.add_argument("--allow-data-loss", action="store_true",
+                         help="allow shortening retention or switching cleanup to delete")
+        sub.set_defaults(handler=handler)
+
+
+def _validate(args: argparse.Namespace) -> int:
+    code, text = contracts_cli.validate(args.paths)
+    print(text)
+    return code
+
+
+def _show(args: argparse.Namespace) -> int:
+    print(contracts_cli.show(args.contract, args.contracts or default_contract_paths()))
+    return 0
+
+
+def _compute_plan(args: argparse.Namespace) -> tuple[topics.TopicAdmin, topics.Plan]:
+    contracts = load_contracts(args.paths or default_contract_paths(), now=datetime.now(UTC))
+    admin = topics.TopicAdmin(bootstrap_address(args.bootstrap))
+    return admin, topics.plan(admin, contracts, allow_data_loss=args.allow_data_loss)
+
+
+def _plan(args: argparse.Namespace) -> int:
+    admin, plan = _compute_plan(args)
+    with admin:
+        print(plan.render())
+    return 0
+
+
+def _apply(args: argparse.Namespace) -> int:
+    admin, plan = _compute_plan(args)
+    with admin:
+        if not plan.pending:
+            print(plan.render())
+            print("Nothing to do: the cluster already matches the contracts.")
+            return 0
+        topics.apply(admin, plan)
+        print(plan.render())
+        print(f"Applied {len(plan.pending)} change(s).")
+    return 0

@@ -1,0 +1,268 @@
+"""``respublica gateway``, ``simulate``, ``replay`` and ``connect``: getting events in.
+
+* ``gateway`` runs the HTTP push gateway (``broker.ingest.gateway``); ``gateway hash-token`` prints
+  the SHA-256 of a token read from stdin, ``gateway new-token`` makes a token and its hash.
+* ``simulate`` writes seeded synthetic events (NDJSON file, the gateway or ``ingest.``).
+* ``replay`` pushes an NDJSON file through the gateway or to ``ingest.``.
+* ``connect`` runs a pull connector (``broker.cli.connect``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import ExitStack
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+from aiohttp import web
+
+from broker.cli import connect as cli_connect
+from broker.cli.contracts import default_contract_paths
+from broker.ingest.auth import hash_token, load_tokens, new_token
+from broker.ingest.gateway import GatewayAccessLogger, GatewayConfig, make_app
+from broker.kafka.cluster import bootstrap_address
+from broker.kafka.writer import KafkaBatchWriter, ProducerSettings
+from connectors.push import GatewayPusher, KafkaIngestPusher, PushStats, read_lines
+from connectors.simulate import SIMULATORS, SimOptions, parse_start, simulator, take
+from connectors.simulate.faults import FaultInjector, to_json_line
+from contracts import Contract, examples_dir, load_contracts
+from contracts.errors import RespublicaError
+
+TOKENS_ENV = "RESPUBLICA_GATEWAY_TOKENS"
+TOKEN_ENV = "RESPUBLICA_TOKEN"  # noqa: S105 - the name of a variable, not a token
+
+
+def register(commands: Any) -> None:
+    """Add the ingestion commands to the ``respublica`` parser."""
+    _register_gateway(commands)
+    _register_simulate(commands)
+    _register_replay(commands)
+    cli_connect.register(commands)
+
+
+def add_destination(parser: argparse.ArgumentParser, *, out: bool) -> None:
+    """``--out FILE | --to-gateway URL --token T | --to-kafka [--bootstrap B]``."""
+    where = parser.add_mutually_exclusive_group(required=not out)
+    if out:
+        where.add_argument("--out", type=Path, help="write NDJSON to FILE ('-': stdout, default)")
+    where.add_argument("--to-gateway", metavar="URL", help="POST batches to a gateway at URL")
+    where.add_argument("--to-kafka", action="store_true", help="produce JSON to ingest.<c>.<s>")
+    parser.add_argument("--token", help=f"gateway bearer token (default: ${TOKEN_ENV})")
+    parser.add_argument("--bootstrap", help="Kafka bootstrap servers (with --to-kafka)")
+    parser.add_argument("--rate", type=float, default=None, metavar="EPS",
+                        help="at most this many events per second (default: as fast as possible)")
+    parser.add_argument("--batch", type=int, default=500, help="events per HTTP request (500)")
+
+
+def _register_gateway(commands: Any) -> None:
+    gateway = commands.add_parser("gateway", help="run the HTTP push gateway for providers")
+    gateway.add_argument("--contracts", type=Path, nargs="+", action="extend", metavar="PATH",
+                         help="contract files or directories (default: $RESPUBLICA_CONTRACTS "
+                              "or the bundled examples)")
+    gateway.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    gateway.add_argument("--port", type=int, default=8080, help="port to listen on (8080)")
+    gateway.add_argument("--tokens", type=Path,
+                         help=f"provider tokens file (default: ${TOKENS_ENV})")
+    gateway.add_argument("--bootstrap", help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP "
+                                             "or 127.0.0.1:9092)")
+    gateway.add_argument("--max-batch", type=int, default=5000, help="events per request (5000)")
+    gateway.add_argument("--max-body-bytes", type=int, default=16 * 1024 * 1024,
+                         help="request body limit in bytes (16 MiB)")
+    gateway.set_defaults(handler=_gateway)
+    actions = gateway.add_subparsers(dest="action", metavar="ACTION")
+    actions.add_parser("hash-token", help="print the SHA-256 of a token read from stdin"
+                       ).set_defaults(handler=_hash_token)
+    actions.add_parser("new-token", help="print a new random token and its SHA-256"
+                       ).set_defaults(handler=_new_token)
+
+
+def _gateway(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    tokens = args.tokens or (Path(os.environ[TOKENS_ENV]) if os.environ.get(TOKENS_ENV) else None)
+    if tokens is None:
+        msg = f"give the provider tokens file with --tokens FILE (or ${TOKENS_ENV})"
+        raise RespublicaError(msg)
+    contracts = load_contracts(args.contracts or default_contract_paths(), now=datetime.now(UTC))
+    config = GatewayConfig(contracts=tuple(contracts), providers=load_tokens(tokens),
+                           max_batch=args.max_batch, max_body_bytes=args.max_body_bytes)
+    writer = KafkaBatchWriter(ProducerSettings(bootstrap=bootstrap_address(args.bootstrap)))
+    print(f"respublica gateway on http://{args.host}:{args.port} for {len(contracts)} "
+          f"contracts and {len(config.providers)} providers; Ctrl-C to stop.")
+    web.run_app(make_app(config, writer), host=args.host, port=args.port, print=None,
+                access_log_class=GatewayAccessLogger)
+    return 0
+
+
+def _hash_token(args: argparse.Namespace) -> int:
+    token = sys.stdin.readline().strip()
+    if not token:
+        msg = "no token on stdin"
+        raise RespublicaError(msg)
+    print(hash_token(token))
+    return 0
+
+
+def _new_token(args: argparse.Namespace) -> int:
+    token = new_token()
+    print(f"token:        {token}\ntoken_sha256: {hash_token(token)}")
+    print("Give the token to the provider; put only token_sha256 in the tokens file.",
+          file=sys.stderr)
+    return 0
+
+
+def _register_simulate(commands: Any) -> None:
+    sim = commands.add_parser("simulate", help="generate seeded synthetic provider events")
+    sim.add_argument("kind", choices=sorted(SIMULATORS), help="which example contract to feed")
+    sim.add_argument("--events", type=int, default=10_000, help="number of good events (10000)")
+    sim.add_argument("--seed", type=int, default=0, help="random seed (0)")
+    sim.add_argument("--start", default=None,
+                     help="first event time, ISO 8601 with zone, or 'now' "
+                          "(default 2026-06-01T06:00:00Z)")
+    sim.add_argument("--size", type=int, default=None,
+                     help="vehicles, listings or reporters (default: per simulator)")
+    sim.add_argument("--stream", action="append", help="only this stream (repeatable)")
+    sim.add_argument("--bad-share", type=float, default=0.0,
+                     help="share of bad events mixed in, e.g. 0.05 (default 0)")
+    sim.add_argument("--contract", help="contract id to send to (default: the example's id)")
+    add_destination(sim, out=True)
+    sim.set_defaults(handler=_simulate)
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    start = None if args.start is None else \
+        int(time.time() * 1000) if args.start == "now" else parse_start(args.start)
+    options = SimOptions(seed=args.seed, size=args.size,
+                         **({} if start is None else {"start_ms": start}))
+    source = simulator(args.kind, options)
+    contract = _example(source.contract_id)
+    contract_id = args.contract or contract.id
+    lines, tally = _simulated_lines(source.records(), args, contract)
+    stats = _deliver(lines, args, contract_id, contract)
+    bad = ", ".join(f"{k}={n}" for k, n in sorted(tally.items())) or "none"
+    print(f"simulate {args.kind}: bad events mixed in: {bad}", file=sys.stderr)
+    print(stats.summary() if stats.statuses or args.to_kafka else
+          f"wrote {stats.sent} events in {stats.elapsed_s:.1f}s", file=sys.stderr)
+    return 0
+
+
+def _simulated_lines(records: Any, args: argparse.Namespace,
+                     contract: Contract) -> tuple[Iterator[tuple[str, bytes]], Counter[str]]:
+    tally: Counter[str] = Counter()
+    wanted = args.stream or None
+    injectors = {s.name: FaultInjector(contract, s.name, seed=args.seed) for s in contract.streams}
+
+    def lines() -> Iterator[tuple[str, bytes]]:
+        for stream, record in take(records, args.events, wanted):
+            if not args.bad_share:
+                yield stream, to_json_line(record)
+                continue
+            for item in injectors[stream].mix([record], share=args.bad_share):
+                if item.fault is not None:
+                    tally[item.fault.kind.value] += 1
+                yield stream, item.payload
+
+    return lines(), tally
+
+
+def _example(contract_id: str) -> Contract:
+    contracts = {c.id: c for c in load_contracts([examples_dir()], now=datetime.now(UTC))}
+    return contracts[contract_id]
+
+
+def _register_replay(commands: Any) -> None:
+    replay = commands.add_parser("replay", help="push an NDJSON file of events")
+    replay.add_argument("file", type=Path, help="NDJSON file, one event per line ('-': stdin)")
+    replay.add_argument("--contract", required=True, help="contract id")
+    replay.add_argument("--stream", required=True, help="stream name")
+    add_destination(replay, out=False)
+    replay.set_defaults(handler=_replay)
+
+
+def _replay(args: argparse.Namespace) -> int:
+    with ExitStack() as stack:
+        handle: IO[bytes] = sys.stdin.buffer if str(args.file) == "-" else \
+            stack.enter_context(args.file.open("rb"))
+        lines = ((args.stream, line) for line in read_lines(handle))
+        contract = _known_contract(args.contract)
+        stats = _deliver(lines, args, args.contract, contract)
+    print(stats.summary(), file=sys.stderr)
+    return 0 if set(stats.statuses) <= {200} else 1
+
+
+def _known_contract(contract_id: str) -> Contract | None:
+    """The contract with this id among the configured ones, for its subject fields."""
+    try:
+        contracts = load_contracts(default_contract_paths(), now=datetime.now(UTC))
+    except RespublicaError:
+        return None
+    return next((c for c in contracts if c.id == contract_id), None)
+
+
+def _deliver(lines: Iterator[tuple[str, bytes]], args: argparse.Namespace, contract_id: str,
+             contract: Contract | None) -> PushStats:
+    if args.to_gateway:
+        token = args.token or os.environ.get(TOKEN_ENV)
+        if not token:
+            msg = f"give the gateway token with --token or ${TOKEN_ENV}"
+            raise RespublicaError(msg)
+        return asyncio.run(_to_gateway(lines, args.to_gateway, token, contract_id, args))
+    if args.to_kafka:
+        subjects = {s.name: s.subject for s in contract.streams} if contract else {}
+        return _to_kafka(lines, bootstrap_address(args.bootstrap), contract_id, subjects,
+                         args.rate)
+    return _to_file(lines, getattr(args, "out", None), args.rate)
+
+
+async def _to_gateway(lines: Iterator[tuple[str, bytes]], url: str, token: str,
+                      contract_id: str, args: argparse.Namespace) -> PushStats:
+    async with GatewayPusher(url, token, contract_id, batch=args.batch,
+                             rate=args.rate) as pusher:
+        for stream, line in lines:
+            await pusher.add(stream, line)
+    return pusher.stats
+
+
+def _to_kafka(lines: Iterator[tuple[str, bytes]], bootstrap: str, contract_id: str,
+              subjects: dict[str, str], rate: float | None) -> PushStats:
+    pusher = KafkaIngestPusher(bootstrap, contract_id, subjects)
+    try:
+        for stream, line in _paced(lines, rate):
+            pusher.add(stream, line)
+    finally:
+        pusher.close()
+    return pusher.stats
+
+
+def _to_file(lines: Iterator[tuple[str, bytes]], out: Path | None,
+             rate: float | None) -> PushStats:
+    stats = PushStats()
+    started = time.monotonic()
+    with ExitStack() as stack:
+        handle: IO[bytes] = sys.stdout.buffer if out is None or str(out) == "-" else \
+            stack.enter_context(out.open("wb"))
+        for _, line in _paced(lines, rate):
+            handle.write(line + b"\n")
+            stats.sent += 1
+    stats.accepted = stats.sent
+    stats.elapsed_s = time.monotonic() - started
+    return stats
+
+
+def _paced(lines: Iterator[tuple[str, bytes]],
+           rate: float | None) -> Iterator[tuple[str, bytes]]:
+    started = time.monotonic()
+    for count, item in enumerate(lines):
+        if rate:
+            ahead = started + count / rate - time.monotonic()
+            if ahead > 0:
+                time.sleep(ahead)
+        yield item

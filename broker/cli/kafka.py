@@ -1,0 +1,81 @@
+"""``respublica kafka start|stop|status``: the local single-node broker."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+from broker.kafka.local import (
+    DEFAULT_PORT,
+    KAFKA_VERSION,
+    LocalKafka,
+    LocalKafkaConfig,
+    default_data_dir,
+)
+
+
+def register(commands: Any) -> None:
+    kafka = commands.add_parser("kafka", help="run a local single-node Kafka broker")
+    actions = kafka.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for name, handler, help_text in (
+        ("start", _start, "start the broker (fetches its jars on first use)"),
+        ("stop", _stop, "stop the broker started by 'start'"),
+        ("status", _status, "say whether the broker runs, and where"),
+    ):
+        sub = actions.add_parser(name, help=help_text)
+        sub.add_argument("--port", type=int, default=DEFAULT_PORT,
+                         help=f"client port (controller uses port+1; default {DEFAULT_PORT})")
+        sub.add_argument("--data-dir", type=Path, default=None,
+                         help=f"storage, pid and logs (default {default_data_dir()})")
+        sub.add_argument("--kafka-version", default=KAFKA_VERSION, help=argparse.SUPPRESS)
+        sub.add_argument("--timeout", type=float, default=60.0,
+                         help="seconds to wait for the broker to come up (default 60)")
+        sub.set_defaults(handler=handler)
+
+
+def _local(args: argparse.Namespace) -> LocalKafka:
+    config = LocalKafkaConfig(
+        port=args.port,
+        data_dir=args.data_dir or default_data_dir(),
+        kafka_version=args.kafka_version,
+        start_timeout_s=args.timeout,
+    )
+    return LocalKafka(config)
+
+
+def _external() -> str | None:
+    return os.environ.get("KAFKA_BOOTSTRAP") or None
+
+
+def _start(args: argparse.Namespace) -> int:
+    external = _external()
+    if external:
+        print(f"KAFKA_BOOTSTRAP is set: using the cluster at {external}, starting nothing")
+        return 0
+    started, status = _local(args).start()
+    if started:
+        print(f"Kafka started: bootstrap {status.bootstrap} (pid {status.pid})")
+    else:
+        print(f"Kafka is already running: bootstrap {status.bootstrap} (pid {status.pid})")
+    return 0
+
+
+def _stop(args: argparse.Namespace) -> int:
+    if _external():
+        print("KAFKA_BOOTSTRAP is set: the cluster is not ours to stop")
+        return 0
+    stopped = _local(args).stop()
+    print("Kafka stopped" if stopped else "Kafka was not running")
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    external = _external()
+    if external:
+        print(f"using the external cluster KAFKA_BOOTSTRAP={external}")
+        return 0
+    status = _local(args).status()
+    print(status.describe())
+    return 0 if status.running else 3

@@ -1,0 +1,316 @@
+"""``respublica demo``: the whole story end to end, on a real broker, in about two minutes.
+
+1. a Kafka broker (``KAFKA_BOOTSTRAP``, or a throw-away local one) and the three example
+   contracts' topics (``respublica apply``);
+2. a policy worker (a real ``respublica worker`` process) and the HTTP gateway (the real
+   gateway application, served on 127.0.0.1 in this process so that its clock can follow the
+   simulated day: a day of events is pushed in a minute, and "too late" / "in the future"
+   keep their meaning relative to the data);
+3. a simulated day per vertical, with a share of bad records of every kind, pushed over HTTP
+   in batches; then the documented end-of-stream record, so the last windows close;
+4. the summary per contract, and ``out/``: CSV and GeoJSON per view, an audit report per
+   contract, a PNG map of scooter availability.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from broker.analysts.export import export
+from broker.analysts.map import cell_means, render
+from broker.processes import BenchError, Child, wait_for
+from broker.ingest.auth import ProviderGrant, hash_token
+from broker.ingest.gateway import GatewayConfig, make_app
+from broker.kafka import topics
+from broker.kafka.clients import end_of_stream
+from broker.kafka.cluster import job_cluster
+from broker.kafka.local import free_port_pair
+from broker.kafka.public_reader import read_view
+from broker.kafka.writer import KafkaBatchWriter, ProducerSettings
+from connectors.simulate import SimOptions, simulator, take
+from connectors.simulate.faults import FaultInjector, Item
+from contracts import load_contracts
+from contracts.copies import example_data, write_contract
+from contracts.model import Contract
+from policies.oracle import evaluate
+from policies.pseudonymise import KeyRing
+
+BATCH = 500
+RELEASE_TIMEOUT_S = 180.0
+
+
+@dataclass(frozen=True)
+class Vertical:
+    """One example contract and how much of its day to simulate."""
+
+    kind: str
+    contract_file: str
+    events: int
+
+
+VERTICALS = (
+    Vertical("mobility", "micromobility.yaml", 150_000),
+    Vertical("navigation", "navigation.yaml", 55_000),
+    Vertical("rentals", "rentals.yaml", 12_000),
+)
+
+
+@dataclass
+class Tally:
+    """What happened to one contract's events."""
+
+    sent: int = 0
+    accepted: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+    accepted_records: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+
+class ReplayClock:
+    """The gateway's "now": the latest event time of the batch being pushed."""
+
+    def __init__(self) -> None:
+        self.now_ms = 0
+
+    def __call__(self) -> int:
+        return self.now_ms
+
+
+_shown: dict[str, int] = {}
+
+
+def progress(label: str, done: int, total: int) -> None:
+    """A one-line progress bar on stderr (redrawn in place on a terminal, every 10% else)."""
+    step = (10 * done // total) if total else 10
+    if not sys.stderr.isatty() and _shown.get(label) == step:
+        return
+    _shown[label] = step
+    width = 30
+    filled = int(width * done / total) if total else width
+    bar = "#" * filled + "." * (width - filled)
+    end = "\n" if done >= total or not sys.stderr.isatty() else ""
+    sys.stderr.write(f"\r  {label:<34} [{bar}] {done:>8,}/{total:,}{end}")
+    sys.stderr.flush()
+
+
+def demo_contracts(workdir: Path, suffix: str) -> list[Contract]:
+    """The examples, copied with absolute file paths (and a run suffix on a shared cluster)."""
+    out = []
+    for vertical in VERTICALS:
+        data = example_data(vertical.contract_file)
+        data["id"] += suffix
+        path = write_contract(data, workdir, vertical.contract_file)
+        out.append(load_contracts([path], now=datetime.now(UTC))[0])
+    return out
+
+
+def _batches(items: Iterator[Item], span_ms: int, time_field: str) -> Iterator[list[Item]]:
+    """Batches of at most ``BATCH`` items whose good events span at most ``span_ms``."""
+    batch: list[Item] = []
+    first: int | None = None
+    for item in items:
+        t = item.record[time_field] if item.record is not None else None
+        if batch and (len(batch) >= BATCH or (t is not None and first is not None
+                                               and t - first > span_ms)):
+            yield batch
+            batch, first = [], None
+        batch.append(item)
+        if t is not None and first is None:
+            first = t
+    if batch:
+        yield batch
+
+
+async def _push_stream(session: aiohttp.ClientSession, url: str, token: str, clock: ReplayClock,
+                       contract: Contract, stream: str, records: list[dict[str, Any]],
+                       tally: Tally, label: str, share: float) -> None:
+    spec = contract.stream(stream)
+    # A batch spans at most half the lateness, so its oldest good event is never "too late".
+    span = int(spec.allowed_lateness.total_seconds() * 500)
+    injector = FaultInjector(contract, stream, seed=7)
+    accepted = tally.accepted_records.setdefault(stream, [])
+    done = 0
+    for batch in _batches(injector.mix(records, share=share), span, spec.event_time):
+        times = [i.record[spec.event_time] for i in batch if i.record is not None]
+        if times:  # each stream's day is replayed on its own clock
+            clock.now_ms = max(times)
+        body = b"\n".join(i.payload for i in batch)
+        async with session.post(f"{url}/v1/contracts/{contract.id}/streams/{stream}/events",
+                                data=body, headers={"Authorization": f"Bearer {token}",
+                                                    "Content-Type": "application/x-ndjson"}) as r:
+            answer = await r.json()
+            if r.status != 200:
+                msg = f"the gateway answered {r.status} ({answer.get('error')})"
+                raise BenchError(msg)
+        refused = {entry["index"] for entry in answer["rejected"]}
+        tally.rejected.update(entry["reason"] for entry in answer["rejected"])
+        tally.sent += len(batch)
+        tally.accepted += answer["accepted"]
+        accepted += [i.record for n, i in enumerate(batch)
+                     if i.record is not None and n not in refused]
+        done += sum(1 for i in batch if i.record is not None)
+        progress(label, done, len(records))
+
+
+async def push_all(bootstrap: str, contracts: Sequence[Contract],
+                   data: dict[str, dict[str, list[dict[str, Any]]]], share: float,
+                   ) -> dict[str, Tally]:
+    """Serve the gateway on loopback and push every contract's day through it over HTTP."""
+    token = secrets.token_urlsafe(24)
+    grants = (ProviderGrant(id="demo-provider", token_sha256=hash_token(token),
+                            contracts=tuple(c.id for c in contracts)),)
+    clock = ReplayClock()
+    writer = KafkaBatchWriter(ProducerSettings(bootstrap, client_id="respublica-demo-gateway"))
+    app = make_app(GatewayConfig(tuple(contracts), grants), writer, clock=clock,
+                   registry=CollectorRegistry())
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port_pair()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    tallies = {c.id: Tally() for c in contracts}
+    try:
+        async with aiohttp.ClientSession() as session:
+            for contract in contracts:
+                for stream, records in data[contract.id].items():
+                    await _push_stream(session, f"http://127.0.0.1:{port}", token, clock,
+                                       contract, stream, records, tallies[contract.id],
+                                       f"{contract.id}/{stream}", share)
+    finally:
+        await runner.cleanup()
+        await writer.close()
+    return tallies
+
+
+def simulate_day(contracts: Sequence[Contract]) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """Each vertical's events, split by stream, from its seeded simulator."""
+    out: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for vertical, contract in zip(VERTICALS, contracts, strict=True):
+        streams: dict[str, list[dict[str, Any]]] = {s.name: [] for s in contract.streams}
+        for sim in take(simulator(vertical.kind, SimOptions(seed=2026)).records(),
+                        vertical.events):
+            streams[sim.stream].append(sim.record)
+        out[contract.id] = streams
+    return out
+
+
+def expected_windows(contract: Contract, tally: Tally) -> dict[str, int]:
+    """Windows per view the batch oracle releases from the accepted events."""
+    releases = evaluate(contract, tally.accepted_records, keyring=KeyRing())
+    return {view: len(found) for view, found in releases.items()}
+
+
+def wait_released(bootstrap: str, contracts: Sequence[Contract],
+                  expected: dict[str, dict[str, int]], worker: Child) -> None:
+    """Until every view has published a report for every window the oracle expects."""
+    total = sum(n for views in expected.values() for n in views.values())
+
+    def released() -> int:
+        worker.check_alive()
+        count = sum(min(len(read_view(bootstrap, c, v).reports), n)
+                    for c in contracts for v, n in expected[c.id].items())
+        progress("windows released", count, total)
+        return count
+
+    wait_for(lambda: released() >= total, RELEASE_TIMEOUT_S, "every window's release", 1.0)
+
+
+def start_worker(bootstrap: str, contracts: Sequence[Contract], workdir: Path) -> Child:
+    args = ["-m", "broker.cli", "worker", "--bootstrap", bootstrap, "--worker-id", "demo",
+            "--group", f"respublica-demo-{secrets.token_hex(3)}",
+            "--web-port", str(free_port_pair()), "--loglevel", "warning",
+            *[a for c in contracts for a in ("--contracts", str(c.source))]]
+    env = {"RESPUBLICA_MASTER_KEY": secrets.token_hex(32), "TMPDIR": str(workdir)}
+    return Child(args, workdir / "worker.log", env)
+
+
+def write_outputs(bootstrap: str, contracts: Sequence[Contract], out: Path) -> list[str]:
+    """CSV + GeoJSON per view, the audit report per contract, the availability map."""
+    from broker.audit.render import render as render_audit
+    from broker.audit.run import audit  # local: the audit pulls in more than the demo needs
+
+    lines = []
+    for contract in contracts:
+        folder = out / contract.id
+        folder.mkdir(parents=True, exist_ok=True)
+        for view in contract.views:
+            contents = read_view(bootstrap, contract, view.name)
+            for fmt in ("csv", "geojson"):
+                export(contents, folder / f"{view.name}.{fmt}", fmt)
+            if view.name == "availability":
+                means = cell_means((g.group["cell"] or "", float(g.measures["vehicles"]))
+                                   for g in contents.groups if g.group.get("cell"))
+                bbox = contract.territory.bbox or (4.77, 45.70, 4.92, 45.81)
+                render(means, bbox, folder / "availability.png",
+                       f"{contract.title}: mean available vehicles per H3 cell (res 8), "
+                       f"k = {view.k}")
+        report = audit(contract, bootstrap)
+        (folder / "audit.md").write_text(render_audit(report, "md"), encoding="utf-8")
+        lines.append(f"  audit {contract.id}: {'OK' if report['ok'] else 'VIOLATIONS'} "
+                     f"({report['summary']['violations']} violation(s), "
+                     f"{report['summary']['warnings']} warning(s))")
+    return lines
+
+
+def summary(bootstrap: str, contracts: Sequence[Contract], tallies: dict[str, Tally],
+            expected: dict[str, dict[str, int]]) -> list[str]:
+    lines = []
+    for contract in contracts:
+        tally = tallies[contract.id]
+        reasons = ", ".join(f"{r} {n:,}" for r, n in tally.rejected.most_common())
+        lines += [f"{contract.id} ({contract.provider.name} → {contract.beneficiary.name})",
+                  f"  ingested {tally.sent:,}: accepted {tally.accepted:,}, "
+                  f"rejected {sum(tally.rejected.values()):,} ({reasons or 'none'})"]
+        for view in contract.views:
+            contents = read_view(bootstrap, contract, view.name)
+            suppressed = sum(r.groups_suppressed for r in contents.reports)
+            epsilon = sum(r.epsilon for r in contents.reports)
+            equal = len(contents.reports) == expected[contract.id][view.name]
+            lines.append(
+                f"  {view.name}: {len(contents.reports):,} windows, {len(contents.groups):,} "
+                f"groups published, {suppressed:,} suppressed (k={view.k})"
+                + (f", ε spent {epsilon:g}" if view.noise else "")
+                + ("" if equal else "  [window count differs from the oracle]"))
+    return lines
+
+
+def run_demo(out: Path, bad_share: float = 0.03) -> int:
+    """The whole demo; returns the exit code."""
+    started = time.monotonic()
+    workdir = out / "demo"
+    workdir.mkdir(parents=True, exist_ok=True)
+    with job_cluster("demo") as (bootstrap, external):
+        print(f"Kafka: {bootstrap}" + (" (KAFKA_BOOTSTRAP)" if external else " (local, temporary)"))
+        contracts = demo_contracts(workdir, f"-demo{secrets.token_hex(2)}" if external else "")
+        with topics.TopicAdmin(bootstrap) as admin:
+            applied = topics.apply(admin, topics.plan(admin, contracts))
+        print(f"Applied {len(applied.pending)} topics for {len(contracts)} contracts")
+        data = simulate_day(contracts)
+        print(f"Simulated {sum(len(r) for d in data.values() for r in d.values()):,} events "
+              f"(plus {bad_share:.0%} bad records of every kind)")
+        worker = start_worker(bootstrap, contracts, workdir)
+        try:
+            tallies = asyncio.run(push_all(bootstrap, contracts, data, bad_share))
+            for contract in contracts:
+                end_of_stream(bootstrap, contract)
+            expected = {c.id: expected_windows(c, tallies[c.id]) for c in contracts}
+            wait_released(bootstrap, contracts, expected, worker)
+            lines = summary(bootstrap, contracts, tallies, expected)
+            lines += write_outputs(bootstrap, contracts, out)
+        finally:
+            worker.stop()
+    print("\n".join(lines))
+    (workdir / "summary.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print(f"Files in {out}/ ; done in {time.monotonic() - started:.0f} s")
+    return 0

@@ -1,0 +1,193 @@
+"""The few Kafka client recipes the worker needs (kafka-python): settings, read-to-end, key log.
+
+Why kafka-python here rather than faust's consumer: correctness needs an explicit seek to a
+checkpoint on every assignment, reads to a known end, and one transactional producer per view
+with our own ``transactional_id``; see ``docs/architecture.md`` ("Why not faust agents").
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.consumer.fetcher import ConsumerRecord
+from kafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
+from kafka.errors import KafkaError
+
+from broker.kafka.topics import STATE_MAX_MESSAGE_BYTES
+from contracts.errors import RespublicaError
+from contracts.model import Contract
+
+READ_TIMEOUT_S = 60.0
+# A producer request must fit the largest state record plus the batch framing.
+MAX_REQUEST_BYTES = STATE_MAX_MESSAGE_BYTES + 64 * 1024
+# Raw partitions are fetched 1 MiB at a time (not the state topics' 32 MiB): one fetch then
+# holds a slice of every partition rather than the whole backlog of one, so a preloaded topic
+# is read evenly in event time and windows keep closing.
+RAW_FETCH_BYTES = 1024 * 1024
+
+
+class WorkerError(RespublicaError):
+    """The worker cannot start or go on (unreachable cluster, missing topics, fenced...)."""
+
+
+@dataclass(frozen=True)
+class KafkaSettings:
+    """Where and as whom the worker talks to Kafka."""
+
+    bootstrap: str
+    client_id: str = "respublica-worker"
+    group: str = "respublica"
+
+    @property
+    def raw_group(self) -> str:
+        """Consumer group of stage 1 (raw partitions are spread over the workers)."""
+        return f"{self.group}.raw"
+
+    @property
+    def merge_group(self) -> str:
+        """Consumer group of stage 2 (one owner per view's partials partition)."""
+        return f"{self.group}.merge"
+
+    def consumer(self, **overrides: Any) -> KafkaConsumer:
+        """A consumer that never auto-commits and never sees aborted transactions."""
+        config: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap,
+            "client_id": self.client_id,
+            "enable_auto_commit": False,
+            "auto_offset_reset": "earliest",
+            "isolation_level": "read_committed",
+            "max_partition_fetch_bytes": MAX_REQUEST_BYTES,
+            # A killed worker's partitions move after this long (the broker's minimum is 6 s);
+            # rebalance callbacks must finish well within it (they block heartbeats).
+            "session_timeout_ms": 10_000,
+            "heartbeat_interval_ms": 2_000,
+            # Round robin spreads the single-partition partials topics (one per view) over
+            # the workers; the range assignor would give every view to the same worker.
+            "partition_assignment_strategy": [RoundRobinPartitionAssignor],
+        }
+        config.update(overrides)
+        return KafkaConsumer(**config)
+
+    def producer(self, **overrides: Any) -> KafkaProducer:
+        """An idempotent producer (ordered, no duplicates on retry), acks from all replicas."""
+        config: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap,
+            "client_id": self.client_id,
+            "acks": "all",
+            "enable_idempotence": True,
+            "linger_ms": 10,
+            "batch_size": 256 * 1024,
+            "max_request_size": MAX_REQUEST_BYTES,
+        }
+        config.update(overrides)
+        return KafkaProducer(**config)
+
+
+def subscribe(consumer: KafkaConsumer, topics: list[str], listener: Any) -> None:
+    """Subscribe once the topics' metadata is known.
+
+    Otherwise the group leader may assign from a metadata snapshot that lacks them, and the
+    topics stay unassigned until some later metadata change triggers a rebalance.
+    """
+    deadline = time.monotonic() + READ_TIMEOUT_S
+    for topic in topics:
+        while not consumer.partitions_for_topic(topic):
+            if time.monotonic() > deadline:
+                msg = f"no metadata for topic {topic}: does it exist? (run `respublica apply`)"
+                raise WorkerError(msg)
+            time.sleep(0.1)
+    consumer.subscribe(topics, listener=listener)
+
+
+def read_to_end(consumer: KafkaConsumer, tp: TopicPartition, start: int = 0, *,
+                end: int | None = None,
+                timeout_s: float = READ_TIMEOUT_S) -> list[ConsumerRecord]:
+    """Every record of ``tp`` from ``start`` up to ``end`` (default: the end now).
+
+    With ``read_committed`` the default end is the last stable offset; pass the high
+    watermark as ``end`` to also wait for transactions open right now to finish.
+    """
+    consumer.assign([tp])
+    consumer.seek(tp, start)
+    stop = consumer.end_offsets([tp])[tp] if end is None else end
+    out: list[ConsumerRecord] = []
+    deadline = time.monotonic() + timeout_s
+    while consumer.position(tp) < stop:
+        if time.monotonic() > deadline:
+            msg = f"reading {tp.topic} to its end timed out after {timeout_s:.0f} s"
+            raise WorkerError(msg)
+        for records in consumer.poll(timeout_ms=200, max_records=5000).values():
+            out.extend(r for r in records if r.offset < stop)
+    return out
+
+
+def high_watermark(settings: KafkaSettings, tp: TopicPartition) -> int:
+    """The end of ``tp`` including records of transactions still open."""
+    consumer = settings.consumer(isolation_level="read_uncommitted")
+    try:
+        return int(consumer.end_offsets([tp])[tp])
+    finally:
+        consumer.close()
+
+
+def read_topic(settings: KafkaSettings, topic: str, *, committed_only: bool = True,
+               wait_open_transactions: bool = False) -> list[ConsumerRecord]:
+    """Every record of partition 0 of ``topic``, with a throw-away consumer."""
+    tp = TopicPartition(topic, 0)
+    end = high_watermark(settings, tp) if wait_open_transactions else None
+    isolation = "read_committed" if committed_only else "read_uncommitted"
+    consumer = settings.consumer(isolation_level=isolation)
+    try:
+        return read_to_end(consumer, tp, 0, end=end)
+    finally:
+        consumer.close()
+
+
+class KafkaKeysLog:
+    """``broker.worker.keystore.KeysLog`` on partition 0 of ``respublica.<c>.keys``."""
+
+    def __init__(self, settings: KafkaSettings, topic: str) -> None:
+        self.topic = topic
+        self._tp = TopicPartition(topic, 0)
+        self._consumer = settings.consumer()
+        self._producer = settings.producer(linger_ms=0)
+
+    def read_from(self, offset: int) -> list[tuple[int, str, bytes | None]]:
+        """Records at or after ``offset``, up to the current end."""
+        return [(r.offset, r.key.decode(), r.value)
+                for r in read_to_end(self._consumer, self._tp, offset) if r.key is not None]
+
+    def append(self, key: str, value: bytes | None) -> None:
+        """Write one record and wait for the broker's acknowledgement."""
+        try:
+            self._producer.send(self.topic, key=key.encode(), value=value).get(timeout=30)
+        except KafkaError as exc:
+            msg = f"writing to {self.topic} failed ({type(exc).__name__})"
+            raise WorkerError(msg) from exc
+
+    def close(self) -> None:
+        """Release the clients."""
+        self._consumer.close()
+        self._producer.close(timeout=10)
+
+
+def end_of_stream(bootstrap: str, contract: Contract) -> None:
+    """The documented control record on every raw partition: every window may now close.
+
+    For replays, the demo and the benchmark (raw topics are internal: only respublica writes
+    them); see ``docs/architecture.md``.
+    """
+    from broker.kafka.internal import CONTROL_HEADER, END_OF_STREAM_MARK
+
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    try:
+        for stream in contract.streams:
+            for partition in range(stream.partitions):
+                producer.send(contract.topic_raw(stream), partition=partition, value=b"",
+                              headers=[(CONTROL_HEADER, END_OF_STREAM_MARK)])
+        producer.flush(timeout=60)
+    finally:
+        producer.close()

@@ -1,0 +1,79 @@
+"""The record formats of respublica's internal topics, shared by the worker (which writes
+them) and the audit (which reads them on its own): keys, control headers, checkpoints.
+
+``respublica.<c>.partials.<v>``::
+
+    partials|<source>|<position>|<n>   a JSON list of up to 1,000 partials
+    partial|<window_start>|<group>|<source>   one partial (read, no longer written)
+    checkpoint|<source>                {"position", "watermark", "eos", "state", "counts", ...}
+
+``respublica.<c>.state``: ``merger|<view>`` (the merger's snapshot) and
+``accounting|<view>|<window_start>`` (one per released window).
+
+A raw record with header ``respublica.control: end-of-stream`` ends a source's stream.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+CONTROL_HEADER = "respublica.control"
+END_OF_STREAM_MARK = b"end-of-stream"
+CHECKPOINT_PREFIX = b"checkpoint|"
+PARTIAL_PREFIX = b"partial|"
+PARTIALS_PREFIX = b"partials|"
+ACCOUNTING_PREFIX = b"accounting|"
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A decoded checkpoint record."""
+
+    view: str
+    source: str
+    position: int
+    watermark: int
+    eos: bool
+    state: dict[str, Any]
+    written_at: float = 0.0
+    counts: dict[str, int] = field(default_factory=dict)
+    """Cumulative dispositions of the source's records up to ``position`` (for the audit)."""
+
+    @classmethod
+    def from_value(cls, view: str, value: bytes) -> Checkpoint:
+        """Parse the JSON value of a ``checkpoint|<source>`` record."""
+        data = orjson.loads(value)
+        counts = {str(k): int(v) for k, v in data.get("counts", {}).items()}
+        return cls(view, data["source"], int(data["position"]), int(data["watermark"]),
+                   bool(data["eos"]), data["state"], float(data.get("written_at", 0.0)), counts)
+
+
+def source_name(partition: int) -> str:
+    """The merger's name of a raw partition."""
+    return f"p{partition}"
+
+
+def checkpoint_key(source: str) -> bytes:
+    """The record key of a source's checkpoint (one per source: compaction keeps the last)."""
+    return CHECKPOINT_PREFIX + source.encode()
+
+
+def partials_key(source: str, position: int, chunk: int) -> bytes:
+    """``partials|<source>|<position>|<chunk>``: deterministic, so a replay writes the same."""
+    return PARTIALS_PREFIX + f"{source}|{position}|{chunk}".encode()
+
+
+def state_key(view: str) -> bytes:
+    """The key of a view's merger snapshot on the state topic."""
+    return f"merger|{view}".encode()
+
+
+ACCOUNTING_PREFIX = b"accounting|"
+
+
+def accounting_key(view: str, window_start: int) -> bytes:
+    """``accounting|<view>|<window_start>``: one per released window, kept by compaction."""
+    return ACCOUNTING_PREFIX + f"{view}|{window_start}".encode()

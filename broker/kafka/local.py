@@ -1,0 +1,394 @@
+"""A single-node Apache Kafka broker for a laptop and for the tests, run from Maven Central jars.
+
+``respublica kafka start`` fetches the broker's jars once (``deploy/kafka/pom.xml`` through
+``mvn dependency:copy-dependencies``) into a cache outside git, formats KRaft storage on the
+first start, launches ``kafka.Kafka`` in the background with a pid file and a log file, and
+waits until a client can fetch metadata. Nothing here runs when ``KAFKA_BOOTSTRAP`` is set:
+then the user's own cluster is used.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from contracts.errors import RespublicaError
+
+KAFKA_VERSION = "4.1.1"
+MIN_JAVA = 17
+DEPLOY_DIR = Path(__file__).resolve().parents[2] / "deploy" / "kafka"
+DEFAULT_PORT = 9092
+LOG_TAIL_LINES = 30
+
+
+class KafkaLocalError(RespublicaError):
+    """The local broker could not be prepared, started or stopped."""
+
+
+def cache_root() -> Path:
+    """Where downloaded jars live: ``$RESPUBLICA_CACHE`` or ``~/.cache/respublica``."""
+    env = os.environ.get("RESPUBLICA_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "respublica"
+
+
+def default_data_dir() -> Path:
+    """The broker's state (storage, pid file, logs) when ``--data-dir`` is not given."""
+    return cache_root() / "kafka-data"
+
+
+@dataclass(frozen=True)
+class LocalKafkaConfig:
+    """Where and how to run the local broker."""
+
+    port: int = DEFAULT_PORT
+    data_dir: Path = field(default_factory=default_data_dir)
+    kafka_version: str = KAFKA_VERSION
+    java: str = "java"
+    mvn: str = "mvn"
+    heap: str = "512m"
+    start_timeout_s: float = 60.0
+    stop_timeout_s: float = 20.0
+
+    @property
+    def controller_port(self) -> int:
+        return self.port + 1
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def libs_dir(self) -> Path:
+        return cache_root() / "kafka" / self.kafka_version / "libs"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.data_dir / "kafka.pid"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.data_dir / "logs"
+
+    @property
+    def console_log(self) -> Path:
+        return self.log_dir / "console.log"
+
+
+@dataclass(frozen=True)
+class BrokerStatus:
+    """What ``respublica kafka status`` reports."""
+
+    running: bool
+    pid: int | None
+    bootstrap: str
+    data_dir: Path
+
+    def describe(self) -> str:
+        if self.running:
+            return f"running: pid {self.pid}, bootstrap {self.bootstrap}, data {self.data_dir}"
+        return f"not running (data dir {self.data_dir})"
+
+
+class LocalKafka:
+    """Start, stop and inspect one local broker described by a :class:`LocalKafkaConfig`."""
+
+    def __init__(
+        self,
+        config: LocalKafkaConfig,
+        *,
+        ready_check: Callable[[str, float], bool] | None = None,
+    ) -> None:
+        self.config = config
+        self._ready_check = ready_check or metadata_available
+
+    # -- prerequisites -------------------------------------------------------------------
+    def check_java(self) -> None:
+        """Fail with a specific message when Java is missing or older than 17."""
+        java = shutil.which(self.config.java)
+        if java is None:
+            msg = (
+                f"'{self.config.java}' not found on PATH: the local broker needs Java "
+                f"{MIN_JAVA}+ (e.g. apt-get install openjdk-17-jre-headless), "
+                "or set KAFKA_BOOTSTRAP to use an existing cluster"
+            )
+            raise KafkaLocalError(msg)
+        major = java_major_version(java)
+        if major < MIN_JAVA:
+            msg = f"Java {major} found at {java}, but Kafka 4 needs Java {MIN_JAVA} or newer"
+            raise KafkaLocalError(msg)
+
+    def ensure_jars(self) -> Path:
+        """Fetch the broker jars once; later calls reuse the cache."""
+        libs = self.config.libs_dir
+        if (libs / ".complete").exists():
+            return libs
+        mvn = shutil.which(self.config.mvn)
+        if mvn is None:
+            msg = (
+                f"'{self.config.mvn}' (Maven) not found on PATH: it is needed once to fetch "
+                f"the Kafka {self.config.kafka_version} jars into {libs} "
+                "(apt-get install maven), or set KAFKA_BOOTSTRAP"
+            )
+            raise KafkaLocalError(msg)
+        staging = libs.with_name(libs.name + ".partial")
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        self._copy_dependencies(mvn, staging)
+        shutil.rmtree(libs, ignore_errors=True)
+        staging.rename(libs)
+        (libs / ".complete").write_text(self.config.kafka_version + "\n")
+        return libs
+
+    def _copy_dependencies(self, mvn: str, out: Path) -> None:
+        cmd = [
+            mvn, "-q", "-B", "-f", str(DEPLOY_DIR / "pom.xml"),
+            "dependency:copy-dependencies",
+            f"-DoutputDirectory={out}", "-DincludeScope=runtime",
+            f"-Dkafka.version={self.config.kafka_version}",
+        ]
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)  # noqa: S603
+        if proc.returncode != 0 or not any(out.glob("kafka_2.13-*.jar")):
+            shutil.rmtree(out, ignore_errors=True)
+            tail = tail_lines(proc.stdout + proc.stderr, 15)
+            msg = (
+                f"could not fetch the Kafka {self.config.kafka_version} jars from Maven "
+                f"Central (mvn exit {proc.returncode}):\n{tail}"
+            )
+            raise KafkaLocalError(msg)
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def status(self) -> BrokerStatus:
+        pid = self._live_pid()
+        return BrokerStatus(pid is not None, pid, self.config.bootstrap, self.config.data_dir)
+
+    def start(self) -> tuple[bool, BrokerStatus]:
+        """Start the broker; returns (started_now, status). Idempotent."""
+        current = self.status()
+        if current.running:
+            return False, current
+        self.check_java()
+        for port in (self.config.port, self.config.controller_port):
+            if port_in_use(port):
+                msg = (
+                    f"port {port} on 127.0.0.1 is already in use by another process; "
+                    "choose another with --port, or stop that process"
+                )
+                raise KafkaLocalError(msg)
+        libs = self.ensure_jars()
+        properties = self._write_properties()
+        self._format_storage(libs, properties)
+        proc = self._launch(libs, properties)
+        self._wait_ready(proc)
+        return True, self.status()
+
+    def stop(self) -> bool:
+        """Stop the broker by pid (TERM, then KILL); returns whether one was running."""
+        pid = self._live_pid()
+        if pid is None:
+            self.config.pid_file.unlink(missing_ok=True)
+            return False
+        terminate(pid, self.config.stop_timeout_s)
+        self.config.pid_file.unlink(missing_ok=True)
+        return True
+
+    # -- internals -----------------------------------------------------------------------
+    def _live_pid(self) -> int | None:
+        try:
+            pid = int(self.config.pid_file.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+        return pid if process_alive(pid) else None
+
+    def _write_properties(self) -> Path:
+        cfg = self.config
+        template = (DEPLOY_DIR / "server.properties").read_text()
+        values = {
+            "{port}": str(cfg.port),
+            "{controller_port}": str(cfg.controller_port),
+            "{log_dirs}": str(cfg.data_dir / "storage"),
+        }
+        for placeholder, value in values.items():
+            template = template.replace(placeholder, value)
+        cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        cfg.log_dir.mkdir(parents=True, exist_ok=True)
+        path = cfg.data_dir / "server.properties"
+        path.write_text(template)
+        return path
+
+    def _format_storage(self, libs: Path, properties: Path) -> None:
+        # Formatting is needed once; meta.properties marks a formatted log dir.
+        if (self.config.data_dir / "storage" / "meta.properties").exists():
+            return
+        cluster_id = new_cluster_id()
+        cmd = [
+            self.config.java, "-cp", f"{libs}/*", "kafka.tools.StorageTool", "format",
+            "-t", cluster_id, "-c", str(properties),
+        ]
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)  # noqa: S603
+        if proc.returncode != 0:
+            tail = tail_lines(proc.stdout + proc.stderr, 15)
+            msg = f"formatting Kafka storage in {self.config.data_dir} failed:\n{tail}"
+            raise KafkaLocalError(msg)
+
+    def _launch(self, libs: Path, properties: Path) -> subprocess.Popen[bytes]:
+        cfg = self.config
+        cmd = [
+            cfg.java, f"-Xmx{cfg.heap}", "-Xms256m", "-XX:+UseG1GC",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={DEPLOY_DIR / 'log4j2.properties'}",
+            f"-Dkafka.logs.dir={cfg.log_dir}",
+            "-cp", f"{libs}/*", "kafka.Kafka", str(properties),
+        ]
+        with cfg.console_log.open("ab") as console:
+            proc = subprocess.Popen(  # noqa: S603
+                cmd, stdout=console, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        cfg.pid_file.write_text(f"{proc.pid}\n")
+        return proc
+
+    def _wait_ready(self, proc: subprocess.Popen[bytes]) -> None:
+        deadline = time.monotonic() + self.config.start_timeout_s
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                self.config.pid_file.unlink(missing_ok=True)
+                msg = f"the broker exited with code {proc.returncode}:\n{self._log_tail()}"
+                raise KafkaLocalError(msg)
+            if self._ready_check(self.config.bootstrap, 2.0):
+                return
+            time.sleep(0.2)
+        terminate(proc.pid, self.config.stop_timeout_s)
+        proc.wait()
+        self.config.pid_file.unlink(missing_ok=True)
+        msg = (
+            f"the broker did not come up within {self.config.start_timeout_s:g}s; "
+            f"last lines of its log:\n{self._log_tail()}"
+        )
+        raise KafkaLocalError(msg)
+
+    def _log_tail(self) -> str:
+        text = ""
+        for path in (self.config.log_dir / "server.log", self.config.console_log):
+            if path.exists():
+                text += path.read_text(errors="replace")
+        return tail_lines(text, LOG_TAIL_LINES) or "(the log is empty)"
+
+
+def java_major_version(java: str) -> int:
+    """Parse ``java -version``: '17.0.15' → 17, '1.8.0_392' → 8."""
+    proc = subprocess.run([java, "-version"], capture_output=True, text=True, check=False)  # noqa: S603
+    match = re.search(r'version "(\d+)(?:\.(\d+))?', proc.stderr + proc.stdout)
+    if match is None:
+        msg = f"could not read the Java version from '{java} -version'"
+        raise KafkaLocalError(msg)
+    major = int(match.group(1))
+    return int(match.group(2) or 0) if major == 1 else major
+
+
+def new_cluster_id() -> str:
+    """A random cluster id that StorageTool's argument parser will not take for an option."""
+    while True:
+        cluster_id = uuid_to_kafka_id(uuid.uuid4())
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
+def uuid_to_kafka_id(value: uuid.UUID) -> str:
+    """Kafka cluster ids are URL-safe base64 of 16 bytes without padding."""
+    return base64.urlsafe_b64encode(value.bytes).decode().rstrip("=")
+
+
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def free_port() -> int:
+    """A port free on loopback right now (the kernel's pick)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def free_port_pair() -> int:
+    """A port p such that p and p+1 are free on loopback (broker and controller)."""
+    for _ in range(50):
+        port = free_port()
+        if port < 65000 and not port_in_use(port + 1):
+            return port
+    msg = "no free pair of loopback ports found"
+    raise KafkaLocalError(msg)
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child still answers kill(0); reap it if it is ours.
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return True
+    return done == 0
+
+
+def terminate(pid: int, timeout_s: float) -> None:
+    """TERM, wait up to ``timeout_s``, then KILL."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not process_alive(pid):
+            return
+        time.sleep(0.1)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+
+
+def metadata_available(bootstrap: str, timeout_s: float) -> bool:
+    """True when a Kafka client can fetch cluster metadata from ``bootstrap``."""
+    from kafka import KafkaAdminClient
+    from kafka.errors import KafkaError
+
+    try:
+        admin = KafkaAdminClient(
+            bootstrap_servers=bootstrap,
+            request_timeout_ms=int(timeout_s * 1000),
+            bootstrap_timeout_ms=int(timeout_s * 1000),
+        )
+    except (KafkaError, OSError, ValueError):
+        return False
+    try:
+        admin.list_topics()
+        return True
+    except (KafkaError, OSError):
+        return False
+    finally:
+        admin.close()
+
+
+def tail_lines(text: str, count: int) -> str:
+    lines = [line for line in text.splitlines() if line.strip()]
+    return "\n".join(lines[-count:])

@@ -1,0 +1,106 @@
+"""The faust-streaming shell around an ``Engine``: life cycle, signals, ``/healthz``, ``/metrics``.
+
+faust runs with ``enable_kafka=False``: it owns the process (graceful stop on SIGTERM/SIGINT,
+logging, the aiohttp web server) while the engine's loops own the Kafka clients. faust's own
+consumer cannot be given the checkpoint-first seek and per-view transactions the exactly-once
+design needs (``docs/architecture.md``, "Why not faust agents"); its settings still follow
+the project's rules (raw bytes, no ``faust.Record``, no pickle, ``store="memory://"``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import faust
+from faust.app.base import BootStrategy
+from mode import Service
+
+from broker.worker.engine import Engine
+
+_log = logging.getLogger(__name__)
+HEALTH_EVERY_S = 1.0
+
+
+class EngineService(Service):
+    """Starts the engine's threads, watches them, stops them gracefully."""
+
+    def __init__(self, engine: Engine, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.engine = engine
+
+    async def on_start(self) -> None:
+        """Start the loops without blocking the event loop (startup reads Kafka)."""
+        await asyncio.get_running_loop().run_in_executor(None, self.engine.start)
+
+    @Service.task
+    async def _watch(self) -> None:
+        # A loop that died takes the worker down (exit code 1): a supervisor restarts it,
+        # and it resumes from its checkpoints, rather than limping on half-working.
+        while not self.should_stop:
+            failure = self.engine.failure()
+            if failure is not None:
+                await self.crash(failure)
+                return
+            await self.sleep(HEALTH_EVERY_S)
+
+    async def on_stop(self) -> None:
+        """Finish the batch, checkpoint, commit (threads joined off the event loop)."""
+        await asyncio.get_running_loop().run_in_executor(None, self.engine.stop)
+
+
+def build_app(engine: Engine, datadir: Path) -> faust.App:
+    """A faust app serving the engine's health and metrics, running it as a service."""
+    config = engine.config
+    app = faust.App(
+        f"respublica-worker-{config.group}",
+        broker=f"kafka://{config.bootstrap}",
+        value_serializer="raw",
+        key_serializer="raw",
+        store="memory://",
+        datadir=str(datadir),  # faust wants one; nothing is stored (no tables, memory store)
+        topic_allow_declare=False,
+        topic_disable_leader=True,
+        web_enabled=config.web_port is not None,
+        web_port=config.web_port or 6066,
+        web_host=config.web_host,
+        web_in_thread=False,
+        processing_guarantee="at_least_once",
+    )
+    app.boot_strategy = BootStrategy(app, enable_kafka=False)
+
+    @app.service
+    class _Engine(EngineService):  # faust instantiates services itself, with these kwargs
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(engine, **kwargs)
+
+    @app.page("/healthz")
+    async def healthz(web: Any, request: Any) -> Any:
+        if engine.healthy():
+            return web.text("ok\n")
+        return web.text("starting or failing\n", status=503)
+
+    @app.page("/metrics")
+    async def metrics(web: Any, request: Any) -> Any:
+        return web.bytes(engine.metrics.exposition(),
+                         content_type="text/plain; version=0.0.4")
+
+    return app
+
+
+def run(engine: Engine, loglevel: str = "info") -> int:
+    """Run until SIGTERM/SIGINT (or a loop failure); returns the exit code."""
+    datadir = Path(tempfile.mkdtemp(prefix="respublica-worker-"))
+    app = build_app(engine, datadir)
+    worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    finally:
+        shutil.rmtree(datadir, ignore_errors=True)
+    return 0

@@ -1,0 +1,208 @@
+"""The policy worker: raw events in, releases of every active contract's views out.
+
+Start reading here. ``Engine`` is the composition root (no faust needed, tests drive it):
+it checks the cluster, loads the shared keys, compiles each contract, and runs two loops:
+
+* ``worker_loops.RawLoop`` → ``stage_partials.PartialsStage`` per (contract, stream);
+* ``worker_loops.MergeLoop`` → ``stage_merge.MergeStage`` per (contract, view).
+
+``build_app`` wraps an engine in a faust-streaming app: faust gives the process its life
+cycle (signals, graceful stop, logging) and its web server (``/healthz``, ``/metrics``).
+The design and the exactly-once argument are in ``docs/architecture.md``.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from broker.kafka import topics
+from broker.kafka.clients import KafkaKeysLog, KafkaSettings, WorkerError
+from broker.kafka.internal import source_name
+from broker.worker.keystore import KeyStore
+from broker.worker.loops import MergeLoop, RawLoop
+from broker.worker.merge import DEFAULT_STATE_INTERVAL_S, MergeOutput, MergeStage
+from broker.worker.metrics import WorkerMetrics
+from broker.worker.partials import PartialsStage
+from contracts.model import Contract
+from policies.base import END_OF_STREAM, NO_WATERMARK
+from policies.compile import CompiledView, compile_contract
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """What one worker process runs, and how."""
+
+    bootstrap: str
+    worker_id: str
+    group: str = "respublica"
+    web_port: int | None = 6066
+    web_host: str = "127.0.0.1"
+    checkpoint_interval_s: float = 1.0
+    state_interval_s: float = DEFAULT_STATE_INTERVAL_S
+    max_records: int = 2000
+
+    @property
+    def kafka(self) -> KafkaSettings:
+        """Client settings shared by every consumer and producer of the worker."""
+        return KafkaSettings(self.bootstrap, f"respublica-worker-{self.worker_id}", self.group)
+
+
+def active_contracts(contracts: Sequence[Contract], now: datetime) -> list[Contract]:
+    """Contracts valid now; a contract that starts later takes effect on a restart."""
+    active = [c for c in contracts if c.is_active(now)]
+    for contract in contracts:
+        if contract not in active:
+            _log.warning("contract %s v%d is not valid now: not run", contract.id,
+                         contract.version)
+    return active
+
+
+def check_topics(bootstrap: str, contracts: Sequence[Contract]) -> None:
+    """Fail early and clearly: cluster unreachable, topics missing or partitioned wrongly."""
+    specs = [s for c in contracts for s in topics.contract_topics(c)]
+    with topics.TopicAdmin(bootstrap) as admin:
+        live = admin.partitions([s.name for s in specs])
+    missing = [s.name for s in specs if s.name not in live]
+    if missing:
+        msg = (f"{len(missing)} topic(s) missing, e.g. {missing[0]}: "
+               "run `respublica apply` for these contracts first")
+        raise WorkerError(msg)
+    wrong = [s.name for s in specs if live[s.name] != s.partitions]
+    if wrong:
+        msg = f"topic {wrong[0]} does not have the partitions its contract says"
+        raise WorkerError(msg)
+
+
+class Engine:
+    """One worker's stages and loops (see the module docstring)."""
+
+    def __init__(self, config: WorkerConfig, contracts: Sequence[Contract], kek: bytes,
+                 metrics: WorkerMetrics | None = None, *,
+                 merge_fault: Callable[[str, MergeOutput], None] | None = None) -> None:
+        self.config = config
+        self.contracts = {c.id: c for c in contracts}
+        self.kek = kek
+        self.metrics = metrics or WorkerMetrics()
+        self.keystores: dict[str, KeyStore] = {}
+        self.compiled: dict[str, dict[str, CompiledView]] = {}
+        self.raw_loop: RawLoop | None = None
+        self.merge_loop: MergeLoop | None = None
+        self._logs: list[KafkaKeysLog] = []
+        self._stop_lock = threading.Lock()
+        self._merge_fault = merge_fault  # tests: fail between sending releases and commit
+
+    def prepare(self) -> None:
+        """Check the cluster and load the keys: every startup error surfaces here, clearly."""
+        if self.compiled:
+            return
+        check_topics(self.config.bootstrap, list(self.contracts.values()))
+        for contract in self.contracts.values():
+            self._compile(contract)
+
+    def start(self) -> None:
+        """Prepare (if not done), then start both loops."""
+        self.prepare()
+        self.raw_loop = RawLoop(self.config.kafka, self._partials_stages(), self.keystores,
+                                self.metrics, checkpoint_interval_s=self.config.
+                                checkpoint_interval_s, max_records=self.config.max_records)
+        partials = {topics.partials_topic(c, v): topics.state_topic(c)
+                    for c in self.contracts.values() for v in c.views}
+        self.merge_loop = MergeLoop(self.config.kafka, self._merge_stage, partials, partials,
+                                    progress=self._progress, metrics=self.metrics,
+                                    fault=self._merge_fault)
+        self.raw_loop.start()
+        self.merge_loop.start()
+        _log.info("worker %s started: %d contract(s), %d view(s)", self.config.worker_id,
+                  len(self.contracts), len(partials))
+
+    def _compile(self, contract: Contract) -> None:
+        log = KafkaKeysLog(self.config.kafka, topics.keys_topic(contract))
+        self._logs.append(log)
+        # A writer id unique per process: a restarted worker never reuses a candidate key.
+        writer = f"{self.config.worker_id}.{secrets.token_hex(4)}"
+        store = KeyStore(contract.id, log, self.kek, writer)
+        store.refresh()
+        noise = store.noise_key() if any(v.noise for v in contract.views) else None
+        self.keystores[contract.id] = store
+        self.compiled[contract.id] = compile_contract(contract, keyring=store.ring,
+                                                      noise_key=noise)
+
+    def _partials_stages(self) -> dict[str, PartialsStage]:
+        stages = {}
+        for contract in self.contracts.values():
+            for stream in contract.streams:
+                views = {v.name: self.compiled[contract.id][v.name]
+                         for v in contract.views_of(stream)}
+                if not views:
+                    continue
+                stages[contract.topic_raw(stream)] = PartialsStage(
+                    contract, stream.name, views,
+                    {name: topics.partials_topic(contract, name) for name in views},
+                    self.metrics)
+        return stages
+
+    def _merge_stage(self, partials_topic: str) -> MergeStage:
+        for contract in self.contracts.values():
+            for view in contract.views:
+                if topics.partials_topic(contract, view) == partials_topic:
+                    stream = contract.stream(view.stream)
+                    sources = [source_name(p) for p in range(stream.partitions)]
+                    return MergeStage(contract, self.compiled[contract.id][view.name], sources,
+                                      topics.state_topic(contract), self.metrics,
+                                      state_interval_s=self.config.state_interval_s)
+        msg = f"no view reads {partials_topic}"
+        raise WorkerError(msg)
+
+    def _progress(self, stage: MergeStage) -> None:
+        """A view's lowest watermark moved: keys no view still needs can be destroyed."""
+        watermark = min(stage.merger.watermarks.values())
+        if watermark in (NO_WATERMARK, END_OF_STREAM):
+            return  # nothing seen yet, or a finished replay: says nothing about time
+        contract = stage.contract
+        policy = contract.pseudonymisation
+        retention_ms = int(policy.key_retention.total_seconds() * 1000)
+        rotation_ms = int(policy.rotation.total_seconds() * 1000)
+        epoch = (watermark - retention_ms) // rotation_ms
+        self.keystores[contract.id].progress(stage.view, epoch, [v.name for v in contract.views])
+
+    def loops(self) -> list[RawLoop | MergeLoop]:
+        """The running loops."""
+        return [loop for loop in (self.raw_loop, self.merge_loop) if loop is not None]
+
+    def failure(self) -> BaseException | None:
+        """The error that stopped a loop, if any (the worker then exits)."""
+        for loop in self.loops():
+            if loop.error is not None:
+                return loop.error
+            if not loop.is_alive() and not loop.stopping.is_set():
+                return WorkerError(f"{loop.name} stopped unexpectedly")
+        return None
+
+    def healthy(self) -> bool:
+        """Both loops alive, past their first poll, and no failure."""
+        loops = self.loops()
+        return bool(loops) and self.failure() is None and \
+            all(loop.is_alive() and loop.ready.is_set() for loop in loops)
+
+    def stop(self, timeout_s: float = 60.0) -> None:
+        """Graceful stop: finish the batch, checkpoint, commit, leave the groups."""
+        with self._stop_lock:
+            for loop in self.loops():
+                loop.stop()
+            for loop in self.loops():
+                loop.join(timeout_s)
+            for log in self._logs:
+                log.close()
+            self._logs = []
+
+
+def now_utc() -> datetime:
+    """The wall clock, aware (the shell's only clock read for contract validity)."""
+    return datetime.now(UTC)

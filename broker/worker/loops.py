@@ -1,0 +1,380 @@
+"""The two consume loops of a worker, each on its own thread with its own consumer group.
+
+``RawLoop`` (stage 1) owns some raw partitions: it folds them, and every
+``checkpoint_interval_s`` writes partials + checkpoints, waits for the acknowledgements, then
+commits the consumer offsets (a hint only: on every assignment it seeks to the checkpoint).
+``MergeLoop`` (stage 2) owns some views: it merges their partials and commits releases and
+state in one transaction per step. Rebalances go through ``ConsumerRebalanceListener``:
+revoked partitions are checkpointed (stage 1) before the group moves them; assigned ones are
+restored from the log and the consumer is seeked explicitly.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from kafka import ConsumerRebalanceListener, KafkaProducer, TopicPartition
+from kafka.structs import OffsetAndMetadata
+
+from broker.kafka.clients import RAW_FETCH_BYTES, KafkaSettings, read_topic, subscribe
+from broker.kafka.internal import CHECKPOINT_PREFIX, Checkpoint, state_key
+from broker.kafka.publish import OutRecord
+from broker.worker.flow import FlowControl
+from broker.worker.keystore import KeyStore
+from broker.worker.merge import MergeOutput, MergeStage
+from broker.worker.metrics import WorkerMetrics
+from broker.worker.partials import PartialsStage
+
+_log = logging.getLogger(__name__)
+KEYS_REFRESH_S = 5.0
+# Long enough for a whole group join: kafka-python 3.0 can leave a join that a short poll
+# timeout cut in the middle of its SyncGroup stuck (seen: a member elected leader, never
+# assigned). poll() still returns as soon as records arrive.
+POLL_MS = 2000
+
+
+class _Loop(threading.Thread):
+    """A daemon thread that runs ``run_loop`` until ``stop()``; keeps its fatal error."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name=name, daemon=True)
+        self.stopping = threading.Event()
+        self.ready = threading.Event()
+        self.error: BaseException | None = None
+        self.listener_error: BaseException | None = None
+        self.pending: set[TopicPartition] = set()
+        self._consumer: Any = None
+        # kafka-python runs rebalance callbacks on its network thread, and poll() can return
+        # while a rebalance goes on: callbacks and the loop's own work take turns on this lock.
+        # Never held around poll() or a commit (both need the network thread).
+        self.lock = threading.RLock()
+
+    def run(self) -> None:
+        try:
+            self.run_loop()
+        except BaseException as exc:  # reported by the worker's health check, then exit 1
+            self.error = exc
+            # Frames only: a library's exception message may quote a record value.
+            frames = "".join(traceback.format_tb(exc.__traceback__))
+            _log.error("%s stopped on %s\n%s", self.name, type(exc).__name__, frames)
+
+    def run_loop(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """Ask the loop to finish its batch, checkpoint and leave the group."""
+        self.stopping.set()
+
+    def check_listener(self) -> None:
+        """Re-raise what a rebalance callback hit: kafka-python only logs those."""
+        if self.listener_error is not None:
+            raise self.listener_error
+
+    def on_assigned(self, tps: Iterable[TopicPartition]) -> None:
+        """Pause new partitions until ``adopt_pending`` has restored them.
+
+        Restoring reads whole topics; done inside the callback it would block the consumer's
+        heartbeats (kafka-python runs callbacks on its network loop) and could cost the
+        membership it is restoring for.
+        """
+        new = set(tps)
+        self._consumer.pause(*new)
+        self.pending |= new
+
+    def adopt_pending(self) -> None:
+        """After a poll: restore what the last rebalance assigned, seek, then let it flow."""
+        if not self.pending:
+            return
+        tps = sorted(self.pending)
+        self.pending = set()
+        self.adopt(tps)
+        self._consumer.resume(*tps)
+
+    def adopt(self, tps: list[TopicPartition]) -> None:
+        raise NotImplementedError
+
+    def revoke(self, tps: Iterable[TopicPartition]) -> None:
+        raise NotImplementedError
+
+
+class _Listener(ConsumerRebalanceListener):
+    """Forwards rebalances to a loop and keeps their errors for the loop to raise."""
+
+    def __init__(self, loop: _Loop) -> None:
+        self.loop = loop
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        with self.loop.lock:
+            try:
+                self.loop.pending -= set(revoked)
+                self.loop.revoke(revoked)
+            except Exception as exc:
+                self.loop.listener_error = exc
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        with self.loop.lock:
+            try:
+                self.loop.on_assigned(assigned)
+            except Exception as exc:
+                self.loop.listener_error = exc
+
+
+def _send_all(producer: KafkaProducer, records: Iterable[OutRecord]) -> None:
+    futures = [producer.send(r.topic, key=r.key, value=r.value, headers=r.headers,
+                             partition=r.partition) for r in records]
+    producer.flush()
+    for future in futures:
+        future.get(timeout=60)  # raises the send's error, if any: never checkpoint past it
+
+
+class RawLoop(_Loop):
+    """Stage 1 over every raw topic of the active contracts."""
+
+    def __init__(self, settings: KafkaSettings, stages: Mapping[str, PartialsStage],
+                 keystores: Mapping[str, KeyStore], metrics: WorkerMetrics, *,
+                 checkpoint_interval_s: float = 1.0, max_records: int = 2000) -> None:
+        super().__init__("respublica-raw")
+        self.settings = settings
+        self.stages = dict(stages)
+        self.keystores = dict(keystores)
+        self.metrics = metrics
+        self.interval = checkpoint_interval_s
+        self.max_records = max_records
+        self._producer: KafkaProducer | None = None
+        self._destroyed: dict[str, int] = {}
+        self._keys_read = 0.0
+        self.flow = FlowControl(None)  # its consumer is created on the loop's thread
+
+    def run_loop(self) -> None:
+        self._producer = self.settings.producer()
+        self._consumer = self.settings.consumer(group_id=self.settings.raw_group,
+                                                max_poll_records=self.max_records,
+                                                max_partition_fetch_bytes=RAW_FETCH_BYTES)
+        self.flow.consumer = self._consumer
+        subscribe(self._consumer, sorted(self.stages), _Listener(self))
+        last = time.monotonic()
+        try:
+            while not self.stopping.is_set():
+                self.flow.before_poll()
+                polled = self._consumer.poll(timeout_ms=POLL_MS)
+                self.check_listener()
+                with self.lock:
+                    self.adopt_pending()
+                    self.ready.set()
+                    for tp, records in polled.items():
+                        self._process(tp, records)
+                    self._balance(idle=not polled)
+                    due = time.monotonic() - last >= self.interval
+                    written = self.checkpoint(self._held()) if due else {}
+                if due:
+                    self._commit(written)
+                    last = time.monotonic()
+            with self.lock:
+                written = self.checkpoint(self._held())
+            self._commit(written)
+        finally:
+            self._consumer.close(autocommit=False)
+            self._producer.close(timeout=30)
+
+    def _balance(self, *, idle: bool) -> None:
+        """Event-time flow control (``broker.worker.flow``): pause partitions that ran ahead."""
+        if idle:
+            self.flow.idle()
+        else:
+            self.flow.balance({topic: ({p: stage.watermark(p) for p in stage.partitions},
+                                       stage.lead_ms)
+                               for topic, stage in self.stages.items()})
+        self.metrics.paused.set(len(self.flow.paused))
+
+    def _held(self) -> list[TopicPartition]:
+        return [TopicPartition(t, p) for t, s in self.stages.items() for p in s.partitions]
+
+    def _process(self, tp: TopicPartition, records: list[Any]) -> None:
+        stage = self.stages[tp.topic]
+        if tp.partition not in stage.partitions:
+            return  # not restored (revoked in the same poll): it will be re-read
+        stage.process(tp.partition, records)
+
+    def checkpoint(self, tps: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
+        """Write partials + checkpoints of ``tps`` and wait for them; returns resume offsets."""
+        assert self._producer is not None  # noqa: S101 - only called from the loop
+        tps = list(tps)
+        out = [r for tp in tps for r in self.stages[tp.topic].checkpoint(tp.partition)]
+        if not out:
+            return {}
+        _send_all(self._producer, out)
+        return {tp: self.stages[tp.topic].resume_offset(tp.partition) for tp in tps}
+
+    def _commit(self, written: Mapping[TopicPartition, int]) -> None:
+        # A hint only (every assignment seeks to the checkpoint), so fire and forget.
+        if written:
+            self._consumer.commit_async({tp: OffsetAndMetadata(offset, "", -1)
+                                         for tp, offset in written.items()})
+        self._refresh_keys()
+
+    def _refresh_keys(self) -> None:
+        # Learn floors written by the mergers, so this process shreds its copies too.
+        if time.monotonic() - self._keys_read < KEYS_REFRESH_S:
+            return
+        self._keys_read = time.monotonic()
+        for store in self.keystores.values():
+            store.refresh()
+            done = store.destroyed - self._destroyed.get(store.contract, 0)
+            if done:
+                self.metrics.keys_destroyed.labels(store.contract).inc(done)
+                self._destroyed[store.contract] = store.destroyed
+
+    def revoke(self, tps: Iterable[TopicPartition]) -> None:
+        """Checkpoint revoked partitions before the group hands them to another worker."""
+        tps = list(tps)
+        held = [tp for tp in tps if tp.partition in self.stages[tp.topic].partitions]
+        self.flow.forget(tps)
+        self.checkpoint(held)  # no commit here: it would wait on this very network thread
+        for tp in held:
+            self.stages[tp.topic].release(tp.partition)
+        self.metrics.held.labels("raw").set(sum(len(s.partitions) for s in self.stages.values()))
+
+    def adopt(self, tps: list[TopicPartition]) -> None:
+        """Restore assigned partitions from their checkpoints and seek to them."""
+        by_topic: dict[str, list[int]] = {}
+        for tp in tps:
+            by_topic.setdefault(tp.topic, []).append(tp.partition)
+        for topic, partitions in by_topic.items():
+            stage = self.stages[topic]
+            found = {view: last_checkpoints(self.settings, ptopic, view)
+                     for view, ptopic in stage.partials_topics.items()}
+            for partition in partitions:
+                source = f"p{partition}"
+                resume = stage.restore(partition, {v: cps.get(source)
+                                                   for v, cps in found.items()})
+                self._consumer.seek(TopicPartition(topic, partition), resume)
+        held = sum(len(s.partitions) for s in self.stages.values())
+        self.metrics.held.labels("raw").set(held)
+        _log.info("raw partitions held: %d", held)
+
+
+def last_checkpoints(settings: KafkaSettings, topic: str, view: str) -> dict[str, Checkpoint]:
+    """The last checkpoint of every source on a partials topic (read to its end)."""
+    found: dict[str, Checkpoint] = {}
+    for record in read_topic(settings, topic):
+        if record.key is not None and record.key.startswith(CHECKPOINT_PREFIX) and record.value:
+            checkpoint = Checkpoint.from_value(view, record.value)
+            found[checkpoint.source] = checkpoint
+    return found
+
+
+MergeFactory = Callable[[str], MergeStage]
+"""Builds the stage of a partials topic (fresh merger, to be restored)."""
+
+
+class MergeLoop(_Loop):
+    """Stage 2 over every view's partials topic; one transactional producer per owned view."""
+
+    def __init__(self, settings: KafkaSettings, factory: MergeFactory, topics: Iterable[str],
+                 state_topics: Mapping[str, str], *,
+                 progress: Callable[[MergeStage], None] | None = None,
+                 metrics: WorkerMetrics | None = None,
+                 fault: Callable[[str, MergeOutput], None] | None = None) -> None:
+        super().__init__("respublica-merge")
+        self.settings = settings
+        self.factory = factory
+        self.topics = sorted(topics)
+        self.state_topics = dict(state_topics)  # partials topic -> state topic
+        self.progress = progress  # event-time progress, for key destruction
+        self.metrics = metrics
+        self.fault = fault  # tests: raise between send and commit
+        self.owned: dict[str, tuple[MergeStage, KafkaProducer]] = {}
+
+    def run_loop(self) -> None:
+        self._consumer = self.settings.consumer(group_id=self.settings.merge_group,
+                                                max_poll_records=5000)
+        subscribe(self._consumer, self.topics, _Listener(self))
+        try:
+            while not self.stopping.is_set():
+                polled = self._consumer.poll(timeout_ms=POLL_MS)
+                self.check_listener()
+                with self.lock:
+                    self.adopt_pending()
+                    self.ready.set()
+                    self._feed(polled)
+                    for topic in list(self.owned):
+                        self.step(topic)
+            with self.lock:
+                for topic in list(self.owned):
+                    self.step(topic, force_state=True)
+        finally:
+            self._consumer.close(autocommit=False)
+            for _, producer in self.owned.values():
+                producer.close(timeout=30)
+
+    def _feed(self, polled: Mapping[TopicPartition, list[Any]]) -> None:
+        for tp, records in polled.items():
+            if tp.topic in self.owned:  # else revoked meanwhile: the next owner reads it
+                stage = self.owned[tp.topic][0]
+                for r in records:
+                    stage.feed(r.offset, r.key, r.value)
+
+    def step(self, topic: str, *, force_state: bool = False) -> None:
+        """Release what is ready and commit it with the merger state, in one transaction."""
+        stage, producer = self.owned[topic]
+        output = stage.step(force_state=force_state)
+        if output is None:
+            return
+        producer.begin_transaction()
+        for r in output.records:
+            producer.send(r.topic, key=r.key, value=r.value, headers=r.headers,
+                          partition=r.partition)
+        if self.fault is not None:
+            producer.flush()  # the records reach the log, still uncommitted
+            self.fault(topic, output)
+        producer.commit_transaction()
+        stage.committed(output)
+        if self.progress is not None:
+            self.progress(stage)
+
+    def adopt(self, tps: list[TopicPartition]) -> None:
+        """Own the views of ``tps``: fence older owners, load committed state, seek."""
+        fenced = []
+        for tp in tps:
+            stage = self.factory(tp.topic)
+            producer = self.settings.producer(
+                transactional_id=f"respublica.{stage.contract.id}.{stage.view}.merger")
+            producer.init_transactions()  # fences a zombie owner, aborts its open transaction
+            fenced.append((tp, stage, producer))
+        states = self._load_states({self.state_topics[tp.topic] for tp in tps})
+        for tp, stage, producer in fenced:
+            value = states.get((self.state_topics[tp.topic], state_key(stage.view)))
+            self._consumer.seek(tp, stage.restore(value))
+            self.owned[tp.topic] = (stage, producer)
+        if self.metrics is not None:
+            self.metrics.held.labels("merge").set(len(self.owned))
+        _log.info("views owned: %d", len(self.owned))
+
+    def _load_states(self, state_topics: Iterable[str]) -> dict[tuple[str, bytes], bytes]:
+        # After init_transactions, and up to the high watermark: a state committed after a
+        # transaction that is still open lies past the last stable offset.
+        found: dict[tuple[str, bytes], bytes] = {}
+        for topic in state_topics:
+            for record in read_topic(self.settings, topic, wait_open_transactions=True):
+                if record.key is not None and record.value is not None:
+                    found[(topic, record.key)] = record.value
+        return found
+
+    def revoke(self, tps: Iterable[TopicPartition]) -> None:
+        """Give views up: save state (shortens the next owner's replay), close producers."""
+        for tp in tps:
+            if tp.topic not in self.owned:
+                continue
+            try:
+                self.step(tp.topic, force_state=True)
+            except Exception as exc:  # fenced or cut off: the next owner replays from its state
+                _log.warning("saving merger state on revoke failed (%s)", type(exc).__name__)
+            finally:
+                self.owned.pop(tp.topic)[1].close(timeout=10)
+        if self.metrics is not None:
+            self.metrics.held.labels("merge").set(len(self.owned))
