@@ -19,6 +19,7 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
 from broker.kafka.reasons import Reason
+from broker.kafka.settings import KafkaSettings, as_settings
 from connectors.base import Accepted, ConnectorError, Headers, Outcome, Rejected, Sink
 from connectors.metrics import IngestMetrics
 from connectors.validate import Router, dlq_record
@@ -86,12 +87,13 @@ def _as_json(record: Mapping[str, Any]) -> bytes:
 class KafkaSink:
     """A ``Sink`` on kafka-python: acks=all, idempotent; ``flush`` checks every send."""
 
-    def __init__(self, bootstrap: str, *, client_id: str = "respublica-connector") -> None:
+    def __init__(self, kafka: KafkaSettings | str, *, role: str = "connector") -> None:
+        settings = as_settings(kafka)
         try:
-            self._producer = KafkaProducer(bootstrap_servers=bootstrap, client_id=client_id,
+            self._producer = KafkaProducer(**settings.kafka_python(role),
                                            acks="all", enable_idempotence=True, linger_ms=10)
         except (KafkaError, OSError) as exc:
-            msg = f"cannot reach the Kafka cluster at {bootstrap} ({type(exc).__name__})"
+            msg = f"cannot reach the Kafka cluster at {settings.bootstrap} ({type(exc).__name__})"
             raise ConnectorError(msg) from exc
         self._futures: list[Any] = []
 

@@ -34,6 +34,7 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from prometheus_client import CollectorRegistry
 
 from broker.kafka.reasons import Reason, Stage
+from broker.kafka.settings import KafkaSettings, as_settings
 from broker.kafka.writer import KafkaBatchWriter, KafkaUnavailable, OutRecord, ProducerSettings
 from connectors.base import Accepted, ConnectorError, Rejected
 from connectors.dedup import DuplicateFilter
@@ -78,11 +79,11 @@ class IngestSettings:
     flush_timeout_s: float = 60.0
     max_bytes: int = DEFAULT_MAX_BYTES
     future_skew: timedelta = DEFAULT_FUTURE_SKEW
-    client_id: str = "respublica-validator"
+    role: str = "validator"
 
-    def producer(self, bootstrap: str) -> ProducerSettings:
+    def producer(self, kafka: KafkaSettings) -> ProducerSettings:
         """The settings of the batch writer for raw and DLQ records."""
-        return ProducerSettings(bootstrap=bootstrap, client_id=self.client_id,
+        return ProducerSettings(kafka, role=self.role,
                                 linger_ms=self.linger_ms, max_batch_size=self.batch_size,
                                 ack_timeout_s=self.flush_timeout_s,
                                 compression=self.compression)
@@ -111,14 +112,15 @@ class IngestStats:
 class IngestValidator:
     """Consume every ingest topic of the contracts, validate, produce to raw or DLQ."""
 
-    def __init__(self, contracts: Sequence[Contract], bootstrap: str, *, group_id: str,
+    def __init__(self, contracts: Sequence[Contract], kafka: KafkaSettings | str, *,
+                 group_id: str,
                  registry: CollectorRegistry, now_ms: Callable[[], int] = wall_clock_ms,
                  settings: IngestSettings | None = None,
                  metrics: IngestMetrics | None = None) -> None:
         self.settings = settings or IngestSettings()
         self.router = Router(contracts, max_bytes=self.settings.max_bytes,
                              future_skew=self.settings.future_skew)
-        self.bootstrap = bootstrap
+        self.kafka = as_settings(kafka)
         self.group_id = group_id
         self.metrics = metrics if metrics is not None else IngestMetrics(registry)
         self.stats = IngestStats()
@@ -144,7 +146,7 @@ class IngestValidator:
                         max_idle_s: float | None = None) -> IngestStats:
         """``run`` for a caller that already has an event loop (same semantics)."""
         consumer = self._consumer()
-        writer = KafkaBatchWriter(self.settings.producer(self.bootstrap))
+        writer = KafkaBatchWriter(self.settings.producer(self.kafka))
         try:
             await self._start(consumer, writer)
             await self._loop(consumer, writer, stop_event, max_idle_s)
@@ -164,7 +166,7 @@ class IngestValidator:
             await consumer.start()
             await writer.start()
         except (KafkaError, KafkaUnavailable, OSError) as exc:
-            msg = f"cannot reach the Kafka cluster at {self.bootstrap} ({type(exc).__name__})"
+            msg = f"cannot reach the Kafka cluster at {self.kafka.bootstrap} ({type(exc).__name__})"
             raise ConnectorError(msg) from exc
         await self._check_topics(consumer)
         consumer.subscribe(self.ingest_topics)
@@ -244,8 +246,8 @@ class IngestValidator:
 
     def _consumer(self) -> AIOKafkaConsumer:
         return AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, group_id=self.group_id,
-            client_id=self.settings.client_id, enable_auto_commit=False,
+            **self.kafka.aiokafka(self.settings.role), group_id=self.group_id,
+            enable_auto_commit=False,
             auto_offset_reset="earliest", isolation_level="read_committed",
             max_poll_records=self.settings.max_poll_records,
             max_partition_fetch_bytes=4 * 1024 * 1024,
@@ -261,7 +263,7 @@ class IngestValidator:
         try:
             existing = await consumer.topics()
         except (KafkaError, OSError) as exc:
-            msg = f"cannot list the topics of {self.bootstrap} ({type(exc).__name__})"
+            msg = f"cannot list the topics of {self.kafka.bootstrap} ({type(exc).__name__})"
             raise ConnectorError(msg) from exc
         needed = [t for v in self._by_topic.values()
                   for t in (v.contract.topic_ingest(v.stream), v.raw_topic, v.dlq_topic)]

@@ -20,6 +20,7 @@ import aiohttp
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
+from broker.kafka.settings import KafkaSettings, as_settings
 from connectors.base import ConnectorError
 
 NDJSON = "application/x-ndjson"
@@ -144,18 +145,19 @@ class GatewayPusher:
 class KafkaIngestPusher:
     """Produces lines as JSON values to ``ingest.<c>.<s>``, keyed by the subject when known."""
 
-    def __init__(self, bootstrap: str, contract_id: str, subjects: dict[str, str]) -> None:
+    def __init__(self, kafka: KafkaSettings | str, contract_id: str,
+                 subjects: dict[str, str]) -> None:
+        settings = as_settings(kafka)
         self.contract_id = contract_id
         self.subjects = subjects  # stream -> subject field
         self.stats = PushStats()
         self._futures: list[Any] = []
         self._started = time.monotonic()
         try:
-            self._producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all",
-                                           enable_idempotence=True, linger_ms=20,
-                                           client_id="respublica-push")
+            self._producer = KafkaProducer(**settings.kafka_python("push"), acks="all",
+                                           enable_idempotence=True, linger_ms=20)
         except (KafkaError, OSError) as exc:
-            msg = f"cannot reach the Kafka cluster at {bootstrap} ({type(exc).__name__})"
+            msg = f"cannot reach the Kafka cluster at {settings.bootstrap} ({type(exc).__name__})"
             raise ConnectorError(msg) from exc
 
     def add(self, stream: str, line: bytes) -> None:

@@ -25,6 +25,7 @@ from kafka.admin import (
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import KafkaError, SecurityDisabledError
 
+from broker.kafka.settings import KafkaSettings, as_settings
 from broker.kafka.topics import STATE_MAX_MESSAGE_BYTES
 from contracts.errors import RespublicaError
 
@@ -79,20 +80,19 @@ class AclState:
 class ClusterReader:
     """One read_committed consumer and one admin client for the whole audit."""
 
-    def __init__(self, bootstrap: str, *, timeout_s: float = READ_TIMEOUT_S) -> None:
-        self.bootstrap = bootstrap
+    def __init__(self, kafka: KafkaSettings | str, *, timeout_s: float = READ_TIMEOUT_S) -> None:
+        self.kafka = settings = as_settings(kafka)
         self.timeout_s = timeout_s
         try:
             self._consumer = KafkaConsumer(
-                bootstrap_servers=bootstrap, client_id="respublica-audit", group_id=None,
+                **settings.kafka_python("audit"), group_id=None,
                 enable_auto_commit=False, auto_offset_reset="earliest",
                 isolation_level="read_committed",
                 max_partition_fetch_bytes=STATE_MAX_MESSAGE_BYTES + 64 * 1024)
-            self._admin = KafkaAdminClient(bootstrap_servers=bootstrap,
-                                           client_id="respublica-audit",
+            self._admin = KafkaAdminClient(**settings.kafka_python("audit"),
                                            request_timeout_ms=15000)
         except (KafkaError, OSError) as exc:
-            msg = f"cannot reach the Kafka cluster at {bootstrap} ({type(exc).__name__})"
+            msg = f"cannot reach the Kafka cluster at {settings.bootstrap} ({type(exc).__name__})"
             raise AuditError(msg) from exc
 
     def close(self) -> None:
@@ -136,7 +136,7 @@ class ClusterReader:
         """Partition counts and configs of the topics that exist among ``names``."""
         from broker.kafka.topics import TopicAdmin  # its admin calls, with errors translated
 
-        with TopicAdmin(self.bootstrap) as admin:
+        with TopicAdmin(self.kafka) as admin:
             partitions = admin.partitions(list(names))
             return partitions, admin.configs(sorted(partitions))
 

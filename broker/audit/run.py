@@ -1,6 +1,6 @@
 """``respublica audit``: the auditor's report of one contract, computed from the topics.
 
-Start here. ``audit(contract, bootstrap, period)`` reads the contract's topics (raw, DLQ,
+Start here. ``audit(contract, kafka, period)`` reads the contract's topics (raw, DLQ,
 partials, state, keys, public) to their current end with broker privileges and returns the
 report as a JSON-compatible dict; ``broker.audit.render`` turns it into Markdown or HTML.
 
@@ -39,6 +39,7 @@ from broker.audit.replay import StreamReplay, StreamTally
 from broker.kafka import publish, topics
 from broker.kafka.internal import source_name
 from broker.kafka.public_reader import iso_utc
+from broker.kafka.settings import KafkaSettings
 from contracts.model import Contract
 from contracts.policy_hash import policy_hash, short_policy_hash
 
@@ -143,10 +144,11 @@ class _Audit:
         }
 
 
-def audit(contract: Contract, bootstrap: str, period: Period | None = None) -> dict[str, Any]:
+def audit(contract: Contract, kafka: KafkaSettings | str,
+          period: Period | None = None) -> dict[str, Any]:
     """The audit report of ``contract`` over ``period`` (default: everything on the topics)."""
     period = period or Period()
-    with ClusterReader(bootstrap) as reader:
+    with ClusterReader(kafka) as reader:
         run = _Audit(contract, reader, period)
         reconciliation, terms, canary = run.run()
     findings = run.findings.sorted()

@@ -23,6 +23,7 @@ import faust
 import h3
 from faust.serializers import codecs
 
+from broker.kafka.settings import KafkaSettings
 from broker.processes import peak_rss_mb
 
 ENV = os.environ
@@ -72,7 +73,7 @@ class VehicleEvent(faust.Record, serializer="confluent_avro"):
 
 app = faust.App(
     ENV.get("BENCH_APP_ID", "respublica-bench-faust"),
-    broker=f"kafka://{ENV.get('BENCH_BOOTSTRAP', '127.0.0.1:9092')}",
+    **KafkaSettings.load(bootstrap=ENV.get("BENCH_BOOTSTRAP")).faust(),
     store="memory://",
     datadir=ENV.get("BENCH_DATADIR", "faust-bench-data"),
     topic_partitions=int(ENV.get("BENCH_PARTITIONS", "1")),

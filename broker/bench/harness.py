@@ -27,6 +27,10 @@ from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.admin import NewTopic
 
 from broker.bench.preload import EVENTS_STREAM, BenchInput, preload, simulate
+from broker.bench.verify import expected_windows, read_public
+from broker.kafka.clients import read_to_end
+from broker.kafka.local import free_port_pair
+from broker.kafka.settings import as_settings
 from broker.processes import (
     BenchError,
     Child,
@@ -37,9 +41,6 @@ from broker.processes import (
     scrape,
     wait_for,
 )
-from broker.bench.verify import expected_windows, read_public
-from broker.kafka.clients import read_to_end
-from broker.kafka.local import free_port_pair
 from policies.oracle import evaluate
 from policies.pseudonymise import KeyRing
 
@@ -78,7 +79,7 @@ class BenchOptions:
 
 
 def _sink(bootstrap: str, name: str, partitions: int) -> str:
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="respublica-bench")
+    admin = KafkaAdminClient(**as_settings(bootstrap).kafka_python("bench"))
     try:
         admin.create_topics([NewTopic(name, partitions, 1)])
     finally:
@@ -140,7 +141,7 @@ def _end(consumer: KafkaConsumer, tp: TopicPartition) -> int:
 
 def _settled(bootstrap: str, topic: str, quiet_s: float = 3.0, timeout_s: float = 30.0) -> None:
     """Wait until nothing was appended to ``topic`` for ``quiet_s`` (at most ``timeout_s``)."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    consumer = KafkaConsumer(**as_settings(bootstrap).kafka_python("bench"), group_id=None)
     tp = TopicPartition(topic, 0)
     try:
         last, since = _end(consumer, tp), time.monotonic()
@@ -159,7 +160,7 @@ def check_faust(bootstrap: str, sink: str, inp: BenchInput) -> dict[str, Any]:
     expected = {(r.window.start, g.group["cell"], g.measures["vehicles"])
                 for r in evaluate(inp.contract, inp.events, keyring=KeyRing())["availability"]
                 for g in r.groups}
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    consumer = KafkaConsumer(**as_settings(bootstrap).kafka_python("bench"), group_id=None)
     try:
         rows = [json.loads(r.value) for r in read_to_end(consumer, TopicPartition(sink, 0))]
     finally:
@@ -182,7 +183,7 @@ def _workers(bootstrap: str, inp: BenchInput, count: int,
             port = free_port_pair()
             args = ["-m", "broker.cli", "worker", "--bootstrap", bootstrap, "--contracts",
                     str(inp.contract_file), "--worker-id", f"{group}-{i}", "--group", group,
-                    "--web-port", str(port), "--loglevel", "warning"]
+                    "--web-port", str(port), "--log-level", "warning"]
             child = Child(args, workdir / f"p{count}-{i}.log",
                           {"RESPUBLICA_MASTER_KEY": MASTER_KEY, "TMPDIR": str(workdir)})
             started.append((child, port))

@@ -80,7 +80,7 @@ def _encoded(contract: Contract, stream_name: str,
 
 
 async def _write(bootstrap: str, records: list[OutRecord]) -> None:
-    writer = KafkaBatchWriter(ProducerSettings(bootstrap, client_id="respublica-bench"))
+    writer = KafkaBatchWriter(ProducerSettings(bootstrap, role="bench"))
     await writer.start()
     try:
         for start in range(0, len(records), WRITE_CHUNK):

@@ -1,7 +1,7 @@
 """The bench's baselines, each run in its own process so CPU and peak RSS are its own.
 
 * ``b1`` passthrough: consume the raw topic, produce the same bytes, with the worker's own
-  client settings (``broker.kafka.clients.KafkaSettings``), poll size and flush/commit interval;
+  client settings (``broker.kafka.clients.WorkerClients``), poll size and flush/commit interval;
 * ``b2`` serde: b1 plus Avro decode and re-encode of every record.
 
 Run as ``python -m broker.bench.variants b1|b2 --bootstrap B --source T --sink T --events N
@@ -24,9 +24,10 @@ import fastavro
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
-from broker.processes import peak_rss_mb
-from broker.kafka.clients import RAW_FETCH_BYTES, KafkaSettings
+from broker.kafka.clients import RAW_FETCH_BYTES, WorkerClients
 from broker.kafka.serde import decode_body, encode, read_header
+from broker.kafka.settings import KafkaSettings
+from broker.processes import peak_rss_mb
 
 MAX_RECORDS = 2000
 FLUSH_INTERVAL_S = 1.0
@@ -57,7 +58,8 @@ def _flush_and_commit(producer: KafkaProducer, consumer: KafkaConsumer,
 def run(bootstrap: str, source: str, sink: str, events: int,
         transform: Transform | None) -> dict[str, Any]:
     """Move ``events`` records from ``source`` to ``sink``; returns the measurements."""
-    settings = KafkaSettings(bootstrap, "respublica-bench", f"bench-{uuid.uuid4().hex[:8]}")
+    settings = WorkerClients(KafkaSettings.load(bootstrap=bootstrap), "bench",
+                             f"bench-{uuid.uuid4().hex[:8]}")
     consumer = settings.consumer(group_id=settings.raw_group, max_poll_records=MAX_RECORDS,
                                  max_partition_fetch_bytes=RAW_FETCH_BYTES)
     producer = settings.producer()

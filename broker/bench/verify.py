@@ -16,6 +16,7 @@ from typing import Any
 from kafka import KafkaConsumer, TopicPartition
 
 from broker.kafka.publish import decode_public, public_schemas
+from broker.kafka.settings import as_settings
 from contracts.model import Contract
 from policies.base import Release
 from policies.oracle import evaluate
@@ -70,8 +71,8 @@ def read_public(bootstrap: str, contract: Contract, view: str, *,
     """Every record of ``public.<c>.<v>`` so far, decoded into the canonical form."""
     schemas = public_schemas([contract])
     dims = [d.name for d in contract.view(view).group_by]
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                             isolation_level=isolation, group_id=None)
+    consumer = KafkaConsumer(**as_settings(bootstrap).kafka_python("verify"),
+                             enable_auto_commit=False, isolation_level=isolation, group_id=None)
     tp = TopicPartition(contract.topic_public(view), 0)
     consumer.assign([tp])
     consumer.seek_to_beginning(tp)

@@ -7,7 +7,6 @@ builds the parser and turns a :class:`RespublicaError` into a clear message and 
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
 
@@ -38,6 +37,7 @@ from broker.cli import (
 from broker.cli import (
     worker as cli_worker,
 )
+from broker.logs import quiet_client_logs
 from contracts.errors import RespublicaError
 
 
@@ -58,12 +58,6 @@ def build_parser() -> argparse.ArgumentParser:
     cli_audit.register(commands)
     cli_demo.register(commands)
     return parser
-
-
-def quiet_client_logs() -> None:
-    """kafka-python and aiokafka log record keys and values at DEBUG: never let them through."""
-    for name in ("kafka", "aiokafka"):
-        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from broker.cli.contracts import default_contract_paths
-from broker.kafka.cluster import bootstrap_address
+from broker.cli.options import add_kafka_options, kafka_settings
 from contracts.cli import find_contract
 from contracts.model import Contract
 
@@ -50,8 +50,7 @@ def register(commands: Any) -> None:
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("contract", help="a contract id or file")
     parser.add_argument("view", help="a view of the contract")
-    parser.add_argument("--bootstrap", help="Kafka bootstrap servers (default: "
-                                            "$KAFKA_BOOTSTRAP or 127.0.0.1:9092)")
+    add_kafka_options(parser)
     parser.add_argument("--contracts", type=Path, action="append",
                         help="where to look for ids (default: $RESPUBLICA_CONTRACTS or "
                              "examples); repeatable")
@@ -74,7 +73,7 @@ def _subscribe(args: argparse.Namespace) -> int:
 
     contract = _contract(args)
     view = resolve_view(contract, args.view)
-    rows = follow_view(bootstrap_address(args.bootstrap), contract, view,
+    rows = follow_view(kafka_settings(args), contract, view,
                        from_beginning=args.from_beginning or args.since is not None,
                        since_ms=_instant(args.since))
     try:
@@ -90,7 +89,7 @@ def _export(args: argparse.Namespace) -> int:
 
     contract = _contract(args)
     since, until = _instant(args.since), _instant(args.until)
-    contents = read_view(bootstrap_address(args.bootstrap), contract, args.view,
+    contents = read_view(kafka_settings(args), contract, args.view,
                          since_ms=since, until_ms=until)
     written = export(contents, args.out, args.format, include_reports=args.include_reports,
                      since_ms=since, until_ms=until)

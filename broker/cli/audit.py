@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from broker.cli.contracts import default_contract_paths
-from broker.kafka.cluster import bootstrap_address
+from broker.cli.options import add_kafka_options, kafka_settings
 from contracts.cli import find_contract
 
 
@@ -32,8 +32,7 @@ def register(commands: Any) -> None:
     audit.add_argument("--format", choices=("md", "json", "html"), default="md",
                        help="report format (default md)")
     audit.add_argument("--out", type=Path, help="write the report to this file (default stdout)")
-    audit.add_argument("--bootstrap", help="Kafka bootstrap servers (default: "
-                                           "$KAFKA_BOOTSTRAP or 127.0.0.1:9092)")
+    add_kafka_options(audit)
     audit.add_argument("--generated-at", action="store_true",
                        help="append the time of the run after the report body")
     audit.set_defaults(handler=_audit)
@@ -49,7 +48,7 @@ def _audit(args: argparse.Namespace) -> int:
     contract = find_contract(args.contract, args.contracts or default_contract_paths(), now=now)
     period = Period(None if args.since is None else parse_instant(args.since),
                     None if args.until is None else parse_instant(args.until))
-    report = audit(contract, bootstrap_address(args.bootstrap), period)
+    report = audit(contract, kafka_settings(args), period)
     stamp = iso_utc(int(now.timestamp() * 1000)) if args.generated_at else None
     text = render(report, args.format, stamp)
     if args.out is not None:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from broker.bench.harness import BenchOptions, render, run
-from broker.kafka.cluster import job_cluster
+from broker.kafka.local import job_cluster
 
 VARIANTS = ("b1", "b2", "p", "f", "p2")
 
@@ -34,8 +34,8 @@ def _bench(args: argparse.Namespace) -> int:
         print(f"unknown variant(s): {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
         return 2
     options = BenchOptions(args.events, args.partitions, args.rounds, variants, args.workdir)
-    with job_cluster("bench") as (bootstrap, _external):
-        summary = run(bootstrap, options)
+    with job_cluster("bench") as (kafka, _external):
+        summary = run(kafka.bootstrap, options)
     print(render(summary))
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2))

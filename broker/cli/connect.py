@@ -22,7 +22,7 @@ import aiohttp
 from prometheus_client import CollectorRegistry, start_http_server
 
 from broker.cli.contracts import default_contract_paths
-from broker.kafka.cluster import bootstrap_address
+from broker.cli.options import add_kafka_options, add_log_options, kafka_settings, setup_logging
 from connectors.emit import Emitter, KafkaSink
 from connectors.metrics import IngestMetrics
 from connectors.poll import SystemClock, aiohttp_fetch, run_polls
@@ -83,7 +83,8 @@ def _common(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--contracts", type=Path, nargs="+", action="extend", metavar="PATH",
                         help="contract files or directories (default: $RESPUBLICA_CONTRACTS "
                              "or the bundled examples)")
-    parser.add_argument("--bootstrap", help="Kafka bootstrap servers")
+    add_kafka_options(parser)
+    add_log_options(parser)
     parser.add_argument("--polls", type=int, default=None, help="stop after N polls")
     parser.add_argument("--metrics-port", type=int, default=None,
                         help="serve Prometheus metrics on this port (default: off)")
@@ -95,15 +96,14 @@ class _Setup:
 
     def __init__(self, args: argparse.Namespace, connector: str,
                  clock: Callable[[], int] | None = None) -> None:
-        logging.basicConfig(level=logging.INFO,
-                            format="%(asctime)s %(levelname)s %(name)s %(message)s")
+        setup_logging(args)
         contracts = load_contracts(args.contracts or default_contract_paths(),
                                    now=datetime.now(UTC))
         self.contract = _find(contracts, args.contract)
         self.registry = CollectorRegistry()
         if args.metrics_port is not None:
             start_http_server(args.metrics_port, registry=self.registry)
-        self.sink = KafkaSink(bootstrap_address(args.bootstrap))
+        self.sink = KafkaSink(kafka_settings(args))
         self.clock = SystemClock()
         self.emitter = Emitter(Router(contracts), self.contract.id, sink=self.sink,
                                connector=connector, clock=clock or self.clock.now_ms,

@@ -8,8 +8,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from broker.cli.options import add_kafka_options, kafka_settings
 from broker.kafka import topics
-from broker.kafka.cluster import CONTRACTS_ENV, bootstrap_address
+from broker.kafka.settings import CONTRACTS_ENV
 from contracts import cli as contracts_cli
 from contracts import examples_dir, load_contracts
 
@@ -42,8 +43,7 @@ def register(commands: Any) -> None:
         sub.add_argument("paths", nargs="*", type=Path,
                          help="contract files or directories (default: $RESPUBLICA_CONTRACTS "
                               "or the bundled examples)")
-        sub.add_argument("--bootstrap", help="Kafka bootstrap servers (default: "
-                                             "$KAFKA_BOOTSTRAP or 127.0.0.1:9092)")
+        add_kafka_options(sub)
         sub.add_argument("--allow-data-loss", action="store_true",
                          help="allow shortening retention or switching cleanup to delete")
         sub.set_defaults(handler=handler)
@@ -62,7 +62,7 @@ def _show(args: argparse.Namespace) -> int:
 
 def _compute_plan(args: argparse.Namespace) -> tuple[topics.TopicAdmin, topics.Plan]:
     contracts = load_contracts(args.paths or default_contract_paths(), now=datetime.now(UTC))
-    admin = topics.TopicAdmin(bootstrap_address(args.bootstrap))
+    admin = topics.TopicAdmin(kafka_settings(args))
     return admin, topics.plan(admin, contracts, allow_data_loss=args.allow_data_loss)
 
 

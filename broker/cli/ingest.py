@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import sys
 import time
@@ -26,9 +25,10 @@ from aiohttp import web
 
 from broker.cli import connect as cli_connect
 from broker.cli.contracts import default_contract_paths
+from broker.cli.options import add_kafka_options, add_log_options, kafka_settings, setup_logging
 from broker.ingest.auth import hash_token, load_tokens, new_token
 from broker.ingest.gateway import GatewayAccessLogger, GatewayConfig, make_app
-from broker.kafka.cluster import bootstrap_address
+from broker.kafka.settings import KafkaSettings
 from broker.kafka.writer import KafkaBatchWriter, ProducerSettings
 from connectors.push import GatewayPusher, KafkaIngestPusher, PushStats, read_lines
 from connectors.simulate import SIMULATORS, SimOptions, parse_start, simulator, take
@@ -56,7 +56,7 @@ def add_destination(parser: argparse.ArgumentParser, *, out: bool) -> None:
     where.add_argument("--to-gateway", metavar="URL", help="POST batches to a gateway at URL")
     where.add_argument("--to-kafka", action="store_true", help="produce JSON to ingest.<c>.<s>")
     parser.add_argument("--token", help=f"gateway bearer token (default: ${TOKEN_ENV})")
-    parser.add_argument("--bootstrap", help="Kafka bootstrap servers (with --to-kafka)")
+    add_kafka_options(parser)
     parser.add_argument("--rate", type=float, default=None, metavar="EPS",
                         help="at most this many events per second (default: as fast as possible)")
     parser.add_argument("--batch", type=int, default=500, help="events per HTTP request (500)")
@@ -71,11 +71,11 @@ def _register_gateway(commands: Any) -> None:
     gateway.add_argument("--port", type=int, default=8080, help="port to listen on (8080)")
     gateway.add_argument("--tokens", type=Path,
                          help=f"provider tokens file (default: ${TOKENS_ENV})")
-    gateway.add_argument("--bootstrap", help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP "
-                                             "or 127.0.0.1:9092)")
+    add_kafka_options(gateway)
     gateway.add_argument("--max-batch", type=int, default=5000, help="events per request (5000)")
     gateway.add_argument("--max-body-bytes", type=int, default=16 * 1024 * 1024,
                          help="request body limit in bytes (16 MiB)")
+    add_log_options(gateway)
     gateway.set_defaults(handler=_gateway)
     actions = gateway.add_subparsers(dest="action", metavar="ACTION")
     actions.add_parser("hash-token", help="print the SHA-256 of a token read from stdin"
@@ -85,8 +85,7 @@ def _register_gateway(commands: Any) -> None:
 
 
 def _gateway(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    setup_logging(args)
     tokens = args.tokens or (Path(os.environ[TOKENS_ENV]) if os.environ.get(TOKENS_ENV) else None)
     if tokens is None:
         msg = f"give the provider tokens file with --tokens FILE (or ${TOKENS_ENV})"
@@ -94,7 +93,7 @@ def _gateway(args: argparse.Namespace) -> int:
     contracts = load_contracts(args.contracts or default_contract_paths(), now=datetime.now(UTC))
     config = GatewayConfig(contracts=tuple(contracts), providers=load_tokens(tokens),
                            max_batch=args.max_batch, max_body_bytes=args.max_body_bytes)
-    writer = KafkaBatchWriter(ProducerSettings(bootstrap=bootstrap_address(args.bootstrap)))
+    writer = KafkaBatchWriter(ProducerSettings(kafka_settings(args)))
     print(f"respublica gateway on http://{args.host}:{args.port} for {len(contracts)} "
           f"contracts and {len(config.providers)} providers; Ctrl-C to stop.")
     web.run_app(make_app(config, writer), host=args.host, port=args.port, print=None,
@@ -217,7 +216,7 @@ def _deliver(lines: Iterator[tuple[str, bytes]], args: argparse.Namespace, contr
         return asyncio.run(_to_gateway(lines, args.to_gateway, token, contract_id, args))
     if args.to_kafka:
         subjects = {s.name: s.subject for s in contract.streams} if contract else {}
-        return _to_kafka(lines, bootstrap_address(args.bootstrap), contract_id, subjects,
+        return _to_kafka(lines, kafka_settings(args), contract_id, subjects,
                          args.rate)
     return _to_file(lines, getattr(args, "out", None), args.rate)
 
@@ -231,9 +230,9 @@ async def _to_gateway(lines: Iterator[tuple[str, bytes]], url: str, token: str,
     return pusher.stats
 
 
-def _to_kafka(lines: Iterator[tuple[str, bytes]], bootstrap: str, contract_id: str,
+def _to_kafka(lines: Iterator[tuple[str, bytes]], kafka: KafkaSettings, contract_id: str,
               subjects: dict[str, str], rate: float | None) -> PushStats:
-    pusher = KafkaIngestPusher(bootstrap, contract_id, subjects)
+    pusher = KafkaIngestPusher(kafka, contract_id, subjects)
     try:
         for stream, line in _paced(lines, rate):
             pusher.add(stream, line)

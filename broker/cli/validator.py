@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import signal
 import threading
 from datetime import UTC, datetime
@@ -13,7 +12,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, start_http_server
 
 from broker.cli.contracts import default_contract_paths
-from broker.kafka.cluster import bootstrap_address
+from broker.cli.options import add_kafka_options, add_log_options, kafka_settings, setup_logging
 from connectors.ingest import IngestValidator
 from contracts import load_contracts
 
@@ -26,27 +25,23 @@ def register(commands: Any) -> None:
     sub.add_argument("--contracts", type=Path, nargs="+", action="extend", metavar="PATH",
                      help="contract files or directories (repeatable; default: "
                           "$RESPUBLICA_CONTRACTS or the bundled examples)")
-    sub.add_argument("--bootstrap", help="Kafka bootstrap servers (default: "
-                                         "$KAFKA_BOOTSTRAP or 127.0.0.1:9092)")
+    add_kafka_options(sub)
     sub.add_argument("--group", default=DEFAULT_GROUP,
                      help=f"consumer group; run more processes to scale (default {DEFAULT_GROUP})")
     sub.add_argument("--metrics-port", type=int, default=None,
                      help="serve Prometheus metrics on this port (default: off)")
+    add_log_options(sub)
     sub.set_defaults(handler=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    # Kafka clients log request and record bytes at DEBUG: never let that through here.
-    for client in ("kafka", "aiokafka"):
-        logging.getLogger(client).setLevel(logging.WARNING)
+    setup_logging(args)
     contracts = load_contracts(args.contracts or default_contract_paths(),
                                now=datetime.now(UTC))
     registry = CollectorRegistry()
     if args.metrics_port is not None:
         start_http_server(args.metrics_port, registry=registry)
-    validator = IngestValidator(contracts, bootstrap_address(args.bootstrap),
+    validator = IngestValidator(contracts, kafka_settings(args),
                                 group_id=args.group, registry=registry)
     stop = threading.Event()
     # SIGTERM (Kubernetes, systemd) and Ctrl-C finish the batch in progress, then commit.

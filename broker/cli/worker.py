@@ -6,14 +6,13 @@ See ``broker/worker/engine.py``.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import socket
 from pathlib import Path
 from typing import Any
 
 from broker.cli.contracts import default_contract_paths
-from broker.kafka.cluster import bootstrap_address
+from broker.cli.options import add_kafka_options, add_log_options, kafka_settings, setup_logging
 from broker.worker.engine import WorkerConfig, active_contracts, now_utc
 from broker.worker.keystore import MASTER_KEY_ENV, load_master_key
 from contracts import load_contracts
@@ -27,8 +26,7 @@ def register(commands: Any) -> None:
                              "or the bundled examples); repeatable")
     worker.add_argument("--worker-id", default=None,
                         help="name of this worker in logs and client ids (default: host-pid)")
-    worker.add_argument("--bootstrap", help="Kafka bootstrap servers (default: "
-                                            "$KAFKA_BOOTSTRAP or 127.0.0.1:9092)")
+    add_kafka_options(worker)
     worker.add_argument("--web-port", type=int, default=6066,
                         help="port of /healthz and /metrics (0: no web server; default 6066)")
     worker.add_argument("--web-host", default="127.0.0.1", help="web server address")
@@ -38,7 +36,7 @@ def register(commands: Any) -> None:
                         help="consumer-group prefix shared by the workers of one deployment")
     worker.add_argument("--checkpoint-interval", type=float, default=1.0,
                         help="seconds between stage-1 checkpoints (default 1)")
-    worker.add_argument("--loglevel", default="info", help="log level (default info)")
+    add_log_options(worker)
     worker.set_defaults(handler=_worker)
 
 
@@ -46,14 +44,11 @@ def _worker(args: argparse.Namespace) -> int:
     from broker.worker.app import run
     from broker.worker.engine import Engine  # local: keeps `respublica --help` fast
 
-    logging.basicConfig(level=args.loglevel.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    # kafka-python narrates every connection at INFO; its warnings and errors still show.
-    logging.getLogger("kafka").setLevel(max(logging.WARNING, logging.getLogger().level))
+    setup_logging(args)
     contracts = load_contracts(args.contracts or default_contract_paths(), now=now_utc())
     kek = load_master_key(args.master_key_file)
     config = WorkerConfig(
-        bootstrap=bootstrap_address(args.bootstrap),
+        kafka_settings=kafka_settings(args),
         worker_id=args.worker_id or f"{socket.gethostname()}-{os.getpid()}",
         group=args.group,
         web_port=args.web_port or None,
@@ -62,4 +57,4 @@ def _worker(args: argparse.Namespace) -> int:
     )
     engine = Engine(config, active_contracts(contracts, now_utc()), kek)
     engine.prepare()  # before faust: a startup error is one line and exit code 1
-    return run(engine, loglevel=args.loglevel)
+    return run(engine, loglevel=args.log_level)

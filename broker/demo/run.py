@@ -31,15 +31,15 @@ from prometheus_client import CollectorRegistry
 
 from broker.analysts.export import export
 from broker.analysts.map import cell_means, render
-from broker.processes import BenchError, Child, wait_for
 from broker.ingest.auth import ProviderGrant, hash_token
 from broker.ingest.gateway import GatewayConfig, make_app
 from broker.kafka import topics
 from broker.kafka.clients import end_of_stream
-from broker.kafka.cluster import job_cluster
-from broker.kafka.local import free_port_pair
+from broker.kafka.local import free_port_pair, job_cluster
 from broker.kafka.public_reader import read_view
+from broker.kafka.settings import KafkaSettings
 from broker.kafka.writer import KafkaBatchWriter, ProducerSettings
+from broker.processes import BenchError, Child, wait_for
 from connectors.simulate import SimOptions, simulator, take
 from connectors.simulate.faults import FaultInjector, Item
 from contracts import load_contracts
@@ -164,7 +164,7 @@ async def _push_stream(session: aiohttp.ClientSession, url: str, token: str, clo
         progress(label, done, len(records))
 
 
-async def push_all(bootstrap: str, contracts: Sequence[Contract],
+async def push_all(kafka: KafkaSettings, contracts: Sequence[Contract],
                    data: dict[str, dict[str, list[dict[str, Any]]]], share: float,
                    ) -> dict[str, Tally]:
     """Serve the gateway on loopback and push every contract's day through it over HTTP."""
@@ -172,7 +172,7 @@ async def push_all(bootstrap: str, contracts: Sequence[Contract],
     grants = (ProviderGrant(id="demo-provider", token_sha256=hash_token(token),
                             contracts=tuple(c.id for c in contracts)),)
     clock = ReplayClock()
-    writer = KafkaBatchWriter(ProducerSettings(bootstrap, client_id="respublica-demo-gateway"))
+    writer = KafkaBatchWriter(ProducerSettings(kafka, role="demo-gateway"))
     app = make_app(GatewayConfig(tuple(contracts), grants), writer, clock=clock,
                    registry=CollectorRegistry())
     runner = web.AppRunner(app)
@@ -211,14 +211,14 @@ def expected_windows(contract: Contract, tally: Tally) -> dict[str, int]:
     return {view: len(found) for view, found in releases.items()}
 
 
-def wait_released(bootstrap: str, contracts: Sequence[Contract],
+def wait_released(kafka: KafkaSettings, contracts: Sequence[Contract],
                   expected: dict[str, dict[str, int]], worker: Child) -> None:
     """Until every view has published a report for every window the oracle expects."""
     total = sum(n for views in expected.values() for n in views.values())
 
     def released() -> int:
         worker.check_alive()
-        count = sum(min(len(read_view(bootstrap, c, v).reports), n)
+        count = sum(min(len(read_view(kafka, c, v).reports), n)
                     for c in contracts for v, n in expected[c.id].items())
         progress("windows released", count, total)
         return count
@@ -226,16 +226,17 @@ def wait_released(bootstrap: str, contracts: Sequence[Contract],
     wait_for(lambda: released() >= total, RELEASE_TIMEOUT_S, "every window's release", 1.0)
 
 
-def start_worker(bootstrap: str, contracts: Sequence[Contract], workdir: Path) -> Child:
-    args = ["-m", "broker.cli", "worker", "--bootstrap", bootstrap, "--worker-id", "demo",
+def start_worker(kafka: KafkaSettings, contracts: Sequence[Contract], workdir: Path) -> Child:
+    args = ["-m", "broker.cli", "worker", "--worker-id", "demo",
             "--group", f"respublica-demo-{secrets.token_hex(3)}",
-            "--web-port", str(free_port_pair()), "--loglevel", "warning",
+            "--web-port", str(free_port_pair()), "--log-level", "warning",
             *[a for c in contracts for a in ("--contracts", str(c.source))]]
-    env = {"RESPUBLICA_MASTER_KEY": secrets.token_hex(32), "TMPDIR": str(workdir)}
+    env = {"RESPUBLICA_MASTER_KEY": secrets.token_hex(32), "TMPDIR": str(workdir),
+           **kafka.environ()}
     return Child(args, workdir / "worker.log", env)
 
 
-def write_outputs(bootstrap: str, contracts: Sequence[Contract], out: Path) -> list[str]:
+def write_outputs(kafka: KafkaSettings, contracts: Sequence[Contract], out: Path) -> list[str]:
     """CSV + GeoJSON per view, the audit report per contract, the availability map."""
     from broker.audit.render import render as render_audit
     from broker.audit.run import audit  # local: the audit pulls in more than the demo needs
@@ -245,7 +246,7 @@ def write_outputs(bootstrap: str, contracts: Sequence[Contract], out: Path) -> l
         folder = out / contract.id
         folder.mkdir(parents=True, exist_ok=True)
         for view in contract.views:
-            contents = read_view(bootstrap, contract, view.name)
+            contents = read_view(kafka, contract, view.name)
             for fmt in ("csv", "geojson"):
                 export(contents, folder / f"{view.name}.{fmt}", fmt)
             if view.name == "availability":
@@ -255,7 +256,7 @@ def write_outputs(bootstrap: str, contracts: Sequence[Contract], out: Path) -> l
                 render(means, bbox, folder / "availability.png",
                        f"{contract.title}: mean available vehicles per H3 cell (res 8), "
                        f"k = {view.k}")
-        report = audit(contract, bootstrap)
+        report = audit(contract, kafka)
         (folder / "audit.md").write_text(render_audit(report, "md"), encoding="utf-8")
         lines.append(f"  audit {contract.id}: {'OK' if report['ok'] else 'VIOLATIONS'} "
                      f"({report['summary']['violations']} violation(s), "
@@ -263,7 +264,7 @@ def write_outputs(bootstrap: str, contracts: Sequence[Contract], out: Path) -> l
     return lines
 
 
-def summary(bootstrap: str, contracts: Sequence[Contract], tallies: dict[str, Tally],
+def summary(kafka: KafkaSettings, contracts: Sequence[Contract], tallies: dict[str, Tally],
             expected: dict[str, dict[str, int]]) -> list[str]:
     lines = []
     for contract in contracts:
@@ -273,7 +274,7 @@ def summary(bootstrap: str, contracts: Sequence[Contract], tallies: dict[str, Ta
                   f"  ingested {tally.sent:,}: accepted {tally.accepted:,}, "
                   f"rejected {sum(tally.rejected.values()):,} ({reasons or 'none'})"]
         for view in contract.views:
-            contents = read_view(bootstrap, contract, view.name)
+            contents = read_view(kafka, contract, view.name)
             suppressed = sum(r.groups_suppressed for r in contents.reports)
             epsilon = sum(r.epsilon for r in contents.reports)
             equal = len(contents.reports) == expected[contract.id][view.name]
@@ -290,24 +291,25 @@ def run_demo(out: Path, bad_share: float = 0.03) -> int:
     started = time.monotonic()
     workdir = out / "demo"
     workdir.mkdir(parents=True, exist_ok=True)
-    with job_cluster("demo") as (bootstrap, external):
-        print(f"Kafka: {bootstrap}" + (" (KAFKA_BOOTSTRAP)" if external else " (local, temporary)"))
+    with job_cluster("demo") as (kafka, external):
+        where = " (configured)" if external else " (local, temporary)"
+        print(f"Kafka: {kafka.describe()}{where}")
         contracts = demo_contracts(workdir, f"-demo{secrets.token_hex(2)}" if external else "")
-        with topics.TopicAdmin(bootstrap) as admin:
+        with topics.TopicAdmin(kafka) as admin:
             applied = topics.apply(admin, topics.plan(admin, contracts))
         print(f"Applied {len(applied.pending)} topics for {len(contracts)} contracts")
         data = simulate_day(contracts)
         print(f"Simulated {sum(len(r) for d in data.values() for r in d.values()):,} events "
               f"(plus {bad_share:.0%} bad records of every kind)")
-        worker = start_worker(bootstrap, contracts, workdir)
+        worker = start_worker(kafka, contracts, workdir)
         try:
-            tallies = asyncio.run(push_all(bootstrap, contracts, data, bad_share))
+            tallies = asyncio.run(push_all(kafka, contracts, data, bad_share))
             for contract in contracts:
-                end_of_stream(bootstrap, contract)
+                end_of_stream(kafka, contract)
             expected = {c.id: expected_windows(c, tallies[c.id]) for c in contracts}
-            wait_released(bootstrap, contracts, expected, worker)
-            lines = summary(bootstrap, contracts, tallies, expected)
-            lines += write_outputs(bootstrap, contracts, out)
+            wait_released(kafka, contracts, expected, worker)
+            lines = summary(kafka, contracts, tallies, expected)
+            lines += write_outputs(kafka, contracts, out)
         finally:
             worker.stop()
     print("\n".join(lines))

@@ -16,6 +16,7 @@ from kafka.consumer.fetcher import ConsumerRecord
 from kafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from kafka.errors import KafkaError
 
+from broker.kafka.settings import KafkaSettings, as_settings
 from broker.kafka.topics import STATE_MAX_MESSAGE_BYTES
 from contracts.errors import RespublicaError
 from contracts.model import Contract
@@ -34,11 +35,11 @@ class WorkerError(RespublicaError):
 
 
 @dataclass(frozen=True)
-class KafkaSettings:
-    """Where and as whom the worker talks to Kafka."""
+class WorkerClients:
+    """The worker's consumers and producers: the cluster's settings, a role and a group."""
 
-    bootstrap: str
-    client_id: str = "respublica-worker"
+    kafka: KafkaSettings
+    role: str = "worker"
     group: str = "respublica"
 
     @property
@@ -54,8 +55,7 @@ class KafkaSettings:
     def consumer(self, **overrides: Any) -> KafkaConsumer:
         """A consumer that never auto-commits and never sees aborted transactions."""
         config: dict[str, Any] = {
-            "bootstrap_servers": self.bootstrap,
-            "client_id": self.client_id,
+            **self.kafka.kafka_python(self.role),
             "enable_auto_commit": False,
             "auto_offset_reset": "earliest",
             "isolation_level": "read_committed",
@@ -74,8 +74,7 @@ class KafkaSettings:
     def producer(self, **overrides: Any) -> KafkaProducer:
         """An idempotent producer (ordered, no duplicates on retry), acks from all replicas."""
         config: dict[str, Any] = {
-            "bootstrap_servers": self.bootstrap,
-            "client_id": self.client_id,
+            **self.kafka.kafka_python(self.role),
             "acks": "all",
             "enable_idempotence": True,
             "linger_ms": 10,
@@ -124,7 +123,7 @@ def read_to_end(consumer: KafkaConsumer, tp: TopicPartition, start: int = 0, *,
     return out
 
 
-def high_watermark(settings: KafkaSettings, tp: TopicPartition) -> int:
+def high_watermark(settings: WorkerClients, tp: TopicPartition) -> int:
     """The end of ``tp`` including records of transactions still open."""
     consumer = settings.consumer(isolation_level="read_uncommitted")
     try:
@@ -133,7 +132,7 @@ def high_watermark(settings: KafkaSettings, tp: TopicPartition) -> int:
         consumer.close()
 
 
-def read_topic(settings: KafkaSettings, topic: str, *, committed_only: bool = True,
+def read_topic(settings: WorkerClients, topic: str, *, committed_only: bool = True,
                wait_open_transactions: bool = False) -> list[ConsumerRecord]:
     """Every record of partition 0 of ``topic``, with a throw-away consumer."""
     tp = TopicPartition(topic, 0)
@@ -149,7 +148,7 @@ def read_topic(settings: KafkaSettings, topic: str, *, committed_only: bool = Tr
 class KafkaKeysLog:
     """``broker.worker.keystore.KeysLog`` on partition 0 of ``respublica.<c>.keys``."""
 
-    def __init__(self, settings: KafkaSettings, topic: str) -> None:
+    def __init__(self, settings: WorkerClients, topic: str) -> None:
         self.topic = topic
         self._tp = TopicPartition(topic, 0)
         self._consumer = settings.consumer()
@@ -174,7 +173,7 @@ class KafkaKeysLog:
         self._producer.close(timeout=10)
 
 
-def end_of_stream(bootstrap: str, contract: Contract) -> None:
+def end_of_stream(kafka: KafkaSettings | str, contract: Contract) -> None:
     """The documented control record on every raw partition: every window may now close.
 
     For replays, the demo and the benchmark (raw topics are internal: only respublica writes
@@ -182,7 +181,7 @@ def end_of_stream(bootstrap: str, contract: Contract) -> None:
     """
     from broker.kafka.internal import CONTROL_HEADER, END_OF_STREAM_MARK
 
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    producer = KafkaProducer(**as_settings(kafka).kafka_python("control"), acks="all")
     try:
         for stream in contract.streams:
             for partition in range(stream.partitions):

@@ -16,18 +16,20 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from broker.kafka.settings import DEFAULT_PORT, KafkaSettings, configured_elsewhere
 from contracts.errors import RespublicaError
 
 KAFKA_VERSION = "4.1.1"
 MIN_JAVA = 17
 DEPLOY_DIR = Path(__file__).resolve().parents[2] / "deploy" / "kafka"
-DEFAULT_PORT = 9092
 LOG_TAIL_LINES = 30
 
 
@@ -372,9 +374,10 @@ def metadata_available(bootstrap: str, timeout_s: float) -> bool:
     from kafka import KafkaAdminClient
     from kafka.errors import KafkaError
 
+
     try:
         admin = KafkaAdminClient(
-            bootstrap_servers=bootstrap,
+            **KafkaSettings.load(bootstrap=bootstrap).kafka_python("readiness"),
             request_timeout_ms=int(timeout_s * 1000),
             bootstrap_timeout_ms=int(timeout_s * 1000),
         )
@@ -392,3 +395,25 @@ def metadata_available(bootstrap: str, timeout_s: float) -> bool:
 def tail_lines(text: str, count: int) -> str:
     lines = [line for line in text.splitlines() if line.strip()]
     return "\n".join(lines[-count:])
+
+
+@contextmanager
+def job_cluster(prefix: str, kafka: KafkaSettings | None = None) -> Iterator[
+        tuple[KafkaSettings, bool]]:
+    """``(settings, external)``: the configured cluster, or a throw-away local broker.
+
+    An external cluster is used when ``KAFKA_BOOTSTRAP`` or ``RESPUBLICA_KAFKA_BOOTSTRAP`` is
+    set, or when ``kafka`` names one. Otherwise the local broker runs on a free port in a
+    temporary directory and is stopped (and its data removed) when the job ends, so a job
+    never meets an earlier run's topics.
+    """
+    if kafka is not None or configured_elsewhere():
+        yield kafka or KafkaSettings.load(), True
+        return
+    with tempfile.TemporaryDirectory(prefix=f"respublica-{prefix}-kafka-") as data:
+        broker = LocalKafka(LocalKafkaConfig(port=free_port_pair(), data_dir=Path(data)))
+        _, status = broker.start()
+        try:
+            yield KafkaSettings.load(bootstrap=status.bootstrap), False
+        finally:
+            broker.stop()

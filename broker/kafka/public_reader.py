@@ -29,6 +29,7 @@ from kafka.errors import KafkaError
 from broker.kafka.publish import public_schemas
 from broker.kafka.reasons import Reason
 from broker.kafka.serde import Schemas, SerializationError, decode
+from broker.kafka.settings import KafkaSettings, as_settings
 from contracts.errors import RespublicaError
 from contracts.model import Contract, View
 
@@ -181,11 +182,12 @@ def _in_bounds(row: Row, since_ms: int | None, until_ms: int | None) -> bool:
     return until_ms is None or row.window_start < until_ms
 
 
-def public_consumer(bootstrap: str, config: Mapping[str, Any] | None = None) -> KafkaConsumer:
-    """A group-less, never-committing ``read_committed`` consumer (``config`` adds SASL etc.)."""
+def public_consumer(kafka: KafkaSettings | str,
+                    config: Mapping[str, Any] | None = None) -> KafkaConsumer:
+    """A group-less, never-committing ``read_committed`` consumer."""
+    cluster = as_settings(kafka)
     settings: dict[str, Any] = {
-        "bootstrap_servers": bootstrap,
-        "client_id": "respublica-reader",
+        **cluster.kafka_python("reader"),
         "group_id": None,
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",
@@ -198,7 +200,7 @@ def public_consumer(bootstrap: str, config: Mapping[str, Any] | None = None) -> 
     try:
         return KafkaConsumer(**settings)
     except KafkaError as exc:
-        msg = f"cannot reach Kafka at {bootstrap} ({type(exc).__name__})"
+        msg = f"cannot reach Kafka at {cluster.bootstrap} ({type(exc).__name__})"
         raise PublicReaderError(msg) from exc
 
 
@@ -225,7 +227,7 @@ def resolve_view(contract: Contract, view: View | str) -> View:
         raise PublicReaderError(msg) from None
 
 
-def read_view(bootstrap: str, contract: Contract, view: View | str, *,
+def read_view(kafka: KafkaSettings | str, contract: Contract, view: View | str, *,
               since_ms: int | None = None, until_ms: int | None = None,
               timeout_s: float = READ_TIMEOUT_S,
               consumer_config: Mapping[str, Any] | None = None) -> ViewContents:
@@ -238,7 +240,7 @@ def read_view(bootstrap: str, contract: Contract, view: View | str, *,
     contents = ViewContents(contract, resolved)
     decoder = RowDecoder(contract, resolved)
     latest: dict[bytes, Row | None] = {}
-    consumer = public_consumer(bootstrap, consumer_config)
+    consumer = public_consumer(kafka, consumer_config)
     try:
         for record in _records_to_end(consumer, contract.topic_public(resolved), timeout_s):
             contents.records_read += 1
@@ -281,7 +283,7 @@ def _records_to_end(consumer: KafkaConsumer, topic: str,
             yield from (r for r in records if r.offset < ends[tp])
 
 
-def follow_view(bootstrap: str, contract: Contract, view: View | str, *,
+def follow_view(kafka: KafkaSettings | str, contract: Contract, view: View | str, *,
                 from_beginning: bool = True, since_ms: int | None = None,
                 until_ms: int | None = None, poll_timeout_s: float = 0.5,
                 stop: Callable[[], bool] | None = None,
@@ -296,7 +298,7 @@ def follow_view(bootstrap: str, contract: Contract, view: View | str, *,
     resolved = resolve_view(contract, view)
     decoder = RowDecoder(contract, resolved)
     seen: dict[bytes, bytes | None] = {}
-    consumer = public_consumer(bootstrap, consumer_config)
+    consumer = public_consumer(kafka, consumer_config)
     try:
         partitions = _partitions(consumer, contract.topic_public(resolved), READ_TIMEOUT_S)
         consumer.assign(partitions)

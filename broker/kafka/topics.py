@@ -17,6 +17,7 @@ from kafka import KafkaAdminClient
 from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
 from kafka.errors import KafkaError
 
+from broker.kafka.settings import KafkaSettings, as_settings
 from contracts.errors import RespublicaError
 from contracts.model import Contract, View
 
@@ -195,14 +196,14 @@ def _diff(spec: TopicSpec, live: dict[str, str], live_partitions: int,
 class TopicAdmin:
     """The few admin calls plan/apply need, with Kafka errors translated."""
 
-    def __init__(self, bootstrap: str) -> None:
+    def __init__(self, kafka: KafkaSettings | str) -> None:
+        settings = as_settings(kafka)
         try:
-            self._admin = KafkaAdminClient(bootstrap_servers=bootstrap,
-                                           client_id="respublica-admin",
+            self._admin = KafkaAdminClient(**settings.kafka_python("admin"),
                                            request_timeout_ms=15000,
                                            bootstrap_timeout_ms=10000)
         except (KafkaError, OSError) as exc:
-            msg = f"cannot reach the Kafka cluster at {bootstrap} ({type(exc).__name__})"
+            msg = f"cannot reach the Kafka cluster at {settings.bootstrap} ({type(exc).__name__})"
             raise TopicAdminError(msg) from exc
 
     def close(self) -> None:

@@ -23,6 +23,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, KafkaTimeoutError
 from aiokafka.partitioner import murmur2
 
+from broker.kafka.settings import KafkaSettings, as_settings
 from contracts.errors import RespublicaError
 
 _log = logging.getLogger(__name__)
@@ -63,8 +64,8 @@ class BatchWriter(Protocol):
 class ProducerSettings:
     """Client knobs of the gateway's producer."""
 
-    bootstrap: str
-    client_id: str = "respublica-gateway"
+    kafka: KafkaSettings | str
+    role: str = "gateway"
     linger_ms: int = 5
     max_batch_size: int = 512 * 1024
     request_timeout_ms: int = 15_000
@@ -171,7 +172,7 @@ class KafkaBatchWriter:
 
     def _client_options(self) -> dict[str, Any]:
         s = self.settings
-        return {"bootstrap_servers": s.bootstrap, "client_id": s.client_id, "acks": "all",
+        return {**as_settings(s.kafka).aiokafka(s.role), "acks": "all",
                 "enable_idempotence": True, "linger_ms": s.linger_ms,
                 "max_batch_size": s.max_batch_size, "request_timeout_ms": s.request_timeout_ms,
                 "compression_type": s.compression}

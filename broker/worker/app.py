@@ -58,7 +58,7 @@ def build_app(engine: Engine, datadir: Path) -> faust.App:
     config = engine.config
     app = faust.App(
         f"respublica-worker-{config.group}",
-        broker=f"kafka://{config.bootstrap}",
+        **config.kafka_settings.faust(),
         value_serializer="raw",
         key_serializer="raw",
         store="memory://",

@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from broker.kafka import topics
-from broker.kafka.clients import KafkaKeysLog, KafkaSettings, WorkerError
+from broker.kafka.clients import KafkaKeysLog, WorkerClients, WorkerError
 from broker.kafka.internal import source_name
+from broker.kafka.settings import KafkaSettings
 from broker.worker.keystore import KeyStore
 from broker.worker.loops import MergeLoop, RawLoop
 from broker.worker.merge import DEFAULT_STATE_INTERVAL_S, MergeOutput, MergeStage
@@ -39,7 +40,7 @@ _log = logging.getLogger(__name__)
 class WorkerConfig:
     """What one worker process runs, and how."""
 
-    bootstrap: str
+    kafka_settings: KafkaSettings
     worker_id: str
     group: str = "respublica"
     web_port: int | None = 6066
@@ -49,9 +50,9 @@ class WorkerConfig:
     max_records: int = 2000
 
     @property
-    def kafka(self) -> KafkaSettings:
+    def kafka(self) -> WorkerClients:
         """Client settings shared by every consumer and producer of the worker."""
-        return KafkaSettings(self.bootstrap, f"respublica-worker-{self.worker_id}", self.group)
+        return WorkerClients(self.kafka_settings, f"worker-{self.worker_id}", self.group)
 
 
 def active_contracts(contracts: Sequence[Contract], now: datetime) -> list[Contract]:
@@ -64,10 +65,10 @@ def active_contracts(contracts: Sequence[Contract], now: datetime) -> list[Contr
     return active
 
 
-def check_topics(bootstrap: str, contracts: Sequence[Contract]) -> None:
+def check_topics(kafka: KafkaSettings, contracts: Sequence[Contract]) -> None:
     """Fail early and clearly: cluster unreachable, topics missing or partitioned wrongly."""
     specs = [s for c in contracts for s in topics.contract_topics(c)]
-    with topics.TopicAdmin(bootstrap) as admin:
+    with topics.TopicAdmin(kafka) as admin:
         live = admin.partitions([s.name for s in specs])
     missing = [s.name for s in specs if s.name not in live]
     if missing:
@@ -102,7 +103,7 @@ class Engine:
         """Check the cluster and load the keys: every startup error surfaces here, clearly."""
         if self.compiled:
             return
-        check_topics(self.config.bootstrap, list(self.contracts.values()))
+        check_topics(self.config.kafka_settings, list(self.contracts.values()))
         for contract in self.contracts.values():
             self._compile(contract)
 

@@ -21,7 +21,7 @@ from typing import Any
 from kafka import ConsumerRebalanceListener, KafkaProducer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
-from broker.kafka.clients import RAW_FETCH_BYTES, KafkaSettings, read_topic, subscribe
+from broker.kafka.clients import RAW_FETCH_BYTES, WorkerClients, read_topic, subscribe
 from broker.kafka.internal import CHECKPOINT_PREFIX, Checkpoint, state_key
 from broker.kafka.publish import OutRecord
 from broker.worker.flow import FlowControl
@@ -135,7 +135,7 @@ def _send_all(producer: KafkaProducer, records: Iterable[OutRecord]) -> None:
 class RawLoop(_Loop):
     """Stage 1 over every raw topic of the active contracts."""
 
-    def __init__(self, settings: KafkaSettings, stages: Mapping[str, PartialsStage],
+    def __init__(self, settings: WorkerClients, stages: Mapping[str, PartialsStage],
                  keystores: Mapping[str, KeyStore], metrics: WorkerMetrics, *,
                  checkpoint_interval_s: float = 1.0, max_records: int = 2000) -> None:
         super().__init__("respublica-raw")
@@ -258,7 +258,7 @@ class RawLoop(_Loop):
         _log.info("raw partitions held: %d", held)
 
 
-def last_checkpoints(settings: KafkaSettings, topic: str, view: str) -> dict[str, Checkpoint]:
+def last_checkpoints(settings: WorkerClients, topic: str, view: str) -> dict[str, Checkpoint]:
     """The last checkpoint of every source on a partials topic (read to its end)."""
     found: dict[str, Checkpoint] = {}
     for record in read_topic(settings, topic):
@@ -275,7 +275,7 @@ MergeFactory = Callable[[str], MergeStage]
 class MergeLoop(_Loop):
     """Stage 2 over every view's partials topic; one transactional producer per owned view."""
 
-    def __init__(self, settings: KafkaSettings, factory: MergeFactory, topics: Iterable[str],
+    def __init__(self, settings: WorkerClients, factory: MergeFactory, topics: Iterable[str],
                  state_topics: Mapping[str, str], *,
                  progress: Callable[[MergeStage], None] | None = None,
                  metrics: WorkerMetrics | None = None,

@@ -165,7 +165,7 @@ async def test_503_when_kafka_fails_and_a_retry_is_not_a_duplicate(
 
 async def test_503_with_a_real_producer_on_a_dead_port(
         gateway_client: ClientFactory, mobility: Contract) -> None:
-    writer = KafkaBatchWriter(ProducerSettings(bootstrap="127.0.0.1:1", ack_timeout_s=5.0,
+    writer = KafkaBatchWriter(ProducerSettings("127.0.0.1:1", ack_timeout_s=5.0,
                                                request_timeout_ms=2000))
     client = await gateway_client([mobility], writer)
     response = await client.post(URL, json=good_events(3), headers=bearer("scootco"))

@@ -184,7 +184,7 @@ async def test_10k_good_1k_bad_through_the_gateway_on_kafka(
         caplog.set_level(logging.DEBUG, logger=name)
     live, future = applied
     registry = CollectorRegistry()
-    writer = KafkaBatchWriter(ProducerSettings(bootstrap=kafka_bootstrap))
+    writer = KafkaBatchWriter(ProducerSettings(kafka_bootstrap))
     client = await gateway_client([live, future], writer, grants=grant(live, future),
                                   clock=lambda: CLOCK[0], registry=registry,
                                   max_body_bytes=4 * 1024 * 1024)

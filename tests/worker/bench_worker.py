@@ -23,8 +23,8 @@ from pathlib import Path
 
 from kafka import KafkaAdminClient, KafkaProducer
 
-from broker.processes import histogram_quantile, metric_sum
 from broker.kafka.local import free_port_pair
+from broker.processes import histogram_quantile, metric_sum
 from tests.worker.support import (
     WorkerProcess,
     create_topics,

@@ -17,7 +17,6 @@ from typing import Any
 
 from kafka import KafkaAdminClient, KafkaProducer
 
-from broker.processes import metric_sum as metric_value  # noqa: F401  (re-exported)
 from broker.bench.verify import (  # noqa: F401  (re-exported for the tests)
     REPORT_FIELDS,
     PublicView,
@@ -30,6 +29,7 @@ from broker.bench.verify import (  # noqa: F401  (re-exported for the tests)
 from broker.kafka import topics
 from broker.kafka.internal import CONTROL_HEADER, END_OF_STREAM_MARK
 from broker.kafka.serde import Schemas
+from broker.processes import metric_sum as metric_value  # noqa: F401  (re-exported)
 from connectors.base import Accepted
 from connectors.simulate.base import SimOptions, take
 from connectors.simulate.mobility import MobilitySimulator
@@ -122,7 +122,7 @@ class WorkerProcess:
                  group: str, log_dir: Path, port: int, extra: list[str] | None = None) -> None:
         self.args = [sys.executable, "-m", "broker.cli", "worker", "--bootstrap", bootstrap,
                      "--worker-id", worker_id, "--group", group, "--web-port", str(port),
-                     "--checkpoint-interval", "0.5", "--loglevel", "warning",
+                     "--checkpoint-interval", "0.5", "--log-level", "warning",
                      *[a for f in contract_files for a in ("--contracts", str(f))],
                      *(extra or [])]
         self.worker_id = worker_id

@@ -10,6 +10,7 @@ import pytest
 from kafka import KafkaProducer
 
 from broker.kafka.clients import KafkaKeysLog
+from broker.kafka.settings import KafkaSettings
 from broker.worker.engine import Engine, WorkerConfig
 from broker.worker.keystore import KeyStore
 from broker.worker.merge import MergeOutput
@@ -45,7 +46,8 @@ def engine_factory(kafka_bootstrap: str) -> Iterator[Callable[..., Engine]]:
     engines: list[Engine] = []
 
     def make(contract: Contract, **options: Any) -> Engine:
-        config = WorkerConfig(bootstrap=kafka_bootstrap, worker_id=f"w{len(engines)}",
+        config = WorkerConfig(kafka_settings=KafkaSettings.load(bootstrap=kafka_bootstrap),
+                              worker_id=f"w{len(engines)}",
                               group=group, web_port=None, checkpoint_interval_s=0.3)
         engine = Engine(config, [contract], KEK, WorkerMetrics(), **options)
         engines.append(engine)
