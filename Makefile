@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup kafka kafka-stop kafka-status demo bench bench-policies test test-unit test-integration lint clean
+.PHONY: help setup kafka kafka-stop kafka-status demo bench bench-policies test test-unit test-integration lint format clean
 
 help: ## list the targets with one line each
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -48,9 +48,15 @@ test-unit: $(STAMP) ## run the pure unit tests only (no broker)
 test-integration: $(STAMP) ## run the integration tests against a real broker
 	$(BIN)/pytest -q -m integration $(PYTEST_ARGS)
 
-lint: $(STAMP) ## ruff and mypy (disallow_untyped_defs)
+lint: $(STAMP) ## ruff check, ruff format --check, mypy and the import layers (lint-imports)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
+
+format: $(STAMP) ## format the tree with ruff (what `make lint` checks)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
 
 clean: ## remove the venv, caches and outputs (not the downloaded Kafka jars)
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache out build *.egg-info

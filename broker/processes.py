@@ -6,9 +6,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 
 from contracts.errors import RespublicaError
@@ -32,18 +30,6 @@ def peak_rss_mb(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return 0.0
-
-
-def wait_for(condition: Callable[[], bool], timeout_s: float, what: str,
-             every_s: float = 0.1) -> float:
-    """Poll ``condition`` until true; returns the monotonic time it became true."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return time.monotonic()
-        time.sleep(every_s)
-    msg = f"timed out after {timeout_s:.0f}s waiting for {what}"
-    raise BenchError(msg)
 
 
 def scrape(port: int) -> str:

@@ -8,7 +8,6 @@ over the same offsets are the same report.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +24,7 @@ from kafka.admin import (
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import KafkaError, SecurityDisabledError
 
+from broker.kafka.clients import read_partitions
 from broker.kafka.settings import KafkaSettings, as_settings
 from broker.kafka.topics import STATE_MAX_MESSAGE_BYTES
 from contracts.errors import RespublicaError
@@ -116,21 +116,13 @@ class ClusterReader:
         if not partitions:
             return TopicRead(topic, exists=False)
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-        self._consumer.assign(tps)
-        self._consumer.seek_to_beginning(*tps)
         starts = self._consumer.beginning_offsets(tps)
         ends = self._consumer.end_offsets(tps)
-        out = TopicRead(topic, records={tp.partition: [] for tp in tps},
-                        start={tp.partition: int(starts[tp]) for tp in tps},
-                        end={tp.partition: int(ends[tp]) for tp in tps})
-        deadline = time.monotonic() + self.timeout_s
-        while any(self._consumer.position(tp) < ends[tp] for tp in tps):
-            if time.monotonic() > deadline:
-                msg = f"reading {topic} to its end timed out after {self.timeout_s:.0f} s"
-                raise AuditError(msg)
-            for tp, batch in self._consumer.poll(timeout_ms=_POLL_MS, max_records=5000).items():
-                out.records[tp.partition].extend(r for r in batch if r.offset < ends[tp])
-        return out
+        read = read_partitions(self._consumer, tps, starts=starts, ends=ends,
+                               timeout_s=self.timeout_s)
+        return TopicRead(topic, records={tp.partition: read[tp] for tp in tps},
+                         start={tp.partition: int(starts[tp]) for tp in tps},
+                         end={tp.partition: int(ends[tp]) for tp in tps})
 
     def describe(self, names: Sequence[str]) -> tuple[dict[str, int], dict[str, dict[str, str]]]:
         """Partition counts and configs of the topics that exist among ``names``."""

@@ -6,12 +6,12 @@ report as a JSON-compatible dict; ``broker.audit.render`` turns it into Markdown
 
 Sections, each in its own module:
 
-1. reconciliation (``audit_replay`` + ``audit_reconcile``): events in = raw + DLQ; per view
+1. reconciliation (``replay`` + ``reconcile``): events in = raw + DLQ; per view
    published + suppressed + late + filtered + outside + open = raw, and the worker's own
    per-window accounting and checkpoint counts agree with it; every gap is flagged with its size;
-2. terms vs reality (``audit_published``, ``audit_cluster``): published fields, k, ε,
+2. terms vs reality (``published``, ``cluster``): published fields, k, ε,
    headers and versions; topic retention/cleanup; pseudonym keys; ACLs;
-3. canary scan (``audit_canary``): no raw identifier on a public topic or in a DLQ header.
+3. canary scan (``canary``): no raw identifier on a public topic or in a DLQ header.
 
 The report is reproducible: it names the offsets it read, and holds no wall-clock time
 (``generated_at`` is added outside the body, on request). ``ok`` is false on any violation.

@@ -28,6 +28,7 @@ from kafka.admin import NewTopic
 
 from broker.bench.preload import EVENTS_STREAM, BenchInput, preload, simulate
 from broker.bench.verify import expected_windows, read_public
+from broker.deadline import wait_for
 from broker.kafka.clients import read_to_end
 from broker.kafka.local import free_port_pair
 from broker.kafka.settings import as_settings
@@ -39,7 +40,6 @@ from broker.processes import (
     metric_sum,
     peak_rss_mb,
     scrape,
-    wait_for,
 )
 from policies.oracle import evaluate
 from policies.pseudonymise import KeyRing

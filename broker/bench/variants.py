@@ -24,6 +24,7 @@ import fastavro
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
+from broker.deadline import Deadline
 from broker.kafka.clients import RAW_FETCH_BYTES, WorkerClients
 from broker.kafka.serde import decode_body, encode, read_header
 from broker.kafka.settings import KafkaSettings
@@ -71,8 +72,8 @@ def run(bootstrap: str, source: str, sink: str, events: int,
     seen, positions, batch_ms = 0, {}, []
     start = cpu0 = 0.0
     last_flush = time.monotonic()
-    deadline = time.monotonic() + DEADLINE_S
-    while seen < events and time.monotonic() < deadline:
+    deadline = Deadline(DEADLINE_S)
+    while seen < events and not deadline.expired():
         polled = consumer.poll(timeout_ms=1000)
         if polled and not start:
             start, cpu0 = time.perf_counter(), time.process_time()

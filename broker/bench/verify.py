@@ -8,13 +8,13 @@ runs ``policies.oracle.evaluate`` on the same events. Both give window → (rows
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 
+from broker.kafka.clients import read_partitions
 from broker.kafka.publish import decode_public, public_schemas
 from broker.kafka.settings import as_settings
 from contracts.model import Contract
@@ -74,31 +74,26 @@ def read_public(bootstrap: str, contract: Contract, view: str, *,
     consumer = KafkaConsumer(**as_settings(bootstrap).kafka_python("verify"),
                              enable_auto_commit=False, isolation_level=isolation, group_id=None)
     tp = TopicPartition(contract.topic_public(view), 0)
-    consumer.assign([tp])
-    consumer.seek_to_beginning(tp)
-    end = consumer.end_offsets([tp])[tp]
     seen = PublicView()
     rows: dict[tuple[int, int], list[Any]] = {}
     reports: dict[tuple[int, int], Any] = {}
-    deadline = time.monotonic() + timeout_s
     try:
-        while consumer.position(tp) < end and time.monotonic() < deadline:
-            for records in consumer.poll(timeout_ms=200).values():
-                for r in records:
-                    seen.records += 1
-                    seen.keys.append(r.key)
-                    seen.headers.append(dict(r.headers))
-                    seen.values.append((r.key, r.value))
-                    key, row = decode_public(r.key, r.value, schemas)
-                    window = (key["window_start"], key["window_end"])
-                    if key.get("report"):
-                        reports[window] = tuple(row[k] for k in REPORT_FIELDS) + \
-                            (_num(row["epsilon"]),)
-                    else:
-                        measures = {k: v for k, v in row.items()
-                                    if k not in dims and not k.startswith("window_")}
-                        rows.setdefault(window, []).append(
-                            _group_row({d: row[d] for d in dims}, measures))
+        for records in read_partitions(consumer, [tp], timeout_s=timeout_s).values():
+            for r in records:
+                seen.records += 1
+                seen.keys.append(r.key)
+                seen.headers.append(dict(r.headers))
+                seen.values.append((r.key, r.value))
+                key, row = decode_public(r.key, r.value, schemas)
+                window = (key["window_start"], key["window_end"])
+                if key.get("report"):
+                    reports[window] = tuple(row[k] for k in REPORT_FIELDS) + \
+                        (_num(row["epsilon"]),)
+                else:
+                    measures = {k: v for k, v in row.items()
+                                if k not in dims and not k.startswith("window_")}
+                    rows.setdefault(window, []).append(
+                        _group_row({d: row[d] for d in dims}, measures))
     finally:
         consumer.close()
     for window, report in reports.items():

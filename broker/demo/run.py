@@ -31,6 +31,7 @@ from prometheus_client import CollectorRegistry
 
 from broker.analysts.export import export
 from broker.analysts.map import cell_means, render
+from broker.deadline import wait_for
 from broker.ingest.auth import ProviderGrant, hash_token
 from broker.ingest.gateway import GatewayConfig, make_app
 from broker.kafka import topics
@@ -39,7 +40,7 @@ from broker.kafka.local import free_port_pair, job_cluster
 from broker.kafka.public_reader import read_view
 from broker.kafka.settings import KafkaSettings
 from broker.kafka.writer import KafkaBatchWriter, ProducerSettings
-from broker.processes import BenchError, Child, wait_for
+from broker.processes import BenchError, Child
 from connectors.simulate import SimOptions, simulator, take
 from connectors.simulate.faults import FaultInjector, Item
 from contracts import load_contracts

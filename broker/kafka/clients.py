@@ -8,6 +8,7 @@ with our own ``transactional_id``; see ``docs/architecture.md`` ("Why not faust 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +17,7 @@ from kafka.consumer.fetcher import ConsumerRecord
 from kafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from kafka.errors import KafkaError
 
+from broker.deadline import Deadline
 from broker.kafka.settings import KafkaSettings, as_settings
 from broker.kafka.topics import STATE_MAX_MESSAGE_BYTES
 from contracts.errors import RespublicaError
@@ -91,36 +93,59 @@ def subscribe(consumer: KafkaConsumer, topics: list[str], listener: Any) -> None
     Otherwise the group leader may assign from a metadata snapshot that lacks them, and the
     topics stay unassigned until some later metadata change triggers a rebalance.
     """
-    deadline = time.monotonic() + READ_TIMEOUT_S
+    deadline = Deadline(READ_TIMEOUT_S)
     for topic in topics:
         while not consumer.partitions_for_topic(topic):
-            if time.monotonic() > deadline:
+            if deadline.expired():
                 msg = f"no metadata for topic {topic}: does it exist? (run `respublica apply`)"
                 raise WorkerError(msg)
             time.sleep(0.1)
     consumer.subscribe(topics, listener=listener)
 
 
+class ReadTimeout(RespublicaError):
+    """A topic could not be read to its end in time (the broker is down or too slow)."""
+
+
+def read_partitions(consumer: KafkaConsumer, tps: Sequence[TopicPartition], *,
+                    starts: Mapping[TopicPartition, int] | None = None,
+                    ends: Mapping[TopicPartition, int] | None = None,
+                    timeout_s: float = READ_TIMEOUT_S,
+                    ) -> dict[TopicPartition, list[ConsumerRecord]]:
+    """Every record of every partition in ``tps`` from ``starts`` (default: the beginning) up
+    to ``ends`` (default: the end now), per partition in offset order.
+
+    The one read-to-end of respublica: it returns only when every partition is read to its
+    end, and raises ``ReadTimeout`` at the deadline (never a silent partial read). With
+    ``read_committed`` the default end is the last stable offset; pass the high watermark as
+    ``ends`` to also wait for transactions open right now to finish.
+    """
+    tps = list(tps)
+    consumer.assign(tps)
+    for tp in tps:
+        if starts is None:
+            consumer.seek_to_beginning(tp)
+        else:
+            consumer.seek(tp, starts[tp])
+    stop = dict(consumer.end_offsets(tps)) if ends is None else dict(ends)
+    out: dict[TopicPartition, list[ConsumerRecord]] = {tp: [] for tp in tps}
+    deadline = Deadline(timeout_s)
+    while any(consumer.position(tp) < stop[tp] for tp in tps):
+        if deadline.expired():
+            topics = ", ".join(sorted({tp.topic for tp in tps}))
+            msg = f"reading {topics} to its end timed out after {timeout_s:.0f} s"
+            raise ReadTimeout(msg)
+        for tp, records in consumer.poll(timeout_ms=200, max_records=5000).items():
+            out[tp].extend(r for r in records if r.offset < stop[tp])
+    return out
+
+
 def read_to_end(consumer: KafkaConsumer, tp: TopicPartition, start: int = 0, *,
                 end: int | None = None,
                 timeout_s: float = READ_TIMEOUT_S) -> list[ConsumerRecord]:
-    """Every record of ``tp`` from ``start`` up to ``end`` (default: the end now).
-
-    With ``read_committed`` the default end is the last stable offset; pass the high
-    watermark as ``end`` to also wait for transactions open right now to finish.
-    """
-    consumer.assign([tp])
-    consumer.seek(tp, start)
-    stop = consumer.end_offsets([tp])[tp] if end is None else end
-    out: list[ConsumerRecord] = []
-    deadline = time.monotonic() + timeout_s
-    while consumer.position(tp) < stop:
-        if time.monotonic() > deadline:
-            msg = f"reading {tp.topic} to its end timed out after {timeout_s:.0f} s"
-            raise WorkerError(msg)
-        for records in consumer.poll(timeout_ms=200, max_records=5000).values():
-            out.extend(r for r in records if r.offset < stop)
-    return out
+    """``read_partitions`` of one partition, from ``start`` up to ``end`` (default: now)."""
+    return read_partitions(consumer, [tp], starts={tp: start},
+                           ends=None if end is None else {tp: end}, timeout_s=timeout_s)[tp]
 
 
 def high_watermark(settings: WorkerClients, tp: TopicPartition) -> int:

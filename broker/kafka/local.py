@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from broker.deadline import Deadline
 from broker.kafka.settings import DEFAULT_PORT, KafkaSettings, configured_elsewhere
 from contracts.errors import RespublicaError
 
@@ -260,8 +261,8 @@ class LocalKafka:
         return proc
 
     def _wait_ready(self, proc: subprocess.Popen[bytes]) -> None:
-        deadline = time.monotonic() + self.config.start_timeout_s
-        while time.monotonic() < deadline:
+        deadline = Deadline(self.config.start_timeout_s)
+        while not deadline.expired():
             if proc.poll() is not None:
                 self.config.pid_file.unlink(missing_ok=True)
                 msg = f"the broker exited with code {proc.returncode}:\n{self._log_tail()}"
@@ -358,8 +359,8 @@ def terminate(pid: int, timeout_s: float) -> None:
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:
         return
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    deadline = Deadline(timeout_s)
+    while not deadline.expired():
         if not process_alive(pid):
             return
         time.sleep(0.1)

@@ -26,6 +26,8 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import KafkaError
 
+from broker.deadline import Deadline
+from broker.kafka.clients import read_partitions
 from broker.kafka.publish import public_schemas
 from broker.kafka.reasons import Reason
 from broker.kafka.serde import Schemas, SerializationError, decode
@@ -205,12 +207,12 @@ def public_consumer(kafka: KafkaSettings | str,
 
 
 def _partitions(consumer: KafkaConsumer, topic: str, timeout_s: float) -> list[TopicPartition]:
-    deadline = time.monotonic() + timeout_s
+    deadline = Deadline(timeout_s)
     while True:
         partitions = consumer.partitions_for_topic(topic)
         if partitions:
             return [TopicPartition(topic, p) for p in sorted(partitions)]
-        if time.monotonic() > deadline:
+        if deadline.expired():
             msg = f"no topic {topic} on the cluster (run `respublica apply`?)"
             raise PublicReaderError(msg)
         time.sleep(0.1)
@@ -270,17 +272,8 @@ def _records_to_end(consumer: KafkaConsumer, topic: str,
                     timeout_s: float) -> Iterator[ConsumerRecord]:
     """Records of every partition of ``topic`` up to the end (last stable offset) now."""
     partitions = _partitions(consumer, topic, timeout_s)
-    consumer.assign(partitions)
-    for tp in partitions:
-        consumer.seek_to_beginning(tp)
-    ends = consumer.end_offsets(partitions)
-    deadline = time.monotonic() + timeout_s
-    while any(consumer.position(tp) < ends[tp] for tp in partitions):
-        if time.monotonic() > deadline:
-            msg = f"reading {topic} to its end timed out after {timeout_s:.0f} s"
-            raise PublicReaderError(msg)
-        for tp, records in consumer.poll(timeout_ms=_POLL_MS).items():
-            yield from (r for r in records if r.offset < ends[tp])
+    for records in read_partitions(consumer, partitions, timeout_s=timeout_s).values():
+        yield from records
 
 
 def follow_view(kafka: KafkaSettings | str, contract: Contract, view: View | str, *,

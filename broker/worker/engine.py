@@ -3,8 +3,8 @@
 Start reading here. ``Engine`` is the composition root (no faust needed, tests drive it):
 it checks the cluster, loads the shared keys, compiles each contract, and runs two loops:
 
-* ``worker_loops.RawLoop`` → ``stage_partials.PartialsStage`` per (contract, stream);
-* ``worker_loops.MergeLoop`` → ``stage_merge.MergeStage`` per (contract, view).
+* ``loops.RawLoop`` → ``partials.PartialsStage`` per (contract, stream);
+* ``loops.MergeLoop`` → ``merge.MergeStage`` per (contract, view).
 
 ``build_app`` wraps an engine in a faust-streaming app: faust gives the process its life
 cycle (signals, graceful stop, logging) and its web server (``/healthz``, ``/metrics``).

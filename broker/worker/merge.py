@@ -53,7 +53,7 @@ class MergeOutput:
 
 
 class MergeStage:
-    """Stage 2 of one view; plain Python, driven by ``broker.worker_kafka``."""
+    """Stage 2 of one view; plain Python, driven by ``broker.worker.loops``."""
 
     def __init__(self, contract: Contract, compiled: CompiledView, sources: Collection[str],
                  state_topic: str, metrics: WorkerMetrics, *,

@@ -98,7 +98,7 @@ def _is_end_of_stream(headers: Sequence[tuple[str, bytes]]) -> bool:
 
 
 class PartialsStage:
-    """Stage 1 of one (contract, stream); plain Python, driven by ``broker.worker_kafka``."""
+    """Stage 1 of one (contract, stream); plain Python, driven by ``broker.worker.loops``."""
 
     def __init__(self, contract: Contract, stream: str, views: Mapping[str, CompiledView],
                  partials_topics: Mapping[str, str], metrics: WorkerMetrics,

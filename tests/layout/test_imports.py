@@ -126,3 +126,12 @@ def test_an_upward_import_breaks_the_layers(upward_import: Path) -> None:
     assert result.returncode != 0
     assert re.search(r"contracts(\.durations)? is not allowed to import broker", result.stdout), \
         result.stdout[-3000:]
+
+
+def test_wait_for_returns_or_names_what_it_waited_for() -> None:
+    from broker.deadline import DeadlineExceeded, wait_for
+
+    calls = iter([False, False, True])
+    assert wait_for(lambda: next(calls), 5, "three polls", every_s=0.01) > 0
+    with pytest.raises(DeadlineExceeded, match="waiting for the impossible"):
+        wait_for(lambda: False, 0.05, "the impossible", every_s=0.01)

@@ -8,7 +8,6 @@ import secrets
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
@@ -26,6 +25,7 @@ from broker.bench.verify import (  # noqa: F401  (re-exported for the tests)
     oracle_windows,
     read_public,
 )
+from broker.deadline import wait_for as deadline_wait_for
 from broker.kafka import topics
 from broker.kafka.internal import CONTROL_HEADER, END_OF_STREAM_MARK
 from broker.kafka.serde import Schemas
@@ -104,12 +104,8 @@ def produce_end_of_stream(producer: KafkaProducer, topic: str, partitions: int) 
 
 def wait_for(condition: Callable[[], bool], timeout_s: float, what: str,
              every_s: float = 0.5) -> None:
-    """Poll a condition until true; fail with ``what`` at the deadline (never a bare sleep)."""
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
-        time.sleep(every_s)
+    """``broker.deadline.wait_for``, polling every half second by default."""
+    deadline_wait_for(condition, timeout_s, what, every_s)
 
 
 MASTER_KEY = "11" * 32
