@@ -1,30 +1,23 @@
-"""Is a point inside a contract's territory? A bounding-box prefilter, then point-in-polygon.
+"""Is a point inside a contract's territory? ``contracts.geometry.Region.contains``, no other.
 
-Most events of a working provider are inside, so the exact polygon test (even-odd rule from
-``contracts.geometry``) runs only for points inside the bounding box; a ``bbox`` territory
-needs nothing more than the box itself.
+The aggregation (``policies.generalise.Territory``) asks the very same function, so an event
+accepted here is never refused later as ``outside_territory``, nor the reverse. The region's
+bounding-box prefilter keeps the exact polygon test off the common path; a ``bbox`` territory
+needs nothing more than the box itself (its edges included).
 """
 
 from __future__ import annotations
 
-from contracts.geometry import MultiPolygon, multipolygon_contains
+from contracts.geometry import Region
 from contracts.model import Territory
 
 
 class TerritoryTest:
-    """Point-in-territory for one contract, with the bounding box precomputed."""
+    """Point-in-territory for one contract, with the region built once."""
 
     def __init__(self, territory: Territory) -> None:
-        self._polygons: MultiPolygon = territory.polygons
-        self._exact_box = territory.bbox is not None
-        points = [p for polygon in self._polygons for ring in polygon for p in ring]
-        self.west = min(p[0] for p in points)
-        self.east = max(p[0] for p in points)
-        self.south = min(p[1] for p in points)
-        self.north = max(p[1] for p in points)
+        self.region = Region.of(territory.polygons)
 
     def contains(self, lon: float, lat: float) -> bool:
         """True when ``(lon, lat)`` lies inside the territory (box edges included)."""
-        if not (self.west <= lon <= self.east and self.south <= lat <= self.north):
-            return False
-        return self._exact_box or multipolygon_contains(self._polygons, lon, lat)
+        return self.region.contains(lon, lat)

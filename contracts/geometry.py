@@ -4,11 +4,16 @@ Coordinates are ``(lon, lat)`` pairs as in GeoJSON. A ``Ring`` is a closed list 
 ``Polygon`` is an outer ring followed by holes, a ``MultiPolygon`` is a tuple of polygons.
 Point-in-polygon is the even-odd ray test: exact enough for administrative boundaries, and it
 keeps ``shapely`` out of the dependency list.
+
+``Region.contains`` is the one point-in-area test of respublica: the territory check at ingest
+(``connectors.territory``), the territory check and the zones at aggregation
+(``policies.generalise``) all call it, so they can never disagree on a point.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import functools
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,9 +34,62 @@ class Zone:
     value: str
     polygons: MultiPolygon
 
+    @functools.cached_property
+    def region(self) -> Region:
+        """The zone's polygons, ready for point tests."""
+        return Region.of(self.polygons)
+
     def contains(self, lon: float, lat: float) -> bool:
-        """True when the point lies inside one of the zone's polygons."""
-        return multipolygon_contains(self.polygons, lon, lat)
+        """True when the point lies inside the zone (``Region.contains``)."""
+        return self.region.contains(lon, lat)
+
+
+@dataclass(frozen=True, slots=True)
+class Region:
+    """A multipolygon ready for point tests: its bounding box precomputed.
+
+    ``contains`` is the even-odd ray test of ``multipolygon_contains`` behind a bounding-box
+    prefilter, with one rule of its own: an axis-aligned rectangle (a ``bbox`` territory, a
+    rectangular zone) contains its whole boundary, as the box ``[west, east] × [south, north]``
+    reads. Other polygons keep the ray test's half-open boundary.
+    """
+
+    polygons: MultiPolygon
+    west: float
+    south: float
+    east: float
+    north: float
+    is_box: bool
+    """The polygons are exactly the bounding box: the prefilter alone decides."""
+
+    @classmethod
+    def of(cls, polygons: Iterable[Iterable[Iterable[Sequence[float]]]]) -> Region:
+        """Freeze ``(lon, lat)`` coordinates (lists or tuples, ints or floats) to floats."""
+        frozen: MultiPolygon = tuple(
+            tuple(tuple((float(p[0]), float(p[1])) for p in ring) for ring in polygon)
+            for polygon in polygons
+        )
+        points = [p for polygon in frozen for ring in polygon for p in ring]
+        if not points:
+            msg = "a region needs at least one point"
+            raise GeometryError(msg)
+        west, east = min(p[0] for p in points), max(p[0] for p in points)
+        south, north = min(p[1] for p in points), max(p[1] for p in points)
+        corners = {(west, south), (east, south), (east, north), (west, north)}
+        is_box = (len(frozen) == 1 and len(frozen[0]) == 1 and set(frozen[0][0]) == corners
+                  and west < east and south < north)
+        return cls(frozen, west, south, east, north, is_box)
+
+    @property
+    def bbox(self) -> tuple[float, float, float, float]:
+        """``(west, south, east, north)``."""
+        return (self.west, self.south, self.east, self.north)
+
+    def contains(self, lon: float, lat: float) -> bool:
+        """True when ``(lon, lat)`` lies in the region (see the class docstring for edges)."""
+        if not (self.west <= lon <= self.east and self.south <= lat <= self.north):
+            return False
+        return self.is_box or multipolygon_contains(self.polygons, lon, lat)
 
 
 def bbox_polygon(bbox: Sequence[float]) -> MultiPolygon:

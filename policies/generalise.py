@@ -14,6 +14,7 @@ from typing import Any
 
 import h3
 
+from contracts.geometry import Region
 from policies.base import OutsideTerritory
 
 MISSING_LOCATION = "missing_location"
@@ -24,10 +25,10 @@ REASONS = (MISSING_LOCATION, INVALID_LOCATION, OUTSIDE_TERRITORY, NO_ZONE)
 
 EARTH_RADIUS_M = 6_371_008.8  # IUGG mean radius
 
-Point = tuple[float, float]  # (lon, lat), GeoJSON order
+Point = Sequence[float]  # (lon, lat), GeoJSON order
 Ring = Sequence[Point]
 Polygon = Sequence[Ring]  # outer ring, then holes
-MultiPolygon = Sequence[Polygon]
+MultiPolygon = Sequence[Polygon]  # lists or tuples: ``Area.of`` freezes them
 
 
 def coordinates(lat: Any, lon: Any) -> tuple[float, float]:
@@ -69,48 +70,30 @@ class Grid:
         return f"g{self.size_m:g}:{math.floor(x / self.size_m)}:{math.floor(y / self.size_m)}"
 
 
-def _ring_contains(ring: Ring, lon: float, lat: float) -> bool:
-    """Even-odd ray casting towards +lon."""
-    inside = False
-    j = len(ring) - 1
-    for i in range(len(ring)):
-        xi, yi = ring[i]
-        xj, yj = ring[j]
-        if (yi > lat) != (yj > lat) and lon < xi + (lat - yi) * (xj - xi) / (yj - yi):
-            inside = not inside
-        j = i
-    return inside
-
-
 @dataclass(frozen=True, slots=True)
 class Area:
-    """A named multipolygon with its bounding box (the cheap prefilter)."""
+    """A named region (a zone, or the territory).
+
+    Point-in-area is ``contracts.geometry.Region.contains``, the function the ingest territory
+    check calls too (``connectors.territory``): both sides always agree on a point.
+    """
 
     name: str
-    polygons: tuple[tuple[tuple[Point, ...], ...], ...]
-    bbox: tuple[float, float, float, float]
+    region: Region
 
     @classmethod
     def of(cls, name: str, polygons: MultiPolygon) -> Area:
         """Freeze the coordinates and compute the bounding box."""
-        frozen = tuple(
-            tuple(tuple((float(x), float(y)) for x, y in ring) for ring in polygon)
-            for polygon in polygons
-        )
-        xs = [x for polygon in frozen for x, _ in polygon[0]]
-        ys = [y for polygon in frozen for _, y in polygon[0]]
-        return cls(name, frozen, (min(xs), min(ys), max(xs), max(ys)))
+        return cls(name, Region.of(polygons))
+
+    @property
+    def bbox(self) -> tuple[float, float, float, float]:
+        """``(west, south, east, north)``."""
+        return self.region.bbox
 
     def contains(self, lon: float, lat: float) -> bool:
-        """Inside an outer ring and outside its holes, for any polygon."""
-        west, south, east, north = self.bbox
-        if not (west <= lon <= east and south <= lat <= north):
-            return False
-        return any(
-            _ring_contains(polygon[0], lon, lat)
-            and not any(_ring_contains(hole, lon, lat) for hole in polygon[1:])
-            for polygon in self.polygons
-        )
+        """Inside an outer ring and outside its holes, for any polygon (``Region.contains``)."""
+        return self.region.contains(lon, lat)
 
 
 def geojson_polygons(geometry: dict[str, Any]) -> MultiPolygon:

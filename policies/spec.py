@@ -150,27 +150,21 @@ def _placed(territory: Territory | None, lat_f: str, lon_f: str,
         exact_box = True
     else:
         west, south, east, north = territory.area.bbox
-        exact_box = _is_rectangle(territory.area)
+        exact_box = territory.area.region.is_box
 
     def locate(record: Record) -> Any:
         lat, lon = record.get(lat_f), record.get(lon_f)
+        # Fast path for the common valid point in a box territory: the very answer
+        # ``territory.check`` would give (``Region.contains`` of a box is the closed box).
         if (type(lat) is float and type(lon) is float and exact_box
                 and south <= lat <= north and west <= lon <= east):
-            return cell(lat, lon)  # fast path: the common, valid, inside point
+            return cell(lat, lon)
         flat, flon = coordinates(lat, lon)
         if territory is not None:
             territory.check(flat, flon)
         return cell(flat, flon)
 
     return locate
-
-
-def _is_rectangle(area: Area) -> bool:
-    if len(area.polygons) != 1 or len(area.polygons[0]) != 1:
-        return False
-    ring = set(area.polygons[0][0])
-    west, south, east, north = area.bbox
-    return ring == {(west, south), (east, south), (east, north), (west, north)}
 
 
 def h3_dimension(name: str, lat_f: str, lon_f: str, resolution: int,

@@ -14,7 +14,8 @@ from policies.compile import compile_contract
 from policies.oracle import evaluate
 from policies.pseudonymise import KeyRing
 from policies.spec import ms
-from tests.policies.harness import T0, run_stream, seeded_ring
+from policies.testing import arrival_order, run_stream
+from tests.policies.harness import T0, seeded_ring
 
 pytestmark = pytest.mark.unit
 
@@ -72,9 +73,7 @@ def test_example_contract_streamed_equals_oracle(contracts: dict[str, Contract],
     published = 0
     for name, pipeline in pipelines.items():
         stream = contract.stream(contract.view(name).stream)
-        lateness = ms(stream.allowed_lateness)
-        rng = random.Random(seed)
-        arrived = sorted(records, key=lambda r: r[stream.event_time] + rng.randrange(lateness + 1))
+        arrived = arrival_order(records, stream.event_time, ms(stream.allowed_lateness), seed)
         run = run_stream(pipeline, arrived, stream.subject, partitions=partitions, batch=50)
         assert run.releases == expected[name], name
         published += sum(len(r.groups) for r in run.releases)

@@ -16,8 +16,9 @@ from policies.oracle import evaluate_view
 from policies.pseudonymise import KeyRing, Pseudonymiser
 from policies.spec import MeasureSpec, NoiseSpec
 from policies.suppress import GroupTotals, suppress, withhold
+from policies.testing import run_stream
 from policies.window import nearest_rank
-from tests.policies.harness import T0, rich_spec, run_stream, seeded_ring
+from tests.policies.harness import T0, rich_spec, seeded_ring
 
 pytestmark = pytest.mark.unit
 

@@ -16,8 +16,9 @@ from policies.compile import compile_spec
 from policies.oracle import evaluate_view
 from policies.pseudonymise import KeyRing, Pseudonymiser
 from policies.spec import NoiseSpec
+from policies.testing import arrival_order, run_stream
 from policies.window import Merger
-from tests.policies.harness import T0, rich_spec, run_stream, seeded_ring
+from tests.policies.harness import T0, rich_spec, seeded_ring
 
 pytestmark = pytest.mark.unit
 
@@ -48,13 +49,6 @@ events_strategy = st.lists(
 )
 
 
-def arrival_order(events: list[dict[str, Any]], lateness: int, seed: int
-                  ) -> list[dict[str, Any]]:
-    """Out of order, but never later than the allowed lateness (jitter within it)."""
-    rng = random.Random(seed)
-    return sorted(events, key=lambda e: e["t"] + rng.randrange(lateness + 1))
-
-
 def oracle(spec: Any, events: list[dict[str, Any]], noise_key: bytes | None = None
            ) -> list[Release]:
     return evaluate_view(spec, events, Pseudonymiser(ring(), spec.contract), noise_key)
@@ -68,7 +62,7 @@ def test_streamed_equals_oracle_within_lateness(events: list[dict[str, Any]], pa
                                                 batch: int, seed: int, delay: int,
                                                 closed_only: bool) -> None:
     spec = rich_spec(k=2, lateness_ms=1_500, delay_ms=delay)
-    arrived = arrival_order(events, 1_500, seed)
+    arrived = arrival_order(events, "t", 1_500, seed)
     run = run_stream(compile_spec(spec, keyring=ring()), arrived, "who", partitions=partitions,
                      batch=batch, redeliver_seed=seed, closed_only=closed_only)
     assert run.outcome.late == 0
@@ -98,7 +92,7 @@ def test_noisy_streamed_equals_oracle_and_budget_holds(
         events: list[dict[str, Any]], partitions: int, seed: int) -> None:
     spec = rich_spec(k=2, lateness_ms=1_500, noise=NOISE)
     view = compile_spec(spec, keyring=ring(), noise_key=NOISE_KEY)
-    run = run_stream(view, arrival_order(events, 1_500, seed), "who", partitions=partitions)
+    run = run_stream(view, arrival_order(events, "t", 1_500, seed), "who", partitions=partitions)
     assert run.releases == oracle(spec, events, NOISE_KEY)
     spent: dict[int, float] = {}
     for release in run.releases:
@@ -180,7 +174,7 @@ def test_late_events_are_counted_and_never_change_a_release(
     view = compile_spec(spec, keyring=ring())
     agg = view.partition_state("p0")
     merger = view.merger(["p0"])
-    arrived = arrival_order(events, 500, seed)
+    arrived = arrival_order(events, "t", 500, seed)
     agg.process(enumerate(arrived))
     merger.merge(agg.drain_partials())
     merger.observe_watermark("p0", agg.watermark)
