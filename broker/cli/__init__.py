@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import Any, NoReturn
 
 from broker.cli import (
     analysts as cli_analysts,
@@ -41,12 +42,33 @@ from broker.logs import quiet_client_logs
 from contracts.errors import RespublicaError
 
 
+class _Version(argparse.Action):
+    """``--version``: ``respublica <version>`` of the installed distribution, then exit.
+
+    Unlike argparse's ``version`` action, it reads the version only when asked:
+    importlib.metadata is slow to import, and every command would pay for it.
+    """
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS,
+                 default: str = argparse.SUPPRESS, help: str | None = None) -> None:
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> NoReturn:
+        from importlib.metadata import version
+
+        print(f"respublica {version('respublica')}")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="respublica",
         description="Share general-interest data from private platforms with public "
         "authorities under enforceable contracts, on Apache Kafka.",
     )
+    parser.add_argument("--version", action=_Version,
+                        help="print the version of respublica and exit")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     cli_kafka.register(commands)
     cli_bench.register(commands)

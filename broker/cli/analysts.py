@@ -7,12 +7,13 @@ import sys
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from broker.cli.contracts import default_contract_paths
 from broker.cli.options import add_kafka_options, kafka_settings
-from contracts.cli import find_contract
-from contracts.model import Contract
+
+if TYPE_CHECKING:
+    from contracts.model import Contract
 
 
 def register(commands: Any) -> None:
@@ -57,6 +58,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def _contract(args: argparse.Namespace) -> Contract:
+    from contracts.cli import find_contract
+
     return find_contract(args.contract, args.contracts or default_contract_paths(),
                          now=datetime.now(UTC))
 

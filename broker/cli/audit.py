@@ -15,7 +15,6 @@ from typing import Any
 
 from broker.cli.contracts import default_contract_paths
 from broker.cli.options import add_kafka_options, kafka_settings
-from contracts.cli import find_contract
 
 
 def register(commands: Any) -> None:
@@ -43,6 +42,7 @@ def _audit(args: argparse.Namespace) -> int:
     from broker.audit.render import render
     from broker.audit.run import audit, exit_code  # local: keeps `respublica --help` fast
     from broker.kafka.public_reader import iso_utc, parse_instant
+    from contracts.cli import find_contract
 
     now = datetime.now(UTC)
     contract = find_contract(args.contract, args.contracts or default_contract_paths(), now=now)

@@ -7,9 +7,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-from broker.bench.harness import BenchOptions, render, run
-from broker.kafka.local import job_cluster
-
 VARIANTS = ("b1", "b2", "p", "f", "p2")
 
 
@@ -28,6 +25,9 @@ def register(commands: Any) -> None:
 
 
 def _bench(args: argparse.Namespace) -> int:
+    from broker.bench.harness import BenchOptions, render, run
+    from broker.kafka.local import job_cluster
+
     variants = tuple(v.strip() for v in args.variants.split(",") if v.strip())
     unknown = sorted(set(variants) - set(VARIANTS))
     if unknown:

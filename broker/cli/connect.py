@@ -8,7 +8,6 @@ row or item is reported at once, by number and reason, and nothing waits on ``in
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 import signal
@@ -16,32 +15,19 @@ import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
-
-import aiohttp
-from prometheus_client import CollectorRegistry, start_http_server
+from typing import TYPE_CHECKING, Any
 
 from broker.cli.contracts import default_contract_paths
 from broker.cli.options import add_kafka_options, add_log_options, kafka_settings, setup_logging
-from connectors.emit import Emitter, KafkaSink
-from connectors.metrics import IngestMetrics
-from connectors.poll import SystemClock, aiohttp_fetch, run_polls
-from connectors.pollers import (
-    MDS_1_X,
-    MDS_2_0,
-    GbfsPoller,
-    GbfsSettings,
-    MdsPoller,
-    MdsSettings,
-    WazePoller,
-    WazeSettings,
-    rotation_counter,
-)
-from connectors.rentals import import_activity
-from connectors.simulate.base import parse_start
-from connectors.validate import Router
-from contracts import Contract, load_contracts
 from contracts.errors import RespublicaError
+
+if TYPE_CHECKING:
+    import asyncio
+
+    import aiohttp
+
+    from connectors.emit import Emitter
+    from contracts import Contract
 
 MDS_TOKEN_ENV = "RESPUBLICA_MDS_TOKEN"  # noqa: S105 - the name of a variable, not a token
 _log = logging.getLogger(__name__)
@@ -96,6 +82,14 @@ class _Setup:
 
     def __init__(self, args: argparse.Namespace, connector: str,
                  clock: Callable[[], int] | None = None) -> None:
+        from prometheus_client import CollectorRegistry, start_http_server
+
+        from connectors.emit import Emitter, KafkaSink
+        from connectors.metrics import IngestMetrics
+        from connectors.poll import SystemClock
+        from connectors.validate import Router
+        from contracts import load_contracts
+
         setup_logging(args)
         contracts = load_contracts(args.contracts or default_contract_paths(),
                                    now=datetime.now(UTC))
@@ -119,6 +113,10 @@ def _find(contracts: list[Contract], contract_id: str) -> Contract:
 
 
 def _run(poll: Callable[[aiohttp.ClientSession, _Setup], Awaitable[int]], setup: _Setup) -> int:
+    import asyncio
+
+    import aiohttp
+
     async def main() -> int:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
             return await poll(session, setup)
@@ -131,6 +129,8 @@ def _run(poll: Callable[[aiohttp.ClientSession, _Setup], Awaitable[int]], setup:
 
 
 def _stop_event() -> asyncio.Event:
+    import asyncio
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -146,6 +146,9 @@ def _report(emitter: Emitter) -> None:
 
 
 def _gbfs(args: argparse.Namespace) -> int:
+    from connectors.poll import aiohttp_fetch, run_polls
+    from connectors.pollers import GbfsPoller, GbfsSettings, rotation_counter
+
     setup = _Setup(args, "gbfs")
     settings = GbfsSettings(feed_url=args.url, provider_id=args.provider_id,
                             source=args.source, min_interval_s=args.min_interval)
@@ -162,6 +165,10 @@ def _gbfs(args: argparse.Namespace) -> int:
 
 
 def _mds(args: argparse.Namespace) -> int:
+    from connectors.poll import aiohttp_fetch, run_polls
+    from connectors.pollers import MDS_1_X, MDS_2_0, MdsPoller, MdsSettings
+    from connectors.simulate.base import parse_start
+
     token = os.environ.get(MDS_TOKEN_ENV)
     if not token:
         msg = f"put the provider's MDS bearer token in ${MDS_TOKEN_ENV}"
@@ -182,6 +189,9 @@ def _mds(args: argparse.Namespace) -> int:
 
 
 def _waze(args: argparse.Namespace) -> int:
+    from connectors.poll import aiohttp_fetch, run_polls
+    from connectors.pollers import WazePoller, WazeSettings
+
     setup = _Setup(args, "waze")
     settings = WazeSettings(feed_url=args.url, interval_s=args.interval)
 
@@ -194,6 +204,9 @@ def _waze(args: argparse.Namespace) -> int:
 
 
 def _rentals(args: argparse.Namespace) -> int:
+    from connectors.rentals import import_activity
+    from connectors.simulate.base import parse_start
+
     now = parse_start(args.now) if args.now else None
     setup = _Setup(args, "rentals-file", clock=(lambda: now) if now is not None else None)
     fmt = args.format or ("json" if args.file.suffix.lower() == ".json" else "csv")

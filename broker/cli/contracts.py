@@ -6,13 +6,17 @@ import argparse
 import os
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from broker.cli.options import add_kafka_options, kafka_settings
-from broker.kafka import topics
-from broker.kafka.settings import CONTRACTS_ENV
-from contracts import cli as contracts_cli
-from contracts import examples_dir, load_contracts
+from contracts import examples_dir
+
+if TYPE_CHECKING:
+    from broker.kafka.topics import Plan, TopicAdmin
+
+# A copy of broker.kafka.settings.CONTRACTS_ENV, whose module loads pydantic: `--help` must
+# stay fast. tests/layout/test_cli_start.py checks that they agree.
+CONTRACTS_ENV = "RESPUBLICA_CONTRACTS"
 
 
 def default_contract_paths() -> list[Path]:
@@ -50,17 +54,24 @@ def register(commands: Any) -> None:
 
 
 def _validate(args: argparse.Namespace) -> int:
+    from contracts import cli as contracts_cli
+
     code, text = contracts_cli.validate(args.paths)
     print(text)
     return code
 
 
 def _show(args: argparse.Namespace) -> int:
+    from contracts import cli as contracts_cli
+
     print(contracts_cli.show(args.contract, args.contracts or default_contract_paths()))
     return 0
 
 
-def _compute_plan(args: argparse.Namespace) -> tuple[topics.TopicAdmin, topics.Plan]:
+def _compute_plan(args: argparse.Namespace) -> tuple[TopicAdmin, Plan]:
+    from broker.kafka import topics
+    from contracts import load_contracts
+
     contracts = load_contracts(args.paths or default_contract_paths(), now=datetime.now(UTC))
     admin = topics.TopicAdmin(kafka_settings(args))
     return admin, topics.plan(admin, contracts, allow_data_loss=args.allow_data_loss)
@@ -74,6 +85,8 @@ def _plan(args: argparse.Namespace) -> int:
 
 
 def _apply(args: argparse.Namespace) -> int:
+    from broker.kafka import topics
+
     admin, plan = _compute_plan(args)
     with admin:
         if not plan.pending:

@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 import time
@@ -19,25 +18,24 @@ from collections.abc import Iterator
 from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
-
-from aiohttp import web
+from typing import IO, TYPE_CHECKING, Any
 
 from broker.cli import connect as cli_connect
 from broker.cli.contracts import default_contract_paths
 from broker.cli.options import add_kafka_options, add_log_options, kafka_settings, setup_logging
-from broker.ingest.auth import hash_token, load_tokens, new_token
-from broker.ingest.gateway import GatewayAccessLogger, GatewayConfig, make_app
-from broker.kafka.settings import KafkaSettings
-from broker.kafka.writer import KafkaBatchWriter, ProducerSettings
-from connectors.push import GatewayPusher, KafkaIngestPusher, PushStats, read_lines
-from connectors.simulate import SIMULATORS, SimOptions, parse_start, simulator, take
-from connectors.simulate.faults import FaultInjector, to_json_line
-from contracts import Contract, examples_dir, load_contracts
+from contracts import examples_dir
 from contracts.errors import RespublicaError
+
+if TYPE_CHECKING:
+    from broker.kafka.settings import KafkaSettings
+    from connectors.push import PushStats
+    from contracts import Contract
 
 TOKENS_ENV = "RESPUBLICA_GATEWAY_TOKENS"
 TOKEN_ENV = "RESPUBLICA_TOKEN"  # noqa: S105 - the name of a variable, not a token
+# The names of connectors.simulate.SIMULATORS, whose package takes a while to import: `--help`
+# must stay fast. tests/layout/test_cli_start.py checks that they agree.
+SIMULATOR_NAMES = ("mobility", "navigation", "rentals")
 
 
 def register(commands: Any) -> None:
@@ -85,6 +83,13 @@ def _register_gateway(commands: Any) -> None:
 
 
 def _gateway(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from broker.ingest.auth import load_tokens
+    from broker.ingest.gateway import GatewayAccessLogger, GatewayConfig, make_app
+    from broker.kafka.writer import KafkaBatchWriter, ProducerSettings
+    from contracts import load_contracts
+
     setup_logging(args)
     tokens = args.tokens or (Path(os.environ[TOKENS_ENV]) if os.environ.get(TOKENS_ENV) else None)
     if tokens is None:
@@ -102,6 +107,8 @@ def _gateway(args: argparse.Namespace) -> int:
 
 
 def _hash_token(args: argparse.Namespace) -> int:
+    from broker.ingest.auth import hash_token
+
     token = sys.stdin.readline().strip()
     if not token:
         msg = "no token on stdin"
@@ -111,6 +118,8 @@ def _hash_token(args: argparse.Namespace) -> int:
 
 
 def _new_token(args: argparse.Namespace) -> int:
+    from broker.ingest.auth import hash_token, new_token
+
     token = new_token()
     print(f"token:        {token}\ntoken_sha256: {hash_token(token)}")
     print("Give the token to the provider; put only token_sha256 in the tokens file.",
@@ -120,7 +129,7 @@ def _new_token(args: argparse.Namespace) -> int:
 
 def _register_simulate(commands: Any) -> None:
     sim = commands.add_parser("simulate", help="generate seeded synthetic provider events")
-    sim.add_argument("kind", choices=sorted(SIMULATORS), help="which example contract to feed")
+    sim.add_argument("kind", choices=SIMULATOR_NAMES, help="which example contract to feed")
     sim.add_argument("--events", type=int, default=10_000, help="number of good events (10000)")
     sim.add_argument("--seed", type=int, default=0, help="random seed (0)")
     sim.add_argument("--start", default=None,
@@ -137,6 +146,8 @@ def _register_simulate(commands: Any) -> None:
 
 
 def _simulate(args: argparse.Namespace) -> int:
+    from connectors.simulate import SimOptions, parse_start, simulator
+
     start = None if args.start is None else \
         int(time.time() * 1000) if args.start == "now" else parse_start(args.start)
     options = SimOptions(seed=args.seed, size=args.size,
@@ -155,6 +166,9 @@ def _simulate(args: argparse.Namespace) -> int:
 
 def _simulated_lines(records: Any, args: argparse.Namespace,
                      contract: Contract) -> tuple[Iterator[tuple[str, bytes]], Counter[str]]:
+    from connectors.simulate import take
+    from connectors.simulate.faults import FaultInjector, to_json_line
+
     tally: Counter[str] = Counter()
     wanted = args.stream or None
     injectors = {s.name: FaultInjector(contract, s.name, seed=args.seed) for s in contract.streams}
@@ -173,6 +187,8 @@ def _simulated_lines(records: Any, args: argparse.Namespace,
 
 
 def _example(contract_id: str) -> Contract:
+    from contracts import load_contracts
+
     contracts = {c.id: c for c in load_contracts([examples_dir()], now=datetime.now(UTC))}
     return contracts[contract_id]
 
@@ -187,6 +203,8 @@ def _register_replay(commands: Any) -> None:
 
 
 def _replay(args: argparse.Namespace) -> int:
+    from connectors.push import read_lines
+
     with ExitStack() as stack:
         handle: IO[bytes] = sys.stdin.buffer if str(args.file) == "-" else \
             stack.enter_context(args.file.open("rb"))
@@ -199,6 +217,8 @@ def _replay(args: argparse.Namespace) -> int:
 
 def _known_contract(contract_id: str) -> Contract | None:
     """The contract with this id among the configured ones, for its subject fields."""
+    from contracts import load_contracts
+
     try:
         contracts = load_contracts(default_contract_paths(), now=datetime.now(UTC))
     except RespublicaError:
@@ -213,6 +233,8 @@ def _deliver(lines: Iterator[tuple[str, bytes]], args: argparse.Namespace, contr
         if not token:
             msg = f"give the gateway token with --token or ${TOKEN_ENV}"
             raise RespublicaError(msg)
+        import asyncio
+
         return asyncio.run(_to_gateway(lines, args.to_gateway, token, contract_id, args))
     if args.to_kafka:
         subjects = {s.name: s.subject for s in contract.streams} if contract else {}
@@ -223,6 +245,8 @@ def _deliver(lines: Iterator[tuple[str, bytes]], args: argparse.Namespace, contr
 
 async def _to_gateway(lines: Iterator[tuple[str, bytes]], url: str, token: str,
                       contract_id: str, args: argparse.Namespace) -> PushStats:
+    from connectors.push import GatewayPusher
+
     async with GatewayPusher(url, token, contract_id, batch=args.batch,
                              rate=args.rate) as pusher:
         for stream, line in lines:
@@ -232,6 +256,8 @@ async def _to_gateway(lines: Iterator[tuple[str, bytes]], url: str, token: str,
 
 def _to_kafka(lines: Iterator[tuple[str, bytes]], kafka: KafkaSettings, contract_id: str,
               subjects: dict[str, str], rate: float | None) -> PushStats:
+    from connectors.push import KafkaIngestPusher
+
     pusher = KafkaIngestPusher(kafka, contract_id, subjects)
     try:
         for stream, line in _paced(lines, rate):
@@ -243,6 +269,8 @@ def _to_kafka(lines: Iterator[tuple[str, bytes]], kafka: KafkaSettings, contract
 
 def _to_file(lines: Iterator[tuple[str, bytes]], out: Path | None,
              rate: float | None) -> PushStats:
+    from connectors.push import PushStats
+
     stats = PushStats()
     started = time.monotonic()
     with ExitStack() as stack:

@@ -5,15 +5,22 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from broker.kafka.local import (
-    DEFAULT_PORT,
-    KAFKA_VERSION,
-    LocalKafka,
-    LocalKafkaConfig,
-    default_data_dir,
-)
+if TYPE_CHECKING:
+    from broker.kafka.local import LocalKafka
+
+# Copies of broker.kafka.settings.DEFAULT_PORT and broker.kafka.local.KAFKA_VERSION and
+# default_data_dir(), whose modules load pydantic: `--help` must stay fast.
+# tests/layout/test_cli_start.py checks that they agree.
+DEFAULT_PORT = 9092
+KAFKA_VERSION = "4.1.1"
+
+
+def _default_data_dir() -> Path:
+    """The broker's state when ``--data-dir`` is not given (for the help text)."""
+    env = os.environ.get("RESPUBLICA_CACHE")
+    return (Path(env) if env else Path.home() / ".cache" / "respublica") / "kafka-data"
 
 
 def register(commands: Any) -> None:
@@ -28,7 +35,7 @@ def register(commands: Any) -> None:
         sub.add_argument("--port", type=int, default=DEFAULT_PORT,
                          help=f"client port (controller uses port+1; default {DEFAULT_PORT})")
         sub.add_argument("--data-dir", type=Path, default=None,
-                         help=f"storage, pid and logs (default {default_data_dir()})")
+                         help=f"storage, pid and logs (default {_default_data_dir()})")
         sub.add_argument("--kafka-version", default=KAFKA_VERSION, help=argparse.SUPPRESS)
         sub.add_argument("--timeout", type=float, default=60.0,
                          help="seconds to wait for the broker to come up (default 60)")
@@ -36,6 +43,8 @@ def register(commands: Any) -> None:
 
 
 def _local(args: argparse.Namespace) -> LocalKafka:
+    from broker.kafka.local import LocalKafka, LocalKafkaConfig, default_data_dir
+
     config = LocalKafkaConfig(
         port=args.port,
         data_dir=args.data_dir or default_data_dir(),

@@ -9,12 +9,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry, start_http_server
-
 from broker.cli.contracts import default_contract_paths
 from broker.cli.options import add_kafka_options, add_log_options, kafka_settings, setup_logging
-from connectors.ingest import IngestValidator
-from contracts import load_contracts
 
 DEFAULT_GROUP = "respublica-validator"
 
@@ -35,6 +31,11 @@ def register(commands: Any) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    from connectors.ingest import IngestValidator
+    from contracts import load_contracts
+
     setup_logging(args)
     contracts = load_contracts(args.contracts or default_contract_paths(),
                                now=datetime.now(UTC))

@@ -13,9 +13,10 @@ from typing import Any
 
 from broker.cli.contracts import default_contract_paths
 from broker.cli.options import add_kafka_options, add_log_options, kafka_settings, setup_logging
-from broker.worker.engine import WorkerConfig, active_contracts, now_utc
-from broker.worker.keystore import MASTER_KEY_ENV, load_master_key
-from contracts import load_contracts
+
+# A copy of broker.worker.keystore.MASTER_KEY_ENV, whose module loads cryptography:
+# `--help` must stay fast. tests/layout/test_cli_start.py checks that they agree.
+MASTER_KEY_ENV = "RESPUBLICA_MASTER_KEY"
 
 
 def register(commands: Any) -> None:
@@ -42,7 +43,9 @@ def register(commands: Any) -> None:
 
 def _worker(args: argparse.Namespace) -> int:
     from broker.worker.app import run
-    from broker.worker.engine import Engine  # local: keeps `respublica --help` fast
+    from broker.worker.engine import Engine, WorkerConfig, active_contracts, now_utc
+    from broker.worker.keystore import load_master_key
+    from contracts import load_contracts
 
     setup_logging(args)
     contracts = load_contracts(args.contracts or default_contract_paths(), now=now_utc())

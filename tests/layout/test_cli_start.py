@@ -1,0 +1,88 @@
+"""``respublica --help`` and ``--version`` stay fast: importing the CLI loads no heavy library.
+
+Each command imports what it needs inside its handler. The few constants the parser shows in
+its help (defaults, choices) are copies of their owners' values, checked here to agree. Wall
+time is the benchmark's business, not a unit test's.
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from importlib.metadata import version
+from pathlib import Path
+
+import pytest
+
+from broker.cli import build_parser
+
+HEAVY = ("pydantic", "kafka", "aiokafka", "aiohttp", "faust", "fastavro", "h3", "pyarrow",
+         "prometheus_client", "yaml", "cryptography", "orjson")
+COMMANDS = ("kafka", "bench", "contracts", "plan", "apply", "worker", "validator", "gateway",
+            "simulate", "replay", "connect", "subscribe", "export", "schemas", "audit", "demo")
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "broker.cli", *args], capture_output=True,
+                          text=True, timeout=60, check=False)
+
+
+def test_importing_the_cli_loads_no_heavy_library() -> None:
+    code = "import sys, broker.cli; print(sorted(m for m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=60, check=True)
+    loaded = ast.literal_eval(result.stdout)
+    assert "broker.cli" in loaded
+    heavy = sorted(m for m in loaded if m.split(".")[0] in HEAVY)
+    assert heavy == []
+
+
+def test_version_prints_the_installed_version() -> None:
+    result = _cli("--version")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"respublica {version('respublica')}\n"
+
+
+def test_help_lists_every_command() -> None:
+    result = _cli("--help")
+    assert result.returncode == 0, result.stderr
+    listed = {line.split()[0] for line in result.stdout.splitlines()
+              if line.startswith("    ") and not line.startswith("     ")}
+    assert listed == set(COMMANDS)
+
+
+def test_the_parser_has_exactly_these_commands() -> None:
+    subparsers = next(a for a in build_parser()._actions if a.dest == "command")
+    assert subparsers.choices is not None
+    assert tuple(subparsers.choices) == COMMANDS
+
+
+def test_help_time_constants_agree_with_their_owners() -> None:
+    from broker.cli import contracts as cli_contracts
+    from broker.cli import ingest as cli_ingest
+    from broker.cli import kafka as cli_kafka
+    from broker.cli import worker as cli_worker
+    from broker.kafka import local, settings
+    from broker.worker import keystore
+    from connectors.simulate import SIMULATORS
+
+    assert cli_contracts.CONTRACTS_ENV == settings.CONTRACTS_ENV
+    assert cli_kafka.DEFAULT_PORT == settings.DEFAULT_PORT == local.DEFAULT_PORT
+    assert cli_kafka.KAFKA_VERSION == local.KAFKA_VERSION
+    assert cli_worker.MASTER_KEY_ENV == keystore.MASTER_KEY_ENV
+    assert cli_ingest.SIMULATOR_NAMES == tuple(sorted(SIMULATORS))
+
+
+@pytest.mark.parametrize("cache", [None, "/srv/respublica-cache"])
+def test_help_data_dir_agrees_with_the_broker(cache: str | None,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from broker.cli import kafka as cli_kafka
+    from broker.kafka import local
+
+    if cache is None:
+        monkeypatch.delenv("RESPUBLICA_CACHE", raising=False)
+    else:
+        monkeypatch.setenv("RESPUBLICA_CACHE", cache)
+    assert cli_kafka._default_data_dir() == local.default_data_dir()
+    assert isinstance(cli_kafka._default_data_dir(), Path)
