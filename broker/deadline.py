@@ -34,8 +34,9 @@ class Deadline:
         return time.monotonic() >= self.at
 
 
-def wait_for(condition: Callable[[], bool], timeout_s: float, what: str,
-             every_s: float = 0.1) -> float:
+def wait_for(
+    condition: Callable[[], bool], timeout_s: float, what: str, every_s: float = 0.1
+) -> float:
     """Poll ``condition`` until true; return the monotonic time it became true.
 
     Raises ``DeadlineExceeded`` ("timed out after 30s waiting for <what>") at the deadline.

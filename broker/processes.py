@@ -35,8 +35,10 @@ def peak_rss_mb(pid: int) -> float:
 def scrape(port: int) -> str:
     """A worker's ``/metrics`` text ("" while it does not answer)."""
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics",  # noqa: S310
-                                    timeout=2) as response:
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{port}/metrics",  # noqa: S310
+            timeout=2,
+        ) as response:
             return str(response.read().decode())
     except OSError:
         return ""
@@ -83,7 +85,9 @@ class Child:
         self.log = log
         with log.open("ab") as out:
             self.proc = subprocess.Popen(  # noqa: S603
-                [sys.executable, *args], stdout=out, stderr=subprocess.STDOUT,
+                [sys.executable, *args],
+                stdout=out,
+                stderr=subprocess.STDOUT,
                 env=dict(os.environ, PYTHONUNBUFFERED="1", **(env or {})),
             )
 

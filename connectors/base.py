@@ -86,8 +86,14 @@ class Source(Protocol):
 class Sink(Protocol):
     """Where validated and rejected records are written (a Kafka producer, a list in tests)."""
 
-    def send(self, topic: str, key: bytes | None, value: bytes, headers: Headers,
-             timestamp_ms: int | None = None) -> None:
+    def send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        headers: Headers,
+        timestamp_ms: int | None = None,
+    ) -> None:
         """Queue one record for ``topic``."""
         ...
 

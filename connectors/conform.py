@@ -70,8 +70,13 @@ def _compile(avro_type: Any, path: str, named: dict[str, Any]) -> Conformer:
 def _record(schema: Mapping[str, Any], path: str, named: dict[str, Any]) -> Conformer:
     prefix = f"{path}." if path else ""
     fields = [
-        (f["name"], _compile(f["type"], prefix + f["name"], named), "default" in f,
-         f.get("default"), prefix + f["name"])
+        (
+            f["name"],
+            _compile(f["type"], prefix + f["name"], named),
+            "default" in f,
+            f.get("default"),
+            prefix + f["name"],
+        )
         for f in schema.get("fields", [])
     ]
     names = frozenset(f[0] for f in fields)

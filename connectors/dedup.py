@@ -30,8 +30,9 @@ _MIN_BUCKET_MS = 1_000
 class DuplicateFilter:
     """A bounded, time-evicted set of the event ids of one stream."""
 
-    def __init__(self, horizon: timedelta, *, max_entries: int = DEFAULT_MAX_ENTRIES,
-                 buckets: int = 32) -> None:
+    def __init__(
+        self, horizon: timedelta, *, max_entries: int = DEFAULT_MAX_ENTRIES, buckets: int = 32
+    ) -> None:
         self._horizon_ms = max(0, int(horizon.total_seconds() * 1000))
         self._bucket_ms = max(_MIN_BUCKET_MS, self._horizon_ms // max(1, buckets))
         self._max_entries = max_entries
@@ -58,8 +59,9 @@ class DuplicateFilter:
         bucket = self._buckets.get(bucket_index)
         if bucket is None:
             self._buckets[bucket_index] = [key]
-            self._next_eviction_ms = min(self._next_eviction_ms,
-                                         (bucket_index + 1) * self._bucket_ms)
+            self._next_eviction_ms = min(
+                self._next_eviction_ms, (bucket_index + 1) * self._bucket_ms
+            )
         else:
             bucket.append(key)
         if len(index) > self._max_entries:

@@ -30,8 +30,16 @@ _log = logging.getLogger(__name__)
 class Emitter:
     """Validates records of one contract and writes the outcomes to a sink."""
 
-    def __init__(self, router: Router, contract_id: str, *, sink: Sink, connector: str,
-                 clock: Callable[[], int], metrics: IngestMetrics | None = None) -> None:
+    def __init__(
+        self,
+        router: Router,
+        contract_id: str,
+        *,
+        sink: Sink,
+        connector: str,
+        clock: Callable[[], int],
+        metrics: IngestMetrics | None = None,
+    ) -> None:
         self.router = router
         self.contract_id = contract_id
         self.sink = sink
@@ -44,8 +52,9 @@ class Emitter:
     def emit(self, stream: str, record: Mapping[str, Any] | bytes, source: str) -> Outcome:
         """Validate one record (a dict or JSON bytes) and send it to raw or the DLQ."""
         now_ms = self.clock()
-        outcome = self.router.validate_json(self.contract_id, stream, record, now_ms=now_ms,
-                                            connector=self.connector, source=source)
+        outcome = self.router.validate_json(
+            self.contract_id, stream, record, now_ms=now_ms, connector=self.connector, source=source
+        )
         if isinstance(outcome, Accepted):
             validator = self.router.validators[(self.contract_id, stream)]
             self.sink.send(validator.raw_topic, outcome.key, outcome.value, outcome.headers)
@@ -55,13 +64,20 @@ class Emitter:
         self.reject(stream, record, outcome, source)
         return outcome
 
-    def reject(self, stream: str, record: Mapping[str, Any] | bytes, rejected: Rejected,
-               source: str) -> None:
+    def reject(
+        self, stream: str, record: Mapping[str, Any] | bytes, rejected: Rejected, source: str
+    ) -> None:
         """Send a record the connector itself refused (or the validator did) to the DLQ."""
         original = record if isinstance(record, bytes) else _as_json(record)
-        _, value, headers = dlq_record(original, rejected, contract=self._contract(),
-                                       stream=stream, connector=self.connector, source=source,
-                                       now_ms=self.clock())
+        _, value, headers = dlq_record(
+            original,
+            rejected,
+            contract=self._contract(),
+            stream=stream,
+            connector=self.connector,
+            source=source,
+            now_ms=self.clock(),
+        )
         self.sink.send(f"dlq.{self.contract_id}.{stream}", None, value, headers)
         self.rejected[(stream, rejected.reason)] += 1
         self._count(stream, rejected.reason)
@@ -72,16 +88,22 @@ class Emitter:
 
     def _count(self, stream: str, reason: Reason | None) -> None:
         if self.metrics is not None:
-            self.metrics.add(self.contract_id, stream, self.connector, received=1,
-                             rejected={reason: 1} if reason is not None else {})
+            self.metrics.add(
+                self.contract_id,
+                stream,
+                self.connector,
+                received=1,
+                rejected={reason: 1} if reason is not None else {},
+            )
 
     def _contract(self) -> Any:
         return self.router.contracts.get(self.contract_id, self.contract_id)
 
 
 def _as_json(record: Mapping[str, Any]) -> bytes:
-    return json.dumps(record, separators=(",", ":"), ensure_ascii=False,
-                      default=str).encode("utf-8", "surrogatepass")
+    return json.dumps(record, separators=(",", ":"), ensure_ascii=False, default=str).encode(
+        "utf-8", "surrogatepass"
+    )
 
 
 class KafkaSink:
@@ -90,18 +112,28 @@ class KafkaSink:
     def __init__(self, kafka: KafkaSettings | str, *, role: str = "connector") -> None:
         settings = as_settings(kafka)
         try:
-            self._producer = KafkaProducer(**settings.kafka_python(role),
-                                           acks="all", enable_idempotence=True, linger_ms=10)
+            self._producer = KafkaProducer(
+                **settings.kafka_python(role), acks="all", enable_idempotence=True, linger_ms=10
+            )
         except (KafkaError, OSError) as exc:
             msg = f"cannot reach the Kafka cluster at {settings.bootstrap} ({type(exc).__name__})"
             raise ConnectorError(msg) from exc
         self._futures: list[Any] = []
 
-    def send(self, topic: str, key: bytes | None, value: bytes, headers: Headers,
-             timestamp_ms: int | None = None) -> None:
+    def send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        headers: Headers,
+        timestamp_ms: int | None = None,
+    ) -> None:
         """Queue one record."""
-        self._futures.append(self._producer.send(topic, key=key, value=value, headers=headers,
-                                                 timestamp_ms=timestamp_ms))
+        self._futures.append(
+            self._producer.send(
+                topic, key=key, value=value, headers=headers, timestamp_ms=timestamp_ms
+            )
+        )
 
     def flush(self) -> None:
         """Block until every queued record is acknowledged; ``ConnectorError`` if any failed."""

@@ -27,12 +27,26 @@ from connectors.base import ConnectorError
 
 SAME_PLACE_M = 100.0
 # Form factors of GBFS vehicle_types, mapped to the vehicle_type values of our MDS schema.
-FORM_FACTORS = {"bicycle": "bicycle", "cargo_bicycle": "bicycle", "scooter": "scooter_standing",
-                "scooter_standing": "scooter_standing", "scooter_seated": "scooter_seated",
-                "car": "car", "moped": "moped", "other": "other"}
-PROPULSION = {"human": "human", "electric_assist": "electric_assist", "electric": "electric",
-              "combustion": "combustion", "combustion_diesel": "combustion",
-              "hybrid": "electric", "plug_in_hybrid": "electric", "hydrogen_fuel_cell": "electric"}
+FORM_FACTORS = {
+    "bicycle": "bicycle",
+    "cargo_bicycle": "bicycle",
+    "scooter": "scooter_standing",
+    "scooter_standing": "scooter_standing",
+    "scooter_seated": "scooter_seated",
+    "car": "car",
+    "moped": "moped",
+    "other": "other",
+}
+PROPULSION = {
+    "human": "human",
+    "electric_assist": "electric_assist",
+    "electric": "electric",
+    "combustion": "combustion",
+    "combustion_diesel": "combustion",
+    "hybrid": "electric",
+    "plug_in_hybrid": "electric",
+    "hydrogen_fuel_cell": "electric",
+}
 _EVENT_IDS = uuid.UUID("6f1d0d2c-5a52-4c8e-9b1e-7c4f3a1f0b9e")  # namespace of derived ids
 
 
@@ -52,8 +66,9 @@ class GbfsVehicle:
     @property
     def state(self) -> str:
         """The ``event_type`` this observation stands for."""
-        return "unavailable" if self.is_disabled else "reserved" if self.is_reserved \
-            else "available"
+        return (
+            "unavailable" if self.is_disabled else "reserved" if self.is_reserved else "available"
+        )
 
 
 @dataclass(frozen=True)
@@ -125,10 +140,14 @@ def _vehicle(entry: Any) -> GbfsVehicle | None:
         return None  # docked vehicles (v3 station_id, no position) are not free-floating
     fuel = entry.get("current_fuel_percent")
     return GbfsVehicle(
-        vehicle_id=vehicle_id, lat=float(lat), lon=float(lon),
-        is_reserved=entry.get("is_reserved") is True, is_disabled=entry.get("is_disabled") is True,
-        vehicle_type_id=entry.get("vehicle_type_id") if isinstance(
-            entry.get("vehicle_type_id"), str) else None,
+        vehicle_id=vehicle_id,
+        lat=float(lat),
+        lon=float(lon),
+        is_reserved=entry.get("is_reserved") is True,
+        is_disabled=entry.get("is_disabled") is True,
+        vehicle_type_id=entry.get("vehicle_type_id")
+        if isinstance(entry.get("vehicle_type_id"), str)
+        else None,
         last_reported_ms=gbfs_time_ms(entry.get("last_reported")),
         fuel_percent=float(fuel) if _number(fuel) else None,
     )
@@ -143,11 +162,14 @@ def parse_station_status(doc: Any) -> tuple[int, tuple[StationStatus, ...]]:
             continue
         available = entry.get("num_vehicles_available", entry.get("num_bikes_available"))
         docks = entry.get("num_docks_available")
-        stations.append(StationStatus(
-            station_id=entry["station_id"],
-            vehicles_available=int(available) if _number(available) else 0,
-            docks_available=int(docks) if _number(docks) else None,
-            is_renting=entry.get("is_renting") is not False))
+        stations.append(
+            StationStatus(
+                station_id=entry["station_id"],
+                vehicles_available=int(available) if _number(available) else 0,
+                docks_available=int(docks) if _number(docks) else None,
+                is_renting=entry.get("is_renting") is not False,
+            )
+        )
     return ttl, tuple(stations)
 
 
@@ -159,7 +181,8 @@ def parse_vehicle_types(doc: Any) -> dict[str, tuple[str, str]]:
         if isinstance(entry, Mapping) and isinstance(entry.get("vehicle_type_id"), str):
             types[entry["vehicle_type_id"]] = (
                 FORM_FACTORS.get(str(entry.get("form_factor")), "other"),
-                PROPULSION.get(str(entry.get("propulsion_type")), "human"))
+                PROPULSION.get(str(entry.get("propulsion_type")), "human"),
+            )
     return types
 
 
@@ -169,14 +192,21 @@ def discover_feeds(doc: Any, language: str | None = None) -> dict[str, str]:
     feeds = data.get("feeds")
     if feeds is None:
         by_language = [v for k, v in data.items() if language in (None, k)]
-        feeds = by_language[0].get("feeds") if by_language and isinstance(
-            by_language[0], Mapping) else None
+        feeds = (
+            by_language[0].get("feeds")
+            if by_language and isinstance(by_language[0], Mapping)
+            else None
+        )
     if not isinstance(feeds, list):
         msg = "gbfs.json: no feeds list"
         raise ConnectorError(msg)
-    return {f["name"]: f["url"] for f in feeds
-            if isinstance(f, Mapping) and isinstance(f.get("name"), str)
-            and isinstance(f.get("url"), str)}
+    return {
+        f["name"]: f["url"]
+        for f in feeds
+        if isinstance(f, Mapping)
+        and isinstance(f.get("name"), str)
+        and isinstance(f.get("url"), str)
+    }
 
 
 def distance_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
@@ -188,8 +218,7 @@ def distance_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
 class RotationTracker:
     """Counts vehicle ids that came back to the feed at another place (a trip, unrotated)."""
 
-    def __init__(self, same_place_m: float = SAME_PLACE_M,
-                 memory_ms: int = 24 * 3_600_000) -> None:
+    def __init__(self, same_place_m: float = SAME_PLACE_M, memory_ms: int = 24 * 3_600_000) -> None:
         self.same_place_m = same_place_m
         self.memory_ms = memory_ms
         self._listed: dict[int, tuple[float, float]] = {}  # hash(id) -> position, last poll
@@ -215,9 +244,13 @@ class RotationTracker:
 class AvailabilityTracker:
     """Turns snapshots into ``vehicle_events`` records for what changed since the last one."""
 
-    def __init__(self, provider_id: str, feed_url: str,
-                 types: Mapping[str, tuple[str, str]] | None = None,
-                 same_place_m: float = SAME_PLACE_M) -> None:
+    def __init__(
+        self,
+        provider_id: str,
+        feed_url: str,
+        types: Mapping[str, tuple[str, str]] | None = None,
+        same_place_m: float = SAME_PLACE_M,
+    ) -> None:
         self.provider_id = provider_id
         self.feed_url = feed_url
         self.types = dict(types or {})
@@ -226,15 +259,19 @@ class AvailabilityTracker:
 
     def changes(self, snapshot: VehicleSnapshot) -> list[dict[str, Any]]:
         """Records for vehicles new to the feed, in a new state, or moved."""
-        records = [self._record(v, snapshot.last_updated_ms)
-                   for v in snapshot.vehicles if self._changed(v)]
+        records = [
+            self._record(v, snapshot.last_updated_ms) for v in snapshot.vehicles if self._changed(v)
+        ]
         self._last = {v.vehicle_id: v for v in snapshot.vehicles}
         return records
 
     def _changed(self, vehicle: GbfsVehicle) -> bool:
         last = self._last.get(vehicle.vehicle_id)
-        return last is None or last.state != vehicle.state or \
-            distance_m(last.lat, last.lon, vehicle.lat, vehicle.lon) > self.same_place_m
+        return (
+            last is None
+            or last.state != vehicle.state
+            or distance_m(last.lat, last.lon, vehicle.lat, vehicle.lon) > self.same_place_m
+        )
 
     def _record(self, vehicle: GbfsVehicle, updated_ms: int) -> dict[str, Any]:
         when = vehicle.last_reported_ms or updated_ms
@@ -244,10 +281,15 @@ class AvailabilityTracker:
         seed = f"{self.feed_url}|{vehicle.vehicle_id}|{vehicle.state}|{when}"
         fuel = vehicle.fuel_percent
         return {
-            "event_id": str(uuid.uuid5(_EVENT_IDS, seed)), "vehicle_id": vehicle.vehicle_id,
-            "provider_id": self.provider_id, "vehicle_type": vehicle_type,
-            "propulsion": propulsion, "event_type": vehicle.state, "timestamp": when,
-            "lat": vehicle.lat, "lon": vehicle.lon,
+            "event_id": str(uuid.uuid5(_EVENT_IDS, seed)),
+            "vehicle_id": vehicle.vehicle_id,
+            "provider_id": self.provider_id,
+            "vehicle_type": vehicle_type,
+            "propulsion": propulsion,
+            "event_type": vehicle.state,
+            "timestamp": when,
+            "lat": vehicle.lat,
+            "lon": vehicle.lon,
             "battery_pct": round(fuel * 100) if fuel is not None and 0 <= fuel <= 1 else None,
             "trip_id": None,
         }
@@ -255,4 +297,3 @@ class AvailabilityTracker:
 
 def _number(value: Any) -> TypeGuard[int | float]:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-

@@ -83,10 +83,14 @@ class IngestSettings:
 
     def producer(self, kafka: KafkaSettings) -> ProducerSettings:
         """The settings of the batch writer for raw and DLQ records."""
-        return ProducerSettings(kafka, role=self.role,
-                                linger_ms=self.linger_ms, max_batch_size=self.batch_size,
-                                ack_timeout_s=self.flush_timeout_s,
-                                compression=self.compression)
+        return ProducerSettings(
+            kafka,
+            role=self.role,
+            linger_ms=self.linger_ms,
+            max_batch_size=self.batch_size,
+            ack_timeout_s=self.flush_timeout_s,
+            compression=self.compression,
+        )
 
 
 @dataclass
@@ -112,14 +116,21 @@ class IngestStats:
 class IngestValidator:
     """Consume every ingest topic of the contracts, validate, produce to raw or DLQ."""
 
-    def __init__(self, contracts: Sequence[Contract], kafka: KafkaSettings | str, *,
-                 group_id: str,
-                 registry: CollectorRegistry, now_ms: Callable[[], int] = wall_clock_ms,
-                 settings: IngestSettings | None = None,
-                 metrics: IngestMetrics | None = None) -> None:
+    def __init__(
+        self,
+        contracts: Sequence[Contract],
+        kafka: KafkaSettings | str,
+        *,
+        group_id: str,
+        registry: CollectorRegistry,
+        now_ms: Callable[[], int] = wall_clock_ms,
+        settings: IngestSettings | None = None,
+        metrics: IngestMetrics | None = None,
+    ) -> None:
         self.settings = settings or IngestSettings()
-        self.router = Router(contracts, max_bytes=self.settings.max_bytes,
-                             future_skew=self.settings.future_skew)
+        self.router = Router(
+            contracts, max_bytes=self.settings.max_bytes, future_skew=self.settings.future_skew
+        )
         self.kafka = as_settings(kafka)
         self.group_id = group_id
         self.metrics = metrics if metrics is not None else IngestMetrics(registry)
@@ -142,8 +153,9 @@ class IngestValidator:
         """
         return asyncio.run(self.run_async(stop_event, max_idle_s=max_idle_s))
 
-    async def run_async(self, stop_event: threading.Event, *,
-                        max_idle_s: float | None = None) -> IngestStats:
+    async def run_async(
+        self, stop_event: threading.Event, *, max_idle_s: float | None = None
+    ) -> IngestStats:
         """``run`` for a caller that already has an event loop (same semantics)."""
         consumer = self._consumer()
         writer = KafkaBatchWriter(self.settings.producer(self.kafka))
@@ -156,9 +168,13 @@ class IngestValidator:
         finally:
             await _quietly(writer.close())
             await _quietly(consumer.stop())  # no auto-commit: stopping commits nothing
-        _log.info("validator stopped: %d consumed, %d accepted, %d rejected in %d batches",
-                  self.stats.consumed, self.stats.accepted, self.stats.rejected,
-                  self.stats.batches)
+        _log.info(
+            "validator stopped: %d consumed, %d accepted, %d rejected in %d batches",
+            self.stats.consumed,
+            self.stats.accepted,
+            self.stats.rejected,
+            self.stats.batches,
+        )
         return self.stats
 
     async def _start(self, consumer: AIOKafkaConsumer, writer: KafkaBatchWriter) -> None:
@@ -171,12 +187,18 @@ class IngestValidator:
         await self._check_topics(consumer)
         consumer.subscribe(self.ingest_topics)
 
-    async def _loop(self, consumer: AIOKafkaConsumer, writer: KafkaBatchWriter,
-                    stop_event: threading.Event, max_idle_s: float | None) -> None:
+    async def _loop(
+        self,
+        consumer: AIOKafkaConsumer,
+        writer: KafkaBatchWriter,
+        stop_event: threading.Event,
+        max_idle_s: float | None,
+    ) -> None:
         idle_since = time.monotonic()
         while not stop_event.is_set():
-            batch = await consumer.getmany(timeout_ms=self.settings.poll_timeout_ms,
-                                           max_records=self.settings.max_poll_records)
+            batch = await consumer.getmany(
+                timeout_ms=self.settings.poll_timeout_ms, max_records=self.settings.max_poll_records
+            )
             if not batch:
                 if max_idle_s is not None and time.monotonic() - idle_since >= max_idle_s:
                     return
@@ -191,8 +213,9 @@ class IngestValidator:
             self.stats.batches += 1
             idle_since = self.stats.last_commit_at = time.monotonic()
 
-    def _partition(self, out: list[OutRecord], topic: str, partition: int,
-                   records: Iterable[Any]) -> None:
+    def _partition(
+        self, out: list[OutRecord], topic: str, partition: int, records: Iterable[Any]
+    ) -> None:
         """Validate one partition's records, appending what to write to ``out``."""
         validator = self._by_topic[topic]
         raw_topic, dlq_topic = validator.raw_topic, validator.dlq_topic
@@ -208,9 +231,14 @@ class IngestValidator:
                 continue
             reasons[outcome.reason] += 1
             _, value, headers = dlq_record(
-                data, outcome, contract=validator.contract, stream=validator.stream.name,
-                connector=CONNECTOR, source=f"{topic}/{partition}/{record.offset}",
-                now_ms=now_ms)
+                data,
+                outcome,
+                contract=validator.contract,
+                stream=validator.stream.name,
+                connector=CONNECTOR,
+                source=f"{topic}/{partition}/{record.offset}",
+                now_ms=now_ms,
+            )
             out.append(OutRecord(dlq_topic, None, value, headers))
         self._count(validator, received, reasons)
 
@@ -220,20 +248,29 @@ class IngestValidator:
         self.stats.rejected += rejected
         self.stats.accepted += received - rejected
         self.stats.reasons.update(reasons)
-        self.metrics.add(validator.contract.id, validator.stream.name, CONNECTOR,
-                         received=received, rejected=reasons)
+        self.metrics.add(
+            validator.contract.id,
+            validator.stream.name,
+            CONNECTOR,
+            received=received,
+            rejected=reasons,
+        )
         if rejected:
             summary = ", ".join(f"{r.value}={n}" for r, n in sorted(reasons.items()))
-            _log.info("%s: %d received, %d rejected (%s)", validator.contract.topic_ingest(
-                validator.stream), received, rejected, summary)
+            _log.info(
+                "%s: %d received, %d rejected (%s)",
+                validator.contract.topic_ingest(validator.stream),
+                received,
+                rejected,
+                summary,
+            )
 
     async def _write(self, writer: KafkaBatchWriter, records: list[OutRecord]) -> None:
         """Write the batch; offsets are committed only if every record was acknowledged."""
         try:
             await writer.write(records)
         except KafkaUnavailable as exc:
-            msg = (f"{len(records)} records were not all acknowledged ({exc}); "
-                   "offsets not committed")
+            msg = f"{len(records)} records were not all acknowledged ({exc}); offsets not committed"
             raise ConnectorError(msg) from exc
 
     async def _commit(self, consumer: AIOKafkaConsumer) -> None:
@@ -246,9 +283,11 @@ class IngestValidator:
 
     def _consumer(self) -> AIOKafkaConsumer:
         return AIOKafkaConsumer(
-            **self.kafka.aiokafka(self.settings.role), group_id=self.group_id,
+            **self.kafka.aiokafka(self.settings.role),
+            group_id=self.group_id,
             enable_auto_commit=False,
-            auto_offset_reset="earliest", isolation_level="read_committed",
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
             max_poll_records=self.settings.max_poll_records,
             max_partition_fetch_bytes=4 * 1024 * 1024,
         )
@@ -265,12 +304,14 @@ class IngestValidator:
         except (KafkaError, OSError) as exc:
             msg = f"cannot list the topics of {self.kafka.bootstrap} ({type(exc).__name__})"
             raise ConnectorError(msg) from exc
-        needed = [t for v in self._by_topic.values()
-                  for t in (v.contract.topic_ingest(v.stream), v.raw_topic, v.dlq_topic)]
+        needed = [
+            t
+            for v in self._by_topic.values()
+            for t in (v.contract.topic_ingest(v.stream), v.raw_topic, v.dlq_topic)
+        ]
         missing = sorted(t for t in needed if t not in existing)
         if missing:
-            msg = (f"missing topics: {', '.join(missing)}; "
-                   "create them with `respublica apply`")
+            msg = f"missing topics: {', '.join(missing)}; create them with `respublica apply`"
             raise ConnectorError(msg)
 
 

@@ -21,15 +21,33 @@ from typing import Any, TypeGuard
 from connectors.base import ConnectorError
 
 _DERIVED = uuid.UUID("0b0f3d7e-2f4e-4a7c-9d53-3b8e1e5a6c21")
-STATE_EVENT = {"available": "available", "reserved": "reserved", "on_trip": "trip_start",
-               "non_operational": "unavailable", "removed": "unavailable",
-               "elsewhere": "unavailable", "stopped": "unavailable", "unknown": "unavailable"}
-TYPE_EVENT = {"trip_start": "trip_start", "trip_end": "trip_end",
-              "reservation_start": "reserved", "maintenance_pick_up": "maintenance_pick_up"}
-REASON_EVENT = {"user_pick_up": "trip_start", "user_drop_off": "trip_end",
-                "maintenance_pick_up": "maintenance_pick_up"}
-LEGACY_TYPE_EVENT = {"available": "available", "reserved": "reserved",
-                     "unavailable": "unavailable", "removed": "unavailable"}
+STATE_EVENT = {
+    "available": "available",
+    "reserved": "reserved",
+    "on_trip": "trip_start",
+    "non_operational": "unavailable",
+    "removed": "unavailable",
+    "elsewhere": "unavailable",
+    "stopped": "unavailable",
+    "unknown": "unavailable",
+}
+TYPE_EVENT = {
+    "trip_start": "trip_start",
+    "trip_end": "trip_end",
+    "reservation_start": "reserved",
+    "maintenance_pick_up": "maintenance_pick_up",
+}
+REASON_EVENT = {
+    "user_pick_up": "trip_start",
+    "user_drop_off": "trip_end",
+    "maintenance_pick_up": "maintenance_pick_up",
+}
+LEGACY_TYPE_EVENT = {
+    "available": "available",
+    "reserved": "reserved",
+    "unavailable": "unavailable",
+    "removed": "unavailable",
+}
 
 
 @dataclass(frozen=True)
@@ -61,8 +79,10 @@ def page(doc: Any, key: str, legacy_key: str) -> Page:
         raise ConnectorError(msg)
     links = doc.get("links")
     next_url = links.get("next") if isinstance(links, Mapping) else None
-    return Page(tuple(i for i in items if isinstance(i, Mapping)),
-                next_url if isinstance(next_url, str) and next_url else None)
+    return Page(
+        tuple(i for i in items if isinstance(i, Mapping)),
+        next_url if isinstance(next_url, str) and next_url else None,
+    )
 
 
 def event_record(item: Mapping[str, Any], defaults: VehicleDefaults) -> dict[str, Any]:
@@ -72,8 +92,9 @@ def event_record(item: Mapping[str, Any], defaults: VehicleDefaults) -> dict[str
     _put(record, "provider_id", item.get("provider_id"))
     record["vehicle_type"] = item.get("vehicle_type", defaults.vehicle_type)
     propulsion = item.get("propulsion_types")
-    record["propulsion"] = propulsion[0] if isinstance(propulsion, list) and propulsion \
-        else defaults.propulsion
+    record["propulsion"] = (
+        propulsion[0] if isinstance(propulsion, list) and propulsion else defaults.propulsion
+    )
     _put(record, "event_type", _event_type(item))
     _put(record, "timestamp", item.get("timestamp", item.get("event_time")))
     lat, lon = _event_point(item)
@@ -81,8 +102,9 @@ def event_record(item: Mapping[str, Any], defaults: VehicleDefaults) -> dict[str
     _put(record, "lon", lon)
     record["battery_pct"] = _battery(item)
     trips = item.get("trip_ids")
-    record["trip_id"] = trips[0] if isinstance(trips, list) and trips else \
-        item.get("associated_trip")
+    record["trip_id"] = (
+        trips[0] if isinstance(trips, list) and trips else item.get("associated_trip")
+    )
     record["event_id"] = item.get("event_id") or _derived_id(item, record)
     return record
 

@@ -28,8 +28,15 @@ class IngestMetrics:
         self.ingested = families.events_ingested
         self.rejected = families.events_rejected
 
-    def add(self, contract_id: str, stream: str, source: str, *, received: int,
-            rejected: Mapping[Reason, int]) -> None:
+    def add(
+        self,
+        contract_id: str,
+        stream: str,
+        source: str,
+        *,
+        received: int,
+        rejected: Mapping[Reason, int],
+    ) -> None:
         """Count a batch: ``received`` payloads, of which ``rejected`` by reason."""
         if received:
             self.ingested.labels(contract_id, stream, source).inc(received)

@@ -77,8 +77,9 @@ def aiohttp_fetch(session: aiohttp.ClientSession) -> Fetch:
     return fetch
 
 
-async def get_json(fetch: Fetch, url: str, what: str,
-                   headers: Mapping[str, str] | None = None) -> Any:
+async def get_json(
+    fetch: Fetch, url: str, what: str, headers: Mapping[str, str] | None = None
+) -> Any:
     """GET a JSON document that must answer 200."""
     response = await fetch(url, headers or {})
     if response.status != 200:
@@ -87,8 +88,12 @@ async def get_json(fetch: Fetch, url: str, what: str,
     return response.json(what)
 
 
-async def run_polls(poll_once: Callable[[], Awaitable[float]], clock: Clock,
-                    stop: asyncio.Event, max_polls: int | None = None) -> int:
+async def run_polls(
+    poll_once: Callable[[], Awaitable[float]],
+    clock: Clock,
+    stop: asyncio.Event,
+    max_polls: int | None = None,
+) -> int:
     """Call ``poll_once`` (which returns the seconds to wait) until stopped; returns polls."""
     polls = 0
     while not stop.is_set() and (max_polls is None or polls < max_polls):

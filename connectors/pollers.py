@@ -63,8 +63,9 @@ class GbfsStats:
 class GbfsPoller:
     """Availability events and rotation violations from a GBFS v2.3 or v3 system."""
 
-    def __init__(self, settings: GbfsSettings, fetch: Fetch, emitter: Emitter,
-                 violations: Counter) -> None:
+    def __init__(
+        self, settings: GbfsSettings, fetch: Fetch, emitter: Emitter, violations: Counter
+    ) -> None:
         self.settings = settings
         self.fetch = fetch
         self.emitter = emitter
@@ -78,8 +79,9 @@ class GbfsPoller:
         """Read the vehicle feed (and stations, if any); returns seconds until the next poll."""
         feeds = await self._discover()
         tracker = await self._tracker(feeds)
-        snapshot = gbfs.parse_vehicle_feed(await get_json(self.fetch, feeds["vehicles"],
-                                                          "vehicle feed"))
+        snapshot = gbfs.parse_vehicle_feed(
+            await get_json(self.fetch, feeds["vehicles"], "vehicle feed")
+        )
         self.stats.polls += 1
         found = self.rotation.observe(snapshot)
         self.stats.violations += found
@@ -91,7 +93,8 @@ class GbfsPoller:
         self.emitter.flush()
         if "stations" in feeds:
             _, stations = gbfs.parse_station_status(
-                await get_json(self.fetch, feeds["stations"], "station_status"))
+                await get_json(self.fetch, feeds["stations"], "station_status")
+            )
             self.stats.stations = len(stations)
         return max(float(snapshot.ttl_s), self.settings.min_interval_s)
 
@@ -105,20 +108,32 @@ class GbfsPoller:
                     msg = "gbfs.json lists no vehicle_status or free_bike_status feed"
                     raise ConnectorError(msg)
                 self._feeds = {"vehicles": vehicles}
-                self._feeds.update({key: named[name] for key, name in
-                                    (("types", "vehicle_types"), ("stations", "station_status"))
-                                    if name in named})
+                self._feeds.update(
+                    {
+                        key: named[name]
+                        for key, name in (
+                            ("types", "vehicle_types"),
+                            ("stations", "station_status"),
+                        )
+                        if name in named
+                    }
+                )
             else:
                 self._feeds = {"vehicles": url}
         return self._feeds
 
     async def _tracker(self, feeds: dict[str, str]) -> gbfs.AvailabilityTracker:
         if self._availability is None:
-            types = gbfs.parse_vehicle_types(await get_json(
-                self.fetch, feeds["types"], "vehicle_types")) if "types" in feeds else {}
+            types = (
+                gbfs.parse_vehicle_types(
+                    await get_json(self.fetch, feeds["types"], "vehicle_types")
+                )
+                if "types" in feeds
+                else {}
+            )
             self._availability = gbfs.AvailabilityTracker(
-                self.settings.provider_id, self.settings.source, types,
-                self.settings.same_place_m)
+                self.settings.provider_id, self.settings.source, types, self.settings.same_place_m
+            )
         return self._availability
 
 
@@ -133,10 +148,14 @@ class MdsEndpoint:
     params: tuple[str, str] = ("start_time", "end_time")
 
 
-MDS_2_0 = (MdsEndpoint("events", "/events/recent", "vehicle_events"),
-           MdsEndpoint("trips", "/trips", "trips", style="hour"))
-MDS_1_X = (MdsEndpoint("status_changes", "/status_changes", "vehicle_events"),
-           MdsEndpoint("trips", "/trips", "trips", params=("min_end_time", "max_end_time")))
+MDS_2_0 = (
+    MdsEndpoint("events", "/events/recent", "vehicle_events"),
+    MdsEndpoint("trips", "/trips", "trips", style="hour"),
+)
+MDS_1_X = (
+    MdsEndpoint("status_changes", "/status_changes", "vehicle_events"),
+    MdsEndpoint("trips", "/trips", "trips", params=("min_end_time", "max_end_time")),
+)
 
 
 @dataclass(frozen=True)
@@ -157,8 +176,7 @@ class MdsSettings:
 class MdsPoller:
     """Incremental, resumable pulls of an MDS Provider API."""
 
-    def __init__(self, settings: MdsSettings, fetch: Fetch, clock: Clock,
-                 emitter: Emitter) -> None:
+    def __init__(self, settings: MdsSettings, fetch: Fetch, clock: Clock, emitter: Emitter) -> None:
         self.settings = settings
         self.fetch = fetch
         self.clock = clock
@@ -173,8 +191,9 @@ class MdsPoller:
         return self.settings.interval_s
 
     async def _pull(self, endpoint: MdsEndpoint) -> None:
-        state = self.state.setdefault(endpoint.name, {"since_ms": self.settings.since_ms,
-                                                      "next_url": None, "until_ms": None})
+        state = self.state.setdefault(
+            endpoint.name, {"since_ms": self.settings.since_ms, "next_url": None, "until_ms": None}
+        )
         # Catch up query after query (hour after hour) until the endpoint is up to date.
         while (url := state["next_url"] or self._query(endpoint, state)) is not None:
             while url:
@@ -208,8 +227,9 @@ class MdsPoller:
         return f"{self._base()}{endpoint.path}?{start}={since}&{end}={until}"
 
     def _page(self, endpoint: MdsEndpoint, doc: Any, state: dict[str, Any]) -> str | None:
-        key, legacy = ("trips", "trips") if endpoint.stream == "trips" else \
-            ("events", "status_changes")
+        key, legacy = (
+            ("trips", "trips") if endpoint.stream == "trips" else ("events", "status_changes")
+        )
         page = mds.page(doc, key, legacy)
         self.pages += 1
         to_record = mds.trip_record if endpoint.stream == "trips" else mds.event_record
@@ -224,8 +244,10 @@ class MdsPoller:
         return page.next_url
 
     def _headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.settings.token}",
-                "Accept": f"application/vnd.mds+json;version={self.settings.version}"}
+        return {
+            "Authorization": f"Bearer {self.settings.token}",
+            "Accept": f"application/vnd.mds+json;version={self.settings.version}",
+        }
 
     def _base(self) -> str:
         return self.settings.base_url.rstrip("/")

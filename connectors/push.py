@@ -42,8 +42,10 @@ class PushStats:
         reasons = ", ".join(f"{r}={n}" for r, n in sorted(self.rejected.items())) or "none"
         statuses = ", ".join(f"{s}x{n}" for s, n in sorted(self.statuses.items())) or "-"
         rate = self.sent / self.elapsed_s if self.elapsed_s else 0.0
-        return (f"sent {self.sent} events in {self.elapsed_s:.1f}s ({rate:,.0f}/s): "
-                f"{self.accepted} accepted; rejected: {reasons}; HTTP: {statuses}")
+        return (
+            f"sent {self.sent} events in {self.elapsed_s:.1f}s ({rate:,.0f}/s): "
+            f"{self.accepted} accepted; rejected: {reasons}; HTTP: {statuses}"
+        )
 
 
 class RateLimit:
@@ -66,8 +68,16 @@ class RateLimit:
 class GatewayPusher:
     """Batches lines per stream and POSTs them to ``/v1/contracts/<c>/streams/<s>/events``."""
 
-    def __init__(self, base_url: str, token: str, contract_id: str, *, batch: int = 500,
-                 rate: float | None = None, timeout_s: float = 60.0) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        token: str,
+        contract_id: str,
+        *,
+        batch: int = 500,
+        rate: float | None = None,
+        timeout_s: float = 60.0,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.contract_id = contract_id
         self.batch = batch
@@ -117,8 +127,9 @@ class GatewayPusher:
         url = f"{self.base_url}/v1/contracts/{self.contract_id}/streams/{stream}/events"
         started = time.perf_counter()
         try:
-            async with self._session.post(url, data=b"\n".join(lines),
-                                          headers=self._headers) as response:
+            async with self._session.post(
+                url, data=b"\n".join(lines), headers=self._headers
+            ) as response:
                 body = await response.read()
                 status = response.status
         except (aiohttp.ClientError, TimeoutError) as exc:
@@ -145,8 +156,9 @@ class GatewayPusher:
 class KafkaIngestPusher:
     """Produces lines as JSON values to ``ingest.<c>.<s>``, keyed by the subject when known."""
 
-    def __init__(self, kafka: KafkaSettings | str, contract_id: str,
-                 subjects: dict[str, str]) -> None:
+    def __init__(
+        self, kafka: KafkaSettings | str, contract_id: str, subjects: dict[str, str]
+    ) -> None:
         settings = as_settings(kafka)
         self.contract_id = contract_id
         self.subjects = subjects  # stream -> subject field
@@ -154,8 +166,9 @@ class KafkaIngestPusher:
         self._futures: list[Any] = []
         self._started = time.monotonic()
         try:
-            self._producer = KafkaProducer(**settings.kafka_python("push"), acks="all",
-                                           enable_idempotence=True, linger_ms=20)
+            self._producer = KafkaProducer(
+                **settings.kafka_python("push"), acks="all", enable_idempotence=True, linger_ms=20
+            )
         except (KafkaError, OSError) as exc:
             msg = f"cannot reach the Kafka cluster at {settings.bootstrap} ({type(exc).__name__})"
             raise ConnectorError(msg) from exc

@@ -34,8 +34,13 @@ from contracts.model import Stream
 
 DAY_MS = 86_400_000
 WHOLE_ROW = ""  # the field path of a problem with the row as a whole
-SDEP_NAMES = {"activityId": "event_id", "registrationNumber": "registration_number",
-              "url": "listing_url", "unitType": "unit_type", "numberOfGuests": "guests"}
+SDEP_NAMES = {
+    "activityId": "event_id",
+    "registrationNumber": "registration_number",
+    "url": "listing_url",
+    "unitType": "unit_type",
+    "numberOfGuests": "guests",
+}
 
 
 @dataclass(frozen=True)
@@ -70,16 +75,18 @@ class ImportReport:
     rejections: list[RowRejection] = field(default_factory=list)
 
 
-def import_activity(data: bytes, fmt: str, emitter: Emitter, stream: Stream,
-                    *, source: str = "rentals-file") -> ImportReport:
+def import_activity(
+    data: bytes, fmt: str, emitter: Emitter, stream: Stream, *, source: str = "rentals-file"
+) -> ImportReport:
     """Validate every row of a CSV or JSON file and emit it to raw or the DLQ."""
     report = ImportReport()
     for row in read_rows(data, fmt, stream):
         report.rows += 1
         where = f"{source}#row={row.number}"
         if isinstance(row.record, Rejected):
-            emitter.reject(stream.name, dict(row.raw) if row.raw is not None else b"",
-                           row.record, where)
+            emitter.reject(
+                stream.name, dict(row.raw) if row.raw is not None else b"", row.record, where
+            )
             outcome: Accepted | Rejected = row.record
         else:
             outcome = emitter.emit(stream.name, row.record, where)
@@ -87,7 +94,8 @@ def import_activity(data: bytes, fmt: str, emitter: Emitter, stream: Stream,
             report.accepted += 1
         else:
             report.rejections.append(
-                RowRejection(row.number, outcome.reason.value, outcome.field_path))
+                RowRejection(row.number, outcome.reason.value, outcome.field_path)
+            )
     emitter.flush()
     return report
 
@@ -143,8 +151,9 @@ class _BadCell(Exception):  # noqa: N818 - control flow: a cell that cannot be c
         self.reason = reason
 
 
-def _typed(row: Mapping[str | None, Any], fields: Mapping[str, AvroField],
-           stream: Stream) -> dict[str, Any]:
+def _typed(
+    row: Mapping[str | None, Any], fields: Mapping[str, AvroField], stream: Stream
+) -> dict[str, Any]:
     """CSV cells (strings) converted to the schema's types; empty cells are left out."""
     if None in row:  # more cells than header columns
         raise _BadCell(WHOLE_ROW, Reason.UNKNOWN_FIELD)
@@ -175,8 +184,11 @@ def _convert(name: str, cell: str, spec: AvroField, stream: Stream) -> Any:
 
 def _from_sdep(item: Mapping[str, Any], stream: Stream) -> dict[str, Any]:
     """An item with our field names or the single digital entry point's, as a record."""
-    record = {SDEP_NAMES.get(k, k): v for k, v in item.items()
-              if k not in ("address", "countryOfGuests", "temporal", "location", "areaId")}
+    record = {
+        SDEP_NAMES.get(k, k): v
+        for k, v in item.items()
+        if k not in ("address", "countryOfGuests", "temporal", "location", "areaId")
+    }
     address = item.get("address")
     if isinstance(address, Mapping):
         record["address"] = _address_line(address)
@@ -232,4 +244,3 @@ def _time_ms(path: str, value: Any) -> int:
 
 def _nights(start_ms: int, end_ms: int) -> int:
     return round((end_ms - start_ms) / DAY_MS)
-

@@ -75,10 +75,16 @@ def _ms(delta: timedelta) -> int:
 class StreamValidator:
     """Validates payloads for one stream of one contract. Not thread-safe (the dedup set)."""
 
-    def __init__(self, contract: Contract, stream_name: str, *, schemas: Schemas,
-                 max_bytes: int = DEFAULT_MAX_BYTES,
-                 future_skew: timedelta = DEFAULT_FUTURE_SKEW,
-                 dedup: DuplicateFilter | None = None) -> None:
+    def __init__(
+        self,
+        contract: Contract,
+        stream_name: str,
+        *,
+        schemas: Schemas,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        future_skew: timedelta = DEFAULT_FUTURE_SKEW,
+        dedup: DuplicateFilter | None = None,
+    ) -> None:
         stream = contract.stream(stream_name)
         self.contract = contract
         self.stream = stream
@@ -123,8 +129,9 @@ class StreamValidator:
             return self.validate_avro(payload, now_ms=now_ms, connector=connector, source=source)
         return self.validate_json(payload, now_ms=now_ms, connector=connector, source=source)
 
-    def validate_json(self, payload: bytes | Mapping[str, Any], *, now_ms: int, connector: str,
-                      source: str) -> Outcome:
+    def validate_json(
+        self, payload: bytes | Mapping[str, Any], *, now_ms: int, connector: str, source: str
+    ) -> Outcome:
         """A JSON object as bytes, or already parsed (the gateway parses request bodies).
 
         The size cap applies to bytes only: a caller passing a parsed object has capped the
@@ -134,18 +141,19 @@ class StreamValidator:
         try:
             return self._json(payload, now_ms, connector)
         except Exception as exc:  # a bug of ours must not stop the stream; log the type only
-            _log.error("internal error validating JSON for %s: %s", self.raw_topic,
-                       type(exc).__name__)
+            _log.error(
+                "internal error validating JSON for %s: %s", self.raw_topic, type(exc).__name__
+            )
             return _INTERNAL
 
-    def validate_avro(self, payload: bytes, *, now_ms: int, connector: str,
-                      source: str) -> Outcome:
+    def validate_avro(self, payload: bytes, *, now_ms: int, connector: str, source: str) -> Outcome:
         """A Confluent-framed Avro value written with this stream's schema."""
         try:
             return self._avro(payload, now_ms, connector)
         except Exception as exc:  # a bug of ours must not stop the stream; log the type only
-            _log.error("internal error validating Avro for %s: %s", self.raw_topic,
-                       type(exc).__name__)
+            _log.error(
+                "internal error validating Avro for %s: %s", self.raw_topic, type(exc).__name__
+            )
             return _INTERNAL
 
     def _json(self, payload: bytes | Mapping[str, Any], now_ms: int, connector: str) -> Outcome:
@@ -173,8 +181,9 @@ class StreamValidator:
         try:
             sid = read_header(data)
             if sid != self.schema.schema_id:
-                reason = Reason.SCHEMA_MISMATCH if sid in self._schemas else \
-                    Reason.AVRO_UNKNOWN_SCHEMA
+                reason = (
+                    Reason.SCHEMA_MISMATCH if sid in self._schemas else Reason.AVRO_UNKNOWN_SCHEMA
+                )
                 return Rejected.of(reason)
             record = decode_body(data, self.schema.parsed)
         except SerializationError as exc:
@@ -203,13 +212,15 @@ class StreamValidator:
         event_id_field = stream.event_id
         if event_id_field is not None:
             event_id = record.get(event_id_field)
-            if event_id is not None and self.dedup.seen(event_id, event_time_ms=event_time,
-                                                        now_ms=now_ms):
+            if event_id is not None and self.dedup.seen(
+                event_id, event_time_ms=event_time, now_ms=now_ms
+            ):
                 return Rejected(Reason.DUPLICATE_EVENT, event_id_field, Stage.SEMANTIC)
         return None
 
-    def _check_location(self, record: Mapping[str, Any], lat_field: str,
-                        lon_field: str) -> Rejected | None:
+    def _check_location(
+        self, record: Mapping[str, Any], lat_field: str, lon_field: str
+    ) -> Rejected | None:
         lat, lon = record.get(lat_field), record.get(lon_field)
         if lat is None or lon is None:
             return None  # a nullable position left empty: nothing to place
@@ -224,18 +235,26 @@ class StreamValidator:
     def _encode(self, record: Mapping[str, Any]) -> bytes:
         return self._write(record)
 
-    def _accept(self, record: Mapping[str, Any], value: bytes, now_ms: int,
-                connector: str) -> Accepted:
+    def _accept(
+        self, record: Mapping[str, Any], value: bytes, now_ms: int, connector: str
+    ) -> Accepted:
         subject = record.get(self.stream.subject)
-        key = subject.encode() if type(subject) is str else \
-            b"" if subject is None else str(subject).encode()
+        key = (
+            subject.encode()
+            if type(subject) is str
+            else b""
+            if subject is None
+            else str(subject).encode()
+        )
         headers = self._headers.get((connector, now_ms))
         if headers is None:  # one set per connector and clock reading, copied per record
             if len(self._headers) > 64:
                 self._headers.clear()
             headers = self._headers[connector, now_ms] = [
-                *self._static_headers, (H_CONNECTOR, connector.encode()),
-                (H_RECEIVED_AT, str(now_ms).encode())]
+                *self._static_headers,
+                (H_CONNECTOR, connector.encode()),
+                (H_RECEIVED_AT, str(now_ms).encode()),
+            ]
         return Accepted(key, value, headers.copy(), record[self.stream.event_time])
 
 
@@ -262,8 +281,16 @@ def _parse_json(data: bytes) -> Any:
         return Rejected(Reason.MALFORMED_JSON, "", Stage.DECODE)
 
 
-def dlq_record(original: bytes, rejected: Rejected, *, contract: Contract | str, stream: str,
-               connector: str, source: str, now_ms: int) -> tuple[None, bytes, Headers]:
+def dlq_record(
+    original: bytes,
+    rejected: Rejected,
+    *,
+    contract: Contract | str,
+    stream: str,
+    connector: str,
+    source: str,
+    now_ms: int,
+) -> tuple[None, bytes, Headers]:
     """``(key, value, headers)`` of the dead-letter record for a rejected payload.
 
     The value is the original payload, unchanged (the size cap applied before decoding); the
@@ -290,16 +317,23 @@ def dlq_record(original: bytes, rejected: Rejected, *, contract: Contract | str,
 class Router:
     """The validators of a set of contracts, by (contract id, stream name)."""
 
-    def __init__(self, contracts: Iterable[Contract], *, schemas: Schemas | None = None,
-                 max_bytes: int = DEFAULT_MAX_BYTES,
-                 future_skew: timedelta = DEFAULT_FUTURE_SKEW) -> None:
+    def __init__(
+        self,
+        contracts: Iterable[Contract],
+        *,
+        schemas: Schemas | None = None,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        future_skew: timedelta = DEFAULT_FUTURE_SKEW,
+    ) -> None:
         contracts = list(contracts)
         self.schemas = schemas if schemas is not None else Schemas.from_contracts(contracts)
         self.contracts: dict[str, Contract] = {c.id: c for c in contracts}
         self.validators: dict[tuple[str, str], StreamValidator] = {
-            (c.id, s.name): StreamValidator(c, s.name, schemas=self.schemas,
-                                            max_bytes=max_bytes, future_skew=future_skew)
-            for c in contracts for s in c.streams
+            (c.id, s.name): StreamValidator(
+                c, s.name, schemas=self.schemas, max_bytes=max_bytes, future_skew=future_skew
+            )
+            for c in contracts
+            for s in c.streams
         }
 
     def route(self, contract_id: str, stream: str) -> StreamValidator | Rejected:
@@ -311,25 +345,48 @@ class Router:
             return Rejected(Reason.UNKNOWN_CONTRACT, "", Stage.ROUTE)
         return Rejected(Reason.UNKNOWN_STREAM, "", Stage.ROUTE)
 
-    def validate(self, contract_id: str, stream: str, payload: bytes, *, now_ms: int,
-                 connector: str, source: str) -> Outcome:
+    def validate(
+        self,
+        contract_id: str,
+        stream: str,
+        payload: bytes,
+        *,
+        now_ms: int,
+        connector: str,
+        source: str,
+    ) -> Outcome:
         """Route, then ``StreamValidator.validate`` (format detected from the first byte)."""
         target = self.route(contract_id, stream)
         if isinstance(target, Rejected):
             return target
         return target.validate(payload, now_ms=now_ms, connector=connector, source=source)
 
-    def validate_json(self, contract_id: str, stream: str,
-                      payload: bytes | Mapping[str, Any], *, now_ms: int, connector: str,
-                      source: str) -> Outcome:
+    def validate_json(
+        self,
+        contract_id: str,
+        stream: str,
+        payload: bytes | Mapping[str, Any],
+        *,
+        now_ms: int,
+        connector: str,
+        source: str,
+    ) -> Outcome:
         """Route, then ``StreamValidator.validate_json``."""
         target = self.route(contract_id, stream)
         if isinstance(target, Rejected):
             return target
         return target.validate_json(payload, now_ms=now_ms, connector=connector, source=source)
 
-    def validate_avro(self, contract_id: str, stream: str, payload: bytes, *, now_ms: int,
-                      connector: str, source: str) -> Outcome:
+    def validate_avro(
+        self,
+        contract_id: str,
+        stream: str,
+        payload: bytes,
+        *,
+        now_ms: int,
+        connector: str,
+        source: str,
+    ) -> Outcome:
         """Route, then ``StreamValidator.validate_avro``."""
         target = self.route(contract_id, stream)
         if isinstance(target, Rejected):

@@ -44,8 +44,11 @@ def parse_feed(doc: Any) -> Iterator[Report]:
     for index, item in enumerate(_items(doc, "jams")):
         record = jam_record(item)
         delay = item.get("delay")
-        rejected = Rejected(Reason.OUT_OF_RANGE, "delay", Stage.SEMANTIC) \
-            if isinstance(delay, int | float) and delay < 0 else None
+        rejected = (
+            Rejected(Reason.OUT_OF_RANGE, "delay", Stage.SEMANTIC)
+            if isinstance(delay, int | float) and delay < 0
+            else None
+        )
         yield Report("jams", _uuid(item), index, record, rejected)
 
 

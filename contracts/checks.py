@@ -310,8 +310,10 @@ def _noise(path: str, view: View, noise: Noise) -> Iterator[Issue]:
     # exact values beside the noisy ones.
     for j, measure in enumerate(view.measures):
         if isinstance(measure, MeanMeasure | QuantilesMeasure):
-            yield Issue(f"{path}.measures[{j}]",
-                        "mean and quantiles cannot be published with noise (exact values)")
+            yield Issue(
+                f"{path}.measures[{j}]",
+                "mean and quantiles cannot be published with noise (exact values)",
+            )
 
 
 def releases_per_period(view: View) -> int:

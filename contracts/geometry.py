@@ -76,8 +76,13 @@ class Region:
         west, east = min(p[0] for p in points), max(p[0] for p in points)
         south, north = min(p[1] for p in points), max(p[1] for p in points)
         corners = {(west, south), (east, south), (east, north), (west, north)}
-        is_box = (len(frozen) == 1 and len(frozen[0]) == 1 and set(frozen[0][0]) == corners
-                  and west < east and south < north)
+        is_box = (
+            len(frozen) == 1
+            and len(frozen[0]) == 1
+            and set(frozen[0][0]) == corners
+            and west < east
+            and south < north
+        )
         return cls(frozen, west, south, east, north, is_box)
 
     @property

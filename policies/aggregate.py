@@ -56,8 +56,20 @@ def add_exact(partials: list[float], x: float) -> None:
 class Partial:
     """Cumulative state of one (window_start, group, source); see the module docstring."""
 
-    __slots__ = ("window_start", "group", "source", "through", "events", "subjects",
-                 "distinct", "sums", "counts", "values", "dirty", "_frozen_json")
+    __slots__ = (
+        "window_start",
+        "group",
+        "source",
+        "through",
+        "events",
+        "subjects",
+        "distinct",
+        "sums",
+        "counts",
+        "values",
+        "dirty",
+        "_frozen_json",
+    )
 
     def __init__(self, window_start: int, group: GroupKey, source: str) -> None:
         self.window_start = window_start
@@ -286,8 +298,7 @@ class Aggregator:
             part.dirty = False
         self._dirty = []
         limit = self.watermark - self.spec.window_ms
-        closed = [key for key, part in self._open.items()
-                  if final or part.window_start <= limit]
+        closed = [key for key, part in self._open.items() if final or part.window_start <= limit]
         out = []
         for key in closed:
             part = self._open.pop(key)

@@ -169,8 +169,14 @@ class Release:
             for g in self.groups
         )
         return (
-            self.contract, self.view, self.window.start, self.window.end,
-            tuple(groups), self.report, self.key_ids, round(self.epsilon, 9),
+            self.contract,
+            self.view,
+            self.window.start,
+            self.window.end,
+            tuple(groups),
+            self.report,
+            self.key_ids,
+            round(self.epsilon, 9),
         )
 
     def __eq__(self, other: object) -> bool:

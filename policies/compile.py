@@ -57,15 +57,21 @@ class CompiledView:
         return Merger(self.spec, sources, self.noise_key)
 
 
-def compile_spec(spec: ViewSpec, *, keyring: KeyRing, noise_key: bytes | None = None,
-                 pseudonymiser: Pseudonymiser | None = None) -> CompiledView:
+def compile_spec(
+    spec: ViewSpec,
+    *,
+    keyring: KeyRing,
+    noise_key: bytes | None = None,
+    pseudonymiser: Pseudonymiser | None = None,
+) -> CompiledView:
     """Compile a hand-built ``ViewSpec`` (tests, benchmarks)."""
     pz = pseudonymiser or Pseudonymiser(keyring, spec.contract)
     return CompiledView(spec, pz, noise_key)
 
 
-def compile_contract(contract: Any, *, keyring: KeyRing,
-                     noise_key: bytes | None = None) -> dict[str, CompiledView]:
+def compile_contract(
+    contract: Any, *, keyring: KeyRing, noise_key: bytes | None = None
+) -> dict[str, CompiledView]:
     """One pipeline per view of a loaded ``contracts.model.Contract``, keyed by view name.
 
     Views of one contract share a ``Pseudonymiser`` (same keys, same cache). Raises
@@ -78,6 +84,7 @@ def compile_contract(contract: Any, *, keyring: KeyRing,
         if spec.noise is not None and noise_key is None:
             msg = f"view {view.name} has noise: a noise key is required"
             raise PolicyError(msg)
-        pipelines[view.name] = compile_spec(spec, keyring=keyring, noise_key=noise_key,
-                                            pseudonymiser=pseudonymiser)
+        pipelines[view.name] = compile_spec(
+            spec, keyring=keyring, noise_key=noise_key, pseudonymiser=pseudonymiser
+        )
     return pipelines

@@ -31,11 +31,15 @@ _TWO53 = float(2**53)
 INTEGER_KINDS = ("count", "distinct_subjects", "distinct")
 
 
-def uniforms(key: bytes, contract: str, view: str, window_start: int,
-             group: Mapping[str, Any], measure: str) -> tuple[float, float]:
+def uniforms(
+    key: bytes, contract: str, view: str, window_start: int, group: Mapping[str, Any], measure: str
+) -> tuple[float, float]:
     """Two uniforms in (0, 1], a pure function of the key and the cell being released."""
-    label = json.dumps([contract, view, window_start, sorted(group.items()), measure],
-                       separators=(",", ":"), default=str)
+    label = json.dumps(
+        [contract, view, window_start, sorted(group.items()), measure],
+        separators=(",", ":"),
+        default=str,
+    )
     digest = hmac.digest(key, label.encode(), hashlib.sha256)
     a = int.from_bytes(digest[:8], "big") >> 11
     b = int.from_bytes(digest[8:16], "big") >> 11
@@ -54,8 +58,14 @@ def laplace(u1: float, u2: float, epsilon: float, sensitivity: float) -> float:
 
 
 def noisy_measures(
-    measures: Mapping[str, MeasureValue], specs: tuple[MeasureSpec, ...], noise: NoiseSpec,
-    key: bytes, contract: str, view: str, window_start: int, group: Mapping[str, Any],
+    measures: Mapping[str, MeasureValue],
+    specs: tuple[MeasureSpec, ...],
+    noise: NoiseSpec,
+    key: bytes,
+    contract: str,
+    view: str,
+    window_start: int,
+    group: Mapping[str, Any],
 ) -> dict[str, MeasureValue]:
     """The measures with noise added to count/sum/distinct values, clamped at 0."""
     out = dict(measures)
@@ -123,8 +133,10 @@ class EpsilonLedger:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-compatible state."""
-        return {"floor": self.floor,
-                "charged": {str(p): sorted(ws) for p, ws in self.charged.items()}}
+        return {
+            "floor": self.floor,
+            "charged": {str(p): sorted(ws) for p, ws in self.charged.items()},
+        }
 
     def load(self, data: dict[str, Any]) -> None:
         """Restore state written by ``to_dict``."""

@@ -22,20 +22,30 @@ from policies.spec import ViewSpec, view_spec
 Row = tuple[str, Record]  # (subject pseudonym, projected record)
 
 
-def evaluate(contract: Any, events: Mapping[str, Iterable[Record]], *, keyring: KeyRing,
-             noise_key: bytes | None = None) -> dict[str, list[Release]]:
+def evaluate(
+    contract: Any,
+    events: Mapping[str, Iterable[Record]],
+    *,
+    keyring: KeyRing,
+    noise_key: bytes | None = None,
+) -> dict[str, list[Release]]:
     """Releases of every view of ``contract``; ``events`` maps stream name → records."""
     pseudonymiser = Pseudonymiser(keyring, contract.id)
     streams = {name: list(records) for name, records in events.items()}
     return {
-        view.name: evaluate_view(view_spec(contract, view.name), streams.get(view.stream, []),
-                                 pseudonymiser, noise_key)
+        view.name: evaluate_view(
+            view_spec(contract, view.name), streams.get(view.stream, []), pseudonymiser, noise_key
+        )
         for view in contract.views
     }
 
 
-def evaluate_view(spec: ViewSpec, records: Iterable[Record], pseudonymiser: Pseudonymiser,
-                  noise_key: bytes | None = None) -> list[Release]:
+def evaluate_view(
+    spec: ViewSpec,
+    records: Iterable[Record],
+    pseudonymiser: Pseudonymiser,
+    noise_key: bytes | None = None,
+) -> list[Release]:
     """Every window of one view, in time order."""
     cells: dict[int, dict[tuple[Any, ...], list[Row]]] = {}
     minimiser = spec.minimiser()
@@ -49,19 +59,27 @@ def evaluate_view(spec: ViewSpec, records: Iterable[Record], pseudonymiser: Pseu
             continue
         start = (row[spec.time_field] // spec.window_ms) * spec.window_ms
         try:
-            subject = pseudonymiser.pseudonym(spec.subject_field, row[spec.subject_field],
-                                              start // spec.rotation_ms)
+            subject = pseudonymiser.pseudonym(
+                spec.subject_field, row[spec.subject_field], start // spec.rotation_ms
+            )
         except KeyDestroyedError:
             continue
         cells.setdefault(start, {}).setdefault(group, []).append((subject, row))
     budget_used: dict[int, int] = {}
-    return [_window(spec, start, cells[start], pseudonymiser, noise_key, budget_used)
-            for start in sorted(cells)]
+    return [
+        _window(spec, start, cells[start], pseudonymiser, noise_key, budget_used)
+        for start in sorted(cells)
+    ]
 
 
-def _window(spec: ViewSpec, start: int, groups: dict[tuple[Any, ...], list[Row]],
-            pseudonymiser: Pseudonymiser, noise_key: bytes | None,
-            budget_used: dict[int, int]) -> Release:
+def _window(
+    spec: ViewSpec,
+    start: int,
+    groups: dict[tuple[Any, ...], list[Row]],
+    pseudonymiser: Pseudonymiser,
+    noise_key: bytes | None,
+    budget_used: dict[int, int],
+) -> Release:
     names = [d.name for d in spec.dimensions]
     published, counts = [], {"groups_out": 0, "events_in": 0, "events_out": 0}
     for key, rows in groups.items():
@@ -72,11 +90,18 @@ def _window(spec: ViewSpec, start: int, groups: dict[tuple[Any, ...], list[Row]]
         counts["events_in"] += len(rows)
         group = dict(zip(names, key, strict=True))
         epoch = start // spec.rotation_ms
-        published.append(GroupResult(group, {
-            m.name: _measure(m.kind, m.field, m.q, rows, pseudonymiser, epoch)
-            for m in spec.measures}))
-    report = SuppressionReport(spec.k, len(published), counts["groups_out"],
-                               counts["events_in"], counts["events_out"])
+        published.append(
+            GroupResult(
+                group,
+                {
+                    m.name: _measure(m.kind, m.field, m.q, rows, pseudonymiser, epoch)
+                    for m in spec.measures
+                },
+            )
+        )
+    report = SuppressionReport(
+        spec.k, len(published), counts["groups_out"], counts["events_in"], counts["events_out"]
+    )
     epsilon = 0.0
     if spec.noise is not None and noise_key is not None:
         period = start // spec.noise.period_ms
@@ -88,12 +113,31 @@ def _window(spec: ViewSpec, start: int, groups: dict[tuple[Any, ...], list[Row]]
         else:
             budget_used[period] = used + 1
             epsilon = spec.noise.epsilon
-            published = [GroupResult(g.group, noisy_measures(
-                g.measures, spec.measures, spec.noise, noise_key, spec.contract, spec.view,
-                start, g.group)) for g in published]
-    return Release(spec.contract, spec.view, Window(start, start + spec.window_ms),
-                   tuple(published), report, (key_id(spec.contract, start // spec.rotation_ms),),
-                   epsilon)
+            published = [
+                GroupResult(
+                    g.group,
+                    noisy_measures(
+                        g.measures,
+                        spec.measures,
+                        spec.noise,
+                        noise_key,
+                        spec.contract,
+                        spec.view,
+                        start,
+                        g.group,
+                    ),
+                )
+                for g in published
+            ]
+    return Release(
+        spec.contract,
+        spec.view,
+        Window(start, start + spec.window_ms),
+        tuple(published),
+        report,
+        (key_id(spec.contract, start // spec.rotation_ms),),
+        epsilon,
+    )
 
 
 def _numbers(rows: list[Row], field: str) -> list[float]:
@@ -105,16 +149,27 @@ def _numbers(rows: list[Row], field: str) -> list[float]:
     return values
 
 
-def _measure(kind: str, field: str | None, q: tuple[float, ...], rows: list[Row],
-             pseudonymiser: Pseudonymiser, epoch: int) -> Any:
+def _measure(
+    kind: str,
+    field: str | None,
+    q: tuple[float, ...],
+    rows: list[Row],
+    pseudonymiser: Pseudonymiser,
+    epoch: int,
+) -> Any:
     if kind == "count":
         return len(rows)
     if kind == "distinct_subjects":
         return len({subject for subject, _ in rows})
     assert field is not None  # noqa: S101 - measure specs carry a field for these kinds
     if kind == "distinct":
-        return len({pseudonymiser.pseudonym(field, row[field], epoch)
-                    for _, row in rows if row.get(field) is not None})
+        return len(
+            {
+                pseudonymiser.pseudonym(field, row[field], epoch)
+                for _, row in rows
+                if row.get(field) is not None
+            }
+        )
     values = _numbers(rows, field)
     if kind == "sum":
         return math.fsum(values)

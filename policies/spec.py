@@ -96,8 +96,9 @@ class ViewSpec:
         """The only fields this view ever reads (default deny)."""
         reads = [r for d in self.dimensions for r in d.reads]
         fields = [m.field for m in self.measures]
-        return Minimiser.of([self.time_field, self.subject_field, self.filter_field, *reads,
-                             *fields])
+        return Minimiser.of(
+            [self.time_field, self.subject_field, self.filter_field, *reads, *fields]
+        )
 
     def passes(self, record: Record) -> bool:
         """The view's filter (``field in values``); True when there is none."""
@@ -117,13 +118,15 @@ class ViewSpec:
 
     def quantile_fields(self) -> tuple[str, ...]:
         """Fields whose every value is kept for exact quantiles."""
-        return tuple(dict.fromkeys(m.field for m in self.measures
-                                   if m.kind == "quantiles" and m.field))
+        return tuple(
+            dict.fromkeys(m.field for m in self.measures if m.kind == "quantiles" and m.field)
+        )
 
     def distinct_fields(self) -> tuple[str, ...]:
         """Pseudonymised fields counted by ``distinct`` measures."""
-        return tuple(dict.fromkeys(m.field for m in self.measures
-                                   if m.kind == "distinct" and m.field))
+        return tuple(
+            dict.fromkeys(m.field for m in self.measures if m.kind == "distinct" and m.field)
+        )
 
 
 def ms(value: timedelta) -> int:
@@ -138,12 +141,14 @@ def field_dimension(name: str, field_name: str) -> DimensionSpec:
 
 def round_dimension(name: str, field_name: str, decimals: int) -> DimensionSpec:
     """Group by a numeric field rounded to ``decimals`` places."""
-    return DimensionSpec(name, (field_name,),
-                         lambda r: round_coordinate(r.get(field_name), decimals))
+    return DimensionSpec(
+        name, (field_name,), lambda r: round_coordinate(r.get(field_name), decimals)
+    )
 
 
-def _placed(territory: Territory | None, lat_f: str, lon_f: str,
-            cell: Callable[[float, float], Any]) -> Locate:
+def _placed(
+    territory: Territory | None, lat_f: str, lon_f: str, cell: Callable[[float, float], Any]
+) -> Locate:
     """Wrap a cell function with coordinate validation and the territory check."""
     if territory is None:
         west, south, east, north = -180.0, -90.0, 180.0, 90.0
@@ -156,8 +161,13 @@ def _placed(territory: Territory | None, lat_f: str, lon_f: str,
         lat, lon = record.get(lat_f), record.get(lon_f)
         # Fast path for the common valid point in a box territory: the very answer
         # ``territory.check`` would give (``Region.contains`` of a box is the closed box).
-        if (type(lat) is float and type(lon) is float and exact_box
-                and south <= lat <= north and west <= lon <= east):
+        if (
+            type(lat) is float
+            and type(lon) is float
+            and exact_box
+            and south <= lat <= north
+            and west <= lon <= east
+        ):
             return cell(lat, lon)
         flat, flon = coordinates(lat, lon)
         if territory is not None:
@@ -167,16 +177,22 @@ def _placed(territory: Territory | None, lat_f: str, lon_f: str,
     return locate
 
 
-def h3_dimension(name: str, lat_f: str, lon_f: str, resolution: int,
-                 territory: Territory | None = None) -> DimensionSpec:
+def h3_dimension(
+    name: str, lat_f: str, lon_f: str, resolution: int, territory: Territory | None = None
+) -> DimensionSpec:
     """Group by H3 cell (v4 hex id) at ``resolution``."""
     cell = functools.partial(h3.latlng_to_cell, res=resolution)  # C-level call, no lambda
     return DimensionSpec(name, (lat_f, lon_f), _placed(territory, lat_f, lon_f, cell))
 
 
-def grid_dimension(name: str, lat_f: str, lon_f: str, size_m: float,
-                   territory: Territory | None = None, ref_lat: float | None = None
-                   ) -> DimensionSpec:
+def grid_dimension(
+    name: str,
+    lat_f: str,
+    lon_f: str,
+    size_m: float,
+    territory: Territory | None = None,
+    ref_lat: float | None = None,
+) -> DimensionSpec:
     """Group by square grid cell; reference latitude = territory centre unless given."""
     if ref_lat is None:
         ref_lat = territory.ref_lat() if territory is not None else 0.0
@@ -184,8 +200,13 @@ def grid_dimension(name: str, lat_f: str, lon_f: str, size_m: float,
     return DimensionSpec(name, (lat_f, lon_f), _placed(territory, lat_f, lon_f, grid.cell))
 
 
-def zones_dimension(name: str, lat_f: str, lon_f: str, zones: Sequence[tuple[str, Any]],
-                    territory: Territory | None = None) -> DimensionSpec:
+def zones_dimension(
+    name: str,
+    lat_f: str,
+    lon_f: str,
+    zones: Sequence[tuple[str, Any]],
+    territory: Territory | None = None,
+) -> DimensionSpec:
     """Group by named zone (first containing zone in file order)."""
     index = ZoneIndex(zones)
     return DimensionSpec(name, (lat_f, lon_f), _placed(territory, lat_f, lon_f, index.zone))
@@ -241,5 +262,9 @@ def _measure(measure: Any) -> MeasureSpec:
     if measure.type not in MEASURE_KINDS:
         msg = f"unknown measure type {measure.type!r}"
         raise PolicyError(msg)
-    return MeasureSpec(measure.name, measure.type, getattr(measure, "field", None),
-                       tuple(getattr(measure, "q", ())))
+    return MeasureSpec(
+        measure.name,
+        measure.type,
+        getattr(measure, "field", None),
+        tuple(getattr(measure, "q", ())),
+    )

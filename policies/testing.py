@@ -50,8 +50,9 @@ def partition_of(subject: Any, partitions: int) -> int:
     return zlib.crc32(str(subject).encode()) % partitions
 
 
-def arrival_order(records: Sequence[Record], time_field: str, lateness_ms: int,
-                  seed: int) -> list[Record]:
+def arrival_order(
+    records: Sequence[Record], time_field: str, lateness_ms: int, seed: int
+) -> list[Record]:
     """The records out of event-time order, yet none later than ``lateness_ms``.
 
     Each record is delayed by a random jitter of at most ``lateness_ms``; so when it arrives,
@@ -70,8 +71,9 @@ class TestingSource:
     partitions: tuple[tuple[tuple[int, Record], ...], ...]
 
     @classmethod
-    def of(cls, records: Sequence[Record], subject_field: str,
-           partitions: int = 1) -> TestingSource:
+    def of(
+        cls, records: Sequence[Record], subject_field: str, partitions: int = 1
+    ) -> TestingSource:
         """Records in arrival order, each appended to its subject's partition."""
         queues: list[list[tuple[int, Record]]] = [[] for _ in range(partitions)]
         for record in records:
@@ -145,10 +147,18 @@ class _Redelivery:
             self.merger.merge(self.rng.choice(self.history))
 
 
-def run_stream(view: CompiledView, records: Sequence[Record], subject_field: str, *,
-               partitions: int = 1, batch: int = 5, redeliver_seed: int | None = None,
-               finish: bool = True, closed_only: bool = False,
-               clock: TestingClock | None = None) -> StreamRun:
+def run_stream(
+    view: CompiledView,
+    records: Sequence[Record],
+    subject_field: str,
+    *,
+    partitions: int = 1,
+    batch: int = 5,
+    redeliver_seed: int | None = None,
+    finish: bool = True,
+    closed_only: bool = False,
+    clock: TestingClock | None = None,
+) -> StreamRun:
     """Feed records (in the given arrival order) through partitions; release as we go.
 
     With ``closed_only``, sources send partials the way the worker does: only once their
@@ -180,8 +190,7 @@ def run_stream(view: CompiledView, records: Sequence[Record], subject_field: str
     return run
 
 
-def _end_of_stream(aggs: Sequence[Aggregator], merger: Merger,
-                   closed_only: bool) -> list[Release]:
+def _end_of_stream(aggs: Sequence[Aggregator], merger: Merger, closed_only: bool) -> list[Release]:
     """Every source ends: what it still holds is sent, and every window is released."""
     for agg in aggs:
         if closed_only:
@@ -190,10 +199,17 @@ def _end_of_stream(aggs: Sequence[Aggregator], merger: Merger,
     return merger.release_ready()
 
 
-def run_contract(contract: Any, events: Mapping[str, Sequence[Record]], *, keyring: KeyRing,
-                 noise_key: bytes | None = None, partitions: int = 1, batch: int = 5,
-                 redeliver_seed: int | None = None,
-                 closed_only: bool = False) -> dict[str, StreamRun]:
+def run_contract(
+    contract: Any,
+    events: Mapping[str, Sequence[Record]],
+    *,
+    keyring: KeyRing,
+    noise_key: bytes | None = None,
+    partitions: int = 1,
+    batch: int = 5,
+    redeliver_seed: int | None = None,
+    closed_only: bool = False,
+) -> dict[str, StreamRun]:
     """``run_stream`` for every view of a loaded contract; ``events`` maps stream → records.
 
     Each view reads the events of its stream, keyed by the stream's subject field. Compare
@@ -203,9 +219,15 @@ def run_contract(contract: Any, events: Mapping[str, Sequence[Record]], *, keyri
     runs = {}
     for name, view in compile_contract(contract, keyring=keyring, noise_key=noise_key).items():
         stream = contract.stream(contract.view(name).stream)
-        runs[name] = run_stream(view, events.get(stream.name, []), stream.subject,
-                                partitions=partitions, batch=batch,
-                                redeliver_seed=redeliver_seed, closed_only=closed_only)
+        runs[name] = run_stream(
+            view,
+            events.get(stream.name, []),
+            stream.subject,
+            partitions=partitions,
+            batch=batch,
+            redeliver_seed=redeliver_seed,
+            closed_only=closed_only,
+        )
     return runs
 
 

@@ -48,12 +48,14 @@ def combine(spec: ViewSpec, group: GroupKey, parts: list[Partial]) -> GroupTotal
     for m in spec.measures:
         measures[m.name] = _measure(m.kind, m.field, m.q, parts, len(subjects))
     names = [d.name for d in spec.dimensions]
-    return GroupTotals(dict(zip(names, group, strict=True)), sum(p.events for p in parts),
-                       len(subjects), measures)
+    return GroupTotals(
+        dict(zip(names, group, strict=True)), sum(p.events for p in parts), len(subjects), measures
+    )
 
 
-def _measure(kind: str, field: str | None, q: tuple[float, ...], parts: list[Partial],
-             subjects: int) -> MeasureValue:
+def _measure(
+    kind: str, field: str | None, q: tuple[float, ...], parts: list[Partial], subjects: int
+) -> MeasureValue:
     if kind == "count":
         return sum(p.events for p in parts)
     if kind == "distinct_subjects":
@@ -135,14 +137,34 @@ class Merger:
                 kept = []
             else:
                 epsilon = spec.noise.epsilon
-            results = [GroupResult(t.group, noisy_measures(
-                t.measures, spec.measures, spec.noise, self.noise_key, spec.contract, spec.view,
-                start, t.group)) for t in kept]
+            results = [
+                GroupResult(
+                    t.group,
+                    noisy_measures(
+                        t.measures,
+                        spec.measures,
+                        spec.noise,
+                        self.noise_key,
+                        spec.contract,
+                        spec.view,
+                        start,
+                        t.group,
+                    ),
+                )
+                for t in kept
+            ]
         else:
             results = [GroupResult(t.group, t.measures) for t in kept]
         kid = key_id(spec.contract, start // spec.rotation_ms)
-        return Release(spec.contract, spec.view, Window(start, start + spec.window_ms),
-                       tuple(results), report, (kid,), epsilon)
+        return Release(
+            spec.contract,
+            spec.view,
+            Window(start, start + spec.window_ms),
+            tuple(results),
+            report,
+            (kid,),
+            epsilon,
+        )
 
     @property
     def open_windows(self) -> int:
@@ -155,23 +177,42 @@ class Merger:
             "watermarks": dict(self.watermarks),
             "horizon": self.horizon,
             "stale_partials": self.stale_partials,
-            "open": [p.to_dict() for groups in self._open.values()
-                     for by in groups.values() for p in by.values()],
+            "open": [
+                p.to_dict()
+                for groups in self._open.values()
+                for by in groups.values()
+                for p in by.values()
+            ],
             "ledger": self.ledger.to_dict() if self.ledger else None,
         }
 
     def snapshot_json(self) -> bytes:
         """``snapshot()`` as JSON with sorted keys, without re-serialising the open partials:
         each one's JSON is computed once (``Partial.frozen_json``)."""
+
         def dumps(value: Any) -> bytes:
             return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
 
-        partials = b",".join(p.frozen_json() for groups in self._open.values()
-                             for by in groups.values() for p in by.values())
+        partials = b",".join(
+            p.frozen_json()
+            for groups in self._open.values()
+            for by in groups.values()
+            for p in by.values()
+        )
         ledger = dumps(self.ledger.to_dict() if self.ledger else None)
-        return (b'{"horizon":' + dumps(self.horizon) + b',"ledger":' + ledger
-                + b',"open":[' + partials + b'],"stale_partials":' + dumps(self.stale_partials)
-                + b',"watermarks":' + dumps(self.watermarks) + b"}")
+        return (
+            b'{"horizon":'
+            + dumps(self.horizon)
+            + b',"ledger":'
+            + ledger
+            + b',"open":['
+            + partials
+            + b'],"stale_partials":'
+            + dumps(self.stale_partials)
+            + b',"watermarks":'
+            + dumps(self.watermarks)
+            + b"}"
+        )
 
     def restore(self, state: dict[str, Any]) -> None:
         """Reload a ``snapshot`` (the source set must be the same)."""

@@ -38,8 +38,9 @@ def cell_means(rows: Iterable[tuple[str, float]]) -> dict[str, float]:
     return {cell: sums[cell] / counts[cell] for cell in sums}
 
 
-def render(means: dict[str, float], bbox: tuple[float, float, float, float], out: Path,
-           title: str) -> None:
+def render(
+    means: dict[str, float], bbox: tuple[float, float, float, float], out: Path, title: str
+) -> None:
     """Write the map of ``means`` (cell → value) over ``bbox`` (lon/lat) to ``out``."""
     west, south, east, north = bbox
     # Equirectangular with a true aspect: a degree of longitude is cos(lat) of one of latitude.
@@ -57,10 +58,16 @@ def render(means: dict[str, float], bbox: tuple[float, float, float, float], out
         ring = [xy(lat, lon) for lat, lon in h3.cell_to_boundary(cell)]
         draw.polygon(ring, fill=_colour(value / top), outline=(120, 120, 120))
     draw.text((MARGIN, 10), title, fill=(20, 20, 20))
-    draw.text((MARGIN, SIZE - 28), f"{len(means)} cells with published groups; "
-              f"darkest = {top:.1f}; cells below k are never drawn", fill=(20, 20, 20))
+    draw.text(
+        (MARGIN, SIZE - 28),
+        f"{len(means)} cells with published groups; "
+        f"darkest = {top:.1f}; cells below k are never drawn",
+        fill=(20, 20, 20),
+    )
     for i, colour in enumerate(RAMP):
-        draw.rectangle([SIZE - MARGIN - (len(RAMP) - i) * 24, 8,
-                        SIZE - MARGIN - (len(RAMP) - i - 1) * 24, 24], fill=colour)
+        draw.rectangle(
+            [SIZE - MARGIN - (len(RAMP) - i) * 24, 8, SIZE - MARGIN - (len(RAMP) - i - 1) * 24, 24],
+            fill=colour,
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     image.save(out)

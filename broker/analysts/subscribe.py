@@ -58,13 +58,16 @@ class ReleaseTable:
 
     def _line(self, first: str, cells: list[str]) -> str:
         parts = [f"{first:<{_WINDOW_WIDTH}}"]
-        parts += [f"{c:<{w}}" if i < len(self.dimensions) else f"{c:>{w}}"
-                  for i, (c, w) in enumerate(zip(cells, self.widths, strict=True))]
+        parts += [
+            f"{c:<{w}}" if i < len(self.dimensions) else f"{c:>{w}}"
+            for i, (c, w) in enumerate(zip(cells, self.widths, strict=True))
+        ]
         return "  ".join(parts).rstrip()
 
 
-def print_releases(rows: Iterable[Row], view: View, emit: Callable[[str], None], *,
-                   max_windows: int | None = None) -> int:
+def print_releases(
+    rows: Iterable[Row], view: View, emit: Callable[[str], None], *, max_windows: int | None = None
+) -> int:
     """Print rows as they come; stop after ``max_windows`` reports. Returns windows seen."""
     table = ReleaseTable(view)
     emit(table.header())

@@ -64,7 +64,7 @@ class Needles:
         size = len(haystack)
         for length, table in self.by_length.items():
             for i in range(size - length + 1):
-                ident = table.get(haystack[i:i + length])
+                ident = table.get(haystack[i : i + length])
                 if ident is not None:
                     found.add(ident)
         return found
@@ -84,10 +84,14 @@ class CanaryScan:
         """Keys, values (raw and decoded) and headers of every record of a public topic."""
         for record in topic.all():
             self.scanned["public_records"] += 1
-            parts: list[tuple[str, bytes]] = [("key", record.key or b""),
-                                              ("value", record.value or b"")]
-            parts += [("key (decoded)", _decoded_key(record.key)),
-                      ("value (decoded)", self._decoded_value(record.value))]
+            parts: list[tuple[str, bytes]] = [
+                ("key", record.key or b""),
+                ("value", record.value or b""),
+            ]
+            parts += [
+                ("key (decoded)", _decoded_key(record.key)),
+                ("value (decoded)", self._decoded_value(record.value)),
+            ]
             parts += self._headers(record)
             self._scan(record, parts)
 
@@ -107,8 +111,12 @@ class CanaryScan:
                 if hit in self.hits:
                     continue
                 self.hits.append(hit)
-                self.findings.violation(SECTION, "identifier-leak", (
-                    f"raw identifier {hit['identifier']} found in {part}"), place)
+                self.findings.violation(
+                    SECTION,
+                    "identifier-leak",
+                    (f"raw identifier {hit['identifier']} found in {part}"),
+                    place,
+                )
 
     def _decoded_value(self, value: bytes | None) -> bytes:
         if not value:
@@ -131,10 +139,14 @@ class CanaryScan:
 
     def result(self) -> dict[str, Any]:
         """Counts, and the hits (capped; the findings list them all)."""
-        return {"identifiers": self.needles.identifiers,
-                "identifiers_too_short": self.needles.too_short,
-                "min_length": MIN_LENGTH, "scanned": dict(self.scanned),
-                "hits": len(self.hits), "listed": self.hits[:MAX_LISTED]}
+        return {
+            "identifiers": self.needles.identifiers,
+            "identifiers_too_short": self.needles.too_short,
+            "min_length": MIN_LENGTH,
+            "scanned": dict(self.scanned),
+            "hits": len(self.hits),
+            "listed": self.hits[:MAX_LISTED],
+        }
 
 
 def _decoded_key(key: bytes | None) -> bytes:

@@ -35,8 +35,12 @@ class Finding:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form."""
-        out = {"severity": self.severity.value, "section": self.section, "code": self.code,
-               "message": self.message}
+        out = {
+            "severity": self.severity.value,
+            "section": self.section,
+            "code": self.code,
+            "message": self.message,
+        }
         if self.where:
             out["where"] = self.where
         return out
@@ -58,8 +62,16 @@ class Findings:
 
     def sorted(self) -> list[Finding]:
         """Violations first, then by section, code and message (a stable order)."""
-        return sorted(self._items, key=lambda f: (f.severity is not Severity.VIOLATION,
-                                                  f.section, f.code, f.message, f.where))
+        return sorted(
+            self._items,
+            key=lambda f: (
+                f.severity is not Severity.VIOLATION,
+                f.section,
+                f.code,
+                f.message,
+                f.where,
+            ),
+        )
 
     @property
     def ok(self) -> bool:

@@ -33,16 +33,24 @@ from contracts.policy_hash import short_policy_hash
 
 SECTION = "terms"
 WINDOW_FIELDS = ("window_start", "window_end")
-PUBLIC_HEADERS = frozenset({publish.H_CONTRACT, publish.H_CONTRACT_VERSION,
-                            publish.H_POLICY_HASH, publish.H_KEY_IDS, publish.H_WINDOW_START,
-                            publish.H_WINDOW_END})
+PUBLIC_HEADERS = frozenset(
+    {
+        publish.H_CONTRACT,
+        publish.H_CONTRACT_VERSION,
+        publish.H_POLICY_HASH,
+        publish.H_KEY_IDS,
+        publish.H_WINDOW_START,
+        publish.H_WINDOW_END,
+    }
+)
 
 
 class PublicTopicCheck:
     """Checks every record of one view's public topic; ``result()`` is its report section."""
 
-    def __init__(self, contract: Contract, view: View, findings: Findings,
-                 redact: Callable[[str], str] = str) -> None:
+    def __init__(
+        self, contract: Contract, view: View, findings: Findings, redact: Callable[[str], str] = str
+    ) -> None:
         self.contract = contract
         self.redact = redact  # names found in records are printed only if no identifier
         self.view = view
@@ -54,8 +62,13 @@ class PublicTopicCheck:
         self.parsed = {entry.schema_id: entry for entry in schemas if entry.subject == subject}
         self.dimensions = tuple(d.name for d in view.group_by)
         # The view's columns, and the suppression report's fixed fields (k, counts of groups).
-        self.allowed = frozenset((*WINDOW_FIELDS, *view.output_fields,
-                                  *(f["name"] for f in self.report_schema["fields"])))
+        self.allowed = frozenset(
+            (
+                *WINDOW_FIELDS,
+                *view.output_fields,
+                *(f["name"] for f in self.report_schema["fields"]),
+            )
+        )
         self.fields_found: set[str] = set()
         self.schema_ids: Counter[int] = Counter()
         self.versions: Counter[tuple[str, str]] = Counter()
@@ -76,8 +89,12 @@ class PublicTopicCheck:
             self.rejected += not ok
 
     def _flag(self, code: str, message: str, record: ConsumerRecord, part: str) -> bool:
-        self.findings.violation(SECTION, code, f"view {self.view.name}: {message}",
-                                where(record.topic, record.partition, record.offset, part))
+        self.findings.violation(
+            SECTION,
+            code,
+            f"view {self.view.name}: {message}",
+            where(record.topic, record.partition, record.offset, part),
+        )
         return False
 
     def _check_key(self, record: ConsumerRecord, key: Any) -> bool:
@@ -88,11 +105,16 @@ class PublicTopicCheck:
         group = key.get("group", {})
         if isinstance(group, dict):
             self.fields_found.update(self.redact(str(g)) for g in group)
-            extra += sorted(f"group.{self.redact(str(g))}"
-                            for g in set(group) - set(self.dimensions))
+            extra += sorted(
+                f"group.{self.redact(str(g))}" for g in set(group) - set(self.dimensions)
+            )
         if extra:
-            return self._flag("extra-field", f"published key field(s) not in the contract: "
-                              f"{', '.join(extra)}", record, "key")
+            return self._flag(
+                "extra-field",
+                f"published key field(s) not in the contract: {', '.join(extra)}",
+                record,
+                "key",
+            )
         return True
 
     def _check_value(self, record: ConsumerRecord) -> bool:
@@ -102,21 +124,28 @@ class PublicTopicCheck:
         try:
             sid = read_header(value)
         except SerializationError:
-            return self._flag("bad-value", "a value is not Confluent-framed Avro", record,
-                              "value")
+            return self._flag("bad-value", "a value is not Confluent-framed Avro", record, "value")
         self.schema_ids[sid] += 1
         entry = self.parsed.get(sid)
         if entry is None:
-            return self._flag("unknown-schema", f"schema id {sid} is not generated from the "
-                              "contract's view: its fields are not the contract's", record,
-                              "value")
+            return self._flag(
+                "unknown-schema",
+                f"schema id {sid} is not generated from the "
+                "contract's view: its fields are not the contract's",
+                record,
+                "value",
+            )
         self.fields_found.update(f["name"] for f in entry.raw["fields"])
         try:
             decode_body(value, entry.parsed)
         except SerializationError as exc:
-            return self._flag("extra-field", f"the value does not decode with the view's "
-                              f"schema ({exc.reason.value}): more than the contract's fields",
-                              record, "value")
+            return self._flag(
+                "extra-field",
+                f"the value does not decode with the view's "
+                f"schema ({exc.reason.value}): more than the contract's fields",
+                record,
+                "value",
+            )
         return True
 
     def _check_headers(self, record: ConsumerRecord) -> bool:
@@ -124,12 +153,19 @@ class PublicTopicCheck:
         ok = True
         unknown = sorted(self.redact(name) for name in set(headers) - PUBLIC_HEADERS)
         if unknown:
-            self.findings.warning(SECTION, "extra-header", (
-                f"view {self.view.name}: header(s) outside the publication format: "
-                f"{', '.join(unknown)}"), where(record.topic, record.partition, record.offset))
+            self.findings.warning(
+                SECTION,
+                "extra-header",
+                (
+                    f"view {self.view.name}: header(s) outside the publication format: "
+                    f"{', '.join(unknown)}"
+                ),
+                where(record.topic, record.partition, record.offset),
+            )
         if headers.get(publish.H_CONTRACT) != self.contract.id.encode():
-            ok = self._flag("foreign-record", "a record does not name this contract", record,
-                            "headers")
+            ok = self._flag(
+                "foreign-record", "a record does not name this contract", record, "headers"
+            )
         version = _text(headers.get(publish.H_CONTRACT_VERSION))
         digest = _text(headers.get(publish.H_POLICY_HASH))
         self.versions[(version, digest)] += 1
@@ -155,8 +191,11 @@ def check_k(view: View, published: Published, findings: Findings) -> dict[str, A
     """k stated in the reports, and distinct-subject measures of published groups (no noise)."""
     ks = Counter(r.k for r in published.reports.values())
     for k in sorted(set(ks) - {view.k}):
-        findings.violation(SECTION, "k-mismatch", (
-            f"view {view.name}: {ks[k]} report(s) state k={k}, the contract says k={view.k}"))
+        findings.violation(
+            SECTION,
+            "k-mismatch",
+            (f"view {view.name}: {ks[k]} report(s) state k={k}, the contract says k={view.k}"),
+        )
     measures = [m.name for m in view.measures if m.type == "distinct_subjects"]
     below = 0
     if measures and view.noise is None:
@@ -164,12 +203,23 @@ def check_k(view: View, published: Published, findings: Findings) -> dict[str, A
             for row in groups.values():
                 if any(int(row.measures.get(m) or 0) < view.k for m in measures):
                     below += 1
-                    findings.violation(SECTION, "below-k", (
-                        f"view {view.name}: a published group counts fewer than k={view.k} "
-                        "distinct subjects"), where(row.topic, row.partition, row.offset))
-    return {"k_contract": view.k, "k_reported": sorted(ks),
-            "groups_checked_for_k": sum(len(g) for g in published.groups.values())
-            if measures and view.noise is None else 0, "groups_below_k": below}
+                    findings.violation(
+                        SECTION,
+                        "below-k",
+                        (
+                            f"view {view.name}: a published group counts fewer than k={view.k} "
+                            "distinct subjects"
+                        ),
+                        where(row.topic, row.partition, row.offset),
+                    )
+    return {
+        "k_contract": view.k,
+        "k_reported": sorted(ks),
+        "groups_checked_for_k": sum(len(g) for g in published.groups.values())
+        if measures and view.noise is None
+        else 0,
+        "groups_below_k": below,
+    }
 
 
 def check_epsilon(view: View, published: Published, findings: Findings) -> dict[str, Any]:
@@ -178,31 +228,51 @@ def check_epsilon(view: View, published: Published, findings: Findings) -> dict[
     if noise is None:
         stated = sorted({r.epsilon for r in published.reports.values()} - {0.0})
         if stated:
-            findings.violation(SECTION, "epsilon-without-noise", (
-                f"view {view.name}: reports state ε {stated} but the view has no noise"))
+            findings.violation(
+                SECTION,
+                "epsilon-without-noise",
+                (f"view {view.name}: reports state ε {stated} but the view has no noise"),
+            )
         return {"noise": False}
     period_ms = int(noise.period.total_seconds() * 1000)
     by_period: dict[int, float] = {}
     for report in published.reports.values():
         if report.epsilon not in (0.0, noise.epsilon):
-            findings.violation(SECTION, "epsilon-mismatch", (
-                f"view {view.name}: a window spent ε={report.epsilon}, the contract says "
-                f"{noise.epsilon}"))
+            findings.violation(
+                SECTION,
+                "epsilon-mismatch",
+                (
+                    f"view {view.name}: a window spent ε={report.epsilon}, the contract says "
+                    f"{noise.epsilon}"
+                ),
+            )
         period = report.window_start // period_ms
         by_period[period] = by_period.get(period, 0.0) + report.epsilon
     for period, spent in sorted(by_period.items()):
         if spent > noise.budget + 1e-9:
-            findings.violation(SECTION, "budget-exceeded", (
-                f"view {view.name}: ε spent {spent:g} in the period starting "
-                f"{period * period_ms} exceeds the budget {noise.budget:g}"))
-    return {"noise": True, "epsilon": noise.epsilon, "budget": noise.budget,
-            "period_ms": period_ms,
-            "spent": [{"period_start": p * period_ms, "spent": round(s, 9)}
-                      for p, s in sorted(by_period.items())]}
+            findings.violation(
+                SECTION,
+                "budget-exceeded",
+                (
+                    f"view {view.name}: ε spent {spent:g} in the period starting "
+                    f"{period * period_ms} exceeds the budget {noise.budget:g}"
+                ),
+            )
+    return {
+        "noise": True,
+        "epsilon": noise.epsilon,
+        "budget": noise.budget,
+        "period_ms": period_ms,
+        "spent": [
+            {"period_start": p * period_ms, "spent": round(s, 9)}
+            for p, s in sorted(by_period.items())
+        ],
+    }
 
 
-def versions_seen(contract: Contract, seen: Mapping[tuple[str, str], int],
-                  findings: Findings) -> list[dict[str, Any]]:
+def versions_seen(
+    contract: Contract, seen: Mapping[tuple[str, str], int], findings: Findings
+) -> list[dict[str, Any]]:
     """Contract versions and policy hashes in public headers, against the contract's."""
     mine = (str(contract.version), short_policy_hash(contract))
     out = []
@@ -211,12 +281,20 @@ def versions_seen(contract: Contract, seen: Mapping[tuple[str, str], int],
         if (version, digest) == mine:
             continue
         if version == mine[0]:
-            findings.violation(SECTION, "policy-hash-mismatch", (
-                f"{n} public record(s) of version {version} carry policy hash {digest}, "
-                f"the contract's is {mine[1]}: the policy changed without a new version"))
+            findings.violation(
+                SECTION,
+                "policy-hash-mismatch",
+                (
+                    f"{n} public record(s) of version {version} carry policy hash {digest}, "
+                    f"the contract's is {mine[1]}: the policy changed without a new version"
+                ),
+            )
         else:
-            findings.warning(SECTION, "other-version", (
-                f"{n} public record(s) come from contract version {version or '(none)'}"))
+            findings.warning(
+                SECTION,
+                "other-version",
+                (f"{n} public record(s) come from contract version {version or '(none)'}"),
+            )
     return out
 
 

@@ -85,12 +85,16 @@ class ClusterReader:
         self.timeout_s = timeout_s
         try:
             self._consumer = KafkaConsumer(
-                **settings.kafka_python("audit"), group_id=None,
-                enable_auto_commit=False, auto_offset_reset="earliest",
+                **settings.kafka_python("audit"),
+                group_id=None,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
                 isolation_level="read_committed",
-                max_partition_fetch_bytes=STATE_MAX_MESSAGE_BYTES + 64 * 1024)
-            self._admin = KafkaAdminClient(**settings.kafka_python("audit"),
-                                           request_timeout_ms=15000)
+                max_partition_fetch_bytes=STATE_MAX_MESSAGE_BYTES + 64 * 1024,
+            )
+            self._admin = KafkaAdminClient(
+                **settings.kafka_python("audit"), request_timeout_ms=15000
+            )
         except (KafkaError, OSError) as exc:
             msg = f"cannot reach the Kafka cluster at {settings.bootstrap} ({type(exc).__name__})"
             raise AuditError(msg) from exc
@@ -118,11 +122,15 @@ class ClusterReader:
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
         starts = self._consumer.beginning_offsets(tps)
         ends = self._consumer.end_offsets(tps)
-        read = read_partitions(self._consumer, tps, starts=starts, ends=ends,
-                               timeout_s=self.timeout_s)
-        return TopicRead(topic, records={tp.partition: read[tp] for tp in tps},
-                         start={tp.partition: int(starts[tp]) for tp in tps},
-                         end={tp.partition: int(ends[tp]) for tp in tps})
+        read = read_partitions(
+            self._consumer, tps, starts=starts, ends=ends, timeout_s=self.timeout_s
+        )
+        return TopicRead(
+            topic,
+            records={tp.partition: read[tp] for tp in tps},
+            start={tp.partition: int(starts[tp]) for tp in tps},
+            end={tp.partition: int(ends[tp]) for tp in tps},
+        )
 
     def describe(self, names: Sequence[str]) -> tuple[dict[str, int], dict[str, dict[str, str]]]:
         """Partition counts and configs of the topics that exist among ``names``."""
@@ -135,8 +143,13 @@ class ClusterReader:
     def acls(self) -> AclState:
         """Every topic ACL; ``enforced=False`` when the cluster has no authorizer."""
         pattern = ResourcePatternFilter(ResourceType.TOPIC, None, ACLResourcePatternType.ANY)
-        acl_filter = ACLFilter(principal=None, host=None, operation=ACLOperation.ANY,
-                               permission_type=ACLPermissionType.ANY, resource_pattern=pattern)
+        acl_filter = ACLFilter(
+            principal=None,
+            host=None,
+            operation=ACLOperation.ANY,
+            permission_type=ACLPermissionType.ANY,
+            resource_pattern=pattern,
+        )
         try:
             found, _ = self._admin.describe_acls(acl_filter)  # errors are raised
         except SecurityDisabledError:
@@ -148,9 +161,13 @@ class ClusterReader:
 
 def _binding(acl: Any) -> AclBinding:
     resource = acl.resource_pattern
-    return AclBinding(str(acl.principal), str(resource.resource_name),
-                      _name(resource.pattern_type), _name(acl.operation),
-                      _name(acl.permission_type))
+    return AclBinding(
+        str(acl.principal),
+        str(resource.resource_name),
+        _name(resource.pattern_type),
+        _name(acl.operation),
+        _name(acl.permission_type),
+    )
 
 
 def _name(value: Any) -> str:

@@ -97,9 +97,12 @@ def dlq_summary(dlq: TopicRead, period: Period, findings: Findings) -> dict[str,
             continue
         reason = headers.get(H_REASON)
         if not reason:
-            findings.violation(SECTION, "dlq-without-reason",
-                               "a rejected record carries no reason code",
-                               f"{record.topic}/{record.partition}@{record.offset}")
+            findings.violation(
+                SECTION,
+                "dlq-without-reason",
+                "a rejected record carries no reason code",
+                f"{record.topic}/{record.partition}@{record.offset}",
+            )
         reasons[reason.decode("utf-8", "replace") if reason else "(none)"] += 1
     return {"records": sum(reasons.values()), "by_reason": dict(sorted(reasons.items()))}
 
@@ -107,9 +110,15 @@ def dlq_summary(dlq: TopicRead, period: Period, findings: Findings) -> dict[str,
 class ViewReconciliation:
     """Reconciles one view; ``result()`` is its section of the report."""
 
-    def __init__(self, view: View, tally: ViewTally, published: Published,
-                 accounting: Mapping[int, dict[str, Any]], points: Mapping[str, Checkpoint],
-                 findings: Findings) -> None:
+    def __init__(
+        self,
+        view: View,
+        tally: ViewTally,
+        published: Published,
+        accounting: Mapping[int, dict[str, Any]],
+        points: Mapping[str, Checkpoint],
+        findings: Findings,
+    ) -> None:
         self.view = view
         self.tally = tally
         self.published = published
@@ -121,15 +130,17 @@ class ViewReconciliation:
     def released(self, start: int) -> bool:
         """The window was released: a public report, or accounted as withheld."""
         booked = self.accounting.get(start)
-        return start in self.published.reports or (booked is not None
-                                                   and not booked.get("published", True))
+        return start in self.published.reports or (
+            booked is not None and not booked.get("published", True)
+        )
 
     def withheld(self, start: int) -> bool:
         """The whole window was withheld (ε budget, contract inactive)."""
         report = self.published.reports.get(start)
         booked = self.accounting.get(start)
-        return (report is not None and report.withheld_reason is not None) or \
-            (booked is not None and not booked.get("published", True))
+        return (report is not None and report.withheld_reason is not None) or (
+            booked is not None and not booked.get("published", True)
+        )
 
     def split(self) -> dict[str, int]:
         """Folded events in the period: published, suppressed, open."""
@@ -145,8 +156,12 @@ class ViewReconciliation:
 
     def windows(self, period: Period) -> list[int]:
         """Window starts in the period that anyone knows of (raw, public, accounting)."""
-        starts = {s for s, _ in self.tally.cells} | set(self.published.reports) | \
-            set(self.published.groups) | set(self.accounting)
+        starts = (
+            {s for s, _ in self.tally.cells}
+            | set(self.published.reports)
+            | set(self.published.groups)
+            | set(self.accounting)
+        )
         return sorted(s for s in starts if period.contains(s))
 
     def check_windows(self, period: Period, verifiable_from: int | None) -> dict[str, int]:
@@ -162,9 +177,14 @@ class ViewReconciliation:
             if not self.released(start):
                 stats["open"] += 1
                 if self.accounting.get(start, {}).get("published"):
-                    self.findings.violation(SECTION, "report-missing", (
-                        f"view {self.view.name}: window {start} is accounted as released but "
-                        "has no report on the public topic"))
+                    self.findings.violation(
+                        SECTION,
+                        "report-missing",
+                        (
+                            f"view {self.view.name}: window {start} is accounted as released but "
+                            "has no report on the public topic"
+                        ),
+                    )
                 continue
             stats["released"] += 1
             stats["withheld"] += self.withheld(start)
@@ -179,21 +199,38 @@ class ViewReconciliation:
             cell = cells.get(group)
             where = f"{row.topic}/{row.partition}@{row.offset}"
             if cell is None:
-                self.findings.violation(SECTION, "group-without-events", (
-                    f"view {name}: window {start} publishes a group no raw event falls in"),
-                    where)
+                self.findings.violation(
+                    SECTION,
+                    "group-without-events",
+                    (f"view {name}: window {start} publishes a group no raw event falls in"),
+                    where,
+                )
             elif len(cell.subjects) < self.k:
-                self.findings.violation(SECTION, "below-k", (
-                    f"view {name}: window {start} publishes a group of {len(cell.subjects)} "
-                    f"distinct subjects, below k={self.k}"), where)
+                self.findings.violation(
+                    SECTION,
+                    "below-k",
+                    (
+                        f"view {name}: window {start} publishes a group of {len(cell.subjects)} "
+                        f"distinct subjects, below k={self.k}"
+                    ),
+                    where,
+                )
             elif self.view.noise is None:
                 self._check_measures(start, row, cell, where)
-        over = [g for g, c in cells.items()
-                if g not in published and len(c.subjects) >= self.k and not self.withheld(start)]
+        over = [
+            g
+            for g, c in cells.items()
+            if g not in published and len(c.subjects) >= self.k and not self.withheld(start)
+        ]
         if over:
-            self.findings.warning(SECTION, "over-suppressed", (
-                f"view {name}: window {start} withholds {len(over)} group(s) that have at "
-                f"least k={self.k} distinct subjects in the raw events"))
+            self.findings.warning(
+                SECTION,
+                "over-suppressed",
+                (
+                    f"view {name}: window {start} withholds {len(over)} group(s) that have at "
+                    f"least k={self.k} distinct subjects in the raw events"
+                ),
+            )
         self._check_report(start, cells, published)
         return self._check_accounting(start, cells, published)
 
@@ -208,40 +245,70 @@ class ViewReconciliation:
                 expected[m.name] = len(cell.distinct.get(m.field, ()))
         wrong = sorted(n for n, v in expected.items() if row.measures.get(n) != v)
         if wrong:
-            self.findings.violation(SECTION, "measure-mismatch", (
-                f"view {self.view.name}: window {start} publishes {', '.join(wrong)} different "
-                "from what its raw events give"), where)
+            self.findings.violation(
+                SECTION,
+                "measure-mismatch",
+                (
+                    f"view {self.view.name}: window {start} publishes {', '.join(wrong)} different "
+                    "from what its raw events give"
+                ),
+                where,
+            )
 
-    def _check_report(self, start: int, cells: Mapping[GroupText, Any],
-                      published: Mapping[GroupText, PublishedGroup]) -> None:
+    def _check_report(
+        self,
+        start: int,
+        cells: Mapping[GroupText, Any],
+        published: Mapping[GroupText, PublishedGroup],
+    ) -> None:
         report = self.published.reports.get(start)
         if report is None:
             return
         suppressed = sum(1 for g in cells if g not in published)
         if report.groups_published != len(published) or report.groups_suppressed != suppressed:
-            self.findings.violation(SECTION, "report-mismatch", (
-                f"view {self.view.name}: window {start} reports {report.groups_published} "
-                f"published / {report.groups_suppressed} suppressed groups; the public topic "
-                f"and raw events give {len(published)} / {suppressed}"),
-                f"{report.topic}/{report.partition}@{report.offset}")
+            self.findings.violation(
+                SECTION,
+                "report-mismatch",
+                (
+                    f"view {self.view.name}: window {start} reports {report.groups_published} "
+                    f"published / {report.groups_suppressed} suppressed groups; the public topic "
+                    f"and raw events give {len(published)} / {suppressed}"
+                ),
+                f"{report.topic}/{report.partition}@{report.offset}",
+            )
 
-    def _check_accounting(self, start: int, cells: Mapping[GroupText, Any],
-                          published: Mapping[GroupText, PublishedGroup]) -> int:
+    def _check_accounting(
+        self,
+        start: int,
+        cells: Mapping[GroupText, Any],
+        published: Mapping[GroupText, PublishedGroup],
+    ) -> int:
         booked = self.accounting.get(start)
         if booked is None:
-            self.findings.warning(SECTION, "no-accounting", (
-                f"view {self.view.name}: window {start} has no accounting record (released "
-                "by a worker that did not write one)"))
+            self.findings.warning(
+                SECTION,
+                "no-accounting",
+                (
+                    f"view {self.view.name}: window {start} has no accounting record (released "
+                    "by a worker that did not write one)"
+                ),
+            )
             return 0
         out = sum(c.events for g, c in cells.items() if g in published)
         held = sum(c.events for g, c in cells.items() if g not in published)
-        gap = abs(int(booked["events_published"]) - out) + \
-            abs(int(booked["events_suppressed"]) - held)
+        gap = abs(int(booked["events_published"]) - out) + abs(
+            int(booked["events_suppressed"]) - held
+        )
         if gap:
-            self.findings.violation(SECTION, "accounting-gap", (
-                f"view {self.view.name}: window {start}: the worker accounted "
-                f"{booked['events_published']} published + {booked['events_suppressed']} "
-                f"suppressed events, the raw topic gives {out} + {held} (gap {gap})"))
+            self.findings.violation(
+                SECTION,
+                "accounting-gap",
+                (
+                    f"view {self.view.name}: window {start}: the worker accounted "
+                    f"{booked['events_published']} published + {booked['events_suppressed']} "
+                    f"suppressed events, the raw topic gives {out} + {held} (gap {gap})"
+                ),
+            )
         return gap
 
     def check_checkpoints(self, sources: list[str]) -> tuple[dict[str, int], int]:
@@ -256,40 +323,75 @@ class ViewReconciliation:
             auditor.update(self.tally.up_to_checkpoint.get(source, Counter()))
         gap = sum(abs(worker[d] - auditor[d]) for d in ("folded", *DISPOSITIONS))
         if gap:
-            detail = ", ".join(f"{d} {worker[d]} vs {auditor[d]}"
-                               for d in ("folded", *DISPOSITIONS) if worker[d] != auditor[d])
-            self.findings.violation(SECTION, "checkpoint-gap", (
-                f"view {self.view.name}: the worker's checkpoints and the raw topic disagree "
-                f"({detail}; gap {gap})"))
+            detail = ", ".join(
+                f"{d} {worker[d]} vs {auditor[d]}"
+                for d in ("folded", *DISPOSITIONS)
+                if worker[d] != auditor[d]
+            )
+            self.findings.violation(
+                SECTION,
+                "checkpoint-gap",
+                (
+                    f"view {self.view.name}: the worker's checkpoints and the raw topic disagree "
+                    f"({detail}; gap {gap})"
+                ),
+            )
         return {d: worker[d] for d in ("folded", *DISPOSITIONS)}, gap
 
 
-def reconcile_view(view: View, stream: StreamTally, recon: ViewReconciliation, period: Period,
-                   *, raw_complete: bool, sources: list[str]) -> dict[str, Any]:
+def reconcile_view(
+    view: View,
+    stream: StreamTally,
+    recon: ViewReconciliation,
+    period: Period,
+    *,
+    raw_complete: bool,
+    sources: list[str],
+) -> dict[str, Any]:
     """The view's line of the reconciliation table, with the gap and where it comes from."""
     tally = recon.tally
     split = recon.split()
-    row: dict[str, Any] = {"view": view.name, "stream": view.stream,
-                           "events_in": stream.raw_events, **split}
+    row: dict[str, Any] = {
+        "view": view.name,
+        "stream": view.stream,
+        "events_in": stream.raw_events,
+        **split,
+    }
     row.update({d: tally.in_period[d] for d in DISPOSITIONS})
     accounted = sum(split.values()) + sum(tally.in_period[d] for d in DISPOSITIONS)
     verifiable_from = None if raw_complete else stream.min_event_time
     windows = recon.check_windows(period, verifiable_from)
     checked = period.unbounded and raw_complete
     worker_counts, point_gap = recon.check_checkpoints(sources) if checked else ({}, 0)
-    detail = {"unaccounted": stream.raw_events - accounted, "undecodable": stream.undecodable,
-              "worker_accounting": windows.pop("gap", 0), "worker_checkpoints": point_gap}
+    detail = {
+        "unaccounted": stream.raw_events - accounted,
+        "undecodable": stream.undecodable,
+        "worker_accounting": windows.pop("gap", 0),
+        "worker_checkpoints": point_gap,
+    }
     row["gap"] = sum(abs(v) for v in detail.values())
     row["gap_detail"] = detail
-    row["windows"] = {k: windows.get(k, 0) for k in
-                      ("released", "withheld", "open", "with_accounting", "not_verifiable")}
+    row["windows"] = {
+        k: windows.get(k, 0)
+        for k in ("released", "withheld", "open", "with_accounting", "not_verifiable")
+    }
     row["worker_checkpoint_counts"] = worker_counts if checked else None
     if row["gap"]:
-        recon.findings.violation(SECTION, "gap", (
-            f"view {view.name}: {row['gap']} event(s) not reconciled "
-            f"({', '.join(f'{k} {v}' for k, v in detail.items() if v)})"))
+        recon.findings.violation(
+            SECTION,
+            "gap",
+            (
+                f"view {view.name}: {row['gap']} event(s) not reconciled "
+                f"({', '.join(f'{k} {v}' for k, v in detail.items() if v)})"
+            ),
+        )
     if split["open"]:
-        recon.findings.warning(SECTION, "open-windows", (
-            f"view {view.name}: {split['open']} event(s) in {windows.get('open', 0)} "
-            "window(s) not released yet"))
+        recon.findings.warning(
+            SECTION,
+            "open-windows",
+            (
+                f"view {view.name}: {split['open']} event(s) in {windows.get('open', 0)} "
+                "window(s) not released yet"
+            ),
+        )
     return row

@@ -53,54 +53,116 @@ def outline(report: dict[str, Any]) -> Iterator[Block]:
     """The report's sections, in reading order."""
     c, period = report["contract"], report["period"]
     yield Heading(1, f"Audit of contract {c['id']} (version {c['version']})")
-    verdict = "OK: no violation" if report["ok"] else \
-        f"VIOLATIONS: {report['summary']['violations']}"
-    yield Para(f"**{verdict}** ({report['summary']['warnings']} warning(s)). "
-               f"{c['title']}: {c['provider']} → {c['beneficiary']}.")
-    yield Para(f"Policy hash `{c['policy_hash']}` (headers carry `{c['policy_hash_short']}`). "
-               f"Period: {period['since'] or 'beginning'} → {period['until'] or 'end'} "
-               f"(raw events by {period['raw_events_by']}, rejections by "
-               f"{period['rejected_by']}, windows by {period['windows_by']}).")
+    verdict = (
+        "OK: no violation" if report["ok"] else f"VIOLATIONS: {report['summary']['violations']}"
+    )
+    yield Para(
+        f"**{verdict}** ({report['summary']['warnings']} warning(s)). "
+        f"{c['title']}: {c['provider']} → {c['beneficiary']}."
+    )
+    yield Para(
+        f"Policy hash `{c['policy_hash']}` (headers carry `{c['policy_hash_short']}`). "
+        f"Period: {period['since'] or 'beginning'} → {period['until'] or 'end'} "
+        f"(raw events by {period['raw_events_by']}, rejections by "
+        f"{period['rejected_by']}, windows by {period['windows_by']})."
+    )
     yield Heading(2, "Findings")
     if report["findings"]:
-        yield Table(("severity", "section", "code", "finding", "where"),
-                    [(f["severity"], f["section"], f["code"], f["message"], f.get("where", ""))
-                     for f in report["findings"]])
+        yield Table(
+            ("severity", "section", "code", "finding", "where"),
+            [
+                (f["severity"], f["section"], f["code"], f["message"], f.get("where", ""))
+                for f in report["findings"]
+            ],
+        )
     else:
         yield Para("None.")
     yield from _reconciliation(report["reconciliation"])
     yield from _terms(report["terms"])
     yield from _canary(report["canary"])
     yield Heading(2, "Offsets read")
-    yield Table(("topic", "partition: first..end"),
-                [(t, "absent" if parts is None else
-                  ", ".join(f"{p}: {a}..{b}" for p, (a, b) in parts.items()))
-                 for t, parts in report["read"].items()])
+    yield Table(
+        ("topic", "partition: first..end"),
+        [
+            (
+                t,
+                "absent"
+                if parts is None
+                else ", ".join(f"{p}: {a}..{b}" for p, (a, b) in parts.items()),
+            )
+            for t, parts in report["read"].items()
+        ],
+    )
 
 
 def _reconciliation(recon: dict[str, Any]) -> Iterator[Block]:
     yield Heading(2, "1. Reconciliation")
-    yield Para("Events in = raw events + rejected (DLQ) records. Per view, every raw event is "
-               "published, suppressed, late, filtered, outside (no cell/zone) or open (window "
-               "not released yet); gap = what does not add up, plus every disagreement with "
-               "the worker's own accounting.")
-    yield Table(("stream", "events in", "raw", "rejected", "undecodable", "rejected by reason"),
-                [(s["stream"], s["events_in"], s["raw_events"], s["rejected"], s["undecodable"],
-                  ", ".join(f"{k} {v}" for k, v in s["rejected_by_reason"].items()) or "—")
-                 for s in recon["streams"]])
-    yield Table(("view", "raw", "published", "suppressed", "late", "filtered", "outside", "open",
-                 "gap"),
-                [(v["view"], v["events_in"], v["published"], v["suppressed"], v["late"],
-                  v["filtered"], v["outside"], v["open"], v["gap"]) for v in recon["views"]])
+    yield Para(
+        "Events in = raw events + rejected (DLQ) records. Per view, every raw event is "
+        "published, suppressed, late, filtered, outside (no cell/zone) or open (window "
+        "not released yet); gap = what does not add up, plus every disagreement with "
+        "the worker's own accounting."
+    )
+    yield Table(
+        ("stream", "events in", "raw", "rejected", "undecodable", "rejected by reason"),
+        [
+            (
+                s["stream"],
+                s["events_in"],
+                s["raw_events"],
+                s["rejected"],
+                s["undecodable"],
+                ", ".join(f"{k} {v}" for k, v in s["rejected_by_reason"].items()) or "—",
+            )
+            for s in recon["streams"]
+        ],
+    )
+    yield Table(
+        ("view", "raw", "published", "suppressed", "late", "filtered", "outside", "open", "gap"),
+        [
+            (
+                v["view"],
+                v["events_in"],
+                v["published"],
+                v["suppressed"],
+                v["late"],
+                v["filtered"],
+                v["outside"],
+                v["open"],
+                v["gap"],
+            )
+            for v in recon["views"]
+        ],
+    )
     rows = []
     for v in recon["views"]:
         w, g = v["windows"], v["gap_detail"]
         points = v["worker_checkpoint_counts"]
-        rows.append((v["view"], w["released"], w["withheld"], w["open"], w["with_accounting"],
-                     g["worker_accounting"], "not compared" if points is None else
-                     f"{g['worker_checkpoints']} ({_counts(points)})"))
-    yield Table(("view", "windows released", "withheld", "open", "with worker accounting",
-                 "accounting gap", "checkpoint gap (worker counts)"), rows)
+        rows.append(
+            (
+                v["view"],
+                w["released"],
+                w["withheld"],
+                w["open"],
+                w["with_accounting"],
+                g["worker_accounting"],
+                "not compared"
+                if points is None
+                else f"{g['worker_checkpoints']} ({_counts(points)})",
+            )
+        )
+    yield Table(
+        (
+            "view",
+            "windows released",
+            "withheld",
+            "open",
+            "with worker accounting",
+            "accounting gap",
+            "checkpoint gap (worker counts)",
+        ),
+        rows,
+    )
 
 
 def _terms(terms: dict[str, Any]) -> Iterator[Block]:
@@ -109,52 +171,88 @@ def _terms(terms: dict[str, Any]) -> Iterator[Block]:
     rows = []
     for v in terms["views"]:
         eps = v["epsilon"]
-        spent = "no noise" if not eps["noise"] else \
-            f"ε {eps['epsilon']:g}/window, budget {eps['budget']:g}, max spent " + \
-            f"{max((s['spent'] for s in eps['spent']), default=0):g}"
-        rows.append((v["view"], v["records"], ", ".join(v["fields_found"]) or "—",
-                     ", ".join(v["fields_extra"]) or "none", v["k_contract"],
-                     ", ".join(str(k) for k in v["k_reported"]) or "—",
-                     v["groups_below_k"], spent))
-    yield Table(("view", "records", "fields found", "extra fields", "k (contract)",
-                 "k (reports)", "groups below k", "ε"), rows)
+        spent = (
+            "no noise"
+            if not eps["noise"]
+            else f"ε {eps['epsilon']:g}/window, budget {eps['budget']:g}, max spent "
+            + f"{max((s['spent'] for s in eps['spent']), default=0):g}"
+        )
+        rows.append(
+            (
+                v["view"],
+                v["records"],
+                ", ".join(v["fields_found"]) or "—",
+                ", ".join(v["fields_extra"]) or "none",
+                v["k_contract"],
+                ", ".join(str(k) for k in v["k_reported"]) or "—",
+                v["groups_below_k"],
+                spent,
+            )
+        )
+    yield Table(
+        (
+            "view",
+            "records",
+            "fields found",
+            "extra fields",
+            "k (contract)",
+            "k (reports)",
+            "groups below k",
+            "ε",
+        ),
+        rows,
+    )
     yield Heading(3, "Topics")
-    yield Table(("topic", "config", "contract", "cluster", "ok"),
-                [(t["topic"], t["config"], t["contract"], t["cluster"], "yes" if t["ok"] else "NO")
-                 for t in terms["topics"]])
+    yield Table(
+        ("topic", "config", "contract", "cluster", "ok"),
+        [
+            (t["topic"], t["config"], t["contract"], t["cluster"], "yes" if t["ok"] else "NO")
+            for t in terms["topics"]
+        ],
+    )
     keys = terms["keys"]
     yield Heading(3, "Pseudonym keys")
-    yield Para(f"`{keys['topic']}`: rotation {keys['rotation']}, retention "
-               f"{keys['key_retention']}; stored epochs: "
-               f"{_epochs(keys['epochs_stored'])}; destroyed: "
-               f"{_epochs(keys['epochs_destroyed'])}; destruction floor: "
-               f"{keys['destruction_floor']}; noise key: {'yes' if keys['noise_key'] else 'no'}.")
+    yield Para(
+        f"`{keys['topic']}`: rotation {keys['rotation']}, retention "
+        f"{keys['key_retention']}; stored epochs: "
+        f"{_epochs(keys['epochs_stored'])}; destroyed: "
+        f"{_epochs(keys['epochs_destroyed'])}; destruction floor: "
+        f"{keys['destruction_floor']}; noise key: {'yes' if keys['noise_key'] else 'no'}."
+    )
     acls = terms["acls"]
     yield Heading(3, "ACLs")
     if not acls["enforced"]:
         yield Para("No authorizer: ACLs not enforced on this cluster.")
     else:
-        yield Table(("principal", "may read"),
-                    [(g["principal"], g["topic"]) for g in acls["grants"]])
+        yield Table(
+            ("principal", "may read"), [(g["principal"], g["topic"]) for g in acls["grants"]]
+        )
     yield Heading(3, "Versions and policy hashes seen")
-    yield Table(("where", "contract version", "policy hash", "records"),
-                [("public", s["contract_version"], s["policy_hash"], s["records"])
-                 for s in terms["versions"]["public"]] +
-                [("raw", s["contract_version"], "—", s["records"])
-                 for s in terms["versions"]["raw"]])
+    yield Table(
+        ("where", "contract version", "policy hash", "records"),
+        [
+            ("public", s["contract_version"], s["policy_hash"], s["records"])
+            for s in terms["versions"]["public"]
+        ]
+        + [("raw", s["contract_version"], "—", s["records"]) for s in terms["versions"]["raw"]],
+    )
 
 
 def _canary(canary: dict[str, Any]) -> Iterator[Block]:
     yield Heading(2, "3. Canary scan")
     scanned = canary["scanned"]
-    yield Para(f"{canary['identifiers']} raw identifiers (as sent, lower and upper case) "
-               f"searched in {scanned['public_records']} public records (keys, values, "
-               f"headers) and the headers of {scanned['dlq_records']} DLQ records: "
-               f"**{canary['hits']} found**. {canary['identifiers_too_short']} identifier(s) "
-               f"shorter than {canary['min_length']} characters not searched.")
+    yield Para(
+        f"{canary['identifiers']} raw identifiers (as sent, lower and upper case) "
+        f"searched in {scanned['public_records']} public records (keys, values, "
+        f"headers) and the headers of {scanned['dlq_records']} DLQ records: "
+        f"**{canary['hits']} found**. {canary['identifiers_too_short']} identifier(s) "
+        f"shorter than {canary['min_length']} characters not searched."
+    )
     if canary["listed"]:
-        yield Table(("where", "identifier (SHA-256 prefix)"),
-                    [(h["where"], h["identifier"]) for h in canary["listed"]])
+        yield Table(
+            ("where", "identifier (SHA-256 prefix)"),
+            [(h["where"], h["identifier"]) for h in canary["listed"]],
+        )
 
 
 def _counts(counts: dict[str, int]) -> str:
@@ -190,19 +288,26 @@ def _markdown(blocks: list[Block], generated_at: str | None) -> str:
 
 def _html(blocks: list[Block], report: dict[str, Any], generated_at: str | None) -> str:
     title = html.escape(f"Audit of {report['contract']['id']}")
-    out = ["<!DOCTYPE html>", "<html lang=\"en\"><head><meta charset=\"utf-8\">",
-           f"<title>{title}</title></head><body>"]
+    out = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{title}</title></head><body>",
+    ]
     for block in blocks:
         if isinstance(block, Heading):
             out.append(f"<h{block.level}>{html.escape(block.text)}</h{block.level}>")
         elif isinstance(block, Para):
             out.append(f"<p>{_inline(block.text)}</p>")
         else:
-            out.append("<table border=\"1\"><thead><tr>" +
-                       "".join(f"<th>{html.escape(h)}</th>" for h in block.header) +
-                       "</tr></thead><tbody>")
-            out += ["<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>"
-                    for row in block.rows]
+            out.append(
+                '<table border="1"><thead><tr>'
+                + "".join(f"<th>{html.escape(h)}</th>" for h in block.header)
+                + "</tr></thead><tbody>"
+            )
+            out += [
+                "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>"
+                for row in block.rows
+            ]
             out.append("</tbody></table>")
     if generated_at is not None:
         out.append(f"<hr><p>generated_at: {html.escape(generated_at)}</p>")

@@ -113,8 +113,9 @@ class StreamTally:
 class StreamReplay:
     """Classifies the records of ``raw.<c>.<s>`` for every view of the stream."""
 
-    def __init__(self, contract: Contract, stream: str,
-                 checkpoints: Mapping[str, Mapping[str, int]]) -> None:
+    def __init__(
+        self, contract: Contract, stream: str, checkpoints: Mapping[str, Mapping[str, int]]
+    ) -> None:
         spec_stream = contract.stream(stream)
         self._schema = spec_stream.avro_schema
         self._schema_id = schema_id(spec_stream.raw_schema)
@@ -131,8 +132,9 @@ class StreamReplay:
         source = source_name(partition)
         for raw in records:
             headers = raw.headers or []
-            if not raw.value and any(k == CONTROL_HEADER and v == END_OF_STREAM_MARK
-                                     for k, v in headers):
+            if not raw.value and any(
+                k == CONTROL_HEADER and v == END_OF_STREAM_MARK for k, v in headers
+            ):
                 tally.control += 1
                 continue
             record = self._decode(raw.value)

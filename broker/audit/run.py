@@ -82,12 +82,15 @@ class _Audit:
             canary.dlq(dlq)
         return {"streams": streams, "views": views}, terms, canary.result()
 
-    def _stream(self, stream: str, state: TopicRead, publics: dict[str, TopicRead]
-                ) -> tuple[dict[str, Any], list[dict[str, Any]], TopicRead]:
+    def _stream(
+        self, stream: str, state: TopicRead, publics: dict[str, TopicRead]
+    ) -> tuple[dict[str, Any], list[dict[str, Any]], TopicRead]:
         contract = self.contract
         views = contract.views_of(stream)
-        points = {v.name: checkpoints(self.read(topics.partials_topic(contract, v)), v.name)
-                  for v in views}
+        points = {
+            v.name: checkpoints(self.read(topics.partials_topic(contract, v)), v.name)
+            for v in views
+        }
         positions = {v: {s: p.position for s, p in pts.items()} for v, pts in points.items()}
         raw = self.read(contract.topic_raw(stream))
         replay = StreamReplay(contract, stream, positions)
@@ -99,17 +102,29 @@ class _Audit:
         sources = [source_name(p) for p in sorted(raw.records)]
         rows = []
         for view in views:
-            recon = ViewReconciliation(view, tally.views[view.name],
-                                       published_rows(contract, view, publics[view.name]),
-                                       accounting_records(state, view.name),
-                                       points[view.name], self.findings)
-            rows.append(reconcile_view(view, tally, recon, self.period,
-                                       raw_complete=not raw.trimmed, sources=sources))
-        row = {"stream": stream, "raw_events": tally.raw_events,
-               "rejected": rejected["records"],
-               "events_in": tally.raw_events + rejected["records"] + tally.undecodable,
-               "rejected_by_reason": rejected["by_reason"], "undecodable": tally.undecodable,
-               "control_records": tally.control, "raw_topic_trimmed": raw.trimmed}
+            recon = ViewReconciliation(
+                view,
+                tally.views[view.name],
+                published_rows(contract, view, publics[view.name]),
+                accounting_records(state, view.name),
+                points[view.name],
+                self.findings,
+            )
+            rows.append(
+                reconcile_view(
+                    view, tally, recon, self.period, raw_complete=not raw.trimmed, sources=sources
+                )
+            )
+        row = {
+            "stream": stream,
+            "raw_events": tally.raw_events,
+            "rejected": rejected["records"],
+            "events_in": tally.raw_events + rejected["records"] + tally.undecodable,
+            "rejected_by_reason": rejected["by_reason"],
+            "undecodable": tally.undecodable,
+            "control_records": tally.control,
+            "raw_topic_trimmed": raw.trimmed,
+        }
         return row, rows, dlq
 
     def _terms(self, publics: dict[str, TopicRead], needles: Needles) -> dict[str, Any]:
@@ -120,10 +135,12 @@ class _Audit:
             check = PublicTopicCheck(contract, view, self.findings, needles.redact)
             check.check(publics[view.name], self.period)
             published = published_rows(contract, view, publics[view.name])
-            published.reports = {s: r for s, r in published.reports.items()
-                                 if self.period.contains(s)}
-            published.groups = {s: g for s, g in published.groups.items()
-                                if self.period.contains(s)}
+            published.reports = {
+                s: r for s, r in published.reports.items() if self.period.contains(s)
+            }
+            published.groups = {
+                s: g for s, g in published.groups.items() if self.period.contains(s)
+            }
             view_rows.append(check.result(published))
             seen.update(check.versions)
         names = [spec.name for spec in topics.contract_topics(contract)]
@@ -135,17 +152,25 @@ class _Audit:
         return {
             "views": view_rows,
             "topics": check_topics(contract, partitions, configs, self.findings),
-            "keys": check_keys(contract, self.read(topics.keys_topic(contract)),
-                               max(latest) if latest else None, self.findings),
+            "keys": check_keys(
+                contract,
+                self.read(topics.keys_topic(contract)),
+                max(latest) if latest else None,
+                self.findings,
+            ),
             "acls": check_acls(contract, self.reader.acls(), self.findings),
-            "versions": {"public": versions_seen(contract, seen, self.findings),
-                         "raw": [{"contract_version": v, "records": n}
-                                 for v, n in sorted(raw_versions.items())]},
+            "versions": {
+                "public": versions_seen(contract, seen, self.findings),
+                "raw": [
+                    {"contract_version": v, "records": n} for v, n in sorted(raw_versions.items())
+                ],
+            },
         }
 
 
-def audit(contract: Contract, kafka: KafkaSettings | str,
-          period: Period | None = None) -> dict[str, Any]:
+def audit(
+    contract: Contract, kafka: KafkaSettings | str, period: Period | None = None
+) -> dict[str, Any]:
     """The audit report of ``contract`` over ``period`` (default: everything on the topics)."""
     period = period or Period()
     with ClusterReader(kafka) as reader:
@@ -156,28 +181,41 @@ def audit(contract: Contract, kafka: KafkaSettings | str,
     return {
         "format": REPORT_FORMAT,
         "ok": run.findings.ok,
-        "contract": {"id": contract.id, "version": contract.version, "title": contract.title,
-                     "provider": contract.provider.id, "beneficiary": contract.beneficiary.id,
-                     "policy_hash": policy_hash(contract),
-                     "policy_hash_short": short_policy_hash(contract)},
+        "contract": {
+            "id": contract.id,
+            "version": contract.version,
+            "title": contract.title,
+            "provider": contract.provider.id,
+            "beneficiary": contract.beneficiary.id,
+            "policy_hash": policy_hash(contract),
+            "policy_hash_short": short_policy_hash(contract),
+        },
         "period": _period(period),
-        "summary": {"violations": severities.get("violation", 0),
-                    "warnings": severities.get("warning", 0)},
+        "summary": {
+            "violations": severities.get("violation", 0),
+            "warnings": severities.get("warning", 0),
+        },
         "findings": [f.to_dict() for f in findings],
         "reconciliation": reconciliation,
         "terms": terms,
         "canary": canary,
-        "read": {t.topic: {str(p): [t.start[p], t.end[p]] for p in sorted(t.end)}
-                 if t.exists else None for t in sorted(run.reads, key=lambda t: t.topic)},
+        "read": {
+            t.topic: {str(p): [t.start[p], t.end[p]] for p in sorted(t.end)} if t.exists else None
+            for t in sorted(run.reads, key=lambda t: t.topic)
+        },
     }
 
 
 def _period(period: Period) -> dict[str, Any]:
-    return {"since_ms": period.since_ms, "until_ms": period.until_ms,
-            "since": None if period.since_ms is None else iso_utc(period.since_ms),
-            "until": None if period.until_ms is None else iso_utc(period.until_ms),
-            "raw_events_by": "event time", "rejected_by": "rejection time",
-            "windows_by": "window start"}
+    return {
+        "since_ms": period.since_ms,
+        "until_ms": period.until_ms,
+        "since": None if period.since_ms is None else iso_utc(period.since_ms),
+        "until": None if period.until_ms is None else iso_utc(period.until_ms),
+        "raw_events_by": "event time",
+        "rejected_by": "rejection time",
+        "windows_by": "window start",
+    }
 
 
 def exit_code(report: dict[str, Any]) -> int:

@@ -27,8 +27,9 @@ from broker.kafka.settings import KafkaSettings
 from broker.processes import peak_rss_mb
 
 ENV = os.environ
-SCHEMA: Any = fastavro.parse_schema(json.loads(ENV["BENCH_SCHEMA"])) if "BENCH_SCHEMA" in ENV \
-    else None
+SCHEMA: Any = (
+    fastavro.parse_schema(json.loads(ENV["BENCH_SCHEMA"])) if "BENCH_SCHEMA" in ENV else None
+)
 KEY = bytes.fromhex(ENV.get("BENCH_HMAC_KEY", "00" * 32))
 K = int(ENV.get("BENCH_K", "10"))
 EXPECTED = int(ENV.get("BENCH_EVENTS", "0"))
@@ -84,25 +85,34 @@ app = faust.App(
     producer_linger=0.005,
     web_enabled=False,
 )
-source = app.topic(ENV.get("BENCH_SOURCE", "bench-source"), value_type=VehicleEvent,
-                   key_serializer="raw")
-sink = app.topic(ENV.get("BENCH_SINK", "bench-sink"), key_serializer="raw",
-                 value_serializer="json")
+source = app.topic(
+    ENV.get("BENCH_SOURCE", "bench-source"), value_type=VehicleEvent, key_serializer="raw"
+)
+sink = app.topic(ENV.get("BENCH_SINK", "bench-sink"), key_serializer="raw", value_serializer="json")
 
 
 def on_window_close(key: Any, value: Any) -> None:
     cell, (start, end) = key
     vehicles = len(value or {})
     if vehicles >= K:
-        payload = {"cell": cell, "window_start": int(start * 1000),
-                   "window_end": int(round(end * 1000)), "vehicles": vehicles}
+        payload = {
+            "cell": cell,
+            "window_start": int(start * 1000),
+            "window_end": int(round(end * 1000)),
+            "vehicles": vehicles,
+        }
         sink.send_soon(key=cell.encode(), value=payload)
 
 
-availability = app.Table(
-    "availability", default=dict, on_window_close=on_window_close,
-).tumbling(timedelta(seconds=WINDOW_S), expires=timedelta(seconds=WINDOW_S)).relative_to_field(
-    VehicleEvent.ts)  # type: ignore[arg-type]  # a FieldDescriptor at runtime
+availability = (
+    app.Table(
+        "availability",
+        default=dict,
+        on_window_close=on_window_close,
+    )
+    .tumbling(timedelta(seconds=WINDOW_S), expires=timedelta(seconds=WINDOW_S))
+    .relative_to_field(VehicleEvent.ts)  # type: ignore[arg-type]  # a FieldDescriptor at runtime
+)
 
 progress = {"seen": 0, "first": 0.0, "cpu0": 0.0}
 

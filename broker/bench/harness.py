@@ -93,20 +93,40 @@ def run_baseline(variant: str, bootstrap: str, inp: BenchInput, workdir: Path) -
     schema = workdir / "vehicle_event.avsc"
     schema.write_text(json.dumps(stream.raw_schema))
     result = workdir / f"{variant}-{uuid.uuid4().hex[:6]}.json"
-    sink = _sink(bootstrap, f"bench.{contract.id}.{variant}.{uuid.uuid4().hex[:6]}",
-                 inp.partitions)
+    sink = _sink(bootstrap, f"bench.{contract.id}.{variant}.{uuid.uuid4().hex[:6]}", inp.partitions)
     records = inp.vehicle_events + stream.partitions
-    child = Child(["-m", "broker.bench.variants", variant, "--bootstrap", bootstrap,
-                   "--source", contract.topic_raw(stream), "--sink", sink,
-                   "--events", str(records), "--schema", str(schema), "--result", str(result)],
-                  workdir / f"{variant}.log")
+    child = Child(
+        [
+            "-m",
+            "broker.bench.variants",
+            variant,
+            "--bootstrap",
+            bootstrap,
+            "--source",
+            contract.topic_raw(stream),
+            "--sink",
+            sink,
+            "--events",
+            str(records),
+            "--schema",
+            str(schema),
+            "--result",
+            str(result),
+        ],
+        workdir / f"{variant}.log",
+    )
     wait_for(lambda: not child.alive(), DEADLINE_S, f"{variant} to finish")
     if child.proc.returncode:
         child.check_alive()  # raises with the log tail
     data = json.loads(result.read_text())
-    return Measurement(variant, int(data["events"]), float(data["seconds"]),
-                       float(data["cpu_seconds"]), float(data["peak_rss_mb"]),
-                       {"batch_ms_p50": data["batch_ms_p50"], "batch_ms_p99": data["batch_ms_p99"]})
+    return Measurement(
+        variant,
+        int(data["events"]),
+        float(data["seconds"]),
+        float(data["cpu_seconds"]),
+        float(data["peak_rss_mb"]),
+        {"batch_ms_p50": data["batch_ms_p50"], "batch_ms_p99": data["batch_ms_p99"]},
+    )
 
 
 def run_faust(bootstrap: str, inp: BenchInput, workdir: Path) -> Measurement:
@@ -115,14 +135,24 @@ def run_faust(bootstrap: str, inp: BenchInput, workdir: Path) -> Measurement:
     result = workdir / f"f-{uuid.uuid4().hex[:6]}.json"
     app_id = f"bench-faust-{uuid.uuid4().hex[:8]}"
     sink = _sink(bootstrap, f"bench.{contract.id}.f.{uuid.uuid4().hex[:6]}", 1)
-    env = {"BENCH_SCHEMA": json.dumps(stream.raw_schema), "BENCH_EVENTS": str(inp.vehicle_events),
-           "BENCH_BOOTSTRAP": bootstrap, "BENCH_SOURCE": contract.topic_raw(stream),
-           "BENCH_SINK": sink, "BENCH_PARTITIONS": str(inp.partitions),
-           "BENCH_RESULT": str(result), "BENCH_APP_ID": app_id,
-           "BENCH_HMAC_KEY": MASTER_KEY, "BENCH_K": "10",
-           "BENCH_DATADIR": str(workdir / app_id)}
-    child = Child(["-m", "broker.bench.faust_plain", "worker", "-l", "warn", "--without-web"],
-                  workdir / "f.log", env)
+    env = {
+        "BENCH_SCHEMA": json.dumps(stream.raw_schema),
+        "BENCH_EVENTS": str(inp.vehicle_events),
+        "BENCH_BOOTSTRAP": bootstrap,
+        "BENCH_SOURCE": contract.topic_raw(stream),
+        "BENCH_SINK": sink,
+        "BENCH_PARTITIONS": str(inp.partitions),
+        "BENCH_RESULT": str(result),
+        "BENCH_APP_ID": app_id,
+        "BENCH_HMAC_KEY": MASTER_KEY,
+        "BENCH_K": "10",
+        "BENCH_DATADIR": str(workdir / app_id),
+    }
+    child = Child(
+        ["-m", "broker.bench.faust_plain", "worker", "-l", "warn", "--without-web"],
+        workdir / "f.log",
+        env,
+    )
     try:
         wait_for(lambda: result.exists() or not child.alive(), DEADLINE_S, "F to read every event")
         child.check_alive()
@@ -130,9 +160,14 @@ def run_faust(bootstrap: str, inp: BenchInput, workdir: Path) -> Measurement:
         _settled(bootstrap, sink)  # let its window-close timer publish what it will
     finally:
         child.stop()
-    return Measurement("f", inp.vehicle_events, float(data["seconds"]),
-                       float(data["cpu_seconds"]), float(data["peak_rss_mb"]),
-                       check_faust(bootstrap, sink, inp))
+    return Measurement(
+        "f",
+        inp.vehicle_events,
+        float(data["seconds"]),
+        float(data["cpu_seconds"]),
+        float(data["peak_rss_mb"]),
+        check_faust(bootstrap, sink, inp),
+    )
 
 
 def _end(consumer: KafkaConsumer, tp: TopicPartition) -> int:
@@ -157,9 +192,11 @@ def _settled(bootstrap: str, topic: str, quiet_s: float = 3.0, timeout_s: float 
 
 def check_faust(bootstrap: str, sink: str, inp: BenchInput) -> dict[str, Any]:
     """F's published (window, cell, vehicles) against the oracle's availability groups."""
-    expected = {(r.window.start, g.group["cell"], g.measures["vehicles"])
-                for r in evaluate(inp.contract, inp.events, keyring=KeyRing())["availability"]
-                for g in r.groups}
+    expected = {
+        (r.window.start, g.group["cell"], g.measures["vehicles"])
+        for r in evaluate(inp.contract, inp.events, keyring=KeyRing())["availability"]
+        for g in r.groups
+    }
     consumer = KafkaConsumer(**as_settings(bootstrap).kafka_python("bench"), group_id=None)
     try:
         rows = [json.loads(r.value) for r in read_to_end(consumer, TopicPartition(sink, 0))]
@@ -167,25 +204,47 @@ def check_faust(bootstrap: str, sink: str, inp: BenchInput) -> dict[str, Any]:
         consumer.close()
     got = [(int(row["window_start"]), str(row["cell"]), int(row["vehicles"])) for row in rows]
     published = set(got)
-    return {"oracle_equal": published == expected and len(got) == len(published),
-            "groups_expected": len(expected), "groups_matching": len(published & expected),
-            "groups_missing": len(expected - published),
-            "groups_wrong": len(published - expected), "duplicates": len(got) - len(published)}
+    return {
+        "oracle_equal": published == expected and len(got) == len(published),
+        "groups_expected": len(expected),
+        "groups_matching": len(published & expected),
+        "groups_missing": len(expected - published),
+        "groups_wrong": len(published - expected),
+        "duplicates": len(got) - len(published),
+    }
 
 
 @contextmanager
-def _workers(bootstrap: str, inp: BenchInput, count: int,
-             workdir: Path) -> Iterator[list[tuple[Child, int]]]:
+def _workers(
+    bootstrap: str, inp: BenchInput, count: int, workdir: Path
+) -> Iterator[list[tuple[Child, int]]]:
     group = f"bench-{uuid.uuid4().hex[:8]}"
     started: list[tuple[Child, int]] = []
     try:
         for i in range(count):
             port = free_port_pair()
-            args = ["-m", "broker.cli", "worker", "--bootstrap", bootstrap, "--contracts",
-                    str(inp.contract_file), "--worker-id", f"{group}-{i}", "--group", group,
-                    "--web-port", str(port), "--log-level", "warning"]
-            child = Child(args, workdir / f"p{count}-{i}.log",
-                          {"RESPUBLICA_MASTER_KEY": MASTER_KEY, "TMPDIR": str(workdir)})
+            args = [
+                "-m",
+                "broker.cli",
+                "worker",
+                "--bootstrap",
+                bootstrap,
+                "--contracts",
+                str(inp.contract_file),
+                "--worker-id",
+                f"{group}-{i}",
+                "--group",
+                group,
+                "--web-port",
+                str(port),
+                "--log-level",
+                "warning",
+            ]
+            child = Child(
+                args,
+                workdir / f"p{count}-{i}.log",
+                {"RESPUBLICA_MASTER_KEY": MASTER_KEY, "TMPDIR": str(workdir)},
+            )
             started.append((child, port))
         yield started
     finally:
@@ -199,6 +258,7 @@ def run_policy(bootstrap: str, inp: BenchInput, workdir: Path, workers: int = 1)
     expected = {view: expected_windows(contract, inp.events, view) for view in VIEWS}
     total_windows = sum(len(w) for w in expected.values())
     with _workers(bootstrap, inp, workers, workdir) as procs:
+
         def texts() -> list[str]:
             for child, _ in procs:
                 child.check_alive()
@@ -209,28 +269,45 @@ def run_policy(bootstrap: str, inp: BenchInput, workdir: Path, workers: int = 1)
 
         t0 = wait_for(lambda: folded() > 0, DEADLINE_S, "the first folded event", 0.05)
         cpu0 = [cpu_seconds(child.pid) for child, _ in procs]
-        t1 = wait_for(lambda: sum(metric_sum(t, "respublica_windows_released_total")
-                                  for t in texts()) >= total_windows,
-                      DEADLINE_S, "every window to be released", 0.05)
+        t1 = wait_for(
+            lambda: (
+                sum(metric_sum(t, "respublica_windows_released_total") for t in texts())
+                >= total_windows
+            ),
+            DEADLINE_S,
+            "every window to be released",
+            0.05,
+        )
         cpu = sum(cpu_seconds(c.pid) - c0 for (c, _), c0 in zip(procs, cpu0, strict=True))
         rss = max(peak_rss_mb(child.pid) for child, _ in procs)
         final = texts()
     for view, windows in expected.items():
         got = read_public(bootstrap, contract, view)
         if got.windows != windows or got.duplicates:
-            msg = (f"P's releases of {view} differ from the oracle "
-                   f"({len(got.windows)} vs {len(windows)} windows, {got.duplicates} duplicates)")
+            msg = (
+                f"P's releases of {view} differ from the oracle "
+                f"({len(got.windows)} vs {len(windows)} windows, {got.duplicates} duplicates)"
+            )
             raise BenchError(msg)
     delay = "respublica_window_release_delay_seconds"
-    return Measurement("p2" if workers == 2 else "p", inp.total, t1 - t0, cpu, rss, {
-        "windows": total_windows, "oracle_equal": True,
-        "release_delay_p50_s": histogram_quantile(final, delay, 0.5),
-        "release_delay_p99_s": histogram_quantile(final, delay, 0.99),
-    })
+    return Measurement(
+        "p2" if workers == 2 else "p",
+        inp.total,
+        t1 - t0,
+        cpu,
+        rss,
+        {
+            "windows": total_windows,
+            "oracle_equal": True,
+            "release_delay_p50_s": histogram_quantile(final, delay, 0.5),
+            "release_delay_p99_s": histogram_quantile(final, delay, 0.99),
+        },
+    )
 
 
-def run_round(bootstrap: str, options: BenchOptions, events: dict[str, list[dict[str, Any]]],
-              workdir: Path) -> list[Measurement]:
+def run_round(
+    bootstrap: str, options: BenchOptions, events: dict[str, list[dict[str, Any]]], workdir: Path
+) -> list[Measurement]:
     inp = preload(bootstrap, workdir, options.events, options.partitions, events=events)
     out: list[Measurement] = []
     for variant in options.variants:
@@ -280,30 +357,49 @@ def summarise(rounds: list[list[Measurement]], options: BenchOptions) -> dict[st
             else:
                 extras[key] = values[0]
         variants[name] = {
-            "events": runs[0].events, "events_per_s_median": _median(rates),
-            "events_per_s_min": min(rates), "events_per_s_max": max(rates),
+            "events": runs[0].events,
+            "events_per_s_median": _median(rates),
+            "events_per_s_min": min(rates),
+            "events_per_s_max": max(rates),
             "cpu_us_per_event": _median([m.cpu_us_per_event for m in runs]),
-            "peak_rss_mb": max(m.peak_rss_mb for m in runs), **extras,
+            "peak_rss_mb": max(m.peak_rss_mb for m in runs),
+            **extras,
         }
     rate = {name: v["events_per_s_median"] for name, v in variants.items()}
-    ratios = {f"{a.upper()}/{b.upper()}": rate[a] / rate[b]
-              for a, b in (("p", "b1"), ("b2", "b1"), ("p", "b2"), ("p", "f"), ("p2", "p"))
-              if a in rate and b in rate and rate[b]}
-    return {"options": {"events": options.events, "partitions": options.partitions,
-                        "rounds": options.rounds}, "variants": variants, "ratios": ratios}
+    ratios = {
+        f"{a.upper()}/{b.upper()}": rate[a] / rate[b]
+        for a, b in (("p", "b1"), ("b2", "b1"), ("p", "b2"), ("p", "f"), ("p2", "p"))
+        if a in rate and b in rate and rate[b]
+    }
+    return {
+        "options": {
+            "events": options.events,
+            "partitions": options.partitions,
+            "rounds": options.rounds,
+        },
+        "variants": variants,
+        "ratios": ratios,
+    }
 
 
 def render(summary: dict[str, Any]) -> str:
     """The table printed by ``respublica bench``."""
-    lines = [f"{'variant':<8}{'events':>9}{'events/s (median)':>19}{'min..max':>19}"
-             f"{'CPU µs/event':>14}{'peak RSS MiB':>14}{'delay p50/p99 s':>17}"]
+    lines = [
+        f"{'variant':<8}{'events':>9}{'events/s (median)':>19}{'min..max':>19}"
+        f"{'CPU µs/event':>14}{'peak RSS MiB':>14}{'delay p50/p99 s':>17}"
+    ]
     for name, v in summary["variants"].items():
-        delay = (f"{v['release_delay_p50_s']:.2f}/{v['release_delay_p99_s']:.2f}"
-                 if "release_delay_p50_s" in v else "-")
+        delay = (
+            f"{v['release_delay_p50_s']:.2f}/{v['release_delay_p99_s']:.2f}"
+            if "release_delay_p50_s" in v
+            else "-"
+        )
         spread = f"{v['events_per_s_min']:,.0f}..{v['events_per_s_max']:,.0f}"
-        lines.append(f"{name.upper():<8}{v['events']:>9,}{v['events_per_s_median']:>19,.0f}"
-                     f"{spread:>19}{v['cpu_us_per_event']:>14.1f}{v['peak_rss_mb']:>14.1f}"
-                     f"{delay:>17}")
+        lines.append(
+            f"{name.upper():<8}{v['events']:>9,}{v['events_per_s_median']:>19,.0f}"
+            f"{spread:>19}{v['cpu_us_per_event']:>14.1f}{v['peak_rss_mb']:>14.1f}"
+            f"{delay:>17}"
+        )
     lines.append("ratios: " + ", ".join(f"{k} = {v:.2f}" for k, v in summary["ratios"].items()))
     for name, v in summary["variants"].items():
         if "groups_expected" in v:
@@ -312,7 +408,8 @@ def render(summary: dict[str, Any]) -> str:
                 f"{name.upper()} vs the oracle (availability groups >= k): {verdict}; "
                 f"{v['groups_matching']:,.0f} of {v['groups_expected']:,.0f} matching, "
                 f"{v['groups_missing']:,.0f} missing, {v['groups_wrong']:,.0f} wrong, "
-                f"{v['duplicates']:,.0f} duplicates (medians over rounds)")
+                f"{v['duplicates']:,.0f} duplicates (medians over rounds)"
+            )
         elif v.get("oracle_equal"):
             lines.append(f"{name.upper()} vs the oracle: every release equal, every round")
     return "\n".join(lines)

@@ -28,17 +28,25 @@ def availability_spec() -> ViewSpec:
     """The ``availability`` view of ``contracts/examples/micromobility.yaml``, by hand."""
     territory = Territory.from_bbox(LYON)
     return ViewSpec(
-        contract="lyon-micromobility", view="availability", time_field="timestamp",
-        subject_field="vehicle_id", window_ms=900_000, time_bucket_ms=900_000,
-        lateness_ms=300_000, rotation_ms=86_400_000, k=10,
+        contract="lyon-micromobility",
+        view="availability",
+        time_field="timestamp",
+        subject_field="vehicle_id",
+        window_ms=900_000,
+        time_bucket_ms=900_000,
+        lateness_ms=300_000,
+        rotation_ms=86_400_000,
+        k=10,
         dimensions=(h3_dimension("cell", "lat", "lon", 8, territory),),
         measures=(MeasureSpec("events", "count"), MeasureSpec("vehicles", "distinct_subjects")),
-        filter_field="event_type", filter_values=("available",),
+        filter_field="event_type",
+        filter_values=("available",),
     )
 
 
-def synthetic(n: int, *, vehicles: int = 20_000, seed: int = 7,
-              rate_per_s: int = 50) -> Iterator[Record]:
+def synthetic(
+    n: int, *, vehicles: int = 20_000, seed: int = 7, rate_per_s: int = 50
+) -> Iterator[Record]:
     """Vehicle events in time order (with small jitter), ``rate_per_s`` events per second."""
     rng = random.Random(seed)  # noqa: S311 - synthetic load, not secrets
     types = ("available", "available", "available", "trip_start", "trip_end", "reserved")
@@ -55,8 +63,9 @@ def synthetic(n: int, *, vehicles: int = 20_000, seed: int = 7,
         }
 
 
-def run(n: int, partitions: int = 1, batch: int = 5_000, *, traced: bool = False
-        ) -> dict[str, float]:
+def run(
+    n: int, partitions: int = 1, batch: int = 5_000, *, traced: bool = False
+) -> dict[str, float]:
     """Process ``n`` events; time only the policy calls (records are generated per batch).
 
     With ``traced`` the run happens under ``tracemalloc`` (several times slower) and reports
@@ -73,8 +82,10 @@ def run(n: int, partitions: int = 1, batch: int = 5_000, *, traced: bool = False
         tracemalloc.start()
     for lo in range(0, n, batch):
         chunk = list(itertools.islice(events, batch))
-        split = [[(lo + i, r) for i, r in enumerate(chunk) if i % partitions == p]
-                 for p in range(partitions)]
+        split = [
+            [(lo + i, r) for i, r in enumerate(chunk) if i % partitions == p]
+            for p in range(partitions)
+        ]
         began = time.perf_counter()
         for agg, part in zip(aggs, split, strict=True):
             agg.process(part)
@@ -88,18 +99,29 @@ def run(n: int, partitions: int = 1, batch: int = 5_000, *, traced: bool = False
     releases += len(merger.release_ready())
     peak = tracemalloc.get_traced_memory()[1] if traced else 0
     tracemalloc.stop()
-    return {"events": n, "events_per_s": n / elapsed, "seconds": elapsed,
-            "peak_mib": peak / 2**20, "releases": releases, "max_open_partials": max_open}
+    return {
+        "events": n,
+        "events_per_s": n / elapsed,
+        "seconds": elapsed,
+        "peak_mib": peak / 2**20,
+        "releases": releases,
+        "max_open_partials": max_open,
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
     """Command-line entry: prints one line per size."""
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--events", type=int, action="append",
-                        help="number of events (repeatable; default 250000 and 2000000)")
+    parser.add_argument(
+        "--events",
+        type=int,
+        action="append",
+        help="number of events (repeatable; default 250000 and 2000000)",
+    )
     parser.add_argument("--partitions", type=int, default=1)
-    parser.add_argument("--memory", action="store_true",
-                        help="also run once under tracemalloc and report the peak")
+    parser.add_argument(
+        "--memory", action="store_true", help="also run once under tracemalloc and report the peak"
+    )
     args = parser.parse_args(argv)
     for n in args.events or [250_000, 2_000_000]:
         fast = run(n, args.partitions)

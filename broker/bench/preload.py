@@ -71,12 +71,15 @@ def simulate(vehicle_events: int) -> dict[str, list[dict[str, Any]]]:
     return events
 
 
-def _encoded(contract: Contract, stream_name: str,
-             records: Iterable[dict[str, Any]]) -> list[OutRecord]:
+def _encoded(
+    contract: Contract, stream_name: str, records: Iterable[dict[str, Any]]
+) -> list[OutRecord]:
     stream = contract.stream(stream_name)
     sid, topic = schema_id(stream.raw_schema), contract.topic_raw(stream)
-    return [OutRecord(topic, str(r[stream.subject]).encode(), encode(stream.avro_schema, sid, r),
-                      []) for r in records]
+    return [
+        OutRecord(topic, str(r[stream.subject]).encode(), encode(stream.avro_schema, sid, r), [])
+        for r in records
+    ]
 
 
 async def _write(bootstrap: str, records: list[OutRecord]) -> None:
@@ -84,13 +87,19 @@ async def _write(bootstrap: str, records: list[OutRecord]) -> None:
     await writer.start()
     try:
         for start in range(0, len(records), WRITE_CHUNK):
-            await writer.write(records[start:start + WRITE_CHUNK])
+            await writer.write(records[start : start + WRITE_CHUNK])
     finally:
         await writer.close()
 
 
-def preload(bootstrap: str, workdir: Path, vehicle_events: int, partitions: int, *,
-            events: dict[str, list[dict[str, Any]]] | None = None) -> BenchInput:
+def preload(
+    bootstrap: str,
+    workdir: Path,
+    vehicle_events: int,
+    partitions: int,
+    *,
+    events: dict[str, list[dict[str, Any]]] | None = None,
+) -> BenchInput:
     """Create a fresh contract's topics and write the events, then end-of-stream marks."""
     contract, path = bench_contract(workdir, partitions)
     with topics.TopicAdmin(bootstrap) as admin:

@@ -50,19 +50,25 @@ def serde_roundtrip(schema: dict[str, Any]) -> Transform:
     return transform
 
 
-def _flush_and_commit(producer: KafkaProducer, consumer: KafkaConsumer,
-                      positions: dict[TopicPartition, int]) -> None:
+def _flush_and_commit(
+    producer: KafkaProducer, consumer: KafkaConsumer, positions: dict[TopicPartition, int]
+) -> None:
     producer.flush()
     consumer.commit({tp: OffsetAndMetadata(off, "", -1) for tp, off in positions.items()})
 
 
-def run(bootstrap: str, source: str, sink: str, events: int,
-        transform: Transform | None) -> dict[str, Any]:
+def run(
+    bootstrap: str, source: str, sink: str, events: int, transform: Transform | None
+) -> dict[str, Any]:
     """Move ``events`` records from ``source`` to ``sink``; returns the measurements."""
-    settings = WorkerClients(KafkaSettings.load(bootstrap=bootstrap), "bench",
-                             f"bench-{uuid.uuid4().hex[:8]}")
-    consumer = settings.consumer(group_id=settings.raw_group, max_poll_records=MAX_RECORDS,
-                                 max_partition_fetch_bytes=RAW_FETCH_BYTES)
+    settings = WorkerClients(
+        KafkaSettings.load(bootstrap=bootstrap), "bench", f"bench-{uuid.uuid4().hex[:8]}"
+    )
+    consumer = settings.consumer(
+        group_id=settings.raw_group,
+        max_poll_records=MAX_RECORDS,
+        max_partition_fetch_bytes=RAW_FETCH_BYTES,
+    )
     producer = settings.producer()
     # Explicit assignment: no group join to wait for (kafka-python 3.0 can leave a join
     # stuck under short polls); offsets are still committed under the group id.
@@ -92,9 +98,12 @@ def run(bootstrap: str, source: str, sink: str, events: int,
     _flush_and_commit(producer, consumer, positions)
     elapsed = time.perf_counter() - start
     result = {
-        "events": seen, "seconds": elapsed, "cpu_seconds": time.process_time() - cpu0,
+        "events": seen,
+        "seconds": elapsed,
+        "cpu_seconds": time.process_time() - cpu0,
         "peak_rss_mb": peak_rss_mb(os.getpid()),  # VmHWM: ru_maxrss keeps the parent's peak
-        "batch_ms_p50": _quantile(batch_ms, 0.5), "batch_ms_p99": _quantile(batch_ms, 0.99),
+        "batch_ms_p50": _quantile(batch_ms, 0.5),
+        "batch_ms_p99": _quantile(batch_ms, 0.99),
     }
     producer.close()
     consumer.close(autocommit=False)
@@ -118,14 +127,12 @@ def main() -> None:
     parser.add_argument("--schema", type=Path, required=True)
     parser.add_argument("--result", type=Path, required=True)
     args = parser.parse_args()
-    transform = serde_roundtrip(json.loads(args.schema.read_text())) if args.variant == "b2" \
-        else None
+    transform = (
+        serde_roundtrip(json.loads(args.schema.read_text())) if args.variant == "b2" else None
+    )
     result = run(args.bootstrap, args.source, args.sink, args.events, transform)
     args.result.write_text(json.dumps(result))
 
 
 if __name__ == "__main__":
     main()
-
-
-

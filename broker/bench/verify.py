@@ -66,13 +66,23 @@ class PublicView:
         return len(self.keys) - len(set(self.keys))
 
 
-def read_public(bootstrap: str, contract: Contract, view: str, *,
-                isolation: str = "read_committed", timeout_s: float = 30.0) -> PublicView:
+def read_public(
+    bootstrap: str,
+    contract: Contract,
+    view: str,
+    *,
+    isolation: str = "read_committed",
+    timeout_s: float = 30.0,
+) -> PublicView:
     """Every record of ``public.<c>.<v>`` so far, decoded into the canonical form."""
     schemas = public_schemas([contract])
     dims = [d.name for d in contract.view(view).group_by]
-    consumer = KafkaConsumer(**as_settings(bootstrap).kafka_python("verify"),
-                             enable_auto_commit=False, isolation_level=isolation, group_id=None)
+    consumer = KafkaConsumer(
+        **as_settings(bootstrap).kafka_python("verify"),
+        enable_auto_commit=False,
+        isolation_level=isolation,
+        group_id=None,
+    )
     tp = TopicPartition(contract.topic_public(view), 0)
     seen = PublicView()
     rows: dict[tuple[int, int], list[Any]] = {}
@@ -87,13 +97,16 @@ def read_public(bootstrap: str, contract: Contract, view: str, *,
                 key, row = decode_public(r.key, r.value, schemas)
                 window = (key["window_start"], key["window_end"])
                 if key.get("report"):
-                    reports[window] = tuple(row[k] for k in REPORT_FIELDS) + \
-                        (_num(row["epsilon"]),)
+                    reports[window] = tuple(row[k] for k in REPORT_FIELDS) + (_num(row["epsilon"]),)
                 else:
-                    measures = {k: v for k, v in row.items()
-                                if k not in dims and not k.startswith("window_")}
+                    measures = {
+                        k: v
+                        for k, v in row.items()
+                        if k not in dims and not k.startswith("window_")
+                    }
                     rows.setdefault(window, []).append(
-                        _group_row({d: row[d] for d in dims}, measures))
+                        _group_row({d: row[d] for d in dims}, measures)
+                    )
     finally:
         consumer.close()
     for window, report in reports.items():
@@ -101,8 +114,12 @@ def read_public(bootstrap: str, contract: Contract, view: str, *,
     return seen
 
 
-def expected_windows(contract: Contract, events: Mapping[str, list[dict[str, Any]]],
-                     view: str, noise_key: bytes | None = None) -> dict[tuple[int, int], Any]:
+def expected_windows(
+    contract: Contract,
+    events: Mapping[str, list[dict[str, Any]]],
+    view: str,
+    noise_key: bytes | None = None,
+) -> dict[tuple[int, int], Any]:
     """The oracle's releases of one view, in canonical form."""
     releases = evaluate(contract, events, keyring=KeyRing(), noise_key=noise_key)
     return oracle_windows(releases[view])

@@ -49,12 +49,22 @@ class _Version(argparse.Action):
     importlib.metadata is slow to import, and every command would pay for it.
     """
 
-    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS,
-                 default: str = argparse.SUPPRESS, help: str | None = None) -> None:
+    def __init__(
+        self,
+        option_strings: Sequence[str],
+        dest: str = argparse.SUPPRESS,
+        default: str = argparse.SUPPRESS,
+        help: str | None = None,
+    ) -> None:
         super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
 
-    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
-                 values: Any, option_string: str | None = None) -> NoReturn:
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> NoReturn:
         from importlib.metadata import version
 
         print(f"respublica {version('respublica')}")
@@ -67,8 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Share general-interest data from private platforms with public "
         "authorities under enforceable contracts, on Apache Kafka.",
     )
-    parser.add_argument("--version", action=_Version,
-                        help="print the version of respublica and exit")
+    parser.add_argument(
+        "--version", action=_Version, help="print the version of respublica and exit"
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     cli_kafka.register(commands)
     cli_bench.register(commands)

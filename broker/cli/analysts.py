@@ -19,12 +19,21 @@ if TYPE_CHECKING:
 def register(commands: Any) -> None:
     subscribe = commands.add_parser("subscribe", help="print a view's releases as they come")
     _common(subscribe)
-    subscribe.add_argument("--from-beginning", action="store_true",
-                           help="print every release so far first (default: new ones only)")
-    subscribe.add_argument("--since", help="only windows starting at or after this time "
-                                           "(ms since the epoch or ISO 8601)")
-    subscribe.add_argument("--max-windows", type=int, default=None,
-                           help="stop after this many windows (default: until Ctrl-C)")
+    subscribe.add_argument(
+        "--from-beginning",
+        action="store_true",
+        help="print every release so far first (default: new ones only)",
+    )
+    subscribe.add_argument(
+        "--since",
+        help="only windows starting at or after this time (ms since the epoch or ISO 8601)",
+    )
+    subscribe.add_argument(
+        "--max-windows",
+        type=int,
+        default=None,
+        help="stop after this many windows (default: until Ctrl-C)",
+    )
     subscribe.set_defaults(handler=_subscribe)
 
     export = commands.add_parser("export", help="write a view's releases as open-data files")
@@ -33,16 +42,21 @@ def register(commands: Any) -> None:
     export.add_argument("--out", required=True, type=Path, help="output file")
     export.add_argument("--since", help="first window start (ms or ISO 8601, inclusive)")
     export.add_argument("--until", help="last window start (ms or ISO 8601, exclusive)")
-    export.add_argument("--include-reports", action="store_true",
-                        help="also write the windows' suppression reports")
+    export.add_argument(
+        "--include-reports", action="store_true", help="also write the windows' suppression reports"
+    )
     export.set_defaults(handler=_export)
 
     schemas = commands.add_parser("schemas", help="serve the Avro schemas to Kafka tools")
     actions = schemas.add_subparsers(dest="action", required=True, metavar="ACTION")
     serve = actions.add_parser("serve", help="a read-only Confluent Schema Registry API")
-    serve.add_argument("--contracts", type=Path, action="append",
-                       help="contract files or directories (default: $RESPUBLICA_CONTRACTS "
-                            "or the bundled examples); repeatable")
+    serve.add_argument(
+        "--contracts",
+        type=Path,
+        action="append",
+        help="contract files or directories (default: $RESPUBLICA_CONTRACTS "
+        "or the bundled examples); repeatable",
+    )
     serve.add_argument("--host", default="127.0.0.1", help="address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8081, help="port (default 8081)")
     serve.set_defaults(handler=_serve)
@@ -52,16 +66,20 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("contract", help="a contract id or file")
     parser.add_argument("view", help="a view of the contract")
     add_kafka_options(parser)
-    parser.add_argument("--contracts", type=Path, action="append",
-                        help="where to look for ids (default: $RESPUBLICA_CONTRACTS or "
-                             "examples); repeatable")
+    parser.add_argument(
+        "--contracts",
+        type=Path,
+        action="append",
+        help="where to look for ids (default: $RESPUBLICA_CONTRACTS or examples); repeatable",
+    )
 
 
 def _contract(args: argparse.Namespace) -> Contract:
     from contracts.cli import find_contract
 
-    return find_contract(args.contract, args.contracts or default_contract_paths(),
-                         now=datetime.now(UTC))
+    return find_contract(
+        args.contract, args.contracts or default_contract_paths(), now=datetime.now(UTC)
+    )
 
 
 def _instant(text: str | None) -> int | None:
@@ -76,9 +94,13 @@ def _subscribe(args: argparse.Namespace) -> int:
 
     contract = _contract(args)
     view = resolve_view(contract, args.view)
-    rows = follow_view(kafka_settings(args), contract, view,
-                       from_beginning=args.from_beginning or args.since is not None,
-                       since_ms=_instant(args.since))
+    rows = follow_view(
+        kafka_settings(args),
+        contract,
+        view,
+        from_beginning=args.from_beginning or args.since is not None,
+        since_ms=_instant(args.since),
+    )
     try:
         print_releases(rows, view, partial(print, flush=True), max_windows=args.max_windows)
     finally:
@@ -92,15 +114,24 @@ def _export(args: argparse.Namespace) -> int:
 
     contract = _contract(args)
     since, until = _instant(args.since), _instant(args.until)
-    contents = read_view(kafka_settings(args), contract, args.view,
-                         since_ms=since, until_ms=until)
-    written = export(contents, args.out, args.format, include_reports=args.include_reports,
-                     since_ms=since, until_ms=until)
-    print(f"{len(contents.groups)} groups of {len(contents.windows())} windows from "
-          f"{contents.topic} → {', '.join(str(p) for p in written)}")
+    contents = read_view(kafka_settings(args), contract, args.view, since_ms=since, until_ms=until)
+    written = export(
+        contents,
+        args.out,
+        args.format,
+        include_reports=args.include_reports,
+        since_ms=since,
+        until_ms=until,
+    )
+    print(
+        f"{len(contents.groups)} groups of {len(contents.windows())} windows from "
+        f"{contents.topic} → {', '.join(str(p) for p in written)}"
+    )
     if contents.undecodable:
-        print(f"warning: {len(contents.undecodable)} records of another schema were skipped",
-              file=sys.stderr)
+        print(
+            f"warning: {len(contents.undecodable)} records of another schema were skipped",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -111,7 +142,10 @@ def _serve(args: argparse.Namespace) -> int:
     from contracts import load_contracts
 
     contracts = load_contracts(args.contracts or default_contract_paths(), now=datetime.now(UTC))
-    print(f"serving the schemas of {len(contracts)} contracts on "
-          f"http://{args.host}:{args.port}/subjects", flush=True)
+    print(
+        f"serving the schemas of {len(contracts)} contracts on "
+        f"http://{args.host}:{args.port}/subjects",
+        flush=True,
+    )
     web.run_app(make_schema_app(contracts), host=args.host, port=args.port, print=None)
     return 0

@@ -19,21 +19,35 @@ from broker.cli.options import add_kafka_options, kafka_settings
 
 def register(commands: Any) -> None:
     audit = commands.add_parser(
-        "audit", help="the auditor's report of a contract: reconciliation, terms vs reality, "
-                      "canary scan (exit 1 on a violation)")
+        "audit",
+        help="the auditor's report of a contract: reconciliation, terms vs reality, "
+        "canary scan (exit 1 on a violation)",
+    )
     audit.add_argument("contract", help="a contract id or file")
-    audit.add_argument("--contracts", type=Path, action="append",
-                       help="where to look for ids (default: $RESPUBLICA_CONTRACTS or examples)")
-    audit.add_argument("--since", help="start of the period (ISO 8601 or ms since the epoch; "
-                                       "default: the beginning of the topics)")
-    audit.add_argument("--until", help="end of the period, exclusive (default: none, up to "
-                                       "the end of the topics)")
-    audit.add_argument("--format", choices=("md", "json", "html"), default="md",
-                       help="report format (default md)")
+    audit.add_argument(
+        "--contracts",
+        type=Path,
+        action="append",
+        help="where to look for ids (default: $RESPUBLICA_CONTRACTS or examples)",
+    )
+    audit.add_argument(
+        "--since",
+        help="start of the period (ISO 8601 or ms since the epoch; "
+        "default: the beginning of the topics)",
+    )
+    audit.add_argument(
+        "--until", help="end of the period, exclusive (default: none, up to the end of the topics)"
+    )
+    audit.add_argument(
+        "--format", choices=("md", "json", "html"), default="md", help="report format (default md)"
+    )
     audit.add_argument("--out", type=Path, help="write the report to this file (default stdout)")
     add_kafka_options(audit)
-    audit.add_argument("--generated-at", action="store_true",
-                       help="append the time of the run after the report body")
+    audit.add_argument(
+        "--generated-at",
+        action="store_true",
+        help="append the time of the run after the report body",
+    )
     audit.set_defaults(handler=_audit)
 
 
@@ -46,16 +60,21 @@ def _audit(args: argparse.Namespace) -> int:
 
     now = datetime.now(UTC)
     contract = find_contract(args.contract, args.contracts or default_contract_paths(), now=now)
-    period = Period(None if args.since is None else parse_instant(args.since),
-                    None if args.until is None else parse_instant(args.until))
+    period = Period(
+        None if args.since is None else parse_instant(args.since),
+        None if args.until is None else parse_instant(args.until),
+    )
     report = audit(contract, kafka_settings(args), period)
     stamp = iso_utc(int(now.timestamp() * 1000)) if args.generated_at else None
     text = render(report, args.format, stamp)
     if args.out is not None:
         args.out.write_text(text, encoding="utf-8")
-        print(f"{'OK' if report['ok'] else 'VIOLATIONS'}: {args.out} "
-              f"({report['summary']['violations']} violation(s), "
-              f"{report['summary']['warnings']} warning(s))", file=sys.stderr)
+        print(
+            f"{'OK' if report['ok'] else 'VIOLATIONS'}: {args.out} "
+            f"({report['summary']['violations']} violation(s), "
+            f"{report['summary']['warnings']} warning(s))",
+            file=sys.stderr,
+        )
     else:
         sys.stdout.write(text)
     return exit_code(report)

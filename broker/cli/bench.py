@@ -12,15 +12,26 @@ VARIANTS = ("b1", "b2", "p", "f", "p2")
 
 def register(commands: Any) -> None:
     bench = commands.add_parser("bench", help="measure the policy pipeline against baselines")
-    bench.add_argument("--events", type=int, default=100_000,
-                       help="vehicle events to preload (trips come on top; default 100000)")
+    bench.add_argument(
+        "--events",
+        type=int,
+        default=100_000,
+        help="vehicle events to preload (trips come on top; default 100000)",
+    )
     bench.add_argument("--partitions", type=int, default=4, help="raw topic partitions")
     bench.add_argument("--rounds", type=int, default=3, help="alternating rounds (medians)")
-    bench.add_argument("--variants", default="b1,b2,p,f",
-                       help=f"comma-separated, from {','.join(VARIANTS)} (p2: two workers)")
+    bench.add_argument(
+        "--variants",
+        default="b1,b2,p,f",
+        help=f"comma-separated, from {','.join(VARIANTS)} (p2: two workers)",
+    )
     bench.add_argument("--json", type=Path, help="also write the results as JSON")
-    bench.add_argument("--workdir", type=Path, default=Path("out/bench"),
-                       help="logs and scratch files (default out/bench)")
+    bench.add_argument(
+        "--workdir",
+        type=Path,
+        default=Path("out/bench"),
+        help="logs and scratch files (default out/bench)",
+    )
     bench.set_defaults(handler=_bench)
 
 

@@ -41,13 +41,21 @@ def register(commands: Any) -> None:
     gbfs.add_argument("url", help="gbfs.json, or the vehicle_status/free_bike_status URL")
     gbfs.add_argument("--provider-id", required=True, help="MDS provider id to put on events")
     gbfs.add_argument("--source", default="gbfs", help="name of this feed in metrics (gbfs)")
-    gbfs.add_argument("--min-interval", type=float, default=10.0,
-                      help="seconds between polls at least, even if the ttl is shorter (10)")
+    gbfs.add_argument(
+        "--min-interval",
+        type=float,
+        default=10.0,
+        help="seconds between polls at least, even if the ttl is shorter (10)",
+    )
     gbfs.set_defaults(handler=_gbfs)
     mds = _common(kinds.add_parser("mds", help="an MDS Provider API (events and trips)"))
     mds.add_argument("url", help="base URL of the provider's MDS API")
-    mds.add_argument("--checkpoint", type=Path, required=True,
-                     help="file keeping the position, to resume after a restart")
+    mds.add_argument(
+        "--checkpoint",
+        type=Path,
+        required=True,
+        help="file keeping the position, to resume after a restart",
+    )
     mds.add_argument("--since", help="first time to read (ISO 8601; default: one hour ago)")
     mds.add_argument("--mds-version", choices=("2.0", "1.x"), default="2.0")
     mds.add_argument("--interval", type=float, default=60.0, help="seconds between polls (60)")
@@ -66,22 +74,33 @@ def register(commands: Any) -> None:
 
 def _common(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--contract", required=True, help="contract id to feed")
-    parser.add_argument("--contracts", type=Path, nargs="+", action="extend", metavar="PATH",
-                        help="contract files or directories (default: $RESPUBLICA_CONTRACTS "
-                             "or the bundled examples)")
+    parser.add_argument(
+        "--contracts",
+        type=Path,
+        nargs="+",
+        action="extend",
+        metavar="PATH",
+        help="contract files or directories (default: $RESPUBLICA_CONTRACTS "
+        "or the bundled examples)",
+    )
     add_kafka_options(parser)
     add_log_options(parser)
     parser.add_argument("--polls", type=int, default=None, help="stop after N polls")
-    parser.add_argument("--metrics-port", type=int, default=None,
-                        help="serve Prometheus metrics on this port (default: off)")
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve Prometheus metrics on this port (default: off)",
+    )
     return parser
 
 
 class _Setup:
     """Contracts, validator, Kafka sink and emitter of one connector run."""
 
-    def __init__(self, args: argparse.Namespace, connector: str,
-                 clock: Callable[[], int] | None = None) -> None:
+    def __init__(
+        self, args: argparse.Namespace, connector: str, clock: Callable[[], int] | None = None
+    ) -> None:
         from prometheus_client import CollectorRegistry, start_http_server
 
         from connectors.emit import Emitter, KafkaSink
@@ -91,17 +110,23 @@ class _Setup:
         from contracts import load_contracts
 
         setup_logging(args)
-        contracts = load_contracts(args.contracts or default_contract_paths(),
-                                   now=datetime.now(UTC))
+        contracts = load_contracts(
+            args.contracts or default_contract_paths(), now=datetime.now(UTC)
+        )
         self.contract = _find(contracts, args.contract)
         self.registry = CollectorRegistry()
         if args.metrics_port is not None:
             start_http_server(args.metrics_port, registry=self.registry)
         self.sink = KafkaSink(kafka_settings(args))
         self.clock = SystemClock()
-        self.emitter = Emitter(Router(contracts), self.contract.id, sink=self.sink,
-                               connector=connector, clock=clock or self.clock.now_ms,
-                               metrics=IngestMetrics(self.registry))
+        self.emitter = Emitter(
+            Router(contracts),
+            self.contract.id,
+            sink=self.sink,
+            connector=connector,
+            clock=clock or self.clock.now_ms,
+            metrics=IngestMetrics(self.registry),
+        )
 
 
 def _find(contracts: list[Contract], contract_id: str) -> Contract:
@@ -140,8 +165,13 @@ def _stop_event() -> asyncio.Event:
 
 def _report(emitter: Emitter) -> None:
     accepted = sum(emitter.accepted.values())
-    rejected = ", ".join(f"{stream} {reason.value}={n}" for (stream, reason), n
-                         in sorted(emitter.rejected.items())) or "none"
+    rejected = (
+        ", ".join(
+            f"{stream} {reason.value}={n}"
+            for (stream, reason), n in sorted(emitter.rejected.items())
+        )
+        or "none"
+    )
     print(f"accepted {accepted}; rejected: {rejected}", file=sys.stderr)
 
 
@@ -150,15 +180,22 @@ def _gbfs(args: argparse.Namespace) -> int:
     from connectors.pollers import GbfsPoller, GbfsSettings, rotation_counter
 
     setup = _Setup(args, "gbfs")
-    settings = GbfsSettings(feed_url=args.url, provider_id=args.provider_id,
-                            source=args.source, min_interval_s=args.min_interval)
+    settings = GbfsSettings(
+        feed_url=args.url,
+        provider_id=args.provider_id,
+        source=args.source,
+        min_interval_s=args.min_interval,
+    )
     counter = rotation_counter(setup.registry)
 
     async def poll(session: aiohttp.ClientSession, setup: _Setup) -> int:
         poller = GbfsPoller(settings, aiohttp_fetch(session), setup.emitter, counter)
         await run_polls(poller.poll_once, setup.clock, _stop_event(), args.polls)
-        print(f"gbfs: {poller.stats.polls} polls, {poller.stats.emitted} events, "
-              f"{poller.stats.violations} id-rotation violations", file=sys.stderr)
+        print(
+            f"gbfs: {poller.stats.polls} polls, {poller.stats.emitted} events, "
+            f"{poller.stats.violations} id-rotation violations",
+            file=sys.stderr,
+        )
         return 0
 
     return _run(poll, setup)
@@ -175,9 +212,15 @@ def _mds(args: argparse.Namespace) -> int:
         raise RespublicaError(msg)
     setup = _Setup(args, "mds")
     since = parse_start(args.since) if args.since else setup.clock.now_ms() - 3_600_000
-    settings = MdsSettings(base_url=args.url, token=token, checkpoint=args.checkpoint,
-                           since_ms=since, interval_s=args.interval, version=args.mds_version,
-                           endpoints=MDS_2_0 if args.mds_version == "2.0" else MDS_1_X)
+    settings = MdsSettings(
+        base_url=args.url,
+        token=token,
+        checkpoint=args.checkpoint,
+        since_ms=since,
+        interval_s=args.interval,
+        version=args.mds_version,
+        endpoints=MDS_2_0 if args.mds_version == "2.0" else MDS_1_X,
+    )
 
     async def poll(session: aiohttp.ClientSession, setup: _Setup) -> int:
         poller = MdsPoller(settings, aiohttp_fetch(session), setup.clock, setup.emitter)
@@ -221,6 +264,9 @@ def _rentals(args: argparse.Namespace) -> int:
         setup.sink.close()
     for rejection in report.rejections:
         print(rejection)
-    print(f"{report.rows} rows: {report.accepted} accepted, {len(report.rejections)} rejected "
-          "(rejected rows are in the DLQ)", file=sys.stderr)
+    print(
+        f"{report.rows} rows: {report.accepted} accepted, {len(report.rejections)} rejected "
+        "(rejected rows are in the DLQ)",
+        file=sys.stderr,
+    )
     return 0 if not report.rejections else 2

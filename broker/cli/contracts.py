@@ -35,8 +35,12 @@ def register(commands: Any) -> None:
     validate.set_defaults(handler=_validate)
     show = actions.add_parser("show", help="a plain-language summary of one contract")
     show.add_argument("contract", help="a contract id or file")
-    show.add_argument("--contracts", type=Path, action="append",
-                      help="where to look for ids (default: $RESPUBLICA_CONTRACTS or examples)")
+    show.add_argument(
+        "--contracts",
+        type=Path,
+        action="append",
+        help="where to look for ids (default: $RESPUBLICA_CONTRACTS or examples)",
+    )
     show.set_defaults(handler=_show)
 
     for name, handler, help_text in (
@@ -44,12 +48,19 @@ def register(commands: Any) -> None:
         ("apply", _apply, "create or alter the contracts' topics (idempotent, never deletes)"),
     ):
         sub = commands.add_parser(name, help=help_text)
-        sub.add_argument("paths", nargs="*", type=Path,
-                         help="contract files or directories (default: $RESPUBLICA_CONTRACTS "
-                              "or the bundled examples)")
+        sub.add_argument(
+            "paths",
+            nargs="*",
+            type=Path,
+            help="contract files or directories (default: $RESPUBLICA_CONTRACTS "
+            "or the bundled examples)",
+        )
         add_kafka_options(sub)
-        sub.add_argument("--allow-data-loss", action="store_true",
-                         help="allow shortening retention or switching cleanup to delete")
+        sub.add_argument(
+            "--allow-data-loss",
+            action="store_true",
+            help="allow shortening retention or switching cleanup to delete",
+        )
         sub.set_defaults(handler=handler)
 
 

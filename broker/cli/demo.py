@@ -10,8 +10,12 @@ from typing import Any
 def register(commands: Any) -> None:
     demo = commands.add_parser("demo", help="run the whole story end to end, files in out/")
     demo.add_argument("--out", type=Path, default=Path("out"), help="output folder (out)")
-    demo.add_argument("--bad-share", type=float, default=0.03,
-                      help="share of bad records mixed into each stream (0.03)")
+    demo.add_argument(
+        "--bad-share",
+        type=float,
+        default=0.03,
+        help="share of bad records mixed into each stream (0.03)",
+    )
     demo.set_defaults(handler=_demo)
 
 

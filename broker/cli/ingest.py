@@ -55,31 +55,49 @@ def add_destination(parser: argparse.ArgumentParser, *, out: bool) -> None:
     where.add_argument("--to-kafka", action="store_true", help="produce JSON to ingest.<c>.<s>")
     parser.add_argument("--token", help=f"gateway bearer token (default: ${TOKEN_ENV})")
     add_kafka_options(parser)
-    parser.add_argument("--rate", type=float, default=None, metavar="EPS",
-                        help="at most this many events per second (default: as fast as possible)")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=None,
+        metavar="EPS",
+        help="at most this many events per second (default: as fast as possible)",
+    )
     parser.add_argument("--batch", type=int, default=500, help="events per HTTP request (500)")
 
 
 def _register_gateway(commands: Any) -> None:
     gateway = commands.add_parser("gateway", help="run the HTTP push gateway for providers")
-    gateway.add_argument("--contracts", type=Path, nargs="+", action="extend", metavar="PATH",
-                         help="contract files or directories (default: $RESPUBLICA_CONTRACTS "
-                              "or the bundled examples)")
+    gateway.add_argument(
+        "--contracts",
+        type=Path,
+        nargs="+",
+        action="extend",
+        metavar="PATH",
+        help="contract files or directories (default: $RESPUBLICA_CONTRACTS "
+        "or the bundled examples)",
+    )
     gateway.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
     gateway.add_argument("--port", type=int, default=8080, help="port to listen on (8080)")
-    gateway.add_argument("--tokens", type=Path,
-                         help=f"provider tokens file (default: ${TOKENS_ENV})")
+    gateway.add_argument(
+        "--tokens", type=Path, help=f"provider tokens file (default: ${TOKENS_ENV})"
+    )
     add_kafka_options(gateway)
     gateway.add_argument("--max-batch", type=int, default=5000, help="events per request (5000)")
-    gateway.add_argument("--max-body-bytes", type=int, default=16 * 1024 * 1024,
-                         help="request body limit in bytes (16 MiB)")
+    gateway.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=16 * 1024 * 1024,
+        help="request body limit in bytes (16 MiB)",
+    )
     add_log_options(gateway)
     gateway.set_defaults(handler=_gateway)
     actions = gateway.add_subparsers(dest="action", metavar="ACTION")
-    actions.add_parser("hash-token", help="print the SHA-256 of a token read from stdin"
-                       ).set_defaults(handler=_hash_token)
-    actions.add_parser("new-token", help="print a new random token and its SHA-256"
-                       ).set_defaults(handler=_new_token)
+    actions.add_parser(
+        "hash-token", help="print the SHA-256 of a token read from stdin"
+    ).set_defaults(handler=_hash_token)
+    actions.add_parser("new-token", help="print a new random token and its SHA-256").set_defaults(
+        handler=_new_token
+    )
 
 
 def _gateway(args: argparse.Namespace) -> int:
@@ -96,13 +114,24 @@ def _gateway(args: argparse.Namespace) -> int:
         msg = f"give the provider tokens file with --tokens FILE (or ${TOKENS_ENV})"
         raise RespublicaError(msg)
     contracts = load_contracts(args.contracts or default_contract_paths(), now=datetime.now(UTC))
-    config = GatewayConfig(contracts=tuple(contracts), providers=load_tokens(tokens),
-                           max_batch=args.max_batch, max_body_bytes=args.max_body_bytes)
+    config = GatewayConfig(
+        contracts=tuple(contracts),
+        providers=load_tokens(tokens),
+        max_batch=args.max_batch,
+        max_body_bytes=args.max_body_bytes,
+    )
     writer = KafkaBatchWriter(ProducerSettings(kafka_settings(args)))
-    print(f"respublica gateway on http://{args.host}:{args.port} for {len(contracts)} "
-          f"contracts and {len(config.providers)} providers; Ctrl-C to stop.")
-    web.run_app(make_app(config, writer), host=args.host, port=args.port, print=None,
-                access_log_class=GatewayAccessLogger)
+    print(
+        f"respublica gateway on http://{args.host}:{args.port} for {len(contracts)} "
+        f"contracts and {len(config.providers)} providers; Ctrl-C to stop."
+    )
+    web.run_app(
+        make_app(config, writer),
+        host=args.host,
+        port=args.port,
+        print=None,
+        access_log_class=GatewayAccessLogger,
+    )
     return 0
 
 
@@ -122,8 +151,9 @@ def _new_token(args: argparse.Namespace) -> int:
 
     token = new_token()
     print(f"token:        {token}\ntoken_sha256: {hash_token(token)}")
-    print("Give the token to the provider; put only token_sha256 in the tokens file.",
-          file=sys.stderr)
+    print(
+        "Give the token to the provider; put only token_sha256 in the tokens file.", file=sys.stderr
+    )
     return 0
 
 
@@ -132,14 +162,24 @@ def _register_simulate(commands: Any) -> None:
     sim.add_argument("kind", choices=SIMULATOR_NAMES, help="which example contract to feed")
     sim.add_argument("--events", type=int, default=10_000, help="number of good events (10000)")
     sim.add_argument("--seed", type=int, default=0, help="random seed (0)")
-    sim.add_argument("--start", default=None,
-                     help="first event time, ISO 8601 with zone, or 'now' "
-                          "(default 2026-06-01T06:00:00Z)")
-    sim.add_argument("--size", type=int, default=None,
-                     help="vehicles, listings or reporters (default: per simulator)")
+    sim.add_argument(
+        "--start",
+        default=None,
+        help="first event time, ISO 8601 with zone, or 'now' (default 2026-06-01T06:00:00Z)",
+    )
+    sim.add_argument(
+        "--size",
+        type=int,
+        default=None,
+        help="vehicles, listings or reporters (default: per simulator)",
+    )
     sim.add_argument("--stream", action="append", help="only this stream (repeatable)")
-    sim.add_argument("--bad-share", type=float, default=0.0,
-                     help="share of bad events mixed in, e.g. 0.05 (default 0)")
+    sim.add_argument(
+        "--bad-share",
+        type=float,
+        default=0.0,
+        help="share of bad events mixed in, e.g. 0.05 (default 0)",
+    )
     sim.add_argument("--contract", help="contract id to send to (default: the example's id)")
     add_destination(sim, out=True)
     sim.set_defaults(handler=_simulate)
@@ -148,10 +188,16 @@ def _register_simulate(commands: Any) -> None:
 def _simulate(args: argparse.Namespace) -> int:
     from connectors.simulate import SimOptions, parse_start, simulator
 
-    start = None if args.start is None else \
-        int(time.time() * 1000) if args.start == "now" else parse_start(args.start)
-    options = SimOptions(seed=args.seed, size=args.size,
-                         **({} if start is None else {"start_ms": start}))
+    start = (
+        None
+        if args.start is None
+        else int(time.time() * 1000)
+        if args.start == "now"
+        else parse_start(args.start)
+    )
+    options = SimOptions(
+        seed=args.seed, size=args.size, **({} if start is None else {"start_ms": start})
+    )
     source = simulator(args.kind, options)
     contract = _example(source.contract_id)
     contract_id = args.contract or contract.id
@@ -159,13 +205,18 @@ def _simulate(args: argparse.Namespace) -> int:
     stats = _deliver(lines, args, contract_id, contract)
     bad = ", ".join(f"{k}={n}" for k, n in sorted(tally.items())) or "none"
     print(f"simulate {args.kind}: bad events mixed in: {bad}", file=sys.stderr)
-    print(stats.summary() if stats.statuses or args.to_kafka else
-          f"wrote {stats.sent} events in {stats.elapsed_s:.1f}s", file=sys.stderr)
+    print(
+        stats.summary()
+        if stats.statuses or args.to_kafka
+        else f"wrote {stats.sent} events in {stats.elapsed_s:.1f}s",
+        file=sys.stderr,
+    )
     return 0
 
 
-def _simulated_lines(records: Any, args: argparse.Namespace,
-                     contract: Contract) -> tuple[Iterator[tuple[str, bytes]], Counter[str]]:
+def _simulated_lines(
+    records: Any, args: argparse.Namespace, contract: Contract
+) -> tuple[Iterator[tuple[str, bytes]], Counter[str]]:
     from connectors.simulate import take
     from connectors.simulate.faults import FaultInjector, to_json_line
 
@@ -206,8 +257,9 @@ def _replay(args: argparse.Namespace) -> int:
     from connectors.push import read_lines
 
     with ExitStack() as stack:
-        handle: IO[bytes] = sys.stdin.buffer if str(args.file) == "-" else \
-            stack.enter_context(args.file.open("rb"))
+        handle: IO[bytes] = (
+            sys.stdin.buffer if str(args.file) == "-" else stack.enter_context(args.file.open("rb"))
+        )
         lines = ((args.stream, line) for line in read_lines(handle))
         contract = _known_contract(args.contract)
         stats = _deliver(lines, args, args.contract, contract)
@@ -226,8 +278,12 @@ def _known_contract(contract_id: str) -> Contract | None:
     return next((c for c in contracts if c.id == contract_id), None)
 
 
-def _deliver(lines: Iterator[tuple[str, bytes]], args: argparse.Namespace, contract_id: str,
-             contract: Contract | None) -> PushStats:
+def _deliver(
+    lines: Iterator[tuple[str, bytes]],
+    args: argparse.Namespace,
+    contract_id: str,
+    contract: Contract | None,
+) -> PushStats:
     if args.to_gateway:
         token = args.token or os.environ.get(TOKEN_ENV)
         if not token:
@@ -238,24 +294,32 @@ def _deliver(lines: Iterator[tuple[str, bytes]], args: argparse.Namespace, contr
         return asyncio.run(_to_gateway(lines, args.to_gateway, token, contract_id, args))
     if args.to_kafka:
         subjects = {s.name: s.subject for s in contract.streams} if contract else {}
-        return _to_kafka(lines, kafka_settings(args), contract_id, subjects,
-                         args.rate)
+        return _to_kafka(lines, kafka_settings(args), contract_id, subjects, args.rate)
     return _to_file(lines, getattr(args, "out", None), args.rate)
 
 
-async def _to_gateway(lines: Iterator[tuple[str, bytes]], url: str, token: str,
-                      contract_id: str, args: argparse.Namespace) -> PushStats:
+async def _to_gateway(
+    lines: Iterator[tuple[str, bytes]],
+    url: str,
+    token: str,
+    contract_id: str,
+    args: argparse.Namespace,
+) -> PushStats:
     from connectors.push import GatewayPusher
 
-    async with GatewayPusher(url, token, contract_id, batch=args.batch,
-                             rate=args.rate) as pusher:
+    async with GatewayPusher(url, token, contract_id, batch=args.batch, rate=args.rate) as pusher:
         for stream, line in lines:
             await pusher.add(stream, line)
     return pusher.stats
 
 
-def _to_kafka(lines: Iterator[tuple[str, bytes]], kafka: KafkaSettings, contract_id: str,
-              subjects: dict[str, str], rate: float | None) -> PushStats:
+def _to_kafka(
+    lines: Iterator[tuple[str, bytes]],
+    kafka: KafkaSettings,
+    contract_id: str,
+    subjects: dict[str, str],
+    rate: float | None,
+) -> PushStats:
     from connectors.push import KafkaIngestPusher
 
     pusher = KafkaIngestPusher(kafka, contract_id, subjects)
@@ -267,15 +331,17 @@ def _to_kafka(lines: Iterator[tuple[str, bytes]], kafka: KafkaSettings, contract
     return pusher.stats
 
 
-def _to_file(lines: Iterator[tuple[str, bytes]], out: Path | None,
-             rate: float | None) -> PushStats:
+def _to_file(lines: Iterator[tuple[str, bytes]], out: Path | None, rate: float | None) -> PushStats:
     from connectors.push import PushStats
 
     stats = PushStats()
     started = time.monotonic()
     with ExitStack() as stack:
-        handle: IO[bytes] = sys.stdout.buffer if out is None or str(out) == "-" else \
-            stack.enter_context(out.open("wb"))
+        handle: IO[bytes] = (
+            sys.stdout.buffer
+            if out is None or str(out) == "-"
+            else stack.enter_context(out.open("wb"))
+        )
         for _, line in _paced(lines, rate):
             handle.write(line + b"\n")
             stats.sent += 1
@@ -284,8 +350,7 @@ def _to_file(lines: Iterator[tuple[str, bytes]], out: Path | None,
     return stats
 
 
-def _paced(lines: Iterator[tuple[str, bytes]],
-           rate: float | None) -> Iterator[tuple[str, bytes]]:
+def _paced(lines: Iterator[tuple[str, bytes]], rate: float | None) -> Iterator[tuple[str, bytes]]:
     started = time.monotonic()
     for count, item in enumerate(lines):
         if rate:

@@ -32,13 +32,25 @@ def register(commands: Any) -> None:
         ("status", _status, "say whether the broker runs, and where"),
     ):
         sub = actions.add_parser(name, help=help_text)
-        sub.add_argument("--port", type=int, default=DEFAULT_PORT,
-                         help=f"client port (controller uses port+1; default {DEFAULT_PORT})")
-        sub.add_argument("--data-dir", type=Path, default=None,
-                         help=f"storage, pid and logs (default {_default_data_dir()})")
+        sub.add_argument(
+            "--port",
+            type=int,
+            default=DEFAULT_PORT,
+            help=f"client port (controller uses port+1; default {DEFAULT_PORT})",
+        )
+        sub.add_argument(
+            "--data-dir",
+            type=Path,
+            default=None,
+            help=f"storage, pid and logs (default {_default_data_dir()})",
+        )
         sub.add_argument("--kafka-version", default=KAFKA_VERSION, help=argparse.SUPPRESS)
-        sub.add_argument("--timeout", type=float, default=60.0,
-                         help="seconds to wait for the broker to come up (default 60)")
+        sub.add_argument(
+            "--timeout",
+            type=float,
+            default=60.0,
+            help="seconds to wait for the broker to come up (default 60)",
+        )
         sub.set_defaults(handler=handler)
 
 

@@ -14,29 +14,41 @@ if TYPE_CHECKING:
 
 def add_kafka_options(parser: argparse.ArgumentParser) -> None:
     """``--bootstrap`` and ``--kafka-config`` (see ``broker/kafka/settings.py``)."""
-    parser.add_argument("--bootstrap", help="Kafka bootstrap servers (default: "
-                        "$RESPUBLICA_KAFKA_BOOTSTRAP, $KAFKA_BOOTSTRAP, the --kafka-config file, "
-                        "or 127.0.0.1:9092)")
-    parser.add_argument("--kafka-config", metavar="FILE",
-                        help="YAML client settings: bootstrap, security_protocol, "
-                        "sasl_mechanism, username, password, ssl_cafile... "
-                        "(RESPUBLICA_KAFKA_* variables override it)")
+    parser.add_argument(
+        "--bootstrap",
+        help="Kafka bootstrap servers (default: "
+        "$RESPUBLICA_KAFKA_BOOTSTRAP, $KAFKA_BOOTSTRAP, the --kafka-config file, "
+        "or 127.0.0.1:9092)",
+    )
+    parser.add_argument(
+        "--kafka-config",
+        metavar="FILE",
+        help="YAML client settings: bootstrap, security_protocol, "
+        "sasl_mechanism, username, password, ssl_cafile... "
+        "(RESPUBLICA_KAFKA_* variables override it)",
+    )
 
 
 def kafka_settings(args: argparse.Namespace) -> KafkaSettings:
     """The settings the command's options and the environment name."""
     from broker.kafka.settings import KafkaSettings  # noqa: PLC0415 - pydantic is slow to import
 
-    return KafkaSettings.load(getattr(args, "kafka_config", None),
-                              bootstrap=getattr(args, "bootstrap", None))
+    return KafkaSettings.load(
+        getattr(args, "kafka_config", None), bootstrap=getattr(args, "bootstrap", None)
+    )
 
 
 def add_log_options(parser: argparse.ArgumentParser) -> None:
     """``--log-level`` and ``--log-format`` for a long-running command."""
-    parser.add_argument("--log-level", default="info", choices=LEVELS,
-                        help="log level (default info)")
-    parser.add_argument("--log-format", default="text", choices=FORMATS,
-                        help="text for a terminal, json lines for a log pipeline (default text)")
+    parser.add_argument(
+        "--log-level", default="info", choices=LEVELS, help="log level (default info)"
+    )
+    parser.add_argument(
+        "--log-format",
+        default="text",
+        choices=FORMATS,
+        help="text for a terminal, json lines for a log pipeline (default text)",
+    )
 
 
 def setup_logging(args: argparse.Namespace) -> None:

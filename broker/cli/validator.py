@@ -17,15 +17,29 @@ DEFAULT_GROUP = "respublica-validator"
 
 def register(commands: Any) -> None:
     sub = commands.add_parser(
-        "validator", help="validate provider input on ingest topics into raw or DLQ topics")
-    sub.add_argument("--contracts", type=Path, nargs="+", action="extend", metavar="PATH",
-                     help="contract files or directories (repeatable; default: "
-                          "$RESPUBLICA_CONTRACTS or the bundled examples)")
+        "validator", help="validate provider input on ingest topics into raw or DLQ topics"
+    )
+    sub.add_argument(
+        "--contracts",
+        type=Path,
+        nargs="+",
+        action="extend",
+        metavar="PATH",
+        help="contract files or directories (repeatable; default: "
+        "$RESPUBLICA_CONTRACTS or the bundled examples)",
+    )
     add_kafka_options(sub)
-    sub.add_argument("--group", default=DEFAULT_GROUP,
-                     help=f"consumer group; run more processes to scale (default {DEFAULT_GROUP})")
-    sub.add_argument("--metrics-port", type=int, default=None,
-                     help="serve Prometheus metrics on this port (default: off)")
+    sub.add_argument(
+        "--group",
+        default=DEFAULT_GROUP,
+        help=f"consumer group; run more processes to scale (default {DEFAULT_GROUP})",
+    )
+    sub.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve Prometheus metrics on this port (default: off)",
+    )
     add_log_options(sub)
     sub.set_defaults(handler=_run)
 
@@ -37,20 +51,23 @@ def _run(args: argparse.Namespace) -> int:
     from contracts import load_contracts
 
     setup_logging(args)
-    contracts = load_contracts(args.contracts or default_contract_paths(),
-                               now=datetime.now(UTC))
+    contracts = load_contracts(args.contracts or default_contract_paths(), now=datetime.now(UTC))
     registry = CollectorRegistry()
     if args.metrics_port is not None:
         start_http_server(args.metrics_port, registry=registry)
-    validator = IngestValidator(contracts, kafka_settings(args),
-                                group_id=args.group, registry=registry)
+    validator = IngestValidator(
+        contracts, kafka_settings(args), group_id=args.group, registry=registry
+    )
     stop = threading.Event()
     # SIGTERM (Kubernetes, systemd) and Ctrl-C finish the batch in progress, then commit.
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    print(f"Validating {len(validator.ingest_topics)} ingest topics "
-          f"(group {args.group}); Ctrl-C to stop.")
+    print(
+        f"Validating {len(validator.ingest_topics)} ingest topics "
+        f"(group {args.group}); Ctrl-C to stop."
+    )
     stats = validator.run(stop)
-    print(f"Stopped: {stats.consumed} consumed, {stats.accepted} accepted, "
-          f"{stats.rejected} rejected.")
+    print(
+        f"Stopped: {stats.consumed} consumed, {stats.accepted} accepted, {stats.rejected} rejected."
+    )
     return 0

@@ -21,22 +21,45 @@ MASTER_KEY_ENV = "RESPUBLICA_MASTER_KEY"
 
 def register(commands: Any) -> None:
     worker = commands.add_parser(
-        "worker", help="run the policy worker: raw events in, contract views out")
-    worker.add_argument("--contracts", type=Path, action="append",
-                        help="contract files or directories (default: $RESPUBLICA_CONTRACTS "
-                             "or the bundled examples); repeatable")
-    worker.add_argument("--worker-id", default=None,
-                        help="name of this worker in logs and client ids (default: host-pid)")
+        "worker", help="run the policy worker: raw events in, contract views out"
+    )
+    worker.add_argument(
+        "--contracts",
+        type=Path,
+        action="append",
+        help="contract files or directories (default: $RESPUBLICA_CONTRACTS "
+        "or the bundled examples); repeatable",
+    )
+    worker.add_argument(
+        "--worker-id",
+        default=None,
+        help="name of this worker in logs and client ids (default: host-pid)",
+    )
     add_kafka_options(worker)
-    worker.add_argument("--web-port", type=int, default=6066,
-                        help="port of /healthz and /metrics (0: no web server; default 6066)")
+    worker.add_argument(
+        "--web-port",
+        type=int,
+        default=6066,
+        help="port of /healthz and /metrics (0: no web server; default 6066)",
+    )
     worker.add_argument("--web-host", default="127.0.0.1", help="web server address")
-    worker.add_argument("--master-key-file", type=Path, default=None,
-                        help=f"key-encryption key file (default: ${MASTER_KEY_ENV})")
-    worker.add_argument("--group", default="respublica",
-                        help="consumer-group prefix shared by the workers of one deployment")
-    worker.add_argument("--checkpoint-interval", type=float, default=1.0,
-                        help="seconds between stage-1 checkpoints (default 1)")
+    worker.add_argument(
+        "--master-key-file",
+        type=Path,
+        default=None,
+        help=f"key-encryption key file (default: ${MASTER_KEY_ENV})",
+    )
+    worker.add_argument(
+        "--group",
+        default="respublica",
+        help="consumer-group prefix shared by the workers of one deployment",
+    )
+    worker.add_argument(
+        "--checkpoint-interval",
+        type=float,
+        default=1.0,
+        help="seconds between stage-1 checkpoints (default 1)",
+    )
     add_log_options(worker)
     worker.set_defaults(handler=_worker)
 

@@ -123,8 +123,9 @@ def _batches(items: Iterator[Item], span_ms: int, time_field: str) -> Iterator[l
     first: int | None = None
     for item in items:
         t = item.record[time_field] if item.record is not None else None
-        if batch and (len(batch) >= BATCH or (t is not None and first is not None
-                                               and t - first > span_ms)):
+        if batch and (
+            len(batch) >= BATCH or (t is not None and first is not None and t - first > span_ms)
+        ):
             yield batch
             batch, first = [], None
         batch.append(item)
@@ -134,9 +135,18 @@ def _batches(items: Iterator[Item], span_ms: int, time_field: str) -> Iterator[l
         yield batch
 
 
-async def _push_stream(session: aiohttp.ClientSession, url: str, token: str, clock: ReplayClock,
-                       contract: Contract, stream: str, records: list[dict[str, Any]],
-                       tally: Tally, label: str, share: float) -> None:
+async def _push_stream(
+    session: aiohttp.ClientSession,
+    url: str,
+    token: str,
+    clock: ReplayClock,
+    contract: Contract,
+    stream: str,
+    records: list[dict[str, Any]],
+    tally: Tally,
+    label: str,
+    share: float,
+) -> None:
     spec = contract.stream(stream)
     # A batch spans at most half the lateness, so its oldest good event is never "too late".
     span = int(spec.allowed_lateness.total_seconds() * 500)
@@ -148,9 +158,11 @@ async def _push_stream(session: aiohttp.ClientSession, url: str, token: str, clo
         if times:  # each stream's day is replayed on its own clock
             clock.now_ms = max(times)
         body = b"\n".join(i.payload for i in batch)
-        async with session.post(f"{url}/v1/contracts/{contract.id}/streams/{stream}/events",
-                                data=body, headers={"Authorization": f"Bearer {token}",
-                                                    "Content-Type": "application/x-ndjson"}) as r:
+        async with session.post(
+            f"{url}/v1/contracts/{contract.id}/streams/{stream}/events",
+            data=body,
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/x-ndjson"},
+        ) as r:
             answer = await r.json()
             if r.status != 200:
                 msg = f"the gateway answered {r.status} ({answer.get('error')})"
@@ -159,23 +171,33 @@ async def _push_stream(session: aiohttp.ClientSession, url: str, token: str, clo
         tally.rejected.update(entry["reason"] for entry in answer["rejected"])
         tally.sent += len(batch)
         tally.accepted += answer["accepted"]
-        accepted += [i.record for n, i in enumerate(batch)
-                     if i.record is not None and n not in refused]
+        accepted += [
+            i.record for n, i in enumerate(batch) if i.record is not None and n not in refused
+        ]
         done += sum(1 for i in batch if i.record is not None)
         progress(label, done, len(records))
 
 
-async def push_all(kafka: KafkaSettings, contracts: Sequence[Contract],
-                   data: dict[str, dict[str, list[dict[str, Any]]]], share: float,
-                   ) -> dict[str, Tally]:
+async def push_all(
+    kafka: KafkaSettings,
+    contracts: Sequence[Contract],
+    data: dict[str, dict[str, list[dict[str, Any]]]],
+    share: float,
+) -> dict[str, Tally]:
     """Serve the gateway on loopback and push every contract's day through it over HTTP."""
     token = secrets.token_urlsafe(24)
-    grants = (ProviderGrant(id="demo-provider", token_sha256=hash_token(token),
-                            contracts=tuple(c.id for c in contracts)),)
+    grants = (
+        ProviderGrant(
+            id="demo-provider",
+            token_sha256=hash_token(token),
+            contracts=tuple(c.id for c in contracts),
+        ),
+    )
     clock = ReplayClock()
     writer = KafkaBatchWriter(ProducerSettings(kafka, role="demo-gateway"))
-    app = make_app(GatewayConfig(tuple(contracts), grants), writer, clock=clock,
-                   registry=CollectorRegistry())
+    app = make_app(
+        GatewayConfig(tuple(contracts), grants), writer, clock=clock, registry=CollectorRegistry()
+    )
     runner = web.AppRunner(app)
     await runner.setup()
     port = free_port_pair()
@@ -185,9 +207,18 @@ async def push_all(kafka: KafkaSettings, contracts: Sequence[Contract],
         async with aiohttp.ClientSession() as session:
             for contract in contracts:
                 for stream, records in data[contract.id].items():
-                    await _push_stream(session, f"http://127.0.0.1:{port}", token, clock,
-                                       contract, stream, records, tallies[contract.id],
-                                       f"{contract.id}/{stream}", share)
+                    await _push_stream(
+                        session,
+                        f"http://127.0.0.1:{port}",
+                        token,
+                        clock,
+                        contract,
+                        stream,
+                        records,
+                        tallies[contract.id],
+                        f"{contract.id}/{stream}",
+                        share,
+                    )
     finally:
         await runner.cleanup()
         await writer.close()
@@ -199,8 +230,7 @@ def simulate_day(contracts: Sequence[Contract]) -> dict[str, dict[str, list[dict
     out: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for vertical, contract in zip(VERTICALS, contracts, strict=True):
         streams: dict[str, list[dict[str, Any]]] = {s.name: [] for s in contract.streams}
-        for sim in take(simulator(vertical.kind, SimOptions(seed=2026)).records(),
-                        vertical.events):
+        for sim in take(simulator(vertical.kind, SimOptions(seed=2026)).records(), vertical.events):
             streams[sim.stream].append(sim.record)
         out[contract.id] = streams
     return out
@@ -212,15 +242,22 @@ def expected_windows(contract: Contract, tally: Tally) -> dict[str, int]:
     return {view: len(found) for view, found in releases.items()}
 
 
-def wait_released(kafka: KafkaSettings, contracts: Sequence[Contract],
-                  expected: dict[str, dict[str, int]], worker: Child) -> None:
+def wait_released(
+    kafka: KafkaSettings,
+    contracts: Sequence[Contract],
+    expected: dict[str, dict[str, int]],
+    worker: Child,
+) -> None:
     """Until every view has published a report for every window the oracle expects."""
     total = sum(n for views in expected.values() for n in views.values())
 
     def released() -> int:
         worker.check_alive()
-        count = sum(min(len(read_view(kafka, c, v).reports), n)
-                    for c in contracts for v, n in expected[c.id].items())
+        count = sum(
+            min(len(read_view(kafka, c, v).reports), n)
+            for c in contracts
+            for v, n in expected[c.id].items()
+        )
         progress("windows released", count, total)
         return count
 
@@ -228,12 +265,25 @@ def wait_released(kafka: KafkaSettings, contracts: Sequence[Contract],
 
 
 def start_worker(kafka: KafkaSettings, contracts: Sequence[Contract], workdir: Path) -> Child:
-    args = ["-m", "broker.cli", "worker", "--worker-id", "demo",
-            "--group", f"respublica-demo-{secrets.token_hex(3)}",
-            "--web-port", str(free_port_pair()), "--log-level", "warning",
-            *[a for c in contracts for a in ("--contracts", str(c.source))]]
-    env = {"RESPUBLICA_MASTER_KEY": secrets.token_hex(32), "TMPDIR": str(workdir),
-           **kafka.environ()}
+    args = [
+        "-m",
+        "broker.cli",
+        "worker",
+        "--worker-id",
+        "demo",
+        "--group",
+        f"respublica-demo-{secrets.token_hex(3)}",
+        "--web-port",
+        str(free_port_pair()),
+        "--log-level",
+        "warning",
+        *[a for c in contracts for a in ("--contracts", str(c.source))],
+    ]
+    env = {
+        "RESPUBLICA_MASTER_KEY": secrets.token_hex(32),
+        "TMPDIR": str(workdir),
+        **kafka.environ(),
+    }
     return Child(args, workdir / "worker.log", env)
 
 
@@ -251,29 +301,43 @@ def write_outputs(kafka: KafkaSettings, contracts: Sequence[Contract], out: Path
             for fmt in ("csv", "geojson"):
                 export(contents, folder / f"{view.name}.{fmt}", fmt)
             if view.name == "availability":
-                means = cell_means((g.group["cell"] or "", float(g.measures["vehicles"]))
-                                   for g in contents.groups if g.group.get("cell"))
+                means = cell_means(
+                    (g.group["cell"] or "", float(g.measures["vehicles"]))
+                    for g in contents.groups
+                    if g.group.get("cell")
+                )
                 bbox = contract.territory.bbox or (4.77, 45.70, 4.92, 45.81)
-                render(means, bbox, folder / "availability.png",
-                       f"{contract.title}: mean available vehicles per H3 cell (res 8), "
-                       f"k = {view.k}")
+                render(
+                    means,
+                    bbox,
+                    folder / "availability.png",
+                    f"{contract.title}: mean available vehicles per H3 cell (res 8), k = {view.k}",
+                )
         report = audit(contract, kafka)
         (folder / "audit.md").write_text(render_audit(report, "md"), encoding="utf-8")
-        lines.append(f"  audit {contract.id}: {'OK' if report['ok'] else 'VIOLATIONS'} "
-                     f"({report['summary']['violations']} violation(s), "
-                     f"{report['summary']['warnings']} warning(s))")
+        lines.append(
+            f"  audit {contract.id}: {'OK' if report['ok'] else 'VIOLATIONS'} "
+            f"({report['summary']['violations']} violation(s), "
+            f"{report['summary']['warnings']} warning(s))"
+        )
     return lines
 
 
-def summary(kafka: KafkaSettings, contracts: Sequence[Contract], tallies: dict[str, Tally],
-            expected: dict[str, dict[str, int]]) -> list[str]:
+def summary(
+    kafka: KafkaSettings,
+    contracts: Sequence[Contract],
+    tallies: dict[str, Tally],
+    expected: dict[str, dict[str, int]],
+) -> list[str]:
     lines = []
     for contract in contracts:
         tally = tallies[contract.id]
         reasons = ", ".join(f"{r} {n:,}" for r, n in tally.rejected.most_common())
-        lines += [f"{contract.id} ({contract.provider.name} → {contract.beneficiary.name})",
-                  f"  ingested {tally.sent:,}: accepted {tally.accepted:,}, "
-                  f"rejected {sum(tally.rejected.values()):,} ({reasons or 'none'})"]
+        lines += [
+            f"{contract.id} ({contract.provider.name} → {contract.beneficiary.name})",
+            f"  ingested {tally.sent:,}: accepted {tally.accepted:,}, "
+            f"rejected {sum(tally.rejected.values()):,} ({reasons or 'none'})",
+        ]
         for view in contract.views:
             contents = read_view(kafka, contract, view.name)
             suppressed = sum(r.groups_suppressed for r in contents.reports)
@@ -283,7 +347,8 @@ def summary(kafka: KafkaSettings, contracts: Sequence[Contract], tallies: dict[s
                 f"  {view.name}: {len(contents.reports):,} windows, {len(contents.groups):,} "
                 f"groups published, {suppressed:,} suppressed (k={view.k})"
                 + (f", ε spent {epsilon:g}" if view.noise else "")
-                + ("" if equal else "  [window count differs from the oracle]"))
+                + ("" if equal else "  [window count differs from the oracle]")
+            )
     return lines
 
 
@@ -300,8 +365,10 @@ def run_demo(out: Path, bad_share: float = 0.03) -> int:
             applied = topics.apply(admin, topics.plan(admin, contracts))
         print(f"Applied {len(applied.pending)} topics for {len(contracts)} contracts")
         data = simulate_day(contracts)
-        print(f"Simulated {sum(len(r) for d in data.values() for r in d.values()):,} events "
-              f"(plus {bad_share:.0%} bad records of every kind)")
+        print(
+            f"Simulated {sum(len(r) for d in data.values() for r in d.values()):,} events "
+            f"(plus {bad_share:.0%} bad records of every kind)"
+        )
         worker = start_worker(kafka, contracts, workdir)
         try:
             tallies = asyncio.run(push_all(kafka, contracts, data, bad_share))

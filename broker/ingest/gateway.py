@@ -111,13 +111,17 @@ class BatchOutcome:
     reasons: Tally[Reason] = field(default_factory=Tally)
     new_ids: list[Hashable] = field(default_factory=list)
 
-    def reject(self, rejected: Rejected, dead_letter: OutRecord, index: int,
-               line: int | None) -> None:
+    def reject(
+        self, rejected: Rejected, dead_letter: OutRecord, index: int, line: int | None
+    ) -> None:
         """Count a rejected item, queue its DLQ record, describe it for the provider."""
         self.records.append(dead_letter)
         self.reasons[rejected.reason] += 1
-        entry: dict[str, Any] = {"index": index, "reason": rejected.reason.value,
-                                 "field": rejected.field_path}
+        entry: dict[str, Any] = {
+            "index": index,
+            "reason": rejected.reason.value,
+            "field": rejected.field_path,
+        }
         if line is not None:
             entry["line"] = line
         self.rejections.append(entry)
@@ -134,14 +138,21 @@ class RequestRefused(Exception):  # noqa: N818 - control flow to one error respo
 class Gateway:
     """Request handling; build it with ``make_app`` (``app[GATEWAY_KEY]`` gives it back)."""
 
-    def __init__(self, config: GatewayConfig, writer: BatchWriter, *,
-                 clock: Callable[[], int], registry: CollectorRegistry) -> None:
+    def __init__(
+        self,
+        config: GatewayConfig,
+        writer: BatchWriter,
+        *,
+        clock: Callable[[], int],
+        registry: CollectorRegistry,
+    ) -> None:
         self.config = config
         self.writer = writer
         self.clock = clock
         self.registry = registry
-        self.router = Router(config.contracts, max_bytes=config.max_item_bytes,
-                             future_skew=config.future_skew)
+        self.router = Router(
+            config.contracts, max_bytes=config.max_item_bytes, future_skew=config.future_skew
+        )
         for validator in self.router.validators.values():
             validator.dedup = JournaledDuplicateFilter(validator.stream.allowed_lateness)
         self.auth = Authenticator(config.providers)
@@ -161,9 +172,10 @@ class Gateway:
             response = _refusal(refused, request_id)
         except Exception as exc:  # a bug of ours: answer 500, log the type only (no values)
             _log.error("request %s failed: %s", request_id, type(exc).__name__)
-            response = _refusal(RequestRefused(500, Reason.INTERNAL.value,
-                                               "internal error; quote the request id"),
-                                request_id)
+            response = _refusal(
+                RequestRefused(500, Reason.INTERNAL.value, "internal error; quote the request id"),
+                request_id,
+            )
         self.latency.labels("events").observe(time.perf_counter() - started)
         self.requests.labels("events", str(response.status)).inc()
         return response
@@ -186,12 +198,22 @@ class Gateway:
             _forget(validator, outcome.new_ids)  # not known to be stored: a retry must pass
             raise
         contract, stream = validator.contract.id, validator.stream.name
-        self.ingest_metrics.add(contract, stream, CONNECTOR, received=len(items),
-                                rejected=outcome.reasons)
-        _log.info("request %s: %s/%s %d accepted, %d rejected", request_id, contract, stream,
-                  outcome.accepted, len(outcome.rejections))
-        return {"request_id": request_id, "accepted": outcome.accepted,
-                "rejected": outcome.rejections}
+        self.ingest_metrics.add(
+            contract, stream, CONNECTOR, received=len(items), rejected=outcome.reasons
+        )
+        _log.info(
+            "request %s: %s/%s %d accepted, %d rejected",
+            request_id,
+            contract,
+            stream,
+            outcome.accepted,
+            len(outcome.rejections),
+        )
+        return {
+            "request_id": request_id,
+            "accepted": outcome.accepted,
+            "rejected": outcome.rejections,
+        }
 
     def _authorise(self, request: web.Request) -> StreamValidator:
         provider = self.auth.provider(request.headers.get("Authorization"))
@@ -207,8 +229,13 @@ class Gateway:
             raise RequestRefused(404, target.reason.value, "no such stream in the contract")
         return target
 
-    def _validate(self, validator: StreamValidator, items: list[tuple[int, Any]],
-                  ndjson: bool, request_id: str) -> BatchOutcome:
+    def _validate(
+        self,
+        validator: StreamValidator,
+        items: list[tuple[int, Any]],
+        ndjson: bool,
+        request_id: str,
+    ) -> BatchOutcome:
         outcome = BatchOutcome()
         now_ms = self.clock()
         dedup = validator.dedup
@@ -217,15 +244,16 @@ class Gateway:
             dedup.journal = journal
         try:
             for index, (line, item) in enumerate(items):
-                result = validator.validate_json(item, now_ms=now_ms, connector=CONNECTOR,
-                                                 source=request_id)
+                result = validator.validate_json(
+                    item, now_ms=now_ms, connector=CONNECTOR, source=request_id
+                )
                 if isinstance(result, Accepted):
                     outcome.accepted += 1
-                    outcome.records.append(OutRecord(validator.raw_topic, result.key,
-                                                     result.value, result.headers))
+                    outcome.records.append(
+                        OutRecord(validator.raw_topic, result.key, result.value, result.headers)
+                    )
                 else:
-                    letter = _dead_letter(validator, result, item, f"{request_id}#{index}",
-                                          now_ms)
+                    letter = _dead_letter(validator, result, item, f"{request_id}#{index}", now_ms)
                     outcome.reject(result, letter, index, line if ndjson else None)
         finally:
             if isinstance(dedup, JournaledDuplicateFilter):
@@ -248,9 +276,13 @@ class Gateway:
 GATEWAY_KEY = web.AppKey("gateway", Gateway)
 
 
-def make_app(config: GatewayConfig, writer: BatchWriter, *,
-             clock: Callable[[], int] = wall_clock_ms,
-             registry: CollectorRegistry | None = None) -> web.Application:
+def make_app(
+    config: GatewayConfig,
+    writer: BatchWriter,
+    *,
+    clock: Callable[[], int] = wall_clock_ms,
+    registry: CollectorRegistry | None = None,
+) -> web.Application:
     """The aiohttp application of the gateway. ``clock`` gives "now" in ms (tests, replays)."""
     gateway = Gateway(config, writer, clock=clock, registry=registry or CollectorRegistry())
     # aiohttp refuses bigger bodies itself (413) before we read them into memory.
@@ -279,8 +311,7 @@ class GatewayAccessLogger(AbstractAccessLogger):
         resource = match_info.route.resource if match_info is not None else None
         if resource is not None:
             route = resource.canonical
-        self.logger.info("%s %s %d %.1fms", request.method, route, response.status,
-                         time * 1000)
+        self.logger.info("%s %s %d %.1fms", request.method, route, response.status, time * 1000)
 
 
 def _content_kind(request: web.Request) -> bool:
@@ -308,8 +339,11 @@ def _split(body: bytes, ndjson: bool) -> list[tuple[int, Any]]:
     """``(line number, item)`` pairs: raw lines for NDJSON, parsed values for a JSON array."""
     if ndjson:
         lines = body.split(b"\n")
-        return [(number, line.rstrip(b"\r")) for number, line in enumerate(lines, start=1)
-                if line.strip()]
+        return [
+            (number, line.rstrip(b"\r"))
+            for number, line in enumerate(lines, start=1)
+            if line.strip()
+        ]
     try:
         parsed = _JSON.decode(body.decode("utf-8"))
     except UnicodeDecodeError:
@@ -321,21 +355,29 @@ def _split(body: bytes, ndjson: bool) -> list[tuple[int, Any]]:
     return [(0, item) for item in parsed]
 
 
-def _dead_letter(validator: StreamValidator, rejected: Rejected, item: Any, source: str,
-                 now_ms: int) -> OutRecord:
+def _dead_letter(
+    validator: StreamValidator, rejected: Rejected, item: Any, source: str, now_ms: int
+) -> OutRecord:
     """The DLQ record of a rejected item: its bytes as sent, and why (``dlq_record``)."""
     original = item if isinstance(item, bytes) else _reencode(item)
-    _, value, headers = dlq_record(original, rejected, contract=validator.contract,
-                                   stream=validator.stream.name, connector=CONNECTOR,
-                                   source=source, now_ms=now_ms)
+    _, value, headers = dlq_record(
+        original,
+        rejected,
+        contract=validator.contract,
+        stream=validator.stream.name,
+        connector=CONNECTOR,
+        source=source,
+        now_ms=now_ms,
+    )
     return OutRecord(validator.dlq_topic, None, value, headers)
 
 
 def _reencode(item: Any) -> bytes:
     """The DLQ value of an item of a JSON array: the item alone, as compact JSON."""
     try:
-        return json.dumps(item, separators=(",", ":"), ensure_ascii=False).encode("utf-8",
-                                                                                 "surrogatepass")
+        return json.dumps(item, separators=(",", ":"), ensure_ascii=False).encode(
+            "utf-8", "surrogatepass"
+        )
     except (TypeError, ValueError):
         return b""
 
@@ -346,9 +388,15 @@ def _forget(validator: StreamValidator, event_ids: Sequence[Hashable]) -> None:
 
 
 def _refusal(refused: RequestRefused, request_id: str) -> web.Response:
-    response = _json_response(refused.status, {
-        "request_id": request_id, "error": refused.code, "message": refused.message,
-    }, request_id)
+    response = _json_response(
+        refused.status,
+        {
+            "request_id": request_id,
+            "error": refused.code,
+            "message": refused.message,
+        },
+        request_id,
+    )
     if refused.status == 401:
         response.headers["WWW-Authenticate"] = 'Bearer realm="respublica"'
     _log.info("request %s refused: %d %s", request_id, refused.status, refused.code)

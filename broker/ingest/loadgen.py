@@ -49,10 +49,12 @@ class LoadReport:
     def render(self) -> str:
         """A short text report."""
         rate = self.accepted / self.elapsed_s if self.elapsed_s else 0.0
-        return (f"{self.events} events in {len(self.latencies_s)} requests, "
-                f"{self.elapsed_s:.2f}s: {rate:,.0f} accepted events/s; request latency "
-                f"p50 {self.percentile(0.5):.1f} ms, p99 {self.percentile(0.99):.1f} ms; "
-                f"HTTP {dict(self.statuses)}; rejected {dict(self.rejected) or 0}")
+        return (
+            f"{self.events} events in {len(self.latencies_s)} requests, "
+            f"{self.elapsed_s:.2f}s: {rate:,.0f} accepted events/s; request latency "
+            f"p50 {self.percentile(0.5):.1f} ms, p99 {self.percentile(0.99):.1f} ms; "
+            f"HTTP {dict(self.statuses)}; rejected {dict(self.rejected) or 0}"
+        )
 
 
 def render_batches(events: int, batch: int, seed: int = 0) -> list[bytes]:
@@ -62,7 +64,7 @@ def render_batches(events: int, batch: int, seed: int = 0) -> list[bytes]:
     for _, record in take(sim.records(), events, ["vehicle_events"]):
         record["timestamp"] = int(STAMP)
         lines.append(json.dumps(record, separators=(",", ":")).encode())
-    return [b"\n".join(lines[i:i + batch]) for i in range(0, len(lines), batch)]
+    return [b"\n".join(lines[i : i + batch]) for i in range(0, len(lines), batch)]
 
 
 async def run(url: str, token: str, bodies: Sequence[bytes], concurrency: int) -> LoadReport:
@@ -75,14 +77,20 @@ async def run(url: str, token: str, bodies: Sequence[bytes], concurrency: int) -
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=connector) as session:
         started = time.perf_counter()
-        await asyncio.gather(*(_worker(session, url, headers, queue, report)
-                               for _ in range(concurrency)))
+        await asyncio.gather(
+            *(_worker(session, url, headers, queue, report) for _ in range(concurrency))
+        )
         report.elapsed_s = time.perf_counter() - started
     return report
 
 
-async def _worker(session: aiohttp.ClientSession, url: str, headers: dict[str, str],
-                  queue: asyncio.Queue[bytes], report: LoadReport) -> None:
+async def _worker(
+    session: aiohttp.ClientSession,
+    url: str,
+    headers: dict[str, str],
+    queue: asyncio.Queue[bytes],
+    report: LoadReport,
+) -> None:
     while not queue.empty():
         body = queue.get_nowait()
         stamped = body.replace(STAMP, str(time.time_ns() // 1_000_000 - 1000).encode())
@@ -100,17 +108,24 @@ async def _worker(session: aiohttp.ClientSession, url: str, headers: dict[str, s
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m broker.ingest.loadgen``."""
-    parser = argparse.ArgumentParser(prog="python -m broker.ingest.loadgen", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m broker.ingest.loadgen",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--url", default="http://127.0.0.1:8080", help="gateway base URL")
     parser.add_argument("--token", required=True, help="bearer token of a provider")
     parser.add_argument("--contract", default="lyon-micromobility")
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--seed", type=int, default=None,
-                        help="simulator seed (default: from the clock, so reruns are not "
-                             "rejected as duplicates by a running gateway)")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="simulator seed (default: from the clock, so reruns are not "
+        "rejected as duplicates by a running gateway)",
+    )
     args = parser.parse_args(argv)
     seed = args.seed if args.seed is not None else time.time_ns() % 1_000_000_007
     bodies = render_batches(args.events, args.batch, seed)

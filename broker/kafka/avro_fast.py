@@ -54,8 +54,16 @@ def varint(n: int) -> bytes:
     if n < 0x4000:
         return bytes((n & 0x7F | 0x80, n >> 7))
     if 0x800000000 <= n < 0x40000000000:  # epoch milliseconds, zigzagged: 6 bytes
-        return bytes((n & 0x7F | 0x80, n >> 7 & 0x7F | 0x80, n >> 14 & 0x7F | 0x80,
-                      n >> 21 & 0x7F | 0x80, n >> 28 & 0x7F | 0x80, n >> 35))
+        return bytes(
+            (
+                n & 0x7F | 0x80,
+                n >> 7 & 0x7F | 0x80,
+                n >> 14 & 0x7F | 0x80,
+                n >> 21 & 0x7F | 0x80,
+                n >> 28 & 0x7F | 0x80,
+                n >> 35,
+            )
+        )
     out = bytearray()
     while n > 0x7F:
         out.append((n & 0x7F) | 0x80)
@@ -141,9 +149,15 @@ def _generate(fields: list[_Field]) -> Callable[[Mapping[str, Any], bytes], byte
     Field names reach the source only as ``repr`` literals; everything else is ours.
     """
     lines = ["def write(record, prefix):", "    parts = [prefix]", "    add = parts.append"]
-    namespace: dict[str, Any] = {"varint": varint, "ONE": _ONE_BYTE, "Misfit": _Misfit,
-                                 "LONG_MIN": LONG_MIN, "LONG_MAX": LONG_MAX,
-                                 "INT_MIN": INT_MIN, "INT_MAX": INT_MAX}
+    namespace: dict[str, Any] = {
+        "varint": varint,
+        "ONE": _ONE_BYTE,
+        "Misfit": _Misfit,
+        "LONG_MIN": LONG_MIN,
+        "LONG_MAX": LONG_MAX,
+        "INT_MIN": INT_MIN,
+        "INT_MAX": INT_MAX,
+    }
     run: list[tuple[int, str]] = []  # consecutive non-null float/double fields: one pack
     for number, (name, kind, nullable, null_first, symbols) in enumerate(fields):
         lines.append(f"    v{number} = record[{name!r}]")
@@ -185,29 +199,51 @@ def _flush_run(run: list[tuple[int, str]], lines: list[str], namespace: dict[str
     run.clear()
 
 
-def _value_lines(number: int, kind: str, symbols: tuple[str, ...],
-                 namespace: dict[str, Any]) -> list[str]:
+def _value_lines(
+    number: int, kind: str, symbols: tuple[str, ...], namespace: dict[str, Any]
+) -> list[str]:
     v = f"v{number}"
     if kind == "null":
         return [f"if {v} is not None:", "    raise Misfit"]
     if kind == "boolean":
-        return [f"if {v} is True:", "    add(b'\\x01')", f"elif {v} is False:",
-                "    add(b'\\x00')", "else:", "    raise Misfit"]
+        return [
+            f"if {v} is True:",
+            "    add(b'\\x01')",
+            f"elif {v} is False:",
+            "    add(b'\\x00')",
+            "else:",
+            "    raise Misfit",
+        ]
     if kind in ("int", "long"):
         low, high = ("INT_MIN", "INT_MAX") if kind == "int" else ("LONG_MIN", "LONG_MAX")
-        return [f"if type({v}) is not int or not {low} <= {v} <= {high}:", "    raise Misfit",
-                f"add(varint(({v} << 1) ^ ({v} >> 63)))"]
+        return [
+            f"if type({v}) is not int or not {low} <= {v} <= {high}:",
+            "    raise Misfit",
+            f"add(varint(({v} << 1) ^ ({v} >> 63)))",
+        ]
     if kind in _FIXED:
         namespace[f"pack_{kind}"] = struct.Struct("<" + _FIXED[kind]).pack
-        check = ([f"if not -3.4028234663852886e38 <= {v} <= 3.4028234663852886e38:",
-                  "    raise Misfit"] if kind == "float" else [])
-        return [f"if type({v}) is not float and type({v}) is not int:", "    raise Misfit",
-                *check, f"add(pack_{kind}({v}))"]
+        check = (
+            [f"if not -3.4028234663852886e38 <= {v} <= 3.4028234663852886e38:", "    raise Misfit"]
+            if kind == "float"
+            else []
+        )
+        return [
+            f"if type({v}) is not float and type({v}) is not int:",
+            "    raise Misfit",
+            *check,
+            f"add(pack_{kind}({v}))",
+        ]
     if kind in ("string", "bytes"):
         wanted, data = ("str", f"{v}.encode()") if kind == "string" else ("bytes", v)
-        return [f"if type({v}) is not {wanted}:", "    raise Misfit", f"b{number} = {data}",
-                f"size = len(b{number})",
-                "add(ONE[size << 1] if size < 64 else varint(size << 1))", f"add(b{number})"]
+        return [
+            f"if type({v}) is not {wanted}:",
+            "    raise Misfit",
+            f"b{number} = {data}",
+            f"size = len(b{number})",
+            "add(ONE[size << 1] if size < 64 else varint(size << 1))",
+            f"add(b{number})",
+        ]
     table = f"enum_{number}"  # kind == "enum"
     namespace[table] = {s: varint(i << 1) for i, s in enumerate(symbols)}
     return [f"if type({v}) is not str:", "    raise Misfit", f"add({table}[{v}])"]
@@ -273,10 +309,13 @@ def _pair_tables() -> tuple[list[int], list[int]]:
     ``|`` and ``<<``. Built on first use (about 25 ms, 1.6 MB), shared by every reader.
     """
     bits = list(range(1 << 14))  # one int object per value, shared by both tables
-    pair = [bits[w & 0x7F | (w >> 8 & 0x7F) << 7] if w & 0x8080 == 0x8080 else -1
-            for w in range(1 << 16)]
-    pair_end = [bits[w & 0x7F | (w >> 8) << 7] if w & 0x8080 == 0x80 else -1
-                for w in range(1 << 16)]
+    pair = [
+        bits[w & 0x7F | (w >> 8 & 0x7F) << 7] if w & 0x8080 == 0x8080 else -1
+        for w in range(1 << 16)
+    ]
+    pair_end = [
+        bits[w & 0x7F | (w >> 8) << 7] if w & 0x8080 == 0x80 else -1 for w in range(1 << 16)
+    ]
     return pair, pair_end
 
 
@@ -299,8 +338,13 @@ def _generate_reader(fields: list[_Field]) -> BodyReader:
     ``i != len(data)`` check fail. Field names reach the source only as ``repr`` literals.
     """
     lines = ["def read(data, i):"]
-    namespace: dict[str, Any] = {"long_at": long_at, "size_at": size_at, "Misfit": _Misfit,
-                                 "ZIGZAG": _ZIGZAG, "SIZE": _SIZE}
+    namespace: dict[str, Any] = {
+        "long_at": long_at,
+        "size_at": size_at,
+        "Misfit": _Misfit,
+        "ZIGZAG": _ZIGZAG,
+        "SIZE": _SIZE,
+    }
     run: list[tuple[int, str]] = []  # consecutive non-null float/double fields: one unpack
     for number, (_, kind, nullable, null_first, symbols) in enumerate(fields):
         if kind in _FIXED and not nullable:
@@ -310,14 +354,19 @@ def _generate_reader(fields: list[_Field]) -> BodyReader:
         # A long of two bytes or more, then the fields after it: if those take 4 bytes or
         # more in any valid record, six bytes can be unpacked at the long without a length
         # check (a struct.error is then damaged input, and fastavro reads it again).
-        six_fit = sum(_min_size(field) for field in fields[number + 1:]) >= 4
+        six_fit = sum(_min_size(field) for field in fields[number + 1 :]) >= 4
         body = _read_lines(number, kind, symbols, namespace, six_fit=six_fit)
         if not nullable:
             lines += ["    " + line for line in body]
             continue
         byte_null, byte_value = (0, 2) if null_first else (2, 0)  # branch index, zigzagged
-        lines += ["    b = data[i]", "    i += 1", f"    if b == {byte_null}:",
-                  f"        v{number} = None", f"    elif b == {byte_value}:"]
+        lines += [
+            "    b = data[i]",
+            "    i += 1",
+            f"    if b == {byte_null}:",
+            f"        v{number} = None",
+            f"    elif b == {byte_value}:",
+        ]
         lines += ["        " + line for line in body]
         lines += ["    else:", "        raise Misfit"]
     _flush_unpack(run, lines, namespace)
@@ -328,8 +377,7 @@ def _generate_reader(fields: list[_Field]) -> BodyReader:
     return generated
 
 
-def _flush_unpack(run: list[tuple[int, str]], lines: list[str],
-                  namespace: dict[str, Any]) -> None:
+def _flush_unpack(run: list[tuple[int, str]], lines: list[str], namespace: dict[str, Any]) -> None:
     if not run:
         return
     codes = "".join(code for _, code in run)
@@ -347,8 +395,9 @@ def _min_size(field: _Field) -> int:
     return 1 if nullable else {"null": 0, "float": 4, "double": 8}.get(kind, 1)
 
 
-def _read_lines(number: int, kind: str, symbols: tuple[str, ...],
-                namespace: dict[str, Any], *, six_fit: bool) -> list[str]:
+def _read_lines(
+    number: int, kind: str, symbols: tuple[str, ...], namespace: dict[str, Any], *, six_fit: bool
+) -> list[str]:
     v = f"v{number}"
     if kind == "null":
         return [f"{v} = None"]
@@ -360,20 +409,41 @@ def _read_lines(number: int, kind: str, symbols: tuple[str, ...],
             return [*one_byte, "else:", f"    {v}, i = long_at(data, i)"]
         namespace["PAIR"], namespace["PAIR_END"] = _pair_tables()
         namespace["THREE_PAIRS"] = _THREE_PAIRS
-        return [*one_byte, "else:", "    w0, w1, w2 = THREE_PAIRS(data, i)",
-                "    n = PAIR[w0] | PAIR[w1] << 14 | PAIR_END[w2] << 28",
-                "    if n >= 0:", f"        {v} = (n >> 1) ^ -(n & 1)", "        i += 6",
-                "    else:", f"        {v}, i = long_at(data, i)"]
+        return [
+            *one_byte,
+            "else:",
+            "    w0, w1, w2 = THREE_PAIRS(data, i)",
+            "    n = PAIR[w0] | PAIR[w1] << 14 | PAIR_END[w2] << 28",
+            "    if n >= 0:",
+            f"        {v} = (n >> 1) ^ -(n & 1)",
+            "        i += 6",
+            "    else:",
+            f"        {v}, i = long_at(data, i)",
+        ]
     if kind in _FIXED:
         namespace[f"unpack_{_FIXED[kind]}"] = struct.Struct("<" + _FIXED[kind]).unpack_from
         return [f"{v}, = unpack_{_FIXED[kind]}(data, i)", f"i += {4 if kind == 'float' else 8}"]
     if kind in ("string", "bytes"):
         value = "data[i:i + size].decode()" if kind == "string" else "bytes(data[i:i + size])"
-        return ["size = SIZE[data[i]]", "if size >= 0:", "    i += 1", "else:",
-                "    size, i = size_at(data, i)", f"{v} = {value}", "i += size"]
+        return [
+            "size = SIZE[data[i]]",
+            "if size >= 0:",
+            "    i += 1",
+            "else:",
+            "    size, i = size_at(data, i)",
+            f"{v} = {value}",
+            "i += size",
+        ]
     table = f"symbols_{number}"  # kind == "enum"
     namespace[table] = symbols
-    return ["b = data[i]", f"if b < 0x80 and not b & 1 and b >> 1 < {len(symbols)}:",
-            f"    {v} = {table}[b >> 1]", "    i += 1", "else:",
-            "    index, i = long_at(data, i)", f"    if not 0 <= index < {len(symbols)}:",
-            "        raise Misfit", f"    {v} = {table}[index]"]
+    return [
+        "b = data[i]",
+        f"if b < 0x80 and not b & 1 and b >> 1 < {len(symbols)}:",
+        f"    {v} = {table}[b >> 1]",
+        "    i += 1",
+        "else:",
+        "    index, i = long_at(data, i)",
+        f"    if not 0 <= index < {len(symbols)}:",
+        "        raise Misfit",
+        f"    {v} = {table}[index]",
+    ]

@@ -107,11 +107,14 @@ class ReadTimeout(RespublicaError):
     """A topic could not be read to its end in time (the broker is down or too slow)."""
 
 
-def read_partitions(consumer: KafkaConsumer, tps: Sequence[TopicPartition], *,
-                    starts: Mapping[TopicPartition, int] | None = None,
-                    ends: Mapping[TopicPartition, int] | None = None,
-                    timeout_s: float = READ_TIMEOUT_S,
-                    ) -> dict[TopicPartition, list[ConsumerRecord]]:
+def read_partitions(
+    consumer: KafkaConsumer,
+    tps: Sequence[TopicPartition],
+    *,
+    starts: Mapping[TopicPartition, int] | None = None,
+    ends: Mapping[TopicPartition, int] | None = None,
+    timeout_s: float = READ_TIMEOUT_S,
+) -> dict[TopicPartition, list[ConsumerRecord]]:
     """Every record of every partition in ``tps`` from ``starts`` (default: the beginning) up
     to ``ends`` (default: the end now), per partition in offset order.
 
@@ -140,12 +143,22 @@ def read_partitions(consumer: KafkaConsumer, tps: Sequence[TopicPartition], *,
     return out
 
 
-def read_to_end(consumer: KafkaConsumer, tp: TopicPartition, start: int = 0, *,
-                end: int | None = None,
-                timeout_s: float = READ_TIMEOUT_S) -> list[ConsumerRecord]:
+def read_to_end(
+    consumer: KafkaConsumer,
+    tp: TopicPartition,
+    start: int = 0,
+    *,
+    end: int | None = None,
+    timeout_s: float = READ_TIMEOUT_S,
+) -> list[ConsumerRecord]:
     """``read_partitions`` of one partition, from ``start`` up to ``end`` (default: now)."""
-    return read_partitions(consumer, [tp], starts={tp: start},
-                           ends=None if end is None else {tp: end}, timeout_s=timeout_s)[tp]
+    return read_partitions(
+        consumer,
+        [tp],
+        starts={tp: start},
+        ends=None if end is None else {tp: end},
+        timeout_s=timeout_s,
+    )[tp]
 
 
 def high_watermark(settings: WorkerClients, tp: TopicPartition) -> int:
@@ -157,8 +170,13 @@ def high_watermark(settings: WorkerClients, tp: TopicPartition) -> int:
         consumer.close()
 
 
-def read_topic(settings: WorkerClients, topic: str, *, committed_only: bool = True,
-               wait_open_transactions: bool = False) -> list[ConsumerRecord]:
+def read_topic(
+    settings: WorkerClients,
+    topic: str,
+    *,
+    committed_only: bool = True,
+    wait_open_transactions: bool = False,
+) -> list[ConsumerRecord]:
     """Every record of partition 0 of ``topic``, with a throw-away consumer."""
     tp = TopicPartition(topic, 0)
     end = high_watermark(settings, tp) if wait_open_transactions else None
@@ -181,8 +199,11 @@ class KafkaKeysLog:
 
     def read_from(self, offset: int) -> list[tuple[int, str, bytes | None]]:
         """Records at or after ``offset``, up to the current end."""
-        return [(r.offset, r.key.decode(), r.value)
-                for r in read_to_end(self._consumer, self._tp, offset) if r.key is not None]
+        return [
+            (r.offset, r.key.decode(), r.value)
+            for r in read_to_end(self._consumer, self._tp, offset)
+            if r.key is not None
+        ]
 
     def append(self, key: str, value: bytes | None) -> None:
         """Write one record and wait for the broker's acknowledgement."""
@@ -210,8 +231,12 @@ def end_of_stream(kafka: KafkaSettings | str, contract: Contract) -> None:
     try:
         for stream in contract.streams:
             for partition in range(stream.partitions):
-                producer.send(contract.topic_raw(stream), partition=partition, value=b"",
-                              headers=[(CONTROL_HEADER, END_OF_STREAM_MARK)])
+                producer.send(
+                    contract.topic_raw(stream),
+                    partition=partition,
+                    value=b"",
+                    headers=[(CONTROL_HEADER, END_OF_STREAM_MARK)],
+                )
         producer.flush(timeout=60)
     finally:
         producer.close()

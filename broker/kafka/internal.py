@@ -47,8 +47,16 @@ class Checkpoint:
         """Parse the JSON value of a ``checkpoint|<source>`` record."""
         data = orjson.loads(value)
         counts = {str(k): int(v) for k, v in data.get("counts", {}).items()}
-        return cls(view, data["source"], int(data["position"]), int(data["watermark"]),
-                   bool(data["eos"]), data["state"], float(data.get("written_at", 0.0)), counts)
+        return cls(
+            view,
+            data["source"],
+            int(data["position"]),
+            int(data["watermark"]),
+            bool(data["eos"]),
+            data["state"],
+            float(data.get("written_at", 0.0)),
+            counts,
+        )
 
 
 def source_name(partition: int) -> str:

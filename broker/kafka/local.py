@@ -154,9 +154,14 @@ class LocalKafka:
 
     def _copy_dependencies(self, mvn: str, out: Path) -> None:
         cmd = [
-            mvn, "-q", "-B", "-f", str(DEPLOY_DIR / "pom.xml"),
+            mvn,
+            "-q",
+            "-B",
+            "-f",
+            str(DEPLOY_DIR / "pom.xml"),
             "dependency:copy-dependencies",
-            f"-DoutputDirectory={out}", "-DincludeScope=runtime",
+            f"-DoutputDirectory={out}",
+            "-DincludeScope=runtime",
             f"-Dkafka.version={self.config.kafka_version}",
         ]
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)  # noqa: S603
@@ -234,8 +239,15 @@ class LocalKafka:
             return
         cluster_id = new_cluster_id()
         cmd = [
-            self.config.java, "-cp", f"{libs}/*", "kafka.tools.StorageTool", "format",
-            "-t", cluster_id, "-c", str(properties),
+            self.config.java,
+            "-cp",
+            f"{libs}/*",
+            "kafka.tools.StorageTool",
+            "format",
+            "-t",
+            cluster_id,
+            "-c",
+            str(properties),
         ]
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)  # noqa: S603
         if proc.returncode != 0:
@@ -246,15 +258,24 @@ class LocalKafka:
     def _launch(self, libs: Path, properties: Path) -> subprocess.Popen[bytes]:
         cfg = self.config
         cmd = [
-            cfg.java, f"-Xmx{cfg.heap}", "-Xms256m", "-XX:+UseG1GC",
+            cfg.java,
+            f"-Xmx{cfg.heap}",
+            "-Xms256m",
+            "-XX:+UseG1GC",
             "-Djava.awt.headless=true",
             f"-Dlog4j2.configurationFile={DEPLOY_DIR / 'log4j2.properties'}",
             f"-Dkafka.logs.dir={cfg.log_dir}",
-            "-cp", f"{libs}/*", "kafka.Kafka", str(properties),
+            "-cp",
+            f"{libs}/*",
+            "kafka.Kafka",
+            str(properties),
         ]
         with cfg.console_log.open("ab") as console:
             proc = subprocess.Popen(  # noqa: S603
-                cmd, stdout=console, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                cmd,
+                stdout=console,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
         cfg.pid_file.write_text(f"{proc.pid}\n")
@@ -375,7 +396,6 @@ def metadata_available(bootstrap: str, timeout_s: float) -> bool:
     from kafka import KafkaAdminClient
     from kafka.errors import KafkaError
 
-
     try:
         admin = KafkaAdminClient(
             **KafkaSettings.load(bootstrap=bootstrap).kafka_python("readiness"),
@@ -399,8 +419,9 @@ def tail_lines(text: str, count: int) -> str:
 
 
 @contextmanager
-def job_cluster(prefix: str, kafka: KafkaSettings | None = None) -> Iterator[
-        tuple[KafkaSettings, bool]]:
+def job_cluster(
+    prefix: str, kafka: KafkaSettings | None = None
+) -> Iterator[tuple[KafkaSettings, bool]]:
     """``(settings, external)``: the configured cluster, or a throw-away local broker.
 
     An external cluster is used when ``KAFKA_BOOTSTRAP`` or ``RESPUBLICA_KAFKA_BOOTSTRAP`` is

@@ -75,8 +75,10 @@ class WindowReport:
 
     def summary(self) -> str:
         """``k=10: 12 groups published, 3 suppressed`` (and why a window was withheld)."""
-        text = (f"k={self.k}: {self.groups_published} groups published, "
-                f"{self.groups_suppressed} suppressed")
+        text = (
+            f"k={self.k}: {self.groups_published} groups published, "
+            f"{self.groups_suppressed} suppressed"
+        )
         if self.epsilon:
             text += f", ε={self.epsilon:g}"
         if self.withheld_reason:
@@ -116,8 +118,7 @@ class ViewContents:
 
     def report_of(self, window: Window) -> WindowReport | None:
         """The suppression report of one window, if committed."""
-        return next((r for r in self.reports if (r.window_start, r.window_end) == window),
-                    None)
+        return next((r for r in self.reports if (r.window_start, r.window_end) == window), None)
 
 
 def parse_instant(text: str) -> int:
@@ -165,14 +166,24 @@ class RowDecoder:
             raise SerializationError(Reason.AVRO_INVALID) from exc
 
     def _row(self, key: Any, row: dict[str, Any], record: ConsumerRecord) -> Row:
-        headers = {name: bytes(value or b"").decode("utf-8", "replace")
-                   for name, value in record.headers or ()}
+        headers = {
+            name: bytes(value or b"").decode("utf-8", "replace")
+            for name, value in record.headers or ()
+        }
         start, end = int(row["window_start"]), int(row["window_end"])
         where = (record.topic, record.partition, record.offset)
         if isinstance(key, dict) and key.get("report"):
-            return WindowReport(start, end, int(row["k"]), int(row["groups_published"]),
-                                int(row["groups_suppressed"]), row.get("withheld_reason"),
-                                float(row["epsilon"]), headers, *where)
+            return WindowReport(
+                start,
+                end,
+                int(row["k"]),
+                int(row["groups_published"]),
+                int(row["groups_suppressed"]),
+                row.get("withheld_reason"),
+                float(row["epsilon"]),
+                headers,
+                *where,
+            )
         group = {name: row.get(name) for name in self.dimensions}
         measures = {name: row.get(name) for name in self.measure_names}
         return PublishedGroup(start, end, group, measures, headers, *where)
@@ -184,8 +195,9 @@ def _in_bounds(row: Row, since_ms: int | None, until_ms: int | None) -> bool:
     return until_ms is None or row.window_start < until_ms
 
 
-def public_consumer(kafka: KafkaSettings | str,
-                    config: Mapping[str, Any] | None = None) -> KafkaConsumer:
+def public_consumer(
+    kafka: KafkaSettings | str, config: Mapping[str, Any] | None = None
+) -> KafkaConsumer:
     """A group-less, never-committing ``read_committed`` consumer."""
     cluster = as_settings(kafka)
     settings: dict[str, Any] = {
@@ -229,10 +241,16 @@ def resolve_view(contract: Contract, view: View | str) -> View:
         raise PublicReaderError(msg) from None
 
 
-def read_view(kafka: KafkaSettings | str, contract: Contract, view: View | str, *,
-              since_ms: int | None = None, until_ms: int | None = None,
-              timeout_s: float = READ_TIMEOUT_S,
-              consumer_config: Mapping[str, Any] | None = None) -> ViewContents:
+def read_view(
+    kafka: KafkaSettings | str,
+    contract: Contract,
+    view: View | str,
+    *,
+    since_ms: int | None = None,
+    until_ms: int | None = None,
+    timeout_s: float = READ_TIMEOUT_S,
+    consumer_config: Mapping[str, Any] | None = None,
+) -> ViewContents:
     """Every committed row of ``public.<c>.<v>`` now, deduplicated by key (last one kept).
 
     Rows whose window starts outside ``[since_ms, until_ms)`` are left out. Records that do
@@ -259,8 +277,10 @@ def read_view(kafka: KafkaSettings | str, contract: Contract, view: View | str, 
         consumer.close()
     rows = [r for r in latest.values() if r is not None and _in_bounds(r, since_ms, until_ms)]
     contents.groups = sorted((r for r in rows if isinstance(r, PublishedGroup)), key=_group_order)
-    contents.reports = sorted((r for r in rows if isinstance(r, WindowReport)),
-                              key=lambda r: (r.window_start, r.window_end))
+    contents.reports = sorted(
+        (r for r in rows if isinstance(r, WindowReport)),
+        key=lambda r: (r.window_start, r.window_end),
+    )
     return contents
 
 
@@ -268,19 +288,27 @@ def _group_order(row: PublishedGroup) -> tuple[int, int, str]:
     return row.window_start, row.window_end, json.dumps(row.group, sort_keys=True)
 
 
-def _records_to_end(consumer: KafkaConsumer, topic: str,
-                    timeout_s: float) -> Iterator[ConsumerRecord]:
+def _records_to_end(
+    consumer: KafkaConsumer, topic: str, timeout_s: float
+) -> Iterator[ConsumerRecord]:
     """Records of every partition of ``topic`` up to the end (last stable offset) now."""
     partitions = _partitions(consumer, topic, timeout_s)
     for records in read_partitions(consumer, partitions, timeout_s=timeout_s).values():
         yield from records
 
 
-def follow_view(kafka: KafkaSettings | str, contract: Contract, view: View | str, *,
-                from_beginning: bool = True, since_ms: int | None = None,
-                until_ms: int | None = None, poll_timeout_s: float = 0.5,
-                stop: Callable[[], bool] | None = None,
-                consumer_config: Mapping[str, Any] | None = None) -> Generator[Row, None, None]:
+def follow_view(
+    kafka: KafkaSettings | str,
+    contract: Contract,
+    view: View | str,
+    *,
+    from_beginning: bool = True,
+    since_ms: int | None = None,
+    until_ms: int | None = None,
+    poll_timeout_s: float = 0.5,
+    stop: Callable[[], bool] | None = None,
+    consumer_config: Mapping[str, Any] | None = None,
+) -> Generator[Row, None, None]:
     """Rows as they are committed, in topic order: a window's groups, then its report.
 
     Starts at the beginning (or at the current end with ``from_beginning=False``) and runs

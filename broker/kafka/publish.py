@@ -91,14 +91,21 @@ def release_schema(contract: Contract, view: View) -> dict[str, Any]:
     ]
     fields += [{"name": d.name, "type": ["null", "string"]} for d in view.group_by]
     fields += [{"name": m.name, "type": _measure_type(m)} for m in view.measures]
-    return {"type": "record", "name": f"{view.name}_release", "namespace": _namespace(contract),
-            "doc": f"view {view.name} of contract {contract.id}", "fields": fields}
+    return {
+        "type": "record",
+        "name": f"{view.name}_release",
+        "namespace": _namespace(contract),
+        "doc": f"view {view.name} of contract {contract.id}",
+        "fields": fields,
+    }
 
 
 def report_schema(contract: Contract, view: View) -> dict[str, Any]:
     """The Avro schema of a window's suppression report (MDS-style, group counts only)."""
     return {
-        "type": "record", "name": f"{view.name}_report", "namespace": _namespace(contract),
+        "type": "record",
+        "name": f"{view.name}_report",
+        "namespace": _namespace(contract),
         "fields": [
             {"name": "window_start", "type": "long"},
             {"name": "window_end", "type": "long"},
@@ -138,10 +145,12 @@ class ReleaseEncoder:
         self.topic = contract.topic_public(view)
         schemas = Schemas()
         subject = public_subject(contract, view)
-        self.group_schema: RegisteredSchema = schemas.register(release_schema(contract, view),
-                                                               subject)
-        self.report_schema: RegisteredSchema = schemas.register(report_schema(contract, view),
-                                                                subject)
+        self.group_schema: RegisteredSchema = schemas.register(
+            release_schema(contract, view), subject
+        )
+        self.report_schema: RegisteredSchema = schemas.register(
+            report_schema(contract, view), subject
+        )
         self._dimensions = tuple(d.name for d in view.group_by)
         self._base_headers: Headers = [
             (H_CONTRACT, contract.id.encode()),
@@ -153,21 +162,30 @@ class ReleaseEncoder:
         """Groups first (canonical order), then the window's report."""
         data = release.to_dict()
         bounds = {"window_start": data["window_start"], "window_end": data["window_end"]}
-        headers = [*self._base_headers,
-                   (H_KEY_IDS, ",".join(data["key_ids"]).encode()),
-                   (H_WINDOW_START, str(data["window_start"]).encode()),
-                   (H_WINDOW_END, str(data["window_end"]).encode())]
+        headers = [
+            *self._base_headers,
+            (H_KEY_IDS, ",".join(data["key_ids"]).encode()),
+            (H_WINDOW_START, str(data["window_start"]).encode()),
+            (H_WINDOW_END, str(data["window_end"]).encode()),
+        ]
         out = [self._group(bounds, g, headers) for g in data["groups"]]
-        report = {**bounds, **{k: data["report"][k] for k in
-                               ("k", "groups_published", "groups_suppressed", "withheld_reason")},
-                  "epsilon": float(data["epsilon"])}
+        report = {
+            **bounds,
+            **{
+                k: data["report"][k]
+                for k in ("k", "groups_published", "groups_suppressed", "withheld_reason")
+            },
+            "epsilon": float(data["epsilon"]),
+        }
         value = encode(self.report_schema.parsed, self.report_schema.schema_id, report)
-        out.append(OutRecord(self.topic, canonical_json({**bounds, "report": True}), value,
-                             list(headers)))
+        out.append(
+            OutRecord(self.topic, canonical_json({**bounds, "report": True}), value, list(headers))
+        )
         return out
 
-    def _group(self, bounds: Mapping[str, int], group: Mapping[str, Any],
-               headers: Headers) -> OutRecord:
+    def _group(
+        self, bounds: Mapping[str, int], group: Mapping[str, Any], headers: Headers
+    ) -> OutRecord:
         dims = {name: _text(group["group"].get(name)) for name in self._dimensions}
         row = {**bounds, **dims, **group["measures"]}
         value = encode(self.group_schema.parsed, self.group_schema.schema_id, row)
@@ -175,8 +193,8 @@ class ReleaseEncoder:
         return OutRecord(self.topic, key, value, list(headers))
 
 
-def decode_public(key: bytes, value: bytes, schemas: Schemas) -> tuple[dict[str, Any],
-                                                                        dict[str, Any]]:
+def decode_public(
+    key: bytes, value: bytes, schemas: Schemas
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """``(key, row)`` of a public record: the JSON key and the Avro-decoded value."""
     return json.loads(key), decode(value, schemas)[1]
-

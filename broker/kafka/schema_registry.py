@@ -77,17 +77,20 @@ class SchemaCatalogue:
             for view in contract.views:
                 release, report = release_schema(contract, view), report_schema(contract, view)
                 topic = contract.topic_public(view)
-                entries.append(SubjectSchema(public_subject(contract, view), schema_id(release),
-                                             release))
+                entries.append(
+                    SubjectSchema(public_subject(contract, view), schema_id(release), release)
+                )
                 for schema in (release, report):
-                    entries.append(SubjectSchema(f"{topic}-{_fullname(schema)}",
-                                                 schema_id(schema), schema))
+                    entries.append(
+                        SubjectSchema(f"{topic}-{_fullname(schema)}", schema_id(schema), schema)
+                    )
         return cls(entries)
 
 
 def _error(status: int, code: int, message: str) -> web.Response:
-    return web.json_response({"error_code": code, "message": message}, status=status,
-                             content_type=CONTENT_TYPE)
+    return web.json_response(
+        {"error_code": code, "message": message}, status=status, content_type=CONTENT_TYPE
+    )
 
 
 def _ok(body: Any) -> web.Response:
@@ -148,16 +151,25 @@ class SchemaRoutes:
             return entry
         if version.lstrip("-").isdigit():
             return _error(404, 40402, "Version not found")
-        return _error(422, 42202, "The specified version is not a valid version id: "
-                                  "use a positive integer or 'latest'")
+        return _error(
+            422,
+            42202,
+            "The specified version is not a valid version id: use a positive integer or 'latest'",
+        )
 
     async def version(self, request: web.Request) -> web.Response:
         """``GET /subjects/{subject}/versions/{version}`` → subject, version, id, schema."""
         found = self._version(request)
         if isinstance(found, web.Response):
             return found
-        return _ok({"subject": found.subject, "version": VERSION, "id": found.schema_id,
-                    "schema": found.text})
+        return _ok(
+            {
+                "subject": found.subject,
+                "version": VERSION,
+                "id": found.schema_id,
+                "schema": found.text,
+            }
+        )
 
     async def version_schema(self, request: web.Request) -> web.Response:
         """``GET /subjects/{subject}/versions/{version}/schema`` → the schema itself."""

@@ -36,8 +36,16 @@ _HEADER = struct.Struct(">bI")
 _ID_MASK = 0x7FFFFFFF
 # What fastavro raises on damaged input (measured, fastavro 1.13): truncation, bad union or
 # enum index, absurd lengths, bad floats. Anything else is caught by the callers' catch-all.
-_DECODE_ERRORS = (EOFError, IndexError, ValueError, TypeError, OverflowError, struct.error,
-                  MemoryError, KeyError)
+_DECODE_ERRORS = (
+    EOFError,
+    IndexError,
+    ValueError,
+    TypeError,
+    OverflowError,
+    struct.error,
+    MemoryError,
+    KeyError,
+)
 
 
 class SerializationError(RespublicaError):
@@ -92,12 +100,14 @@ class Schemas:
         schemas = cls()
         for contract in contracts:
             for stream in contract.streams:
-                schemas.register(stream.raw_schema, subject_name(contract, stream),
-                                 parsed=stream.avro_schema)
+                schemas.register(
+                    stream.raw_schema, subject_name(contract, stream), parsed=stream.avro_schema
+                )
         return schemas
 
-    def register(self, raw_schema: Mapping[str, Any], subject: str, *,
-                 parsed: dict[str, Any] | None = None) -> RegisteredSchema:
+    def register(
+        self, raw_schema: Mapping[str, Any], subject: str, *, parsed: dict[str, Any] | None = None
+    ) -> RegisteredSchema:
         """Add a schema under a subject (idempotent); identical schemas share one id."""
         sid = schema_id(raw_schema)
         entry = self._by_id.get(sid)
@@ -294,8 +304,10 @@ def _split_fields(parsed_schema: ParsedSchema) -> list[tuple[str, Any]]:
     named = parsed_schema.get("__named_schemas", {})
     if parsed_schema.get("type") == "record" and isinstance(fields, list):
         try:
-            result = [(str(f["name"]), fastavro.parse_schema(f["type"], named_schemas=dict(named)))
-                      for f in fields]
+            result = [
+                (str(f["name"]), fastavro.parse_schema(f["type"], named_schemas=dict(named)))
+                for f in fields
+            ]
         except Exception:  # a schema shape we cannot split per field: no path, still rejected
             result = []
     return result

@@ -43,8 +43,9 @@ class KafkaSettingsError(RespublicaError):
 class KafkaSettings(BaseSettings):
     """Connection settings shared by every Kafka client respublica builds."""
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="forbid",
-                                      hide_input_in_errors=True)
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, frozen=True, extra="forbid", hide_input_in_errors=True
+    )
 
     bootstrap: str = f"127.0.0.1:{DEFAULT_PORT}"
     security_protocol: SecurityProtocol = "PLAINTEXT"
@@ -71,8 +72,9 @@ class KafkaSettings(BaseSettings):
     # --- loading -------------------------------------------------------------------------
 
     @classmethod
-    def load(cls, config_file: Path | str | None = None, *,
-             bootstrap: str | None = None) -> KafkaSettings:
+    def load(
+        cls, config_file: Path | str | None = None, *, bootstrap: str | None = None
+    ) -> KafkaSettings:
         """Merge the sources (see the module docstring); raise ``KafkaSettingsError``."""
         values: dict[str, Any] = _read_file(Path(config_file)) if config_file else {}
         legacy = os.environ.get(LEGACY_BOOTSTRAP_ENV)
@@ -101,9 +103,11 @@ class KafkaSettings(BaseSettings):
 
     def kafka_python(self, role: str) -> dict[str, Any]:
         """Keyword arguments for kafka-python's consumer, producer and admin client."""
-        config: dict[str, Any] = {"bootstrap_servers": self.bootstrap,
-                                  "client_id": self.client_id(role),
-                                  "security_protocol": self.security_protocol}
+        config: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap,
+            "client_id": self.client_id(role),
+            "security_protocol": self.security_protocol,
+        }
         config.update(self._sasl())
         if self.tls:
             config["ssl_check_hostname"] = self.ssl_check_hostname
@@ -115,9 +119,11 @@ class KafkaSettings(BaseSettings):
 
     def aiokafka(self, role: str) -> dict[str, Any]:
         """Keyword arguments for aiokafka's clients (TLS as an ``ssl.SSLContext``)."""
-        config: dict[str, Any] = {"bootstrap_servers": self.bootstrap,
-                                  "client_id": self.client_id(role),
-                                  "security_protocol": self.security_protocol}
+        config: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap,
+            "client_id": self.client_id(role),
+            "security_protocol": self.security_protocol,
+        }
         config.update(self._sasl())
         if self.tls:
             config["ssl_context"] = self.ssl_context()
@@ -132,9 +138,11 @@ class KafkaSettings(BaseSettings):
         if self.security_protocol.startswith("SASL"):
             assert self.password is not None  # noqa: S101 - checked by _consistent
             config["broker_credentials"] = faust.SASLCredentials(
-                username=self.username, password=self.password.get_secret_value(),
+                username=self.username,
+                password=self.password.get_secret_value(),
                 mechanism=self.sasl_mechanism,
-                ssl_context=self.ssl_context() if self.tls else None)
+                ssl_context=self.ssl_context() if self.tls else None,
+            )
         elif self.tls:
             config["broker_credentials"] = faust.SSLCredentials(self.ssl_context())
         return config
@@ -147,11 +155,13 @@ class KafkaSettings(BaseSettings):
     def ssl_context(self) -> ssl.SSLContext:
         """A TLS context trusting ``ssl_cafile`` (else the system store)."""
         context = ssl.create_default_context(
-            cafile=str(self.ssl_cafile) if self.ssl_cafile else None)
+            cafile=str(self.ssl_cafile) if self.ssl_cafile else None
+        )
         context.check_hostname = self.ssl_check_hostname
         if self.ssl_certfile:
-            context.load_cert_chain(str(self.ssl_certfile),
-                                    str(self.ssl_keyfile) if self.ssl_keyfile else None)
+            context.load_cert_chain(
+                str(self.ssl_certfile), str(self.ssl_keyfile) if self.ssl_keyfile else None
+            )
         return context
 
     def environ(self) -> dict[str, str]:
@@ -174,9 +184,11 @@ class KafkaSettings(BaseSettings):
         if not self.security_protocol.startswith("SASL"):
             return {}
         assert self.password is not None  # noqa: S101 - checked by _consistent
-        return {"sasl_mechanism": self.sasl_mechanism,
-                "sasl_plain_username": self.username,
-                "sasl_plain_password": self.password.get_secret_value()}
+        return {
+            "sasl_mechanism": self.sasl_mechanism,
+            "sasl_plain_username": self.username,
+            "sasl_plain_password": self.password.get_secret_value(),
+        }
 
 
 def _describe_errors(exc: ValidationError) -> str:
@@ -204,8 +216,10 @@ def _read_file(path: Path) -> dict[str, Any]:
         raise KafkaSettingsError(msg)
     unknown = sorted(str(k) for k in data if k not in KafkaSettings.model_fields)
     if unknown:
-        msg = (f"Kafka config {path}: unknown setting(s) {', '.join(unknown)}; "
-               f"known: {', '.join(KafkaSettings.model_fields)}")
+        msg = (
+            f"Kafka config {path}: unknown setting(s) {', '.join(unknown)}; "
+            f"known: {', '.join(KafkaSettings.model_fields)}"
+        )
         raise KafkaSettingsError(msg)
     for name in _PATH_FIELDS:
         if data.get(name):

@@ -80,44 +80,85 @@ def contract_topics(contract: Contract) -> list[TopicSpec]:
     for stream in contract.streams:
         retention = {"cleanup.policy": "delete", "retention.ms": _ms(stream.retention)}
         specs += [
-            TopicSpec(contract.topic_ingest(stream), stream.partitions, dict(retention),
-                      f"provider input for stream {stream.name} (untrusted)", cid),
-            TopicSpec(contract.topic_raw(stream), stream.partitions, dict(retention),
-                      f"validated events of stream {stream.name} (internal)", cid),
-            TopicSpec(contract.topic_dlq(stream), 1, dict(retention),
-                      f"rejected events of stream {stream.name}, with reasons (internal)", cid),
+            TopicSpec(
+                contract.topic_ingest(stream),
+                stream.partitions,
+                dict(retention),
+                f"provider input for stream {stream.name} (untrusted)",
+                cid,
+            ),
+            TopicSpec(
+                contract.topic_raw(stream),
+                stream.partitions,
+                dict(retention),
+                f"validated events of stream {stream.name} (internal)",
+                cid,
+            ),
+            TopicSpec(
+                contract.topic_dlq(stream),
+                1,
+                dict(retention),
+                f"rejected events of stream {stream.name}, with reasons (internal)",
+                cid,
+            ),
         ]
     for view in contract.views:
-        specs.append(TopicSpec(
-            contract.topic_public(view), 1,
-            {"cleanup.policy": "compact", "retention.ms": FOREVER},
-            f"published releases of view {view.name} (beneficiary reads)", cid,
-        ))
+        specs.append(
+            TopicSpec(
+                contract.topic_public(view),
+                1,
+                {"cleanup.policy": "compact", "retention.ms": FOREVER},
+                f"published releases of view {view.name} (beneficiary reads)",
+                cid,
+            )
+        )
         # Compaction may only drop a superseded partial once its window is surely released:
         # the merger relies on reading a source's partials before the checkpoint after them.
         open_for = view.window + contract.stream(view.stream).allowed_lateness + view.delay
-        specs.append(TopicSpec(
-            partials_topic(contract, view), 1,
-            {"cleanup.policy": "compact,delete",
-             "retention.ms": _ms(_view_horizon(contract, view)),
-             "min.compaction.lag.ms": _ms(open_for),
-             "max.message.bytes": str(STATE_MAX_MESSAGE_BYTES)},
-            f"per-partition partial aggregates of view {view.name} (internal)", cid,
-        ))
+        specs.append(
+            TopicSpec(
+                partials_topic(contract, view),
+                1,
+                {
+                    "cleanup.policy": "compact,delete",
+                    "retention.ms": _ms(_view_horizon(contract, view)),
+                    "min.compaction.lag.ms": _ms(open_for),
+                    "max.message.bytes": str(STATE_MAX_MESSAGE_BYTES),
+                },
+                f"per-partition partial aggregates of view {view.name} (internal)",
+                cid,
+            )
+        )
     # Keys are tombstoned when destroyed; short segments let compaction really drop them.
-    specs.append(TopicSpec(
-        keys_topic(contract), 1,
-        {"cleanup.policy": "compact", "retention.ms": FOREVER, "segment.ms": "3600000",
-         "delete.retention.ms": "60000", "min.cleanable.dirty.ratio": "0.01"},
-        "encrypted pseudonym and noise keys (internal)", cid,
-    ))
+    specs.append(
+        TopicSpec(
+            keys_topic(contract),
+            1,
+            {
+                "cleanup.policy": "compact",
+                "retention.ms": FOREVER,
+                "segment.ms": "3600000",
+                "delete.retention.ms": "60000",
+                "min.cleanable.dirty.ratio": "0.01",
+            },
+            "encrypted pseudonym and noise keys (internal)",
+            cid,
+        )
+    )
     # The mergers' snapshots, written in the same transaction as their releases.
-    specs.append(TopicSpec(
-        state_topic(contract), 1,
-        {"cleanup.policy": "compact", "retention.ms": FOREVER,
-         "max.message.bytes": str(STATE_MAX_MESSAGE_BYTES)},
-        "merger state of every view, committed with its releases (internal)", cid,
-    ))
+    specs.append(
+        TopicSpec(
+            state_topic(contract),
+            1,
+            {
+                "cleanup.policy": "compact",
+                "retention.ms": FOREVER,
+                "max.message.bytes": str(STATE_MAX_MESSAGE_BYTES),
+            },
+            "merger state of every view, committed with its releases (internal)",
+            cid,
+        )
+    )
     return specs
 
 
@@ -176,19 +217,24 @@ def _loses_data(key: str, old: str | None, new: str) -> bool:
     return key == "cleanup.policy" and "delete" in new and "delete" not in (old or "")
 
 
-def _diff(spec: TopicSpec, live: dict[str, str], live_partitions: int,
-          allow_data_loss: bool) -> TopicAction:
+def _diff(
+    spec: TopicSpec, live: dict[str, str], live_partitions: int, allow_data_loss: bool
+) -> TopicAction:
     changes = {k: (live.get(k), v) for k, v in spec.configs.items() if live.get(k) != v}
     if live_partitions != spec.partitions:
-        reason = (f"has {live_partitions} partitions, contract says {spec.partitions}; "
-                  "repartitioning a keyed topic is a manual operation")
+        reason = (
+            f"has {live_partitions} partitions, contract says {spec.partitions}; "
+            "repartitioning a keyed topic is a manual operation"
+        )
         return TopicAction(spec, ActionKind.BLOCKED, changes, reason)
     if not changes:
         return TopicAction(spec, ActionKind.UNCHANGED)
     risky = sorted(k for k, (old, new) in changes.items() if _loses_data(k, old, new))
     if risky and not allow_data_loss:
-        reason = (f"changing {', '.join(risky)} would drop stored data early; "
-                  "rerun with --allow-data-loss to do it")
+        reason = (
+            f"changing {', '.join(risky)} would drop stored data early; "
+            "rerun with --allow-data-loss to do it"
+        )
         return TopicAction(spec, ActionKind.BLOCKED, changes, reason)
     return TopicAction(spec, ActionKind.ALTER, changes)
 
@@ -199,9 +245,11 @@ class TopicAdmin:
     def __init__(self, kafka: KafkaSettings | str) -> None:
         settings = as_settings(kafka)
         try:
-            self._admin = KafkaAdminClient(**settings.kafka_python("admin"),
-                                           request_timeout_ms=15000,
-                                           bootstrap_timeout_ms=10000)
+            self._admin = KafkaAdminClient(
+                **settings.kafka_python("admin"),
+                request_timeout_ms=15000,
+                bootstrap_timeout_ms=10000,
+            )
         except (KafkaError, OSError) as exc:
             msg = f"cannot reach the Kafka cluster at {settings.bootstrap} ({type(exc).__name__})"
             raise TopicAdminError(msg) from exc
@@ -227,8 +275,9 @@ class TopicAdmin:
         if not resources:
             return {}
         described = self._admin.describe_configs(resources)["topic"]
-        return {name: {k: str(v["value"]) for k, v in cfg.items()}
-                for name, cfg in described.items()}
+        return {
+            name: {k: str(v["value"]) for k, v in cfg.items()} for name, cfg in described.items()
+        }
 
     def create(self, specs: Sequence[TopicSpec]) -> None:
         topics = [NewTopic(s.name, s.partitions, 1, topic_configs=s.configs) for s in specs]
@@ -248,8 +297,9 @@ class TopicAdmin:
             raise TopicAdminError(msg) from exc
 
 
-def plan(admin: TopicAdmin, contracts: Sequence[Contract], *,
-         allow_data_loss: bool = False) -> Plan:
+def plan(
+    admin: TopicAdmin, contracts: Sequence[Contract], *, allow_data_loss: bool = False
+) -> Plan:
     """Compare every contract's topics with the cluster."""
     specs = [spec for contract in contracts for spec in contract_topics(contract)]
     partitions = admin.partitions([s.name for s in specs])
@@ -259,8 +309,9 @@ def plan(admin: TopicAdmin, contracts: Sequence[Contract], *,
         if spec.name not in partitions:
             actions.append(TopicAction(spec, ActionKind.CREATE))
         else:
-            actions.append(_diff(spec, live_configs.get(spec.name, {}),
-                                 partitions[spec.name], allow_data_loss))
+            actions.append(
+                _diff(spec, live_configs.get(spec.name, {}), partitions[spec.name], allow_data_loss)
+            )
     return Plan(tuple(actions))
 
 

@@ -103,13 +103,15 @@ class KafkaBatchWriter:
             await asyncio.wait_for(self._send_all(producer, records), self.settings.ack_timeout_s)
         except (KafkaError, TimeoutError, OSError) as exc:
             self._connected = False
-            _log.warning("Kafka did not acknowledge a batch of %d records: %s",
-                         len(records), type(exc).__name__)
+            _log.warning(
+                "Kafka did not acknowledge a batch of %d records: %s",
+                len(records),
+                type(exc).__name__,
+            )
             raise KafkaUnavailable(type(exc).__name__) from exc
         self._connected = True
 
-    async def _send_all(self, producer: AIOKafkaProducer,
-                        records: Sequence[OutRecord]) -> None:
+    async def _send_all(self, producer: AIOKafkaProducer, records: Sequence[OutRecord]) -> None:
         """One producer batch per topic partition, then wait for every batch's ack.
 
         Building batches ourselves skips aiokafka's per-message path (a metadata wait, a
@@ -172,10 +174,15 @@ class KafkaBatchWriter:
 
     def _client_options(self) -> dict[str, Any]:
         s = self.settings
-        return {**as_settings(s.kafka).aiokafka(s.role), "acks": "all",
-                "enable_idempotence": True, "linger_ms": s.linger_ms,
-                "max_batch_size": s.max_batch_size, "request_timeout_ms": s.request_timeout_ms,
-                "compression_type": s.compression}
+        return {
+            **as_settings(s.kafka).aiokafka(s.role),
+            "acks": "all",
+            "enable_idempotence": True,
+            "linger_ms": s.linger_ms,
+            "max_batch_size": s.max_batch_size,
+            "request_timeout_ms": s.request_timeout_ms,
+            "compression_type": s.compression,
+        }
 
     @staticmethod
     async def _stop(producer: AIOKafkaProducer) -> None:
@@ -185,8 +192,9 @@ class KafkaBatchWriter:
             _log.debug("producer stop failed: %s", type(exc).__name__)
 
 
-async def _enqueue(producer: AIOKafkaProducer, batch: Any, topic: str,
-                   partition: int) -> asyncio.Future[Any]:
+async def _enqueue(
+    producer: AIOKafkaProducer, batch: Any, topic: str, partition: int
+) -> asyncio.Future[Any]:
     """``send_batch``, retried while the partition's previous batch is still queued.
 
     aiokafka admits one undrained batch per partition and gives up on the wait early (its
@@ -202,5 +210,7 @@ async def _enqueue(producer: AIOKafkaProducer, batch: Any, topic: str,
 
 def _append(batch: Any, record: OutRecord) -> bool:
     """Add a record to a producer batch; False when the batch is full."""
-    return batch.append(key=record.key, value=record.value, timestamp=None,
-                        headers=record.headers) is not None
+    return (
+        batch.append(key=record.key, value=record.value, timestamp=None, headers=record.headers)
+        is not None
+    )

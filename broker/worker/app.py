@@ -86,8 +86,7 @@ def build_app(engine: Engine, datadir: Path) -> faust.App:
 
     @app.page("/metrics")
     async def metrics(web: Any, request: Any) -> Any:
-        return web.bytes(engine.metrics.exposition(),
-                         content_type="text/plain; version=0.0.4")
+        return web.bytes(engine.metrics.exposition(), content_type="text/plain; version=0.0.4")
 
     return app
 

@@ -60,8 +60,7 @@ def active_contracts(contracts: Sequence[Contract], now: datetime) -> list[Contr
     active = [c for c in contracts if c.is_active(now)]
     for contract in contracts:
         if contract not in active:
-            _log.warning("contract %s v%d is not valid now: not run", contract.id,
-                         contract.version)
+            _log.warning("contract %s v%d is not valid now: not run", contract.id, contract.version)
     return active
 
 
@@ -72,8 +71,10 @@ def check_topics(kafka: KafkaSettings, contracts: Sequence[Contract]) -> None:
         live = admin.partitions([s.name for s in specs])
     missing = [s.name for s in specs if s.name not in live]
     if missing:
-        msg = (f"{len(missing)} topic(s) missing, e.g. {missing[0]}: "
-               "run `respublica apply` for these contracts first")
+        msg = (
+            f"{len(missing)} topic(s) missing, e.g. {missing[0]}: "
+            "run `respublica apply` for these contracts first"
+        )
         raise WorkerError(msg)
     wrong = [s.name for s in specs if live[s.name] != s.partitions]
     if wrong:
@@ -84,9 +85,15 @@ def check_topics(kafka: KafkaSettings, contracts: Sequence[Contract]) -> None:
 class Engine:
     """One worker's stages and loops (see the module docstring)."""
 
-    def __init__(self, config: WorkerConfig, contracts: Sequence[Contract], kek: bytes,
-                 metrics: WorkerMetrics | None = None, *,
-                 merge_fault: Callable[[str, MergeOutput], None] | None = None) -> None:
+    def __init__(
+        self,
+        config: WorkerConfig,
+        contracts: Sequence[Contract],
+        kek: bytes,
+        metrics: WorkerMetrics | None = None,
+        *,
+        merge_fault: Callable[[str, MergeOutput], None] | None = None,
+    ) -> None:
         self.config = config
         self.contracts = {c.id: c for c in contracts}
         self.kek = kek
@@ -110,18 +117,36 @@ class Engine:
     def start(self) -> None:
         """Prepare (if not done), then start both loops."""
         self.prepare()
-        self.raw_loop = RawLoop(self.config.kafka, self._partials_stages(), self.keystores,
-                                self.metrics, checkpoint_interval_s=self.config.
-                                checkpoint_interval_s, max_records=self.config.max_records)
-        partials = {topics.partials_topic(c, v): topics.state_topic(c)
-                    for c in self.contracts.values() for v in c.views}
-        self.merge_loop = MergeLoop(self.config.kafka, self._merge_stage, partials, partials,
-                                    progress=self._progress, metrics=self.metrics,
-                                    fault=self._merge_fault)
+        self.raw_loop = RawLoop(
+            self.config.kafka,
+            self._partials_stages(),
+            self.keystores,
+            self.metrics,
+            checkpoint_interval_s=self.config.checkpoint_interval_s,
+            max_records=self.config.max_records,
+        )
+        partials = {
+            topics.partials_topic(c, v): topics.state_topic(c)
+            for c in self.contracts.values()
+            for v in c.views
+        }
+        self.merge_loop = MergeLoop(
+            self.config.kafka,
+            self._merge_stage,
+            partials,
+            partials,
+            progress=self._progress,
+            metrics=self.metrics,
+            fault=self._merge_fault,
+        )
         self.raw_loop.start()
         self.merge_loop.start()
-        _log.info("worker %s started: %d contract(s), %d view(s)", self.config.worker_id,
-                  len(self.contracts), len(partials))
+        _log.info(
+            "worker %s started: %d contract(s), %d view(s)",
+            self.config.worker_id,
+            len(self.contracts),
+            len(partials),
+        )
 
     def _compile(self, contract: Contract) -> None:
         log = KafkaKeysLog(self.config.kafka, topics.keys_topic(contract))
@@ -132,21 +157,24 @@ class Engine:
         store.refresh()
         noise = store.noise_key() if any(v.noise for v in contract.views) else None
         self.keystores[contract.id] = store
-        self.compiled[contract.id] = compile_contract(contract, keyring=store.ring,
-                                                      noise_key=noise)
+        self.compiled[contract.id] = compile_contract(contract, keyring=store.ring, noise_key=noise)
 
     def _partials_stages(self) -> dict[str, PartialsStage]:
         stages = {}
         for contract in self.contracts.values():
             for stream in contract.streams:
-                views = {v.name: self.compiled[contract.id][v.name]
-                         for v in contract.views_of(stream)}
+                views = {
+                    v.name: self.compiled[contract.id][v.name] for v in contract.views_of(stream)
+                }
                 if not views:
                     continue
                 stages[contract.topic_raw(stream)] = PartialsStage(
-                    contract, stream.name, views,
+                    contract,
+                    stream.name,
+                    views,
                     {name: topics.partials_topic(contract, name) for name in views},
-                    self.metrics)
+                    self.metrics,
+                )
         return stages
 
     def _merge_stage(self, partials_topic: str) -> MergeStage:
@@ -155,9 +183,14 @@ class Engine:
                 if topics.partials_topic(contract, view) == partials_topic:
                     stream = contract.stream(view.stream)
                     sources = [source_name(p) for p in range(stream.partitions)]
-                    return MergeStage(contract, self.compiled[contract.id][view.name], sources,
-                                      topics.state_topic(contract), self.metrics,
-                                      state_interval_s=self.config.state_interval_s)
+                    return MergeStage(
+                        contract,
+                        self.compiled[contract.id][view.name],
+                        sources,
+                        topics.state_topic(contract),
+                        self.metrics,
+                        state_interval_s=self.config.state_interval_s,
+                    )
         msg = f"no view reads {partials_topic}"
         raise WorkerError(msg)
 
@@ -189,8 +222,11 @@ class Engine:
     def healthy(self) -> bool:
         """Both loops alive, past their first poll, and no failure."""
         loops = self.loops()
-        return bool(loops) and self.failure() is None and \
-            all(loop.is_alive() and loop.ready.is_set() for loop in loops)
+        return (
+            bool(loops)
+            and self.failure() is None
+            and all(loop.is_alive() and loop.ready.is_set() for loop in loops)
+        )
 
     def stop(self, timeout_s: float = 60.0) -> None:
         """Graceful stop: finish the batch, checkpoint, commit, leave the groups."""

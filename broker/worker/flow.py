@@ -52,15 +52,15 @@ MIN_LEAD_MS = 24 * 3600 * 1000  # see "The lead has a floor" above
 END_OFFSETS_TIMEOUT_MS = 5_000
 
 
-def decide(watermarks: Mapping[int, int], behind: Collection[int], paused: Collection[int],
-           lead_ms: int) -> set[int]:
+def decide(
+    watermarks: Mapping[int, int], behind: Collection[int], paused: Collection[int], lead_ms: int
+) -> set[int]:
     """The partitions that should be paused now (see the module docstring).
 
     ``watermarks``: every held partition's watermark (``END_OF_STREAM`` once ended);
     ``behind``: those with records left to read; ``paused``: those paused now.
     """
-    lagging = [watermarks[p] for p in behind
-               if p in watermarks and watermarks[p] != END_OF_STREAM]
+    lagging = [watermarks[p] for p in behind if p in watermarks and watermarks[p] != END_OF_STREAM]
     if not lagging:
         return set()
     slowest = max(min(lagging), NO_WATERMARK + lead_ms)  # far below every real time
@@ -77,8 +77,13 @@ def decide(watermarks: Mapping[int, int], behind: Collection[int], paused: Colle
 class FlowControl:
     """Pauses and resumes raw partitions of one consumer by event time."""
 
-    def __init__(self, consumer: Any, *, refresh_s: float = REFRESH_S,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        consumer: Any,
+        *,
+        refresh_s: float = REFRESH_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.consumer = consumer
         self.refresh_s = refresh_s
         self.clock = clock

@@ -64,8 +64,11 @@ def parse_master_key(text: str) -> bytes:
     text = text.strip()
     decoded: bytes | None = None
     try:
-        decoded = bytes.fromhex(text) if len(text) == 2 * KEY_BYTES else \
-            base64.b64decode(text, validate=True)
+        decoded = (
+            bytes.fromhex(text)
+            if len(text) == 2 * KEY_BYTES
+            else base64.b64decode(text, validate=True)
+        )
     except (ValueError, binascii.Error):
         decoded = None
     if decoded is None or len(decoded) != KEY_BYTES:
@@ -85,8 +88,10 @@ def load_master_key(key_file: Path | None = None) -> bytes:
         return data if len(data) == KEY_BYTES else parse_master_key(data.decode("ascii", "replace"))
     text = os.environ.get(MASTER_KEY_ENV)
     if not text:
-        msg = (f"no master key: set {MASTER_KEY_ENV} (32 bytes, hex or base64) "
-               "or pass --master-key-file")
+        msg = (
+            f"no master key: set {MASTER_KEY_ENV} (32 bytes, hex or base64) "
+            "or pass --master-key-file"
+        )
         raise KeyStoreError(msg)
     return parse_master_key(text)
 

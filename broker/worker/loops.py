@@ -125,8 +125,10 @@ class _Listener(ConsumerRebalanceListener):
 
 
 def _send_all(producer: KafkaProducer, records: Iterable[OutRecord]) -> None:
-    futures = [producer.send(r.topic, key=r.key, value=r.value, headers=r.headers,
-                             partition=r.partition) for r in records]
+    futures = [
+        producer.send(r.topic, key=r.key, value=r.value, headers=r.headers, partition=r.partition)
+        for r in records
+    ]
     producer.flush()
     for future in futures:
         future.get(timeout=60)  # raises the send's error, if any: never checkpoint past it
@@ -135,9 +137,16 @@ def _send_all(producer: KafkaProducer, records: Iterable[OutRecord]) -> None:
 class RawLoop(_Loop):
     """Stage 1 over every raw topic of the active contracts."""
 
-    def __init__(self, settings: WorkerClients, stages: Mapping[str, PartialsStage],
-                 keystores: Mapping[str, KeyStore], metrics: WorkerMetrics, *,
-                 checkpoint_interval_s: float = 1.0, max_records: int = 2000) -> None:
+    def __init__(
+        self,
+        settings: WorkerClients,
+        stages: Mapping[str, PartialsStage],
+        keystores: Mapping[str, KeyStore],
+        metrics: WorkerMetrics,
+        *,
+        checkpoint_interval_s: float = 1.0,
+        max_records: int = 2000,
+    ) -> None:
         super().__init__("respublica-raw")
         self.settings = settings
         self.stages = dict(stages)
@@ -152,9 +161,11 @@ class RawLoop(_Loop):
 
     def run_loop(self) -> None:
         self._producer = self.settings.producer()
-        self._consumer = self.settings.consumer(group_id=self.settings.raw_group,
-                                                max_poll_records=self.max_records,
-                                                max_partition_fetch_bytes=RAW_FETCH_BYTES)
+        self._consumer = self.settings.consumer(
+            group_id=self.settings.raw_group,
+            max_poll_records=self.max_records,
+            max_partition_fetch_bytes=RAW_FETCH_BYTES,
+        )
         self.flow.consumer = self._consumer
         subscribe(self._consumer, sorted(self.stages), _Listener(self))
         last = time.monotonic()
@@ -186,9 +197,12 @@ class RawLoop(_Loop):
         if idle:
             self.flow.idle()
         else:
-            self.flow.balance({topic: ({p: stage.watermark(p) for p in stage.partitions},
-                                       stage.lead_ms)
-                               for topic, stage in self.stages.items()})
+            self.flow.balance(
+                {
+                    topic: ({p: stage.watermark(p) for p in stage.partitions}, stage.lead_ms)
+                    for topic, stage in self.stages.items()
+                }
+            )
         self.metrics.paused.set(len(self.flow.paused))
 
     def _held(self) -> list[TopicPartition]:
@@ -213,8 +227,9 @@ class RawLoop(_Loop):
     def _commit(self, written: Mapping[TopicPartition, int]) -> None:
         # A hint only (every assignment seeks to the checkpoint), so fire and forget.
         if written:
-            self._consumer.commit_async({tp: OffsetAndMetadata(offset, "", -1)
-                                         for tp, offset in written.items()})
+            self._consumer.commit_async(
+                {tp: OffsetAndMetadata(offset, "", -1) for tp, offset in written.items()}
+            )
         self._refresh_keys()
 
     def _refresh_keys(self) -> None:
@@ -246,12 +261,13 @@ class RawLoop(_Loop):
             by_topic.setdefault(tp.topic, []).append(tp.partition)
         for topic, partitions in by_topic.items():
             stage = self.stages[topic]
-            found = {view: last_checkpoints(self.settings, ptopic, view)
-                     for view, ptopic in stage.partials_topics.items()}
+            found = {
+                view: last_checkpoints(self.settings, ptopic, view)
+                for view, ptopic in stage.partials_topics.items()
+            }
             for partition in partitions:
                 source = f"p{partition}"
-                resume = stage.restore(partition, {v: cps.get(source)
-                                                   for v, cps in found.items()})
+                resume = stage.restore(partition, {v: cps.get(source) for v, cps in found.items()})
                 self._consumer.seek(TopicPartition(topic, partition), resume)
         held = sum(len(s.partitions) for s in self.stages.values())
         self.metrics.held.labels("raw").set(held)
@@ -275,11 +291,17 @@ MergeFactory = Callable[[str], MergeStage]
 class MergeLoop(_Loop):
     """Stage 2 over every view's partials topic; one transactional producer per owned view."""
 
-    def __init__(self, settings: WorkerClients, factory: MergeFactory, topics: Iterable[str],
-                 state_topics: Mapping[str, str], *,
-                 progress: Callable[[MergeStage], None] | None = None,
-                 metrics: WorkerMetrics | None = None,
-                 fault: Callable[[str, MergeOutput], None] | None = None) -> None:
+    def __init__(
+        self,
+        settings: WorkerClients,
+        factory: MergeFactory,
+        topics: Iterable[str],
+        state_topics: Mapping[str, str],
+        *,
+        progress: Callable[[MergeStage], None] | None = None,
+        metrics: WorkerMetrics | None = None,
+        fault: Callable[[str, MergeOutput], None] | None = None,
+    ) -> None:
         super().__init__("respublica-merge")
         self.settings = settings
         self.factory = factory
@@ -291,8 +313,9 @@ class MergeLoop(_Loop):
         self.owned: dict[str, tuple[MergeStage, KafkaProducer]] = {}
 
     def run_loop(self) -> None:
-        self._consumer = self.settings.consumer(group_id=self.settings.merge_group,
-                                                max_poll_records=5000)
+        self._consumer = self.settings.consumer(
+            group_id=self.settings.merge_group, max_poll_records=5000
+        )
         subscribe(self._consumer, self.topics, _Listener(self))
         try:
             while not self.stopping.is_set():
@@ -327,8 +350,9 @@ class MergeLoop(_Loop):
             return
         producer.begin_transaction()
         for r in output.records:
-            producer.send(r.topic, key=r.key, value=r.value, headers=r.headers,
-                          partition=r.partition)
+            producer.send(
+                r.topic, key=r.key, value=r.value, headers=r.headers, partition=r.partition
+            )
         if self.fault is not None:
             producer.flush()  # the records reach the log, still uncommitted
             self.fault(topic, output)
@@ -343,7 +367,8 @@ class MergeLoop(_Loop):
         for tp in tps:
             stage = self.factory(tp.topic)
             producer = self.settings.producer(
-                transactional_id=f"respublica.{stage.contract.id}.{stage.view}.merger")
+                transactional_id=f"respublica.{stage.contract.id}.{stage.view}.merger"
+            )
             producer.init_transactions()  # fences a zombie owner, aborts its open transaction
             fenced.append((tp, stage, producer))
         states = self._load_states({self.state_topics[tp.topic] for tp in tps})

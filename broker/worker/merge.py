@@ -55,10 +55,17 @@ class MergeOutput:
 class MergeStage:
     """Stage 2 of one view; plain Python, driven by ``broker.worker.loops``."""
 
-    def __init__(self, contract: Contract, compiled: CompiledView, sources: Collection[str],
-                 state_topic: str, metrics: WorkerMetrics, *,
-                 clock: Callable[[], float] = time.time,
-                 state_interval_s: float = DEFAULT_STATE_INTERVAL_S) -> None:
+    def __init__(
+        self,
+        contract: Contract,
+        compiled: CompiledView,
+        sources: Collection[str],
+        state_topic: str,
+        metrics: WorkerMetrics,
+        *,
+        clock: Callable[[], float] = time.time,
+        state_interval_s: float = DEFAULT_STATE_INTERVAL_S,
+    ) -> None:
         self.contract = contract
         self.policy_hash = short_policy_hash(contract)  # once: hashing a contract is not cheap
         self.view = compiled.view
@@ -81,9 +88,11 @@ class MergeStage:
             return 0
         data = orjson.loads(value)
         if sorted(data["sources"]) != self.sources:
-            msg = (f"view {self.view}: the merger state covers {len(data['sources'])} "
-                   f"partitions, the stream has {len(self.sources)}; repartitioning a stream "
-                   "needs a new contract version and fresh state")
+            msg = (
+                f"view {self.view}: the merger state covers {len(data['sources'])} "
+                f"partitions, the stream has {len(self.sources)}; repartitioning a stream "
+                "needs a new contract version and fresh state"
+            )
             raise PolicyError(msg)
         self.merger.restore(data["merger"])
         self.position = self._saved_position = int(data["position"])
@@ -123,13 +132,14 @@ class MergeStage:
             if active:
                 records += self.encoder.records(release)
             else:  # outside the validity period nothing more is published
-                self.metrics.withheld.labels(self.contract.id, self.view,
-                                             "contract_inactive").inc()
+                self.metrics.withheld.labels(self.contract.id, self.view, "contract_inactive").inc()
             accounting.append(self._accounting(release, published=active))
         published = len(records)
         records += accounting  # internal: committed with the releases, read by the auditor
-        due = self.position > self._saved_position and \
-            self.clock() - self._saved_at >= self.state_interval_s
+        due = (
+            self.position > self._saved_position
+            and self.clock() - self._saved_at >= self.state_interval_s
+        )
         if not (releases or force_state or due):
             return None
         records.append(OutRecord(self.state_topic, state_key(self.view), self._state(), []))
@@ -138,30 +148,34 @@ class MergeStage:
     def _accounting(self, release: Release, *, published: bool) -> OutRecord:
         """The window's event totals, which the public report must not carry (noise)."""
         report = release.report
-        value = canonical_json({
-            "view": self.view,
-            "window_start": release.window.start,
-            "window_end": release.window.end,
-            "published": published,
-            "k": report.k,
-            "groups_published": report.groups_published,
-            "groups_suppressed": report.groups_suppressed,
-            "events_published": report.events_published,
-            "events_suppressed": report.events_suppressed,
-            "withheld_reason": report.withheld_reason,
-            "epsilon": release.epsilon,
-            "policy_hash": self.policy_hash,
-            "contract_version": self.contract.version,
-        })
-        return OutRecord(self.state_topic, accounting_key(self.view, release.window.start),
-                         value, [])
+        value = canonical_json(
+            {
+                "view": self.view,
+                "window_start": release.window.start,
+                "window_end": release.window.end,
+                "published": published,
+                "k": report.k,
+                "groups_published": report.groups_published,
+                "groups_suppressed": report.groups_suppressed,
+                "events_published": report.events_published,
+                "events_suppressed": report.events_suppressed,
+                "withheld_reason": report.withheld_reason,
+                "epsilon": release.epsilon,
+                "policy_hash": self.policy_hash,
+                "contract_version": self.contract.version,
+            }
+        )
+        return OutRecord(
+            self.state_topic, accounting_key(self.view, release.window.start), value, []
+        )
 
     def _state(self) -> bytes:
         """``canonical_json`` of {position, sources, merger snapshot, policy hash, version},
         spliced by hand around the merger's own JSON (written with every release)."""
         head = canonical_json({"contract_version": self.contract.version})[:-1]
-        tail = canonical_json({"policy_hash": self.policy_hash, "position": self.position,
-                               "sources": self.sources})[1:]
+        tail = canonical_json(
+            {"policy_hash": self.policy_hash, "position": self.position, "sources": self.sources}
+        )[1:]
         return head + b',"merger":' + self.merger.snapshot_json() + b"," + tail
 
     def _count_epsilon(self, release: Release) -> None:
@@ -192,5 +206,10 @@ class MergeStage:
         self.metrics.stale.labels(*labels).set(self.merger.stale_partials)
         self.metrics.open_windows.labels(*labels).set(self.merger.open_windows)
         if output.releases:
-            _log.info("released %d window(s) of %s/%s: %d record(s)", len(output.releases),
-                      self.contract.id, self.view, output.published)
+            _log.info(
+                "released %d window(s) of %s/%s: %d record(s)",
+                len(output.releases),
+                self.contract.id,
+                self.view,
+                output.published,
+            )

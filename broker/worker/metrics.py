@@ -28,27 +28,53 @@ class WorkerMetrics:
         self.keys_destroyed = catalogue.keys_destroyed
         self.epsilon_spent = catalogue.epsilon_spent
         self.epsilon_budget = catalogue.epsilon_budget
-        self.events = Counter("respublica_view_events", "Raw events per view and disposition",
-                              ["contract", "view", "disposition"], registry=r)
-        self.undecodable = Counter("respublica_worker_undecodable",
-                                   "Raw records the worker could not decode (skipped)",
-                                   ["contract", "stream"], registry=r)
-        self.checkpoints = Counter("respublica_checkpoints", "Stage-1 checkpoints written",
-                                   ["contract", "view"], registry=r)
-        self.withheld = Counter("respublica_windows_withheld",
-                                "Windows not published (budget exhausted, contract inactive)",
-                                ["contract", "view", "reason"], registry=r)
-        self.stale = Gauge("respublica_stale_partials",
-                           "Partials that arrived for an already released window",
-                           ["contract", "view"], registry=r)
-        self.held = Gauge("respublica_worker_assignment",
-                          "Raw partitions (stage=raw) and views (stage=merge) this worker owns",
-                          ["stage"], registry=r)
-        self.paused = Gauge("respublica_worker_paused_partitions",
-                            "Raw partitions paused by event-time flow control (ran ahead)",
-                            registry=r)
-        self.open_windows = Gauge("respublica_open_windows", "Windows held by the merger",
-                                  ["contract", "view"], registry=r)
+        self.events = Counter(
+            "respublica_view_events",
+            "Raw events per view and disposition",
+            ["contract", "view", "disposition"],
+            registry=r,
+        )
+        self.undecodable = Counter(
+            "respublica_worker_undecodable",
+            "Raw records the worker could not decode (skipped)",
+            ["contract", "stream"],
+            registry=r,
+        )
+        self.checkpoints = Counter(
+            "respublica_checkpoints",
+            "Stage-1 checkpoints written",
+            ["contract", "view"],
+            registry=r,
+        )
+        self.withheld = Counter(
+            "respublica_windows_withheld",
+            "Windows not published (budget exhausted, contract inactive)",
+            ["contract", "view", "reason"],
+            registry=r,
+        )
+        self.stale = Gauge(
+            "respublica_stale_partials",
+            "Partials that arrived for an already released window",
+            ["contract", "view"],
+            registry=r,
+        )
+        self.held = Gauge(
+            "respublica_worker_assignment",
+            "Raw partitions (stage=raw) and views (stage=merge) this worker owns",
+            ["stage"],
+            registry=r,
+        )
+        self.paused = Gauge(
+            "respublica_worker_paused_partitions",
+            "Raw partitions paused by event-time flow control (ran ahead)",
+            registry=r,
+        )
+        self.open_windows = Gauge(
+            "respublica_open_windows",
+            "Windows held by the merger",
+            ["contract", "view"],
+            registry=r,
+        )
 
     def outcome(self, contract: str, view: str, outcome: ProcessOutcome) -> None:
         """Count one ``Aggregator.process`` outcome."""

@@ -100,17 +100,25 @@ def _is_end_of_stream(headers: Sequence[tuple[str, bytes]]) -> bool:
 class PartialsStage:
     """Stage 1 of one (contract, stream); plain Python, driven by ``broker.worker.loops``."""
 
-    def __init__(self, contract: Contract, stream: str, views: Mapping[str, CompiledView],
-                 partials_topics: Mapping[str, str], metrics: WorkerMetrics,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        contract: Contract,
+        stream: str,
+        views: Mapping[str, CompiledView],
+        partials_topics: Mapping[str, str],
+        metrics: WorkerMetrics,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.contract = contract
         self.stream = contract.stream(stream)
         self.views = dict(views)
         # How far a partition may run ahead of the slowest in event time (flow control):
         # twice the longest window plus lateness of the views, at least a day (see
         # ``broker.worker.flow.MIN_LEAD_MS``).
-        span = max((contract.view(name).window for name in self.views),
-                   default=timedelta(0)) + self.stream.allowed_lateness
+        span = (
+            max((contract.view(name).window for name in self.views), default=timedelta(0))
+            + self.stream.allowed_lateness
+        )
         self.lead_ms = max(2 * int(span.total_seconds() * 1000), MIN_LEAD_MS)
         self.partials_topics = dict(partials_topics)
         self.metrics = metrics
@@ -201,32 +209,46 @@ class PartialsStage:
             topic = self.partials_topics[name]
             parts = [part.to_dict() for part in agg.drain_closed(final=source.eos)]
             for chunk in range(0, len(parts), PARTIALS_PER_RECORD):
-                value = orjson.dumps(parts[chunk:chunk + PARTIALS_PER_RECORD])
-                out.append(OutRecord(topic, partials_key(agg.source, agg.position, chunk),
-                                     value, []))
+                value = orjson.dumps(parts[chunk : chunk + PARTIALS_PER_RECORD])
+                out.append(
+                    OutRecord(topic, partials_key(agg.source, agg.position, chunk), value, [])
+                )
             counts = source.counts.get(name, ProcessOutcome())
-            out.append(OutRecord(topic, checkpoint_key(agg.source),
-                                 self._checkpoint_value(agg, source.eos, now, counts), []))
+            out.append(
+                OutRecord(
+                    topic,
+                    checkpoint_key(agg.source),
+                    self._checkpoint_value(agg, source.eos, now, counts),
+                    [],
+                )
+            )
             self.metrics.checkpoints.labels(self.contract.id, name).inc()
         source.dirty = False
         return out
 
-    def _checkpoint_value(self, agg: Aggregator, eos: bool, now: float,
-                          counts: ProcessOutcome) -> bytes:
-        return orjson.dumps({
-            "source": agg.source,
-            "counts": {str(d): n for d, n in counts.by_disposition().items()},
-            "position": agg.position,
-            "watermark": END_OF_STREAM if eos else agg.watermark,
-            "eos": eos,
-            "state": agg.snapshot(),
-            "policy_hash": self.policy_hash,
-            "written_at": now,
-        }, option=orjson.OPT_SORT_KEYS)
+    def _checkpoint_value(
+        self, agg: Aggregator, eos: bool, now: float, counts: ProcessOutcome
+    ) -> bytes:
+        return orjson.dumps(
+            {
+                "source": agg.source,
+                "counts": {str(d): n for d, n in counts.by_disposition().items()},
+                "position": agg.position,
+                "watermark": END_OF_STREAM if eos else agg.watermark,
+                "eos": eos,
+                "state": agg.snapshot(),
+                "policy_hash": self.policy_hash,
+                "written_at": now,
+            },
+            option=orjson.OPT_SORT_KEYS,
+        )
 
 
 def _outcome(counts: Mapping[str, int]) -> ProcessOutcome:
     """The cumulative dispositions stored in a checkpoint (absent in older checkpoints: 0)."""
-    return ProcessOutcome(folded=int(counts.get("folded", 0)),
-                          filtered=int(counts.get("filtered", 0)),
-                          late=int(counts.get("late", 0)), outside=int(counts.get("outside", 0)))
+    return ProcessOutcome(
+        folded=int(counts.get("folded", 0)),
+        filtered=int(counts.get("filtered", 0)),
+        late=int(counts.get("late", 0)),
+        outside=int(counts.get("outside", 0)),
+    )

@@ -52,8 +52,9 @@ class Simulator(Protocol):
         ...
 
 
-def take(records: Iterable[SimRecord], events: int,
-         streams: Iterable[str] | None = None) -> Iterator[SimRecord]:
+def take(
+    records: Iterable[SimRecord], events: int, streams: Iterable[str] | None = None
+) -> Iterator[SimRecord]:
     """The first ``events`` records, counting only the given streams (all when None)."""
     wanted = None if streams is None else frozenset(streams)
     selected = (r for r in records if wanted is None or r.stream in wanted)
@@ -92,8 +93,7 @@ def seeded_uuid(rng: random.Random) -> str:
 
 def weighted_index(rng: random.Random, cumulative: list[float]) -> int:
     """Index drawn with probabilities given as a cumulative weight list."""
-    return min(bisect.bisect_right(cumulative, rng.random() * cumulative[-1]),
-               len(cumulative) - 1)
+    return min(bisect.bisect_right(cumulative, rng.random() * cumulative[-1]), len(cumulative) - 1)
 
 
 def cumulative(weights: Iterable[float]) -> list[float]:

@@ -56,8 +56,13 @@ class FaultKind(StrEnum):
 
 JSON_KINDS = tuple(k for k in FaultKind if not k.name.startswith("AVRO_"))
 # Semantic faults survive Avro encoding: they are valid records with wrong times or places.
-_SEMANTIC = (FaultKind.COORDINATE_OUT_OF_RANGE, FaultKind.OUTSIDE_TERRITORY,
-             FaultKind.FUTURE_TIMESTAMP, FaultKind.TOO_LATE, FaultKind.DUPLICATE_EVENT_ID)
+_SEMANTIC = (
+    FaultKind.COORDINATE_OUT_OF_RANGE,
+    FaultKind.OUTSIDE_TERRITORY,
+    FaultKind.FUTURE_TIMESTAMP,
+    FaultKind.TOO_LATE,
+    FaultKind.DUPLICATE_EVENT_ID,
+)
 AVRO_KINDS = tuple(k for k in FaultKind if k.name.startswith("AVRO_")) + _SEMANTIC
 
 
@@ -87,8 +92,15 @@ def to_json_line(record: dict[str, Any]) -> bytes:
 class FaultInjector:
     """Builds bad payloads for one contract stream from its valid records."""
 
-    def __init__(self, contract: Contract, stream: str, *, seed: int = 0,
-                 max_bytes: int = DEFAULT_MAX_BYTES, schemas: Schemas | None = None) -> None:
+    def __init__(
+        self,
+        contract: Contract,
+        stream: str,
+        *,
+        seed: int = 0,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        schemas: Schemas | None = None,
+    ) -> None:
         self.contract = contract
         self.stream: Stream = contract.stream(stream)
         self.max_bytes = max_bytes
@@ -120,15 +132,25 @@ class FaultInjector:
         if kind not in _SEMANTIC:
             return fault
         mutated = json.loads(fault.payload)
-        return Fault(kind, encode(self._schema.parsed, self._schema.schema_id, mutated),
-                     fault.reason, fault.field)
+        return Fault(
+            kind,
+            encode(self._schema.parsed, self._schema.schema_id, mutated),
+            fault.reason,
+            fault.field,
+        )
 
     def encode_avro(self, record: dict[str, Any]) -> bytes:
         """A good record as a Confluent-framed Avro value of this stream."""
         return encode(self._schema.parsed, self._schema.schema_id, record)
 
-    def mix(self, records: Iterable[dict[str, Any]], *, share: float,
-            kinds: Sequence[FaultKind] | None = None, avro: bool = False) -> Iterator[Item]:
+    def mix(
+        self,
+        records: Iterable[dict[str, Any]],
+        *,
+        share: float,
+        kinds: Sequence[FaultKind] | None = None,
+        avro: bool = False,
+    ) -> Iterator[Item]:
         """Good records, each followed by a fault with a probability giving ``share`` overall.
 
         Kinds (default: every JSON kind, or every Avro kind with ``avro``) are drawn in turn,
@@ -182,8 +204,9 @@ class FaultInjector:
     def _outside(self, record: dict[str, Any]) -> Fault:
         lat, lon = self._location()
         record[lat], record[lon] = LONDON
-        return self._json(FaultKind.OUTSIDE_TERRITORY, record, Reason.OUTSIDE_TERRITORY,
-                          f"{lat},{lon}")
+        return self._json(
+            FaultKind.OUTSIDE_TERRITORY, record, Reason.OUTSIDE_TERRITORY, f"{lat},{lon}"
+        )
 
     def _future(self, record: dict[str, Any]) -> Fault:
         name = self.stream.event_time
@@ -225,8 +248,7 @@ class FaultInjector:
         payload = to_json_line(record).replace(b"\\u0001", b"\\ud800")
         return Fault(FaultKind.LONE_SURROGATE, payload, Reason.INVALID_UTF8, name)
 
-    def _json(self, kind: FaultKind, record: dict[str, Any], reason: Reason,
-              field: str) -> Fault:
+    def _json(self, kind: FaultKind, record: dict[str, Any], reason: Reason, field: str) -> Fault:
         return Fault(kind, to_json_line(record), reason, field)
 
     def _location(self) -> tuple[str, str]:
@@ -246,8 +268,12 @@ class FaultInjector:
             return Fault(kind, b"\x01" + good[1:], Reason.AVRO_BAD_MAGIC, "")
         if kind is FaultKind.AVRO_UNKNOWN_SCHEMA:
             unknown = next(i for i in range(1, 2**31) if i not in self.schemas)
-            return Fault(kind, b"\x00" + unknown.to_bytes(4, "big") + good[5:],
-                         Reason.AVRO_UNKNOWN_SCHEMA, "")
+            return Fault(
+                kind,
+                b"\x00" + unknown.to_bytes(4, "big") + good[5:],
+                Reason.AVRO_UNKNOWN_SCHEMA,
+                "",
+            )
         return self._avro_utf8(record)
 
     def _avro_utf8(self, record: dict[str, Any]) -> Fault:
@@ -269,8 +295,9 @@ class FaultInjector:
                 break
         end = len(_encode_prefix(self, prefix))
         cut = end - max(1, len(record[name].encode()) // 2)
-        return Fault(FaultKind.AVRO_TRUNCATED, self.encode_avro(record)[:cut],
-                     Reason.AVRO_TRUNCATED, name)
+        return Fault(
+            FaultKind.AVRO_TRUNCATED, self.encode_avro(record)[:cut], Reason.AVRO_TRUNCATED, name
+        )
 
 
 def _encode_prefix(injector: FaultInjector, partial: dict[str, Any]) -> bytes:

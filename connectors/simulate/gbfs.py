@@ -19,10 +19,20 @@ from connectors.simulate.base import SimOptions, distance_m, offset_m, seeded_ra
 BBOX = (4.77, 45.70, 4.92, 45.81)
 CENTRE = (45.7578, 4.8320)
 SAME_PLACE_M = 100.0  # the GBFS connector's default: a vehicle that moved less has not ridden
-VEHICLE_TYPES = ({"vehicle_type_id": "scooter", "form_factor": "scooter_standing",
-                  "propulsion_type": "electric", "max_range_meters": 30000},
-                 {"vehicle_type_id": "ebike", "form_factor": "bicycle",
-                  "propulsion_type": "electric_assist", "max_range_meters": 60000})
+VEHICLE_TYPES = (
+    {
+        "vehicle_type_id": "scooter",
+        "form_factor": "scooter_standing",
+        "propulsion_type": "electric",
+        "max_range_meters": 30000,
+    },
+    {
+        "vehicle_type_id": "ebike",
+        "form_factor": "bicycle",
+        "propulsion_type": "electric_assist",
+        "max_range_meters": 60000,
+    },
+)
 
 
 @dataclass
@@ -103,9 +113,13 @@ class GbfsFeedSimulator:
     def _vehicle(self) -> _GbfsVehicle:
         rng = self._rng
         lat, lon = offset_m(*CENTRE, rng.gauss(0, 1500), rng.gauss(0, 1500))
-        return _GbfsVehicle(vehicle_id=seeded_uuid(rng),
-                            type_id="ebike" if rng.random() < 0.2 else "scooter",
-                            lat=lat, lon=lon, fuel=rng.uniform(0.3, 1.0))
+        return _GbfsVehicle(
+            vehicle_id=seeded_uuid(rng),
+            type_id="ebike" if rng.random() < 0.2 else "scooter",
+            lat=lat,
+            lon=lon,
+            fuel=rng.uniform(0.3, 1.0),
+        )
 
     def _listed(self) -> list[_GbfsVehicle]:
         """Vehicles shown in a snapshot; counts the violations an observer can see in it."""
@@ -122,35 +136,61 @@ class GbfsFeedSimulator:
     def free_bike_status(self) -> dict[str, Any]:
         """The current GBFS v2.3 ``free_bike_status.json`` (times in POSIX seconds)."""
         now_s = self._clock_ms // 1000
-        bikes = [{
-            "bike_id": v.vehicle_id, "lat": round(v.lat, 6), "lon": round(v.lon, 6),
-            "is_reserved": v.reserved, "is_disabled": v.disabled,
-            "vehicle_type_id": v.type_id, "last_reported": now_s - self._rng.randrange(60),
-            "current_fuel_percent": round(v.fuel, 2),
-            "current_range_meters": int(v.fuel * 30000),
-        } for v in self._listed()]
-        return {"last_updated": now_s, "ttl": self.ttl_s, "version": "2.3",
-                "data": {"bikes": bikes}}
+        bikes = [
+            {
+                "bike_id": v.vehicle_id,
+                "lat": round(v.lat, 6),
+                "lon": round(v.lon, 6),
+                "is_reserved": v.reserved,
+                "is_disabled": v.disabled,
+                "vehicle_type_id": v.type_id,
+                "last_reported": now_s - self._rng.randrange(60),
+                "current_fuel_percent": round(v.fuel, 2),
+                "current_range_meters": int(v.fuel * 30000),
+            }
+            for v in self._listed()
+        ]
+        return {
+            "last_updated": now_s,
+            "ttl": self.ttl_s,
+            "version": "2.3",
+            "data": {"bikes": bikes},
+        }
 
     def vehicle_status(self) -> dict[str, Any]:
         """The current GBFS v3.0 ``vehicle_status.json`` (times as RFC 3339 strings)."""
-        vehicles = [{
-            "vehicle_id": v.vehicle_id, "lat": round(v.lat, 6), "lon": round(v.lon, 6),
-            "is_reserved": v.reserved, "is_disabled": v.disabled,
-            "vehicle_type_id": v.type_id,
-            "last_reported": _rfc3339(self._clock_ms - self._rng.randrange(60_000)),
-            "current_fuel_percent": round(v.fuel, 2),
-            "current_range_meters": int(v.fuel * 30000),
-        } for v in self._listed()]
-        return {"last_updated": _rfc3339(self._clock_ms), "ttl": self.ttl_s, "version": "3.0",
-                "data": {"vehicles": vehicles}}
+        vehicles = [
+            {
+                "vehicle_id": v.vehicle_id,
+                "lat": round(v.lat, 6),
+                "lon": round(v.lon, 6),
+                "is_reserved": v.reserved,
+                "is_disabled": v.disabled,
+                "vehicle_type_id": v.type_id,
+                "last_reported": _rfc3339(self._clock_ms - self._rng.randrange(60_000)),
+                "current_fuel_percent": round(v.fuel, 2),
+                "current_range_meters": int(v.fuel * 30000),
+            }
+            for v in self._listed()
+        ]
+        return {
+            "last_updated": _rfc3339(self._clock_ms),
+            "ttl": self.ttl_s,
+            "version": "3.0",
+            "data": {"vehicles": vehicles},
+        }
 
     def vehicle_types(self, version: str = "3.0") -> dict[str, Any]:
         """``vehicle_types.json``, so the connector can name form factors and propulsion."""
-        updated: Any = _rfc3339(self._clock_ms) if version.startswith("3") \
-            else self._clock_ms // 1000
-        return {"last_updated": updated, "ttl": 86400, "version": version,
-                "data": {"vehicle_types": list(VEHICLE_TYPES)}}
+        updated: Any = (
+            _rfc3339(self._clock_ms) if version.startswith("3") else self._clock_ms // 1000
+        )
+        return {
+            "last_updated": updated,
+            "ttl": 86400,
+            "version": version,
+            "data": {"vehicle_types": list(VEHICLE_TYPES)},
+        }
 
 
 def _rfc3339(ms: int) -> str:

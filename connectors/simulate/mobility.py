@@ -67,8 +67,32 @@ _M_PER_DEG_LAT = 111_132.0
 _M_PER_DEG_LON = 111_320.0 * math.cos(math.radians(45.75))
 GRAVITY_SCALE_M = 2500.0  # attraction decays by e every 2.5 km
 # Rentals per hour of local day, relative to the peak (commutes at 8h and 17-18h).
-DEMAND = (0.15, 0.1, 0.05, 0.05, 0.05, 0.1, 0.3, 0.8, 1.0, 0.7, 0.5, 0.6,
-          0.8, 0.7, 0.6, 0.7, 0.9, 1.0, 0.9, 0.7, 0.6, 0.5, 0.4, 0.25)
+DEMAND = (
+    0.15,
+    0.1,
+    0.05,
+    0.05,
+    0.05,
+    0.1,
+    0.3,
+    0.8,
+    1.0,
+    0.7,
+    0.5,
+    0.6,
+    0.8,
+    0.7,
+    0.6,
+    0.7,
+    0.9,
+    1.0,
+    0.9,
+    0.7,
+    0.6,
+    0.5,
+    0.4,
+    0.25,
+)
 PEAK_IDLE_MIN = 35.0
 
 _AVAILABLE, _RESERVED, _RIDING, _PARKED, _OFF_STREET = range(5)
@@ -130,7 +154,9 @@ class MobilitySimulator:
             vehicle_id=seeded_uuid(rng),
             vehicle_type="bicycle" if bike else "scooter_standing",
             propulsion="electric_assist" if bike else "electric",
-            lat=lat, lon=lon, battery=rng.uniform(60.0, 100.0),
+            lat=lat,
+            lon=lon,
+            battery=rng.uniform(60.0, 100.0),
         )
 
     def _step(self, vehicle: _Vehicle, clock: int) -> int:
@@ -210,8 +236,11 @@ class MobilitySimulator:
         """Gravity model: attractiveness over exp(distance / scale) from where the trip starts."""
         here_lat, here_lon = vehicle.lat, vehicle.lon
         weights = [
-            mass * math.exp(-math.hypot((lat - here_lat) * _M_PER_DEG_LAT,
-                                        (lon - here_lon) * _M_PER_DEG_LON) / GRAVITY_SCALE_M)
+            mass
+            * math.exp(
+                -math.hypot((lat - here_lat) * _M_PER_DEG_LAT, (lon - here_lon) * _M_PER_DEG_LON)
+                / GRAVITY_SCALE_M
+            )
             for _, lat, lon, mass in HOT_SPOTS
         ]
         return weighted_index(self._rng, cumulative(weights))
@@ -223,8 +252,10 @@ class MobilitySimulator:
         lat, lon = offset_m(lat, lon, rng.gauss(0.0, 350.0), rng.gauss(0.0, 350.0))
         lat, lon = _snap_to_street(lat, lon, rng.random() < 0.5)
         west, south, east, north = BBOX
-        return (min(max(lat, south + MARGIN_DEG), north - MARGIN_DEG),
-                min(max(lon, west + MARGIN_DEG), east - MARGIN_DEG))
+        return (
+            min(max(lat, south + MARGIN_DEG), north - MARGIN_DEG),
+            min(max(lon, west + MARGIN_DEG), east - MARGIN_DEG),
+        )
 
     def _emit_event(self, vehicle: _Vehicle, event_type: str, time_ms: int) -> None:
         in_trip = event_type in ("reserved", "trip_start", "trip_end")

@@ -30,8 +30,15 @@ from contracts.geometry import Ring
 
 CONTRACT_ID = "bordeaux-navigation"
 # The example contract's territory (a coarse outline of the metropolis), (lon, lat).
-TERRITORY: Ring = ((-0.80, 44.76), (-0.47, 44.76), (-0.43, 44.84), (-0.47, 44.94),
-                   (-0.70, 44.96), (-0.80, 44.90), (-0.80, 44.76))
+TERRITORY: Ring = (
+    (-0.80, 44.76),
+    (-0.47, 44.76),
+    (-0.43, 44.84),
+    (-0.47, 44.94),
+    (-0.70, 44.96),
+    (-0.80, 44.90),
+    (-0.80, 44.76),
+)
 DEFAULT_REPORTERS = 5000
 MAX_DISORDER_MS = 20_000  # inside the streams' 2-minute allowed lateness
 PEAK_REPORTS_PER_MIN = 100.0
@@ -63,8 +70,16 @@ _LEVEL_WEIGHTS = cumulative((15.0, 30.0, 30.0, 18.0, 7.0))
 ALERT_TYPES: tuple[tuple[str, tuple[str | None, ...], float], ...] = (
     ("ACCIDENT", ("ACCIDENT_MINOR", "ACCIDENT_MAJOR", None), 10.0),
     ("JAM", ("JAM_MODERATE_TRAFFIC", "JAM_HEAVY_TRAFFIC", "JAM_STAND_STILL_TRAFFIC"), 30.0),
-    ("WEATHERHAZARD", ("HAZARD_ON_ROAD_OBJECT", "HAZARD_ON_ROAD_POT_HOLE",
-                       "HAZARD_ON_SHOULDER_CAR_STOPPED", "HAZARD_WEATHER_FOG"), 20.0),
+    (
+        "WEATHERHAZARD",
+        (
+            "HAZARD_ON_ROAD_OBJECT",
+            "HAZARD_ON_ROAD_POT_HOLE",
+            "HAZARD_ON_SHOULDER_CAR_STOPPED",
+            "HAZARD_WEATHER_FOG",
+        ),
+        20.0,
+    ),
     ("HAZARD", ("HAZARD_ON_ROAD_CAR_STOPPED", "HAZARD_ON_ROAD_CONSTRUCTION", None), 8.0),
     ("ROAD_CLOSED", ("ROAD_CLOSED_EVENT", "ROAD_CLOSED_CONSTRUCTION", "ROAD_CLOSED_HAZARD"), 5.0),
     ("POLICE", ("POLICE_VISIBLE", "POLICE_HIDING"), 12.0),
@@ -72,8 +87,32 @@ ALERT_TYPES: tuple[tuple[str, tuple[str | None, ...], float], ...] = (
     ("MISC", (None,), 3.0),
 )
 _ALERT_WEIGHTS = cumulative(kind[2] for kind in ALERT_TYPES)
-TRAFFIC = (0.1, 0.05, 0.03, 0.03, 0.05, 0.15, 0.5, 0.95, 1.0, 0.7, 0.5, 0.5,
-           0.55, 0.5, 0.5, 0.6, 0.85, 1.0, 0.95, 0.6, 0.4, 0.3, 0.2, 0.15)
+TRAFFIC = (
+    0.1,
+    0.05,
+    0.03,
+    0.03,
+    0.05,
+    0.15,
+    0.5,
+    0.95,
+    1.0,
+    0.7,
+    0.5,
+    0.5,
+    0.55,
+    0.5,
+    0.5,
+    0.6,
+    0.85,
+    1.0,
+    0.95,
+    0.6,
+    0.4,
+    0.3,
+    0.2,
+    0.15,
+)
 
 
 class NavigationSimulator:
@@ -103,8 +142,11 @@ class NavigationSimulator:
             rate = PEAK_REPORTS_PER_MIN * TRAFFIC[int(local_hour(clock))] / MINUTE_MS
             clock += 1 + int(self._rng.expovariate(rate))
             reporter = self.reporters[weighted_index(self._rng, self._reporter_weights)]
-            item = self._jam(reporter, clock) if self._rng.random() < JAM_SHARE else \
-                self._alert(reporter, clock)
+            item = (
+                self._jam(reporter, clock)
+                if self._rng.random() < JAM_SHARE
+                else self._alert(reporter, clock)
+            )
             self._disorder.push(clock, reporter, item)
             yield from self._disorder.release(clock)
 
@@ -119,10 +161,17 @@ class NavigationSimulator:
         delay = length / (max(speed, 2.0) / 3.6) - length / (free_kmh / 3.6)
         lat, lon = self._on_road(road)
         record: dict[str, Any] = {
-            "event_id": seeded_uuid(rng), "reporter_id": reporter, "timestamp": time_ms,
-            "lat": lat, "lon": lon, "street": street, "road_type": road_type,
-            "length_m": round(length, 1), "delay_s": round(delay, 1),
-            "speed_kmh": round(speed, 1), "level": level,
+            "event_id": seeded_uuid(rng),
+            "reporter_id": reporter,
+            "timestamp": time_ms,
+            "lat": lat,
+            "lon": lon,
+            "street": street,
+            "road_type": road_type,
+            "length_m": round(length, 1),
+            "delay_s": round(delay, 1),
+            "speed_kmh": round(speed, 1),
+            "level": level,
         }
         return SimRecord("jams", record)
 
@@ -132,8 +181,12 @@ class NavigationSimulator:
         kind, subtypes, _ = ALERT_TYPES[weighted_index(rng, _ALERT_WEIGHTS)]
         lat, lon = self._on_road(road)
         record: dict[str, Any] = {
-            "event_id": seeded_uuid(rng), "reporter_id": reporter, "timestamp": time_ms,
-            "lat": lat, "lon": lon, "type": kind,
+            "event_id": seeded_uuid(rng),
+            "reporter_id": reporter,
+            "timestamp": time_ms,
+            "lat": lat,
+            "lon": lon,
+            "type": kind,
             "subtype": subtypes[rng.randrange(len(subtypes))],
             "street": road[0] if rng.random() < 0.9 else None,
             "reliability": min(10, max(0, int(rng.gauss(6.0, 2.0)))),
@@ -159,21 +212,38 @@ def waze_feed(records: Sequence[SimRecord], *, start_ms: int, end_ms: int) -> di
     for stream, record in records:
         point = {"x": record["lon"], "y": record["lat"]}
         if stream == "alerts":
-            alerts.append({
-                "uuid": record["event_id"], "pubMillis": record["timestamp"], "location": point,
-                "type": record["type"], "subtype": record["subtype"] or "",
-                "street": record["street"], "city": "Bordeaux", "country": "FR",
-                "reliability": record["reliability"], "confidence": 1, "roadType": 2,
-            })
+            alerts.append(
+                {
+                    "uuid": record["event_id"],
+                    "pubMillis": record["timestamp"],
+                    "location": point,
+                    "type": record["type"],
+                    "subtype": record["subtype"] or "",
+                    "street": record["street"],
+                    "city": "Bordeaux",
+                    "country": "FR",
+                    "reliability": record["reliability"],
+                    "confidence": 1,
+                    "roadType": 2,
+                }
+            )
         else:
             tail_lat, tail_lon = offset_m(record["lat"], record["lon"], -record["length_m"], 0)
-            jams.append({
-                "uuid": record["event_id"], "pubMillis": record["timestamp"],
-                "line": [point, {"x": round(tail_lon, 6), "y": round(tail_lat, 6)}],
-                "speedKMH": record["speed_kmh"], "speed": round(record["speed_kmh"] / 3.6, 2),
-                "length": int(record["length_m"]), "delay": int(record["delay_s"]),
-                "level": record["level"], "roadType": record["road_type"],
-                "street": record["street"], "city": "Bordeaux", "country": "FR",
-                "type": "NONE",
-            })
+            jams.append(
+                {
+                    "uuid": record["event_id"],
+                    "pubMillis": record["timestamp"],
+                    "line": [point, {"x": round(tail_lon, 6), "y": round(tail_lat, 6)}],
+                    "speedKMH": record["speed_kmh"],
+                    "speed": round(record["speed_kmh"] / 3.6, 2),
+                    "length": int(record["length_m"]),
+                    "delay": int(record["delay_s"]),
+                    "level": record["level"],
+                    "roadType": record["road_type"],
+                    "street": record["street"],
+                    "city": "Bordeaux",
+                    "country": "FR",
+                    "type": "NONE",
+                }
+            )
     return {"startTimeMillis": start_ms, "endTimeMillis": end_ms, "alerts": alerts, "jams": jams}

@@ -41,26 +41,74 @@ CHECK_IN_HOUR_UTC = 14  # stays start at 16:00 Paris summer time
 
 # (arrondissement, lat, lon, listings weight): Marais, Montmartre and the east are dense.
 ARRONDISSEMENTS: tuple[tuple[int, float, float, float], ...] = (
-    (1, 48.8625, 2.3364, 3.0), (2, 48.8683, 2.3428, 4.0), (3, 48.8630, 2.3601, 6.0),
-    (4, 48.8543, 2.3576, 5.0), (5, 48.8445, 2.3497, 4.0), (6, 48.8491, 2.3328, 3.5),
-    (7, 48.8562, 2.3121, 2.5), (8, 48.8727, 2.3125, 2.5), (9, 48.8771, 2.3375, 5.0),
-    (10, 48.8762, 2.3607, 6.0), (11, 48.8590, 2.3800, 8.0), (12, 48.8396, 2.3958, 4.0),
-    (13, 48.8283, 2.3623, 3.5), (14, 48.8292, 2.3265, 3.5), (15, 48.8401, 2.2930, 5.0),
-    (16, 48.8603, 2.2760, 4.0), (17, 48.8873, 2.3065, 5.5), (18, 48.8925, 2.3484, 8.0),
-    (19, 48.8871, 2.3849, 4.0), (20, 48.8634, 2.4011, 5.0),
+    (1, 48.8625, 2.3364, 3.0),
+    (2, 48.8683, 2.3428, 4.0),
+    (3, 48.8630, 2.3601, 6.0),
+    (4, 48.8543, 2.3576, 5.0),
+    (5, 48.8445, 2.3497, 4.0),
+    (6, 48.8491, 2.3328, 3.5),
+    (7, 48.8562, 2.3121, 2.5),
+    (8, 48.8727, 2.3125, 2.5),
+    (9, 48.8771, 2.3375, 5.0),
+    (10, 48.8762, 2.3607, 6.0),
+    (11, 48.8590, 2.3800, 8.0),
+    (12, 48.8396, 2.3958, 4.0),
+    (13, 48.8283, 2.3623, 3.5),
+    (14, 48.8292, 2.3265, 3.5),
+    (15, 48.8401, 2.2930, 5.0),
+    (16, 48.8603, 2.2760, 4.0),
+    (17, 48.8873, 2.3065, 5.5),
+    (18, 48.8925, 2.3484, 8.0),
+    (19, 48.8871, 2.3849, 4.0),
+    (20, 48.8634, 2.4011, 5.0),
 )
 _ARR_WEIGHTS = cumulative(a[3] for a in ARRONDISSEMENTS)
 STREETS = (
-    "rue de Rivoli", "rue Oberkampf", "rue de la Roquette", "boulevard Voltaire",
-    "rue des Martyrs", "rue Lepic", "rue du Faubourg Saint-Antoine", "rue de Charonne",
-    "rue de Belleville", "rue Saint-Maur", "avenue de Clichy", "rue de Vaugirard",
-    "rue de Rennes", "rue Mouffetard", "rue des Rosiers", "rue de Turenne",
-    "rue Caulaincourt", "boulevard de Magenta", "rue du Commerce", "rue de Passy",
+    "rue de Rivoli",
+    "rue Oberkampf",
+    "rue de la Roquette",
+    "boulevard Voltaire",
+    "rue des Martyrs",
+    "rue Lepic",
+    "rue du Faubourg Saint-Antoine",
+    "rue de Charonne",
+    "rue de Belleville",
+    "rue Saint-Maur",
+    "avenue de Clichy",
+    "rue de Vaugirard",
+    "rue de Rennes",
+    "rue Mouffetard",
+    "rue des Rosiers",
+    "rue de Turenne",
+    "rue Caulaincourt",
+    "boulevard de Magenta",
+    "rue du Commerce",
+    "rue de Passy",
 )
 UNIT_TYPES = ("entire_home", "private_room", "shared_room", "other")
 _UNIT_WEIGHTS = cumulative((82.0, 15.0, 1.5, 1.5))
-COUNTRIES = ("FRA", "USA", "GBR", "DEU", "ESP", "ITA", "BEL", "NLD", "CHE", "CAN",
-             "BRA", "JPN", "CHN", "AUS", "PRT", "IRL", "KOR", "ISR", "MEX", "POL")
+COUNTRIES = (
+    "FRA",
+    "USA",
+    "GBR",
+    "DEU",
+    "ESP",
+    "ITA",
+    "BEL",
+    "NLD",
+    "CHE",
+    "CAN",
+    "BRA",
+    "JPN",
+    "CHN",
+    "AUS",
+    "PRT",
+    "IRL",
+    "KOR",
+    "ISR",
+    "MEX",
+    "POL",
+)
 _COUNTRY_WEIGHTS = cumulative((30, 14, 9, 7, 6, 6, 4, 4, 3, 3, 2, 2, 2, 2, 1.5, 1.5, 1, 1, 1, 1))
 # Nights per stay: most stays are a weekend or a week; the Regulation's range is 1..30.
 _NIGHTS = tuple(range(1, 31))
@@ -166,5 +214,7 @@ class RentalsSimulator:
     @staticmethod
     def _inside(lat: float, lon: float) -> tuple[float, float]:
         west, south, east, north = BBOX
-        return (min(max(lat, south + MARGIN_DEG), north - MARGIN_DEG),
-                min(max(lon, west + MARGIN_DEG), east - MARGIN_DEG))
+        return (
+            min(max(lat, south + MARGIN_DEG), north - MARGIN_DEG),
+            min(max(lon, west + MARGIN_DEG), east - MARGIN_DEG),
+        )

@@ -106,8 +106,14 @@ def configmap(files: Mapping[str, str]) -> dict[str, Any]:
 
 def render(files: Mapping[str, str]) -> str:
     """The ConfigMap as YAML text, deterministic for the same files."""
-    body = yaml.dump(configmap(files), Dumper=_BlockDumper, sort_keys=False,
-                     allow_unicode=True, width=4096, default_flow_style=False)
+    body = yaml.dump(
+        configmap(files),
+        Dumper=_BlockDumper,
+        sort_keys=False,
+        allow_unicode=True,
+        width=4096,
+        default_flow_style=False,
+    )
     return HEADER + body
 
 
@@ -135,8 +141,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.check:
         current = args.output.read_text(encoding="utf-8") if args.output.exists() else ""
         if current != text:
-            print(f"{args.output} is out of date: run python deploy/k8s/render_configmap.py",
-                  file=sys.stderr)
+            print(
+                f"{args.output} is out of date: run python deploy/k8s/render_configmap.py",
+                file=sys.stderr,
+            )
             return 1
         return 0
     args.output.write_text(text, encoding="utf-8")

@@ -33,8 +33,12 @@ from tests.worker.support import (
 
 MOBILITY_EVENTS = 3000
 RENTAL_EVENTS = 1000
-VIEWS = (("mobility", "availability"), ("mobility", "origin_destination"),
-         ("rentals", "nights_by_district"), ("rentals", "nights_by_cell"))
+VIEWS = (
+    ("mobility", "availability"),
+    ("mobility", "origin_destination"),
+    ("rentals", "nights_by_district"),
+    ("rentals", "nights_by_cell"),
+)
 
 
 class NullWriter:
@@ -66,8 +70,10 @@ class Published:
     def raw_subjects(self) -> set[str]:
         """Every raw subject id (vehicle ids, registration numbers) of the input."""
         out: set[str] = set()
-        for contract, streams in ((self.mobility, self.events["mobility"]),
-                                  (self.rentals, self.events["rentals"])):
+        for contract, streams in (
+            (self.mobility, self.events["mobility"]),
+            (self.rentals, self.events["rentals"]),
+        ):
             for stream, records in streams.items():
                 subject = contract.stream(stream).subject
                 out |= {str(r[subject]) for r in records}
@@ -75,21 +81,27 @@ class Published:
 
 
 @pytest.fixture(scope="package")
-def published(kafka_bootstrap: str, kafka_admin: KafkaAdminClient,
-              tmp_path_factory: pytest.TempPathFactory) -> Iterator[Published]:
+def published(
+    kafka_bootstrap: str, kafka_admin: KafkaAdminClient, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Published]:
     tmp = tmp_path_factory.mktemp("analysts")
     mobility = unique_contract(tmp, "micromobility")
     rentals = unique_contract(tmp, "rentals")
-    topic_names = create_topics(kafka_bootstrap, mobility) + create_topics(kafka_bootstrap,
-                                                                           rentals)
-    events = {"mobility": mobility_events(MOBILITY_EVENTS),
-              "rentals": rental_events(RENTAL_EVENTS)}
+    topic_names = create_topics(kafka_bootstrap, mobility) + create_topics(kafka_bootstrap, rentals)
+    events = {"mobility": mobility_events(MOBILITY_EVENTS), "rentals": rental_events(RENTAL_EVENTS)}
     contracts = {"mobility": mobility, "rentals": rentals}
     expected = {(c, v): expected_windows(contracts[c], events[c], v) for c, v in VIEWS}
-    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all",
-                             enable_idempotence=True, linger_ms=20)
-    worker = WorkerProcess(kafka_bootstrap, [mobility.source, rentals.source],  # type: ignore[list-item]
-                           "analysts-1", f"test-{uuid.uuid4().hex[:8]}", tmp, free_port())
+    producer = KafkaProducer(
+        bootstrap_servers=kafka_bootstrap, acks="all", enable_idempotence=True, linger_ms=20
+    )
+    worker = WorkerProcess(
+        kafka_bootstrap,
+        [mobility.source, rentals.source],  # type: ignore[list-item]
+        "analysts-1",
+        f"test-{uuid.uuid4().hex[:8]}",
+        tmp,
+        free_port(),
+    )
     try:
         feed(producer, mobility, events["mobility"])
         feed(producer, rentals, events["rentals"])
@@ -97,8 +109,10 @@ def published(kafka_bootstrap: str, kafka_admin: KafkaAdminClient,
 
         def done() -> bool:
             assert worker.alive(), worker.log_tail()
-            return all(len(read_public(kafka_bootstrap, contracts[c], v).windows) >= len(w)
-                       for (c, v), w in expected.items())
+            return all(
+                len(read_public(kafka_bootstrap, contracts[c], v).windows) >= len(w)
+                for (c, v), w in expected.items()
+            )
 
         wait_for(done, 180, "every window of every view", every_s=1.0)
         yield Published(kafka_bootstrap, mobility, rentals, events, expected, tmp)

@@ -20,8 +20,9 @@ HEADERS = {"respublica.contract_version": "1", "respublica.policy_hash": "abcdef
 LYON = [(45.75, 4.85), (45.76, 4.83), (45.72, 4.80), (45.79, 4.90)]  # (lat, lon) in the bbox
 
 
-def load_example(tmp_path: Path, name: str,
-                 edit: Callable[[dict[str, Any]], None] | None = None) -> Contract:
+def load_example(
+    tmp_path: Path, name: str, edit: Callable[[dict[str, Any]], None] | None = None
+) -> Contract:
     """An example contract (paths made absolute), optionally edited."""
     data = example_data(name)
     if edit is not None:
@@ -29,23 +30,48 @@ def load_example(tmp_path: Path, name: str,
     return load_contracts([write_contract(data, tmp_path, f"{name}.yaml")], now=NOW)[0]
 
 
-def group(start: int, dims: dict[str, str | None], measures: dict[str, Any],
-          window: int = QUARTER, offset: int = 0) -> PublishedGroup:
-    return PublishedGroup(start, start + window, dims, measures, dict(HEADERS),
-                          "public.x.y", 0, offset)
+def group(
+    start: int,
+    dims: dict[str, str | None],
+    measures: dict[str, Any],
+    window: int = QUARTER,
+    offset: int = 0,
+) -> PublishedGroup:
+    return PublishedGroup(
+        start, start + window, dims, measures, dict(HEADERS), "public.x.y", 0, offset
+    )
 
 
-def report(start: int, published: int, suppressed: int, k: int = 10,
-           window: int = QUARTER, epsilon: float = 0.0) -> WindowReport:
-    return WindowReport(start, start + window, k, published, suppressed, None, epsilon,
-                        dict(HEADERS), "public.x.y", 0, 99)
+def report(
+    start: int,
+    published: int,
+    suppressed: int,
+    k: int = 10,
+    window: int = QUARTER,
+    epsilon: float = 0.0,
+) -> WindowReport:
+    return WindowReport(
+        start,
+        start + window,
+        k,
+        published,
+        suppressed,
+        None,
+        epsilon,
+        dict(HEADERS),
+        "public.x.y",
+        0,
+        99,
+    )
 
 
 def availability(contract: Contract) -> ViewContents:
     """Two windows of the micromobility availability view (one H3 dimension)."""
     cells = [h3.latlng_to_cell(lat, lon, 8) for lat, lon in LYON]
-    groups = [group(T0, {"cell": cells[0]}, {"events": 14, "vehicles": 12}),
-              group(T0, {"cell": cells[1]}, {"events": 11, "vehicles": 10}),
-              group(T0 + QUARTER, {"cell": cells[2]}, {"events": 30, "vehicles": 21})]
+    groups = [
+        group(T0, {"cell": cells[0]}, {"events": 14, "vehicles": 12}),
+        group(T0, {"cell": cells[1]}, {"events": 11, "vehicles": 10}),
+        group(T0 + QUARTER, {"cell": cells[2]}, {"events": 30, "vehicles": 21}),
+    ]
     reports = [report(T0, 2, 3), report(T0 + QUARTER, 1, 0)]
     return ViewContents(contract, contract.view("availability"), groups, reports)

@@ -35,8 +35,11 @@ from tests.analysts.conftest import NullWriter, Published
 pytestmark = pytest.mark.integration
 
 PSEUDONYM = re.compile(r"\b[a-z2-7]{26}\b")  # base32 of 16 HMAC bytes (policies/pseudonymise)
-EXPORTS = [("mobility", "availability"), ("mobility", "origin_destination"),
-           ("rentals", "nights_by_district")]
+EXPORTS = [
+    ("mobility", "availability"),
+    ("mobility", "origin_destination"),
+    ("rentals", "nights_by_district"),
+]
 
 
 def personal_values(published: Published) -> set[str]:
@@ -59,8 +62,10 @@ def expected_rows(contents: ViewContents) -> list[dict[str, Any]]:
     rows = []
     for group in contents.groups:
         row = table_row(contents.view, group)
-        row["window_start"], row["window_end"] = (iso_utc(row["window_start"]),
-                                                  iso_utc(row["window_end"]))
+        row["window_start"], row["window_end"] = (
+            iso_utc(row["window_start"]),
+            iso_utc(row["window_end"]),
+        )
         rows.append(row)
     return rows
 
@@ -75,8 +80,14 @@ def run_cli(args: Sequence[str]) -> tuple[int, str]:
 def cli_args(published: Published, contract: str, view: str) -> list[str]:
     source = published.contract(contract).source
     assert source is not None
-    return [published.contract(contract).id, view, "--bootstrap", published.bootstrap,
-            "--contracts", str(source)]
+    return [
+        published.contract(contract).id,
+        view,
+        "--bootstrap",
+        published.bootstrap,
+        "--contracts",
+        str(source),
+    ]
 
 
 def csv_typed(value: str, kind: str) -> Any:
@@ -86,18 +97,29 @@ def csv_typed(value: str, kind: str) -> Any:
 
 
 @pytest.mark.parametrize(("contract", "view"), EXPORTS)
-def test_csv_export_holds_what_read_view_returns(published: Published, tmp_path: Path,
-                                                 contract: str, view: str) -> None:
+def test_csv_export_holds_what_read_view_returns(
+    published: Published, tmp_path: Path, contract: str, view: str
+) -> None:
     contents = read_view(published.bootstrap, published.contract(contract), view)
     assert contents.groups, "nothing published: the test would prove nothing"
     out = tmp_path / f"{view}.csv"
-    code, text = run_cli(["export", *cli_args(published, contract, view), "--format", "csv",
-                          "--out", str(out), "--include-reports"])
+    code, text = run_cli(
+        [
+            "export",
+            *cli_args(published, contract, view),
+            "--format",
+            "csv",
+            "--out",
+            str(out),
+            "--include-reports",
+        ]
+    )
     assert code == 0, text
     kinds = {c.name: c.type for c in columns(contents.view)}
     with out.open(encoding="utf-8") as handle:
-        rows = [{k: csv_typed(v, kinds[k]) for k, v in row.items()}
-                for row in csv.DictReader(handle)]
+        rows = [
+            {k: csv_typed(v, kinds[k]) for k, v in row.items()} for row in csv.DictReader(handle)
+        ]
     assert rows == expected_rows(contents)
     reports_csv = tmp_path / f"{view}.reports.csv"
     with reports_csv.open(encoding="utf-8") as handle:
@@ -111,14 +133,16 @@ def test_csv_export_holds_what_read_view_returns(published: Published, tmp_path:
 
 
 @pytest.mark.parametrize(("contract", "view"), EXPORTS)
-def test_parquet_and_geojson_exports_hold_the_same_rows(published: Published, tmp_path: Path,
-                                                        contract: str, view: str) -> None:
+def test_parquet_and_geojson_exports_hold_the_same_rows(
+    published: Published, tmp_path: Path, contract: str, view: str
+) -> None:
     contents = read_view(published.bootstrap, published.contract(contract), view)
     expected = expected_rows(contents)
     parquet, geojson = tmp_path / f"{view}.parquet", tmp_path / f"{view}.geojson"
     for fmt, out in (("parquet", parquet), ("geojson", geojson)):
-        code, text = run_cli(["export", *cli_args(published, contract, view),
-                              "--format", fmt, "--out", str(out)])
+        code, text = run_cli(
+            ["export", *cli_args(published, contract, view), "--format", fmt, "--out", str(out)]
+        )
         assert code == 0, text
     table = pq.read_table(parquet).to_pylist()
     for row in table:
@@ -138,9 +162,20 @@ def test_export_bounds_select_windows_by_start(published: Published, tmp_path: P
     windows = contents.windows()
     since, until = iso_utc(windows[1][0]), iso_utc(windows[2][0])
     out = tmp_path / "one.csv"
-    code, _ = run_cli(["export", *cli_args(published, "mobility", "availability"),
-                       "--format", "csv", "--out", str(out), "--since", since,
-                       "--until", until])
+    code, _ = run_cli(
+        [
+            "export",
+            *cli_args(published, "mobility", "availability"),
+            "--format",
+            "csv",
+            "--out",
+            str(out),
+            "--since",
+            since,
+            "--until",
+            until,
+        ]
+    )
     assert code == 0
     with out.open(encoding="utf-8") as handle:
         starts = {row["window_start"] for row in csv.DictReader(handle)}
@@ -151,8 +186,15 @@ def test_export_bounds_select_windows_by_start(published: Published, tmp_path: P
 
 def test_subscribe_prints_groups_then_the_report_line(published: Published) -> None:
     contents = read_view(published.bootstrap, published.mobility, "availability")
-    code, text = run_cli(["subscribe", *cli_args(published, "mobility", "availability"),
-                          "--from-beginning", "--max-windows", "2"])
+    code, text = run_cli(
+        [
+            "subscribe",
+            *cli_args(published, "mobility", "availability"),
+            "--from-beginning",
+            "--max-windows",
+            "2",
+        ]
+    )
     assert code == 0
     lines = text.splitlines()
     assert lines[0].split() == ["window", "cell", "events", "vehicles"]
@@ -160,14 +202,24 @@ def test_subscribe_prints_groups_then_the_report_line(published: Published) -> N
     expected = [r.summary() for r in contents.reports[:2]]
     assert report_lines == expected
     assert re.fullmatch(r"k=10: \d+ groups published, \d+ suppressed", expected[0])
-    first_window = [g for g in contents.groups
-                    if g.window_start == contents.reports[0].window_start]
-    assert len(lines) == 1 + len(first_window) + 1 + len(
-        contents.groups_of((contents.reports[1].window_start,
-                            contents.reports[1].window_end))) + 1
+    first_window = [
+        g for g in contents.groups if g.window_start == contents.reports[0].window_start
+    ]
+    assert (
+        len(lines)
+        == 1
+        + len(first_window)
+        + 1
+        + len(
+            contents.groups_of((contents.reports[1].window_start, contents.reports[1].window_end))
+        )
+        + 1
+    )
     for group in first_window:
-        assert any(group.group["cell"] in line and str(group.measures["vehicles"]) in line
-                   for line in lines[1:])
+        assert any(
+            group.group["cell"] in line and str(group.measures["vehicles"]) in line
+            for line in lines[1:]
+        )
 
 
 def test_follow_view_yields_live_rows_in_topic_order(published: Published) -> None:
@@ -182,14 +234,17 @@ def test_follow_view_yields_live_rows_in_topic_order(published: Published) -> No
     finally:
         rows.close()
     assert sorted(r.offset for r in seen) == [r.offset for r in seen]
-    assert {r.offset for r in seen} == {r.offset for r in [*contents.groups,
-                                                            *contents.reports]}
+    assert {r.offset for r in seen} == {r.offset for r in [*contents.groups, *contents.reports]}
 
 
 def first_records(published: Published, view: str) -> list[Any]:
     """The raw Kafka records of a public topic up to its first report, read_committed."""
-    consumer = KafkaConsumer(bootstrap_servers=published.bootstrap, group_id=None,
-                             enable_auto_commit=False, isolation_level="read_committed")
+    consumer = KafkaConsumer(
+        bootstrap_servers=published.bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+    )
     tp = TopicPartition(published.mobility.topic_public(view), 0)
     records: list[Any] = []
     deadline = time.monotonic() + 30
@@ -206,12 +261,14 @@ def first_records(published: Published, view: str) -> list[Any]:
 
 
 async def test_confluent_avro_deserializer_decodes_public_records_via_the_gateway(
-        published: Published) -> None:
+    published: Published,
+) -> None:
     view = "availability"
     records = first_records(published, view)
     config = GatewayConfig(contracts=(published.mobility, published.rentals), providers=())
-    client: TestClient[Any, Any] = TestClient(TestServer(make_app(config, NullWriter()),
-                                                         host="127.0.0.1"))
+    client: TestClient[Any, Any] = TestClient(
+        TestServer(make_app(config, NullWriter()), host="127.0.0.1")
+    )
     await client.start_server()
     try:
         registry = SchemaRegistryClient({"url": f"http://127.0.0.1:{client.port}"})

@@ -43,8 +43,9 @@ def canonical(contents: ViewContents) -> dict[tuple[int, int], Any]:
 
 
 @pytest.mark.parametrize(("contract", "view"), VIEWS)
-def test_read_view_returns_what_the_oracle_computes(published: Published, contract: str,
-                                                    view: str) -> None:
+def test_read_view_returns_what_the_oracle_computes(
+    published: Published, contract: str, view: str
+) -> None:
     contents = read_view(published.bootstrap, published.contract(contract), view)
     assert contents.undecodable == []
     assert canonical(contents) == published.expected[(contract, view)]
@@ -60,15 +61,17 @@ def test_read_view_bounds_are_on_window_start(published: Published) -> None:
     windows = contents.windows()
     assert len(windows) >= 3
     since, until = windows[1][0], windows[-1][0]
-    bounded = read_view(published.bootstrap, published.mobility, "availability",
-                        since_ms=since, until_ms=until)
+    bounded = read_view(
+        published.bootstrap, published.mobility, "availability", since_ms=since, until_ms=until
+    )
     assert bounded.windows() == windows[1:-1]
     assert all(since <= g.window_start < until for g in bounded.groups)
 
 
 @pytest.fixture
-def hand_published(kafka_bootstrap: str, kafka_admin: KafkaAdminClient,
-                   tmp_path: Path) -> Iterator[tuple[Contract, list[OutRecord]]]:
+def hand_published(
+    kafka_bootstrap: str, kafka_admin: KafkaAdminClient, tmp_path: Path
+) -> Iterator[tuple[Contract, list[OutRecord]]]:
     """A fresh contract's topics and the records of its oracle releases (not yet produced)."""
     contract = unique_contract(tmp_path, "micromobility")
     names = create_topics(kafka_bootstrap, contract)
@@ -81,17 +84,18 @@ def hand_published(kafka_bootstrap: str, kafka_admin: KafkaAdminClient,
 
 
 def test_read_view_keeps_the_last_record_per_key_and_only_committed_ones(
-        kafka_bootstrap: str, hand_published: tuple[Contract, list[OutRecord]]) -> None:
+    kafka_bootstrap: str, hand_published: tuple[Contract, list[OutRecord]]
+) -> None:
     contract, records = hand_published
     groups = [r for r in records if b'"report"' not in r.key]
     assert len(groups) >= 3
     producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
-    aborting = KafkaProducer(bootstrap_servers=kafka_bootstrap,
-                             transactional_id=f"test-{uuid.uuid4().hex[:8]}")
+    aborting = KafkaProducer(
+        bootstrap_servers=kafka_bootstrap, transactional_id=f"test-{uuid.uuid4().hex[:8]}"
+    )
     try:
         for record in [*records, groups[0]]:  # a re-emitted record: same key, same bytes
-            producer.send(record.topic, key=record.key, value=record.value,
-                          headers=record.headers)
+            producer.send(record.topic, key=record.key, value=record.value, headers=record.headers)
         producer.send(groups[1].topic, key=groups[1].key, value=None)  # tombstone
         producer.send(groups[2].topic, key=b'{"window_start":0}', value=b"\x00garbage")
         producer.flush(timeout=30)

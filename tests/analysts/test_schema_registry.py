@@ -52,14 +52,15 @@ async def get(client: TestClient[Any, Any], path: str) -> tuple[int, Any]:
     return response.status, await response.json()
 
 
-async def test_public_schema_ids_match_the_wire_format(gateway: TestClient[Any, Any],
-                                                       contracts: list[Contract]) -> None:
+async def test_public_schema_ids_match_the_wire_format(
+    gateway: TestClient[Any, Any], contracts: list[Contract]
+) -> None:
     mobility = next(c for c in contracts if c.id == "lyon-micromobility")
     encoder = ReleaseEncoder(mobility, mobility.view("availability"))
-    for schema, registered in ((release_schema(mobility, mobility.view("availability")),
-                                encoder.group_schema),
-                               (report_schema(mobility, mobility.view("availability")),
-                                encoder.report_schema)):
+    for schema, registered in (
+        (release_schema(mobility, mobility.view("availability")), encoder.group_schema),
+        (report_schema(mobility, mobility.view("availability")), encoder.report_schema),
+    ):
         sid = read_header(registered.header)
         status, body = await get(gateway, f"/schemas/ids/{sid}")
         assert status == 200
@@ -67,8 +68,9 @@ async def test_public_schema_ids_match_the_wire_format(gateway: TestClient[Any, 
         assert schema_id(json.loads(body["schema"])) == sid
 
 
-async def test_subjects_cover_raw_and_public_schemas(gateway: TestClient[Any, Any],
-                                                     contracts: list[Contract]) -> None:
+async def test_subjects_cover_raw_and_public_schemas(
+    gateway: TestClient[Any, Any], contracts: list[Contract]
+) -> None:
     status, subjects = await get(gateway, "/subjects")
     assert status == 200
     raw_schemas = Schemas.from_contracts(contracts)
@@ -84,36 +86,43 @@ async def test_subjects_cover_raw_and_public_schemas(gateway: TestClient[Any, An
             assert subject in subjects
             assert await get(gateway, f"/subjects/{subject}/versions") == (200, [1])
             _, version = await get(gateway, f"/subjects/{subject}/versions/1")
-            assert version == {"subject": subject, "version": 1,
-                               "id": schema_id(release_schema(contract, view)),
-                               "schema": version["schema"]}
+            assert version == {
+                "subject": subject,
+                "version": 1,
+                "id": schema_id(release_schema(contract, view)),
+                "schema": version["schema"],
+            }
             report = report_schema(contract, view)
-            record_subject = (f"{contract.topic_public(view)}-{report['namespace']}."
-                              f"{report['name']}")
+            record_subject = f"{contract.topic_public(view)}-{report['namespace']}.{report['name']}"
             _, version = await get(gateway, f"/subjects/{record_subject}/versions/latest")
             assert version["id"] == schema_id(report)
             status, raw = await get(gateway, f"/subjects/{record_subject}/versions/1/schema")
             assert (status, raw) == (200, report)
 
 
-@pytest.mark.parametrize(("path", "status", "code"), [
-    ("/subjects/nope-value/versions", 404, 40401),
-    ("/subjects/nope-value/versions/latest", 404, 40401),
-    ("/subjects/public.lyon-micromobility.availability-value/versions/2", 404, 40402),
-    ("/subjects/public.lyon-micromobility.availability-value/versions/abc", 422, 42202),
-    ("/schemas/ids/1", 404, 40403),
-    ("/schemas/ids/xyz", 404, 40403),
-])
-async def test_errors_have_registry_bodies(gateway: TestClient[Any, Any], path: str,
-                                           status: int, code: int) -> None:
+@pytest.mark.parametrize(
+    ("path", "status", "code"),
+    [
+        ("/subjects/nope-value/versions", 404, 40401),
+        ("/subjects/nope-value/versions/latest", 404, 40401),
+        ("/subjects/public.lyon-micromobility.availability-value/versions/2", 404, 40402),
+        ("/subjects/public.lyon-micromobility.availability-value/versions/abc", 422, 42202),
+        ("/schemas/ids/1", 404, 40403),
+        ("/schemas/ids/xyz", 404, 40403),
+    ],
+)
+async def test_errors_have_registry_bodies(
+    gateway: TestClient[Any, Any], path: str, status: int, code: int
+) -> None:
     got_status, body = await get(gateway, path)
     assert got_status == status
     assert body["error_code"] == code and body["message"]
     assert "abc" not in body["message"] and "nope" not in body["message"]
 
 
-async def test_standalone_app_serves_the_same_catalogue(contracts: list[Contract],
-                                                        gateway: TestClient[Any, Any]) -> None:
+async def test_standalone_app_serves_the_same_catalogue(
+    contracts: list[Contract], gateway: TestClient[Any, Any]
+) -> None:
     client = await serve(make_schema_app(contracts))
     try:
         assert await get(client, "/subjects") == await get(gateway, "/subjects")
@@ -122,8 +131,9 @@ async def test_standalone_app_serves_the_same_catalogue(contracts: list[Contract
         await client.close()
 
 
-async def test_ids_list_every_subject_holding_the_schema(gateway: TestClient[Any, Any],
-                                                         contracts: list[Contract]) -> None:
+async def test_ids_list_every_subject_holding_the_schema(
+    gateway: TestClient[Any, Any], contracts: list[Contract]
+) -> None:
     mobility = next(c for c in contracts if c.id == "lyon-micromobility")
     sid = schema_id(release_schema(mobility, mobility.view("availability")))
     status, subjects = await get(gateway, f"/schemas/ids/{sid}/subjects")
@@ -135,9 +145,21 @@ async def test_ids_list_every_subject_holding_the_schema(gateway: TestClient[Any
 
 def test_schemas_serve_runs_standalone() -> None:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "broker.cli", "schemas", "serve",
-                             "--port", str(port), "--contracts", str(examples_dir())],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "broker.cli",
+            "schemas",
+            "serve",
+            "--port",
+            str(port),
+            "--contracts",
+            str(examples_dir()),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 30
         while True:

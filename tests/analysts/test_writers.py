@@ -35,18 +35,29 @@ def mobility(tmp_path: Path) -> Any:
 def with_quantiles(data: dict[str, Any]) -> None:
     """Navigation jams with a quantiles measure and a grid dimension instead of H3."""
     jams = data["views"][0]
-    jams["measures"].append({"type": "quantiles", "name": "delay_q", "field": "delay_s",
-                             "q": [0.5, 0.9, 0.999]})
-    jams["group_by"] = [{"type": "grid", "name": "square", "lat": "lat", "lon": "lon",
-                         "size_m": 500}]
+    jams["measures"].append(
+        {"type": "quantiles", "name": "delay_q", "field": "delay_s", "q": [0.5, 0.9, 0.999]}
+    )
+    jams["group_by"] = [
+        {"type": "grid", "name": "square", "lat": "lat", "lon": "lon", "size_m": 500}
+    ]
 
 
 def test_quantile_columns_have_one_column_per_q(tmp_path: Path) -> None:
     contract = load_example(tmp_path, "navigation", with_quantiles)
     names = [c.name for c in columns(contract.view("jams"))]
-    assert names == ["window_start", "window_end", "square", "reports", "mean_delay_s",
-                     "mean_length_m", "reporters", "delay_q_p50", "delay_q_p90",
-                     "delay_q_p99.9"]
+    assert names == [
+        "window_start",
+        "window_end",
+        "square",
+        "reports",
+        "mean_delay_s",
+        "mean_length_m",
+        "reporters",
+        "delay_q_p50",
+        "delay_q_p90",
+        "delay_q_p99.9",
+    ]
     assert quantile_label(0.25) == "p25"
 
 
@@ -59,20 +70,27 @@ def test_times_parse_as_ms_or_iso_and_print_as_utc() -> None:
     assert iso_utc(T0 + 5) == "2026-03-01T08:00:00.005Z"
 
 
-def test_csv_has_the_documented_columns_and_a_metadata_sidecar(mobility: Any,
-                                                               tmp_path: Path) -> None:
+def test_csv_has_the_documented_columns_and_a_metadata_sidecar(
+    mobility: Any, tmp_path: Path
+) -> None:
     contents = availability(mobility)
     out = tmp_path / "availability.csv"
     written = export(contents, out, "csv", include_reports=True)
-    assert written == [out, tmp_path / "availability.reports.csv",
-                       tmp_path / "availability.csv.meta.json"]
+    assert written == [
+        out,
+        tmp_path / "availability.reports.csv",
+        tmp_path / "availability.csv.meta.json",
+    ]
     with out.open(encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     assert list(rows[0]) == ["window_start", "window_end", "cell", "events", "vehicles"]
-    assert rows[0] == {"window_start": "2026-03-01T08:00:00Z",
-                       "window_end": "2026-03-01T08:15:00Z",
-                       "cell": contents.groups[0].group["cell"], "events": "14",
-                       "vehicles": "12"}
+    assert rows[0] == {
+        "window_start": "2026-03-01T08:00:00Z",
+        "window_end": "2026-03-01T08:15:00Z",
+        "cell": contents.groups[0].group["cell"],
+        "events": "14",
+        "vehicles": "12",
+    }
     assert len(rows) == 3
     with written[1].open(encoding="utf-8") as handle:
         reports = list(csv.DictReader(handle))
@@ -81,10 +99,13 @@ def test_csv_has_the_documented_columns_and_a_metadata_sidecar(mobility: Any,
     assert meta["licence"] == "ODbL-1.0"
     assert meta["attribution"].startswith("ScootCo SAS")
     assert meta["policy_hash"] == policy_hash(mobility)
-    assert meta["published_under"] == [{"contract_version": "1",
-                                        "policy_hash": "abcdef0123456789"}]
+    assert meta["published_under"] == [{"contract_version": "1", "policy_hash": "abcdef0123456789"}]
     assert (meta["contract"], meta["view"], meta["k"], meta["epsilon"]) == (
-        mobility.id, "availability", 10, None)
+        mobility.id,
+        "availability",
+        10,
+        None,
+    )
     assert [c["name"] for c in meta["columns"]] == list(rows[0])
     assert all(c["description"] for c in meta["columns"])
     assert meta["generated_at"].endswith("Z") and meta["windows"] == 2 and meta["rows"] == 3
@@ -94,9 +115,17 @@ def test_csv_leaves_a_missing_mean_empty(tmp_path: Path) -> None:
     contract = load_example(tmp_path, "navigation", with_quantiles)
     view = contract.view("jams")
     label = Grid(500, 44.86).cell(44.84, -0.58)
-    row = group(T0, {"square": label}, {"reports": 5, "mean_delay_s": None,
-                                        "mean_length_m": 120.5, "reporters": 4,
-                                        "delay_q": [10.0, 30.0, 90.0]})
+    row = group(
+        T0,
+        {"square": label},
+        {
+            "reports": 5,
+            "mean_delay_s": None,
+            "mean_length_m": 120.5,
+            "reporters": 4,
+            "delay_q": [10.0, 30.0, 90.0],
+        },
+    )
     out = tmp_path / "jams.csv"
     export(ViewContents(contract, view, [row], [report(T0, 1, 0, k=3)]), out, "csv")
     with out.open(encoding="utf-8") as handle:
@@ -105,8 +134,7 @@ def test_csv_leaves_a_missing_mean_empty(tmp_path: Path) -> None:
     assert (line["delay_q_p50"], line["delay_q_p99.9"]) == ("10.0", "90.0")
 
 
-def test_parquet_has_typed_columns_and_key_value_metadata(mobility: Any,
-                                                          tmp_path: Path) -> None:
+def test_parquet_has_typed_columns_and_key_value_metadata(mobility: Any, tmp_path: Path) -> None:
     contents = availability(mobility)
     out = tmp_path / "availability.parquet"
     written = export(contents, out, "parquet", include_reports=True)
@@ -134,8 +162,10 @@ def test_unknown_format_is_refused(mobility: Any, tmp_path: Path) -> None:
 def assert_valid_ring(ring: list[list[float]], bbox: tuple[float, ...], *, outer: bool) -> None:
     west, south, east, north = bbox
     assert len(ring) >= 4 and ring[0] == ring[-1], "rings are closed"
-    assert all(west - 0.05 <= lon <= east + 0.05 and south - 0.05 <= lat <= north + 0.05
-               for lon, lat in ring), "coordinates are [lon, lat] inside the territory"
+    assert all(
+        west - 0.05 <= lon <= east + 0.05 and south - 0.05 <= lat <= north + 0.05
+        for lon, lat in ring
+    ), "coordinates are [lon, lat] inside the territory"
     assert (signed_area(ring) > 0) == outer, "outer rings run counter-clockwise"
 
 
@@ -147,8 +177,9 @@ def test_h3_cells_become_closed_lon_lat_hexagons(mobility: Any) -> None:
     assert document["metadata"]["attribution"] == mobility.attribution
     assert len(document["metadata"]["reports"]) == 2
     bbox = mobility.territory.bbox
-    for feature, source, (lat, lon) in zip(document["features"], contents.groups, LYON,
-                                           strict=False):
+    for feature, source, (lat, lon) in zip(
+        document["features"], contents.groups, LYON, strict=False
+    ):
         geometry = feature["geometry"]
         assert geometry["type"] == "Polygon" and len(geometry["coordinates"]) == 1
         ring = geometry["coordinates"][0]
@@ -166,8 +197,12 @@ def test_h3_cells_become_closed_lon_lat_hexagons(mobility: Any) -> None:
 def test_origin_destination_becomes_a_line_between_cell_centres(mobility: Any) -> None:
     view = mobility.view("origin_destination")
     origin, destination = (h3.latlng_to_cell(lat, lon, 7) for lat, lon in LYON[:2])
-    row = group(T0, {"origin_cell": origin, "destination_cell": destination},
-                {"trips": 12, "vehicles": 11, "mean_duration_s": 640.5}, window=3_600_000)
+    row = group(
+        T0,
+        {"origin_cell": origin, "destination_cell": destination},
+        {"trips": 12, "vehicles": 11, "mean_duration_s": 640.5},
+        window=3_600_000,
+    )
     contents = ViewContents(mobility, view, [row], [])
     (feature,) = feature_collection(contents, metadata(contents))["features"]
     line = feature["geometry"]
@@ -184,8 +219,11 @@ def test_zones_become_the_zone_polygon(tmp_path: Path) -> None:
     rentals = load_example(tmp_path, "rentals")
     view = rentals.view("nights_by_district")
     zones = {z.value: z for z in view.zones["district"]}
-    row = group(T0, {"district": "south-west"}, {"nights": 40.0, "guests": 80.0,
-                                                 "listings": 6, "listing_urls": 6, "stays": 9})
+    row = group(
+        T0,
+        {"district": "south-west"},
+        {"nights": 40.0, "guests": 80.0, "listings": 6, "listing_urls": 6, "stays": 9},
+    )
     contents = ViewContents(rentals, view, [row, group(T0, {"district": None}, {})], [])
     features = feature_collection(contents, metadata(contents))["features"]
     polygon = features[0]["geometry"]
@@ -208,8 +246,13 @@ def test_grid_labels_become_the_square_holding_the_point(tmp_path: Path) -> None
         ring = geometry["coordinates"][0]
         assert_valid_ring(ring, (-0.80, 44.76, -0.43, 44.96), outer=True)
         assert multipolygon_contains(((tuple((x, y) for x, y in ring),),), lon, lat)
-        width_m = (ring[1][0] - ring[0][0]) * math.pi / 180 * 6_371_008.8 * math.cos(
-            math.radians(grid.ref_lat))
+        width_m = (
+            (ring[1][0] - ring[0][0])
+            * math.pi
+            / 180
+            * 6_371_008.8
+            * math.cos(math.radians(grid.ref_lat))
+        )
         assert abs(abs(width_m) - 500) < 1
 
 
@@ -224,12 +267,20 @@ def test_geojson_file_is_strict_json(mobility: Any, tmp_path: Path) -> None:
 def test_subscribe_table_lines_up_groups_and_reports(mobility: Any) -> None:
     contents = availability(mobility)
     lines: list[str] = []
-    rows = [*contents.groups_of((T0, T0 + QUARTER)), contents.reports[0],
-            *contents.groups_of((T0 + QUARTER, T0 + 2 * QUARTER)), contents.reports[1]]
+    rows = [
+        *contents.groups_of((T0, T0 + QUARTER)),
+        contents.reports[0],
+        *contents.groups_of((T0 + QUARTER, T0 + 2 * QUARTER)),
+        contents.reports[1],
+    ]
     assert print_releases(iter(rows), contents.view, lines.append, max_windows=1) == 1
     assert lines[0].split() == ["window", "cell", "events", "vehicles"]
-    assert lines[1].split() == ["2026-03-01T08:00:00Z/2026-03-01T08:15:00Z",
-                                contents.groups[0].group["cell"], "14", "12"]
+    assert lines[1].split() == [
+        "2026-03-01T08:00:00Z/2026-03-01T08:15:00Z",
+        contents.groups[0].group["cell"],
+        "14",
+        "12",
+    ]
     assert lines[3].strip() == "k=10: 2 groups published, 3 suppressed"
     assert lines[3].index("k=") == lines[1].index(contents.groups[0].group["cell"])
     assert len(lines) == 4  # stopped after the first window's report

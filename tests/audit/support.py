@@ -30,17 +30,24 @@ def bad_payloads(template: dict[str, Any], n: int) -> list[bytes]:
     return [kinds[i % len(kinds)](i) for i in range(n)]
 
 
-def produce_rejected(producer: KafkaProducer, contract: Contract, stream: str,
-                     payloads: Iterable[bytes], now_ms: int) -> Counter[str]:
+def produce_rejected(
+    producer: KafkaProducer, contract: Contract, stream: str, payloads: Iterable[bytes], now_ms: int
+) -> Counter[str]:
     """Validate payloads like the ingest validator; send each refusal to the DLQ, by reason."""
     validator = StreamValidator(contract, stream, schemas=Schemas.from_contracts([contract]))
     reasons: Counter[str] = Counter()
     for i, payload in enumerate(payloads):
-        outcome = validator.validate(payload, now_ms=now_ms, connector="test",
-                                     source=f"test/{i}")
+        outcome = validator.validate(payload, now_ms=now_ms, connector="test", source=f"test/{i}")
         assert isinstance(outcome, Rejected), "a bad payload was accepted"
-        key, value, headers = dlq_record(payload, outcome, contract=contract, stream=stream,
-                                         connector="test", source=f"test/{i}", now_ms=now_ms)
+        key, value, headers = dlq_record(
+            payload,
+            outcome,
+            contract=contract,
+            stream=stream,
+            connector="test",
+            source=f"test/{i}",
+            now_ms=now_ms,
+        )
         producer.send(contract.topic_dlq(stream), key=key, value=value, headers=headers)
         reasons[outcome.reason.value] += 1
     producer.flush(timeout=60)
@@ -49,41 +56,62 @@ def produce_rejected(producer: KafkaProducer, contract: Contract, stream: str,
 
 def public_headers(contract: Contract, window: tuple[int, int]) -> Headers:
     """The headers the worker puts on a release record."""
-    return [(publish.H_CONTRACT, contract.id.encode()),
-            (publish.H_CONTRACT_VERSION, str(contract.version).encode()),
-            (publish.H_POLICY_HASH, short_policy_hash(contract).encode()),
-            (publish.H_KEY_IDS, f"{contract.id}:0".encode()),
-            (publish.H_WINDOW_START, str(window[0]).encode()),
-            (publish.H_WINDOW_END, str(window[1]).encode())]
+    return [
+        (publish.H_CONTRACT, contract.id.encode()),
+        (publish.H_CONTRACT_VERSION, str(contract.version).encode()),
+        (publish.H_POLICY_HASH, short_policy_hash(contract).encode()),
+        (publish.H_KEY_IDS, f"{contract.id}:0".encode()),
+        (publish.H_WINDOW_START, str(window[0]).encode()),
+        (publish.H_WINDOW_END, str(window[1]).encode()),
+    ]
 
 
-def genuine_group(contract: Contract, window: tuple[int, int], cell: str,
-                  n: int = 12) -> tuple[bytes, bytes]:
+def genuine_group(
+    contract: Contract, window: tuple[int, int], cell: str, n: int = 12
+) -> tuple[bytes, bytes]:
     """A well-formed availability group record: (key, value)."""
     schema = publish.release_schema(contract, contract.view("availability"))
-    row = {"window_start": window[0], "window_end": window[1], "cell": cell,
-           "events": n, "vehicles": n}
+    row = {
+        "window_start": window[0],
+        "window_end": window[1],
+        "cell": cell,
+        "events": n,
+        "vehicles": n,
+    }
     value = encode(_parsed(schema), schema_id(schema), row)
-    key = publish.canonical_json({"window_start": window[0], "window_end": window[1],
-                                  "group": {"cell": cell}})
+    key = publish.canonical_json(
+        {"window_start": window[0], "window_end": window[1], "group": {"cell": cell}}
+    )
     return key, value
 
 
-def forged_groups(contract: Contract, window: tuple[int, int], cell: str
-                  ) -> list[tuple[bytes, bytes]]:
+def forged_groups(
+    contract: Contract, window: tuple[int, int], cell: str
+) -> list[tuple[bytes, bytes]]:
     """Three ways of publishing more than the view: a schema with an extra measure, extra
     bytes after the view's fields under the view's own schema id, an extra key dimension."""
     schema = publish.release_schema(contract, contract.view("availability"))
-    wider = {**schema, "fields": [*schema["fields"],
-                                  {"name": "battery_mean", "type": "double"}]}
-    row = {"window_start": window[0], "window_end": window[1], "cell": cell,
-           "events": 12, "vehicles": 12, "battery_mean": 61.5}
-    key = publish.canonical_json({"window_start": window[0], "window_end": window[1],
-                                  "group": {"cell": cell}})
+    wider = {**schema, "fields": [*schema["fields"], {"name": "battery_mean", "type": "double"}]}
+    row = {
+        "window_start": window[0],
+        "window_end": window[1],
+        "cell": cell,
+        "events": 12,
+        "vehicles": 12,
+        "battery_mean": 61.5,
+    }
+    key = publish.canonical_json(
+        {"window_start": window[0], "window_end": window[1], "group": {"cell": cell}}
+    )
     extra_measure = encode(_parsed(wider), schema_id(wider), row)
     own_id = encode(_parsed(wider), schema_id(schema), row)
-    wide_key = publish.canonical_json({"window_start": window[0], "window_end": window[1],
-                                       "group": {"cell": cell, "vehicle_type": "scooter"}})
+    wide_key = publish.canonical_json(
+        {
+            "window_start": window[0],
+            "window_end": window[1],
+            "group": {"cell": cell, "vehicle_type": "scooter"},
+        }
+    )
     _, plain = genuine_group(contract, window, cell)
     return [(key, extra_measure), (key, own_id), (wide_key, plain)]
 

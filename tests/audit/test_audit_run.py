@@ -59,29 +59,49 @@ class Run:
 
 
 @pytest.fixture(scope="module")
-def run(kafka_bootstrap: str, kafka_admin: KafkaAdminClient,
-        tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
+def run(
+    kafka_bootstrap: str, kafka_admin: KafkaAdminClient, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Run]:
     tmp = tmp_path_factory.mktemp("audit-run")
     contract = unique_contract(tmp, "micromobility")
     names = create_topics(kafka_bootstrap, contract)
-    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all",
-                             enable_idempotence=True, linger_ms=20, batch_size=256 * 1024)
-    worker = WorkerProcess(kafka_bootstrap, [Path(str(contract.source))], "audit-1",
-                           f"test-{uuid.uuid4().hex[:8]}", tmp, free_port())
+    producer = KafkaProducer(
+        bootstrap_servers=kafka_bootstrap,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=20,
+        batch_size=256 * 1024,
+    )
+    worker = WorkerProcess(
+        kafka_bootstrap,
+        [Path(str(contract.source))],
+        "audit-1",
+        f"test-{uuid.uuid4().hex[:8]}",
+        tmp,
+        free_port(),
+    )
     try:
         events = mobility_events(EVENTS)
         first = events["vehicle_events"][0]
-        reasons = produce_rejected(producer, contract, "vehicle_events",
-                                   bad_payloads(first, REJECTED), now_ms=first["timestamp"])
+        reasons = produce_rejected(
+            producer,
+            contract,
+            "vehicle_events",
+            bad_payloads(first, REJECTED),
+            now_ms=first["timestamp"],
+        )
         feed(producer, contract, events)
-        expected = {v: expected_windows(contract, events, v)
-                    for v in ("availability", "origin_destination")}
+        expected = {
+            v: expected_windows(contract, events, v) for v in ("availability", "origin_destination")
+        }
         worker.start()
 
         def released() -> bool:
             assert worker.alive(), worker.log_tail()
-            return all(len(read_public(kafka_bootstrap, contract, v).windows) >= len(w)
-                       for v, w in expected.items())
+            return all(
+                len(read_public(kafka_bootstrap, contract, v).windows) >= len(w)
+                for v, w in expected.items()
+            )
 
         wait_for(released, 240, "every window of both views", every_s=1.0)
         assert worker.terminate() == 0, worker.log_tail()
@@ -116,8 +136,15 @@ def test_the_audit_of_a_clean_run_reconciles_exactly(run: Run) -> None:
         stream_events = run.events[run.contract.view(name).stream]
         assert view["gap"] == 0, view["gap_detail"]
         assert view["events_in"] == len(stream_events)
-        assert view["published"] + view["suppressed"] + view["late"] + view["filtered"] + \
-            view["outside"] + view["open"] == view["events_in"]
+        assert (
+            view["published"]
+            + view["suppressed"]
+            + view["late"]
+            + view["filtered"]
+            + view["outside"]
+            + view["open"]
+            == view["events_in"]
+        )
         assert view["open"] == 0 and view["late"] == 0
         # The batch oracle, which shares no code with the worker's merge, agrees.
         releases = oracle[name]
@@ -126,11 +153,11 @@ def test_the_audit_of_a_clean_run_reconciles_exactly(run: Run) -> None:
         assert view["published"] > 0 and view["suppressed"] > 0
         assert view["windows"]["released"] == len(releases)
         assert view["windows"]["with_accounting"] == len(releases)
-        assert view["worker_checkpoint_counts"]["folded"] == \
-            view["published"] + view["suppressed"]
+        assert view["worker_checkpoint_counts"]["folded"] == view["published"] + view["suppressed"]
     availability = _view(report, "availability")
     assert availability["filtered"] == sum(
-        1 for e in run.events["vehicle_events"] if e["event_type"] != "available")
+        1 for e in run.events["vehicle_events"] if e["event_type"] != "available"
+    )
 
     terms = {v["view"]: v for v in report["terms"]["views"]}
     assert terms["availability"]["fields_extra"] == []
@@ -147,8 +174,10 @@ def test_the_same_period_twice_gives_the_same_report(run: Run) -> None:
     start = min(e["timestamp"] for e in run.events["vehicle_events"])
     since = (start // HOUR_MS + 1) * HOUR_MS
     period = Period(since, since + 3 * HOUR_MS)
-    first, second = audit(run.contract, run.bootstrap, period), \
-        audit(run.contract, run.bootstrap, period)
+    first, second = (
+        audit(run.contract, run.bootstrap, period),
+        audit(run.contract, run.bootstrap, period),
+    )
     for fmt in ("md", "json", "html"):
         assert render(first, fmt) == render(second, fmt)
     assert first["ok"], first["findings"]
@@ -168,8 +197,10 @@ def test_the_cli_writes_each_format_and_exits_0(run: Run, tmp_path: Path) -> Non
     data = json.loads(out.read_text())
     assert data["ok"] is True
     assert {"severity", "code", "message"} <= set(data["findings"][0])  # warnings only
-    assert data["contract"]["policy_hash_short"] == \
-        data["terms"]["versions"]["public"][0]["policy_hash"]
+    assert (
+        data["contract"]["policy_hash_short"]
+        == data["terms"]["versions"]["public"][0]["policy_hash"]
+    )
     page = tmp_path / "report.html"
     assert main([*base, "--format", "html", "--out", str(page), "--generated-at"]) == 0
     assert page.read_text().startswith("<!DOCTYPE html>")

@@ -49,12 +49,18 @@ def test_needles_match_any_case_and_skip_short_identifiers() -> None:
 
 def test_acl_grants_follow_prefixes_and_deny_wins() -> None:
     names = ["public.c.a", "public.c.b", "raw.c.s"]
-    bindings = [AclBinding("User:x", "public.c.", "PREFIXED", "READ", "ALLOW"),
-                AclBinding("User:x", "public.c.b", "LITERAL", "READ", "DENY"),
-                AclBinding("User:y", "*", "LITERAL", "ALL", "ALLOW"),
-                AclBinding("User:z", "raw.c.s", "LITERAL", "WRITE", "ALLOW")]
-    assert acl_grants(bindings, names) == {("User:x", "public.c.a"), ("User:y", "public.c.a"),
-                                           ("User:y", "public.c.b"), ("User:y", "raw.c.s")}
+    bindings = [
+        AclBinding("User:x", "public.c.", "PREFIXED", "READ", "ALLOW"),
+        AclBinding("User:x", "public.c.b", "LITERAL", "READ", "DENY"),
+        AclBinding("User:y", "*", "LITERAL", "ALL", "ALLOW"),
+        AclBinding("User:z", "raw.c.s", "LITERAL", "WRITE", "ALLOW"),
+    ]
+    assert acl_grants(bindings, names) == {
+        ("User:x", "public.c.a"),
+        ("User:y", "public.c.a"),
+        ("User:y", "public.c.b"),
+        ("User:y", "raw.c.s"),
+    }
 
 
 def test_acls_against_the_contract(contract: Contract) -> None:
@@ -63,8 +69,10 @@ def test_acls_against_the_contract(contract: Contract) -> None:
     assert findings.ok and [f.code for f in findings.sorted()] == ["acls-not-enforced"]
     findings = Findings()
     public = contract.topic_public("origin_destination")
-    grants = [AclBinding("User:lyon-opendata", public, "LITERAL", "READ", "ALLOW"),
-              AclBinding("User:lyon-analysts", "raw.", "PREFIXED", "READ", "ALLOW")]
+    grants = [
+        AclBinding("User:lyon-opendata", public, "LITERAL", "READ", "ALLOW"),
+        AclBinding("User:lyon-analysts", "raw.", "PREFIXED", "READ", "ALLOW"),
+    ]
     check_acls(contract, AclState(enforced=True, bindings=grants), findings)
     violations = sorted(f.code for f in findings.sorted() if f.severity == "violation")
     assert violations == ["acl-extra-reader", "acl-internal-reader", "acl-internal-reader"]
@@ -81,9 +89,11 @@ def test_topic_configs_against_the_contract(contract: Contract) -> None:
     findings = Findings()
     rows = check_topics(contract, partitions, configs, findings)
     by_code = sorted((f.severity.value, f.code, f.where) for f in findings.sorted())
-    assert by_code == [("violation", "topic-config", public),
-                       ("violation", "topic-missing", specs[0].name),
-                       ("warning", "topic-config", topics.keys_topic(contract))]
+    assert by_code == [
+        ("violation", "topic-config", public),
+        ("violation", "topic-missing", specs[0].name),
+        ("warning", "topic-config", topics.keys_topic(contract)),
+    ]
     assert sum(not r["ok"] for r in rows) == 3
 
 
@@ -91,16 +101,20 @@ def test_the_replay_classifies_like_the_streaming_fold(contract: Contract) -> No
     tally = ViewTally(view_spec(contract, "availability"))
     base = {"event_type": "available", "lat": 45.76, "lon": 4.85, "vehicle_id": "v1"}
     t0 = 1_780_000_200_000  # a window start + 200 s
-    assert tally.classify(0, {**base, "event_type": "reserved", "timestamp": t0})[0] is \
-        Disposition.FILTERED
+    assert (
+        tally.classify(0, {**base, "event_type": "reserved", "timestamp": t0})[0]
+        is Disposition.FILTERED
+    )
     disposition, key = tally.classify(0, {**base, "timestamp": t0})
     assert disposition is Disposition.FOLDED and key is not None
     # An hour later on the same partition, the first window is closed: late.
     assert tally.classify(0, {**base, "timestamp": t0 + 3_600_000})[0] is Disposition.FOLDED
     assert tally.classify(0, {**base, "timestamp": t0})[0] is Disposition.LATE
     assert tally.classify(1, {**base, "timestamp": t0})[0] is Disposition.FOLDED  # other source
-    assert tally.classify(0, {**base, "lat": 48.85, "lon": 2.35,
-                              "timestamp": t0 + 3_600_000})[0] is Disposition.OUTSIDE
+    assert (
+        tally.classify(0, {**base, "lat": 48.85, "lon": 2.35, "timestamp": t0 + 3_600_000})[0]
+        is Disposition.OUTSIDE
+    )
 
 
 def test_findings_are_sorted_violations_first_and_deduplicated() -> None:
@@ -114,21 +128,53 @@ def test_findings_are_sorted_violations_first_and_deduplicated() -> None:
 
 
 def test_render_keeps_generated_at_out_of_the_body() -> None:
-    report = {"ok": True, "format": "x", "contract": {
-        "id": "c", "version": 1, "title": "T", "provider": "p", "beneficiary": "b",
-        "policy_hash": "h" * 64, "policy_hash_short": "h" * 16},
-        "period": {"since": None, "until": None, "raw_events_by": "event time",
-                   "rejected_by": "rejection time", "windows_by": "window start"},
-        "summary": {"violations": 0, "warnings": 0}, "findings": [],
+    report = {
+        "ok": True,
+        "format": "x",
+        "contract": {
+            "id": "c",
+            "version": 1,
+            "title": "T",
+            "provider": "p",
+            "beneficiary": "b",
+            "policy_hash": "h" * 64,
+            "policy_hash_short": "h" * 16,
+        },
+        "period": {
+            "since": None,
+            "until": None,
+            "raw_events_by": "event time",
+            "rejected_by": "rejection time",
+            "windows_by": "window start",
+        },
+        "summary": {"violations": 0, "warnings": 0},
+        "findings": [],
         "reconciliation": {"streams": [], "views": []},
-        "terms": {"views": [], "topics": [], "keys": {
-            "topic": "k", "rotation": "1 day", "key_retention": "7 days", "epochs_stored": [],
-            "epochs_destroyed": [], "destruction_floor": None, "noise_key": False},
+        "terms": {
+            "views": [],
+            "topics": [],
+            "keys": {
+                "topic": "k",
+                "rotation": "1 day",
+                "key_retention": "7 days",
+                "epochs_stored": [],
+                "epochs_destroyed": [],
+                "destruction_floor": None,
+                "noise_key": False,
+            },
             "acls": {"enforced": False, "grants": []},
-            "versions": {"public": [], "raw": []}},
-        "canary": {"identifiers": 0, "identifiers_too_short": 0, "min_length": 6,
-                   "scanned": {"public_records": 0, "dlq_records": 0}, "hits": 0, "listed": []},
-        "read": {}}
+            "versions": {"public": [], "raw": []},
+        },
+        "canary": {
+            "identifiers": 0,
+            "identifiers_too_short": 0,
+            "min_length": 6,
+            "scanned": {"public_records": 0, "dlq_records": 0},
+            "hits": 0,
+            "listed": [],
+        },
+        "read": {},
+    }
     body = render(report, "md")
     assert "generated_at" not in body and body.startswith("# Audit of contract c (version 1)")
     assert render(report, "md", "2026-01-01T00:00:00Z").startswith(body)
@@ -145,8 +191,14 @@ def test_the_workers_books_survive_a_crash_and_match_the_releases(contract: Cont
 
     def stage1() -> PartialsStage:
         views = compile_contract(contract, keyring=ring)
-        return PartialsStage(contract, "vehicle_events", {"availability": views["availability"]},
-                             {"availability": "partials"}, metrics, clock=lambda: 0.0)
+        return PartialsStage(
+            contract,
+            "vehicle_events",
+            {"availability": views["availability"]},
+            {"availability": "partials"},
+            metrics,
+            clock=lambda: 0.0,
+        )
 
     first = stage1()
     first.restore(0, {})
@@ -157,26 +209,36 @@ def test_the_workers_books_survive_a_crash_and_match_the_releases(contract: Cont
     assert sum(point.counts.values()) == 900
     second = stage1()
     resume = second.restore(0, {"availability": point})
-    second.process(0, raw[resume - 100:])  # a replay from before the checkpoint
+    second.process(0, raw[resume - 100 :])  # a replay from before the checkpoint
     topic += [(r.key, r.value) for r in second.checkpoint(0)]
     last = Checkpoint.from_value("availability", topic[-1][1] or b"")
     assert sum(last.counts.values()) == len(events)
     assert last.counts["filtered"] == sum(e["event_type"] != "available" for e in events)
 
-    merge = MergeStage(contract, compile_contract(contract, keyring=ring)["availability"],
-                       ["p0"], "state", metrics,
-                       clock=lambda: datetime(2027, 1, 1, tzinfo=UTC).timestamp())
+    merge = MergeStage(
+        contract,
+        compile_contract(contract, keyring=ring)["availability"],
+        ["p0"],
+        "state",
+        metrics,
+        clock=lambda: datetime(2027, 1, 1, tzinfo=UTC).timestamp(),
+    )
     for offset, (key, value) in enumerate(topic):
         merge.feed(offset, key, value)
     output = merge.step()
     assert output is not None and output.releases
-    books = {json.loads(r.value or b"")["window_start"]: json.loads(r.value or b"")
-             for r in output.records if r.key.startswith(b"accounting|")}
+    books = {
+        json.loads(r.value or b"")["window_start"]: json.loads(r.value or b"")
+        for r in output.records
+        if r.key.startswith(b"accounting|")
+    }
     assert output.records[-1].key == b"merger|availability"  # the state stays last
     assert sorted(books) == [r.window.start for r in output.releases]
     for release in output.releases:
         booked = books[release.window.start]
         assert booked["events_published"] == release.report.events_published
         assert booked["events_suppressed"] == release.report.events_suppressed
-    assert sum(b["events_published"] + b["events_suppressed"] for b in books.values()) == \
-        last.counts["folded"]
+    assert (
+        sum(b["events_published"] + b["events_suppressed"] for b in books.values())
+        == last.counts["folded"]
+    )

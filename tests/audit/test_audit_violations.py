@@ -31,14 +31,17 @@ CELL = "881f90a0b1fffff"
 
 
 @pytest.fixture
-def raw_contract(contract_factory: Callable[..., Contract],
-                 producer_factory: Callable[..., KafkaProducer]
-                 ) -> tuple[Contract, list[dict[str, object]]]:
+def raw_contract(
+    contract_factory: Callable[..., Contract], producer_factory: Callable[..., KafkaProducer]
+) -> tuple[Contract, list[dict[str, object]]]:
     """A micromobility contract with 1,500 raw events and nothing published yet."""
     contract = contract_factory("micromobility", partitions=1)
     events = mobility_events(1_500, seed=5)["vehicle_events"]
-    produce_raw(producer_factory(), contract.topic_raw("vehicle_events"),
-                encode_raw(contract, "vehicle_events", events))
+    produce_raw(
+        producer_factory(),
+        contract.topic_raw("vehicle_events"),
+        encode_raw(contract, "vehicle_events", events),
+    )
     return contract, events
 
 
@@ -48,7 +51,8 @@ def _window(events: list[dict[str, object]]) -> tuple[int, int]:
 
 
 def test_a_clean_contract_passes_before_anything_is_broken(
-        raw_contract: tuple[Contract, list[dict[str, object]]], kafka_bootstrap: str) -> None:
+    raw_contract: tuple[Contract, list[dict[str, object]]], kafka_bootstrap: str
+) -> None:
     contract, events = raw_contract
     report = audit(contract, kafka_bootstrap)
     assert report["ok"], report["findings"]
@@ -58,26 +62,39 @@ def test_a_clean_contract_passes_before_anything_is_broken(
 
 
 def test_a_topic_whose_retention_differs_from_the_contract_is_a_violation(
-        raw_contract: tuple[Contract, list[dict[str, object]]], kafka_bootstrap: str,
-        kafka_admin: KafkaAdminClient) -> None:
+    raw_contract: tuple[Contract, list[dict[str, object]]],
+    kafka_bootstrap: str,
+    kafka_admin: KafkaAdminClient,
+) -> None:
     contract, _ = raw_contract
     topic = contract.topic_raw("trips")
-    kafka_admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic,
-                                              {"retention.ms": str(30 * 86_400_000)})])
+    kafka_admin.alter_configs(
+        [ConfigResource(ConfigResourceType.TOPIC, topic, {"retention.ms": str(30 * 86_400_000)})]
+    )
     report = audit(contract, kafka_bootstrap)
     assert not report["ok"] and exit_code(report) == 1
     flagged = [f for f in report["findings"] if f["code"] == "topic-config"]
     assert [f["where"] for f in flagged] == [topic]
     assert "retention.ms is 2592000000, the contract says 604800000" in flagged[0]["message"]
-    row = next(t for t in report["terms"]["topics"]
-               if t["topic"] == topic and t["config"] == "retention.ms")
-    assert row == {"topic": topic, "config": "retention.ms", "contract": "604800000",
-                   "cluster": "2592000000", "ok": False}
+    row = next(
+        t
+        for t in report["terms"]["topics"]
+        if t["topic"] == topic and t["config"] == "retention.ms"
+    )
+    assert row == {
+        "topic": topic,
+        "config": "retention.ms",
+        "contract": "604800000",
+        "cluster": "2592000000",
+        "ok": False,
+    }
 
 
 def test_a_published_field_the_contract_does_not_allow_is_a_violation(
-        raw_contract: tuple[Contract, list[dict[str, object]]], kafka_bootstrap: str,
-        producer_factory: Callable[..., KafkaProducer]) -> None:
+    raw_contract: tuple[Contract, list[dict[str, object]]],
+    kafka_bootstrap: str,
+    producer_factory: Callable[..., KafkaProducer],
+) -> None:
     contract, events = raw_contract
     window = _window(events)
     topic = contract.topic_public("availability")
@@ -93,8 +110,9 @@ def test_a_published_field_the_contract_does_not_allow_is_a_violation(
     found = codes(report["findings"])
     assert found["unknown-schema"] == 1  # the wider schema's own id
     assert found["extra-field"] == 2  # extra bytes under the view's id; an extra key field
-    wheres = sorted(f["where"] for f in report["findings"]
-                    if f["code"] in ("unknown-schema", "extra-field"))
+    wheres = sorted(
+        f["where"] for f in report["findings"] if f["code"] in ("unknown-schema", "extra-field")
+    )
     assert wheres == [f"{topic}/0@0 value", f"{topic}/0@1 value", f"{topic}/0@2 key"]
     terms = next(v for v in report["terms"]["views"] if v["view"] == "availability")
     assert terms["fields_extra"] == ["vehicle_type"]
@@ -102,8 +120,10 @@ def test_a_published_field_the_contract_does_not_allow_is_a_violation(
 
 
 def test_a_raw_identifier_planted_in_a_header_is_found_and_never_printed(
-        raw_contract: tuple[Contract, list[dict[str, object]]], kafka_bootstrap: str,
-        producer_factory: Callable[..., KafkaProducer]) -> None:
+    raw_contract: tuple[Contract, list[dict[str, object]]],
+    kafka_bootstrap: str,
+    producer_factory: Callable[..., KafkaProducer],
+) -> None:
     contract, events = raw_contract
     window = _window(events)
     vehicle = str(events[7]["vehicle_id"])
@@ -114,16 +134,21 @@ def test_a_raw_identifier_planted_in_a_header_is_found_and_never_printed(
     planted = [*public_headers(contract, window), ("x-debug", f"v={vehicle.upper()}".encode())]
     producer.send(topic, key=key, value=value, headers=planted).get(timeout=30)
     dlq = contract.topic_dlq("vehicle_events")
-    producer.send(dlq, value=b"{}", headers=[("respublica.reason", b"MISSING_FIELD"),
-                                             ("respublica.field", vehicle.encode())])
+    producer.send(
+        dlq,
+        value=b"{}",
+        headers=[("respublica.reason", b"MISSING_FIELD"), ("respublica.field", vehicle.encode())],
+    )
     producer.flush(timeout=30)
 
     report = audit(contract, kafka_bootstrap)
     assert not report["ok"]
     digest = "sha256:" + hashlib.sha256(vehicle.encode()).hexdigest()[:12]
     hits = report["canary"]["listed"]
-    assert hits == [{"where": f"{topic}/0@1 header x-debug", "identifier": digest},
-                    {"where": f"{dlq}/0@0 header respublica.field", "identifier": digest}]
+    assert hits == [
+        {"where": f"{topic}/0@1 header x-debug", "identifier": digest},
+        {"where": f"{dlq}/0@0 header respublica.field", "identifier": digest},
+    ]
     assert codes(report["findings"])["identifier-leak"] == 2
     for fmt in ("md", "json", "html"):
         text = render(report, fmt)

@@ -94,8 +94,9 @@ def contract_copy(tmp_path: Path) -> ContractCopy:
 
 
 @pytest.fixture
-def applied(kafka_bootstrap: str, kafka_admin: KafkaAdminClient,
-            contract_copy: ContractCopy) -> Iterator[Contract]:
+def applied(
+    kafka_bootstrap: str, kafka_admin: KafkaAdminClient, contract_copy: ContractCopy
+) -> Iterator[Contract]:
     """A micromobility copy whose topics exist on the broker; they are deleted afterwards."""
     contract = contract_copy()
     with topics.TopicAdmin(kafka_bootstrap) as admin:

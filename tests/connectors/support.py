@@ -15,8 +15,7 @@ from connectors.ingest import IngestStats, IngestValidator
 class ValidatorThread:
     """Runs an ``IngestValidator`` in a thread and keeps whatever it raised."""
 
-    def __init__(self, validator: IngestValidator, *,
-                 stop: threading.Event | None = None) -> None:
+    def __init__(self, validator: IngestValidator, *, stop: threading.Event | None = None) -> None:
         self.validator = validator
         self.stop = stop if stop is not None else threading.Event()
         self.error: BaseException | None = None
@@ -39,8 +38,9 @@ class ValidatorThread:
         assert not self._thread.is_alive()
 
 
-def drain(consumer: KafkaConsumer, want: int, deadline_s: float,
-           alive: Callable[[], bool]) -> list[Any]:
+def drain(
+    consumer: KafkaConsumer, want: int, deadline_s: float, alive: Callable[[], bool]
+) -> list[Any]:
     """Records until ``want`` arrived or the deadline passed (a condition, not a sleep)."""
     records: list[Any] = []
     deadline = time.monotonic() + deadline_s

@@ -32,22 +32,37 @@ def _fastavro(schema: Any, record: Mapping[str, Any]) -> bytes:
 
 
 def _schema(*fields: tuple[str, Any]) -> dict[str, Any]:
-    raw = {"type": "record", "name": "R",
-           "fields": [{"name": name, "type": kind} for name, kind in fields]}
+    raw = {
+        "type": "record",
+        "name": "R",
+        "fields": [{"name": name, "type": kind} for name, kind in fields],
+    }
     parsed: dict[str, Any] = fastavro.parse_schema(raw)
     return parsed
 
 
-@pytest.mark.parametrize(("kind", "value", "expected"), [
-    ("long", 0, b"\x00"), ("long", -1, b"\x01"), ("long", 1, b"\x02"), ("long", 64, b"\x80\x01"),
-    ("long", -65, b"\x81\x01"), ("int", 2**31 - 1, b"\xfe\xff\xff\xff\x0f"),
-    ("long", -(2**63), b"\xff" * 9 + b"\x01"),
-    ("double", 1.0, b"\x00\x00\x00\x00\x00\x00\xf0?"), ("float", 1.0, b"\x00\x00\x80?"),
-    ("string", "a", b"\x02a"), ("string", "é", b"\x04\xc3\xa9"), ("bytes", b"\x00", b"\x02\x00"),
-    ("boolean", True, b"\x01"), (["null", "int"], None, b"\x00"),
-    (["null", "int"], 3, b"\x02\x06"), (["string", "null"], None, b"\x02"),
-    ({"type": "enum", "name": "E", "symbols": ["a", "b"]}, "b", b"\x02"),
-])
+@pytest.mark.parametrize(
+    ("kind", "value", "expected"),
+    [
+        ("long", 0, b"\x00"),
+        ("long", -1, b"\x01"),
+        ("long", 1, b"\x02"),
+        ("long", 64, b"\x80\x01"),
+        ("long", -65, b"\x81\x01"),
+        ("int", 2**31 - 1, b"\xfe\xff\xff\xff\x0f"),
+        ("long", -(2**63), b"\xff" * 9 + b"\x01"),
+        ("double", 1.0, b"\x00\x00\x00\x00\x00\x00\xf0?"),
+        ("float", 1.0, b"\x00\x00\x80?"),
+        ("string", "a", b"\x02a"),
+        ("string", "é", b"\x04\xc3\xa9"),
+        ("bytes", b"\x00", b"\x02\x00"),
+        ("boolean", True, b"\x01"),
+        (["null", "int"], None, b"\x00"),
+        (["null", "int"], 3, b"\x02\x06"),
+        (["string", "null"], None, b"\x02"),
+        ({"type": "enum", "name": "E", "symbols": ["a", "b"]}, "b", b"\x02"),
+    ],
+)
 def test_known_answers(kind: Any, value: Any, expected: bytes) -> None:
     schema = _schema(("x", kind))
     writer = compile_writer(schema, prefix=b"P")
@@ -64,21 +79,25 @@ def _varint_reference(n: int) -> bytes:
             return bytes(out)
 
 
-@given(st.integers(min_value=0, max_value=2**64 - 1) | st.sampled_from(
-    [2**k + d for k in range(0, 64, 7) for d in (-1, 0, 1) if 2**k + d >= 0]))
+@given(
+    st.integers(min_value=0, max_value=2**64 - 1)
+    | st.sampled_from([2**k + d for k in range(0, 64, 7) for d in (-1, 0, 1) if 2**k + d >= 0])
+)
 def test_varint_matches_the_definition(n: int) -> None:
     assert varint(n) == _varint_reference(n)
     assert varint(300) == b"\xac\x02"
 
 
 def test_every_simulated_record_of_every_example_stream_is_byte_identical(
-        examples: dict[str, Contract]) -> None:
+    examples: dict[str, Contract],
+) -> None:
     schemas = Schemas.from_contracts(examples.values())
     checked = 0
     for name in ("mobility", "rentals", "navigation"):
         for stream, record in take(simulator(name, SimOptions(seed=11)).records(), 3_000):
-            contract = next(c for c in examples.values()
-                            if any(s.name == stream for s in c.streams))
+            contract = next(
+                c for c in examples.values() if any(s.name == stream for s in c.streams)
+            )
             entry = schemas.for_stream(contract, stream)
             writer = compile_writer(entry.parsed)
             assert writer is not None  # our contract schemas are all flat
@@ -89,8 +108,9 @@ def test_every_simulated_record_of_every_example_stream_is_byte_identical(
 
 
 def test_schemas_beyond_flat_records_are_left_to_fastavro() -> None:
-    nested = _schema(("inner", {"type": "record", "name": "I",
-                                "fields": [{"name": "n", "type": "long"}]}))
+    nested = _schema(
+        ("inner", {"type": "record", "name": "I", "fields": [{"name": "n", "type": "long"}]})
+    )
     logical = _schema(("t", {"type": "long", "logicalType": "timestamp-millis"}))
     wide_union = _schema(("u", ["null", "int", "string"]))
     for schema in (nested, logical, wide_union, "long"):
@@ -112,11 +132,17 @@ def test_misfits_fail_as_fastavro_fails_and_its_leniencies_stay() -> None:
 _SCALAR = st.sampled_from(["boolean", "int", "long", "float", "double", "string", "bytes"])
 _ENUM = st.just({"type": "enum", "name": "E", "symbols": ["a", "b", "c"]})
 _FIELD_TYPE = st.one_of(
-    _SCALAR, _ENUM, _SCALAR.map(lambda t: ["null", t]), _SCALAR.map(lambda t: [t, "null"]))
+    _SCALAR, _ENUM, _SCALAR.map(lambda t: ["null", t]), _SCALAR.map(lambda t: [t, "null"])
+)
 _ANY_VALUE = st.one_of(
-    st.none(), st.booleans(), st.integers(min_value=-(2**70), max_value=2**70),
-    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=80),
-    st.binary(max_size=80), st.sampled_from(["a", "b", "c", "d"]))
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=80),
+    st.binary(max_size=80),
+    st.sampled_from(["a", "b", "c", "d"]),
+)
 
 
 def _value_for(kind: Any) -> st.SearchStrategy[Any]:
@@ -137,8 +163,10 @@ def _value_for(kind: Any) -> st.SearchStrategy[Any]:
 
 @st.composite
 def _schema_and_record(draw: st.DrawFn) -> tuple[dict[str, Any], dict[str, Any]]:
-    kinds = [{**kind, "name": f"E{i}"} if isinstance(kind, dict) else kind  # unique names
-             for i, kind in enumerate(draw(st.lists(_FIELD_TYPE, min_size=1, max_size=8)))]
+    kinds = [
+        {**kind, "name": f"E{i}"} if isinstance(kind, dict) else kind  # unique names
+        for i, kind in enumerate(draw(st.lists(_FIELD_TYPE, min_size=1, max_size=8)))
+    ]
     schema = _schema(*((f"f{i}", kind) for i, kind in enumerate(kinds)))
     record = {}
     for i, kind in enumerate(kinds):
@@ -175,14 +203,25 @@ def test_every_double_including_nan_and_infinities(x: float) -> None:
     assert writer(record) == _fastavro(schema, record)
 
 
-def test_well_typed_records_never_reach_fastavro(mobility: Contract,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_well_typed_records_never_reach_fastavro(
+    mobility: Contract, monkeypatch: pytest.MonkeyPatch
+) -> None:
     entry = Schemas.from_contracts([mobility]).for_stream(mobility, "vehicle_events")
     writer = compile_writer(entry.parsed)
     assert writer is not None
-    record = {"event_id": "e", "vehicle_id": "v", "provider_id": "p", "vehicle_type": "bike",
-              "propulsion": "human", "event_type": "available", "timestamp": 1_780_000_000_000,
-              "lat": 45.75, "lon": 4.83, "battery_pct": None, "trip_id": "t"}
+    record = {
+        "event_id": "e",
+        "vehicle_id": "v",
+        "provider_id": "p",
+        "vehicle_type": "bike",
+        "propulsion": "human",
+        "event_type": "available",
+        "timestamp": 1_780_000_000_000,
+        "lat": 45.75,
+        "lon": 4.83,
+        "battery_pct": None,
+        "trip_id": "t",
+    }
     expected = _fastavro(entry.parsed, record)
 
     class NoFastavro:

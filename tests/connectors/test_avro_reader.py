@@ -56,8 +56,9 @@ def _reference_decode_body(data: bytes, parsed_schema: Any) -> dict[str, Any]:
     return record
 
 
-def _outcome(decoder: Callable[[bytes, Any], dict[str, Any]], data: bytes,
-             schema: Any) -> tuple[Any, ...]:
+def _outcome(
+    decoder: Callable[[bytes, Any], dict[str, Any]], data: bytes, schema: Any
+) -> tuple[Any, ...]:
     """A comparable outcome: ("ok", record) or (exception type, reason, field path)."""
     try:
         return "ok", _comparable(decoder(data, schema))
@@ -69,8 +70,10 @@ def _outcome(decoder: Callable[[bytes, Any], dict[str, Any]], data: bytes,
 
 def _comparable(record: Mapping[str, Any]) -> list[tuple[str, type, Any]]:
     """Field order, value types and values; NaN as a marker, since NaN != NaN."""
-    return [(name, type(value), "NaN" if isinstance(value, float) and math.isnan(value)
-             else value) for name, value in record.items()]
+    return [
+        (name, type(value), "NaN" if isinstance(value, float) and math.isnan(value) else value)
+        for name, value in record.items()
+    ]
 
 
 def _same_as_reference(data: bytes, schema: Any) -> tuple[Any, ...]:
@@ -101,8 +104,11 @@ def _compiled(schema: Any) -> Callable[[bytes, int], dict[str, Any]]:
 
 
 def _schema(*fields: tuple[str, Any]) -> dict[str, Any]:
-    raw = {"type": "record", "name": "R",
-           "fields": [{"name": name, "type": kind} for name, kind in fields]}
+    raw = {
+        "type": "record",
+        "name": "R",
+        "fields": [{"name": name, "type": kind} for name, kind in fields],
+    }
     parsed: dict[str, Any] = fastavro.parse_schema(raw)
     return parsed
 
@@ -154,6 +160,7 @@ def _assert_reads_as_fastavro(schema: Any, record: Mapping[str, Any]) -> bytes:
 
 # --- Valid records ----------------------------------------------------------------------------
 
+
 def test_every_contract_schema_compiles() -> None:
     assert {"mds_vehicle_event", "mds_trip"} <= set(CONTRACT_SCHEMAS)
     for name, schema in CONTRACT_SCHEMAS.items():
@@ -174,9 +181,13 @@ def test_contract_schema_records_read_as_fastavro_reads_them(name: str) -> None:
 
 _SCALAR = st.sampled_from(["boolean", "int", "long", "float", "double", "string", "bytes"])
 _FIELD_TYPE = st.one_of(
-    _SCALAR, st.just("null"), st.just({"type": "enum", "symbols": ["a", "b", "c"]}),
-    _SCALAR.map(lambda t: ["null", t]), _SCALAR.map(lambda t: [t, "null"]),
-    st.just(["null", {"type": "enum", "symbols": ["x", "y"]}]))
+    _SCALAR,
+    st.just("null"),
+    st.just({"type": "enum", "symbols": ["a", "b", "c"]}),
+    _SCALAR.map(lambda t: ["null", t]),
+    _SCALAR.map(lambda t: [t, "null"]),
+    st.just(["null", {"type": "enum", "symbols": ["x", "y"]}]),
+)
 
 
 def _named(kind: Any, number: int) -> Any:
@@ -192,71 +203,136 @@ def _named(kind: Any, number: int) -> Any:
 def _flat_schema_and_record(draw: st.DrawFn) -> tuple[dict[str, Any], dict[str, Any]]:
     kinds = draw(st.lists(_FIELD_TYPE, min_size=1, max_size=10))
     schema = _schema(*((f"f{i}", _named(kind, i)) for i, kind in enumerate(kinds)))
-    record = {f["name"]: draw(_value_for(f["type"]) if f["type"] != "null" else st.none())
-              for f in schema["fields"]}
+    record = {
+        f["name"]: draw(_value_for(f["type"]) if f["type"] != "null" else st.none())
+        for f in schema["fields"]
+    }
     return schema, record
 
 
 @settings(max_examples=400, deadline=None)
 @given(_flat_schema_and_record())
 def test_flat_schema_records_read_as_fastavro_reads_them(
-        case: tuple[dict[str, Any], dict[str, Any]]) -> None:
+    case: tuple[dict[str, Any], dict[str, Any]],
+) -> None:
     schema, record = case
     data = _assert_reads_as_fastavro(schema, record)
     _same_as_reference(data, schema)
 
 
-@pytest.mark.parametrize("value", [
-    0, -1, 1, 63, -64, 64, -65, 8191, 8192, 2**31 - 1, -(2**31), 2**31, 1_780_315_199_000,
-    -1_780_315_199_000, 2**34, 2**41 - 1, 2**41, LONG_MAX, LONG_MIN, LONG_MAX - 1, LONG_MIN + 1,
-    *(2**k for k in range(0, 63, 7)), *(-(2**k) for k in range(0, 63, 7))])
+@pytest.mark.parametrize(
+    "value",
+    [
+        0,
+        -1,
+        1,
+        63,
+        -64,
+        64,
+        -65,
+        8191,
+        8192,
+        2**31 - 1,
+        -(2**31),
+        2**31,
+        1_780_315_199_000,
+        -1_780_315_199_000,
+        2**34,
+        2**41 - 1,
+        2**41,
+        LONG_MAX,
+        LONG_MIN,
+        LONG_MAX - 1,
+        LONG_MIN + 1,
+        *(2**k for k in range(0, 63, 7)),
+        *(-(2**k) for k in range(0, 63, 7)),
+    ],
+)
 def test_longs_of_every_varint_length(value: int) -> None:
     schema = _schema(("a", "long"), ("b", "long"), ("c", "int"), ("t", ["null", "long"]))
     small = max(-(2**31), min(2**31 - 1, value))
-    _assert_reads_as_fastavro(schema, {"a": value, "b": -value if value > LONG_MIN else 0,
-                                       "c": small, "t": value})
+    _assert_reads_as_fastavro(
+        schema, {"a": value, "b": -value if value > LONG_MIN else 0, "c": small, "t": value}
+    )
     # A long last in the record (no room to unpack six bytes at once) reads the same.
     _assert_reads_as_fastavro(_schema(("last", "long")), {"last": value})
 
 
-@pytest.mark.parametrize("value", [
-    0.0, -0.0, 1.5, -2.25, math.inf, -math.inf, math.nan, 5e-324, 1.7976931348623157e308])
+@pytest.mark.parametrize(
+    "value", [0.0, -0.0, 1.5, -2.25, math.inf, -math.inf, math.nan, 5e-324, 1.7976931348623157e308]
+)
 def test_doubles_and_floats_including_nan_and_infinities(value: float) -> None:
-    schema = _schema(("d", "double"), ("e", "double"), ("f", "float"), ("n", ["null", "double"]),
-                     ("g", "float"))
+    schema = _schema(
+        ("d", "double"), ("e", "double"), ("f", "float"), ("n", ["null", "double"]), ("g", "float")
+    )
     as_float = value if math.isnan(value) or abs(value) < 3e38 else math.copysign(math.inf, value)
-    _assert_reads_as_fastavro(schema, {"d": value, "e": -value, "f": as_float, "n": value,
-                                       "g": as_float})
+    _assert_reads_as_fastavro(
+        schema, {"d": value, "e": -value, "f": as_float, "n": value, "g": as_float}
+    )
     _assert_reads_as_fastavro(schema, {"d": value, "e": value, "f": 0.0, "n": None, "g": 0.0})
 
 
-@pytest.mark.parametrize("text", [
-    "", "a", "é", "€uro", "日本語のテキスト", "🛴🚲", "x" * 63, "x" * 64, "é" * 40, "y" * 8191,
-    "z" * 8192, "\x00nul inside", "line\nbreak"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "a",
+        "é",
+        "€uro",
+        "日本語のテキスト",
+        "🛴🚲",
+        "x" * 63,
+        "x" * 64,
+        "é" * 40,
+        "y" * 8191,
+        "z" * 8192,
+        "\x00nul inside",
+        "line\nbreak",
+    ],
+)
 def test_strings_empty_non_ascii_and_of_every_length_size(text: str) -> None:
-    schema = _schema(("s", "string"), ("n", ["null", "string"]), ("r", ["string", "null"]),
-                     ("b", "bytes"))
-    _assert_reads_as_fastavro(schema, {"s": text, "n": text, "r": text,
-                                       "b": text.encode("utf-8")})
+    schema = _schema(
+        ("s", "string"), ("n", ["null", "string"]), ("r", ["string", "null"]), ("b", "bytes")
+    )
+    _assert_reads_as_fastavro(schema, {"s": text, "n": text, "r": text, "b": text.encode("utf-8")})
     _assert_reads_as_fastavro(schema, {"s": text, "n": None, "r": None, "b": b""})
 
 
 def test_null_branches_enums_and_booleans() -> None:
-    schema = _schema(("u", ["null", "int"]), ("v", ["int", "null"]), ("z", "null"),
-                     ("e", {"type": "enum", "name": "E", "symbols": [f"s{i}" for i in range(70)]}),
-                     ("ok", "boolean"), ("maybe", ["null", "boolean"]))
-    for u, v, e, ok, maybe in [(None, None, "s0", True, None), (1, -1, "s63", False, True),
-                               (-300, 300, "s64", True, False), (0, 0, "s69", False, None)]:
-        _assert_reads_as_fastavro(schema, {"u": u, "v": v, "z": None, "e": e, "ok": ok,
-                                           "maybe": maybe})
+    schema = _schema(
+        ("u", ["null", "int"]),
+        ("v", ["int", "null"]),
+        ("z", "null"),
+        ("e", {"type": "enum", "name": "E", "symbols": [f"s{i}" for i in range(70)]}),
+        ("ok", "boolean"),
+        ("maybe", ["null", "boolean"]),
+    )
+    for u, v, e, ok, maybe in [
+        (None, None, "s0", True, None),
+        (1, -1, "s63", False, True),
+        (-300, 300, "s64", True, False),
+        (0, 0, "s69", False, None),
+    ]:
+        _assert_reads_as_fastavro(
+            schema, {"u": u, "v": v, "z": None, "e": e, "ok": ok, "maybe": maybe}
+        )
 
 
 def test_a_vehicle_event_never_reaches_fastavro(monkeypatch: pytest.MonkeyPatch) -> None:
     schema = CONTRACT_SCHEMAS["mds_vehicle_event"]
-    record = {"event_id": "evt-1", "vehicle_id": "veh-1", "provider_id": "p",
-              "vehicle_type": "scooter_standing", "propulsion": "electric",
-              "event_type": "available", "timestamp": 1_780_315_199_000, "lat": 45.75,
-              "lon": 4.83, "battery_pct": 80, "trip_id": "trip-1"}
+    record = {
+        "event_id": "evt-1",
+        "vehicle_id": "veh-1",
+        "provider_id": "p",
+        "vehicle_type": "scooter_standing",
+        "propulsion": "electric",
+        "event_type": "available",
+        "timestamp": 1_780_315_199_000,
+        "lat": 45.75,
+        "lon": 4.83,
+        "battery_pct": 80,
+        "trip_id": "trip-1",
+    }
     data = _framed(schema, record)
 
     class NoFastavro:
@@ -285,33 +361,40 @@ def test_decode_body_compiles_once_per_schema(monkeypatch: pytest.MonkeyPatch) -
 
 # --- Unsupported schemas ----------------------------------------------------------------------
 
-@pytest.mark.parametrize("field_type", [
-    {"type": "record", "name": "Inner", "fields": [{"name": "n", "type": "long"}]},
-    {"type": "array", "items": "long"},
-    {"type": "map", "values": "string"},
-    {"type": "fixed", "name": "F", "size": 4},
-    {"type": "long", "logicalType": "timestamp-millis"},
-    {"type": "int", "logicalType": "date"},
-    {"type": "string", "logicalType": "uuid"},
-    {"type": "bytes", "logicalType": "decimal", "precision": 5, "scale": 2},
-    ["null", "int", "string"],
-    ["int", "string"],
-    ["null", {"type": "array", "items": "int"}],
-])
+
+@pytest.mark.parametrize(
+    "field_type",
+    [
+        {"type": "record", "name": "Inner", "fields": [{"name": "n", "type": "long"}]},
+        {"type": "array", "items": "long"},
+        {"type": "map", "values": "string"},
+        {"type": "fixed", "name": "F", "size": 4},
+        {"type": "long", "logicalType": "timestamp-millis"},
+        {"type": "int", "logicalType": "date"},
+        {"type": "string", "logicalType": "uuid"},
+        {"type": "bytes", "logicalType": "decimal", "precision": 5, "scale": 2},
+        ["null", "int", "string"],
+        ["int", "string"],
+        ["null", {"type": "array", "items": "int"}],
+    ],
+)
 def test_schemas_beyond_flat_records_are_not_compiled(field_type: Any) -> None:
     schema = _schema(("x", field_type))
     assert compile_reader(schema) is None
 
 
-@pytest.mark.parametrize("schema", ["long", ["null", "string"], {"type": "enum", "name": "E",
-                                                                  "symbols": ["a"]}])
+@pytest.mark.parametrize(
+    "schema", ["long", ["null", "string"], {"type": "enum", "name": "E", "symbols": ["a"]}]
+)
 def test_non_record_schemas_are_not_compiled(schema: Any) -> None:
     assert compile_reader(fastavro.parse_schema(schema)) is None
 
 
 def test_uncompiled_schemas_still_decode_through_fastavro() -> None:
-    schema = _schema(("t", {"type": "long", "logicalType": "timestamp-millis"}),
-                     ("xs", {"type": "array", "items": "int"}))
+    schema = _schema(
+        ("t", {"type": "long", "logicalType": "timestamp-millis"}),
+        ("xs", {"type": "array", "items": "int"}),
+    )
     record = {"t": 1_780_315_199_000, "xs": [1, 2, 3]}
     data = _framed(schema, record)
     assert decode_body(data, schema) == _fastavro_read(schema, data)
@@ -320,12 +403,19 @@ def test_uncompiled_schemas_still_decode_through_fastavro() -> None:
 
 # --- Damaged input ----------------------------------------------------------------------------
 
+
 def _sample(schema: Mapping[str, Any], seed: int) -> dict[str, Any]:
     """A valid record with a null and a non-null value in the unions, by seed."""
     rng = random.Random(seed)
-    examples: dict[str, Any] = {"string": "évènement-42", "long": 1_780_315_199_000,
-                                "int": 80, "double": 45.7578, "float": 1.5, "boolean": True,
-                                "bytes": b"\x00\xff"}
+    examples: dict[str, Any] = {
+        "string": "évènement-42",
+        "long": 1_780_315_199_000,
+        "int": 80,
+        "double": 45.7578,
+        "float": 1.5,
+        "boolean": True,
+        "bytes": b"\x00\xff",
+    }
     record = {}
     for field in schema["fields"]:
         kind = field["type"]
@@ -355,7 +445,10 @@ def test_trailing_bytes_fail_as_fastavro_fails(name: str) -> None:
     data = _framed(schema, _sample(schema, 1))
     for extra in (b"\x00", b"\x02a", b"\xff" * 12):
         assert _same_as_reference(data + extra, schema) == (
-            SerializationError, Reason.AVRO_TRAILING_BYTES, "")
+            SerializationError,
+            Reason.AVRO_TRAILING_BYTES,
+            "",
+        )
 
 
 def test_bad_union_indexes_fail_or_read_as_fastavro_does() -> None:
@@ -370,12 +463,19 @@ def test_bad_union_indexes_fail_or_read_as_fastavro_does() -> None:
         _same_as_reference(head + index + b"\xa0\x01\x00", schema)
         _same_as_reference(head + b"\x00" + index + b"\x02x", schema)
     assert _same_as_reference(head + b"\x04\xa0\x01\x00", schema) == (
-        SerializationError, Reason.AVRO_INVALID, "battery_pct")
+        SerializationError,
+        Reason.AVRO_INVALID,
+        "battery_pct",
+    )
 
 
 def test_bad_enum_indexes_booleans_and_lengths_fail_or_read_as_fastavro_does() -> None:
-    schema = _schema(("e", {"type": "enum", "name": "E", "symbols": ["a", "b"]}),
-                     ("ok", "boolean"), ("s", "string"), ("n", "long"))
+    schema = _schema(
+        ("e", {"type": "enum", "name": "E", "symbols": ["a", "b"]}),
+        ("ok", "boolean"),
+        ("s", "string"),
+        ("n", "long"),
+    )
     for enum_index in (b"\x00", b"\x02", b"\x04", b"\x01", b"\x03", b"\x80\x00", b"\x84\x00"):
         _same_as_reference(HEADER + enum_index + b"\x01\x02x\x00", schema)
     for boolean in (b"\x00", b"\x01", b"\x02", b"\xff"):  # fastavro: any non-zero is True
@@ -394,13 +494,29 @@ def test_negative_lengths_fail_or_read_as_fastavro_does() -> None:
             _same_as_reference(HEADER + body, schema)
 
 
-@pytest.mark.parametrize("encoded", [
-    b"\x80" * 10 + b"\x00", b"\xff" * 9 + b"\x01", b"\xff" * 9 + b"\x02", b"\xff" * 9 + b"\x7f",
-    b"\xfe" + b"\xff" * 8 + b"\x01", b"\xff" * 10 + b"\x01", b"\xff" * 15, b"\x80\x00",
-    b"\x81\x80\x80\x80\x80\x00", b"\xff" * 5 + b"\x7f", b"\xff" * 6, b"\x80" * 5 + b"\x00"])
+@pytest.mark.parametrize(
+    "encoded",
+    [
+        b"\x80" * 10 + b"\x00",
+        b"\xff" * 9 + b"\x01",
+        b"\xff" * 9 + b"\x02",
+        b"\xff" * 9 + b"\x7f",
+        b"\xfe" + b"\xff" * 8 + b"\x01",
+        b"\xff" * 10 + b"\x01",
+        b"\xff" * 15,
+        b"\x80\x00",
+        b"\x81\x80\x80\x80\x80\x00",
+        b"\xff" * 5 + b"\x7f",
+        b"\xff" * 6,
+        b"\x80" * 5 + b"\x00",
+    ],
+)
 def test_odd_and_overlong_varints_read_as_fastavro_does(encoded: bytes) -> None:
-    for schema in (_schema(("n", "long"), ("d", "double")), _schema(("n", "long")),
-                   _schema(("n", "int"), ("s", "string"))):
+    for schema in (
+        _schema(("n", "long"), ("d", "double")),
+        _schema(("n", "long")),
+        _schema(("n", "int"), ("s", "string")),
+    ):
         rest = {"d": struct.pack("<d", 2.5), "s": b"\x02z"}
         tail = b"".join(rest[f["name"]] for f in schema["fields"][1:])
         _same_as_reference(HEADER + encoded + tail, schema)
@@ -412,7 +528,10 @@ def test_invalid_utf8_fails_as_fastavro_fails() -> None:
     for bad in (b"\xff", b"\xc3", b"\xed", b"\x80"):  # \xed\xa0..: an encoded surrogate
         broken = data.replace(b"veh-X", b"veh-" + bad)
         assert _same_as_reference(broken, schema) == (
-            SerializationError, Reason.INVALID_UTF8, "vehicle_id")
+            SerializationError,
+            Reason.INVALID_UTF8,
+            "vehicle_id",
+        )
     surrogate = data.replace(b"\x0aveh-X", b"\x0eveh-\xed\xa0\x80")
     assert _same_as_reference(surrogate, schema)[1] is Reason.INVALID_UTF8
 
@@ -424,36 +543,44 @@ def test_random_bytes_fail_or_read_as_fastavro_does(name: str, body: bytes) -> N
 
 
 @settings(max_examples=400, deadline=None)
-@given(st.sampled_from(sorted(CONTRACT_SCHEMAS)), st.integers(0, 3),
-       st.lists(st.tuples(st.integers(0, 2), st.integers(0, 200), st.binary(min_size=1,
-                                                                            max_size=4)),
-                min_size=1, max_size=3))
+@given(
+    st.sampled_from(sorted(CONTRACT_SCHEMAS)),
+    st.integers(0, 3),
+    st.lists(
+        st.tuples(st.integers(0, 2), st.integers(0, 200), st.binary(min_size=1, max_size=4)),
+        min_size=1,
+        max_size=3,
+    ),
+)
 def test_mutated_records_fail_or_read_as_fastavro_does(
-        name: str, seed: int, edits: list[tuple[int, int, bytes]]) -> None:
+    name: str, seed: int, edits: list[tuple[int, int, bytes]]
+) -> None:
     schema = CONTRACT_SCHEMAS[name]
     buf = bytearray(_framed(schema, _sample(schema, seed)))
     for kind, at, chunk in edits:
         at = HEADER_SIZE + at % (len(buf) - HEADER_SIZE + 1)
         if kind == 0:  # overwrite
-            buf[at:at + len(chunk)] = chunk
+            buf[at : at + len(chunk)] = chunk
         elif kind == 1:  # insert
             buf[at:at] = chunk
         else:  # delete
-            del buf[at:at + len(chunk)]
+            del buf[at : at + len(chunk)]
     _same_as_reference(bytes(buf), schema)
 
 
 @settings(max_examples=300, deadline=None)
 @given(_flat_schema_and_record(), st.data())
 def test_damaged_flat_schema_records_fail_or_read_as_fastavro_does(
-        case: tuple[dict[str, Any], dict[str, Any]], data: st.DataObject) -> None:
+    case: tuple[dict[str, Any], dict[str, Any]], data: st.DataObject
+) -> None:
     schema, record = case
     framed = _framed(schema, record)
     cut = data.draw(st.integers(0, len(framed)))
     _same_as_reference(framed[:cut], schema)
     at = data.draw(st.integers(HEADER_SIZE, len(framed)))
-    _same_as_reference(framed[:at] + data.draw(st.binary(min_size=1, max_size=3))
-                       + framed[at:], schema)
+    _same_as_reference(
+        framed[:at] + data.draw(st.binary(min_size=1, max_size=3)) + framed[at:], schema
+    )
 
 
 def test_short_input_and_header_only_fail_as_before() -> None:
@@ -464,6 +591,7 @@ def test_short_input_and_header_only_fail_as_before() -> None:
 
 
 # --- The varint helper --------------------------------------------------------------------------
+
 
 @given(st.integers(LONG_MIN, LONG_MAX))
 def test_long_at_inverts_the_writers_varint(n: int) -> None:

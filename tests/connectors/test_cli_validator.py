@@ -20,19 +20,33 @@ pytestmark = pytest.mark.integration
 
 
 def test_sigterm_finishes_the_batch_commits_and_exits_zero(
-        applied: Contract, producer_factory: Callable[..., KafkaProducer],
-        consumer_factory: Callable[..., KafkaConsumer], kafka_bootstrap: str) -> None:
+    applied: Contract,
+    producer_factory: Callable[..., KafkaProducer],
+    consumer_factory: Callable[..., KafkaConsumer],
+    kafka_bootstrap: str,
+) -> None:
     now_ms = time.time_ns() // 1_000_000  # the CLI judges lateness by the wall clock
     records = [vehicle_event(i, now_ms=now_ms) for i in range(500)]
-    produce(producer_factory(), applied.topic_ingest("vehicle_events"),
-             [(r["vehicle_id"].encode(), json.dumps(r).encode()) for r in records]
-             + [(b"k", b"not json")])
+    produce(
+        producer_factory(),
+        applied.topic_ingest("vehicle_events"),
+        [(r["vehicle_id"].encode(), json.dumps(r).encode()) for r in records]
+        + [(b"k", b"not json")],
+    )
     assert applied.source is not None
-    command = [sys.executable, "-m", "broker.cli", "validator", "--contracts",
-               str(applied.source), "--bootstrap", kafka_bootstrap, "--group",
-               f"cli-{applied.id}"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True)
+    command = [
+        sys.executable,
+        "-m",
+        "broker.cli",
+        "validator",
+        "--contracts",
+        str(applied.source),
+        "--bootstrap",
+        kafka_bootstrap,
+        "--group",
+        f"cli-{applied.id}",
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         raw = consumer_factory(applied.topic_raw("vehicle_events"))
         dlq = consumer_factory(applied.topic_dlq("vehicle_events"))

@@ -67,11 +67,17 @@ def test_a_forgotten_then_refiled_id_survives_the_drop_of_its_old_bucket() -> No
 
 
 _JSON_TEXTS = st.one_of(
-    st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False)
-                 | st.text(max_size=10),
-                 lambda inner: st.lists(inner, max_size=3)
-                 | st.dictionaries(st.text(max_size=5), inner, max_size=3),
-                 max_leaves=8).map(json.dumps),
+    st.recursive(
+        st.none()
+        | st.booleans()
+        | st.integers()
+        | st.floats(allow_nan=False)
+        | st.text(max_size=10),
+        lambda inner: (
+            st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+        ),
+        max_leaves=8,
+    ).map(json.dumps),
     st.text(alphabet=' \t\n\r{}[]",:0123456789.eE+-truefalsnNaIfiy\\x', max_size=30),
 )
 
@@ -87,14 +93,15 @@ def _reference(text: str) -> Any:
 
 
 @settings(max_examples=500, deadline=None)
-@given(_JSON_TEXTS, st.sampled_from(["", " ", "\n", " \t\r\n"]),
-       st.sampled_from(["", " ", "\n", "\r\n ", " x", "}"]))
-def test_json_fast_path_accepts_and_refuses_like_json(text: str, before: str,
-                                                      after: str) -> None:
+@given(
+    _JSON_TEXTS,
+    st.sampled_from(["", " ", "\n", " \t\r\n"]),
+    st.sampled_from(["", " ", "\n", "\r\n ", " x", "}"]),
+)
+def test_json_fast_path_accepts_and_refuses_like_json(text: str, before: str, after: str) -> None:
     payload = before + text + after
     got, expected = _parse_json(payload.encode("utf-8", "surrogatepass")), _reference(payload)
     if isinstance(expected, Rejected):
-        assert got == expected or (isinstance(got, Rejected)
-                                   and got.reason is Reason.INVALID_UTF8)
+        assert got == expected or (isinstance(got, Rejected) and got.reason is Reason.INVALID_UTF8)
     else:
         assert got == expected or (got != got and expected != expected)  # NaN-free: equal

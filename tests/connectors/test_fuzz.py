@@ -43,9 +43,9 @@ def _mutate(data: bytes, rng: random.Random) -> bytes:
         elif kind == 3:  # insert random bytes
             buf[at:at] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 8)))
         elif kind == 4:  # delete a run
-            del buf[at:at + rng.randint(1, 8)]
+            del buf[at : at + rng.randint(1, 8)]
         else:  # repeat a slice (lengths and varints that point past their data)
-            buf[at:at] = buf[max(0, at - 8):at]
+            buf[at:at] = buf[max(0, at - 8) : at]
     return bytes(buf)
 
 
@@ -65,17 +65,22 @@ def _check(outcome: Outcome, schemas: Schemas, recheck: StreamValidator) -> str:
 
 @pytest.mark.parametrize("fmt", ["json", "avro"])
 def test_mutated_payloads_never_crash_the_validator(
-        fmt: str, mobility: Contract, schemas: Schemas) -> None:
+    fmt: str, mobility: Contract, schemas: Schemas
+) -> None:
     rng = random.Random(20260601 + len(fmt))
     validator = StreamValidator(mobility, "vehicle_events", schemas=schemas)
     entry = validator.schema
     tally: Counter[str] = Counter()
     for i in range(MUTANTS_PER_FORMAT):
         record = vehicle_event(i, trip_id=None if i % 2 else f"trip-{i}")
-        good = (json.dumps(record).encode() if fmt == "json"
-                else encode(entry.parsed, entry.schema_id, record))
-        outcome = validator.validate(_mutate(good, rng), now_ms=NOW_MS, connector="fuzz",
-                                     source=f"mutant-{i}")
+        good = (
+            json.dumps(record).encode()
+            if fmt == "json"
+            else encode(entry.parsed, entry.schema_id, record)
+        )
+        outcome = validator.validate(
+            _mutate(good, rng), now_ms=NOW_MS, connector="fuzz", source=f"mutant-{i}"
+        )
         recheck = StreamValidator(mobility, "vehicle_events", schemas=schemas)
         tally[_check(outcome, schemas, recheck)] += 1
     assert sum(tally.values()) == MUTANTS_PER_FORMAT
@@ -83,24 +88,29 @@ def test_mutated_payloads_never_crash_the_validator(
 
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False)
-    | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner,
-                                                                max_size=3),
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
     max_leaves=5,
 )
 
 
 @settings(max_examples=400, deadline=None)
-@given(changes=st.dictionaries(st.sampled_from(sorted(vehicle_event(0)) + ["extra"]),
-                               json_values, max_size=4),
-       drop=st.sets(st.sampled_from(sorted(vehicle_event(0))), max_size=2))
+@given(
+    changes=st.dictionaries(
+        st.sampled_from(sorted(vehicle_event(0)) + ["extra"]), json_values, max_size=4
+    ),
+    drop=st.sets(st.sampled_from(sorted(vehicle_event(0))), max_size=2),
+)
 def test_json_objects_of_any_shape_are_accepted_or_rejected(
-        changes: dict[str, Any], drop: set[str], mobility: Contract, schemas: Schemas) -> None:
+    changes: dict[str, Any], drop: set[str], mobility: Contract, schemas: Schemas
+) -> None:
     record = {k: v for k, v in vehicle_event(5).items() if k not in drop}
     record.update(changes)
     validator = StreamValidator(mobility, "vehicle_events", schemas=schemas)
     payload = json.dumps(record).encode()
     recheck = StreamValidator(mobility, "vehicle_events", schemas=schemas)
-    _check(validator.validate(payload, now_ms=NOW_MS, connector="fuzz", source="h"), schemas,
-           recheck)
+    _check(
+        validator.validate(payload, now_ms=NOW_MS, connector="fuzz", source="h"), schemas, recheck
+    )

@@ -34,8 +34,13 @@ SENTINEL = "SENTINEL"  # in every vehicle_id, event_id and provider_id of the in
 
 
 def _event(i: int, **overrides: Any) -> dict[str, Any]:
-    return vehicle_event(i, event_id=f"{SENTINEL}-e{i:06d}", vehicle_id=f"{SENTINEL}-v{i % 700}",
-                         provider_id=f"{SENTINEL}-p", **overrides)
+    return vehicle_event(
+        i,
+        event_id=f"{SENTINEL}-e{i:06d}",
+        vehicle_id=f"{SENTINEL}-v{i % 700}",
+        provider_id=f"{SENTINEL}-p",
+        **overrides,
+    )
 
 
 def _avro(contract: Contract, record: dict[str, Any]) -> bytes:
@@ -44,8 +49,9 @@ def _avro(contract: Contract, record: dict[str, Any]) -> bytes:
     return encode(entry.parsed, entry.schema_id, record)
 
 
-def _bad_kinds(contract: Contract, good: list[bytes]) -> list[tuple[Reason, Callable[[int],
-                                                                                    bytes]]]:
+def _bad_kinds(
+    contract: Contract, good: list[bytes]
+) -> list[tuple[Reason, Callable[[int], bytes]]]:
     avro = lambda i, **kw: _avro(contract, _event(GOOD + i, **kw))  # noqa: E731
     js = lambda i, **kw: json.dumps(_event(GOOD + i, **kw)).encode()  # noqa: E731
     trips_id = Schemas.from_contracts([contract]).for_stream(contract, "trips").schema_id
@@ -76,17 +82,21 @@ def _bad_kinds(contract: Contract, good: list[bytes]) -> list[tuple[Reason, Call
 
 
 def test_ingest_validator_routes_every_record_once_and_leaks_nothing(
-        applied: Contract, producer_factory: Callable[..., KafkaProducer],
-        consumer_factory: Callable[..., KafkaConsumer], kafka_bootstrap: str,
-        caplog: pytest.LogCaptureFixture) -> None:
+    applied: Contract,
+    producer_factory: Callable[..., KafkaProducer],
+    consumer_factory: Callable[..., KafkaConsumer],
+    kafka_bootstrap: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     # Our loggers at DEBUG; kafka-python's own DEBUG output dumps request bytes by design.
     caplog.set_level(logging.INFO)
     caplog.set_level(logging.DEBUG, logger="connectors")
     caplog.set_level(logging.DEBUG, logger="broker")
     contract = applied
     good_records = [_event(i) for i in range(GOOD)]
-    good = [json.dumps(r).encode() if i % 2 else _avro(contract, r)
-            for i, r in enumerate(good_records)]
+    good = [
+        json.dumps(r).encode() if i % 2 else _avro(contract, r) for i, r in enumerate(good_records)
+    ]
     kinds = _bad_kinds(contract, good)
     bad = [(kinds[i % len(kinds)][0], kinds[i % len(kinds)][1](i)) for i in range(BAD)]
     expected_reason = {payload: reason for reason, payload in bad}
@@ -94,16 +104,27 @@ def test_ingest_validator_routes_every_record_once_and_leaks_nothing(
 
     producer = producer_factory(linger_ms=20, max_request_size=2 * 1024 * 1024)
     # Keyed by vehicle, so a duplicate follows its original in the same partition.
-    produce(producer, contract.topic_ingest("vehicle_events"),
-             [(r["vehicle_id"].encode(), p) for r, p in zip(good_records, good, strict=True)])
+    produce(
+        producer,
+        contract.topic_ingest("vehicle_events"),
+        [(r["vehicle_id"].encode(), p) for r, p in zip(good_records, good, strict=True)],
+    )
     dup_keys = {p: r["vehicle_id"].encode() for r, p in zip(good_records, good, strict=True)}
-    produce(producer, contract.topic_ingest("vehicle_events"),
-             [(dup_keys.get(p, b"bad"), p) for _, p in bad])
+    produce(
+        producer,
+        contract.topic_ingest("vehicle_events"),
+        [(dup_keys.get(p, b"bad"), p) for _, p in bad],
+    )
 
     registry = CollectorRegistry()
-    validator = IngestValidator([contract], kafka_bootstrap, group_id=f"v-{contract.id}",
-                                registry=registry, now_ms=lambda: NOW_MS,
-                                settings=IngestSettings(linger_ms=5))
+    validator = IngestValidator(
+        [contract],
+        kafka_bootstrap,
+        group_id=f"v-{contract.id}",
+        registry=registry,
+        now_ms=lambda: NOW_MS,
+        settings=IngestSettings(linger_ms=5),
+    )
     raw = consumer_factory(contract.topic_raw("vehicle_events"))
     dlq = consumer_factory(contract.topic_dlq("vehicle_events"))
     with ValidatorThread(validator) as running:
@@ -122,7 +143,8 @@ def test_ingest_validator_routes_every_record_once_and_leaks_nothing(
         headers = dict(record.headers)
         assert headers["respublica.reason"] == expected_reason[record.value].value.encode()
         assert headers["respublica.source"].startswith(
-            contract.topic_ingest("vehicle_events").encode() + b"/")
+            contract.topic_ingest("vehicle_events").encode() + b"/"
+        )
         assert headers["respublica.connector"] == b"kafka"
         got[Reason(headers["respublica.reason"].decode())] += 1
     assert got == Counter(reason for reason, _ in bad)
@@ -132,8 +154,9 @@ def test_ingest_validator_routes_every_record_once_and_leaks_nothing(
     _assert_metrics_reconcile(registry, contract, got)
 
 
-def _assert_nothing_leaks(dlq_records: list[Any], caplog: pytest.LogCaptureFixture,
-                          registry: CollectorRegistry) -> None:
+def _assert_nothing_leaks(
+    dlq_records: list[Any], caplog: pytest.LogCaptureFixture, registry: CollectorRegistry
+) -> None:
     texts = [f"{key}={value!r}" for r in dlq_records for key, value in r.headers]
     texts += [repr(r.key) for r in dlq_records]
     texts += [rec.getMessage() for rec in caplog.records]
@@ -144,25 +167,34 @@ def _assert_nothing_leaks(dlq_records: list[Any], caplog: pytest.LogCaptureFixtu
     assert "95.0" not in blob and "48.85" not in blob  # planted coordinates
 
 
-def _assert_metrics_reconcile(registry: CollectorRegistry, contract: Contract,
-                              got: Counter[Reason]) -> None:
+def _assert_metrics_reconcile(
+    registry: CollectorRegistry, contract: Contract, got: Counter[Reason]
+) -> None:
     labels = {"contract": contract.id, "stream": "vehicle_events"}
-    ingested = registry.get_sample_value("respublica_events_ingested_total",
-                                         {**labels, "source": "kafka"})
+    ingested = registry.get_sample_value(
+        "respublica_events_ingested_total", {**labels, "source": "kafka"}
+    )
     assert ingested == GOOD + BAD
     for reason, count in got.items():
-        value = registry.get_sample_value("respublica_events_rejected_total",
-                                          {**labels, "reason": reason.value})
+        value = registry.get_sample_value(
+            "respublica_events_rejected_total", {**labels, "reason": reason.value}
+        )
         assert value == count
 
 
 def test_a_stopped_validator_commits_and_a_restart_resumes_without_loss_or_repeat(
-        applied: Contract, producer_factory: Callable[..., KafkaProducer],
-        consumer_factory: Callable[..., KafkaConsumer], kafka_bootstrap: str) -> None:
+    applied: Contract,
+    producer_factory: Callable[..., KafkaProducer],
+    consumer_factory: Callable[..., KafkaConsumer],
+    kafka_bootstrap: str,
+) -> None:
     contract, total = applied, 6_000
     records = [_event(i) for i in range(total)]
-    produce(producer_factory(), contract.topic_ingest("vehicle_events"),
-             [(r["vehicle_id"].encode(), json.dumps(r).encode()) for r in records])
+    produce(
+        producer_factory(),
+        contract.topic_ingest("vehicle_events"),
+        [(r["vehicle_id"].encode(), json.dumps(r).encode()) for r in records],
+    )
     stop_first = threading.Event()
     clock_calls = itertools.count()
 
@@ -174,9 +206,14 @@ def test_a_stopped_validator_commits_and_a_restart_resumes_without_loss_or_repea
         return NOW_MS
 
     def validator(now_ms: Callable[[], int]) -> IngestValidator:
-        return IngestValidator([contract], kafka_bootstrap, group_id=f"v-{contract.id}",
-                               registry=CollectorRegistry(), now_ms=now_ms,
-                               settings=IngestSettings(max_poll_records=500))
+        return IngestValidator(
+            [contract],
+            kafka_bootstrap,
+            group_id=f"v-{contract.id}",
+            registry=CollectorRegistry(),
+            now_ms=now_ms,
+            settings=IngestSettings(max_poll_records=500),
+        )
 
     with ValidatorThread(validator(clock), stop=stop_first) as first:
         assert stop_first.wait(timeout=60)

@@ -39,7 +39,8 @@ def test_schema_id_is_deterministic_31_bit_and_ignores_docs(mobility: Contract) 
 
 
 def test_schemas_from_contracts_registers_subjects(
-        schemas: Schemas, examples: dict[str, Contract]) -> None:
+    schemas: Schemas, examples: dict[str, Contract]
+) -> None:
     for contract in examples.values():
         for stream in contract.streams:
             entry = schemas.by_subject(subject_name(contract, stream))
@@ -66,20 +67,22 @@ def _bad_union(data: bytes) -> bytes:
     return data[:-4] + b"\x0a\xa0\x01\x00"
 
 
-
-
-@pytest.mark.parametrize(("mutate", "reason", "path"), [
-    (lambda d: b"", Reason.AVRO_TRUNCATED, ""),
-    (lambda d: d[:4], Reason.AVRO_TRUNCATED, ""),
-    (lambda d: b"\x01" + d[1:], Reason.AVRO_BAD_MAGIC, ""),
-    (lambda d: d[:1] + struct.pack(">I", 12345) + d[5:], Reason.AVRO_UNKNOWN_SCHEMA, ""),
-    (lambda d: d[:-3], Reason.AVRO_TRUNCATED, "battery_pct"),
-    (lambda d: d[:8], Reason.AVRO_TRUNCATED, "event_id"),
-    (lambda d: d + b"\x00\x00", Reason.AVRO_TRAILING_BYTES, ""),
-    (_bad_union, Reason.AVRO_INVALID, "battery_pct"),
-])
-def test_decode_failures_map_to_reasons(schemas: Schemas, mobility: Contract, mutate: Any,
-                                        reason: Reason, path: str) -> None:
+@pytest.mark.parametrize(
+    ("mutate", "reason", "path"),
+    [
+        (lambda d: b"", Reason.AVRO_TRUNCATED, ""),
+        (lambda d: d[:4], Reason.AVRO_TRUNCATED, ""),
+        (lambda d: b"\x01" + d[1:], Reason.AVRO_BAD_MAGIC, ""),
+        (lambda d: d[:1] + struct.pack(">I", 12345) + d[5:], Reason.AVRO_UNKNOWN_SCHEMA, ""),
+        (lambda d: d[:-3], Reason.AVRO_TRUNCATED, "battery_pct"),
+        (lambda d: d[:8], Reason.AVRO_TRUNCATED, "event_id"),
+        (lambda d: d + b"\x00\x00", Reason.AVRO_TRAILING_BYTES, ""),
+        (_bad_union, Reason.AVRO_INVALID, "battery_pct"),
+    ],
+)
+def test_decode_failures_map_to_reasons(
+    schemas: Schemas, mobility: Contract, mutate: Any, reason: Reason, path: str
+) -> None:
     data = _framed(schemas, mobility, vehicle_event(1))
     with pytest.raises(SerializationError) as caught:
         decode(mutate(data), schemas)
@@ -88,7 +91,8 @@ def test_decode_failures_map_to_reasons(schemas: Schemas, mobility: Contract, mu
 
 
 def test_invalid_utf8_names_the_field_and_not_the_bytes(
-        schemas: Schemas, mobility: Contract) -> None:
+    schemas: Schemas, mobility: Contract
+) -> None:
     data = _framed(schemas, mobility, vehicle_event(1, vehicle_id=SENTINEL + "X"))
     broken = data.replace(b"X", b"\xff")  # same length: only the encoding is wrong
     with pytest.raises(SerializationError) as caught:
@@ -100,7 +104,8 @@ def test_invalid_utf8_names_the_field_and_not_the_bytes(
 
 
 def test_encode_translates_writer_errors_without_values(
-        schemas: Schemas, mobility: Contract) -> None:
+    schemas: Schemas, mobility: Contract
+) -> None:
     entry = schemas.for_stream(mobility, "vehicle_events")
     with pytest.raises(SerializationError) as caught:
         encode(entry.parsed, entry.schema_id, vehicle_event(1, lat=SENTINEL))

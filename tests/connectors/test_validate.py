@@ -45,56 +45,113 @@ JSON_CASES: list[tuple[str, Callable[[], bytes], Reason, str]] = [
     ("empty", lambda: b"", Reason.MALFORMED_JSON, ""),
     ("cut", lambda: _json(vehicle_event(1))[:-5], Reason.MALFORMED_JSON, ""),
     ("trailing data", lambda: _json(vehicle_event(1)) + b" {}", Reason.MALFORMED_JSON, ""),
-    ("NaN", lambda: _json(vehicle_event(1)).replace(b'"battery_pct": 80',
-                                                    b'"battery_pct": NaN'),
-     Reason.MALFORMED_JSON, ""),
-    ("bad utf-8", lambda: _json(vehicle_event(1)).replace(b"electric", b"electr\xffc"),
-     Reason.INVALID_UTF8, ""),
-    ("lone surrogate", lambda: _json(vehicle_event(1)).replace(b"electric", b"\\ud800"),
-     Reason.INVALID_UTF8, "propulsion"),
+    (
+        "NaN",
+        lambda: _json(vehicle_event(1)).replace(b'"battery_pct": 80', b'"battery_pct": NaN'),
+        Reason.MALFORMED_JSON,
+        "",
+    ),
+    (
+        "bad utf-8",
+        lambda: _json(vehicle_event(1)).replace(b"electric", b"electr\xffc"),
+        Reason.INVALID_UTF8,
+        "",
+    ),
+    (
+        "lone surrogate",
+        lambda: _json(vehicle_event(1)).replace(b"electric", b"\\ud800"),
+        Reason.INVALID_UTF8,
+        "propulsion",
+    ),
     ("array", lambda: _json([vehicle_event(1)]), Reason.NOT_AN_OBJECT, ""),
     ("string", lambda: b'"hello"', Reason.NOT_AN_OBJECT, ""),
     ("missing", lambda: _json(_without("timestamp")), Reason.MISSING_FIELD, "timestamp"),
-    ("string time", lambda: _json(vehicle_event(1, timestamp=str(NOW_MS))), Reason.WRONG_TYPE,
-     "timestamp"),
-    ("float time", lambda: _json(vehicle_event(1, timestamp=NOW_MS + 0.5)), Reason.WRONG_TYPE,
-     "timestamp"),
-    ("bool int", lambda: _json(vehicle_event(1, battery_pct=True)), Reason.WRONG_TYPE,
-     "battery_pct"),
-    ("int too big", lambda: _json(vehicle_event(1, battery_pct=2**31)), Reason.OUT_OF_RANGE,
-     "battery_pct"),
-    ("long too big", lambda: _json(vehicle_event(1, timestamp=2**63)), Reason.OUT_OF_RANGE,
-     "timestamp"),
-    ("1e400", lambda: _json(vehicle_event(1)).replace(b'"battery_pct": 80', b'"lat": 1e400')
-     .replace(b'"lat": 45.7578', b'"battery_pct": 80'), Reason.OUT_OF_RANGE, "lat"),
+    (
+        "string time",
+        lambda: _json(vehicle_event(1, timestamp=str(NOW_MS))),
+        Reason.WRONG_TYPE,
+        "timestamp",
+    ),
+    (
+        "float time",
+        lambda: _json(vehicle_event(1, timestamp=NOW_MS + 0.5)),
+        Reason.WRONG_TYPE,
+        "timestamp",
+    ),
+    (
+        "bool int",
+        lambda: _json(vehicle_event(1, battery_pct=True)),
+        Reason.WRONG_TYPE,
+        "battery_pct",
+    ),
+    (
+        "int too big",
+        lambda: _json(vehicle_event(1, battery_pct=2**31)),
+        Reason.OUT_OF_RANGE,
+        "battery_pct",
+    ),
+    (
+        "long too big",
+        lambda: _json(vehicle_event(1, timestamp=2**63)),
+        Reason.OUT_OF_RANGE,
+        "timestamp",
+    ),
+    (
+        "1e400",
+        lambda: (
+            _json(vehicle_event(1))
+            .replace(b'"battery_pct": 80', b'"lat": 1e400')
+            .replace(b'"lat": 45.7578', b'"battery_pct": 80')
+        ),
+        Reason.OUT_OF_RANGE,
+        "lat",
+    ),
     ("null", lambda: _json(vehicle_event(1, vehicle_id=None)), Reason.WRONG_TYPE, "vehicle_id"),
     ("number string", lambda: _json(vehicle_event(1, lat="45.75")), Reason.WRONG_TYPE, "lat"),
     ("unknown", lambda: _json(vehicle_event(1, colour="red")), Reason.UNKNOWN_FIELD, "colour"),
-    ("unknown odd", lambda: _json({**vehicle_event(1), SENTINEL + " !": 1}),
-     Reason.UNKNOWN_FIELD, "?"),
+    (
+        "unknown odd",
+        lambda: _json({**vehicle_event(1), SENTINEL + " !": 1}),
+        Reason.UNKNOWN_FIELD,
+        "?",
+    ),
     ("lat range", lambda: _json(vehicle_event(1, lat=91.0)), Reason.OUT_OF_RANGE, "lat"),
     ("lon range", lambda: _json(vehicle_event(1, lon=-181.0)), Reason.OUT_OF_RANGE, "lon"),
-    ("outside", lambda: _json(vehicle_event(1, lat=48.85, lon=2.35)), Reason.OUTSIDE_TERRITORY,
-     "lat,lon"),
-    ("future", lambda: _json(vehicle_event(1, timestamp=NOW_MS + 6 * MINUTE)),
-     Reason.EVENT_IN_FUTURE, "timestamp"),
-    ("too late", lambda: _json(vehicle_event(1, timestamp=NOW_MS - 6 * MINUTE)),
-     Reason.TOO_LATE, "timestamp"),
+    (
+        "outside",
+        lambda: _json(vehicle_event(1, lat=48.85, lon=2.35)),
+        Reason.OUTSIDE_TERRITORY,
+        "lat,lon",
+    ),
+    (
+        "future",
+        lambda: _json(vehicle_event(1, timestamp=NOW_MS + 6 * MINUTE)),
+        Reason.EVENT_IN_FUTURE,
+        "timestamp",
+    ),
+    (
+        "too late",
+        lambda: _json(vehicle_event(1, timestamp=NOW_MS - 6 * MINUTE)),
+        Reason.TOO_LATE,
+        "timestamp",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("payload", "reason", "path"),
-                         [pytest.param(p, r, f, id=i) for i, p, r, f in JSON_CASES])
+@pytest.mark.parametrize(
+    ("payload", "reason", "path"), [pytest.param(p, r, f, id=i) for i, p, r, f in JSON_CASES]
+)
 def test_bad_json_is_rejected_with_reason_and_path(
-        vehicle_validator: StreamValidator, payload: Callable[[], bytes], reason: Reason,
-        path: str) -> None:
+    vehicle_validator: StreamValidator, payload: Callable[[], bytes], reason: Reason, path: str
+) -> None:
     outcome = _validate(vehicle_validator, payload())
     assert isinstance(outcome, Rejected)
     assert (outcome.reason, outcome.field_path) == (reason, path)
 
 
 def test_good_json_is_accepted_with_key_headers_and_avro_value(
-        vehicle_validator: StreamValidator, schemas: Schemas, mobility: Contract) -> None:
+    vehicle_validator: StreamValidator, schemas: Schemas, mobility: Contract
+) -> None:
     record = _without("trip_id")  # a field with a default may be left out
     outcome = _validate(vehicle_validator, _json(record))
     assert isinstance(outcome, Accepted)
@@ -115,11 +172,11 @@ def test_good_json_is_accepted_with_key_headers_and_avro_value(
 def test_parsed_mapping_from_the_gateway_is_accepted(vehicle_validator: StreamValidator) -> None:
     assert isinstance(_validate(vehicle_validator, vehicle_event(2)), Accepted)
     assert _validate(vehicle_validator, [1, 2]) == Rejected(  # type: ignore[arg-type]
-        Reason.NOT_AN_OBJECT, "", Stage.DECODE)
+        Reason.NOT_AN_OBJECT, "", Stage.DECODE
+    )
 
 
-def test_duplicate_event_id_is_rejected_once_accepted(
-        vehicle_validator: StreamValidator) -> None:
+def test_duplicate_event_id_is_rejected_once_accepted(vehicle_validator: StreamValidator) -> None:
     assert isinstance(_validate(vehicle_validator, _json(vehicle_event(3))), Accepted)
     again = _validate(vehicle_validator, _json(vehicle_event(3, vehicle_id="other")))
     assert again == Rejected(Reason.DUPLICATE_EVENT, "event_id", Stage.SEMANTIC)
@@ -139,19 +196,28 @@ AVRO_CASES: list[tuple[str, Callable[[bytes], bytes], Reason, str]] = [
     ("truncated", lambda d: d[:-2], Reason.AVRO_TRUNCATED, "battery_pct"),
     ("trailing", lambda d: d + b"\x00", Reason.AVRO_TRAILING_BYTES, ""),
     ("magic", lambda d: b"\x01" + d[1:], Reason.AVRO_BAD_MAGIC, ""),
-    ("unknown id", lambda d: b"\x00" + struct.pack(">I", 7) + d[5:],
-     Reason.AVRO_UNKNOWN_SCHEMA, ""),
+    (
+        "unknown id",
+        lambda d: b"\x00" + struct.pack(">I", 7) + d[5:],
+        Reason.AVRO_UNKNOWN_SCHEMA,
+        "",
+    ),
     ("bad union", lambda d: d[:-4] + b"\x0a" + d[-3:], Reason.AVRO_INVALID, "battery_pct"),
-    ("bad utf-8", lambda d: d.replace(b"electric", b"electr\xffc"), Reason.INVALID_UTF8,
-     "propulsion"),
+    (
+        "bad utf-8",
+        lambda d: d.replace(b"electric", b"electr\xffc"),
+        Reason.INVALID_UTF8,
+        "propulsion",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("mutate", "reason", "path"),
-                         [pytest.param(m, r, f, id=i) for i, m, r, f in AVRO_CASES])
+@pytest.mark.parametrize(
+    ("mutate", "reason", "path"), [pytest.param(m, r, f, id=i) for i, m, r, f in AVRO_CASES]
+)
 def test_bad_avro_is_rejected_with_reason_and_path(
-        vehicle_validator: StreamValidator, mutate: Callable[[bytes], bytes], reason: Reason,
-        path: str) -> None:
+    vehicle_validator: StreamValidator, mutate: Callable[[bytes], bytes], reason: Reason, path: str
+) -> None:
     good = _framed(vehicle_validator, vehicle_event(1))
     payload = mutate(good)
     outcome = vehicle_validator.validate(payload, now_ms=NOW_MS, connector="t", source="s")
@@ -160,15 +226,15 @@ def test_bad_avro_is_rejected_with_reason_and_path(
 
 
 def test_avro_of_another_stream_is_a_schema_mismatch(
-        vehicle_validator: StreamValidator, schemas: Schemas, mobility: Contract) -> None:
+    vehicle_validator: StreamValidator, schemas: Schemas, mobility: Contract
+) -> None:
     trips = schemas.for_stream(mobility, "trips")
     payload = b"\x00" + struct.pack(">I", trips.schema_id) + b"\x00"
     outcome = vehicle_validator.validate_avro(payload, now_ms=NOW_MS, connector="t", source="s")
     assert outcome == Rejected(Reason.SCHEMA_MISMATCH, "", Stage.SCHEMA)
 
 
-def test_good_avro_passes_through_and_semantics_apply(
-        vehicle_validator: StreamValidator) -> None:
+def test_good_avro_passes_through_and_semantics_apply(vehicle_validator: StreamValidator) -> None:
     good = _framed(vehicle_validator, vehicle_event(1))
     outcome = vehicle_validator.validate(good, now_ms=NOW_MS, connector="t", source="s")
     assert isinstance(outcome, Accepted) and outcome.value == good
@@ -178,14 +244,24 @@ def test_good_avro_passes_through_and_semantics_apply(
 
 
 def test_polygon_territory_uses_the_polygon_not_its_box(
-        examples: dict[str, Contract], schemas: Schemas) -> None:
+    examples: dict[str, Contract], schemas: Schemas
+) -> None:
     nav = examples["bordeaux-navigation"]
     validator = StreamValidator(nav, "jams", schemas=schemas)
 
     def jam(i: int, lat: float, lon: float) -> dict[str, Any]:
-        return {"event_id": f"j{i}", "reporter_id": "u1", "timestamp": NOW_MS - 1000,
-                "lat": lat, "lon": lon, "road_type": 1, "length_m": 120.0, "delay_s": 60.0,
-                "speed_kmh": 12.5, "level": 3}
+        return {
+            "event_id": f"j{i}",
+            "reporter_id": "u1",
+            "timestamp": NOW_MS - 1000,
+            "lat": lat,
+            "lon": lon,
+            "road_type": 1,
+            "length_m": 120.0,
+            "delay_s": 60.0,
+            "speed_kmh": 12.5,
+            "level": 3,
+        }
 
     inside = _validate(validator, jam(1, 44.85, -0.60))
     corner = _validate(validator, jam(2, 44.94, -0.44))  # in the box, outside the outline
@@ -194,16 +270,18 @@ def test_polygon_territory_uses_the_polygon_not_its_box(
 
 
 def test_router_rejects_unknown_contracts_and_streams_and_inactive_periods(
-        examples: dict[str, Contract], contract_copy: ContractCopy) -> None:
-    later = contract_copy(validity={"start": "2026-07-01T00:00:00Z",
-                                    "end": "2030-01-01T00:00:00Z"})
+    examples: dict[str, Contract], contract_copy: ContractCopy
+) -> None:
+    later = contract_copy(validity={"start": "2026-07-01T00:00:00Z", "end": "2030-01-01T00:00:00Z"})
     router = Router([*examples.values(), later])
     payload = _json(vehicle_event(1))
     kwargs: dict[str, Any] = {"now_ms": NOW_MS, "connector": "http", "source": "req-1"}
     assert router.validate("nope", "vehicle_events", payload, **kwargs) == Rejected(
-        Reason.UNKNOWN_CONTRACT, "", Stage.ROUTE)
+        Reason.UNKNOWN_CONTRACT, "", Stage.ROUTE
+    )
     assert router.validate_json("lyon-micromobility", "nope", payload, **kwargs) == Rejected(
-        Reason.UNKNOWN_STREAM, "", Stage.ROUTE)
+        Reason.UNKNOWN_STREAM, "", Stage.ROUTE
+    )
     inactive = router.validate_json(later.id, "vehicle_events", payload, **kwargs)
     assert inactive == Rejected(Reason.CONTRACT_INACTIVE, "timestamp", Stage.SEMANTIC)
     ok = router.validate_json("lyon-micromobility", "vehicle_events", payload, **kwargs)
@@ -212,9 +290,15 @@ def test_router_rejects_unknown_contracts_and_streams_and_inactive_periods(
 
 def test_dlq_record_keeps_the_payload_and_says_why(mobility: Contract) -> None:
     rejected = Rejected(Reason.MISSING_FIELD, "timestamp", Stage.SCHEMA)
-    key, value, headers = dlq_record(b"payload", rejected, contract=mobility,
-                                     stream="vehicle_events", connector="kafka",
-                                     source="ingest.x.y/2/40", now_ms=NOW_MS)
+    key, value, headers = dlq_record(
+        b"payload",
+        rejected,
+        contract=mobility,
+        stream="vehicle_events",
+        connector="kafka",
+        source="ingest.x.y/2/40",
+        now_ms=NOW_MS,
+    )
     assert key is None and value == b"payload"
     assert dict(headers) == {
         "respublica.reason": b"MISSING_FIELD",
@@ -231,14 +315,23 @@ def test_dlq_record_keeps_the_payload_and_says_why(mobility: Contract) -> None:
 
 def _sentinel_payloads(validator: StreamValidator) -> list[bytes]:
     """Bad payloads of every kind, each carrying the sentinels in its values."""
-    base = vehicle_event(9, event_id=SENTINEL + "-e", vehicle_id=SENTINEL + "-v",
-                         provider_id=SENTINEL, lat=SENTINEL_LAT)
+    base = vehicle_event(
+        9,
+        event_id=SENTINEL + "-e",
+        vehicle_id=SENTINEL + "-v",
+        provider_id=SENTINEL,
+        lat=SENTINEL_LAT,
+    )
     payloads = [case() for _, case, _, _ in JSON_CASES]
     payloads = [p.replace(b"evt-00000001", SENTINEL.encode()) for p in payloads]
     variants = [
-        {**base, "vehicle_type": 7}, {**base, "lat": SENTINEL}, {**base, "lat": 91.0},
-        {**base, "timestamp": NOW_MS + 9 * MINUTE}, {**base, SENTINEL: SENTINEL},
-        {k: v for k, v in base.items() if k != "lon"}, {**base, "lon": 2.35},
+        {**base, "vehicle_type": 7},
+        {**base, "lat": SENTINEL},
+        {**base, "lat": 91.0},
+        {**base, "timestamp": NOW_MS + 9 * MINUTE},
+        {**base, SENTINEL: SENTINEL},
+        {k: v for k, v in base.items() if k != "lon"},
+        {**base, "lon": 2.35},
     ]
     payloads += [_json(v) for v in variants]
     payloads += [_json(base).replace(SENTINEL.encode(), SENTINEL.encode() + b"\xff")]
@@ -249,18 +342,31 @@ def _sentinel_payloads(validator: StreamValidator) -> list[bytes]:
 
 
 def test_no_value_reaches_a_rejection_header_or_log(
-        vehicle_validator: StreamValidator, mobility: Contract,
-        caplog: pytest.LogCaptureFixture) -> None:
+    vehicle_validator: StreamValidator, mobility: Contract, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
-    outcomes = [vehicle_validator.validate(p, now_ms=NOW_MS, connector="t", source="s")
-                for p in _sentinel_payloads(vehicle_validator)]
+    outcomes = [
+        vehicle_validator.validate(p, now_ms=NOW_MS, connector="t", source="s")
+        for p in _sentinel_payloads(vehicle_validator)
+    ]
     rejected = [o for o in outcomes if isinstance(o, Rejected)]
     assert len(rejected) >= 40 and {r.reason for r in rejected} >= {
-        Reason.DUPLICATE_EVENT, Reason.WRONG_TYPE, Reason.INVALID_UTF8, Reason.UNKNOWN_FIELD}
+        Reason.DUPLICATE_EVENT,
+        Reason.WRONG_TYPE,
+        Reason.INVALID_UTF8,
+        Reason.UNKNOWN_FIELD,
+    }
     texts = [repr(r) + r.describe() for r in rejected]
     for r in rejected:
-        key, _, headers = dlq_record(b"x", r, contract=mobility, stream="vehicle_events",
-                                     connector="t", source="s", now_ms=NOW_MS)
+        key, _, headers = dlq_record(
+            b"x",
+            r,
+            contract=mobility,
+            stream="vehicle_events",
+            connector="t",
+            source="s",
+            now_ms=NOW_MS,
+        )
         texts += [repr(key)] + [repr(v) + k for k, v in headers]
     texts += [rec.getMessage() for rec in caplog.records]
     blob = "\n".join(texts)
@@ -268,14 +374,20 @@ def test_no_value_reaches_a_rejection_header_or_log(
 
 
 def test_conformer_converts_json_ints_for_doubles_and_checks_nested_types() -> None:
-    schema = {"type": "record", "name": "R", "fields": [
-        {"name": "x", "type": "double"},
-        {"name": "f", "type": "float"},
-        {"name": "tags", "type": {"type": "array", "items": "string"}},
-        {"name": "kind", "type": {"type": "enum", "name": "K", "symbols": ["a", "b"]}},
-        {"name": "inner", "type": {"type": "record", "name": "I",
-                                   "fields": [{"name": "n", "type": "long"}]}},
-    ]}
+    schema = {
+        "type": "record",
+        "name": "R",
+        "fields": [
+            {"name": "x", "type": "double"},
+            {"name": "f", "type": "float"},
+            {"name": "tags", "type": {"type": "array", "items": "string"}},
+            {"name": "kind", "type": {"type": "enum", "name": "K", "symbols": ["a", "b"]}},
+            {
+                "name": "inner",
+                "type": {"type": "record", "name": "I", "fields": [{"name": "n", "type": "long"}]},
+            },
+        ],
+    }
     conform = record_conformer(schema)
     ok = conform({"x": 3, "f": 1.5, "tags": ["t"], "kind": "a", "inner": {"n": 1}})
     assert ok["x"] == 3.0 and type(ok["x"]) is float
@@ -320,8 +432,10 @@ def test_duplicate_filter_forgets_ids_of_unwritten_events() -> None:
 
 
 def test_a_bug_on_one_payload_is_an_internal_rejection_logged_by_type_only(
-        vehicle_validator: StreamValidator, caplog: pytest.LogCaptureFixture,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    vehicle_validator: StreamValidator,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     def broken(record: Any) -> Any:
         raise RuntimeError(SENTINEL)
 

@@ -50,8 +50,9 @@ def _is_type(value: Any, expected: str) -> bool:
 
 
 def _object_violations(value: dict[str, Any], schema: Schema, path: str) -> list[str]:
-    problems = [f"{path}: missing {key!r}" for key in schema.get("required", ())
-                if key not in value]
+    problems = [
+        f"{path}: missing {key!r}" for key in schema.get("required", ()) if key not in value
+    ]
     properties: dict[str, Schema] = schema.get("properties", {})
     other: Schema | None = schema.get("additionalProperties")
     for key, item in value.items():

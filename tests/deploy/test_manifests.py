@@ -78,11 +78,22 @@ def _ids(pairs: list[tuple[str, dict[str, Any]]]) -> list[str]:
 
 NAME = {"type": "string", "pattern": r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"}
 LABELS = {"type": "object", "additionalProperties": {"type": "string"}}
-METADATA = {"type": "object", "required": ["name", "namespace", "labels"],
-            "properties": {"name": NAME, "namespace": {"const": "respublica"}, "labels": LABELS}}
-PROBE = {"type": "object", "required": ["httpGet"],
-         "properties": {"httpGet": {"type": "object", "required": ["path", "port"],
-                                    "properties": {"path": {"const": "/healthz"}}}}}
+METADATA = {
+    "type": "object",
+    "required": ["name", "namespace", "labels"],
+    "properties": {"name": NAME, "namespace": {"const": "respublica"}, "labels": LABELS},
+}
+PROBE = {
+    "type": "object",
+    "required": ["httpGet"],
+    "properties": {
+        "httpGet": {
+            "type": "object",
+            "required": ["path", "port"],
+            "properties": {"path": {"const": "/healthz"}},
+        }
+    },
+}
 QUANTITIES = {"type": "object", "required": ["cpu", "memory"]}
 CONTAINER: Schema = {
     "type": "object",
@@ -91,22 +102,35 @@ CONTAINER: Schema = {
         "name": NAME,
         "image": {"type": "string", "pattern": r"respublica:[\w.-]+"},
         "args": {"type": "array", "minItems": 1, "items": {"type": "string"}},
-        "resources": {"type": "object", "required": ["requests", "limits"],
-                      "properties": {"requests": QUANTITIES, "limits": QUANTITIES}},
+        "resources": {
+            "type": "object",
+            "required": ["requests", "limits"],
+            "properties": {"requests": QUANTITIES, "limits": QUANTITIES},
+        },
         "securityContext": {
             "type": "object",
             "required": ["allowPrivilegeEscalation", "readOnlyRootFilesystem", "capabilities"],
-            "properties": {"allowPrivilegeEscalation": {"const": False},
-                           "readOnlyRootFilesystem": {"const": True},
-                           "capabilities": {"type": "object", "required": ["drop"],
-                                            "properties": {"drop": {"const": ["ALL"]}}}}},
+            "properties": {
+                "allowPrivilegeEscalation": {"const": False},
+                "readOnlyRootFilesystem": {"const": True},
+                "capabilities": {
+                    "type": "object",
+                    "required": ["drop"],
+                    "properties": {"drop": {"const": ["ALL"]}},
+                },
+            },
+        },
     },
 }
 LONG_RUNNING_CONTAINER: Schema = {
     **CONTAINER,
     "required": [*CONTAINER["required"], "ports", "readinessProbe", "livenessProbe"],
-    "properties": {**CONTAINER["properties"], "readinessProbe": PROBE, "livenessProbe": PROBE,
-                   "startupProbe": PROBE},
+    "properties": {
+        **CONTAINER["properties"],
+        "readinessProbe": PROBE,
+        "livenessProbe": PROBE,
+        "startupProbe": PROBE,
+    },
 }
 
 
@@ -117,10 +141,14 @@ def _pod_spec(container: Schema, **extra: Schema) -> Schema:
         "properties": {
             "automountServiceAccountToken": {"const": False},
             "securityContext": {
-                "type": "object", "required": ["runAsNonRoot", "runAsUser", "seccompProfile"],
-                "properties": {"runAsNonRoot": {"const": True},
-                               "runAsUser": {"type": "integer", "minimum": 1},
-                               "seccompProfile": {"const": {"type": "RuntimeDefault"}}}},
+                "type": "object",
+                "required": ["runAsNonRoot", "runAsUser", "seccompProfile"],
+                "properties": {
+                    "runAsNonRoot": {"const": True},
+                    "runAsUser": {"type": "integer", "minimum": 1},
+                    "seccompProfile": {"const": {"type": "RuntimeDefault"}},
+                },
+            },
             "containers": {"type": "array", "minItems": 1, "items": container},
             **extra,
         },
@@ -128,47 +156,101 @@ def _pod_spec(container: Schema, **extra: Schema) -> Schema:
 
 
 def _workload(spec: Schema) -> Schema:
-    return {"type": "object", "required": ["metadata", "spec"],
-            "properties": {"metadata": METADATA, "spec": spec}}
+    return {
+        "type": "object",
+        "required": ["metadata", "spec"],
+        "properties": {"metadata": METADATA, "spec": spec},
+    }
 
 
 SCHEMAS: dict[str, Schema] = {
-    "Namespace": {"type": "object", "required": ["metadata"],
-                  "properties": {"metadata": {"type": "object", "required": ["name"],
-                                              "properties": {"name": {"const": "respublica"}}}}},
-    "ConfigMap": {"type": "object", "required": ["metadata", "data"],
-                  "properties": {"metadata": METADATA,
-                                 "data": {"type": "object", "additionalProperties":
-                                          {"type": "string"}}}},
-    "Secret": {"type": "object", "required": ["metadata", "stringData"],
-               "properties": {"metadata": METADATA, "type": {"const": "Opaque"}}},
-    "Service": {"type": "object", "required": ["metadata", "spec"],
-                "properties": {"metadata": METADATA, "spec": {
-                    "type": "object", "required": ["selector", "ports"],
-                    "properties": {"ports": {"type": "array", "minItems": 1, "items": {
-                        "type": "object", "required": ["name", "port", "targetPort"]}}}}}},
-    "Deployment": _workload({
-        "type": "object", "required": ["replicas", "selector", "template"],
+    "Namespace": {
+        "type": "object",
+        "required": ["metadata"],
         "properties": {
-            "replicas": {"type": "integer", "minimum": 1},
-            "selector": {"type": "object", "required": ["matchLabels"]},
-            "template": {"type": "object", "required": ["metadata", "spec"],
-                         "properties": {"spec": _pod_spec(LONG_RUNNING_CONTAINER)}},
+            "metadata": {
+                "type": "object",
+                "required": ["name"],
+                "properties": {"name": {"const": "respublica"}},
+            }
         },
-    }),
-    "Job": _workload({
-        "type": "object", "required": ["backoffLimit", "template"],
-        "properties": {"template": {
-            "type": "object", "required": ["metadata", "spec"],
-            "properties": {"spec": _pod_spec(
-                CONTAINER, restartPolicy={"enum": ["Never", "OnFailure"]})}}},
-    }),
-    "Kustomization": {"type": "object", "required": ["resources"],
-                      "properties": {"resources": {"type": "array", "items": {"type": "string"}}}},
+    },
+    "ConfigMap": {
+        "type": "object",
+        "required": ["metadata", "data"],
+        "properties": {
+            "metadata": METADATA,
+            "data": {"type": "object", "additionalProperties": {"type": "string"}},
+        },
+    },
+    "Secret": {
+        "type": "object",
+        "required": ["metadata", "stringData"],
+        "properties": {"metadata": METADATA, "type": {"const": "Opaque"}},
+    },
+    "Service": {
+        "type": "object",
+        "required": ["metadata", "spec"],
+        "properties": {
+            "metadata": METADATA,
+            "spec": {
+                "type": "object",
+                "required": ["selector", "ports"],
+                "properties": {
+                    "ports": {
+                        "type": "array",
+                        "minItems": 1,
+                        "items": {"type": "object", "required": ["name", "port", "targetPort"]},
+                    }
+                },
+            },
+        },
+    },
+    "Deployment": _workload(
+        {
+            "type": "object",
+            "required": ["replicas", "selector", "template"],
+            "properties": {
+                "replicas": {"type": "integer", "minimum": 1},
+                "selector": {"type": "object", "required": ["matchLabels"]},
+                "template": {
+                    "type": "object",
+                    "required": ["metadata", "spec"],
+                    "properties": {"spec": _pod_spec(LONG_RUNNING_CONTAINER)},
+                },
+            },
+        }
+    ),
+    "Job": _workload(
+        {
+            "type": "object",
+            "required": ["backoffLimit", "template"],
+            "properties": {
+                "template": {
+                    "type": "object",
+                    "required": ["metadata", "spec"],
+                    "properties": {
+                        "spec": _pod_spec(CONTAINER, restartPolicy={"enum": ["Never", "OnFailure"]})
+                    },
+                }
+            },
+        }
+    ),
+    "Kustomization": {
+        "type": "object",
+        "required": ["resources"],
+        "properties": {"resources": {"type": "array", "items": {"type": "string"}}},
+    },
 }
-API_VERSIONS = {"Namespace": "v1", "ConfigMap": "v1", "Secret": "v1", "Service": "v1",
-                "Deployment": "apps/v1", "Job": "batch/v1",
-                "Kustomization": "kustomize.config.k8s.io/v1beta1"}
+API_VERSIONS = {
+    "Namespace": "v1",
+    "ConfigMap": "v1",
+    "Secret": "v1",
+    "Service": "v1",
+    "Deployment": "apps/v1",
+    "Job": "batch/v1",
+    "Kustomization": "kustomize.config.k8s.io/v1beta1",
+}
 
 
 # ------------------------------------------------------------------ every file parses
@@ -195,11 +277,28 @@ def test_manifest_matches_its_schema(name: str, doc: dict[str, Any]) -> None:
 def test_schema_check_catches_an_unhardened_deployment() -> None:
     deployment = _objects("Deployment")[0]
     container = deployment["spec"]["template"]["spec"]["containers"][0]
-    broken = {**deployment, "spec": {**deployment["spec"], "template": {
-        "metadata": {}, "spec": {**deployment["spec"]["template"]["spec"], "containers": [
-            {**container, "securityContext": {**container["securityContext"],
-                                              "readOnlyRootFilesystem": False},
-             "readinessProbe": None}]}}}}
+    broken = {
+        **deployment,
+        "spec": {
+            **deployment["spec"],
+            "template": {
+                "metadata": {},
+                "spec": {
+                    **deployment["spec"]["template"]["spec"],
+                    "containers": [
+                        {
+                            **container,
+                            "securityContext": {
+                                **container["securityContext"],
+                                "readOnlyRootFilesystem": False,
+                            },
+                            "readinessProbe": None,
+                        }
+                    ],
+                },
+            },
+        },
+    }
     found = violations(broken, SCHEMAS["Deployment"])
     assert any("readOnlyRootFilesystem: must be True" in v for v in found)
     assert any("readinessProbe: expected object" in v for v in found)
@@ -208,16 +307,14 @@ def test_schema_check_catches_an_unhardened_deployment() -> None:
 # ------------------------------------------------------------------ workloads
 
 
-@pytest.mark.parametrize("deployment", _objects("Deployment"),
-                         ids=lambda d: d["metadata"]["name"])
+@pytest.mark.parametrize("deployment", _objects("Deployment"), ids=lambda d: d["metadata"]["name"])
 def test_deployment_selector_matches_its_template_labels(deployment: dict[str, Any]) -> None:
     selector = deployment["spec"]["selector"]["matchLabels"]
     labels = deployment["spec"]["template"]["metadata"]["labels"]
     assert selector and selector.items() <= labels.items()
 
 
-@pytest.mark.parametrize("deployment", _objects("Deployment"),
-                         ids=lambda d: d["metadata"]["name"])
+@pytest.mark.parametrize("deployment", _objects("Deployment"), ids=lambda d: d["metadata"]["name"])
 def test_probes_and_scrape_annotations_use_declared_ports(deployment: dict[str, Any]) -> None:
     template = deployment["spec"]["template"]
     container = template["spec"]["containers"][0]
@@ -243,11 +340,13 @@ def test_workers_run_two_replicas_with_health_on_6066_and_the_master_key() -> No
 
 
 def test_each_component_runs_its_subcommand() -> None:
-    args = {name: template["spec"]["containers"][0]["args"]
-            for name, template in _pod_templates()}
+    args = {name: template["spec"]["containers"][0]["args"] for name, template in _pod_templates()}
     assert {name: command[0] for name, command in args.items()} == {
-        "respublica-apply": "apply", "respublica-gateway": "gateway",
-        "respublica-validator": "validator", "respublica-worker": "worker"}
+        "respublica-apply": "apply",
+        "respublica-gateway": "gateway",
+        "respublica-validator": "validator",
+        "respublica-worker": "worker",
+    }
     # The validator serves no metrics unless asked to; Prometheus and the probes need them.
     assert args["respublica-validator"][1:] == ["--metrics-port", "6066"]
 
@@ -255,8 +354,11 @@ def test_each_component_runs_its_subcommand() -> None:
 @pytest.mark.parametrize("service", _objects("Service"), ids=lambda s: s["metadata"]["name"])
 def test_service_selects_a_deployment_and_its_named_port(service: dict[str, Any]) -> None:
     selector = service["spec"]["selector"].items()
-    matching = [d for d in _objects("Deployment")
-                if selector <= d["spec"]["template"]["metadata"]["labels"].items()]
+    matching = [
+        d
+        for d in _objects("Deployment")
+        if selector <= d["spec"]["template"]["metadata"]["labels"].items()
+    ]
     assert len(matching) == 1, "a Service must select exactly one Deployment's pods"
     container = matching[0]["spec"]["template"]["spec"]["containers"][0]
     names = {p["name"] for p in container["ports"]}
@@ -302,11 +404,15 @@ def test_secret_template_holds_only_the_placeholder() -> None:
 
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed")
 def test_kustomize_builds_every_listed_object() -> None:
-    built = subprocess.run(["kubectl", "kustomize", str(K8S)], capture_output=True, text=True,
-                           check=True, timeout=60).stdout
+    built = subprocess.run(
+        ["kubectl", "kustomize", str(K8S)], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
     kinds = sorted(doc["kind"] for doc in yaml.safe_load_all(built) if doc)
-    expected = sorted(doc["kind"] for name, doc in _manifests()
-                      if doc["kind"] != "Kustomization" and name != SECRET_TEMPLATE)
+    expected = sorted(
+        doc["kind"]
+        for name, doc in _manifests()
+        if doc["kind"] != "Kustomization" and name != SECRET_TEMPLATE
+    )
     assert kinds == expected
 
 
@@ -316,17 +422,22 @@ def test_kustomize_builds_every_listed_object() -> None:
 def test_contracts_configmap_is_up_to_date() -> None:
     current = (K8S / "configmap-contracts.yaml").read_text(encoding="utf-8")
     assert current == render.render(render.collect()), (
-        "contracts changed: run python deploy/k8s/render_configmap.py")
+        "contracts changed: run python deploy/k8s/render_configmap.py"
+    )
 
 
 def test_configmap_holds_every_contract_schema_and_zone_file() -> None:
     (configmap,) = _docs(K8S / "configmap-contracts.yaml")
-    expected = {render.key_for(f"examples/{p.relative_to(REPO / 'contracts/examples')}")
-                for p in (REPO / "contracts/examples").rglob("*") if p.is_file()}
+    expected = {
+        render.key_for(f"examples/{p.relative_to(REPO / 'contracts/examples')}")
+        for p in (REPO / "contracts/examples").rglob("*")
+        if p.is_file()
+    }
     expected |= {f"schemas--{p.name}" for p in (REPO / "contracts/schemas").glob("*.avsc")}
     assert set(configmap["data"]) == expected
     assert configmap["data"]["examples--rentals.yaml"] == (
-        REPO / "contracts/examples/rentals.yaml").read_text(encoding="utf-8")
+        REPO / "contracts/examples/rentals.yaml"
+    ).read_text(encoding="utf-8")
 
 
 def test_render_check_mode_flags_a_stale_file(tmp_path: Path) -> None:
@@ -342,15 +453,18 @@ def test_render_refuses_keys_that_collide() -> None:
         render.items({"examples/a/b.yaml": "", "examples--a/b.yaml": ""})
 
 
-@pytest.mark.parametrize(("name", "template"), list(_pod_templates()),
-                         ids=[n for n, _ in _pod_templates()])
-def test_pods_mount_the_contracts_at_their_relative_paths(name: str,
-                                                          template: dict[str, Any]) -> None:
+@pytest.mark.parametrize(
+    ("name", "template"), list(_pod_templates()), ids=[n for n, _ in _pod_templates()]
+)
+def test_pods_mount_the_contracts_at_their_relative_paths(
+    name: str, template: dict[str, Any]
+) -> None:
     spec = template["spec"]
     (volume,) = [v for v in spec["volumes"] if v["name"] == "contracts"]
     assert volume["configMap"]["name"] == render.CONFIGMAP_NAME
     assert volume["configMap"]["items"] == render.items(render.collect()), (
-        "volume items are stale: python deploy/k8s/render_configmap.py --items")
+        "volume items are stale: python deploy/k8s/render_configmap.py --items"
+    )
     mounts = {m["name"]: m for m in spec["containers"][0]["volumeMounts"]}
     assert mounts["contracts"]["mountPath"] == render.MOUNT_PATH
     assert mounts["contracts"]["readOnly"] is True
@@ -358,8 +472,9 @@ def test_pods_mount_the_contracts_at_their_relative_paths(name: str,
 
 def test_contracts_load_from_the_layout_the_pods_see(tmp_path: Path) -> None:
     (configmap,) = _docs(K8S / "configmap-contracts.yaml")
-    (settings,) = [c for c in _objects("ConfigMap")
-                   if c["metadata"]["name"] != render.CONFIGMAP_NAME]
+    (settings,) = [
+        c for c in _objects("ConfigMap") if c["metadata"]["name"] != render.CONFIGMAP_NAME
+    ]
     for item in render.items(render.collect()):
         target = tmp_path / item["path"]
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -367,8 +482,11 @@ def test_contracts_load_from_the_layout_the_pods_see(tmp_path: Path) -> None:
     contracts_dir = Path(settings["data"]["RESPUBLICA_CONTRACTS"])
     local = tmp_path / contracts_dir.relative_to(render.MOUNT_PATH)
     loaded = load_contracts([local], now=NOW)
-    assert sorted(c.id for c in loaded) == ["bordeaux-navigation", "lyon-micromobility",
-                                            "paris-str"]
+    assert sorted(c.id for c in loaded) == [
+        "bordeaux-navigation",
+        "lyon-micromobility",
+        "paris-str",
+    ]
 
 
 # ------------------------------------------------------------------ image
@@ -382,7 +500,7 @@ def test_dockerfile_builds_a_small_non_root_image_with_the_cli_entrypoint() -> N
     (user,) = [line for line in lines if line.startswith("USER ")]
     uid = user.split()[1].split(":")[0]
     assert uid.isdigit() and int(uid) > 0, "run as a numeric non-root uid (runAsNonRoot)"
-    (workdir,) = [line for line in lines[lines.index(froms[-1]):] if line.startswith("WORKDIR ")]
+    (workdir,) = [line for line in lines[lines.index(froms[-1]) :] if line.startswith("WORKDIR ")]
     for _, template in _pod_templates():
         mounts = {m["mountPath"] for m in template["spec"]["containers"][0]["volumeMounts"]}
         assert workdir.split()[1] in mounts, "the working directory must be writable"

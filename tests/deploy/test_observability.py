@@ -31,7 +31,8 @@ ALL_INTERFACES = "0.0.0.0"  # noqa: S104 (containers must listen on their networ
 # The compliance metrics the dashboard may use: exported name -> label names (histograms add
 # ``le``). The same as docs/metrics.md; a test checks them against broker/metrics.py.
 METRICS: dict[str, frozenset[str]] = {
-    name: frozenset(labels.split()) for name, labels in {
+    name: frozenset(labels.split())
+    for name, labels in {
         "respublica_events_ingested_total": "contract stream source",
         "respublica_events_rejected_total": "contract stream reason",
         "respublica_events_late_total": "contract view",
@@ -52,8 +53,9 @@ METRICS: dict[str, frozenset[str]] = {
         "respublica_consumer_lag": "contract topic",
     }.items()
 }
-HISTOGRAMS = frozenset({"respublica_window_release_delay_seconds",
-                        "respublica_end_to_end_latency_seconds"})
+HISTOGRAMS = frozenset(
+    {"respublica_window_release_delay_seconds", "respublica_end_to_end_latency_seconds"}
+)
 METRIC_NAME = re.compile(r"\brespublica_[a-z0-9_]+")
 SELECTOR = re.compile(r"\b(respublica_[a-z0-9_]+)\{([^}]*)\}")
 MATCHER = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*(?:=~|!~|!=|=)")
@@ -82,8 +84,9 @@ def _panels() -> list[dict[str, Any]]:
 
 def _exprs() -> list[str]:
     exprs = [t["expr"] for p in _panels() for t in p["targets"]]
-    return exprs + [v["definition"] for v in _dashboard()["templating"]["list"]
-                    if v["type"] == "query"]
+    return exprs + [
+        v["definition"] for v in _dashboard()["templating"]["list"] if v["type"] == "query"
+    ]
 
 
 def _metric(name: str) -> str:
@@ -147,8 +150,10 @@ def test_compose_references_only_existing_files() -> None:
 def test_compose_mounts_contracts_with_their_relative_layout() -> None:
     for name in APP_SERVICES:
         mounts = dict(v.split(":")[:2] for v in _service(name)["volumes"])
-        assert mounts == {"../contracts/examples": "/etc/respublica/contracts/examples",
-                          "../contracts/schemas": "/etc/respublica/contracts/schemas"}
+        assert mounts == {
+            "../contracts/examples": "/etc/respublica/contracts/examples",
+            "../contracts/schemas": "/etc/respublica/contracts/schemas",
+        }
         assert _environment(name)["RESPUBLICA_CONTRACTS"] == "/etc/respublica/contracts/examples"
 
 
@@ -156,8 +161,9 @@ def test_containers_bootstrap_on_a_listener_advertised_inside_the_network() -> N
     kafka = _environment("kafka")
     advertised = dict(item.split("://") for item in kafka["KAFKA_ADVERTISED_LISTENERS"].split(","))
     listeners = dict(item.split("://") for item in kafka["KAFKA_LISTENERS"].split(","))
-    protocols = dict(item.split(":") for item in kafka["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"]
-                     .split(","))
+    protocols = dict(
+        item.split(":") for item in kafka["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(",")
+    )
     assert set(advertised) <= set(listeners) <= set(protocols)
     # The host keeps 127.0.0.1:9092, on the port compose publishes.
     assert advertised["PLAINTEXT"] == "127.0.0.1:9092"
@@ -170,11 +176,13 @@ def test_containers_bootstrap_on_a_listener_advertised_inside_the_network() -> N
 
 
 def test_compose_never_carries_the_master_key() -> None:
-    keys = {name: _environment(name).get("RESPUBLICA_MASTER_KEY")
-            for name in _compose()["services"]}
+    keys = {
+        name: _environment(name).get("RESPUBLICA_MASTER_KEY") for name in _compose()["services"]
+    }
     # Only the workers get it, and only from the caller's environment or --env-file.
     assert {name: key for name, key in keys.items() if key is not None} == {
-        "worker": "${RESPUBLICA_MASTER_KEY:-}"}
+        "worker": "${RESPUBLICA_MASTER_KEY:-}"
+    }
     example = (DEPLOY / "compose.env.example").read_text(encoding="utf-8")
     assert "RESPUBLICA_MASTER_KEY=REPLACE_ME" in example
 
@@ -193,20 +201,29 @@ def test_prometheus_scrapes_gateway_validator_and_every_worker() -> None:
     assert jobs["validator"]["static_configs"][0]["targets"] == ["validator:6066"]
     (workers,) = jobs["worker"]["dns_sd_configs"]
     assert workers == {"names": ["worker"], "type": "A", "port": 6066, "refresh_interval": "15s"}
-    assert all(jobs[name].get("metrics_path", "/metrics") == "/metrics"
-               for name in ("gateway", "validator", "worker"))
+    assert all(
+        jobs[name].get("metrics_path", "/metrics") == "/metrics"
+        for name in ("gateway", "validator", "worker")
+    )
 
 
 def test_prometheus_targets_match_the_kubernetes_ports() -> None:
-    deployments = {doc["metadata"]["name"]: doc for path in (DEPLOY / "k8s").glob("deploy*.yaml")
-                   for doc in yaml.safe_load_all(path.read_text()) if doc}
+    deployments = {
+        doc["metadata"]["name"]: doc
+        for path in (DEPLOY / "k8s").glob("deploy*.yaml")
+        for doc in yaml.safe_load_all(path.read_text())
+        if doc
+    }
     jobs = _scrape_jobs()
-    expected = {"gateway": jobs["gateway"]["static_configs"][0]["targets"][0].split(":")[1],
-                "validator": jobs["validator"]["static_configs"][0]["targets"][0].split(":")[1],
-                "worker": str(jobs["worker"]["dns_sd_configs"][0]["port"])}
+    expected = {
+        "gateway": jobs["gateway"]["static_configs"][0]["targets"][0].split(":")[1],
+        "validator": jobs["validator"]["static_configs"][0]["targets"][0].split(":")[1],
+        "worker": str(jobs["worker"]["dns_sd_configs"][0]["port"]),
+    }
     for component, port in expected.items():
         annotations = deployments[f"respublica-{component}"]["spec"]["template"]["metadata"][
-            "annotations"]
+            "annotations"
+        ]
         assert annotations["prometheus.io/port"] == port, component
 
 
@@ -216,11 +233,13 @@ def test_prometheus_targets_match_the_kubernetes_ports() -> None:
 def test_grafana_provisioning_matches_the_compose_mounts() -> None:
     grafana = dict(v.split(":")[:2] for v in _service("grafana")["volumes"])
     (datasource,) = yaml.safe_load(
-        (DEPLOY / "grafana/provisioning/datasources/prometheus.yml").read_text())["datasources"]
+        (DEPLOY / "grafana/provisioning/datasources/prometheus.yml").read_text()
+    )["datasources"]
     assert datasource["url"] == "http://prometheus:9090" and datasource["type"] == "prometheus"
     assert "127.0.0.1:9090:9090" in _service("prometheus")["ports"]
     (provider,) = yaml.safe_load(
-        (DEPLOY / "grafana/provisioning/dashboards/respublica.yml").read_text())["providers"]
+        (DEPLOY / "grafana/provisioning/dashboards/respublica.yml").read_text()
+    )["providers"]
     assert grafana["./grafana/dashboards"] == provider["options"]["path"]
     assert grafana["./grafana/provisioning"] == "/etc/grafana/provisioning"
     home = _environment("grafana")["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
@@ -244,8 +263,14 @@ def test_dashboard_panels_all_query_prometheus() -> None:
 
 def test_dashboard_has_a_row_per_auditor_question() -> None:
     rows = [p["title"].lower() for p in _dashboard()["panels"] if p["type"] == "row"]
-    for topic in ("reconciliation", "suppression", "differential privacy", "latency", "keys",
-                  "contracts"):
+    for topic in (
+        "reconciliation",
+        "suppression",
+        "differential privacy",
+        "latency",
+        "keys",
+        "contracts",
+    ):
         assert any(topic in row for row in rows), topic
 
 

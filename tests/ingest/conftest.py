@@ -27,15 +27,21 @@ from contracts.copies import example_data, write_contract
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 NOW_MS = int(NOW.timestamp() * 1000)
-TOKENS = {"scootco": "scootco-token-0123456789", "staybnb": "staybnb-token-9876543210",
-          "routely": "routely-token-5555555555"}
+TOKENS = {
+    "scootco": "scootco-token-0123456789",
+    "staybnb": "staybnb-token-9876543210",
+    "routely": "routely-token-5555555555",
+}
 GRANTS = (
-    ProviderGrant(id="scootco", token_sha256=hash_token(TOKENS["scootco"]),
-                  contracts=("lyon-micromobility",)),
-    ProviderGrant(id="staybnb", token_sha256=hash_token(TOKENS["staybnb"]),
-                  contracts=("paris-str",)),
-    ProviderGrant(id="routely", token_sha256=hash_token(TOKENS["routely"]),
-                  contracts=("bordeaux-navigation",)),
+    ProviderGrant(
+        id="scootco", token_sha256=hash_token(TOKENS["scootco"]), contracts=("lyon-micromobility",)
+    ),
+    ProviderGrant(
+        id="staybnb", token_sha256=hash_token(TOKENS["staybnb"]), contracts=("paris-str",)
+    ),
+    ProviderGrant(
+        id="routely", token_sha256=hash_token(TOKENS["routely"]), contracts=("bordeaux-navigation",)
+    ),
 )
 DATA = Path(__file__).parent / "data"
 
@@ -100,14 +106,22 @@ async def gateway_client() -> AsyncIterator[ClientFactory]:
     """``await gateway_client(contracts, writer, **config)`` -> a client of a live gateway."""
     clients: list[TestClient[Any, Any]] = []
 
-    async def make(contracts: Sequence[Contract], writer: Any, *,
-                   grants: Sequence[ProviderGrant] = GRANTS,
-                   clock: Callable[[], int] | None = None,
-                   registry: CollectorRegistry | None = None,
-                   **limits: Any) -> TestClient[Any, Any]:
+    async def make(
+        contracts: Sequence[Contract],
+        writer: Any,
+        *,
+        grants: Sequence[ProviderGrant] = GRANTS,
+        clock: Callable[[], int] | None = None,
+        registry: CollectorRegistry | None = None,
+        **limits: Any,
+    ) -> TestClient[Any, Any]:
         config = GatewayConfig(contracts=tuple(contracts), providers=tuple(grants), **limits)
-        app = make_app(config, writer, clock=clock or (lambda: NOW_MS),
-                       registry=registry or CollectorRegistry())
+        app = make_app(
+            config,
+            writer,
+            clock=clock or (lambda: NOW_MS),
+            registry=registry or CollectorRegistry(),
+        )
         server = TestServer(app, host="127.0.0.1")
         # Runner options go to start_server; the access log must not print request paths.
         await server.start_server(access_log_class=GatewayAccessLogger)
@@ -128,8 +142,14 @@ class ListSink:
         self.records: list[tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]] = []
         self.flushes = 0
 
-    def send(self, topic: str, key: bytes | None, value: bytes,
-             headers: list[tuple[str, bytes]], timestamp_ms: int | None = None) -> None:
+    def send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        headers: list[tuple[str, bytes]],
+        timestamp_ms: int | None = None,
+    ) -> None:
         self.records.append((topic, key, value, list(headers)))
 
     def flush(self) -> None:
@@ -184,5 +204,8 @@ def data_file(name: str) -> bytes:
 def raw_event_ids(sink: ListSink, router: Router, contract_id: str, stream: str) -> list[str]:
     """The event ids of the records a sink received for ``raw.<c>.<s>`` (decoded Avro)."""
     validator = router.validators[(contract_id, stream)]
-    return [decode_body(value, validator.schema.parsed)["event_id"]
-            for topic, _, value, _ in sink.records if topic == validator.raw_topic]
+    return [
+        decode_body(value, validator.schema.parsed)["event_id"]
+        for topic, _, value, _ in sink.records
+        if topic == validator.raw_topic
+    ]

@@ -29,12 +29,28 @@ from contracts import Contract
 from tests.ingest.conftest import DATA, NOW_MS, TOKENS, ClientFactory, MemoryWriter
 
 
-def test_simulate_to_file_is_deterministic(tmp_path: Path,
-                                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_simulate_to_file_is_deterministic(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     first, second = tmp_path / "a.ndjson", tmp_path / "b.ndjson"
     for out in (first, second):
-        assert main(["simulate", "mobility", "--events", "500", "--seed", "9",
-                     "--stream", "trips", "--out", str(out)]) == 0
+        assert (
+            main(
+                [
+                    "simulate",
+                    "mobility",
+                    "--events",
+                    "500",
+                    "--seed",
+                    "9",
+                    "--stream",
+                    "trips",
+                    "--out",
+                    str(out),
+                ]
+            )
+            == 0
+        )
     lines = first.read_bytes().splitlines()
     assert first.read_bytes() == second.read_bytes()
     assert len(lines) == 500 and all("trip_id" in json.loads(line) for line in lines)
@@ -43,16 +59,32 @@ def test_simulate_to_file_is_deterministic(tmp_path: Path,
 
 def test_simulate_mixes_the_bad_share(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "mixed.ndjson"
-    assert main(["simulate", "navigation", "--events", "2000", "--bad-share", "0.1",
-                 "--start", "2026-06-02T08:00:00Z", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "simulate",
+                "navigation",
+                "--events",
+                "2000",
+                "--bad-share",
+                "0.1",
+                "--start",
+                "2026-06-02T08:00:00Z",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     lines = out.read_bytes().splitlines()
     assert 2100 < len(lines) < 2400
     err = capsys.readouterr().err
     assert "malformed_json=" in err and "outside_territory=" in err
 
 
-def test_hash_token_reads_stdin(monkeypatch: pytest.MonkeyPatch,
-                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_hash_token_reads_stdin(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setattr("sys.stdin", io.StringIO("s3cret-token\n"))
     assert main(["gateway", "hash-token"]) == 0
     assert capsys.readouterr().out.strip() == hash_token("s3cret-token")
@@ -62,19 +94,52 @@ def test_hash_token_reads_stdin(monkeypatch: pytest.MonkeyPatch,
 
 
 async def test_replay_pushes_a_file_through_the_gateway(
-        tmp_path: Path, gateway_client: ClientFactory, examples: dict[str, Contract]) -> None:
+    tmp_path: Path, gateway_client: ClientFactory, examples: dict[str, Contract]
+) -> None:
     source = tmp_path / "events.ndjson"
-    assert await asyncio.to_thread(main, [
-        "simulate", "mobility", "--events", "1200", "--stream", "vehicle_events", "--size",
-        "3000", "--start", "2026-06-01T11:57:00Z", "--out", str(source)]) == 0
+    assert (
+        await asyncio.to_thread(
+            main,
+            [
+                "simulate",
+                "mobility",
+                "--events",
+                "1200",
+                "--stream",
+                "vehicle_events",
+                "--size",
+                "3000",
+                "--start",
+                "2026-06-01T11:57:00Z",
+                "--out",
+                str(source),
+            ],
+        )
+        == 0
+    )
     last = max(json.loads(line)["timestamp"] for line in source.read_bytes().splitlines())
     writer = MemoryWriter()
-    client = await gateway_client([examples["lyon-micromobility"]], writer,
-                                  clock=lambda: last + 1000)
+    client = await gateway_client(
+        [examples["lyon-micromobility"]], writer, clock=lambda: last + 1000
+    )
     url = str(client.make_url("/"))
-    code = await asyncio.to_thread(main, [
-        "replay", str(source), "--contract", "lyon-micromobility", "--stream", "vehicle_events",
-        "--to-gateway", url, "--token", TOKENS["scootco"], "--batch", "500"])
+    code = await asyncio.to_thread(
+        main,
+        [
+            "replay",
+            str(source),
+            "--contract",
+            "lyon-micromobility",
+            "--stream",
+            "vehicle_events",
+            "--to-gateway",
+            url,
+            "--token",
+            TOKENS["scootco"],
+            "--batch",
+            "500",
+        ],
+    )
     assert code == 0
     assert len(writer.topic("raw.lyon-micromobility.vehicle_events")) == 1200
     assert writer.topic("dlq.") == []
@@ -82,16 +147,34 @@ async def test_replay_pushes_a_file_through_the_gateway(
 
 @pytest.mark.integration
 def test_simulate_to_kafka_produces_json_to_ingest(
-        contract_copy: Callable[..., Contract], kafka_admin: KafkaAdminClient,
-        kafka_bootstrap: str, consumer_factory: Callable[..., KafkaConsumer],
-        tmp_path: Path) -> None:
+    contract_copy: Callable[..., Contract],
+    kafka_admin: KafkaAdminClient,
+    kafka_bootstrap: str,
+    consumer_factory: Callable[..., KafkaConsumer],
+    tmp_path: Path,
+) -> None:
     contract = contract_copy()
     topic = contract.topic_ingest("trips")
     kafka_admin.create_topics([NewTopic(topic, 2, 1)])
     try:
-        assert main(["simulate", "mobility", "--events", "300", "--stream", "trips",
-                     "--contract", contract.id, "--to-kafka", "--bootstrap",
-                     kafka_bootstrap]) == 0
+        assert (
+            main(
+                [
+                    "simulate",
+                    "mobility",
+                    "--events",
+                    "300",
+                    "--stream",
+                    "trips",
+                    "--contract",
+                    contract.id,
+                    "--to-kafka",
+                    "--bootstrap",
+                    kafka_bootstrap,
+                ]
+            )
+            == 0
+        )
         consumer = consumer_factory(topic)
         records: list[Any] = []
         for _ in range(40):
@@ -108,9 +191,11 @@ def test_simulate_to_kafka_produces_json_to_ingest(
 
 
 async def test_load_generator_reports_rate_and_latency(
-        gateway_client: ClientFactory, examples: dict[str, Contract]) -> None:
-    client = await gateway_client([examples["lyon-micromobility"]], MemoryWriter(),
-                                  clock=lambda: NOW_MS)
+    gateway_client: ClientFactory, examples: dict[str, Contract]
+) -> None:
+    client = await gateway_client(
+        [examples["lyon-micromobility"]], MemoryWriter(), clock=lambda: NOW_MS
+    )
     bodies = render_batches(2000, 500, seed=1)
     bodies = [b.replace(b"1111111111111", str(NOW_MS).encode()) for b in bodies]
     url = str(client.make_url("/v1/contracts/lyon-micromobility/streams/vehicle_events/events"))
@@ -119,8 +204,9 @@ async def test_load_generator_reports_rate_and_latency(
     assert "accepted events/s" in report.render()
 
 
-@pytest.mark.skipif(os.environ.get("RESPUBLICA_BENCH") != "1",
-                    reason="benchmark: set RESPUBLICA_BENCH=1")
+@pytest.mark.skipif(
+    os.environ.get("RESPUBLICA_BENCH") != "1", reason="benchmark: set RESPUBLICA_BENCH=1"
+)
 @pytest.mark.parametrize("kind", ["mobility", "rentals", "navigation"])
 def test_bench_simulator_speed(kind: str) -> None:
     started = time.perf_counter()
@@ -131,16 +217,31 @@ def test_bench_simulator_speed(kind: str) -> None:
 
 @pytest.mark.integration
 def test_connect_rentals_imports_a_file_into_raw_and_dlq(
-        contract_copy: Callable[..., Contract], kafka_admin: KafkaAdminClient,
-        kafka_bootstrap: str, consumer_factory: Callable[..., KafkaConsumer],
-        capsys: pytest.CaptureFixture[str]) -> None:
+    contract_copy: Callable[..., Contract],
+    kafka_admin: KafkaAdminClient,
+    kafka_bootstrap: str,
+    consumer_factory: Callable[..., KafkaConsumer],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     contract = contract_copy("rentals.yaml")
     raw, dlq = contract.topic_raw("activity"), contract.topic_dlq("activity")
     kafka_admin.create_topics([NewTopic(raw, 2, 1), NewTopic(dlq, 1, 1)])
     try:
-        code = main(["connect", "rentals", str(DATA / "rentals_activity.csv"),
-                     "--contract", contract.id, "--contracts", str(contract.source),
-                     "--bootstrap", kafka_bootstrap, "--now", "2026-06-01T12:00:00Z"])
+        code = main(
+            [
+                "connect",
+                "rentals",
+                str(DATA / "rentals_activity.csv"),
+                "--contract",
+                contract.id,
+                "--contracts",
+                str(contract.source),
+                "--bootstrap",
+                kafka_bootstrap,
+                "--now",
+                "2026-06-01T12:00:00Z",
+            ]
+        )
         out = capsys.readouterr()
         assert code == 2  # some rows were rejected
         assert out.out.splitlines()[0] == "row 4: WRONG_TYPE at nights"
@@ -160,10 +261,15 @@ def test_connect_rentals_imports_a_file_into_raw_and_dlq(
         kafka_admin.delete_topics([raw, dlq])
 
 
-@pytest.mark.skipif(os.environ.get("RESPUBLICA_BENCH") != "1",
-                    reason="benchmark: set RESPUBLICA_BENCH=1")
-def test_bench_gateway_throughput(kafka_bootstrap: str, kafka_admin: KafkaAdminClient,
-                                  examples: dict[str, Contract], tmp_path: Path) -> None:
+@pytest.mark.skipif(
+    os.environ.get("RESPUBLICA_BENCH") != "1", reason="benchmark: set RESPUBLICA_BENCH=1"
+)
+def test_bench_gateway_throughput(
+    kafka_bootstrap: str,
+    kafka_admin: KafkaAdminClient,
+    examples: dict[str, Contract],
+    tmp_path: Path,
+) -> None:
     """A gateway process on the session broker, loaded by ``broker.ingest.loadgen``; prints the
     report (no timing assertion). The example contracts' topics are deleted afterwards."""
     created = [s.name for c in examples.values() for s in topics.contract_topics(c)]
@@ -174,21 +280,53 @@ def test_bench_gateway_throughput(kafka_bootstrap: str, kafka_admin: KafkaAdminC
 
 
 def run_gateway_bench(kafka_bootstrap: str, tmp_path: Path) -> None:
-    subprocess.run([sys.executable, "-m", "broker.cli", "apply", "--bootstrap", kafka_bootstrap],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "broker.cli", "apply", "--bootstrap", kafka_bootstrap],
+        check=True,
+        capture_output=True,
+    )
     tokens = tmp_path / "tokens.yaml"
-    tokens.write_text(f"providers:\n  - id: scootco\n    token_sha256: {hash_token('bench')}\n"
-                      "    contracts: [lyon-micromobility]\n")
+    tokens.write_text(
+        f"providers:\n  - id: scootco\n    token_sha256: {hash_token('bench')}\n"
+        "    contracts: [lyon-micromobility]\n"
+    )
     port = free_port()
-    gateway = subprocess.Popen([sys.executable, "-m", "broker.cli", "gateway", "--tokens",
-                                str(tokens), "--bootstrap", kafka_bootstrap, "--port", str(port)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    gateway = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "broker.cli",
+            "gateway",
+            "--tokens",
+            str(tokens),
+            "--bootstrap",
+            kafka_bootstrap,
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_for_port(port)
-        result = subprocess.run([sys.executable, "-m", "broker.ingest.loadgen", "--url",
-                                 f"http://127.0.0.1:{port}", "--token", "bench",
-                                 "--events", "200000", "--concurrency", "8"],
-                                check=True, capture_output=True, text=True)
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "broker.ingest.loadgen",
+                "--url",
+                f"http://127.0.0.1:{port}",
+                "--token",
+                "bench",
+                "--events",
+                "200000",
+                "--concurrency",
+                "8",
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
         print("\n" + result.stdout)
     finally:
         gateway.terminate()

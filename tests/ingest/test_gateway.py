@@ -33,7 +33,8 @@ def mobility(examples: dict[str, Contract]) -> Contract:
 
 
 async def test_json_array_is_accepted_and_written_to_raw(
-        gateway_client: ClientFactory, mobility: Contract) -> None:
+    gateway_client: ClientFactory, mobility: Contract
+) -> None:
     writer = MemoryWriter()
     client = await gateway_client([mobility], writer)
     events = good_events(20)
@@ -47,15 +48,19 @@ async def test_json_array_is_accepted_and_written_to_raw(
 
 
 async def test_ndjson_rejections_name_index_line_reason_and_field(
-        gateway_client: ClientFactory, mobility: Contract) -> None:
+    gateway_client: ClientFactory, mobility: Contract
+) -> None:
     writer = MemoryWriter()
     client = await gateway_client([mobility], writer)
     good = good_events(3)
     missing = dict(good[1])
     del missing["timestamp"]
     lines = [json.dumps(good[0]), "", json.dumps(missing), "{not json", json.dumps(good[2])]
-    response = await client.post(URL, data="\n".join(lines) + "\n", headers={
-        **bearer("scootco"), "Content-Type": "application/x-ndjson"})
+    response = await client.post(
+        URL,
+        data="\n".join(lines) + "\n",
+        headers={**bearer("scootco"), "Content-Type": "application/x-ndjson"},
+    )
     body = await response.json()
     assert response.status == 200
     assert body["accepted"] == 2
@@ -69,15 +74,22 @@ async def test_ndjson_rejections_name_index_line_reason_and_field(
     assert dlq[1].value == b"{not json"
 
 
-@pytest.mark.parametrize(("headers", "status", "code"), [
-    ({}, 401, "UNAUTHENTICATED"),
-    ({"Authorization": "Bearer wrong-token"}, 401, "UNAUTHENTICATED"),
-    ({"Authorization": "Basic c2Nvb3Rjbzp4"}, 401, "UNAUTHENTICATED"),
-    (bearer("staybnb"), 403, "FORBIDDEN"),
-])
+@pytest.mark.parametrize(
+    ("headers", "status", "code"),
+    [
+        ({}, 401, "UNAUTHENTICATED"),
+        ({"Authorization": "Bearer wrong-token"}, 401, "UNAUTHENTICATED"),
+        ({"Authorization": "Basic c2Nvb3Rjbzp4"}, 401, "UNAUTHENTICATED"),
+        (bearer("staybnb"), 403, "FORBIDDEN"),
+    ],
+)
 async def test_tokens_are_checked_and_scoped(
-        gateway_client: ClientFactory, examples: dict[str, Contract],
-        headers: dict[str, str], status: int, code: str) -> None:
+    gateway_client: ClientFactory,
+    examples: dict[str, Contract],
+    headers: dict[str, str],
+    status: int,
+    code: str,
+) -> None:
     writer = MemoryWriter()
     client = await gateway_client(list(examples.values()), writer)
     response = await client.post(URL, json=good_events(2), headers=headers)
@@ -88,29 +100,41 @@ async def test_tokens_are_checked_and_scoped(
         assert response.headers["WWW-Authenticate"].startswith("Bearer")
 
 
-@pytest.mark.parametrize(("url", "code"), [
-    ("/v1/contracts/nowhere/streams/vehicle_events/events", "UNKNOWN_CONTRACT"),
-    ("/v1/contracts/lyon-micromobility/streams/telemetry/events", "UNKNOWN_STREAM"),
-])
+@pytest.mark.parametrize(
+    ("url", "code"),
+    [
+        ("/v1/contracts/nowhere/streams/vehicle_events/events", "UNKNOWN_CONTRACT"),
+        ("/v1/contracts/lyon-micromobility/streams/telemetry/events", "UNKNOWN_STREAM"),
+    ],
+)
 async def test_unknown_contract_or_stream_is_404(
-        gateway_client: ClientFactory, mobility: Contract, url: str, code: str) -> None:
+    gateway_client: ClientFactory, mobility: Contract, url: str, code: str
+) -> None:
     client = await gateway_client([mobility], MemoryWriter())
     response = await client.post(url, json=good_events(1), headers=bearer("scootco"))
     assert response.status == 404
     assert (await response.json())["error"] == code
 
 
-@pytest.mark.parametrize(("data", "content_type", "status", "code"), [
-    (b"{\"a\": 1}", "application/json", 400, "NOT_AN_ARRAY"),
-    (b"[{\"a\": 1}", "application/json", 400, "MALFORMED_JSON"),
-    (b"[\"\xff\"]", "application/json", 400, "INVALID_UTF8"),
-    (b"[NaN]", "application/json", 400, "MALFORMED_JSON"),
-    (b"a,b\n1,2\n", "text/csv", 415, "UNSUPPORTED_MEDIA_TYPE"),
-    (b"[]", "", 415, "UNSUPPORTED_MEDIA_TYPE"),
-])
+@pytest.mark.parametrize(
+    ("data", "content_type", "status", "code"),
+    [
+        (b'{"a": 1}', "application/json", 400, "NOT_AN_ARRAY"),
+        (b'[{"a": 1}', "application/json", 400, "MALFORMED_JSON"),
+        (b'["\xff"]', "application/json", 400, "INVALID_UTF8"),
+        (b"[NaN]", "application/json", 400, "MALFORMED_JSON"),
+        (b"a,b\n1,2\n", "text/csv", 415, "UNSUPPORTED_MEDIA_TYPE"),
+        (b"[]", "", 415, "UNSUPPORTED_MEDIA_TYPE"),
+    ],
+)
 async def test_malformed_bodies_and_media_types(
-        gateway_client: ClientFactory, mobility: Contract, data: bytes, content_type: str,
-        status: int, code: str) -> None:
+    gateway_client: ClientFactory,
+    mobility: Contract,
+    data: bytes,
+    content_type: str,
+    status: int,
+    code: str,
+) -> None:
     client = await gateway_client([mobility], MemoryWriter())
     headers = {**bearer("scootco"), "Content-Type": content_type}
     response = await client.post(URL, data=data, headers=headers)
@@ -119,20 +143,23 @@ async def test_malformed_bodies_and_media_types(
 
 
 async def test_too_large_body_and_batch_are_413(
-        gateway_client: ClientFactory, mobility: Contract) -> None:
+    gateway_client: ClientFactory, mobility: Contract
+) -> None:
     writer = MemoryWriter()
     client = await gateway_client([mobility], writer, max_batch=10, max_body_bytes=20_000)
     response = await client.post(URL, json=good_events(11), headers=bearer("scootco"))
     assert response.status == 413
     assert (await response.json())["error"] == "BATCH_TOO_LARGE"
     big = b"[" + b" " * 30_000 + b"]"
-    response = await client.post(URL, data=big, headers={
-        **bearer("scootco"), "Content-Type": "application/json"})
+    response = await client.post(
+        URL, data=big, headers={**bearer("scootco"), "Content-Type": "application/json"}
+    )
     assert response.status == 413
     assert (await response.json())["error"] == "BODY_TOO_LARGE"
     chunks = (b" " * 1000 for _ in range(40))  # chunked: no Content-Length to check up front
-    response = await client.post(URL, data=_aiter(chunks), headers={
-        **bearer("scootco"), "Content-Type": "application/json"})
+    response = await client.post(
+        URL, data=_aiter(chunks), headers={**bearer("scootco"), "Content-Type": "application/json"}
+    )
     assert response.status == 413
     assert writer.records == []
 
@@ -143,7 +170,8 @@ async def _aiter(chunks: Any) -> Any:
 
 
 async def test_503_when_kafka_fails_and_a_retry_is_not_a_duplicate(
-        gateway_client: ClientFactory, mobility: Contract) -> None:
+    gateway_client: ClientFactory, mobility: Contract
+) -> None:
     writer = MemoryWriter()
     client = await gateway_client([mobility], writer)
     events = good_events(5)
@@ -164,9 +192,11 @@ async def test_503_when_kafka_fails_and_a_retry_is_not_a_duplicate(
 
 
 async def test_503_with_a_real_producer_on_a_dead_port(
-        gateway_client: ClientFactory, mobility: Contract) -> None:
-    writer = KafkaBatchWriter(ProducerSettings("127.0.0.1:1", ack_timeout_s=5.0,
-                                               request_timeout_ms=2000))
+    gateway_client: ClientFactory, mobility: Contract
+) -> None:
+    writer = KafkaBatchWriter(
+        ProducerSettings("127.0.0.1:1", ack_timeout_s=5.0, request_timeout_ms=2000)
+    )
     client = await gateway_client([mobility], writer)
     response = await client.post(URL, json=good_events(3), headers=bearer("scootco"))
     assert response.status == 503
@@ -174,23 +204,29 @@ async def test_503_with_a_real_producer_on_a_dead_port(
 
 
 async def test_metrics_count_by_reason_without_values(
-        gateway_client: ClientFactory, mobility: Contract) -> None:
+    gateway_client: ClientFactory, mobility: Contract
+) -> None:
     registry = CollectorRegistry()
     client = await gateway_client([mobility], MemoryWriter(), registry=registry)
     events = good_events(4)
     events[0] = {**events[0], "lat": 99.0}
     await client.post(URL, json=events, headers=bearer("scootco"))
     text = await (await client.get("/metrics")).text()
-    assert ('respublica_events_ingested_total{contract="lyon-micromobility",'
-            'source="gateway",stream="vehicle_events"} 4.0') in text
-    assert ('respublica_events_rejected_total{contract="lyon-micromobility",'
-            'reason="OUT_OF_RANGE",stream="vehicle_events"} 1.0') in text
+    assert (
+        'respublica_events_ingested_total{contract="lyon-micromobility",'
+        'source="gateway",stream="vehicle_events"} 4.0'
+    ) in text
+    assert (
+        'respublica_events_rejected_total{contract="lyon-micromobility",'
+        'reason="OUT_OF_RANGE",stream="vehicle_events"} 1.0'
+    ) in text
     assert 'respublica_http_request_seconds_count{route="events"} 1.0' in text
     assert 'respublica_http_requests_total{route="events",status="200"} 1.0' in text
 
 
 async def test_metrics_endpoint_exposes_every_documented_metric_and_no_data_value(
-        gateway_client: ClientFactory, mobility: Contract) -> None:
+    gateway_client: ClientFactory, mobility: Contract
+) -> None:
     client = await gateway_client([mobility], MemoryWriter(), registry=CollectorRegistry())
     events = good_events(3)
     sentinel = "SENTINEL-9c4e-vehicle"
@@ -204,8 +240,10 @@ async def test_metrics_endpoint_exposes_every_documented_metric_and_no_data_valu
 
 
 def test_authenticator_finds_the_provider_by_token_hash() -> None:
-    grants = [ProviderGrant(id=f"p{i}", token_sha256=hash_token(f"t{i}"), contracts=("c",))
-              for i in range(3)]
+    grants = [
+        ProviderGrant(id=f"p{i}", token_sha256=hash_token(f"t{i}"), contracts=("c",))
+        for i in range(3)
+    ]
     auth = Authenticator(grants)
     assert auth.provider("Bearer t2") == grants[2]
     assert auth.provider("bearer  t0 ") == grants[0]
@@ -215,13 +253,17 @@ def test_authenticator_finds_the_provider_by_token_hash() -> None:
 
 def test_tokens_file_errors_name_paths_not_values(tmp_path: Any) -> None:
     path = tmp_path / "tokens.yaml"
-    path.write_text("providers:\n  - id: scootco\n    token_sha256: SECRET-NOT-HEX\n"
-                    "    contracts: [lyon-micromobility]\n")
+    path.write_text(
+        "providers:\n  - id: scootco\n    token_sha256: SECRET-NOT-HEX\n"
+        "    contracts: [lyon-micromobility]\n"
+    )
     with pytest.raises(Exception, match=r"providers\.0\.token_sha256") as caught:
         load_tokens(path)
     assert "SECRET" not in str(caught.value)
-    path.write_text(f"providers:\n  - id: scootco\n    token_sha256: {hash_token('x')}\n"
-                    "    contracts: [lyon-micromobility]\n")
+    path.write_text(
+        f"providers:\n  - id: scootco\n    token_sha256: {hash_token('x')}\n"
+        "    contracts: [lyon-micromobility]\n"
+    )
     assert load_tokens(path)[0].contracts == ("lyon-micromobility",)
 
 
@@ -232,8 +274,8 @@ class BrokenWriter(MemoryWriter):
 
 
 async def test_a_bug_is_a_500_without_details(
-        gateway_client: ClientFactory, mobility: Contract,
-        caplog: pytest.LogCaptureFixture) -> None:
+    gateway_client: ClientFactory, mobility: Contract, caplog: pytest.LogCaptureFixture
+) -> None:
     client = await gateway_client([mobility], BrokenWriter())
     response = await client.post(URL, json=good_events(2), headers=bearer("scootco"))
     text = await response.text()

@@ -47,12 +47,14 @@ class Expected:
 
 
 @pytest.fixture
-def applied(kafka_admin: KafkaAdminClient, kafka_bootstrap: str,
-            contract_copy: Callable[..., Contract]) -> Iterator[tuple[Contract, Contract]]:
+def applied(
+    kafka_admin: KafkaAdminClient, kafka_bootstrap: str, contract_copy: Callable[..., Contract]
+) -> Iterator[tuple[Contract, Contract]]:
     """A live copy of the micromobility contract and one not yet in force, with topics."""
     live = contract_copy()
-    future = contract_copy(validity={"start": "2027-01-01T00:00:00Z",
-                                     "end": "2031-01-01T00:00:00Z"})
+    future = contract_copy(
+        validity={"start": "2027-01-01T00:00:00Z", "end": "2031-01-01T00:00:00Z"}
+    )
     with topics.TopicAdmin(kafka_bootstrap) as admin:
         topics.apply(admin, topics.plan(admin, [live, future]))
     yield live, future
@@ -61,10 +63,14 @@ def applied(kafka_admin: KafkaAdminClient, kafka_bootstrap: str,
 
 
 def grant(*contracts: Contract) -> list[ProviderGrant]:
-    return [ProviderGrant(id="scootco", token_sha256=hash_token("tok-good"),
-                          contracts=tuple(c.id for c in contracts)),
-            ProviderGrant(id="other", token_sha256=hash_token("tok-other"),
-                          contracts=("paris-str",))]
+    return [
+        ProviderGrant(
+            id="scootco",
+            token_sha256=hash_token("tok-good"),
+            contracts=tuple(c.id for c in contracts),
+        ),
+        ProviderGrant(id="other", token_sha256=hash_token("tok-other"), contracts=("paris-str",)),
+    ]
 
 
 def planted(record: dict[str, Any], n: int) -> dict[str, Any]:
@@ -107,42 +113,62 @@ async def post_batches(client: Any, contract: Contract, expected: Expected) -> l
 CLOCK = [NOW_MS]
 
 
-async def post(client: Any, contract: Contract, stream: str, batch: list[tuple[bytes, Any]],
-               expected: Expected) -> int:
+async def post(
+    client: Any, contract: Contract, stream: str, batch: list[tuple[bytes, Any]], expected: Expected
+) -> int:
     time_field = contract.stream(stream).event_time
     times = [json.loads(line)[time_field] for line, fault in batch if fault is None]
     CLOCK[0] = max(times) + 1000
     response = await client.post(
         f"/v1/contracts/{contract.id}/streams/{stream}/events",
         data=b"\n".join(line for line, _ in batch),
-        headers={"Authorization": "Bearer tok-good", "Content-Type": "application/x-ndjson"})
+        headers={"Authorization": "Bearer tok-good", "Content-Type": "application/x-ndjson"},
+    )
     text = await response.text()
     expected.bodies.append(text)
     body = json.loads(text)
     bad = [(i, f) for i, (_, f) in enumerate(batch) if f is not None]
-    assert [(r["index"], r["reason"], r["field"]) for r in body["rejected"]] == \
-        [(i, f.reason.value, f.field) for i, f in bad]
+    assert [(r["index"], r["reason"], r["field"]) for r in body["rejected"]] == [
+        (i, f.reason.value, f.field) for i, f in bad
+    ]
     for i, f in bad:
         expected.faults[f"{body['request_id']}#{i}"] = (f.reason.value, f.field)
     return response.status
 
 
-async def whole_request_faults(client: Any, live: Contract, future: Contract,
-                               expected: Expected) -> None:
+async def whole_request_faults(
+    client: Any, live: Contract, future: Contract, expected: Expected
+) -> None:
     """Faults refused as a whole (no record written) or rejected per item (inactive)."""
     line = json.dumps(planted({"timestamp": CLOCK[0]}, 0)).encode()
     auth = {"Authorization": "Bearer tok-good", "Content-Type": "application/x-ndjson"}
     cases = [
         (f"/v1/contracts/{SENTINEL}-c/streams/vehicle_events/events", auth, line, 404),
         (f"/v1/contracts/{live.id}/streams/{SENTINEL}-s/events", auth, line, 404),
-        (f"/v1/contracts/{live.id}/streams/trips/events",
-         {**auth, "Authorization": f"Bearer {SENTINEL}"}, line, 401),
-        (f"/v1/contracts/{live.id}/streams/trips/events",
-         {**auth, "Authorization": "Bearer tok-other"}, line, 403),
-        (f"/v1/contracts/{live.id}/streams/trips/events",
-         {**auth, "Content-Type": "text/plain"}, line, 415),
-        (f"/v1/contracts/{live.id}/streams/trips/events",
-         {**auth, "Content-Type": "application/json"}, b"[" + line, 400),
+        (
+            f"/v1/contracts/{live.id}/streams/trips/events",
+            {**auth, "Authorization": f"Bearer {SENTINEL}"},
+            line,
+            401,
+        ),
+        (
+            f"/v1/contracts/{live.id}/streams/trips/events",
+            {**auth, "Authorization": "Bearer tok-other"},
+            line,
+            403,
+        ),
+        (
+            f"/v1/contracts/{live.id}/streams/trips/events",
+            {**auth, "Content-Type": "text/plain"},
+            line,
+            415,
+        ),
+        (
+            f"/v1/contracts/{live.id}/streams/trips/events",
+            {**auth, "Content-Type": "application/json"},
+            b"[" + line,
+            400,
+        ),
         (f"/v1/contracts/{live.id}/streams/trips/events", auth, line * 100_000, 413),
     ]
     for url, headers, data, status in cases:
@@ -151,11 +177,15 @@ async def whole_request_faults(client: Any, live: Contract, future: Contract,
         assert response.status == status, url
     # A contract not in force at the events' time: every item rejected as CONTRACT_INACTIVE.
     sim = MobilitySimulator(SimOptions(seed=12, start_ms=NOW_MS - 600_000, size=200))
-    inactive = [planted(r.record, i) for i, r in
-                enumerate(take(sim.records(), 50, ["vehicle_events"]))]
+    inactive = [
+        planted(r.record, i) for i, r in enumerate(take(sim.records(), 50, ["vehicle_events"]))
+    ]
     CLOCK[0] = max(r["timestamp"] for r in inactive) + 1000
-    response = await client.post(f"/v1/contracts/{future.id}/streams/vehicle_events/events",
-                                 json=inactive, headers={"Authorization": "Bearer tok-good"})
+    response = await client.post(
+        f"/v1/contracts/{future.id}/streams/vehicle_events/events",
+        json=inactive,
+        headers={"Authorization": "Bearer tok-good"},
+    )
     body = await response.json()
     expected.bodies.append(json.dumps(body))
     assert {r["reason"] for r in body["rejected"]} == {"CONTRACT_INACTIVE"}
@@ -175,9 +205,12 @@ def drain(consumer: KafkaConsumer, want: int, deadline_s: float = 60.0) -> list[
 
 
 async def test_10k_good_1k_bad_through_the_gateway_on_kafka(
-        applied: tuple[Contract, Contract], kafka_bootstrap: str,
-        gateway_client: ClientFactory, consumer_factory: Callable[..., KafkaConsumer],
-        caplog: pytest.LogCaptureFixture) -> None:
+    applied: tuple[Contract, Contract],
+    kafka_bootstrap: str,
+    gateway_client: ClientFactory,
+    consumer_factory: Callable[..., KafkaConsumer],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     # Our own loggers at DEBUG; libraries at INFO (aiokafka's DEBUG dumps produce requests).
     caplog.set_level(logging.INFO)
     for name in ("broker", "connectors"):
@@ -185,9 +218,14 @@ async def test_10k_good_1k_bad_through_the_gateway_on_kafka(
     live, future = applied
     registry = CollectorRegistry()
     writer = KafkaBatchWriter(ProducerSettings(kafka_bootstrap))
-    client = await gateway_client([live, future], writer, grants=grant(live, future),
-                                  clock=lambda: CLOCK[0], registry=registry,
-                                  max_body_bytes=4 * 1024 * 1024)
+    client = await gateway_client(
+        [live, future],
+        writer,
+        grants=grant(live, future),
+        clock=lambda: CLOCK[0],
+        registry=registry,
+        max_body_bytes=4 * 1024 * 1024,
+    )
     expected = Expected()
     statuses = await post_batches(client, live, expected)
     assert set(statuses) == {200}
@@ -201,15 +239,24 @@ async def test_10k_good_1k_bad_through_the_gateway_on_kafka(
     inactive = drain(consumer_factory(future.topic_dlq("vehicle_events")), 50)
     assert [dict(r.headers)[H_REASON] for r in inactive] == [b"CONTRACT_INACTIVE"] * 50
 
-    header_text = " ".join(v.decode("utf-8", "replace")
-                           for r in dlq + inactive for _, v in r.headers)
+    header_text = " ".join(
+        v.decode("utf-8", "replace") for r in dlq + inactive for _, v in r.headers
+    )
     logs = "\n".join(r.getMessage() for r in caplog.records)
-    assert_no_leak({"DLQ headers": header_text, "logs": logs, "metrics": metrics_text,
-                    "responses": "\n".join(expected.bodies)}, expected.values)
+    assert_no_leak(
+        {
+            "DLQ headers": header_text,
+            "logs": logs,
+            "metrics": metrics_text,
+            "responses": "\n".join(expected.bodies),
+        },
+        expected.values,
+    )
 
 
-def check_raw(live: Contract, expected: Expected,
-              consumer_factory: Callable[..., KafkaConsumer]) -> None:
+def check_raw(
+    live: Contract, expected: Expected, consumer_factory: Callable[..., KafkaConsumer]
+) -> None:
     for stream, ids in expected.good_ids.items():
         schema = live.stream(stream).avro_schema
         records = drain(consumer_factory(live.topic_raw(stream)), sum(ids.values()))
@@ -217,8 +264,9 @@ def check_raw(live: Contract, expected: Expected,
         assert seen == ids, f"{stream}: every good event exactly once on raw"
 
 
-def check_dlq(live: Contract, expected: Expected,
-              consumer_factory: Callable[..., KafkaConsumer]) -> list[Any]:
+def check_dlq(
+    live: Contract, expected: Expected, consumer_factory: Callable[..., KafkaConsumer]
+) -> list[Any]:
     consumer = consumer_factory(*(live.topic_dlq(s) for s in expected.good_ids))
     records = drain(consumer, len(expected.faults))
     got = {}

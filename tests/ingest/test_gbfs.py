@@ -29,11 +29,14 @@ def test_v2_3_free_bike_status_parses_free_floating_bikes() -> None:
     snapshot = gbfs.parse_vehicle_feed(json.loads(data_file("gbfs_v2_3_free_bike_status.json")))
     assert (snapshot.version, snapshot.ttl_s, snapshot.skipped) == ("2.3", 30, 1)
     assert snapshot.last_updated_ms == 1_780_315_170_000
-    states = [(v.vehicle_id, v.state, v.last_reported_ms, v.fuel_percent)
-              for v in snapshot.vehicles]
-    assert states == [("ghi799", "available", 1_780_315_150_000, 0.72),
-                      ("jkl012", "reserved", 1_780_315_140_000, None),
-                      ("mno345", "unavailable", 1_780_315_100_000, 0.02)]
+    states = [
+        (v.vehicle_id, v.state, v.last_reported_ms, v.fuel_percent) for v in snapshot.vehicles
+    ]
+    assert states == [
+        ("ghi799", "available", 1_780_315_150_000, 0.72),
+        ("jkl012", "reserved", 1_780_315_140_000, None),
+        ("mno345", "unavailable", 1_780_315_100_000, 0.02),
+    ]
 
 
 def test_v3_vehicle_status_parses_rfc3339_times_and_skips_docked() -> None:
@@ -44,24 +47,33 @@ def test_v3_vehicle_status_parses_rfc3339_times_and_skips_docked() -> None:
     assert snapshot.vehicles[1].state == "reserved"
 
 
-@pytest.mark.parametrize(("name", "expected"), [
-    ("gbfs_v2_3_station_status.json", [("station12", 1, 3, True)]),
-    ("gbfs_v3_station_status.json", [("86", 4, 6, True), ("87", 0, 10, False)]),
-])
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("gbfs_v2_3_station_status.json", [("station12", 1, 3, True)]),
+        ("gbfs_v3_station_status.json", [("86", 4, 6, True), ("87", 0, 10, False)]),
+    ],
+)
 def test_station_status_counts(name: str, expected: list[tuple[str, int, int, bool]]) -> None:
     _, stations = gbfs.parse_station_status(json.loads(data_file(name)))
-    assert [(s.station_id, s.vehicles_available, s.docks_available, s.is_renting)
-            for s in stations] == expected
+    assert [
+        (s.station_id, s.vehicles_available, s.docks_available, s.is_renting) for s in stations
+    ] == expected
 
 
 def test_vehicle_types_and_discovery() -> None:
     types = gbfs.parse_vehicle_types(json.loads(data_file("gbfs_v3_vehicle_types.json")))
-    assert types == {"scooter": ("scooter_standing", "electric"),
-                     "ebike": ("bicycle", "electric_assist")}
+    assert types == {
+        "scooter": ("scooter_standing", "electric"),
+        "ebike": ("bicycle", "electric_assist"),
+    }
     feeds = gbfs.discover_feeds(json.loads(data_file("gbfs_v3_gbfs.json")))
     assert feeds["vehicle_status"] == "{base}/vehicle_status.json"
-    v2 = {"last_updated": 1, "ttl": 0, "data": {"en": {"feeds": [
-        {"name": "free_bike_status", "url": "u"}]}}}
+    v2 = {
+        "last_updated": 1,
+        "ttl": 0,
+        "data": {"en": {"feeds": [{"name": "free_bike_status", "url": "u"}]}},
+    }
     assert gbfs.discover_feeds(v2) == {"free_bike_status": "u"}
 
 
@@ -70,27 +82,35 @@ def emitter(examples: dict[str, Contract], sink: ListSink, clock: Callable[[], i
 
 
 async def test_poller_discovers_feeds_emits_changes_and_honours_ttl(
-        examples: dict[str, Contract], feed_server: Callable[..., Any]) -> None:
+    examples: dict[str, Contract], feed_server: Callable[..., Any]
+) -> None:
     base: list[str] = []
 
     def serve(name: str) -> Callable[[web.Request], Any]:
         async def handler(request: web.Request) -> web.Response:
             text = data_file(name).decode().replace("{base}", base[0])
             return web.Response(text=text, content_type="application/json")
+
         return handler
 
-    base.append(await feed_server({
-        "/gbfs.json": serve("gbfs_v3_gbfs.json"),
-        "/vehicle_status.json": serve("gbfs_v3_vehicle_status.json"),
-        "/vehicle_types.json": serve("gbfs_v3_vehicle_types.json"),
-        "/station_status.json": serve("gbfs_v3_station_status.json"),
-    }))
+    base.append(
+        await feed_server(
+            {
+                "/gbfs.json": serve("gbfs_v3_gbfs.json"),
+                "/vehicle_status.json": serve("gbfs_v3_vehicle_status.json"),
+                "/vehicle_types.json": serve("gbfs_v3_vehicle_types.json"),
+                "/station_status.json": serve("gbfs_v3_station_status.json"),
+            }
+        )
+    )
     sink = ListSink()
     async with ClientSession() as session:
-        poller = GbfsPoller(GbfsSettings(feed_url=f"{base[0]}/gbfs.json", provider_id="p-1",
-                                         min_interval_s=15.0),
-                            aiohttp_fetch(session), emitter(examples, sink, lambda: NOW_MS),
-                            rotation_counter(CollectorRegistry()))
+        poller = GbfsPoller(
+            GbfsSettings(feed_url=f"{base[0]}/gbfs.json", provider_id="p-1", min_interval_s=15.0),
+            aiohttp_fetch(session),
+            emitter(examples, sink, lambda: NOW_MS),
+            rotation_counter(CollectorRegistry()),
+        )
         assert await poller.poll_once() == 15.0  # ttl 0: the minimum interval applies
         assert await poller.poll_once() == 15.0
     raw = sink.topic("raw.")
@@ -98,8 +118,9 @@ async def test_poller_discovers_feeds_emits_changes_and_honours_ttl(
     assert (poller.stats.stations, poller.stats.violations) == (2, 0)
 
 
-async def rotation_run(examples: dict[str, Contract], feed_server: Callable[..., Any],
-                       rotate: bool, version: str) -> tuple[GbfsFeedSimulator, str, ListSink]:
+async def rotation_run(
+    examples: dict[str, Contract], feed_server: Callable[..., Any], rotate: bool, version: str
+) -> tuple[GbfsFeedSimulator, str, ListSink]:
     feed = GbfsFeedSimulator(SimOptions(seed=3, size=60), rotate=rotate, trip_share=0.2)
 
     async def handler(request: web.Request) -> web.Response:
@@ -115,7 +136,9 @@ async def rotation_run(examples: dict[str, Contract], feed_server: Callable[...,
         poller = GbfsPoller(
             GbfsSettings(feed_url=f"{base}/vehicles.json", provider_id="p-1", source="lyon"),
             aiohttp_fetch(session),
-            emitter(examples, sink, lambda: feed.clock_ms), rotation_counter(registry))
+            emitter(examples, sink, lambda: feed.clock_ms),
+            rotation_counter(registry),
+        )
         await run_polls(poller.poll_once, clock, asyncio.Event(), max_polls=30)
     assert clock.slept == [60.0] * 29  # the feed's ttl
     return feed, generate_latest(registry).decode(), sink
@@ -123,13 +146,18 @@ async def rotation_run(examples: dict[str, Contract], feed_server: Callable[...,
 
 @pytest.mark.parametrize("version", ["2.3", "3.0"])
 async def test_rotation_violations_are_counted_never_logged(
-        examples: dict[str, Contract], feed_server: Callable[..., Any], version: str,
-        caplog: pytest.LogCaptureFixture) -> None:
+    examples: dict[str, Contract],
+    feed_server: Callable[..., Any],
+    version: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     caplog.set_level(logging.DEBUG, logger="connectors")
     feed, metrics, sink = await rotation_run(examples, feed_server, rotate=False, version=version)
     assert feed.expected_violations > 20
-    line = ('respublica_gbfs_id_rotation_violations_total{contract="lyon-micromobility",'
-            f'source="lyon"}} {float(feed.expected_violations)}')
+    line = (
+        'respublica_gbfs_id_rotation_violations_total{contract="lyon-micromobility",'
+        f'source="lyon"}} {float(feed.expected_violations)}'
+    )
     assert line in metrics
     ids = feed.vehicle_ids
     text = metrics + caplog.text + "".join(str(h) for r in sink.records for h in r[3])
@@ -138,9 +166,12 @@ async def test_rotation_violations_are_counted_never_logged(
 
 
 async def test_rotating_feed_has_no_violations(
-        examples: dict[str, Contract], feed_server: Callable[..., Any]) -> None:
+    examples: dict[str, Contract], feed_server: Callable[..., Any]
+) -> None:
     feed, metrics, sink = await rotation_run(examples, feed_server, rotate=True, version="3.0")
     assert feed.expected_violations == 0
-    assert 'respublica_gbfs_id_rotation_violations_total{contract="lyon-micromobility",' \
-           'source="lyon"} 0.0' in metrics
+    assert (
+        'respublica_gbfs_id_rotation_violations_total{contract="lyon-micromobility",'
+        'source="lyon"} 0.0' in metrics
+    )
     assert len(sink.topic("raw.")) > 60  # the first listing plus every return from a trip

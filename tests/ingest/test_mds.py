@@ -27,10 +27,20 @@ PAGE = 2
 def test_mds_2_0_events_map_to_vehicle_events() -> None:
     records = [mds.event_record(e, DEFAULTS) for e in EVENTS]
     assert [r["event_type"] for r in records] == [
-        "available", "trip_start", "trip_end", "reserved", "unavailable", "maintenance_pick_up"]
+        "available",
+        "trip_start",
+        "trip_end",
+        "reserved",
+        "unavailable",
+        "maintenance_pick_up",
+    ]
     first = records[1]
     assert (first["vehicle_id"], first["lat"], first["lon"], first["battery_pct"]) == (
-        EVENTS[1]["device_id"], 45.7606, 4.8593, 95)
+        EVENTS[1]["device_id"],
+        45.7606,
+        4.8593,
+        95,
+    )
     assert first["trip_id"] == EVENTS[1]["trip_ids"][0]
     assert first["event_id"] == EVENTS[1]["event_id"]
 
@@ -41,7 +51,9 @@ def test_mds_1_x_status_changes_map_reasons_and_geojson() -> None:
     records = [mds.event_record(i, DEFAULTS) for i in page.items]
     assert page.next_url is None
     assert [(r["event_type"], r["lat"], r["lon"], r["battery_pct"]) for r in records] == [
-        ("trip_start", 45.7606, 4.8593, 95), ("trip_end", 45.7578, 4.832, 91)]
+        ("trip_start", 45.7606, 4.8593, 95),
+        ("trip_end", 45.7578, 4.832, 91),
+    ]
     again = [mds.event_record(i, DEFAULTS)["event_id"] for i in page.items]
     assert again == [r["event_id"] for r in records]  # derived ids are stable
 
@@ -51,8 +63,13 @@ def test_missing_fields_stay_missing_for_the_validator(examples: dict[str, Contr
     record = mds.event_record(item, DEFAULTS)
     assert "timestamp" not in record
     sink = ListSink()
-    emitter = Emitter(Router(examples.values()), "lyon-micromobility", sink=sink,
-                      connector="mds", clock=lambda: NOW_MS)
+    emitter = Emitter(
+        Router(examples.values()),
+        "lyon-micromobility",
+        sink=sink,
+        connector="mds",
+        clock=lambda: NOW_MS,
+    )
     outcome = emitter.emit("vehicle_events", record, "t")
     assert getattr(outcome, "field_path", None) == "timestamp"
 
@@ -69,10 +86,14 @@ class ProviderApi:
         self.requests.append(request.path_qs)
         assert request.headers["Authorization"] == "Bearer mds-secret"
         cursor = int(request.query.get("cursor", "0"))
-        links = {"next": f"{self.base}/events/recent?cursor={cursor + PAGE}"} \
-            if cursor + PAGE < len(EVENTS) else {}
-        return web.json_response({"version": "2.0.0",
-                                  "events": EVENTS[cursor:cursor + PAGE], "links": links})
+        links = (
+            {"next": f"{self.base}/events/recent?cursor={cursor + PAGE}"}
+            if cursor + PAGE < len(EVENTS)
+            else {}
+        )
+        return web.json_response(
+            {"version": "2.0.0", "events": EVENTS[cursor : cursor + PAGE], "links": links}
+        )
 
     async def trips(self, request: web.Request) -> web.Response:
         self.requests.append(request.path_qs)
@@ -87,6 +108,7 @@ class ProviderApi:
                 msg = "connection reset (simulated crash)"
                 raise ConnectorError(msg)
             return await inner(url, headers)
+
         return fetch
 
 
@@ -98,22 +120,28 @@ async def provider(feed_server: Callable[..., Any]) -> ProviderApi:
 
 
 def settings(api: ProviderApi, checkpoint: Path) -> MdsSettings:
-    return MdsSettings(base_url=api.base, token="mds-secret",  # noqa: S106 - a test token
-                       checkpoint=checkpoint, since_ms=NOW_MS - 2 * 3_600_000, lag_ms=0)
+    return MdsSettings(
+        base_url=api.base,
+        token="mds-secret",  # noqa: S106 - a test token
+        checkpoint=checkpoint,
+        since_ms=NOW_MS - 2 * 3_600_000,
+        lag_ms=0,
+    )
 
 
 async def test_pages_are_followed_and_a_restart_resumes_from_the_checkpoint(
-        provider: ProviderApi, examples: dict[str, Contract], tmp_path: Path) -> None:
+    provider: ProviderApi, examples: dict[str, Contract], tmp_path: Path
+) -> None:
     checkpoint = tmp_path / "mds.json"
     clock = FakeClock(NOW_MS + 30_000)
     sink = ListSink()
     router = Router(examples.values())
-    emitter = Emitter(router, "lyon-micromobility", sink=sink, connector="mds",
-                      clock=clock.now_ms)
+    emitter = Emitter(router, "lyon-micromobility", sink=sink, connector="mds", clock=clock.now_ms)
     provider.fail_at = 4
     async with ClientSession() as session:
-        first = MdsPoller(settings(provider, checkpoint), provider.fetch(aiohttp_fetch(session)),
-                          clock, emitter)
+        first = MdsPoller(
+            settings(provider, checkpoint), provider.fetch(aiohttp_fetch(session)), clock, emitter
+        )
         with pytest.raises(ConnectorError):
             await first.poll_once()
         saved = json.loads(checkpoint.read_text())["events"]
@@ -139,18 +167,27 @@ async def test_pages_are_followed_and_a_restart_resumes_from_the_checkpoint(
 
 
 async def test_a_second_poll_reads_only_what_is_new(
-        provider: ProviderApi, examples: dict[str, Contract], tmp_path: Path) -> None:
+    provider: ProviderApi, examples: dict[str, Contract], tmp_path: Path
+) -> None:
     clock = FakeClock(NOW_MS + 30_000)
-    emitter = Emitter(Router(examples.values()), "lyon-micromobility", sink=ListSink(),
-                      connector="mds", clock=clock.now_ms)
+    emitter = Emitter(
+        Router(examples.values()),
+        "lyon-micromobility",
+        sink=ListSink(),
+        connector="mds",
+        clock=clock.now_ms,
+    )
     async with ClientSession() as session:
-        poller = MdsPoller(settings(provider, tmp_path / "c.json"), aiohttp_fetch(session),
-                           clock, emitter)
+        poller = MdsPoller(
+            settings(provider, tmp_path / "c.json"), aiohttp_fetch(session), clock, emitter
+        )
         await poller.poll_once()
         before = len(provider.requests)
         clock.now += 30_000
         await poller.poll_once()
     # The next query starts where the last one ended (this fake provider ignores the range).
-    assert provider.requests[before] == \
-        f"/events/recent?start_time={NOW_MS + 30_000}&end_time={NOW_MS + 60_000}"
+    assert (
+        provider.requests[before]
+        == f"/events/recent?start_time={NOW_MS + 30_000}&end_time={NOW_MS + 60_000}"
+    )
     assert not [r for r in provider.requests[before:] if r.startswith("/trips")]

@@ -31,8 +31,7 @@ def test_same_seed_same_events_other_seed_other_events(kind: str) -> None:
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_records_fit_their_schema_and_territory(kind: str,
-                                                examples: dict[str, Contract]) -> None:
+def test_records_fit_their_schema_and_territory(kind: str, examples: dict[str, Contract]) -> None:
     sim = simulator(kind, SimOptions(seed=1))
     contract = examples[sim.contract_id]
     territory = TerritoryTest(contract.territory)
@@ -48,8 +47,9 @@ def test_records_fit_their_schema_and_territory(kind: str,
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_time_order_per_subject_and_bounded_disorder(kind: str,
-                                                     examples: dict[str, Contract]) -> None:
+def test_time_order_per_subject_and_bounded_disorder(
+    kind: str, examples: dict[str, Contract]
+) -> None:
     sim = simulator(kind, SimOptions(seed=2))
     contract = examples[sim.contract_id]
     last: dict[tuple[str, str], int] = {}
@@ -68,15 +68,17 @@ def test_time_order_per_subject_and_bounded_disorder(kind: str,
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_every_good_record_validates_when_the_clock_follows_the_data(
-        kind: str, examples: dict[str, Contract]) -> None:
+    kind: str, examples: dict[str, Contract]
+) -> None:
     sim = simulator(kind, SimOptions(seed=3))
     router = Router(examples.values())
     now = 0
     rejected: Counter[str] = Counter()
     for stream, record in take(sim.records(), 5000):
         now = max(now, record[examples[sim.contract_id].stream(stream).event_time] + 1000)
-        outcome = router.validate_json(sim.contract_id, stream, record, now_ms=now,
-                                       connector="sim", source="test")
+        outcome = router.validate_json(
+            sim.contract_id, stream, record, now_ms=now, connector="sim", source="test"
+        )
         if isinstance(outcome, Rejected):
             rejected[outcome.describe()] += 1
     assert rejected == Counter()
@@ -84,8 +86,9 @@ def test_every_good_record_validates_when_the_clock_follows_the_data(
 
 @pytest.mark.parametrize("avro", [False, True])
 @pytest.mark.parametrize("kind", KINDS)
-def test_each_fault_gets_its_reason_and_field(kind: str, avro: bool,
-                                              examples: dict[str, Contract]) -> None:
+def test_each_fault_gets_its_reason_and_field(
+    kind: str, avro: bool, examples: dict[str, Contract]
+) -> None:
     sim = simulator(kind, SimOptions(seed=4))
     contract = examples[sim.contract_id]
     router = Router(examples.values())

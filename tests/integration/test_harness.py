@@ -58,8 +58,11 @@ def test_kafka_python_produces_and_aiokafka_reads_in_order(
 
 async def _read_all(bootstrap: str, topic: str, expected: int) -> list[tuple[bytes, int]]:
     consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-        enable_auto_commit=False, group_id=None,
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
     )
     await consumer.start()
     out: list[tuple[bytes, int]] = []
@@ -83,12 +86,19 @@ def test_faust_agent_reads_one_topic_and_writes_another(
 ) -> None:
     source = topic_factory("faust-in")
     sink = topic_factory("faust-out")
-    env = dict(os.environ, ECHO_BROKER=f"kafka://{kafka_bootstrap}", ECHO_SOURCE=source,
-               ECHO_SINK=sink, ECHO_DATADIR=str(tmp_path))
+    env = dict(
+        os.environ,
+        ECHO_BROKER=f"kafka://{kafka_bootstrap}",
+        ECHO_SOURCE=source,
+        ECHO_SINK=sink,
+        ECHO_DATADIR=str(tmp_path),
+    )
     app = Path(__file__).with_name("faust_echo_app.py")
     worker = subprocess.Popen(
         [sys.executable, str(app), "worker", "--loglevel", "warn", "--without-web"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
     try:
         producer = producer_factory()

@@ -14,9 +14,22 @@ from contracts import examples_dir, load_contracts
 
 pytestmark = pytest.mark.unit
 DOC = Path(__file__).resolve().parents[2] / "docs" / "metrics.md"
-ALLOWED_LABELS = {"contract", "stream", "view", "reason", "source", "topic", "period", "route",
-                  "provider", "beneficiary", "version", "policy_hash", "legal_basis",
-                  "status"}
+ALLOWED_LABELS = {
+    "contract",
+    "stream",
+    "view",
+    "reason",
+    "source",
+    "topic",
+    "period",
+    "route",
+    "provider",
+    "beneficiary",
+    "version",
+    "policy_hash",
+    "legal_basis",
+    "status",
+}
 
 
 OPERATIONAL = "## Operational metrics of the worker"

@@ -16,9 +16,15 @@ SECRET = "s3cr3t-Pa55word-never-printed"  # noqa: S105 - a planted value
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("KAFKA_BOOTSTRAP", "RESPUBLICA_KAFKA_BOOTSTRAP", "RESPUBLICA_KAFKA_USERNAME",
-                 "RESPUBLICA_KAFKA_PASSWORD", "RESPUBLICA_KAFKA_SECURITY_PROTOCOL",
-                 "RESPUBLICA_KAFKA_SASL_MECHANISM", "RESPUBLICA_KAFKA_SSL_CAFILE"):
+    for name in (
+        "KAFKA_BOOTSTRAP",
+        "RESPUBLICA_KAFKA_BOOTSTRAP",
+        "RESPUBLICA_KAFKA_USERNAME",
+        "RESPUBLICA_KAFKA_PASSWORD",
+        "RESPUBLICA_KAFKA_SECURITY_PROTOCOL",
+        "RESPUBLICA_KAFKA_SASL_MECHANISM",
+        "RESPUBLICA_KAFKA_SSL_CAFILE",
+    ):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -45,9 +51,15 @@ def test_sources_in_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
 def test_scram_over_tls_renders_for_every_client(tmp_path: Path) -> None:
     ca = tmp_path / "ca.pem"
     ca.write_text("")
-    config = _config(tmp_path, bootstrap="b:9093", security_protocol="SASL_SSL",
-                     sasl_mechanism="SCRAM-SHA-512", username="analyst", password=SECRET,
-                     ssl_cafile="ca.pem")
+    config = _config(
+        tmp_path,
+        bootstrap="b:9093",
+        security_protocol="SASL_SSL",
+        sasl_mechanism="SCRAM-SHA-512",
+        username="analyst",
+        password=SECRET,
+        ssl_cafile="ca.pem",
+    )
     settings = KafkaSettings.load(config)
     assert settings.ssl_cafile == ca.resolve()  # relative to the config file
     kp = settings.kafka_python("audit")
@@ -64,8 +76,7 @@ def test_scram_over_tls_renders_for_every_client(tmp_path: Path) -> None:
 
 
 def test_tls_context_for_aiokafka_and_faust(tmp_path: Path) -> None:
-    settings = KafkaSettings(bootstrap="b:9093", security_protocol="SSL",
-                             ssl_check_hostname=False)
+    settings = KafkaSettings(bootstrap="b:9093", security_protocol="SSL", ssl_check_hostname=False)
     ak = settings.aiokafka("gateway")
     assert isinstance(ak["ssl_context"], ssl.SSLContext)
     assert ak["ssl_context"].check_hostname is False
@@ -76,15 +87,18 @@ def test_tls_context_for_aiokafka_and_faust(tmp_path: Path) -> None:
 
 def test_plaintext_renders_no_security_keys() -> None:
     settings = KafkaSettings(bootstrap="a:1,b:2")
-    assert settings.kafka_python("x") == {"bootstrap_servers": "a:1,b:2",
-                                          "client_id": "respublica-x",
-                                          "security_protocol": "PLAINTEXT"}
+    assert settings.kafka_python("x") == {
+        "bootstrap_servers": "a:1,b:2",
+        "client_id": "respublica-x",
+        "security_protocol": "PLAINTEXT",
+    }
     assert settings.faust() == {"broker": "kafka://a:1;kafka://b:2"}
 
 
 def test_printing_masks_the_password() -> None:
-    settings = KafkaSettings(security_protocol="SASL_PLAINTEXT", sasl_mechanism="PLAIN",
-                             username="u", password=SECRET)
+    settings = KafkaSettings(
+        security_protocol="SASL_PLAINTEXT", sasl_mechanism="PLAIN", username="u", password=SECRET
+    )
     for text in (str(settings), repr(settings), settings.describe()):
         assert SECRET not in text
 

@@ -53,8 +53,10 @@ def _retention(admin: KafkaAdminClient, topic: str) -> str:
 
 
 def test_apply_creates_then_is_a_no_op_then_alters_retention(
-    kafka_bootstrap: str, kafka_admin: KafkaAdminClient,
-    contract_file: Callable[..., Path], cleanup: list[Contract],
+    kafka_bootstrap: str,
+    kafka_admin: KafkaAdminClient,
+    contract_file: Callable[..., Path],
+    cleanup: list[Contract],
 ) -> None:
     contract = load_contracts([contract_file("P30D")], now=NOW)[0]
     cleanup.append(contract)
@@ -90,7 +92,9 @@ def test_apply_creates_then_is_a_no_op_then_alters_retention(
 
 
 def test_cli_apply_twice_says_nothing_to_do(
-    kafka_bootstrap: str, contract_file: Callable[..., Path], cleanup: list[Contract],
+    kafka_bootstrap: str,
+    contract_file: Callable[..., Path],
+    cleanup: list[Contract],
 ) -> None:
     path = contract_file()
     cleanup.append(load_contracts([path], now=NOW)[0])
@@ -106,7 +110,13 @@ def test_cli_apply_twice_says_nothing_to_do(
 
 def test_plan_against_an_unreachable_cluster_is_a_clear_error() -> None:
     env = dict(os.environ, KAFKA_BOOTSTRAP="127.0.0.1:1")
-    result = subprocess.run([sys.executable, "-m", "broker.cli", "plan"], capture_output=True,
-                            text=True, env=env, timeout=120, check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "broker.cli", "plan"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
     assert result.returncode == 1
     assert "cannot reach the Kafka cluster at 127.0.0.1:1" in result.stderr

@@ -17,21 +17,55 @@ import pytest
 
 from broker.cli import build_parser
 
-HEAVY = ("pydantic", "kafka", "aiokafka", "aiohttp", "faust", "fastavro", "h3", "pyarrow",
-         "prometheus_client", "yaml", "cryptography", "orjson")
-COMMANDS = ("kafka", "bench", "contracts", "plan", "apply", "worker", "validator", "gateway",
-            "simulate", "replay", "connect", "subscribe", "export", "schemas", "audit", "demo")
+HEAVY = (
+    "pydantic",
+    "kafka",
+    "aiokafka",
+    "aiohttp",
+    "faust",
+    "fastavro",
+    "h3",
+    "pyarrow",
+    "prometheus_client",
+    "yaml",
+    "cryptography",
+    "orjson",
+)
+COMMANDS = (
+    "kafka",
+    "bench",
+    "contracts",
+    "plan",
+    "apply",
+    "worker",
+    "validator",
+    "gateway",
+    "simulate",
+    "replay",
+    "connect",
+    "subscribe",
+    "export",
+    "schemas",
+    "audit",
+    "demo",
+)
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "broker.cli", *args], capture_output=True,
-                          text=True, timeout=60, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "broker.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def test_importing_the_cli_loads_no_heavy_library() -> None:
     code = "import sys, broker.cli; print(sorted(m for m in sys.modules))"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            timeout=60, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
     loaded = ast.literal_eval(result.stdout)
     assert "broker.cli" in loaded
     heavy = sorted(m for m in loaded if m.split(".")[0] in HEAVY)
@@ -47,8 +81,11 @@ def test_version_prints_the_installed_version() -> None:
 def test_help_lists_every_command() -> None:
     result = _cli("--help")
     assert result.returncode == 0, result.stderr
-    listed = {line.split()[0] for line in result.stdout.splitlines()
-              if line.startswith("    ") and not line.startswith("     ")}
+    listed = {
+        line.split()[0]
+        for line in result.stdout.splitlines()
+        if line.startswith("    ") and not line.startswith("     ")
+    }
     assert listed == set(COMMANDS)
 
 
@@ -75,8 +112,9 @@ def test_help_time_constants_agree_with_their_owners() -> None:
 
 
 @pytest.mark.parametrize("cache", [None, "/srv/respublica-cache"])
-def test_help_data_dir_agrees_with_the_broker(cache: str | None,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_help_data_dir_agrees_with_the_broker(
+    cache: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from broker.cli import kafka as cli_kafka
     from broker.kafka import local
 

@@ -112,8 +112,14 @@ def upward_import(tmp_path: Path) -> Path:
 
 def _lint_imports(cwd: Path) -> subprocess.CompletedProcess[str]:
     exe = Path(sys.executable).with_name("lint-imports")
-    return subprocess.run([str(exe), "--no-cache"], cwd=cwd, capture_output=True, text=True,
-                          env={"PYTHONPATH": str(cwd), "PATH": "/usr/bin:/bin"}, check=False)
+    return subprocess.run(
+        [str(exe), "--no-cache"],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(cwd), "PATH": "/usr/bin:/bin"},
+        check=False,
+    )
 
 
 def test_layers_hold() -> None:
@@ -124,8 +130,9 @@ def test_layers_hold() -> None:
 def test_an_upward_import_breaks_the_layers(upward_import: Path) -> None:
     result = _lint_imports(upward_import)
     assert result.returncode != 0
-    assert re.search(r"contracts(\.durations)? is not allowed to import broker", result.stdout), \
+    assert re.search(r"contracts(\.durations)? is not allowed to import broker", result.stdout), (
         result.stdout[-3000:]
+    )
 
 
 def test_wait_for_returns_or_names_what_it_waited_for() -> None:

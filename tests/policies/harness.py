@@ -15,12 +15,20 @@ from policies.spec import MeasureSpec, ViewSpec, field_dimension, round_dimensio
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 
 
-def rich_spec(*, k: int = 2, lateness_ms: int = 10_000, delay_ms: int = 0,
-              noise: Any = None) -> ViewSpec:
+def rich_spec(
+    *, k: int = 2, lateness_ms: int = 10_000, delay_ms: int = 0, noise: Any = None
+) -> ViewSpec:
     """A hand-built view exercising every measure and non-spatial dimension."""
     return ViewSpec(
-        contract="test-contract", view="rich", time_field="t", subject_field="who",
-        window_ms=1_000, time_bucket_ms=500, lateness_ms=lateness_ms, rotation_ms=2_000, k=k,
+        contract="test-contract",
+        view="rich",
+        time_field="t",
+        subject_field="who",
+        window_ms=1_000,
+        time_bucket_ms=500,
+        lateness_ms=lateness_ms,
+        rotation_ms=2_000,
+        k=k,
         dimensions=(field_dimension("kind", "kind"), round_dimension("x", "x", 0)),
         measures=(
             MeasureSpec("events", "count"),
@@ -29,14 +37,19 @@ def rich_spec(*, k: int = 2, lateness_ms: int = 10_000, delay_ms: int = 0,
             MeasureSpec("total", "sum", "v"),
             MeasureSpec("avg", "mean", "v"),
             MeasureSpec("q", "quantiles", "v", (0.5, 0.9)),
-        ) if noise is None else (
+        )
+        if noise is None
+        else (
             MeasureSpec("events", "count"),
             MeasureSpec("people", "distinct_subjects"),
             MeasureSpec("urls", "distinct", "url"),
             MeasureSpec("total", "sum", "v"),
         ),
-        filter_field="kind", filter_values=("a", "b"),
-        delay_ms=delay_ms, noise=noise, pseudonymised=("url",),
+        filter_field="kind",
+        filter_values=("a", "b"),
+        delay_ms=delay_ms,
+        noise=noise,
+        pseudonymised=("url",),
     )
 
 

@@ -44,13 +44,21 @@ def synthetic(contract: Contract, n: int, seed: int) -> list[dict[str, Any]]:
         subject = f"raw-subject-{rng.randrange(40):03d}"
         t = T0 + rng.randrange(span)
         record: dict[str, Any] = {
-            "event_id": f"e{i}", "event_type": rng.choice(["available", "trip_start"]),
-            "type": rng.choice(["JAM", "HAZARD"]), "lat": lat0 + rng.uniform(-0.004, 0.004),
-            "lon": lon0 + rng.uniform(-0.004, 0.004), "start_lat": lat0, "start_lon": lon0,
-            "end_lat": lat0 + 0.001, "end_lon": lon0, "duration_s": rng.randrange(60, 900),
-            "delay_s": rng.uniform(0, 300), "length_m": rng.uniform(10, 900),
+            "event_id": f"e{i}",
+            "event_type": rng.choice(["available", "trip_start"]),
+            "type": rng.choice(["JAM", "HAZARD"]),
+            "lat": lat0 + rng.uniform(-0.004, 0.004),
+            "lon": lon0 + rng.uniform(-0.004, 0.004),
+            "start_lat": lat0,
+            "start_lon": lon0,
+            "end_lat": lat0 + 0.001,
+            "end_lon": lon0,
+            "duration_s": rng.randrange(60, 900),
+            "delay_s": rng.uniform(0, 300),
+            "length_m": rng.uniform(10, 900),
             "listing_url": f"https://raw.example/{rng.randrange(60)}",
-            "nights": rng.randrange(1, 8), "guests": rng.randrange(1, 5),
+            "nights": rng.randrange(1, 8),
+            "guests": rng.randrange(1, 5),
         }
         record.update(dict.fromkeys(SUBJECT_FIELDS, subject))
         record.update(dict.fromkeys(TIME_FIELDS, t))
@@ -60,16 +68,19 @@ def synthetic(contract: Contract, n: int, seed: int) -> list[dict[str, Any]]:
 
 @pytest.mark.parametrize("contract_id", sorted(CENTRES))
 @pytest.mark.parametrize(("partitions", "seed"), [(1, 1), (4, 2)])
-def test_example_contract_streamed_equals_oracle(contracts: dict[str, Contract],
-                                                 contract_id: str, partitions: int,
-                                                 seed: int) -> None:
+def test_example_contract_streamed_equals_oracle(
+    contracts: dict[str, Contract], contract_id: str, partitions: int, seed: int
+) -> None:
     contract = contracts[contract_id]
     noise_key = bytes(range(32))
-    pipelines = compile_contract(contract, keyring=seeded_ring(contract.id),
-                                 noise_key=noise_key)
+    pipelines = compile_contract(contract, keyring=seeded_ring(contract.id), noise_key=noise_key)
     records = synthetic(contract, 600, seed)
-    expected = evaluate(contract, {s.name: records for s in contract.streams},
-                        keyring=seeded_ring(contract.id), noise_key=noise_key)
+    expected = evaluate(
+        contract,
+        {s.name: records for s in contract.streams},
+        keyring=seeded_ring(contract.id),
+        noise_key=noise_key,
+    )
     published = 0
     for name, pipeline in pipelines.items():
         stream = contract.stream(contract.view(name).stream)
@@ -90,5 +101,10 @@ def test_compile_needs_a_noise_key_for_noisy_views(contracts: dict[str, Contract
 
 def test_pipelines_read_only_named_fields(contracts: dict[str, Contract]) -> None:
     pipelines = compile_contract(contracts["lyon-micromobility"], keyring=KeyRing())
-    assert pipelines["availability"].fields == {"timestamp", "vehicle_id", "event_type",
-                                                 "lat", "lon"}
+    assert pipelines["availability"].fields == {
+        "timestamp",
+        "vehicle_id",
+        "event_type",
+        "lat",
+        "lon",
+    }

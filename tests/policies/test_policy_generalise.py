@@ -38,8 +38,12 @@ def test_h3_known_cells(lat: float, lon: float, res: int, cell: str) -> None:
 
 @pytest.mark.parametrize(
     ("lat", "lon", "reason"),
-    [(None, 4.8, MISSING_LOCATION), (45.0, None, MISSING_LOCATION),
-     ("north", 4.8, INVALID_LOCATION), (91.0, 4.8, INVALID_LOCATION)],
+    [
+        (None, 4.8, MISSING_LOCATION),
+        (45.0, None, MISSING_LOCATION),
+        ("north", 4.8, INVALID_LOCATION),
+        (91.0, 4.8, INVALID_LOCATION),
+    ],
 )
 def test_unplaceable_points_say_why(lat: object, lon: object, reason: str) -> None:
     with pytest.raises(OutsideTerritory) as caught:
@@ -60,18 +64,31 @@ def test_grid_neighbours_are_size_apart() -> None:
     assert int(b[2]) - int(a[2]) == 1 and a[1] == b[1]
 
 
-SQUARE = [[[0.0, 0.0], [10.0, 0.0], [10.0, 10.0], [0.0, 10.0], [0.0, 0.0]],
-          [[4.0, 4.0], [6.0, 4.0], [6.0, 6.0], [4.0, 6.0], [4.0, 4.0]]]  # with a hole
+SQUARE = [
+    [[0.0, 0.0], [10.0, 0.0], [10.0, 10.0], [0.0, 10.0], [0.0, 0.0]],
+    [[4.0, 4.0], [6.0, 4.0], [6.0, 6.0], [4.0, 6.0], [4.0, 4.0]],
+]  # with a hole
 
 
 def test_zones_point_in_polygon_with_holes_and_multipolygons() -> None:
-    index = ZoneIndex([
-        ("holed", geojson_polygons({"type": "Polygon", "coordinates": SQUARE})),
-        ("islands", geojson_polygons({"type": "MultiPolygon", "coordinates": [
-            [[[20, 0], [21, 0], [21, 1], [20, 1], [20, 0]]],
-            [[[30, 0], [31, 0], [31, 1], [30, 1], [30, 0]]]]})),
-        ("hole-filler", [[[(4.0, 4.0), (6.0, 4.0), (6.0, 6.0), (4.0, 6.0), (4.0, 4.0)]]]),
-    ])
+    index = ZoneIndex(
+        [
+            ("holed", geojson_polygons({"type": "Polygon", "coordinates": SQUARE})),
+            (
+                "islands",
+                geojson_polygons(
+                    {
+                        "type": "MultiPolygon",
+                        "coordinates": [
+                            [[[20, 0], [21, 0], [21, 1], [20, 1], [20, 0]]],
+                            [[[30, 0], [31, 0], [31, 1], [30, 1], [30, 0]]],
+                        ],
+                    }
+                ),
+            ),
+            ("hole-filler", [[[(4.0, 4.0), (6.0, 4.0), (6.0, 6.0), (4.0, 6.0), (4.0, 4.0)]]]),
+        ]
+    )
     assert index.zone(1.0, 1.0) == "holed"  # lat, lon
     assert index.zone(5.0, 5.0) == "hole-filler"
     assert index.zone(0.5, 30.5) == "islands"
@@ -104,8 +121,13 @@ def test_polygon_territory_uses_ray_casting() -> None:
 
 @pytest.mark.parametrize(
     ("t", "bucket", "start"),
-    [(0, 900_000, 0), (899_999, 900_000, 0), (900_000, 900_000, 900_000),
-     (1_767_226_512_345, 900_000, 1_767_225_600_000 + 900_000), (-1, 1000, -1000)],
+    [
+        (0, 900_000, 0),
+        (899_999, 900_000, 0),
+        (900_000, 900_000, 900_000),
+        (1_767_226_512_345, 900_000, 1_767_225_600_000 + 900_000),
+        (-1, 1000, -1000),
+    ],
 )
 def test_time_buckets(t: int, bucket: int, start: int) -> None:
     assert time_bucket(t, bucket) == start

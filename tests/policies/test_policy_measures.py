@@ -23,13 +23,13 @@ from tests.policies.harness import T0, rich_spec, seeded_ring
 pytestmark = pytest.mark.unit
 
 
-
 def ring() -> KeyRing:
     return seeded_ring()
 
 
-def event(who: str, t: int, v: object, url: str = "u1", kind: str = "a", x: float = 1.2
-          ) -> dict[str, object]:
+def event(
+    who: str, t: int, v: object, url: str = "u1", kind: str = "a", x: float = 1.2
+) -> dict[str, object]:
     return {"who": who, "t": T0 + t, "v": v, "url": url, "kind": kind, "x": x, "secret": "no"}
 
 
@@ -43,7 +43,12 @@ EVENTS = [
     event("zed", 60, 99, "u9", kind="c"),  # filtered out by the view
 ]
 EXPECTED = {
-    "events": 5, "people": 4, "urls": 3, "total": 18.0, "avg": 4.5, "q": [2.5, 10.0],
+    "events": 5,
+    "people": 4,
+    "urls": 3,
+    "total": 18.0,
+    "avg": 4.5,
+    "q": [2.5, 10.0],
 }
 
 
@@ -66,8 +71,12 @@ def test_every_measure_known_answer(path: str) -> None:
 def test_process_outcome_accounts_for_every_record() -> None:
     spec = rich_spec(k=2, lateness_ms=0)
     agg = compile_spec(spec, keyring=ring()).partition_state("p0")
-    records = [event("a", 5000, 1), event("b", 10, 1), event("c", 5001, 1, kind="zz"),
-               event("d", 5002, 1)]
+    records = [
+        event("a", 5000, 1),
+        event("b", 10, 1),
+        event("c", 5001, 1, kind="zz"),
+        event("d", 5002, 1),
+    ]
     out = agg.process(enumerate(records))
     assert (out.folded, out.late, out.filtered) == (2, 1, 1)
     replay = agg.process(enumerate(records))
@@ -76,9 +85,16 @@ def test_process_outcome_accounts_for_every_record() -> None:
 
 @pytest.mark.parametrize(
     ("values", "q", "expected"),
-    [([1, 2, 3, 4], 0.5, 2), ([1, 2, 3, 4], 0.75, 3), ([1, 2, 3, 4], 0.76, 4),
-     (list(range(1, 11)), 0.7, 7), (list(range(1, 11)), 0.9, 9), ([5], 0.99, 5),
-     ([1, 2], 0.0, 1), ([1, 2], 1.0, 2)],
+    [
+        ([1, 2, 3, 4], 0.5, 2),
+        ([1, 2, 3, 4], 0.75, 3),
+        ([1, 2, 3, 4], 0.76, 4),
+        (list(range(1, 11)), 0.7, 7),
+        (list(range(1, 11)), 0.9, 9),
+        ([5], 0.99, 5),
+        ([1, 2], 0.0, 1),
+        ([1, 2], 1.0, 2),
+    ],
 )
 def test_nearest_rank_quantile(values: list[float], q: float, expected: float) -> None:
     assert nearest_rank([float(v) for v in values], q) == expected
@@ -96,8 +112,11 @@ def test_exact_sum_is_order_independent() -> None:
 
 
 def test_suppression_report() -> None:
-    groups = [GroupTotals({"g": 1}, 30, 12, {}), GroupTotals({"g": 2}, 4, 3, {}),
-              GroupTotals({"g": 3}, 10, 10, {})]
+    groups = [
+        GroupTotals({"g": 1}, 30, 12, {}),
+        GroupTotals({"g": 2}, 4, 3, {}),
+        GroupTotals({"g": 3}, 10, 10, {}),
+    ]
     kept, report = suppress(groups, 10)
     assert [g.group["g"] for g in kept] == [1, 3]
     assert (report.groups_published, report.groups_suppressed) == (2, 1)
@@ -126,8 +145,9 @@ def test_noise_draw_is_keyed_and_deterministic() -> None:
     args = ("c", "v", T0, {"cell": "abc"}, "events")
     assert uniforms(b"k" * 32, *args) == uniforms(b"k" * 32, *args)
     assert uniforms(b"k" * 32, *args) != uniforms(b"j" * 32, *args)
-    assert uniforms(b"k" * 32, *args) != uniforms(b"k" * 32, "c", "v", T0 + 1, {"cell": "abc"},
-                                                  "events")
+    assert uniforms(b"k" * 32, *args) != uniforms(
+        b"k" * 32, "c", "v", T0 + 1, {"cell": "abc"}, "events"
+    )
     u1, u2 = uniforms(b"k" * 32, *args)
     assert 0 < u1 <= 1 and 0 < u2 <= 1
 
@@ -207,8 +227,10 @@ def test_release_twice_gives_identical_noise() -> None:
 def test_a_subject_counts_once_in_a_window_that_straddles_a_key_rotation() -> None:
     spec = dataclasses.replace(rich_spec(k=2), rotation_ms=500)  # two epochs per window
     events = [event("alice", 100, 1), event("alice", 700, 1), event("bob", 800, 1)]
-    for releases in (run_stream(compile_spec(spec, keyring=ring()), events, "who").releases,
-                     evaluate_view(spec, events, Pseudonymiser(ring(), spec.contract))):
+    for releases in (
+        run_stream(compile_spec(spec, keyring=ring()), events, "who").releases,
+        evaluate_view(spec, events, Pseudonymiser(ring(), spec.contract)),
+    ):
         [release] = releases
         assert release.groups[0].measures["people"] == 2
         assert release.key_ids == (f"test-contract:{T0 // 500}",)
@@ -227,8 +249,9 @@ def test_aggregator_snapshot_restore_and_replay_do_not_double_count() -> None:
     restarted.restore(state)
     outcome = restarted.process(records)  # the runtime replays from an older offset
     assert outcome.skipped == 3
-    assert [p.to_dict() for p in restarted.drain_partials()] == \
-        [p.to_dict() for p in straight.drain_partials()]
+    assert [p.to_dict() for p in restarted.drain_partials()] == [
+        p.to_dict() for p in straight.drain_partials()
+    ]
     assert restarted.watermark == straight.watermark
 
 

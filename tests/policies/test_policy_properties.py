@@ -33,38 +33,60 @@ def ring() -> KeyRing:
     return seeded_ring()
 
 
-values = st.one_of(st.none(), st.integers(-50, 200),
-                   st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False))
+values = st.one_of(
+    st.none(), st.integers(-50, 200), st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False)
+)
 events_strategy = st.lists(
-    st.fixed_dictionaries({
-        "who": st.sampled_from(SUBJECTS),
-        "t": st.integers(T0, T0 + 4_000),
-        "kind": st.sampled_from(["a", "b", "z"]),
-        "x": st.sampled_from([0.2, 1.4]),
-        "v": values,
-        "url": st.sampled_from(URLS),
-        "secret": st.just("never-read"),
-    }),
-    min_size=12, max_size=80,
+    st.fixed_dictionaries(
+        {
+            "who": st.sampled_from(SUBJECTS),
+            "t": st.integers(T0, T0 + 4_000),
+            "kind": st.sampled_from(["a", "b", "z"]),
+            "x": st.sampled_from([0.2, 1.4]),
+            "v": values,
+            "url": st.sampled_from(URLS),
+            "secret": st.just("never-read"),
+        }
+    ),
+    min_size=12,
+    max_size=80,
 )
 
 
-def oracle(spec: Any, events: list[dict[str, Any]], noise_key: bytes | None = None
-           ) -> list[Release]:
+def oracle(
+    spec: Any, events: list[dict[str, Any]], noise_key: bytes | None = None
+) -> list[Release]:
     return evaluate_view(spec, events, Pseudonymiser(ring(), spec.contract), noise_key)
 
 
 @FAST
-@given(events=events_strategy, partitions=st.integers(1, 4), batch=st.integers(1, 9),
-       seed=st.integers(0, 10_000), delay=st.sampled_from([0, 1_000]),
-       closed_only=st.booleans())
-def test_streamed_equals_oracle_within_lateness(events: list[dict[str, Any]], partitions: int,
-                                                batch: int, seed: int, delay: int,
-                                                closed_only: bool) -> None:
+@given(
+    events=events_strategy,
+    partitions=st.integers(1, 4),
+    batch=st.integers(1, 9),
+    seed=st.integers(0, 10_000),
+    delay=st.sampled_from([0, 1_000]),
+    closed_only=st.booleans(),
+)
+def test_streamed_equals_oracle_within_lateness(
+    events: list[dict[str, Any]],
+    partitions: int,
+    batch: int,
+    seed: int,
+    delay: int,
+    closed_only: bool,
+) -> None:
     spec = rich_spec(k=2, lateness_ms=1_500, delay_ms=delay)
     arrived = arrival_order(events, "t", 1_500, seed)
-    run = run_stream(compile_spec(spec, keyring=ring()), arrived, "who", partitions=partitions,
-                     batch=batch, redeliver_seed=seed, closed_only=closed_only)
+    run = run_stream(
+        compile_spec(spec, keyring=ring()),
+        arrived,
+        "who",
+        partitions=partitions,
+        batch=batch,
+        redeliver_seed=seed,
+        closed_only=closed_only,
+    )
     assert run.outcome.late == 0
     assert run.releases == oracle(spec, events)
     accounted = sum(r.report.events_published + r.report.events_suppressed for r in run.releases)
@@ -76,20 +98,27 @@ def test_streamed_equals_oracle_within_lateness(events: list[dict[str, Any]], pa
 @FAST
 @given(events=events_strategy, partitions=st.integers(1, 4), seed=st.integers(0, 10_000))
 def test_any_arrival_order_equals_oracle_when_watermarks_hold(
-        events: list[dict[str, Any]], partitions: int, seed: int) -> None:
+    events: list[dict[str, Any]], partitions: int, seed: int
+) -> None:
     spec = rich_spec(k=2, lateness_ms=10**9)  # watermarks never close a window before the end
     shuffled = list(events)
     random.Random(seed).shuffle(shuffled)
     for closed_only in (False, True):
-        run = run_stream(compile_spec(spec, keyring=ring()), shuffled, "who",
-                         partitions=partitions, closed_only=closed_only)
+        run = run_stream(
+            compile_spec(spec, keyring=ring()),
+            shuffled,
+            "who",
+            partitions=partitions,
+            closed_only=closed_only,
+        )
         assert run.releases == oracle(spec, events)
 
 
 @FAST
 @given(events=events_strategy, partitions=st.integers(1, 3), seed=st.integers(0, 10_000))
 def test_noisy_streamed_equals_oracle_and_budget_holds(
-        events: list[dict[str, Any]], partitions: int, seed: int) -> None:
+    events: list[dict[str, Any]], partitions: int, seed: int
+) -> None:
     spec = rich_spec(k=2, lateness_ms=1_500, noise=NOISE)
     view = compile_spec(spec, keyring=ring(), noise_key=NOISE_KEY)
     run = run_stream(view, arrival_order(events, "t", 1_500, seed), "who", partitions=partitions)
@@ -103,22 +132,28 @@ def test_noisy_streamed_equals_oracle_and_budget_holds(
 
 @FAST
 @given(events=events_strategy, k=st.integers(2, 4))
-def test_no_raw_value_and_every_group_has_k_subjects(events: list[dict[str, Any]],
-                                                     k: int) -> None:
+def test_no_raw_value_and_every_group_has_k_subjects(events: list[dict[str, Any]], k: int) -> None:
     spec = rich_spec(k=k)
     run = run_stream(compile_spec(spec, keyring=ring()), events, "who", partitions=2)
     pz = Pseudonymiser(ring(), spec.contract)
     secrets = set(SUBJECTS) | set(URLS) | {"never-read"}
-    secrets |= {pz.pseudonym(f, v, e) for f, vs in (("who", SUBJECTS), ("url", URLS))
-                for v in vs for e in range(T0 // 2_000 - 1, T0 // 2_000 + 5)}
+    secrets |= {
+        pz.pseudonym(f, v, e)
+        for f, vs in (("who", SUBJECTS), ("url", URLS))
+        for v in vs
+        for e in range(T0 // 2_000 - 1, T0 // 2_000 + 5)
+    }
     for release in run.releases:
         text = repr(release) + repr(release.to_dict())
         assert not any(s in text for s in secrets)
         for group in release.groups:
-            members = {e["who"] for e in events
-                       if release.window.start <= e["t"] < release.window.end
-                       and e["kind"] == group.group["kind"]
-                       and round(e["x"]) == group.group["x"]}
+            members = {
+                e["who"]
+                for e in events
+                if release.window.start <= e["t"] < release.window.end
+                and e["kind"] == group.group["kind"]
+                and round(e["x"]) == group.group["x"]
+            }
             assert len(members) >= k
             assert group.measures["people"] == len(members)
 
@@ -139,14 +174,17 @@ def partials_of(events: list[dict[str, Any]], partitions: int) -> list[Partial]:
 def merged_state(parts: list[Partial], sources: int = 3) -> list[Any]:
     merger = Merger(rich_spec(k=2, lateness_ms=10**9), [f"p{i}" for i in range(sources)], None)
     merger.merge(parts)
-    return sorted((d["window_start"], repr(d["group"]), d["source"], repr(d))
-                  for d in merger.snapshot()["open"])
+    return sorted(
+        (d["window_start"], repr(d["group"]), d["source"], repr(d))
+        for d in merger.snapshot()["open"]
+    )
 
 
 @FAST
 @given(events=events_strategy, seed=st.integers(0, 10_000))
-def test_merge_is_associative_commutative_idempotent(events: list[dict[str, Any]],
-                                                     seed: int) -> None:
+def test_merge_is_associative_commutative_idempotent(
+    events: list[dict[str, Any]], seed: int
+) -> None:
     parts = partials_of(events, 3)
     rng = random.Random(seed)
     shuffled = list(parts)
@@ -169,7 +207,8 @@ def test_merge_is_associative_commutative_idempotent(events: list[dict[str, Any]
 @FAST
 @given(events=events_strategy, late=events_strategy, seed=st.integers(0, 10_000))
 def test_late_events_are_counted_and_never_change_a_release(
-        events: list[dict[str, Any]], late: list[dict[str, Any]], seed: int) -> None:
+    events: list[dict[str, Any]], late: list[dict[str, Any]], seed: int
+) -> None:
     spec = rich_spec(k=2, lateness_ms=500)
     view = compile_spec(spec, keyring=ring())
     agg = view.partition_state("p0")
@@ -181,8 +220,9 @@ def test_late_events_are_counted_and_never_change_a_release(
     released = merger.release_ready()
     before = {r.window.start: r for r in released}
     watermark = agg.watermark
-    expected_late = sum(1 for e in late if e["kind"] != "z"
-                        and e["t"] - e["t"] % 1000 + 1000 <= watermark)
+    expected_late = sum(
+        1 for e in late if e["kind"] != "z" and e["t"] - e["t"] % 1000 + 1000 <= watermark
+    )
     outcome = agg.process((len(arrived) + i, e) for i, e in enumerate(late))
     assert outcome.late >= expected_late
     merger.merge(agg.drain_partials())
@@ -190,14 +230,16 @@ def test_late_events_are_counted_and_never_change_a_release(
     for release in merger.release_ready():
         assert release.window.start not in before  # a released window never reopens
     total = len(arrived) + len(late)
-    assert agg.outcome.folded + agg.outcome.filtered + agg.outcome.late \
-        + agg.outcome.outside == total
+    assert (
+        agg.outcome.folded + agg.outcome.filtered + agg.outcome.late + agg.outcome.outside == total
+    )
 
 
 @FAST
 @given(events=events_strategy, released=st.booleans())
 def test_merger_snapshot_json_is_its_snapshot_and_restores(
-        events: list[dict[str, Any]], released: bool) -> None:
+    events: list[dict[str, Any]], released: bool
+) -> None:
     spec = rich_spec(k=2, lateness_ms=10**9, noise=NOISE)
     merger = compile_spec(spec, keyring=ring(), noise_key=NOISE_KEY).merger(["p0", "p1", "p2"])
     merger.merge(partials_of(events, 3))

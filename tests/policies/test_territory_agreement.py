@@ -31,11 +31,22 @@ pytestmark = pytest.mark.unit
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 # Around Bordeaux, (lon, lat): a slanted outer ring with a diamond hole, and a square island
 # with a square hole. Slanted edges are where two formulas of the ray test round differently.
-HOLED = [[[-0.80, 44.76], [-0.47, 44.76], [-0.43, 44.84], [-0.47, 44.94], [-0.70, 44.96],
-          [-0.80, 44.90], [-0.80, 44.76]],
-         [[-0.62, 44.80], [-0.55, 44.85], [-0.62, 44.90], [-0.69, 44.85], [-0.62, 44.80]]]
-ISLAND = [[[-0.30, 44.70], [-0.20, 44.70], [-0.20, 44.80], [-0.30, 44.80], [-0.30, 44.70]],
-          [[-0.27, 44.73], [-0.23, 44.73], [-0.23, 44.77], [-0.27, 44.77], [-0.27, 44.73]]]
+HOLED = [
+    [
+        [-0.80, 44.76],
+        [-0.47, 44.76],
+        [-0.43, 44.84],
+        [-0.47, 44.94],
+        [-0.70, 44.96],
+        [-0.80, 44.90],
+        [-0.80, 44.76],
+    ],
+    [[-0.62, 44.80], [-0.55, 44.85], [-0.62, 44.90], [-0.69, 44.85], [-0.62, 44.80]],
+]
+ISLAND = [
+    [[-0.30, 44.70], [-0.20, 44.70], [-0.20, 44.80], [-0.30, 44.80], [-0.30, 44.70]],
+    [[-0.27, 44.73], [-0.23, 44.73], [-0.23, 44.77], [-0.27, 44.77], [-0.27, 44.73]],
+]
 EDGE_SHARES = (0.5, 1 / 3, 0.25, 0.1, 0.7, 0.9)
 
 
@@ -99,8 +110,9 @@ def boundary_points(contract: Contract) -> Iterator[tuple[float, float]]:
             yield sum(ys) / len(ys), sum(xs) / len(xs)
 
 
-@pytest.mark.parametrize("contract_id", ["lyon-micromobility", "bordeaux-navigation",
-                                         "paris-str", "holed-territory"])
+@pytest.mark.parametrize(
+    "contract_id", ["lyon-micromobility", "bordeaux-navigation", "paris-str", "holed-territory"]
+)
 def test_ingest_and_aggregation_agree_on_boundary_points(contract_id: str) -> None:
     points = list(boundary_points(contracts()[contract_id]))
     for lat, lon in points:
@@ -125,15 +137,24 @@ def test_holes_are_outside_for_both() -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(contract_id=st.sampled_from(sorted(contracts())), share=st.floats(0, 1),
-       edge=st.integers(0, 100), lat_off=st.floats(-0.3, 0.3), lon_off=st.floats(-0.3, 0.3),
-       on_edge=st.booleans())
+@given(
+    contract_id=st.sampled_from(sorted(contracts())),
+    share=st.floats(0, 1),
+    edge=st.integers(0, 100),
+    lat_off=st.floats(-0.3, 0.3),
+    lon_off=st.floats(-0.3, 0.3),
+    on_edge=st.booleans(),
+)
 def test_ingest_and_aggregation_agree_on_random_points(
-        contract_id: str, share: float, edge: int, lat_off: float, lon_off: float,
-        on_edge: bool) -> None:
+    contract_id: str, share: float, edge: int, lat_off: float, lon_off: float, on_edge: bool
+) -> None:
     contract = contracts()[contract_id]
-    edges = [pair for polygon in contract.territory.polygons for ring in polygon
-             for pair in itertools.pairwise(ring)]
+    edges = [
+        pair
+        for polygon in contract.territory.polygons
+        for ring in polygon
+        for pair in itertools.pairwise(ring)
+    ]
     (x1, y1), (x2, y2) = edges[edge % len(edges)]
     lat, lon = y1 + share * (y2 - y1), x1 + share * (x2 - x1)
     if not on_edge:  # a point anywhere around the territory's edge

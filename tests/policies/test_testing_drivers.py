@@ -37,13 +37,23 @@ def contract() -> Contract:
     return lyon
 
 
-def vehicle_event(vehicle: str, minute: int, place: tuple[float, float],
-                  event_type: str = "available") -> dict[str, Any]:
+def vehicle_event(
+    vehicle: str, minute: int, place: tuple[float, float], event_type: str = "available"
+) -> dict[str, Any]:
     lat, lon = place
-    return {"event_id": f"{vehicle}-{minute}", "vehicle_id": vehicle, "provider_id": "p",
-            "vehicle_type": "scooter_standing", "propulsion": "electric",
-            "event_type": event_type, "timestamp": T + minute * MINUTE,
-            "lat": lat, "lon": lon, "battery_pct": 80, "trip_id": None}
+    return {
+        "event_id": f"{vehicle}-{minute}",
+        "vehicle_id": vehicle,
+        "provider_id": "p",
+        "vehicle_type": "scooter_standing",
+        "propulsion": "electric",
+        "event_type": event_type,
+        "timestamp": T + minute * MINUTE,
+        "lat": lat,
+        "lon": lon,
+        "battery_pct": 80,
+        "trip_id": None,
+    }
 
 
 def handful() -> list[dict[str, Any]]:
@@ -59,13 +69,15 @@ def test_an_example_view_streamed_equals_the_oracle(contract: Contract) -> None:
     view = compile_contract(contract, keyring=KeyRing())["availability"]
     records = handful()
     arrived = arrival_order(records, "timestamp", lateness_ms=5 * MINUTE, seed=1)
-    run = run_stream(view, arrived, "vehicle_id", partitions=4, batch=3, redeliver_seed=1,
-                     closed_only=True)
+    run = run_stream(
+        view, arrived, "vehicle_id", partitions=4, batch=3, redeliver_seed=1, closed_only=True
+    )
     assert run.outcome.late == 0 and run.outcome.filtered == 2
     assert run.releases == oracle_releases(view, records)
     [release] = run.releases
     assert [(dict(g.group), dict(g.measures)) for g in release.groups] == [
-        ({"cell": h3_cell(*BELLECOUR, 8)}, {"events": 13, "vehicles": 12})]
+        ({"cell": h3_cell(*BELLECOUR, 8)}, {"events": 13, "vehicles": 12})
+    ]
     assert (release.report.groups_suppressed, release.report.events_suppressed) == (1, 3)
 
 
@@ -87,8 +99,7 @@ def test_an_idle_partition_holds_windows_open_until_the_clock_moves(contract: Co
     without = run_stream(view, records, "vehicle_id", partitions=2, batch=1, finish=False)
     assert without.releases == []  # p1 has seen nothing: NO_WATERMARK holds every window
     clock = TestingClock(now_ms=T, step_ms=2 * MINUTE)
-    run = run_stream(view, records, "vehicle_id", partitions=2, batch=1, finish=False,
-                     clock=clock)
+    run = run_stream(view, records, "vehicle_id", partitions=2, batch=1, finish=False, clock=clock)
     assert clock() == T + len(records) * 2 * MINUTE
     first, _ = oracle_releases(view, records)
     assert run.releases == [first]  # 8:00-8:15 closed on both sources; 8:15-8:30 still open

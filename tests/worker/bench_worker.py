@@ -46,8 +46,11 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--rate", type=float, default=0.0, help="events/s, 0: as fast as possible")
-    parser.add_argument("--preload", action="store_true",
-                        help="produce everything first, then time the workers from their start")
+    parser.add_argument(
+        "--preload",
+        action="store_true",
+        help="produce everything first, then time the workers from their start",
+    )
     args = parser.parse_args()
     bootstrap = os.environ["KAFKA_BOOTSTRAP"]
     tmp = Path(tempfile.mkdtemp(prefix="respublica-bench-"))
@@ -60,8 +63,13 @@ def main() -> None:
         expected = expected_windows(contract, only, VIEW)
         accepted = encode_raw(contract, "vehicle_events", only["vehicle_events"])
         group = f"bench-{uuid.uuid4().hex[:8]}"
-        producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20,
-                                 batch_size=512 * 1024, enable_idempotence=True)
+        producer = KafkaProducer(
+            bootstrap_servers=bootstrap,
+            acks="all",
+            linger_ms=20,
+            batch_size=512 * 1024,
+            enable_idempotence=True,
+        )
         raw = contract.topic_raw("vehicle_events")
         if args.preload:
             for item in accepted:
@@ -70,8 +78,9 @@ def main() -> None:
             accepted = []
         assert contract.source is not None  # written to tmp by unique_contract
         for i in range(args.workers):
-            worker = WorkerProcess(bootstrap, [contract.source], f"bench-{i}", group, tmp,
-                                   free_port_pair())
+            worker = WorkerProcess(
+                bootstrap, [contract.source], f"bench-{i}", group, tmp, free_port_pair()
+            )
             worker.start()
             workers.append(worker)
         if not args.preload:
@@ -87,20 +96,26 @@ def main() -> None:
         produced = time.monotonic() - started
         for stream in contract.streams:
             produce_end_of_stream(producer, contract.topic_raw(stream), stream.partitions)
-        wait_for(lambda: len(read_public(bootstrap, contract, VIEW).windows) >= len(expected),
-                 900, "every availability window", every_s=0.2)
+        wait_for(
+            lambda: len(read_public(bootstrap, contract, VIEW).windows) >= len(expected),
+            900,
+            "every availability window",
+            every_s=0.2,
+        )
         elapsed = time.monotonic() - started
         got = read_public(bootstrap, contract, VIEW)
         assert got.windows == expected and got.duplicates == 0, "releases differ from oracle"
         texts = [w.metrics() for w in workers]
         delay = "respublica_window_release_delay_seconds"
         count = len(only["vehicle_events"])
-        print(f"workers={args.workers} events={count} windows={len(expected)} "
-              f"preload={args.preload} produced_in={produced:.1f}s end_to_end={elapsed:.1f}s "
-              f"throughput={count / elapsed:,.0f} events/s "
-              f"delay_p50={histogram_quantile(texts, delay, 0.5, view=VIEW):.2f}s "
-              f"delay_p99={histogram_quantile(texts, delay, 0.99, view=VIEW):.2f}s "
-              f"(n={sum(metric_sum(t, delay + '_count', view=VIEW) for t in texts):.0f})")
+        print(
+            f"workers={args.workers} events={count} windows={len(expected)} "
+            f"preload={args.preload} produced_in={produced:.1f}s end_to_end={elapsed:.1f}s "
+            f"throughput={count / elapsed:,.0f} events/s "
+            f"delay_p50={histogram_quantile(texts, delay, 0.5, view=VIEW):.2f}s "
+            f"delay_p99={histogram_quantile(texts, delay, 0.99, view=VIEW):.2f}s "
+            f"(n={sum(metric_sum(t, delay + '_count', view=VIEW) for t in texts):.0f})"
+        )
     finally:
         for worker in workers:
             worker.terminate(timeout_s=30)

@@ -16,8 +16,9 @@ from tests.worker.support import WorkerProcess, create_topics, delete_topics, un
 
 
 @pytest.fixture
-def contract_factory(kafka_bootstrap: str, kafka_admin: KafkaAdminClient,
-                     tmp_path: Path) -> Iterator[Callable[..., Contract]]:
+def contract_factory(
+    kafka_bootstrap: str, kafka_admin: KafkaAdminClient, tmp_path: Path
+) -> Iterator[Callable[..., Contract]]:
     """Example contracts under fresh ids, with their topics applied; topics deleted after."""
     created: list[str] = []
 
@@ -36,11 +37,9 @@ def worker_factory(kafka_bootstrap: str, tmp_path: Path) -> Iterator[Callable[..
     group = f"test-{uuid.uuid4().hex[:8]}"
     started: list[WorkerProcess] = []
 
-    def make(contracts: list[Contract], name: str, extra: list[str] | None = None
-             ) -> WorkerProcess:
+    def make(contracts: list[Contract], name: str, extra: list[str] | None = None) -> WorkerProcess:
         files = [c.source for c in contracts if c.source is not None]
-        worker = WorkerProcess(kafka_bootstrap, files, name, group, tmp_path, free_port(),
-                               extra)
+        worker = WorkerProcess(kafka_bootstrap, files, name, group, tmp_path, free_port(), extra)
         started.append(worker)
         return worker
 

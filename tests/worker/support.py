@@ -42,8 +42,13 @@ from contracts.model import Contract
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def unique_contract(tmp_path: Path, example: str, *, partitions: int | None = None,
-                    edit: Callable[[dict[str, Any]], None] | None = None) -> Contract:
+def unique_contract(
+    tmp_path: Path,
+    example: str,
+    *,
+    partitions: int | None = None,
+    edit: Callable[[dict[str, Any]], None] | None = None,
+) -> Contract:
     """An example contract under a fresh id (so tests never share topics or state)."""
     data = example_data(example)
     data["id"] = f"{data['id'][:40]}-{secrets.token_hex(3)}"
@@ -70,15 +75,17 @@ def delete_topics(admin: KafkaAdminClient, names: Iterable[str]) -> None:
         pass
 
 
-def encode_raw(contract: Contract, stream: str, records: Iterable[dict[str, Any]]
-               ) -> list[Accepted]:
+def encode_raw(
+    contract: Contract, stream: str, records: Iterable[dict[str, Any]]
+) -> list[Accepted]:
     """Records encoded exactly as the validator writes them to ``raw.<c>.<s>``."""
     validator = StreamValidator(contract, stream, schemas=Schemas.from_contracts([contract]))
     time_field = contract.stream(stream).event_time
     out = []
     for record in records:
-        outcome = validator.validate_json(record, now_ms=record[time_field], connector="test",
-                                          source="test")
+        outcome = validator.validate_json(
+            record, now_ms=record[time_field], connector="test", source="test"
+        )
         assert isinstance(outcome, Accepted), outcome
         out.append(outcome)
     return out
@@ -97,13 +104,19 @@ def produce_raw(producer: KafkaProducer, topic: str, accepted: Iterable[Accepted
 def produce_end_of_stream(producer: KafkaProducer, topic: str, partitions: int) -> None:
     """The documented control record that closes every window of a finished replay."""
     for partition in range(partitions):
-        producer.send(topic, partition=partition, key=None, value=b"",
-                      headers=[(CONTROL_HEADER, END_OF_STREAM_MARK)])
+        producer.send(
+            topic,
+            partition=partition,
+            key=None,
+            value=b"",
+            headers=[(CONTROL_HEADER, END_OF_STREAM_MARK)],
+        )
     producer.flush(timeout=60)
 
 
-def wait_for(condition: Callable[[], bool], timeout_s: float, what: str,
-             every_s: float = 0.5) -> None:
+def wait_for(
+    condition: Callable[[], bool], timeout_s: float, what: str, every_s: float = 0.5
+) -> None:
     """``broker.deadline.wait_for``, polling every half second by default."""
     deadline_wait_for(condition, timeout_s, what, every_s)
 
@@ -114,13 +127,36 @@ MASTER_KEY = "11" * 32
 class WorkerProcess:
     """A ``respublica worker`` subprocess with its own web port and log file."""
 
-    def __init__(self, bootstrap: str, contract_files: list[Path], worker_id: str,
-                 group: str, log_dir: Path, port: int, extra: list[str] | None = None) -> None:
-        self.args = [sys.executable, "-m", "broker.cli", "worker", "--bootstrap", bootstrap,
-                     "--worker-id", worker_id, "--group", group, "--web-port", str(port),
-                     "--checkpoint-interval", "0.5", "--log-level", "warning",
-                     *[a for f in contract_files for a in ("--contracts", str(f))],
-                     *(extra or [])]
+    def __init__(
+        self,
+        bootstrap: str,
+        contract_files: list[Path],
+        worker_id: str,
+        group: str,
+        log_dir: Path,
+        port: int,
+        extra: list[str] | None = None,
+    ) -> None:
+        self.args = [
+            sys.executable,
+            "-m",
+            "broker.cli",
+            "worker",
+            "--bootstrap",
+            bootstrap,
+            "--worker-id",
+            worker_id,
+            "--group",
+            group,
+            "--web-port",
+            str(port),
+            "--checkpoint-interval",
+            "0.5",
+            "--log-level",
+            "warning",
+            *[a for f in contract_files for a in ("--contracts", str(f))],
+            *(extra or []),
+        ]
         self.worker_id = worker_id
         self.port = port
         self.log_path = log_dir / f"{worker_id}.log"
@@ -131,17 +167,24 @@ class WorkerProcess:
         """Start (or restart) the process."""
         self.starts += 1
         # TMPDIR: faust's scratch directory lands in the test's tmp_path, even after SIGKILL.
-        env = dict(os.environ, RESPUBLICA_MASTER_KEY=MASTER_KEY, PYTHONUNBUFFERED="1",
-                   TMPDIR=str(self.log_path.parent))
+        env = dict(
+            os.environ,
+            RESPUBLICA_MASTER_KEY=MASTER_KEY,
+            PYTHONUNBUFFERED="1",
+            TMPDIR=str(self.log_path.parent),
+        )
         log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(self.args, cwd=ROOT, env=env, stdout=log,
-                                     stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            self.args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
 
     def healthy(self) -> bool:
         """``/healthz`` answers 200."""
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz",  # noqa: S310
-                                        timeout=2) as response:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{self.port}/healthz",  # noqa: S310
+                timeout=2,
+            ) as response:
                 return bool(response.status == 200)
         except OSError:
             return False
@@ -191,8 +234,9 @@ def dumps(windows: Mapping[Any, Any]) -> str:
     return json.dumps({str(k): str(v)[:200] for k, v in list(windows.items())[:5]})
 
 
-def feed(producer: KafkaProducer, contract: Contract,
-         events: dict[str, list[dict[str, Any]]]) -> None:
+def feed(
+    producer: KafkaProducer, contract: Contract, events: dict[str, list[dict[str, Any]]]
+) -> None:
     """Encode like the validator, produce keyed by subject, then end every partition."""
     for stream, records in events.items():
         topic = contract.topic_raw(stream)

@@ -19,22 +19,22 @@ LEAD = 5_000
 @pytest.mark.parametrize(
     ("watermarks", "behind", "paused", "expected"),
     [
-        ({0: 10_000, 1: 1_000}, {1}, set(), {0}),            # 0 ran 9 s ahead of a lagging 1
-        ({0: 3_000, 1: 1_000}, {1}, set(), set()),           # within the lead: keep reading
-        ({0: 10_000, 1: 1_000}, {0, 1}, set(), {0}),         # a backlog on both: still paused
-        ({0: 10_000, 1: 1_000}, {0}, set(), set()),          # 1 is caught up: never a brake
+        ({0: 10_000, 1: 1_000}, {1}, set(), {0}),  # 0 ran 9 s ahead of a lagging 1
+        ({0: 3_000, 1: 1_000}, {1}, set(), set()),  # within the lead: keep reading
+        ({0: 10_000, 1: 1_000}, {0, 1}, set(), {0}),  # a backlog on both: still paused
+        ({0: 10_000, 1: 1_000}, {0}, set(), set()),  # 1 is caught up: never a brake
         ({0: 10_000, 1: END_OF_STREAM}, {1}, set(), set()),  # an ended partition is no brake
-        ({0: 10_000, 1: NO_WATERMARK}, {1}, set(), {0}),     # 1 has data but no event yet
+        ({0: 10_000, 1: NO_WATERMARK}, {1}, set(), {0}),  # 1 has data but no event yet
         ({0: 10_000, 1: 1_000, 2: 9_000}, {0, 1, 2}, set(), {0, 2}),
-        ({0: 4_000, 1: 1_000}, {0, 1}, {0}, {0}),            # hysteresis: stays paused...
-        ({0: 3_000, 1: 1_000}, {0, 1}, {0}, set()),          # ...until within half the lead
-        ({0: END_OF_STREAM, 1: 1_000}, {1}, {0}, set()),     # an ended one is never paused
+        ({0: 4_000, 1: 1_000}, {0, 1}, {0}, {0}),  # hysteresis: stays paused...
+        ({0: 3_000, 1: 1_000}, {0, 1}, {0}, set()),  # ...until within half the lead
+        ({0: END_OF_STREAM, 1: 1_000}, {1}, {0}, set()),  # an ended one is never paused
         ({}, set(), set(), set()),
     ],
 )
 def test_partitions_far_ahead_in_event_time_are_paused(
-        watermarks: dict[int, int], behind: set[int], paused: set[int],
-        expected: set[int]) -> None:
+    watermarks: dict[int, int], behind: set[int], paused: set[int], expected: set[int]
+) -> None:
     assert decide(watermarks, behind, paused, LEAD) == expected
 
 
@@ -44,12 +44,11 @@ marks = st.one_of(st.integers(0, 100_000), st.just(NO_WATERMARK), st.just(END_OF
 @settings(max_examples=300, deadline=None)
 @given(st.dictionaries(st.integers(0, 7), marks, max_size=8), st.data())
 def test_the_slowest_partition_with_records_left_is_never_paused(
-        watermarks: dict[int, int], data: st.DataObject) -> None:
+    watermarks: dict[int, int], data: st.DataObject
+) -> None:
     parts = sorted(watermarks)
-    behind = set(data.draw(st.lists(st.sampled_from(parts), unique=True) if parts
-                           else st.just([])))
-    paused = set(data.draw(st.lists(st.sampled_from(parts), unique=True) if parts
-                           else st.just([])))
+    behind = set(data.draw(st.lists(st.sampled_from(parts), unique=True) if parts else st.just([])))
+    paused = set(data.draw(st.lists(st.sampled_from(parts), unique=True) if parts else st.just([])))
     stop = decide(watermarks, behind, paused, LEAD)
     assert stop <= set(watermarks)
     lagging = {p: w for p, w in watermarks.items() if p in behind and w != END_OF_STREAM}
@@ -65,7 +64,8 @@ def test_the_slowest_partition_with_records_left_is_never_paused(
 
 
 def test_flow_control_reads_every_record_of_a_skewed_backlog_without_stalling(
-        topic_factory: Any, producer_factory: Any, consumer_factory: Any) -> None:
+    topic_factory: Any, producer_factory: Any, consumer_factory: Any
+) -> None:
     """Real broker: partitions paused and resumed hundreds of times are all read to the end,
     exactly once and in order, and no poll comes back empty while records are left (the
     kafka-python fetcher bug ``FlowControl.before_poll`` works around stalled here)."""

@@ -40,15 +40,28 @@ VIEWS = ("availability", "origin_destination")
 class PacedRun:
     """Feeds a contract's raw topics chunk by chunk and watches the public topics."""
 
-    def __init__(self, bootstrap: str, producer: KafkaProducer, contract: Contract,
-                 events: dict[str, list[dict[str, Any]]]) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        producer: KafkaProducer,
+        contract: Contract,
+        events: dict[str, list[dict[str, Any]]],
+    ) -> None:
         self.bootstrap = bootstrap
         self.producer = producer
         self.contract = contract
         self.expected = {v: expected_windows(contract, events, v) for v in VIEWS}
-        self.chunks = [{s: encode_raw(contract, s, records[i * len(records) // CHUNKS:
-                                                         (i + 1) * len(records) // CHUNKS])
-                        for s, records in events.items()} for i in range(CHUNKS)]
+        self.chunks = [
+            {
+                s: encode_raw(
+                    contract,
+                    s,
+                    records[i * len(records) // CHUNKS : (i + 1) * len(records) // CHUNKS],
+                )
+                for s, records in events.items()
+            }
+            for i in range(CHUNKS)
+        ]
 
     def progress(self) -> float:
         """Share of the availability windows published so far (read_committed)."""
@@ -71,14 +84,15 @@ class PacedRun:
     def finish(self, workers: list[WorkerProcess]) -> None:
         """End every partition and wait for every window of every view."""
         for stream in self.contract.streams:
-            produce_end_of_stream(self.producer, self.contract.topic_raw(stream),
-                                  stream.partitions)
+            produce_end_of_stream(self.producer, self.contract.topic_raw(stream), stream.partitions)
 
         def complete() -> bool:
             for worker in workers:
                 assert worker.alive(), worker.log_tail()
-            return all(len(read_public(self.bootstrap, self.contract, v).windows) >= len(w)
-                       for v, w in self.expected.items())
+            return all(
+                len(read_public(self.bootstrap, self.contract, v).windows) >= len(w)
+                for v, w in self.expected.items()
+            )
 
         wait_for(complete, 300, "every window of both views", every_s=1.0)
 
@@ -109,8 +123,12 @@ def test_sigkill_three_times_changes_nothing(
     kafka_bootstrap: str,
 ) -> None:
     contract = contract_factory("micromobility")
-    run = PacedRun(kafka_bootstrap, producer_factory(linger_ms=20), contract,
-                   mobility_events(VEHICLE_EVENTS, seed=11))
+    run = PacedRun(
+        kafka_bootstrap,
+        producer_factory(linger_ms=20),
+        contract,
+        mobility_events(VEHICLE_EVENTS, seed=11),
+    )
     victim = worker_factory([contract], "victim")
     survivor = worker_factory([contract], "survivor")
     start_healthy(victim)
@@ -122,8 +140,12 @@ def test_sigkill_three_times_changes_nothing(
         run.produce(index, [victim, survivor])
         while kill_at and run.progress() >= kill_at[0]:
             text = victim.metrics() if victim.healthy() else ""
-            owned.append((metric_value(text, "respublica_worker_assignment", stage="raw"),
-                          metric_value(text, "respublica_worker_assignment", stage="merge")))
+            owned.append(
+                (
+                    metric_value(text, "respublica_worker_assignment", stage="raw"),
+                    metric_value(text, "respublica_worker_assignment", stage="merge"),
+                )
+            )
             victim.kill()  # SIGKILL: no checkpoint, no commit, transaction left open
             kill_at.pop(0)
             victim.start()
@@ -143,8 +165,12 @@ def test_rebalance_one_two_one_changes_nothing(
     kafka_bootstrap: str,
 ) -> None:
     contract = contract_factory("micromobility")
-    run = PacedRun(kafka_bootstrap, producer_factory(linger_ms=20), contract,
-                   mobility_events(VEHICLE_EVENTS, seed=13))
+    run = PacedRun(
+        kafka_bootstrap,
+        producer_factory(linger_ms=20),
+        contract,
+        mobility_events(VEHICLE_EVENTS, seed=13),
+    )
     first = worker_factory([contract], "first")
     second = worker_factory([contract], "second")
     start_healthy(first)

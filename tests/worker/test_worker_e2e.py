@@ -44,10 +44,12 @@ def test_worker_publishes_what_the_oracle_computes(
     mob_events, str_events = mobility_events(MOBILITY_EVENTS), rental_events(RENTAL_EVENTS)
     expected = {
         (mobility, "availability"): expected_windows(mobility, mob_events, "availability"),
-        (mobility, "origin_destination"): expected_windows(mobility, mob_events,
-                                                           "origin_destination"),
-        (rentals, "nights_by_district"): expected_windows(rentals, str_events,
-                                                          "nights_by_district"),
+        (mobility, "origin_destination"): expected_windows(
+            mobility, mob_events, "origin_destination"
+        ),
+        (rentals, "nights_by_district"): expected_windows(
+            rentals, str_events, "nights_by_district"
+        ),
         (rentals, "nights_by_cell"): expected_windows(rentals, str_events, "nights_by_cell"),
     }
     assert all(len(w) >= 3 for w in expected.values()), "too few windows to prove anything"
@@ -61,14 +63,18 @@ def test_worker_publishes_what_the_oracle_computes(
 
     def done() -> bool:
         assert worker.alive(), worker.log_tail()
-        return all(len(read_public(kafka_bootstrap, c, v).windows) >= len(w)
-                   for (c, v), w in expected.items())
+        return all(
+            len(read_public(kafka_bootstrap, c, v).windows) >= len(w)
+            for (c, v), w in expected.items()
+        )
 
     wait_for(done, 240, "every window of every view", every_s=1.0)
     elapsed = time.monotonic() - started
-    print(f"\n{len(mob_events['vehicle_events'])} vehicle events + "
-          f"{len(mob_events['trips'])} trips + {len(str_events['activity'])} stays "
-          f"published in {elapsed:.1f} s (worker start included)")
+    print(
+        f"\n{len(mob_events['vehicle_events'])} vehicle events + "
+        f"{len(mob_events['trips'])} trips + {len(str_events['activity'])} stays "
+        f"published in {elapsed:.1f} s (worker start included)"
+    )
 
     for (contract, view), windows in expected.items():
         got = read_public(kafka_bootstrap, contract, view)
@@ -82,13 +88,27 @@ def test_worker_publishes_what_the_oracle_computes(
         assert {"respublica.window_start", "respublica.window_end"} <= set(headers)
 
     text = worker.metrics()
-    folded = metric_value(text, "respublica_events_folded_total", contract=mobility.id,
-                          view="availability")
+    folded = metric_value(
+        text, "respublica_events_folded_total", contract=mobility.id, view="availability"
+    )
     assert folded > 0
-    assert metric_value(text, "respublica_view_events_total", contract=mobility.id,
-                        view="availability", disposition="folded") == folded
-    assert metric_value(text, "respublica_records_published_total", contract=mobility.id,
-                        view="availability") > 0
-    assert metric_value(text, "respublica_windows_released_total", contract=mobility.id,
-                        view="availability") == len(expected[(mobility, "availability")])
+    assert (
+        metric_value(
+            text,
+            "respublica_view_events_total",
+            contract=mobility.id,
+            view="availability",
+            disposition="folded",
+        )
+        == folded
+    )
+    assert (
+        metric_value(
+            text, "respublica_records_published_total", contract=mobility.id, view="availability"
+        )
+        > 0
+    )
+    assert metric_value(
+        text, "respublica_windows_released_total", contract=mobility.id, view="availability"
+    ) == len(expected[(mobility, "availability")])
     assert worker.terminate() == 0, worker.log_tail()

@@ -46,9 +46,13 @@ def engine_factory(kafka_bootstrap: str) -> Iterator[Callable[..., Engine]]:
     engines: list[Engine] = []
 
     def make(contract: Contract, **options: Any) -> Engine:
-        config = WorkerConfig(kafka_settings=KafkaSettings.load(bootstrap=kafka_bootstrap),
-                              worker_id=f"w{len(engines)}",
-                              group=group, web_port=None, checkpoint_interval_s=0.3)
+        config = WorkerConfig(
+            kafka_settings=KafkaSettings.load(bootstrap=kafka_bootstrap),
+            worker_id=f"w{len(engines)}",
+            group=group,
+            web_port=None,
+            checkpoint_interval_s=0.3,
+        )
         engine = Engine(config, [contract], KEK, WorkerMetrics(), **options)
         engines.append(engine)
         engine.start()
@@ -78,13 +82,17 @@ def test_late_event_is_counted_and_never_changes_a_release(
         def check() -> bool:
             assert engine.failure() is None, engine.failure()
             return window in read_public(kafka_bootstrap, contract, "availability").windows
+
         return check
 
     wait_for(published(first), 60, "the first window")
     before = read_public(kafka_bootstrap, contract, "availability")
     # A vehicle nobody saw, becoming available inside the released window: late.
-    template = next(e for e in events["vehicle_events"] if e["event_type"] == "available"
-                    and first[0] <= e["timestamp"] < first[1])
+    template = next(
+        e
+        for e in events["vehicle_events"]
+        if e["event_type"] == "available" and first[0] <= e["timestamp"] < first[1]
+    )
     late = {**template, "event_id": str(uuid.uuid4()), "vehicle_id": str(uuid.uuid4())}
     produce_raw(producer, topic, encode_raw(contract, "vehicle_events", [late]))
     produce_end_of_stream(producer, topic, 1)
@@ -96,8 +104,10 @@ def test_late_event_is_counted_and_never_changes_a_release(
     first_keys = [k for k in after.keys if k in set(before.keys)]
     assert len(first_keys) == len(before.keys), "a released window was published again"
     text = engine.metrics.exposition().decode()
-    assert metric_value(text, "respublica_view_events_total", view="availability",
-                        disposition="late") == 1
+    assert (
+        metric_value(text, "respublica_view_events_total", view="availability", disposition="late")
+        == 1
+    )
 
 
 def test_a_window_released_again_after_a_crash_has_the_same_noise(
@@ -123,16 +133,26 @@ def test_a_window_released_again_after_a_crash_has_the_same_noise(
     first.stop()  # the other loop stops gracefully; the transaction stays open
 
     second = engine_factory(contract)  # same group: adopts the view, aborts the open txn
-    store = KeyStore(contract.id, KafkaKeysLog(second.config.kafka, f"respublica.{contract.id}"
-                                               ".keys"), KEK, "test")
+    store = KeyStore(
+        contract.id,
+        KafkaKeysLog(second.config.kafka, f"respublica.{contract.id}.keys"),
+        KEK,
+        "test",
+    )
     expected = expected_windows(contract, events, "alerts_by_type", store.noise_key())
-    wait_for(lambda: len(read_public(kafka_bootstrap, contract, "alerts_by_type").windows)
-             >= len(expected), 90, "every window after the restart")
+    wait_for(
+        lambda: (
+            len(read_public(kafka_bootstrap, contract, "alerts_by_type").windows) >= len(expected)
+        ),
+        90,
+        "every window after the restart",
+    )
 
     committed = read_public(kafka_bootstrap, contract, "alerts_by_type")
     assert committed.windows == expected and committed.duplicates == 0
-    everything = read_public(kafka_bootstrap, contract, "alerts_by_type",
-                             isolation="read_uncommitted")
+    everything = read_public(
+        kafka_bootstrap, contract, "alerts_by_type", isolation="read_uncommitted"
+    )
     assert everything.records >= committed.records + crashed[0]  # the aborted attempt
     values: dict[bytes, set[bytes]] = {}
     for key, value in everything.values:

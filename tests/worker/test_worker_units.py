@@ -44,8 +44,9 @@ class MemoryLog:
 
 @pytest.fixture(scope="module")
 def mobility(tmp_path_factory: pytest.TempPathFactory) -> Contract:
-    return unique_contract(Path(tmp_path_factory.mktemp("contracts")), "micromobility",
-                           partitions=2)
+    return unique_contract(
+        Path(tmp_path_factory.mktemp("contracts")), "micromobility", partitions=2
+    )
 
 
 def test_master_key_accepts_hex_and_base64_only() -> None:
@@ -96,18 +97,32 @@ def test_keys_are_destroyed_only_when_every_view_has_passed() -> None:
     assert any(k == "pseudonym|1|w1" and v is None for k, v in log.records)  # tombstoned
 
 
-def _stages(contract: Contract, metrics: WorkerMetrics, ring: KeyRing
-            ) -> tuple[PartialsStage, MergeStage]:
+def _stages(
+    contract: Contract, metrics: WorkerMetrics, ring: KeyRing
+) -> tuple[PartialsStage, MergeStage]:
     views = compile_contract(contract, keyring=ring)  # shared: a restart keeps the keys
-    stage1 = PartialsStage(contract, "vehicle_events", {"availability": views["availability"]},
-                           {"availability": "partials"}, metrics, clock=lambda: 0.0)
-    stage2 = MergeStage(contract, views["availability"], ["p0", "p1"], "state", metrics,
-                        clock=lambda: datetime(2027, 1, 1, tzinfo=UTC).timestamp())
+    stage1 = PartialsStage(
+        contract,
+        "vehicle_events",
+        {"availability": views["availability"]},
+        {"availability": "partials"},
+        metrics,
+        clock=lambda: 0.0,
+    )
+    stage2 = MergeStage(
+        contract,
+        views["availability"],
+        ["p0", "p1"],
+        "state",
+        metrics,
+        clock=lambda: datetime(2027, 1, 1, tzinfo=UTC).timestamp(),
+    )
     return stage1, stage2
 
 
-def _raw(contract: Contract, records: list[dict[str, Any]], partitions: int
-         ) -> list[list[RawRecord]]:
+def _raw(
+    contract: Contract, records: list[dict[str, Any]], partitions: int
+) -> list[list[RawRecord]]:
     out: list[list[RawRecord]] = [[] for _ in range(partitions)]
     for accepted in encode_raw(contract, "vehicle_events", records):
         queue = out[hash(accepted.key) % partitions]
@@ -131,12 +146,15 @@ def test_stages_with_a_crash_and_a_replay_equal_the_oracle(mobility: Contract) -
         stage1.process(p, raw[p][700:900])  # folded, never checkpointed: lost in the crash
     # Crash: a new stage-1 restores from the last checkpoints and replays from there.
     stage1, _ = _stages(mobility, metrics, ring)
-    last = {json.loads(v)["source"]: Checkpoint.from_value("availability", v)
-            for k, v in topic if k.startswith(b"checkpoint|") and v}
+    last = {
+        json.loads(v)["source"]: Checkpoint.from_value("availability", v)
+        for k, v in topic
+        if k.startswith(b"checkpoint|") and v
+    }
     for p in (0, 1):
         resume = stage1.restore(p, {"availability": last.get(f"p{p}")})
         assert resume == 700
-        stage1.process(p, raw[p][resume - 50:])  # a replay from before the checkpoint
+        stage1.process(p, raw[p][resume - 50 :])  # a replay from before the checkpoint
         topic += [(r.key, r.value) for r in stage1.checkpoint(p)]
     releases = []
     for offset, (key, value) in enumerate(topic):
@@ -148,8 +166,13 @@ def test_stages_with_a_crash_and_a_replay_equal_the_oracle(mobility: Contract) -
                 stage2.committed(output)
                 state = output.records[-1].value or b""
                 assert state == canonical_json(json.loads(state))  # spliced, still sorted
-                assert set(json.loads(state)) == {"contract_version", "merger", "policy_hash",
-                                                  "position", "sources"}
+                assert set(json.loads(state)) == {
+                    "contract_version",
+                    "merger",
+                    "policy_hash",
+                    "position",
+                    "sources",
+                }
     assert oracle_windows(releases) == expected_windows(mobility, events, "availability")
 
 

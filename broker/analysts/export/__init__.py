@@ -26,8 +26,15 @@ from broker.kafka.public_reader import ViewContents
 __all__ = ["FORMATS", "ExportError", "export"]
 
 
-def export(contents: ViewContents, out: Path, fmt: str, *, include_reports: bool = False,
-           since_ms: int | None = None, until_ms: int | None = None) -> list[Path]:
+def export(
+    contents: ViewContents,
+    out: Path,
+    fmt: str,
+    *,
+    include_reports: bool = False,
+    since_ms: int | None = None,
+    until_ms: int | None = None,
+) -> list[Path]:
     """Write ``contents`` as ``fmt`` to ``out``; returns every file written."""
     writers: dict[str, Callable[..., list[Path]]] = {}
     if fmt == "csv":

@@ -34,12 +34,12 @@ def _write_csv(path: Path, names: Sequence[str], rows: Iterable[dict[str, Any]])
             writer.writerow([_csv_value(n, row.get(n)) for n in names])
 
 
-def write_csv(contents: ViewContents, out: Path, meta: dict[str, Any], *,
-              include_reports: bool = False) -> list[Path]:
+def write_csv(
+    contents: ViewContents, out: Path, meta: dict[str, Any], *, include_reports: bool = False
+) -> list[Path]:
     """Plain CSV (UTF-8, header row) plus ``FILE.meta.json``; returns the files written."""
     view = contents.view
-    _write_csv(out, [c.name for c in columns(view)],
-               (table_row(view, g) for g in contents.groups))
+    _write_csv(out, [c.name for c in columns(view)], (table_row(view, g) for g in contents.groups))
     written = [out]
     if include_reports:
         reports = reports_path(out)
@@ -47,7 +47,6 @@ def write_csv(contents: ViewContents, out: Path, meta: dict[str, Any], *,
         meta = {**meta, "reports_file": reports.name}
         written.append(reports)
     meta_path = sidecar(out, ".meta.json")
-    meta_path.write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n",
-                         encoding="utf-8")
+    meta_path.write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     written.append(meta_path)
     return written

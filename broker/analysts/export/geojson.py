@@ -59,10 +59,14 @@ class Places:
 
     def __init__(self, contract: Contract, view: View) -> None:
         self.view = view
-        self.spatial = [d for d in view.group_by
-                        if isinstance(d, H3Dimension | ZonesDimension | GridDimension)]
-        self._zones = {d.name: {z.value: z.polygons for z in d.zones}
-                       for d in self.spatial if isinstance(d, ZonesDimension)}
+        self.spatial = [
+            d for d in view.group_by if isinstance(d, H3Dimension | ZonesDimension | GridDimension)
+        ]
+        self._zones = {
+            d.name: {z.value: z.polygons for z in d.zones}
+            for d in self.spatial
+            if isinstance(d, ZonesDimension)
+        }
         self._ref_lat = Territory(Area.of("territory", contract.territory.polygons)).ref_lat()
 
     def geometry(self, group: dict[str, str | None]) -> Geometry | None:
@@ -112,8 +116,12 @@ class Places:
         x_scale = EARTH_RADIUS_M * math.cos(math.radians(self._ref_lat))
         west = math.degrees(int(ix) * size / x_scale)
         south = math.degrees(int(iy) * size / EARTH_RADIUS_M)
-        return (west, south, west + math.degrees(size / x_scale),
-                south + math.degrees(size / EARTH_RADIUS_M))
+        return (
+            west,
+            south,
+            west + math.degrees(size / x_scale),
+            south + math.degrees(size / EARTH_RADIUS_M),
+        )
 
 
 def _centroid(polygons: MultiPolygon) -> tuple[float, float]:
@@ -132,16 +140,18 @@ def _centroid(polygons: MultiPolygon) -> tuple[float, float]:
     return cx / (3 * total), cy / (3 * total)
 
 
-def feature_collection(contents: ViewContents, meta: dict[str, Any], *,
-                       include_reports: bool = False) -> dict[str, Any]:
+def feature_collection(
+    contents: ViewContents, meta: dict[str, Any], *, include_reports: bool = False
+) -> dict[str, Any]:
     """The FeatureCollection of a view's releases, metadata in the ``metadata`` member."""
     places = Places(contents.contract, contents.view)
     features = []
     for group in contents.groups:
         props = table_row(contents.view, group)
         props["window_start"], props["window_end"] = _bounds(props)
-        features.append({"type": "Feature", "geometry": places.geometry(group.group),
-                         "properties": props})
+        features.append(
+            {"type": "Feature", "geometry": places.geometry(group.group), "properties": props}
+        )
     metadata = dict(meta)
     if include_reports:
         reports = [report_row(r) for r in contents.reports]
@@ -155,14 +165,12 @@ def _bounds(row: dict[str, Any]) -> tuple[str, str]:
     return iso_utc(int(row["window_start"])), iso_utc(int(row["window_end"]))
 
 
-def write_geojson(contents: ViewContents, out: Path, meta: dict[str, Any], *,
-                  include_reports: bool = False) -> list[Path]:
+def write_geojson(
+    contents: ViewContents, out: Path, meta: dict[str, Any], *, include_reports: bool = False
+) -> list[Path]:
     """One ``.geojson`` file (UTF-8, no NaN); returns ``[out]``."""
     document = feature_collection(contents, meta, include_reports=include_reports)
     with out.open("w", encoding="utf-8") as handle:
-        json.dump(document, handle, ensure_ascii=False, allow_nan=False,
-                  separators=(",", ":"))
+        json.dump(document, handle, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
         handle.write("\n")
     return [out]
-
-

@@ -27,19 +27,39 @@ from broker.analysts.export.table import (
 )
 from broker.kafka.public_reader import ViewContents
 
-_TYPES = {"timestamp": pa.timestamp("ms", tz="UTC"), "string": pa.string(),
-          "integer": pa.int64(), "number": pa.float64()}
-_PLAIN_KEYS = ("contract", "contract_version", "policy_hash", "view", "licence",
-               "attribution", "k", "epsilon", "generated_at")
-_REPORT_TYPES = {"window_start": "timestamp", "window_end": "timestamp", "k": "integer",
-                 "groups_published": "integer", "groups_suppressed": "integer",
-                 "withheld_reason": "string", "epsilon": "number"}
+_TYPES = {
+    "timestamp": pa.timestamp("ms", tz="UTC"),
+    "string": pa.string(),
+    "integer": pa.int64(),
+    "number": pa.float64(),
+}
+_PLAIN_KEYS = (
+    "contract",
+    "contract_version",
+    "policy_hash",
+    "view",
+    "licence",
+    "attribution",
+    "k",
+    "epsilon",
+    "generated_at",
+)
+_REPORT_TYPES = {
+    "window_start": "timestamp",
+    "window_end": "timestamp",
+    "k": "integer",
+    "groups_published": "integer",
+    "groups_suppressed": "integer",
+    "withheld_reason": "string",
+    "epsilon": "number",
+}
 
 
 def arrow_schema(cols: list[Column], meta: dict[str, Any]) -> pa.Schema:
     """The Arrow schema of an export: typed fields with docs, and the file metadata."""
-    fields = [pa.field(c.name, _TYPES[c.type], metadata={"description": c.description})
-              for c in cols]
+    fields = [
+        pa.field(c.name, _TYPES[c.type], metadata={"description": c.description}) for c in cols
+    ]
     kv = {"respublica": json.dumps(meta, ensure_ascii=False)}
     kv |= {k: _text(meta.get(k)) for k in _PLAIN_KEYS if meta.get(k) is not None}
     return pa.schema(fields, metadata=kv)
@@ -65,8 +85,9 @@ def _cell(column: Column, value: Any) -> Any:
     return value  # timestamps: ms since the epoch, which Arrow takes as is
 
 
-def write_parquet(contents: ViewContents, out: Path, meta: dict[str, Any], *,
-                  include_reports: bool = False) -> list[Path]:
+def write_parquet(
+    contents: ViewContents, out: Path, meta: dict[str, Any], *, include_reports: bool = False
+) -> list[Path]:
     """One Parquet file (and ``FILE.reports.parquet`` with the reports); returns the paths."""
     view = contents.view
     rows = [table_row(view, g) for g in contents.groups]
@@ -74,10 +95,12 @@ def write_parquet(contents: ViewContents, out: Path, meta: dict[str, Any], *,
     if include_reports:
         reports = reports_path(out)
         meta = {**meta, "reports_file": reports.name}
-        report_cols = [Column(n, _REPORT_TYPES[n], f"suppression report: {n}")
-                       for n in REPORT_COLUMNS]
-        pq.write_table(_table(report_cols, [report_row(r) for r in contents.reports], meta),
-                       reports)
+        report_cols = [
+            Column(n, _REPORT_TYPES[n], f"suppression report: {n}") for n in REPORT_COLUMNS
+        ]
+        pq.write_table(
+            _table(report_cols, [report_row(r) for r in contents.reports], meta), reports
+        )
         written.append(reports)
     pq.write_table(_table(columns(view), rows, meta), out)
     return [out, *written]

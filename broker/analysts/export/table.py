@@ -37,8 +37,15 @@ from contracts.policy_hash import policy_hash
 
 FORMATS = ("csv", "geojson", "parquet")
 WINDOW_COLUMNS = ("window_start", "window_end")
-REPORT_COLUMNS = ("window_start", "window_end", "k", "groups_published", "groups_suppressed",
-                  "withheld_reason", "epsilon")
+REPORT_COLUMNS = (
+    "window_start",
+    "window_end",
+    "k",
+    "groups_published",
+    "groups_suppressed",
+    "withheld_reason",
+    "epsilon",
+)
 
 
 class ExportError(RespublicaError):
@@ -63,11 +70,15 @@ def _dimension_doc(dim: Any) -> str:
     if isinstance(dim, H3Dimension):
         return f"H3 cell (v4 hex id, resolution {dim.resolution}) of the event's position"
     if isinstance(dim, ZonesDimension):
-        return (f"name of the zone the event falls in (property '{dim.property_name}' "
-                f"of {Path(dim.file).name})")
+        return (
+            f"name of the zone the event falls in (property '{dim.property_name}' "
+            f"of {Path(dim.file).name})"
+        )
     if isinstance(dim, GridDimension):
-        return (f"square grid cell of {dim.size_m:g} m, label g<size>:<ix>:<iy> "
-                "(south-west corner index)")
+        return (
+            f"square grid cell of {dim.size_m:g} m, label g<size>:<ix>:<iy> "
+            "(south-west corner index)"
+        )
     if isinstance(dim, RoundDimension):
         return f"'{dim.field}' rounded to {dim.decimals} decimal places"
     if isinstance(dim, FieldDimension):
@@ -80,26 +91,47 @@ def _measure_columns(measure: Any, noisy: bool) -> list[Column]:
     if isinstance(measure, CountMeasure):
         return [Column(measure.name, "integer", f"number of events in the group{noise}")]
     if isinstance(measure, DistinctSubjectsMeasure):
-        return [Column(measure.name, "integer",
-                       f"number of distinct subjects in the group (at least k){noise}")]
+        return [
+            Column(
+                measure.name,
+                "integer",
+                f"number of distinct subjects in the group (at least k){noise}",
+            )
+        ]
     if isinstance(measure, DistinctMeasure):
-        return [Column(measure.name, "integer",
-                       f"number of distinct values of '{measure.field}'{noise}")]
+        return [
+            Column(
+                measure.name, "integer", f"number of distinct values of '{measure.field}'{noise}"
+            )
+        ]
     if isinstance(measure, SumMeasure):
         return [Column(measure.name, "number", f"sum of '{measure.field}'{noise}")]
     if isinstance(measure, MeanMeasure):
-        return [Column(measure.name, "number",
-                       f"mean of '{measure.field}' (empty when no event carried it)")]
+        return [
+            Column(
+                measure.name,
+                "number",
+                f"mean of '{measure.field}' (empty when no event carried it)",
+            )
+        ]
     if isinstance(measure, QuantilesMeasure):
-        return [Column(f"{measure.name}_{quantile_label(q)}", "number",
-                       f"quantile {q:g} of '{measure.field}'") for q in measure.q]
+        return [
+            Column(
+                f"{measure.name}_{quantile_label(q)}",
+                "number",
+                f"quantile {q:g} of '{measure.field}'",
+            )
+            for q in measure.q
+        ]
     return [Column(measure.name, "number", "measure")]
 
 
 def columns(view: View) -> list[Column]:
     """The columns of a view's export, in file order."""
-    out = [Column("window_start", "timestamp", "start of the window (inclusive), UTC"),
-           Column("window_end", "timestamp", "end of the window (exclusive), UTC")]
+    out = [
+        Column("window_start", "timestamp", "start of the window (inclusive), UTC"),
+        Column("window_end", "timestamp", "end of the window (exclusive), UTC"),
+    ]
     out += [Column(d.name, "string", _dimension_doc(d)) for d in view.group_by]
     for measure in view.measures:
         out += _measure_columns(measure, view.noise is not None)
@@ -122,9 +154,12 @@ def flat_measures(view: View, measures: dict[str, Any]) -> dict[str, Any]:
 
 def table_row(view: View, group: PublishedGroup) -> dict[str, Any]:
     """One export row: window bounds in ms, dimensions, flattened measures."""
-    return {"window_start": group.window_start, "window_end": group.window_end,
-            **{d.name: group.group.get(d.name) for d in view.group_by},
-            **flat_measures(view, group.measures)}
+    return {
+        "window_start": group.window_start,
+        "window_end": group.window_end,
+        **{d.name: group.group.get(d.name) for d in view.group_by},
+        **flat_measures(view, group.measures),
+    }
 
 
 def report_row(report: WindowReport) -> dict[str, Any]:
@@ -132,8 +167,13 @@ def report_row(report: WindowReport) -> dict[str, Any]:
     return {name: getattr(report, name) for name in REPORT_COLUMNS}
 
 
-def metadata(contents: ViewContents, *, generated_at: datetime | None = None,
-             since_ms: int | None = None, until_ms: int | None = None) -> dict[str, Any]:
+def metadata(
+    contents: ViewContents,
+    *,
+    generated_at: datetime | None = None,
+    since_ms: int | None = None,
+    until_ms: int | None = None,
+) -> dict[str, Any]:
     """What a re-user must know: source, licence, attribution, privacy parameters, columns."""
     contract, view = contents.contract, contents.view
     moment = generated_at or datetime.now(UTC)
@@ -166,9 +206,13 @@ def metadata(contents: ViewContents, *, generated_at: datetime | None = None,
 def _noise(contract: Contract, view: View) -> dict[str, Any] | None:
     if view.noise is None:
         return None
-    return {"mechanism": view.noise.mechanism, "epsilon_per_window": view.noise.epsilon,
-            "budget": view.noise.budget, "period": format_duration(view.noise.period),
-            "sensitivity": view.noise.sensitivity}
+    return {
+        "mechanism": view.noise.mechanism,
+        "epsilon_per_window": view.noise.epsilon,
+        "budget": view.noise.budget,
+        "period": format_duration(view.noise.period),
+        "sensitivity": view.noise.sensitivity,
+    }
 
 
 def _published_under(contents: ViewContents) -> list[dict[str, str]]:
