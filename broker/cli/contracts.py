@@ -9,14 +9,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from broker.cli.options import add_kafka_options, kafka_settings
+from broker.kafka.defaults import CONTRACTS_ENV
 from contracts import examples_dir
 
 if TYPE_CHECKING:
     from broker.kafka.topics import Plan, TopicAdmin
-
-# A copy of broker.kafka.settings.CONTRACTS_ENV, whose module loads pydantic: `--help` must
-# stay fast. tests/layout/test_cli_start.py checks that they agree.
-CONTRACTS_ENV = "RESPUBLICA_CONTRACTS"
 
 
 def default_contract_paths() -> list[Path]:

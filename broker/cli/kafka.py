@@ -7,20 +7,10 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from broker.kafka.defaults import DEFAULT_PORT, KAFKA_VERSION, default_data_dir
+
 if TYPE_CHECKING:
     from broker.kafka.local import LocalKafka
-
-# Copies of broker.kafka.settings.DEFAULT_PORT and broker.kafka.local.KAFKA_VERSION and
-# default_data_dir(), whose modules load pydantic: `--help` must stay fast.
-# tests/layout/test_cli_start.py checks that they agree.
-DEFAULT_PORT = 9092
-KAFKA_VERSION = "4.1.1"
-
-
-def _default_data_dir() -> Path:
-    """The broker's state when ``--data-dir`` is not given (for the help text)."""
-    env = os.environ.get("RESPUBLICA_CACHE")
-    return (Path(env) if env else Path.home() / ".cache" / "respublica") / "kafka-data"
 
 
 def register(commands: Any) -> None:
@@ -42,7 +32,7 @@ def register(commands: Any) -> None:
             "--data-dir",
             type=Path,
             default=None,
-            help=f"storage, pid and logs (default {_default_data_dir()})",
+            help=f"storage, pid and logs (default {default_data_dir()})",
         )
         sub.add_argument("--kafka-version", default=KAFKA_VERSION, help=argparse.SUPPRESS)
         sub.add_argument(
@@ -55,7 +45,7 @@ def register(commands: Any) -> None:
 
 
 def _local(args: argparse.Namespace) -> LocalKafka:
-    from broker.kafka.local import LocalKafka, LocalKafkaConfig, default_data_dir
+    from broker.kafka.local import LocalKafka, LocalKafkaConfig
 
     config = LocalKafkaConfig(
         port=args.port,

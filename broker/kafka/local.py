@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from broker.deadline import Deadline
-from broker.kafka.settings import DEFAULT_PORT, KafkaSettings, configured_elsewhere
+from broker.kafka.defaults import DEFAULT_PORT, KAFKA_VERSION, cache_root, default_data_dir
+from broker.kafka.settings import KafkaSettings, configured_elsewhere
 from contracts.errors import RespublicaError
 
-KAFKA_VERSION = "4.1.1"
 MIN_JAVA = 17
 DEPLOY_DIR = Path(__file__).resolve().parents[2] / "deploy" / "kafka"
 LOG_TAIL_LINES = 30
@@ -36,17 +36,6 @@ LOG_TAIL_LINES = 30
 
 class KafkaLocalError(RespublicaError):
     """The local broker could not be prepared, started or stopped."""
-
-
-def cache_root() -> Path:
-    """Where downloaded jars live: ``$RESPUBLICA_CACHE`` or ``~/.cache/respublica``."""
-    env = os.environ.get("RESPUBLICA_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "respublica"
-
-
-def default_data_dir() -> Path:
-    """The broker's state (storage, pid file, logs) when ``--data-dir`` is not given."""
-    return cache_root() / "kafka-data"
 
 
 @dataclass(frozen=True)

@@ -24,10 +24,9 @@ import yaml
 from pydantic import SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from broker.kafka.defaults import DEFAULT_PORT
 from contracts.errors import RespublicaError
 
-CONTRACTS_ENV = "RESPUBLICA_CONTRACTS"
-DEFAULT_PORT = 9092  # the local broker's (``respublica kafka start``)
 LEGACY_BOOTSTRAP_ENV = "KAFKA_BOOTSTRAP"
 ENV_PREFIX = "RESPUBLICA_KAFKA_"
 _PATH_FIELDS = ("ssl_cafile", "ssl_certfile", "ssl_keyfile")

@@ -11,9 +11,6 @@ import ast
 import subprocess
 import sys
 from importlib.metadata import version
-from pathlib import Path
-
-import pytest
 
 from broker.cli import build_parser
 
@@ -96,31 +93,10 @@ def test_the_parser_has_exactly_these_commands() -> None:
 
 
 def test_help_time_constants_agree_with_their_owners() -> None:
-    from broker.cli import contracts as cli_contracts
     from broker.cli import ingest as cli_ingest
-    from broker.cli import kafka as cli_kafka
     from broker.cli import worker as cli_worker
-    from broker.kafka import local, settings
     from broker.worker import keystore
     from connectors.simulate import SIMULATORS
 
-    assert cli_contracts.CONTRACTS_ENV == settings.CONTRACTS_ENV
-    assert cli_kafka.DEFAULT_PORT == settings.DEFAULT_PORT == local.DEFAULT_PORT
-    assert cli_kafka.KAFKA_VERSION == local.KAFKA_VERSION
     assert cli_worker.MASTER_KEY_ENV == keystore.MASTER_KEY_ENV
     assert cli_ingest.SIMULATOR_NAMES == tuple(sorted(SIMULATORS))
-
-
-@pytest.mark.parametrize("cache", [None, "/srv/respublica-cache"])
-def test_help_data_dir_agrees_with_the_broker(
-    cache: str | None, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from broker.cli import kafka as cli_kafka
-    from broker.kafka import local
-
-    if cache is None:
-        monkeypatch.delenv("RESPUBLICA_CACHE", raising=False)
-    else:
-        monkeypatch.setenv("RESPUBLICA_CACHE", cache)
-    assert cli_kafka._default_data_dir() == local.default_data_dir()
-    assert isinstance(cli_kafka._default_data_dir(), Path)

@@ -1,0 +1,29 @@
+"""Names and defaults the command line shows before it loads anything heavy.
+
+The one place for them: ``broker.kafka.local`` and ``broker.kafka.settings`` import these,
+and so does ``respublica --help`` (which must not import pydantic or a Kafka client).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+DEFAULT_PORT = 9092
+"""The local broker's port (``respublica kafka start``), hence the default bootstrap."""
+KAFKA_VERSION = "4.1.1"
+"""The Kafka release the local broker runs (its jars come from Maven Central)."""
+CONTRACTS_ENV = "RESPUBLICA_CONTRACTS"
+"""Contract files or directories (``:``-separated) for every command."""
+CACHE_ENV = "RESPUBLICA_CACHE"
+
+
+def cache_root() -> Path:
+    """Where downloaded jars live: ``$RESPUBLICA_CACHE`` or ``~/.cache/respublica``."""
+    env = os.environ.get(CACHE_ENV)
+    return Path(env) if env else Path.home() / ".cache" / "respublica"
+
+
+def default_data_dir() -> Path:
+    """The broker's state (storage, pid file, logs) when ``--data-dir`` is not given."""
+    return cache_root() / "kafka-data"
