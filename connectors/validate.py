@@ -7,9 +7,12 @@
 3. schema: every field present or defaulted, of the right type and range, no unknown field
    (JSON); the stream's own schema id (Avro);
 4. semantics: event time not beyond ``now + future_skew`` nor before ``now - allowed_lateness``,
-   coordinates in range and inside the territory, contract valid at the event time, event id
-   not already seen (``connectors.dedup``);
-5. encode for ``raw.<c>.<s>``: Confluent Avro value, the subject as key, provenance headers.
+   coordinates in range and inside the territory, contract valid at the event time, subject
+   and event id usable as identifiers (``policies.pseudonymise.identifier_problem``), event id
+   not already seen in its canonical form (``connectors.dedup``);
+5. encode for ``raw.<c>.<s>``: Confluent Avro value (the record as sent), the canonical subject
+   (``canonical_id``) as key, so every spelling of one subject lands on one raw partition;
+   provenance headers.
 
 "now" is always passed in (``now_ms``), so replays and simulations decide their own clock.
 ``Router`` picks the validator of a (contract, stream) pair; ``dlq_record`` turns a rejection
@@ -38,6 +41,7 @@ from connectors.conform import FieldProblem, record_conformer
 from connectors.dedup import DuplicateFilter
 from connectors.territory import TerritoryTest
 from contracts.model import Contract
+from policies.pseudonymise import canonical_id, identifier_problem
 
 DEFAULT_MAX_BYTES = 64 * 1024
 DEFAULT_FUTURE_SKEW = timedelta(minutes=5)
@@ -209,13 +213,17 @@ class StreamValidator:
                 return rejected
         if not self._valid_from_ms <= event_time < self._valid_until_ms:
             return Rejected(Reason.CONTRACT_INACTIVE, stream.event_time, Stage.SEMANTIC)
+        subject = record.get(stream.subject)
+        if subject is not None and identifier_problem(subject) is not None:
+            return Rejected(Reason.INVALID_IDENTIFIER, stream.subject, Stage.SEMANTIC)
         event_id_field = stream.event_id
         if event_id_field is not None:
             event_id = record.get(event_id_field)
-            if event_id is not None and self.dedup.seen(
-                event_id, event_time_ms=event_time, now_ms=now_ms
-            ):
-                return Rejected(Reason.DUPLICATE_EVENT, event_id_field, Stage.SEMANTIC)
+            if event_id is not None:
+                if identifier_problem(event_id) is not None:
+                    return Rejected(Reason.INVALID_IDENTIFIER, event_id_field, Stage.SEMANTIC)
+                if self.dedup.seen(canonical_id(event_id), event_time_ms=event_time, now_ms=now_ms):
+                    return Rejected(Reason.DUPLICATE_EVENT, event_id_field, Stage.SEMANTIC)
         return None
 
     def _check_location(
@@ -239,13 +247,7 @@ class StreamValidator:
         self, record: Mapping[str, Any], value: bytes, now_ms: int, connector: str
     ) -> Accepted:
         subject = record.get(self.stream.subject)
-        key = (
-            subject.encode()
-            if type(subject) is str
-            else b""
-            if subject is None
-            else str(subject).encode()
-        )
+        key = b"" if subject is None else canonical_id(subject).encode()
         headers = self._headers.get((connector, now_ms))
         if headers is None:  # one set per connector and clock reading, copied per record
             if len(self._headers) > 64:

@@ -5,6 +5,13 @@ subject pseudonyms, pseudonym sets of ``distinct`` fields, exact running sums, v
 (for quantiles) the values themselves. It is never a delta: the partial with the larger
 ``through`` (last offset folded) supersedes, which makes merging a join-semilattice.
 
+Each event id counts at most once per (view, window, subject): the aggregator keeps, per open
+window, the digests of the (pseudonym, canonical event id) pairs it folded; a later copy in
+offset order is counted as ``duplicate`` and changes nothing (the first copy wins, whatever
+the later one holds). Raw is keyed by the canonical subject, so every copy of an event sent
+under its subject reaches the same partition, hence the same aggregator. The digests live as
+long as their window is open here and travel in the checkpoint (``snapshot``).
+
 Sums are kept exactly as Shewchuk partial sums (the algorithm behind ``math.fsum``), so the
 sum of a group does not depend on how events were split over partitions or in what order they
 were folded: ``fsum`` of the concatenated partials is the correctly rounded exact sum.
@@ -12,6 +19,7 @@ were folded: ``fsum`` of the concatenated partials is the correctly rounded exac
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Iterable
 from typing import Any
@@ -24,10 +32,20 @@ from policies.base import (
     ProcessOutcome,
     Record,
 )
-from policies.pseudonymise import KeyDestroyedError, Pseudonymiser, normalise
+from policies.pseudonymise import KeyDestroyedError, Pseudonymiser, canonical_id
 from policies.spec import ViewSpec
 
 GroupKey = tuple[Any, ...]
+DIGEST_BYTES = 8  # 64 bits: a collision needs ~4e9 ids in one window of one partition
+
+
+def event_digest(pseudonym: str, event_id: object) -> str:
+    """The identity of one event of one subject, as kept to recognise its copies.
+
+    Keyed by the pseudonym (so the state holds no raw identifier) and the canonical event id.
+    """
+    data = f"{pseudonym}\x00{canonical_id(event_id)}".encode()
+    return hashlib.blake2b(data, digest_size=DIGEST_BYTES).hexdigest()
 
 
 def numeric(value: Any) -> float | None:
@@ -159,6 +177,8 @@ class Aggregator:
         self._position = -1
         self._max_time: int | None = None
         self._open: dict[tuple[int, GroupKey], Partial] = {}
+        self._seen: dict[int, set[str]] = {}  # window start → event digests folded
+        self._event_id = spec.event_id_field
         self._dirty: list[Partial] = []
         self._numeric = spec.numeric_fields()
         self._quantiles = spec.quantile_fields()
@@ -183,7 +203,8 @@ class Aggregator:
         One flat loop with locals on purpose: this is the hot path (``broker.bench.policies``).
         """
         spec = self.spec
-        folded = filtered = late = outside = skipped = 0
+        folded = filtered = late = outside = skipped = duplicate = 0
+        event_f, seen_by_window = self._event_id, self._seen
         time_f, subject_f, width = spec.time_field, spec.subject_field, spec.window_ms
         rotation, lateness = spec.rotation_ms, spec.lateness_ms
         locators = tuple(d.locate for d in spec.dimensions)
@@ -226,14 +247,27 @@ class Aggregator:
                     table = self.pseudonymiser.table(subject_f, epoch)
                     table_epoch = epoch
                 raw = record[subject_f]
-                text = raw if type(raw) is str else normalise(raw)
-                pseudonym = table.get(text)
+                if type(raw) is not str:
+                    raw = str(raw)
+                # Keyed by the raw text: canonical_id (NFKC...) runs on a cache miss only.
+                pseudonym = table.get(raw)
                 if pseudonym is None:
-                    pseudonym = self.pseudonymiser.compute(subject_f, text, epoch, table)
+                    pseudonym = self.pseudonymiser.compute(subject_f, raw, epoch, table)
             except KeyDestroyedError:
                 late += 1  # older than key retention: its window is long gone
                 table_epoch = None
                 continue
+            if event_f is not None:
+                event_id = record.get(event_f)
+                if event_id is not None:
+                    digest = event_digest(pseudonym, event_id)
+                    seen = seen_by_window.get(start)
+                    if seen is None:
+                        seen = seen_by_window[start] = set()
+                    elif digest in seen:
+                        duplicate += 1
+                        continue
+                    seen.add(digest)
             part = open_.get((start, group))
             if part is None:
                 part = open_[(start, group)] = Partial(start, group, self.source)
@@ -246,7 +280,7 @@ class Aggregator:
                 dirty.append(part)
             folded += 1
         self._position, self._max_time = position, max_time
-        out = ProcessOutcome(folded, filtered, late, outside, skipped)
+        out = ProcessOutcome(folded, filtered, late, outside, skipped, duplicate)
         self.outcome.add(out)
         return out
 
@@ -282,6 +316,7 @@ class Aggregator:
         width = self.spec.window_ms
         for key in [k for k, p in self._open.items() if p.window_start + width <= watermark]:
             del self._open[key]
+        self._forget_closed(watermark - width)
         return drained
 
     def drain_closed(self, *, final: bool = False) -> list[Partial]:
@@ -304,7 +339,16 @@ class Aggregator:
             part = self._open.pop(key)
             part.through = self._position
             out.append(part)
+        if final:
+            self._seen.clear()
+        else:
+            self._forget_closed(limit)
         return out
+
+    def _forget_closed(self, limit: int) -> None:
+        """Drop the event digests of windows starting at or before ``limit`` (closed here)."""
+        for start in [s for s in self._seen if s <= limit]:
+            del self._seen[start]
 
     @property
     def open_partials(self) -> int:
@@ -318,6 +362,7 @@ class Aggregator:
             "position": self._position,
             "max_time": self._max_time,
             "open": [p.to_dict() for p in self._open.values()],
+            "seen": {str(start): sorted(digests) for start, digests in self._seen.items()},
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -328,4 +373,5 @@ class Aggregator:
         for data in state["open"]:
             part = Partial.from_dict(data)
             self._open[(part.window_start, part.group)] = part
+        self._seen = {int(start): set(digests) for start, digests in state["seen"].items()}
         self._dirty = []

@@ -72,6 +72,8 @@ class Disposition(StrEnum):
     FILTERED = "filtered"
     LATE = "late"
     OUTSIDE = "outside"
+    DUPLICATE = "duplicate"
+    """An event id already folded into the same window for the same subject (a re-send)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +94,8 @@ class ProcessOutcome:
     outside: int = 0
     skipped: int = 0
     """Records at an offset already folded (a replay after restore): not counted again."""
+    duplicate: int = 0
+    """Records whose event id the window had already folded for the same subject."""
 
     def by_disposition(self) -> dict[Disposition, int]:
         """The counts keyed by ``Disposition`` (metric labels); replays are not dispositions."""
@@ -100,6 +104,7 @@ class ProcessOutcome:
             Disposition.FILTERED: self.filtered,
             Disposition.LATE: self.late,
             Disposition.OUTSIDE: self.outside,
+            Disposition.DUPLICATE: self.duplicate,
         }
 
     def add(self, other: ProcessOutcome) -> None:
@@ -109,6 +114,7 @@ class ProcessOutcome:
         self.late += other.late
         self.outside += other.outside
         self.skipped += other.skipped
+        self.duplicate += other.duplicate
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,6 +5,8 @@ then compute each measure from the raw list of rows of the group, suppress, nois
 only primitives with the streaming path (``generalise`` via the spec's dimension functions,
 ``Pseudonymiser``, the keyed noise draw) and never calls ``aggregate`` or ``window``.
 There is no lateness in batch: every window with at least one placed event is released.
+Copies of an event (same subject, same canonical event id, same window) count once: the first
+in input order (the order of the raw topic), checked before the rows are sorted by time.
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ from typing import Any
 
 from policies.base import GroupResult, OutsideTerritory, Record, Release, SuppressionReport, Window
 from policies.noise import noisy_measures
-from policies.pseudonymise import KeyDestroyedError, KeyRing, Pseudonymiser, key_id
-from policies.spec import ViewSpec, view_spec
+from policies.pseudonymise import KeyDestroyedError, KeyRing, Pseudonymiser, canonical_id, key_id
+from policies.spec import NOISY_KINDS, ViewSpec, view_spec
 
 Row = tuple[str, Record]  # (subject pseudonym, projected record)
 
@@ -48,8 +50,10 @@ def evaluate_view(
 ) -> list[Release]:
     """Every window of one view, in time order."""
     cells: dict[int, dict[tuple[Any, ...], list[Row]]] = {}
+    kept: list[tuple[int, tuple[Any, ...], str, Record]] = []
+    seen: set[tuple[int, str, str]] = set()
     minimiser = spec.minimiser()
-    for record in sorted(records, key=lambda r: r[spec.time_field]):
+    for record in records:
         row = minimiser.project(record)
         if not spec.passes(row):
             continue
@@ -64,6 +68,14 @@ def evaluate_view(
             )
         except KeyDestroyedError:
             continue
+        event_id = row.get(spec.event_id_field) if spec.event_id_field else None
+        if event_id is not None:
+            identity = (start, subject, canonical_id(event_id))
+            if identity in seen:
+                continue
+            seen.add(identity)
+        kept.append((start, group, subject, row))
+    for start, group, subject, row in sorted(kept, key=lambda k: k[3][spec.time_field]):
         cells.setdefault(start, {}).setdefault(group, []).append((subject, row))
     budget_used: dict[int, int] = {}
     return [
@@ -106,13 +118,16 @@ def _window(
     if spec.noise is not None and noise_key is not None:
         period = start // spec.noise.period_ms
         used = budget_used.get(period, 0)
-        if (used + 1) * Fraction(repr(spec.noise.epsilon)) > Fraction(repr(spec.noise.budget)):
+        # Every noised measure spends ε (sequential composition); the groups share it.
+        noised = sum(1 for m in spec.measures if m.kind in NOISY_KINDS)
+        cost = Fraction(repr(spec.noise.epsilon)) * noised
+        if (used + 1) * cost > Fraction(repr(spec.noise.budget)):
             total = sum(len(rows) for rows in groups.values())
             report = SuppressionReport(spec.k, 0, len(groups), 0, total, "budget_exhausted")
             published = []
         else:
             budget_used[period] = used + 1
-            epsilon = spec.noise.epsilon
+            epsilon = float(cost)
             published = [
                 GroupResult(
                     g.group,

@@ -1,9 +1,10 @@
 """Keyed pseudonyms: HMAC-SHA256 under a random key per (contract, epoch).
 
-``pseudonym = base32(HMAC-SHA256(K[contract, epoch], domain ‖ 0x00 ‖ normalise(value))[:16])``
+``pseudonym = base32(HMAC-SHA256(K[contract, epoch], domain ‖ 0x00 ‖ canonical_id(value))[:16])``
 with ``domain = f"{contract}/{field}"`` (the EDPB "pseudonymisation domain": the same subject
 gets unrelated pseudonyms in two contracts or two fields), lower-case, no padding: 26 chars,
-128 bits. Normalisation is ``str(value).strip()``: ``42`` and ``" 42 "`` are one subject.
+128 bits. ``canonical_id`` is the one form of an identifier that the stream, the oracle, the
+audit and the validator all use: ``42``, ``" 42 "`` and ``"４２"`` are one subject.
 
 Keys are random (never derived from a master secret) so that destroying one epoch's key makes
 that epoch's pseudonyms impossible to recompute, by us or anyone (crypto-shredding).
@@ -15,6 +16,7 @@ import base64
 import hmac
 import json
 import secrets
+import unicodedata
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -51,9 +53,43 @@ def key_id(contract: str, epoch: int) -> str:
     return f"{contract}:{epoch}"
 
 
-def normalise(value: object) -> str:
-    """The canonical text of an identifier before hashing: ``str(value).strip()``."""
-    return str(value).strip()
+def canonical_id(value: object) -> str:
+    """The canonical form of an identifier, hashed and counted in place of the value.
+
+    ``str(value)`` → Unicode NFKC → case folded (``str.casefold``) → NFKC again (case folding
+    can leave non-NFKC text) → every whitespace character (``str.isspace``) and every format
+    character (category Cf: zero-width space and joiners, BOM, bidi marks, soft hyphen...)
+    removed, anywhere in the string → NFKC once more if anything was removed (a removed
+    character between a letter and its combining mark would leave the pair uncomposed).
+
+    Folding and removing only ever merge identifiers, so a distinct count can only go down:
+    the safe direction for k. ASCII text takes a shortcut with the same result (NFKC leaves
+    it as is, case folding is ``lower``, ASCII has no format character).
+    """
+    text = value if type(value) is str else str(value)
+    if text.isascii():
+        return "".join(text.lower().split())
+    text = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold())
+    kept = "".join(c for c in text if not c.isspace() and unicodedata.category(c) != "Cf")
+    return kept if len(kept) == len(text) else unicodedata.normalize("NFKC", kept)
+
+
+def identifier_problem(value: object) -> str | None:
+    """Why ``value`` cannot identify anything, in a few words that never quote it; or None.
+
+    A control character (category Cc other than whitespace, or a surrogate, Cs) is refused
+    rather than kept or removed; an identifier whose canonical form is empty is no identifier.
+    """
+    text = value if type(value) is str else str(value)
+    if text.isprintable():  # cheap screen: Cc and Cs are never printable
+        if text.isascii():  # printable ASCII: the space is all that canonical_id removes
+            return None if text.strip() else "empty once canonical"
+    else:
+        for c in text:
+            category = unicodedata.category(c)
+            if category == "Cs" or (category == "Cc" and not c.isspace()):
+                return "contains a control character"
+    return None if canonical_id(text) else "empty once canonical"
 
 
 class KeyRing:
@@ -174,31 +210,35 @@ class Pseudonymiser:
         keyring.watch(self)
 
     def pseudonym(self, field: str, value: object, epoch: int) -> str:
-        """The pseudonym of ``value`` for ``field`` in ``epoch``."""
+        """The pseudonym of ``canonical_id(value)`` for ``field`` in ``epoch``."""
         table = self.table(field, epoch)
-        text = normalise(value)
-        found = table.get(text)
+        raw = value if type(value) is str else str(value)
+        found = table.get(raw)
         if found is None:
-            found = self.compute(field, text, epoch, table)
+            found = self.compute(field, raw, epoch, table)
         return found
 
     def table(self, field: str, epoch: int) -> dict[str, str]:
-        """The live cache for (field, epoch): normalised value → pseudonym (hot-path access)."""
+        """The live cache for (field, epoch): value as received (``str``) → pseudonym.
+
+        Keyed by the raw text so that a hit costs one dict probe and no Unicode
+        normalisation; two spellings of one identifier are two keys with one pseudonym.
+        """
         table = self._tables.get((field, epoch))
         if table is None:
             self.keyring.key(self.contract, epoch)  # fail fast on a destroyed epoch
             table = self._tables[(field, epoch)] = {}
         return table
 
-    def compute(self, field: str, text: str, epoch: int, table: dict[str, str]) -> str:
-        """Compute (and cache in ``table``) the pseudonym of an already normalised value."""
+    def compute(self, field: str, raw: str, epoch: int, table: dict[str, str]) -> str:
+        """The pseudonym of ``canonical_id(raw)``, cached in ``table`` under ``raw`` itself."""
         key = self.keyring.key(self.contract, epoch)
-        message = f"{self.contract}/{field}".encode() + b"\x00" + text.encode()
+        message = f"{self.contract}/{field}".encode() + b"\x00" + canonical_id(raw).encode()
         digest = hmac.digest(key, message, "sha256")[:PSEUDONYM_BYTES]
         found = base64.b32encode(digest).decode("ascii").rstrip("=").lower()
         if len(table) >= self._cache_size:
             table.clear()
-        table[text] = found
+        table[raw] = found
         return found
 
     def key_id(self, epoch: int) -> str:

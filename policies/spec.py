@@ -76,6 +76,8 @@ class ViewSpec:
     delay_ms: int = 0
     noise: NoiseSpec | None = None
     pseudonymised: tuple[str, ...] = field(default=())
+    event_id_field: str | None = None
+    """The stream's event id: each id counts at most once per (subject, window) of the view."""
 
     def __post_init__(self) -> None:
         if self.window_ms <= 0 or self.window_ms % self.time_bucket_ms:
@@ -97,7 +99,14 @@ class ViewSpec:
         reads = [r for d in self.dimensions for r in d.reads]
         fields = [m.field for m in self.measures]
         return Minimiser.of(
-            [self.time_field, self.subject_field, self.filter_field, *reads, *fields]
+            [
+                self.time_field,
+                self.subject_field,
+                self.event_id_field,
+                self.filter_field,
+                *reads,
+                *fields,
+            ]
         )
 
     def passes(self, record: Record) -> bool:
@@ -238,6 +247,7 @@ def view_spec(contract: Any, view_name: str) -> ViewSpec:
         delay_ms=ms(view.delay),
         noise=noise,
         pseudonymised=tuple(view.pseudonymise),
+        event_id_field=stream.event_id,
     )
 
 

@@ -34,7 +34,7 @@ from policies.aggregate import Aggregator, Partial
 from policies.base import END_OF_STREAM, ProcessOutcome, Record, Release
 from policies.compile import CompiledView, compile_contract
 from policies.oracle import evaluate_view
-from policies.pseudonymise import KeyRing
+from policies.pseudonymise import KeyRing, canonical_id
 from policies.window import Merger
 
 Batch = list[tuple[int, Record]]
@@ -44,10 +44,11 @@ Batch = list[tuple[int, Record]]
 def partition_of(subject: Any, partitions: int) -> int:
     """The partition of a record keyed by ``subject``: a stable hash modulo the count.
 
-    A stand-in for Kafka's key partitioner (not the same hash): every record of one subject
-    lands in one partition, which is what the aggregation relies on.
+    A stand-in for Kafka's key partitioner (not the same hash) over the key the validator
+    writes, ``canonical_id(subject)``: every record of one subject, however spelt, lands in
+    one partition, which is what the aggregation relies on.
     """
-    return zlib.crc32(str(subject).encode()) % partitions
+    return zlib.crc32(canonical_id(subject).encode()) % partitions
 
 
 def arrival_order(

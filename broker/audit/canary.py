@@ -1,7 +1,8 @@
 """Canary scan: no raw identifier may appear on a public topic or in a DLQ header.
 
 The needles are the subject identifiers and pseudonymised-field values actually seen on the
-contract's raw topics, as sent, in lower case and in upper case. The haystacks are, for every
+contract's raw topics, as sent, in lower case, in upper case and in their canonical form
+(``policies.pseudonymise.canonical_id``). The haystacks are, for every
 record of every ``public.<c>.<v>``: the key and value bytes, the key and Avro value decoded
 (JSON text, so escaped characters are compared unescaped), every header name and value; and
 every header of every ``dlq.<c>.<s>`` record (a DLQ *value* is the rejected payload itself).
@@ -26,6 +27,7 @@ from kafka.consumer.fetcher import ConsumerRecord
 from broker.audit.model import Findings, fingerprint, where
 from broker.audit.read import TopicRead
 from broker.kafka.serde import Schemas, SerializationError, decode
+from policies.pseudonymise import canonical_id
 
 SECTION = "canary"
 MIN_LENGTH = 6
@@ -42,14 +44,18 @@ class Needles:
 
     @classmethod
     def of(cls, identifiers: Iterable[str]) -> Needles:
-        """Every identifier as sent, lower- and upper-cased (short ones left out)."""
+        """Every identifier as sent, lower- and upper-cased, canonical (short ones left out)."""
         needles = cls()
         for ident in sorted(set(identifiers)):
             if len(ident) < MIN_LENGTH:
                 needles.too_short += 1
                 continue
             needles.identifiers += 1
-            for variant in {ident, ident.lower(), ident.upper()}:
+            canonical = canonical_id(ident)
+            variants = {ident, ident.lower(), ident.upper()}
+            if len(canonical) >= MIN_LENGTH:
+                variants.add(canonical)
+            for variant in variants:
                 data = variant.encode("utf-8")
                 needles.by_length.setdefault(len(data), {})[data] = ident
         return needles

@@ -2,7 +2,8 @@
 
 Per stream: ``in = raw events + DLQ records``; rejected by reason from the DLQ headers.
 Per view, from the auditor's replay (``broker.audit.replay``) and the public topic:
-``raw events = published + suppressed + late + filtered + outside + open``, where an event is
+``raw events = published + suppressed + late + filtered + outside + duplicate + open``, where an
+event is
 *published* when its (window, group) was published, *suppressed* when its window was released
 (a report exists) without its group, *open* when its window is not released yet.
 
@@ -31,7 +32,7 @@ from broker.kafka.serde import SerializationError
 from contracts.model import Contract, View
 
 SECTION = "reconciliation"
-DISPOSITIONS = ("late", "filtered", "outside")
+DISPOSITIONS = ("late", "filtered", "outside", "duplicate")
 H_REASON = "respublica.reason"
 H_REJECTED_AT = "respublica.rejected_at"
 

@@ -8,11 +8,14 @@ streaming fold defines it (``policies.aggregate.Aggregator.process``):
     window already closed            → late   (window end <= max event time − allowed lateness,
                                                per partition, in offset order)
     no cell/zone for its position    → outside
+    event id already folded for the  → duplicate  (per partition, window and canonical
+    same subject in this window                    subject; the first copy in offset order wins)
     otherwise                        → folded into (window, group)
 
-No key is needed: within one window one pseudonym key is used, so distinct raw identifiers
-count exactly what distinct pseudonyms count. Raw identifiers stay in memory (for the k check
-and the canary scan) and are never printed.
+No key is needed: within one window one pseudonym key is used, so distinct canonical
+identifiers (``policies.pseudonymise.canonical_id``, the form the pseudonym is computed from)
+count exactly what distinct pseudonyms count. Identifiers stay in memory (canonical for the k
+check, as sent for the canary scan) and are never printed.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from broker.kafka.internal import CONTROL_HEADER, END_OF_STREAM_MARK, source_nam
 from broker.kafka.serde import SerializationError, decode_body, read_header, schema_id
 from contracts.model import Contract
 from policies.base import NO_WATERMARK, Disposition, OutsideTerritory, Record
-from policies.pseudonymise import normalise
+from policies.pseudonymise import canonical_id
 from policies.spec import ViewSpec, view_spec
 
 H_RECEIVED_AT = "respublica.received_at"
@@ -61,6 +64,7 @@ class ViewTally:
     # Per source: dispositions of the records at or below the worker's checkpoint position.
     up_to_checkpoint: dict[str, Counter[str]] = field(default_factory=dict)
     _max_time: dict[int, int] = field(default_factory=dict)
+    _seen: dict[int, set[tuple[int, str, str]]] = field(default_factory=dict)
 
     def classify(self, partition: int, record: Record) -> tuple[Disposition, CellKey | None]:
         """The disposition of the next record of ``partition`` (offset order)."""
@@ -79,6 +83,13 @@ class ViewTally:
             group = group_text(d.locate(record) for d in spec.dimensions)
         except OutsideTerritory:
             return Disposition.OUTSIDE, None
+        event_id = record.get(spec.event_id_field) if spec.event_id_field else None
+        if event_id is not None:
+            identity = (start, canonical_id(record[spec.subject_field]), canonical_id(event_id))
+            folded = self._seen.setdefault(partition, set())
+            if identity in folded:
+                return Disposition.DUPLICATE, None
+            folded.add(identity)
         return Disposition.FOLDED, (start, group)
 
     def fold(self, key: CellKey, record: Record) -> None:
@@ -88,11 +99,11 @@ class ViewTally:
             cell = self.cells[key] = Cell()
         cell.events += 1
         raw = record[self.spec.subject_field]
-        cell.subjects.add(raw if type(raw) is str else normalise(raw))
+        cell.subjects.add(canonical_id(raw))
         for name in self.spec.distinct_fields():
             value = record.get(name)
             if value is not None:
-                cell.distinct.setdefault(name, set()).add(normalise(value))
+                cell.distinct.setdefault(name, set()).add(canonical_id(value))
 
 
 @dataclass
@@ -174,6 +185,7 @@ class StreamReplay:
         for name in (self._subject_field, *self._secret_fields):
             value = record.get(name)
             if value is not None:
-                tally.identifiers.add(normalise(value))
+                # As sent (a leak shows what was sent); the needles add the canonical form.
+                tally.identifiers.add(str(value).strip())
         version = next((v for k, v in headers if k == "respublica.contract_version"), None)
         tally.versions[(version or b"").decode("utf-8", "replace")] += 1

@@ -25,6 +25,7 @@ from connectors.simulate.mobility import MobilitySimulator
 from contracts import load_contracts
 from contracts.copies import example_data, write_contract
 from contracts.model import Contract
+from policies.pseudonymise import canonical_id
 
 EVENTS_STREAM = "vehicle_events"
 TRIPS_STREAM = "trips"
@@ -77,7 +78,9 @@ def _encoded(
     stream = contract.stream(stream_name)
     sid, topic = schema_id(stream.raw_schema), contract.topic_raw(stream)
     return [
-        OutRecord(topic, str(r[stream.subject]).encode(), encode(stream.avro_schema, sid, r), [])
+        OutRecord(
+            topic, canonical_id(r[stream.subject]).encode(), encode(stream.avro_schema, sid, r), []
+        )
         for r in records
     ]
 

@@ -16,7 +16,7 @@ class Stage(StrEnum):
 
     DECODE = "decode"  # bytes -> JSON object / Avro record
     SCHEMA = "schema"  # the object against the stream's Avro schema
-    SEMANTIC = "semantic"  # time, place, validity period, duplicates
+    SEMANTIC = "semantic"  # time, place, validity period, identifiers, duplicates
     ROUTE = "route"  # which contract and stream the payload is for
     INTERNAL = "internal"  # a bug of ours, never the provider's fault
 
@@ -43,6 +43,7 @@ class Reason(StrEnum):
     TOO_LATE = "TOO_LATE"
     CONTRACT_INACTIVE = "CONTRACT_INACTIVE"
     DUPLICATE_EVENT = "DUPLICATE_EVENT"
+    INVALID_IDENTIFIER = "INVALID_IDENTIFIER"
     UNKNOWN_CONTRACT = "UNKNOWN_CONTRACT"
     UNKNOWN_STREAM = "UNKNOWN_STREAM"
     INTERNAL = "INTERNAL"
@@ -73,6 +74,7 @@ _DEFAULT_STAGE: dict[Reason, Stage] = {
     Reason.TOO_LATE: Stage.SEMANTIC,
     Reason.CONTRACT_INACTIVE: Stage.SEMANTIC,
     Reason.DUPLICATE_EVENT: Stage.SEMANTIC,
+    Reason.INVALID_IDENTIFIER: Stage.SEMANTIC,
     Reason.UNKNOWN_CONTRACT: Stage.ROUTE,
     Reason.UNKNOWN_STREAM: Stage.ROUTE,
     Reason.INTERNAL: Stage.INTERNAL,

@@ -89,7 +89,8 @@ class _Source:
     eos: bool = False
     dirty: bool = False
     # Per view, what became of every record up to the aggregator's position (replays skipped):
-    # checkpointed so that the auditor can reconcile late/filtered/outside across restarts.
+    # checkpointed so that the auditor can reconcile late/filtered/outside/duplicate across
+    # restarts.
     counts: dict[str, ProcessOutcome] = field(default_factory=dict)
 
 
@@ -251,4 +252,5 @@ def _outcome(counts: Mapping[str, int]) -> ProcessOutcome:
         filtered=int(counts.get("filtered", 0)),
         late=int(counts.get("late", 0)),
         outside=int(counts.get("outside", 0)),
+        duplicate=int(counts.get("duplicate", 0)),
     )

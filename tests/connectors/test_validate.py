@@ -186,6 +186,46 @@ def test_duplicate_event_id_is_rejected_once_accepted(vehicle_validator: StreamV
     assert isinstance(_validate(vehicle_validator, _json(vehicle_event(4))), Accepted)
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("vehicle_id", "\u200b \u00a0"),  # nothing left once canonical
+        ("vehicle_id", "ab\x07c"),  # a control character
+        ("vehicle_id", ""),
+        ("event_id", "\ufeff\u200d"),
+        ("event_id", "evt\x00-1"),
+    ],
+)
+def test_an_unusable_identifier_is_rejected_by_field_not_value(
+    vehicle_validator: StreamValidator, field: str, value: str
+) -> None:
+    record = vehicle_event(5, **{field: value})
+    expected = Rejected(Reason.INVALID_IDENTIFIER, field, Stage.SEMANTIC)
+    assert _validate(vehicle_validator, _json(record)) == expected
+    framed = _framed(vehicle_validator, record)  # Avro skips the JSON conformer, not this
+    outcome = vehicle_validator.validate(framed, now_ms=NOW_MS, connector="t", source="s")
+    assert outcome == expected
+    assert Reason.INVALID_IDENTIFIER.stage is Stage.SEMANTIC
+
+
+def test_spellings_of_one_subject_share_the_raw_key_and_keep_their_value(
+    vehicle_validator: StreamValidator, schemas: Schemas
+) -> None:
+    keys = []
+    for i, subject in enumerate([" ABC\u200b", "abc", "\uff41\uff22\uff43"]):
+        outcome = _validate(vehicle_validator, _json(vehicle_event(i, vehicle_id=subject)))
+        assert isinstance(outcome, Accepted)
+        assert decode(outcome.value, schemas)[1]["vehicle_id"] == subject  # value as sent
+        keys.append(outcome.key)
+    assert keys == [b"abc"] * 3
+
+
+def test_spellings_of_one_event_id_are_duplicates(vehicle_validator: StreamValidator) -> None:
+    assert isinstance(_validate(vehicle_validator, vehicle_event(6, event_id="EVT-6")), Accepted)
+    again = _validate(vehicle_validator, vehicle_event(7, event_id=" evt-6\u200b"))
+    assert again == Rejected(Reason.DUPLICATE_EVENT, "event_id", Stage.SEMANTIC)
+
+
 def _framed(validator: StreamValidator, record: dict[str, Any]) -> bytes:
     return encode(validator.schema.parsed, validator.schema.schema_id, record)
 
@@ -332,6 +372,8 @@ def _sentinel_payloads(validator: StreamValidator) -> list[bytes]:
         {**base, SENTINEL: SENTINEL},
         {k: v for k, v in base.items() if k != "lon"},
         {**base, "lon": 2.35},
+        {**base, "vehicle_id": SENTINEL + "\x07"},
+        {**base, "event_id": SENTINEL + "\x00"},
     ]
     payloads += [_json(v) for v in variants]
     payloads += [_json(base).replace(SENTINEL.encode(), SENTINEL.encode() + b"\xff")]
@@ -355,6 +397,7 @@ def test_no_value_reaches_a_rejection_header_or_log(
         Reason.WRONG_TYPE,
         Reason.INVALID_UTF8,
         Reason.UNKNOWN_FIELD,
+        Reason.INVALID_IDENTIFIER,
     }
     texts = [repr(r) + r.describe() for r in rejected]
     for r in rejected:

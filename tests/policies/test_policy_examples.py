@@ -104,6 +104,7 @@ def test_pipelines_read_only_named_fields(contracts: dict[str, Contract]) -> Non
     assert pipelines["availability"].fields == {
         "timestamp",
         "vehicle_id",
+        "event_id",  # read only to count each event once
         "event_type",
         "lat",
         "lon",

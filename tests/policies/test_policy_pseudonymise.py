@@ -11,9 +11,9 @@ from policies.pseudonymise import (
     KeyRing,
     KeyRingError,
     Pseudonymiser,
+    canonical_id,
     epoch_of,
     key_id,
-    normalise,
 )
 
 pytestmark = pytest.mark.unit
@@ -42,9 +42,9 @@ def test_known_answer_pseudonym() -> None:
     assert pz.pseudonym("vehicle_id", "veh-000042", 7) == "xuf2gbi4zowt5mwaca4y7vbjli"
 
 
-def test_normalisation_strips_and_stringifies() -> None:
+def test_canonical_form_strips_and_stringifies() -> None:
     pz = Pseudonymiser(fixed_ring(), "c1")
-    assert normalise("  ab \n") == "ab"
+    assert canonical_id("  ab \n") == "ab"
     assert pz.pseudonym("f", "  veh-1 ", 0) == pz.pseudonym("f", "veh-1", 0)
     assert pz.pseudonym("f", 42, 0) == pz.pseudonym("f", "42", 0)
 
