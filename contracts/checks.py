@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
+from fractions import Fraction
 from typing import NamedTuple
 
 from contracts.avro import AvroField
@@ -286,7 +287,7 @@ def check_output_names(contract: Contract, now: datetime) -> Iterator[Issue]:
 
 
 def check_noise(contract: Contract, now: datetime) -> Iterator[Issue]:
-    """ε > 0, and the budget pays for one release of every window in a period."""
+    """ε > 0, and the budget pays ε for every noised measure of every window in a period."""
     for i, view in enumerate(contract.views):
         if view.noise is not None:
             yield from _noise(f"views[{i}]", view, view.noise)
@@ -297,9 +298,8 @@ def _noise(path: str, view: View, noise: Noise) -> Iterator[Issue]:
         yield Issue(f"{path}.noise.epsilon", "must be greater than 0")
     elif noise.budget < noise.epsilon:
         yield Issue(f"{path}.noise.budget", "must be at least epsilon")
-    elif view.window > ZERO and noise.budget < noise.epsilon * releases_per_period(view):
-        message = "too small for one release per window over the period (epsilon × windows)"
-        yield Issue(f"{path}.noise.budget", message)
+    elif view.window > ZERO and (shortfall := _budget_shortfall(view, noise)):
+        yield Issue(f"{path}.noise.budget", shortfall)
     if noise.sensitivity <= 0:
         yield Issue(f"{path}.noise.sensitivity", "must be greater than 0")
     if noise.period <= ZERO:
@@ -314,6 +314,21 @@ def _noise(path: str, view: View, noise: Noise) -> Iterator[Issue]:
                 f"{path}.measures[{j}]",
                 "mean and quantiles cannot be published with noise (exact values)",
             )
+
+
+def _budget_shortfall(view: View, noise: Noise) -> str | None:
+    """Why the budget cannot pay ε for every noised measure of every window in a period."""
+    measures = sum(isinstance(m, NOISY_MEASURES) for m in view.measures)
+    windows = releases_per_period(view)
+    # Exact decimals, as the ledger reads them: 0.1 × 3 × 16 is 4.8, not 4.800000000000001.
+    needed = Fraction(repr(noise.epsilon)) * measures * windows
+    if Fraction(repr(noise.budget)) >= needed:
+        return None
+    return (
+        f"budget {noise.budget:g} is below the {float(needed):g} needed: {noise.epsilon:g}"
+        f" × {measures} noised measure{'s' * (measures != 1)}"
+        f" × {windows} window{'s' * (windows != 1)} per period"
+    )
 
 
 def releases_per_period(view: View) -> int:

@@ -247,9 +247,11 @@ def _noise(view: View) -> str:
     if noise is None:
         return "none (exact values)"
     windows = -(-noise.period // view.window) if view.window else 0
+    measures = len(view.measures)
     return (
         f"{_MECHANISMS[noise.mechanism]} noise on counts, sums and distinct counts;"
-        f" ε = {noise.epsilon:g} per window release, budget ε = {noise.budget:g} per"
+        f" ε = {noise.epsilon:g} per noised measure, {measures} noised measure(s) per window,"
+        f" budget ε = {noise.budget:g} per"
         f" {describe_duration(noise.period)} ({windows} windows per period),"
         f" sensitivity {noise.sensitivity:g}"
     )

@@ -1,21 +1,41 @@
-"""Differential-privacy noise with keyed, deterministic draws, and the ε ledger.
+"""Differential-privacy noise: an exact discrete-Laplace sampler on keyed bits, and the ε ledger.
 
-The draw for (contract, view, window, group, measure) is
-``HMAC-SHA256(noise_key, canonical JSON of those five)`` → two 53-bit uniforms in (0, 1] →
-inverse-CDF sampling. Re-releasing a window (after a crash, on another worker) therefore gives
+*Randomness.* The noise of one cell (contract, view, window, group, measure) reads its own
+deterministic bit stream: the blocks ``HMAC-SHA256(noise_key, label ‖ counter)`` for counter
+0, 1, 2… (8 bytes, big-endian), read most significant bit first, where ``label`` is the
+canonical JSON of those five. Re-releasing a window (after a crash, on another worker) gives
 the *same* noise: an observer never sees two independent draws to average out. Python's
 ``random`` and OpenDP's samplers are not used because neither offers keyed, reproducible draws.
 
-* ``geometric`` (two-sided geometric = discrete Laplace): ``P(X=x) ∝ exp(-ε|x|/Δ)``, sampled
-  as the difference of two geometric variables ``⌊ln u / ln p⌋`` with ``p = exp(-ε/Δ)``.
-* ``laplace``: ``(Δ/ε)·(ln u₁ − ln u₂)``. Floating-point Laplace has known leaks
-  (Mironov 2012); prefer ``geometric`` for counts.
+*Sampling* is exact: from the bits on, only integers and ``Fraction`` (no floating point, so
+the support and the tails are those of the distribution; cf. Mironov 2012). Canonne, Kamath &
+Steinke 2020, "The Discrete Gaussian for Differential Privacy", Algorithms 1 and 2:
+
+* ``uniform(n)``: ⌈log2 n⌉ bits, drawn again until the value is below ``n``;
+* ``Bernoulli(exp(-γ))`` for rational γ ≥ 0: for γ ≤ 1, draw ``Bernoulli(γ/K)`` for
+  K = 1, 2… until one fails, and answer "K is odd"; for γ > 1, ⌊γ⌋ draws of ``exp(-1)`` then
+  one of ``exp(-(γ - ⌊γ⌋))``;
+* discrete Laplace of scale ``t/s``, ``P(Y=y) ∝ exp(-s|y|/t)``: U uniform in [0, t) kept with
+  probability ``exp(-U/t)``, V geometric (``Bernoulli(exp(-1))`` until a failure),
+  ``Y = ⌊(U + tV)/s⌋``, a sign bit, negative zero rejected.
+
+*Mechanisms.* ε and the sensitivity Δ are read as exact decimals. A value is snapped to a grid
+``g`` (round half up, so shifting a value by whole grid steps shifts its snap by as many: a
+difference of at most Δ stays at most ``d = ⌈Δ/g⌉`` steps), then ``g·Y`` is added with Y of
+scale ``d/ε`` in grid steps, i.e. ``P(noise = g·y) ∝ exp(-ε|y|/d)``:
+
+* ``geometric`` (discrete Laplace, the default): ``g = 1``, so ``P(Y=y) ∝ exp(-ε|y|/Δ)`` for a
+  whole-number Δ (a non-integer Δ counts as ⌈Δ⌉). Sums are rounded to whole numbers first: an
+  integer noise added to a raw float sum would publish its fractional part exactly.
+* ``laplace``: the same sampler on the finer grid ``g = Δ / 2^LAPLACE_GRID_BITS`` (a discretised
+  Laplace of scale Δ/ε, as OpenDP does for floats); there is no continuous draw.
 
 Noisy values are clamped at 0; counts (count, distinct_subjects, distinct) are integers.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
@@ -25,36 +45,109 @@ from fractions import Fraction
 from typing import Any
 
 from policies.base import MeasureValue
-from policies.spec import MeasureSpec, NoiseSpec
+from policies.spec import NOISY_KINDS, MeasureSpec, NoiseSpec
 
-_TWO53 = float(2**53)
 INTEGER_KINDS = ("count", "distinct_subjects", "distinct")
+LAPLACE_GRID_BITS = 10
+"""``laplace`` releases on multiples of Δ/1024: far below the noise scale Δ/ε for any ε < 1000."""
+_BLOCK_BITS = 256
 
 
-def uniforms(
+class KeyedBits:
+    """A deterministic bit stream: ``HMAC-SHA256(key, label ‖ counter)`` blocks, counter mode."""
+
+    def __init__(self, key: bytes, label: bytes) -> None:
+        self.key, self.label = key, label
+        self.counter = 0
+        self._pool = 0  # unread bits, the next one most significant
+        self._available = 0
+
+    def take(self, n: int) -> int:
+        """The next ``n`` bits of the stream as an integer (first bit most significant)."""
+        while self._available < n:
+            block = hmac.digest(
+                self.key, self.label + self.counter.to_bytes(8, "big"), hashlib.sha256
+            )
+            self.counter += 1
+            self._pool = (self._pool << _BLOCK_BITS) | int.from_bytes(block, "big")
+            self._available += _BLOCK_BITS
+        self._available -= n
+        value = self._pool >> self._available
+        self._pool &= (1 << self._available) - 1
+        return value
+
+
+def uniform(bits: KeyedBits, n: int) -> int:
+    """Uniform integer in [0, n): ⌈log2 n⌉ bits, rejected until below n (no bits for n = 1)."""
+    width = (n - 1).bit_length()
+    while True:
+        value = bits.take(width)
+        if value < n:
+            return value
+
+
+def bernoulli(bits: KeyedBits, p: Fraction) -> bool:
+    """True with probability ``p`` (0 ≤ p ≤ 1), exactly."""
+    return uniform(bits, p.denominator) < p.numerator
+
+
+def bernoulli_exp(bits: KeyedBits, gamma: Fraction) -> bool:
+    """True with probability ``exp(-gamma)`` for rational ``gamma ≥ 0`` (CKS 2020, Alg. 1)."""
+    return _bernoulli_exp(bits, gamma.numerator, gamma.denominator)
+
+
+def _bernoulli_exp(bits: KeyedBits, num: int, den: int) -> bool:
+    # exp(-num/den) on plain integers: Fraction arithmetic here would dominate the draw's cost.
+    whole, rest = divmod(num, den)
+    for _ in range(whole):
+        if not _bernoulli_exp_at_most_one(bits, 1, 1):
+            return False
+    return _bernoulli_exp_at_most_one(bits, rest, den)
+
+
+def _bernoulli_exp_at_most_one(bits: KeyedBits, num: int, den: int) -> bool:
+    # K = first k whose Bernoulli(γ/k) fails: P(K > k) = γ^k/k!, so P(K odd) = exp(-γ).
+    k = 1
+    while uniform(bits, den * k) < num:
+        k += 1
+    return k % 2 == 1
+
+
+def discrete_laplace(bits: KeyedBits, scale: Fraction) -> int:
+    """``P(Y=y) ∝ exp(-|y|/scale)`` for rational ``scale > 0`` (CKS 2020, Alg. 2)."""
+    t, s = scale.numerator, scale.denominator
+    while True:
+        u = uniform(bits, t)
+        if not _bernoulli_exp(bits, u, t):
+            continue
+        v = 0
+        while _bernoulli_exp(bits, 1, 1):
+            v += 1
+        y = (u + t * v) // s
+        negative = bits.take(1) == 1
+        if negative and y == 0:
+            continue  # -0 and +0 are one value: keep P(0) right
+        return -y if negative else y
+
+
+def cell_bits(
     key: bytes, contract: str, view: str, window_start: int, group: Mapping[str, Any], measure: str
-) -> tuple[float, float]:
-    """Two uniforms in (0, 1], a pure function of the key and the cell being released."""
+) -> KeyedBits:
+    """The bit stream of one released cell, a pure function of the key and the cell."""
     label = json.dumps(
         [contract, view, window_start, sorted(group.items()), measure],
         separators=(",", ":"),
         default=str,
     )
-    digest = hmac.digest(key, label.encode(), hashlib.sha256)
-    a = int.from_bytes(digest[:8], "big") >> 11
-    b = int.from_bytes(digest[8:16], "big") >> 11
-    return (a + 1) / _TWO53, (b + 1) / _TWO53
+    return KeyedBits(key, label.encode())
 
 
-def geometric(u1: float, u2: float, epsilon: float, sensitivity: float) -> int:
-    """Two-sided geometric noise of scale ``sensitivity / epsilon`` by inverse CDF."""
-    log_p = -epsilon / sensitivity  # ln p, p = exp(-ε/Δ)
-    return math.floor(math.log(u1) / log_p) - math.floor(math.log(u2) / log_p)
-
-
-def laplace(u1: float, u2: float, epsilon: float, sensitivity: float) -> float:
-    """Laplace noise of scale ``sensitivity / epsilon`` (difference of two exponentials)."""
-    return (sensitivity / epsilon) * (math.log(u1) - math.log(u2))
+@functools.cache
+def noise_grid(noise: NoiseSpec) -> tuple[Fraction, Fraction]:
+    """``(g, scale)``: the grid values are released on, and Y's scale ``⌈Δ/g⌉/ε`` in grid steps."""
+    delta = _exact(noise.sensitivity)
+    grid = Fraction(1) if noise.mechanism == "geometric" else delta / 2**LAPLACE_GRID_BITS
+    return grid, math.ceil(delta / grid) / _exact(noise.epsilon)
 
 
 def noisy_measures(
@@ -69,18 +162,39 @@ def noisy_measures(
 ) -> dict[str, MeasureValue]:
     """The measures with noise added to count/sum/distinct values, clamped at 0."""
     out = dict(measures)
+    grid, scale = noise_grid(noise)
     for spec in specs:
         value = measures[spec.name]
-        if not isinstance(value, int | float):
+        if spec.kind not in NOISY_KINDS or not isinstance(value, int | float):
             continue
-        u1, u2 = uniforms(key, contract, view, window_start, group, spec.name)
-        if noise.mechanism == "geometric":
-            drawn: float = geometric(u1, u2, noise.epsilon, noise.sensitivity)
+        if not math.isfinite(value):
+            continue  # an overflowed (infinite) sum has no grid point: left as computed
+        bits = cell_bits(key, contract, view, window_start, group, spec.name)
+        steps = max(0, _snap(value, grid) + discrete_laplace(bits, scale))
+        if grid == 1:
+            out[spec.name] = steps if spec.kind in INTEGER_KINDS else float(steps)
         else:
-            drawn = laplace(u1, u2, noise.epsilon, noise.sensitivity)
-        released = max(0.0, value + drawn)
-        out[spec.name] = int(round(released)) if spec.kind in INTEGER_KINDS else released
+            released = steps * grid
+            out[spec.name] = (
+                _round_half_up(released) if spec.kind in INTEGER_KINDS else float(released)
+            )
     return out
+
+
+def noised_measures(specs: tuple[MeasureSpec, ...]) -> int:
+    """How many measures of a view ``noisy_measures`` noises: each one spends ε per window."""
+    return sum(1 for spec in specs if spec.kind in NOISY_KINDS)
+
+
+def _snap(value: int | float, grid: Fraction) -> int:
+    """The nearest grid step (halves up), exactly; an int on the unit grid is its own step."""
+    if grid == 1 and isinstance(value, int):
+        return value
+    return _round_half_up(Fraction(value) / grid)
+
+
+def _round_half_up(x: Fraction) -> int:
+    return math.floor(x + Fraction(1, 2))
 
 
 def _exact(x: float) -> Fraction:
@@ -91,14 +205,15 @@ def _exact(x: float) -> Fraction:
 class EpsilonLedger:
     """ε spent per period; refuses a window that would exceed the budget.
 
-    Each window of a view costs ``epsilon`` once (charging it again is free: re-release).
-    Groups of one window are disjoint, so they compose in parallel and cost ε together.
+    A released window costs ``epsilon × measures`` (every noised measure spends ε: sequential
+    composition), once: charging it again is free (a re-release). The groups of one window are
+    disjoint, so for each measure they compose in parallel and cost ε together.
     Periods more than one behind the newest are forgotten and refuse further charges.
     """
 
-    def __init__(self, epsilon: float, budget: float, period_ms: int) -> None:
-        self.epsilon, self.budget, self.period_ms = epsilon, budget, period_ms
-        self.max_windows = int(_exact(budget) // _exact(epsilon)) if epsilon > 0 else 0
+    def __init__(self, epsilon: float, budget: float, period_ms: int, measures: int) -> None:
+        self.budget, self.period_ms = budget, period_ms
+        self.cost = _exact(epsilon) * measures
         self.charged: dict[int, set[int]] = {}
         self.floor: int | None = None
 
@@ -108,7 +223,7 @@ class EpsilonLedger:
 
     def spent(self, period: int) -> float:
         """ε spent in a period."""
-        return float(len(self.charged.get(period, ())) * _exact(self.epsilon))
+        return float(len(self.charged.get(period, ())) * self.cost)
 
     def charge(self, window_start: int) -> bool:
         """Charge a window; False (and nothing charged) if the budget would be exceeded."""
@@ -118,7 +233,7 @@ class EpsilonLedger:
         windows = self.charged.setdefault(period, set())
         if window_start in windows:
             return True
-        if len(windows) + 1 > self.max_windows:
+        if (len(windows) + 1) * self.cost > _exact(self.budget):
             return False
         windows.add(window_start)
         self._forget_old(period)

@@ -17,7 +17,7 @@ import orjson
 
 from policies.aggregate import GroupKey, Partial
 from policies.base import NO_WATERMARK, GroupResult, MeasureValue, PolicyError, Release, Window
-from policies.noise import EpsilonLedger, noisy_measures
+from policies.noise import EpsilonLedger, noised_measures, noisy_measures
 from policies.pseudonymise import key_id
 from policies.spec import ViewSpec
 from policies.suppress import BUDGET_EXHAUSTED, GroupTotals, suppress, withhold
@@ -90,7 +90,11 @@ class Merger:
         self.stale_partials = 0
         self._open: dict[int, dict[GroupKey, dict[str, Partial]]] = {}
         n = spec.noise
-        self.ledger = EpsilonLedger(n.epsilon, n.budget, n.period_ms) if n else None
+        self.ledger = (
+            EpsilonLedger(n.epsilon, n.budget, n.period_ms, noised_measures(spec.measures))
+            if n
+            else None
+        )
 
     def merge(self, partials: Iterable[Partial]) -> None:
         """Union partials in (larger ``through`` wins); released windows are not reopened."""
@@ -136,7 +140,7 @@ class Merger:
                 report = withhold(totals, spec.k, BUDGET_EXHAUSTED)
                 kept = []
             else:
-                epsilon = spec.noise.epsilon
+                epsilon = float(self.ledger.cost)  # ε × noised measures
             results = [
                 GroupResult(
                     t.group,

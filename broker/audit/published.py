@@ -17,8 +17,10 @@ Reports give the k applied and the ε spent, which are compared with the contrac
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from collections.abc import Callable, Mapping
+from fractions import Fraction
 from typing import Any
 
 from kafka.consumer.fetcher import ConsumerRecord
@@ -235,15 +237,18 @@ def check_epsilon(view: View, published: Published, findings: Findings) -> dict[
             )
         return {"noise": False}
     period_ms = int(noise.period.total_seconds() * 1000)
+    # Sequential composition: every noised measure of a window spends ε (the view's measures
+    # are all noised: the contract refuses noise on means and quantiles).
+    cost = float(Fraction(repr(noise.epsilon)) * len(view.measures))
     by_period: dict[int, float] = {}
     for report in published.reports.values():
-        if report.epsilon not in (0.0, noise.epsilon):
+        if report.epsilon != 0.0 and not math.isclose(report.epsilon, cost, rel_tol=1e-9):
             findings.violation(
                 SECTION,
                 "epsilon-mismatch",
                 (
                     f"view {view.name}: a window spent ε={report.epsilon}, the contract says "
-                    f"{noise.epsilon}"
+                    f"{cost:g} ({noise.epsilon:g} × {len(view.measures)} noised measures)"
                 ),
             )
         period = report.window_start // period_ms
@@ -261,6 +266,7 @@ def check_epsilon(view: View, published: Published, findings: Findings) -> dict[
     return {
         "noise": True,
         "epsilon": noise.epsilon,
+        "epsilon_per_window": cost,
         "budget": noise.budget,
         "period_ms": period_ms,
         "spent": [

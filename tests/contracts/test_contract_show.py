@@ -53,7 +53,8 @@ EXPECTED = {
         "Subject: reporter_id",
         "type: value of type, published as is",
         "Minimum group size: k = 3",
-        "ε = 1 per window release, budget ε = 96 per 1 day (96 windows per period)",
+        "ε = 1 per noised measure, 1 noised measure(s) per window, budget ε = 96 per 1 day "
+        "(96 windows per period)",
         "mean_delay_s: mean of delay_s",
     ],
 }

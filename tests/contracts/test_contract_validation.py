@@ -113,7 +113,12 @@ CASES: list[tuple[str, str, dict[str, Any], str, str]] = [
      "views[1].noise.budget", "must be at least epsilon"),
     ("budget-below-period", "navigation", {"views.1.noise.budget": 50},
      "views[1].noise.budget",
-     "too small for one release per window over the period (epsilon × windows)"),
+     "budget 50 is below the 96 needed: 1 × 1 noised measure × 96 windows per period"),
+    ("budget-below-measures", "navigation",
+     {"views.1.noise.epsilon": 0.1, "views.1.noise.budget": 9.6,
+      "views.1.measures.+": {"type": "distinct_subjects", "name": "alerters"}},
+     "views[1].noise.budget",
+     "budget 9.6 is below the 19.2 needed: 0.1 × 2 noised measures × 96 windows per period"),
     ("noise-mechanism", "navigation", {"views.1.noise.mechanism": "gaussian"},
      "views[1].noise.mechanism", "Input should be 'geometric' or 'laplace'"),
     ("noise-with-mean", "navigation",
@@ -181,6 +186,17 @@ def test_invalid_contract_reports_one_precise_problem(
         load_contracts([file], now=now)
     assert caught.value.problems == [Problem(str(file), path, message)]
     assert str(caught.value) == f"{file}:{path}: {message}"
+
+
+def test_budget_check_reads_exact_decimals(
+    example_factory: ExampleFactory, write_contract: ContractWriter, now: datetime
+) -> None:
+    # 0.1 × 2 × 96 is 19.200000000000003 in floats: the budget 19.2 pays exactly for it.
+    data = example_factory("navigation")
+    _set(data, "views.1.measures.+", {"type": "distinct_subjects", "name": "alerters"})
+    _set(data, "views.1.noise.epsilon", 0.1)
+    _set(data, "views.1.noise.budget", 19.2)
+    load_contracts([write_contract(data)], now=now)
 
 
 def test_subject_as_numeric_measure_is_reported(

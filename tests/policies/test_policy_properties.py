@@ -25,7 +25,7 @@ pytestmark = pytest.mark.unit
 FAST = settings(max_examples=60, deadline=None)
 SUBJECTS = [f"subject-{i:03d}-raw" for i in range(6)]
 URLS = [f"https://listing.example/{i}-raw" for i in range(5)]
-NOISE = NoiseSpec("geometric", 1.0, 3.0, 4_000, 1.0)
+NOISE = NoiseSpec("geometric", 1.0, 12.0, 4_000, 1.0)  # 4 noised measures: 3 of 4 windows
 NOISE_KEY = bytes(range(32))
 
 
