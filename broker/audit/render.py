@@ -1,15 +1,17 @@
 """The audit report as Markdown, HTML or JSON, from the one dict ``broker.audit.run`` builds.
 
 Markdown and HTML share one outline (``outline``: headings, paragraphs, tables), so both say
-the same thing in the same order. ``generated_at`` is only ever appended after a rule, outside
-the body, so that two runs over the same topics compare equal without it.
+the same thing in the same order. The renderer shows what the report holds: a column whose
+field no row has (the public report leaves counts out, ``broker.audit.audience``) is left out.
+``generated_at`` is only ever appended after a rule, outside the body, so that two runs over
+the same topics compare equal without it.
 """
 
 from __future__ import annotations
 
 import html
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,7 +54,9 @@ def render(report: dict[str, Any], fmt: str, generated_at: str | None = None) ->
 def outline(report: dict[str, Any]) -> Iterator[Block]:
     """The report's sections, in reading order."""
     c, period = report["contract"], report["period"]
-    yield Heading(1, f"Audit of contract {c['id']} (version {c['version']})")
+    yield Heading(
+        1, f"Audit of contract {c['id']} (version {c['version']}): {report['audience']} report"
+    )
     verdict = (
         "OK: no violation" if report["ok"] else f"VIOLATIONS: {report['summary']['violations']}"
     )
@@ -60,6 +64,7 @@ def outline(report: dict[str, Any]) -> Iterator[Block]:
         f"**{verdict}** ({report['summary']['warnings']} warning(s)). "
         f"{c['title']}: {c['provider']} → {c['beneficiary']}."
     )
+    yield Para(report["audience_note"])
     yield Para(
         f"Policy hash `{c['policy_hash']}` (headers carry `{c['policy_hash_short']}`). "
         f"Period: {period['since'] or 'beginning'} → {period['until'] or 'end'} "
@@ -99,70 +104,97 @@ def _reconciliation(recon: dict[str, Any]) -> Iterator[Block]:
     yield Heading(2, "1. Reconciliation")
     yield Para(
         "Events in = raw events + rejected (DLQ) records. Per view, every raw event is "
-        "published, suppressed, late, filtered, outside (no cell/zone) or open (window "
+        "published, suppressed, late, filtered, outside (no cell/zone), duplicate (an event "
+        "id already counted for the same subject and window) or open (window "
         "not released yet); gap = what does not add up, plus every disagreement with "
         "the worker's own accounting."
     )
-    yield Table(
-        ("stream", "events in", "raw", "rejected", "undecodable", "rejected by reason"),
-        [
-            (
-                s["stream"],
-                s["events_in"],
-                s["raw_events"],
-                s["rejected"],
-                s["undecodable"],
-                ", ".join(f"{k} {v}" for k, v in s["rejected_by_reason"].items()) or "—",
-            )
-            for s in recon["streams"]
-        ],
-    )
-    yield Table(
-        ("view", "raw", "published", "suppressed", "late", "filtered", "outside", "open", "gap"),
-        [
-            (
-                v["view"],
-                v["events_in"],
-                v["published"],
-                v["suppressed"],
-                v["late"],
-                v["filtered"],
-                v["outside"],
-                v["open"],
-                v["gap"],
-            )
-            for v in recon["views"]
-        ],
-    )
-    rows = []
-    for v in recon["views"]:
-        w, g = v["windows"], v["gap_detail"]
-        points = v["worker_checkpoint_counts"]
-        rows.append(
-            (
-                v["view"],
-                w["released"],
-                w["withheld"],
-                w["open"],
-                w["with_accounting"],
-                g["worker_accounting"],
-                "not compared"
-                if points is None
-                else f"{g['worker_checkpoints']} ({_counts(points)})",
-            )
-        )
-    yield Table(
+    yield _table(
         (
-            "view",
-            "windows released",
-            "withheld",
-            "open",
-            "with worker accounting",
-            "accounting gap",
-            "checkpoint gap (worker counts)",
+            ("stream", _at("stream")),
+            ("events in", _at("events_in")),
+            ("raw", _at("raw_events")),
+            ("rejected", _at("rejected")),
+            ("undecodable", _at("undecodable")),
+            ("rejected by reason", _at("rejected_by_reason", show=_reasons)),
         ),
-        rows,
+        recon["streams"],
     )
+    yield _table(
+        (
+            ("view", _at("view")),
+            ("raw", _at("events_in")),
+            *((name, _at(name)) for name in _DISPOSITIONS),
+            ("gap", _at("gap")),
+        ),
+        recon["views"],
+    )
+    yield _table(
+        (
+            ("view", _at("view")),
+            ("windows released", _at("windows", "released")),
+            ("withheld", _at("windows", "withheld")),
+            ("open", _at("windows", "open")),
+            ("with worker accounting", _at("windows", "with_accounting")),
+            ("accounting gap", _at("gap_detail", "worker_accounting")),
+            ("checkpoint gap", _checkpoint_gap),
+            ("worker checkpoint counts", _at("worker_checkpoint_counts", show=_counts)),
+        ),
+        recon["views"],
+    )
+
+
+_DISPOSITIONS = (
+    "published",
+    "suppressed",
+    "late",
+    "filtered",
+    "outside",
+    "duplicate",
+    "open",
+)
+
+
+class _Missing:
+    """A cell whose field the report does not hold (the public report leaves counts out)."""
+
+
+MISSING = _Missing()
+Getter = Callable[[dict[str, Any]], Any]
+
+
+def _at(*path: str, show: Callable[[Any], Any] | None = None) -> Getter:
+    """The value at ``path`` in a row (shown with ``show``), or ``MISSING``."""
+
+    def get(row: dict[str, Any]) -> Any:
+        value: Any = row
+        for key in path:
+            if not isinstance(value, dict) or key not in value:
+                return MISSING
+            value = value[key]
+        return value if show is None else show(value)
+
+    return get
+
+
+def _table(columns: Sequence[tuple[str, Getter]], rows: Sequence[dict[str, Any]]) -> Table:
+    """A table of ``rows``; a column no row has a value for is left out."""
+    cells = [[get(row) for _, get in columns] for row in rows]
+    kept = [i for i in range(len(columns)) if not rows or any(c[i] is not MISSING for c in cells)]
+    return Table(
+        tuple(columns[i][0] for i in kept),
+        [tuple("—" if c[i] is MISSING else c[i] for i in kept) for c in cells],
+    )
+
+
+def _checkpoint_gap(view: dict[str, Any]) -> Any:
+    if not view["checkpoints_compared"]:
+        return "not compared"
+    return view["gap_detail"]["worker_checkpoints"]
+
+
+def _reasons(by_reason: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in by_reason.items()) or "—"
 
 
 def _terms(terms: dict[str, Any]) -> Iterator[Block]:
@@ -234,7 +266,10 @@ def _terms(terms: dict[str, Any]) -> Iterator[Block]:
             ("public", s["contract_version"], s["policy_hash"], s["records"])
             for s in terms["versions"]["public"]
         ]
-        + [("raw", s["contract_version"], "—", s["records"]) for s in terms["versions"]["raw"]],
+        + [
+            ("raw", s["contract_version"], "—", s.get("records", "—"))
+            for s in terms["versions"]["raw"]
+        ],
     )
 
 
@@ -242,21 +277,21 @@ def _canary(canary: dict[str, Any]) -> Iterator[Block]:
     yield Heading(2, "3. Canary scan")
     scanned = canary["scanned"]
     yield Para(
-        f"{canary['identifiers']} raw identifiers (as sent, lower and upper case) "
+        f"{canary['identifiers']} raw identifiers (as sent, lower and upper case, canonical) "
         f"searched in {scanned['public_records']} public records (keys, values, "
         f"headers) and the headers of {scanned['dlq_records']} DLQ records: "
         f"**{canary['hits']} found**. {canary['identifiers_too_short']} identifier(s) "
         f"shorter than {canary['min_length']} characters not searched."
     )
     if canary["listed"]:
-        yield Table(
-            ("where", "identifier (SHA-256 prefix)"),
-            [(h["where"], h["identifier"]) for h in canary["listed"]],
+        yield _table(
+            (("where", _at("where")), ("identifier (SHA-256 prefix)", _at("identifier"))),
+            canary["listed"],
         )
 
 
-def _counts(counts: dict[str, int]) -> str:
-    return ", ".join(f"{k} {v}" for k, v in counts.items())
+def _counts(counts: dict[str, int] | None) -> str:
+    return "—" if counts is None else ", ".join(f"{k} {v}" for k, v in counts.items())
 
 
 def _epochs(epochs: list[dict[str, Any]]) -> str:

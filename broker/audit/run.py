@@ -1,13 +1,15 @@
 """``respublica audit``: the auditor's report of one contract, computed from the topics.
 
-Start here. ``audit(contract, kafka, period)`` reads the contract's topics (raw, DLQ,
-partials, state, keys, public) to their current end with broker privileges and returns the
-report as a JSON-compatible dict; ``broker.audit.render`` turns it into Markdown or HTML.
+Start here. ``audit(contract, kafka, period, audience=...)`` reads the contract's topics (raw,
+DLQ, partials, state, keys, public) to their current end with broker privileges and returns the
+report as a JSON-compatible dict; ``broker.audit.render`` turns it into Markdown or HTML. The
+report is computed once, in full (the DPO's ``confidential`` one); ``broker.audit.audience``
+keeps what the ``public`` one (the default, for citizen watchdogs) may hold.
 
 Sections, each in its own module:
 
 1. reconciliation (``replay`` + ``reconcile``): events in = raw + DLQ; per view
-   published + suppressed + late + filtered + outside + open = raw, and the worker's own
+   published + suppressed + late + filtered + outside + duplicate + open = raw, and the worker's own
    per-window accounting and checkpoint counts agree with it; every gap is flagged with its size;
 2. terms vs reality (``published``, ``cluster``): published fields, k, ε,
    headers and versions; topic retention/cleanup; pseudonym keys; ACLs;
@@ -22,6 +24,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from broker.audit.audience import PUBLIC, for_audience
 from broker.audit.canary import CanaryScan, Needles
 from broker.audit.cluster import check_acls, check_keys, check_topics
 from broker.audit.model import REPORT_FORMAT, Findings, Period
@@ -110,12 +113,12 @@ class _Audit:
                 points[view.name],
                 self.findings,
             )
-            rows.append(
-                reconcile_view(
-                    view, tally, recon, self.period, raw_complete=not raw.trimmed, sources=sources
-                )
+            row = reconcile_view(
+                view, tally, recon, self.period, raw_complete=not raw.trimmed, sources=sources
             )
-        row = {
+            row["checkpoints_compared"] = row["worker_checkpoint_counts"] is not None
+            rows.append(row)
+        stream_row = {
             "stream": stream,
             "raw_events": tally.raw_events,
             "rejected": rejected["records"],
@@ -125,7 +128,7 @@ class _Audit:
             "control_records": tally.control,
             "raw_topic_trimmed": raw.trimmed,
         }
-        return row, rows, dlq
+        return stream_row, rows, dlq
 
     def _terms(self, publics: dict[str, TopicRead], needles: Needles) -> dict[str, Any]:
         contract = self.contract
@@ -169,16 +172,24 @@ class _Audit:
 
 
 def audit(
-    contract: Contract, kafka: KafkaSettings | str, period: Period | None = None
+    contract: Contract,
+    kafka: KafkaSettings | str,
+    period: Period | None = None,
+    *,
+    audience: str = PUBLIC,
 ) -> dict[str, Any]:
-    """The audit report of ``contract`` over ``period`` (default: everything on the topics)."""
+    """The audit report of ``contract`` over ``period`` (default: everything on the topics).
+
+    ``audience``: ``public`` (default; nothing a suppressed group's size can be derived from)
+    or ``confidential`` (every count, for the DPO); see ``broker.audit.audience``.
+    """
     period = period or Period()
     with ClusterReader(kafka) as reader:
         run = _Audit(contract, reader, period)
         reconciliation, terms, canary = run.run()
     findings = run.findings.sorted()
     severities = Counter(f.severity.value for f in findings)
-    return {
+    report = {
         "format": REPORT_FORMAT,
         "ok": run.findings.ok,
         "contract": {
@@ -204,6 +215,7 @@ def audit(
             for t in sorted(run.reads, key=lambda t: t.topic)
         },
     }
+    return for_audience(report, audience)
 
 
 def _period(period: Period) -> dict[str, Any]:

@@ -132,6 +132,14 @@ def _export(args: argparse.Namespace) -> int:
             f"warning: {len(contents.undecodable)} records of another schema were skipped",
             file=sys.stderr,
         )
+    left = contents.left_out
+    if left:
+        print(
+            f"warning: left out {left.windows_without_report} window(s) without a suppression "
+            f"report and {left.foreign_policy_hash} record(s) whose policy hash is not the "
+            "contract's (counted in the metadata: left_out)",
+            file=sys.stderr,
+        )
     return 0
 
 

@@ -1,7 +1,9 @@
 """``respublica audit CONTRACT``: the auditor's report of one contract (see broker/audit/run.py).
 
 Exit code 0 when the audit finds no violation, 1 when it does (or cannot run), so that the
-command can gate a CI job or page from cron. The report body holds no wall-clock time;
+command can gate a CI job or page from cron. ``--audience public`` (the default) is the report
+citizen watchdogs may read; ``--audience confidential`` adds the counts only the DPO may see
+(broker/audit/audience.py). The report body holds no wall-clock time;
 ``--generated-at`` appends one after it.
 """
 
@@ -41,6 +43,13 @@ def register(commands: Any) -> None:
     audit.add_argument(
         "--format", choices=("md", "json", "html"), default="md", help="report format (default md)"
     )
+    audit.add_argument(
+        "--audience",
+        choices=("public", "confidential"),
+        default="public",
+        help="public (default): nothing a suppressed group's size can be derived from; "
+        "confidential: every count, for the DPO",
+    )
     audit.add_argument("--out", type=Path, help="write the report to this file (default stdout)")
     add_kafka_options(audit)
     audit.add_argument(
@@ -64,7 +73,7 @@ def _audit(args: argparse.Namespace) -> int:
         None if args.since is None else parse_instant(args.since),
         None if args.until is None else parse_instant(args.until),
     )
-    report = audit(contract, kafka_settings(args), period)
+    report = audit(contract, kafka_settings(args), period, audience=args.audience)
     stamp = iso_utc(int(now.timestamp() * 1000)) if args.generated_at else None
     text = render(report, args.format, stamp)
     if args.out is not None:
@@ -72,7 +81,7 @@ def _audit(args: argparse.Namespace) -> int:
         print(
             f"{'OK' if report['ok'] else 'VIOLATIONS'}: {args.out} "
             f"({report['summary']['violations']} violation(s), "
-            f"{report['summary']['warnings']} warning(s))",
+            f"{report['summary']['warnings']} warning(s); {report['audience']} report)",
             file=sys.stderr,
         )
     else:

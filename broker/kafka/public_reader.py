@@ -8,6 +8,10 @@ transactions, so every reader here uses ``isolation_level=read_committed``: an a
 * ``read_view`` reads from the beginning to the current end (the last stable offset) and
   returns ``ViewContents``: rows deduplicated by record key, the last one kept (the topic is
   compacted; a re-emitted window overwrites identical bytes), sorted by window then group.
+  Only releases of this contract's policy are returned: a record whose policy-hash header is
+  not ``short_policy_hash(contract)``, and the groups of a window without a suppression report
+  (the worker commits a window's groups and report in one transaction, so such groups were
+  not released by it), are left out and counted in ``ViewContents.left_out``.
 * ``follow_view`` yields rows as they are committed, until the caller stops iterating.
 
 Both filter by *window start*: ``since_ms <= window_start < until_ms``.
@@ -17,7 +21,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Generator, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -28,12 +32,13 @@ from kafka.errors import KafkaError
 
 from broker.deadline import Deadline
 from broker.kafka.clients import read_partitions
-from broker.kafka.publish import public_schemas
+from broker.kafka.publish import H_POLICY_HASH, public_schemas
 from broker.kafka.reasons import Reason
 from broker.kafka.serde import Schemas, SerializationError, decode
 from broker.kafka.settings import KafkaSettings, as_settings
 from contracts.errors import RespublicaError
 from contracts.model import Contract, View
+from contracts.policy_hash import short_policy_hash
 
 READ_TIMEOUT_S = 60.0
 _POLL_MS = 200
@@ -90,6 +95,24 @@ Row = PublishedGroup | WindowReport
 Window = tuple[int, int]
 
 
+@dataclass(frozen=True)
+class LeftOut:
+    """What ``read_view`` read but does not return, counted (exports state it in metadata)."""
+
+    windows_without_report: int = 0  # windows with groups and no suppression report
+    foreign_policy_hash: int = 0  # records whose policy hash is not the contract's
+
+    def __bool__(self) -> bool:
+        return bool(self.windows_without_report or self.foreign_policy_hash)
+
+    def to_dict(self) -> dict[str, int]:
+        """JSON form: ``{"windows_without_report": n, "foreign_policy_hash": m}``."""
+        return {
+            "windows_without_report": self.windows_without_report,
+            "foreign_policy_hash": self.foreign_policy_hash,
+        }
+
+
 @dataclass
 class ViewContents:
     """Everything committed on a view's public topic (within the bounds asked for)."""
@@ -100,6 +123,7 @@ class ViewContents:
     reports: list[WindowReport] = field(default_factory=list)
     records_read: int = 0
     undecodable: list[tuple[str, int, int]] = field(default_factory=list)
+    left_out: LeftOut = field(default_factory=LeftOut)
 
     @property
     def topic(self) -> str:
@@ -254,7 +278,8 @@ def read_view(
     """Every committed row of ``public.<c>.<v>`` now, deduplicated by key (last one kept).
 
     Rows whose window starts outside ``[since_ms, until_ms)`` are left out. Records that do
-    not decode (another contract version's schema, say) are listed in ``undecodable``.
+    not decode (another contract version's schema, say) are listed in ``undecodable``; records
+    of another policy and groups of windows without a report are counted in ``left_out``.
     """
     resolved = resolve_view(contract, view)
     contents = ViewContents(contract, resolved)
@@ -276,12 +301,27 @@ def read_view(
     finally:
         consumer.close()
     rows = [r for r in latest.values() if r is not None and _in_bounds(r, since_ms, until_ms)]
-    contents.groups = sorted((r for r in rows if isinstance(r, PublishedGroup)), key=_group_order)
-    contents.reports = sorted(
-        (r for r in rows if isinstance(r, WindowReport)),
+    fill_released(contents, rows)
+    return contents
+
+
+def fill_released(contents: ViewContents, rows: Sequence[Row]) -> None:
+    """Fill ``contents`` with the rows of windows this contract's policy released."""
+    digest = short_policy_hash(contents.contract)
+    ours = [r for r in rows if r.headers.get(H_POLICY_HASH) == digest]
+    foreign = len(rows) - len(ours)
+    reports = sorted(
+        (r for r in ours if isinstance(r, WindowReport)),
         key=lambda r: (r.window_start, r.window_end),
     )
-    return contents
+    reported = {(r.window_start, r.window_end) for r in reports}
+    groups = [r for r in ours if isinstance(r, PublishedGroup)]
+    orphans = {(g.window_start, g.window_end) for g in groups} - reported
+    contents.reports = reports
+    contents.groups = sorted(
+        (g for g in groups if (g.window_start, g.window_end) in reported), key=_group_order
+    )
+    contents.left_out = LeftOut(len(orphans), foreign)
 
 
 def _group_order(row: PublishedGroup) -> tuple[int, int, str]:

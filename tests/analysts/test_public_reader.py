@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import uuid
 from collections.abc import Iterator
@@ -11,12 +12,15 @@ from typing import Any
 import pytest
 from kafka import KafkaAdminClient, KafkaProducer
 
-from broker.kafka.public_reader import PublishedGroup, ViewContents, read_view
-from broker.kafka.publish import OutRecord, ReleaseEncoder
+from broker.cli import main
+from broker.kafka.public_reader import LeftOut, PublishedGroup, ViewContents, iso_utc, read_view
+from broker.kafka.publish import H_POLICY_HASH, OutRecord, ReleaseEncoder
 from contracts.model import Contract
+from contracts.policy_hash import short_policy_hash
 from policies.oracle import evaluate
 from policies.pseudonymise import KeyRing
 from tests.analysts.conftest import VIEWS, Published
+from tests.audit.support import genuine_group, public_headers
 from tests.worker.support import (
     REPORT_FIELDS,
     _group_row,
@@ -114,3 +118,72 @@ def test_read_view_keeps_the_last_record_per_key_and_only_committed_ones(
     assert len(keys) == len(set(keys))
     assert len(contents.undecodable) == 1
     assert len(contents.reports) == len(records) - len(groups)
+
+
+def test_read_view_and_export_leave_out_foreign_policies_and_unreported_windows(
+    kafka_bootstrap: str,
+    hand_published: tuple[Contract, list[OutRecord]],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    contract, records = hand_published
+    genuine = [r for r in records if b'"report"' not in r.key]
+    first = json.loads(genuine[0].key)
+    window = (first["window_start"], first["window_end"])
+    # A group of a released window, but under another policy hash (a forged or stale release).
+    forged_key, forged_value = genuine_group(contract, window, "881f90a0b1fffff")
+    forged_headers = [
+        (name, b"0123456789abcdef" if name == H_POLICY_HASH else value)
+        for name, value in public_headers(contract, window)
+    ]
+    # A group of the contract's policy for a window that has no suppression report.
+    lone = (window[0] + 400 * 86_400_000, window[1] + 400 * 86_400_000)
+    lone_key, lone_value = genuine_group(contract, lone, "881f90a0b1fffff")
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    try:
+        for record in records:
+            producer.send(record.topic, key=record.key, value=record.value, headers=record.headers)
+        topic = contract.topic_public("availability")
+        producer.send(topic, key=forged_key, value=forged_value, headers=forged_headers)
+        producer.send(topic, key=lone_key, value=lone_value, headers=public_headers(contract, lone))
+        producer.flush(timeout=30)
+    finally:
+        producer.close(timeout=10)
+
+    contents = read_view(kafka_bootstrap, contract, "availability")
+    assert contents.left_out == LeftOut(windows_without_report=1, foreign_policy_hash=1)
+    assert len(contents.groups) == len(genuine)
+    assert lone not in contents.windows()
+    assert all(g.headers[H_POLICY_HASH] == short_policy_hash(contract) for g in contents.groups)
+
+    assert contract.source is not None
+    out = tmp_path / "availability.csv"
+    code = main(
+        [
+            "export",
+            contract.id,
+            "availability",
+            "--bootstrap",
+            kafka_bootstrap,
+            "--contracts",
+            str(contract.source),
+            "--format",
+            "csv",
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 0
+    err = capsys.readouterr().err
+    assert "left out 1 window(s) without a suppression report" in err
+    assert "1 record(s) whose policy hash is not the contract's" in err
+    with out.open(encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == len(genuine)
+    assert iso_utc(lone[0]) not in {r["window_start"] for r in rows}
+    meta = json.loads((tmp_path / "availability.csv.meta.json").read_text(encoding="utf-8"))
+    assert meta["left_out"] == {"windows_without_report": 1, "foreign_policy_hash": 1}
+    assert meta["rows"] == len(genuine)
+    assert meta["published_under"] == [
+        {"contract_version": str(contract.version), "policy_hash": short_policy_hash(contract)}
+    ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +19,15 @@ from broker.analysts.export.geojson import Places, feature_collection, signed_ar
 from broker.analysts.export.parquet import read_metadata
 from broker.analysts.export.table import columns, metadata, quantile_label
 from broker.analysts.subscribe import print_releases
-from broker.kafka.public_reader import ViewContents, iso_utc, parse_instant
+from broker.kafka.public_reader import (
+    LeftOut,
+    ViewContents,
+    fill_released,
+    iso_utc,
+    parse_instant,
+)
 from contracts.geometry import multipolygon_contains
-from contracts.policy_hash import policy_hash
+from contracts.policy_hash import policy_hash, short_policy_hash
 from policies.generalise import Grid
 from tests.analysts.rows import LYON, QUARTER, T0, availability, group, load_example, report
 
@@ -286,3 +293,19 @@ def test_subscribe_table_lines_up_groups_and_reports(mobility: Any) -> None:
     assert len(lines) == 4  # stopped after the first window's report
     noisy = report(T0, 4, 1, k=3, epsilon=1.0)
     assert noisy.summary() == "k=3: 4 groups published, 1 suppressed, ε=1"
+
+
+def test_only_windows_released_under_the_contracts_policy_are_kept(mobility: Any) -> None:
+    ours = {"respublica.policy_hash": short_policy_hash(mobility)}
+    rows = availability(mobility)
+    kept = [replace(g, headers=ours) for g in rows.groups]
+    reports = [replace(r, headers=ours) for r in rows.reports]
+    stale = replace(reports[1], headers={"respublica.policy_hash": "0123456789abcdef"})
+    lone = replace(kept[0], window_start=T0 + 8 * QUARTER, window_end=T0 + 9 * QUARTER)
+    contents = ViewContents(mobility, mobility.view("availability"))
+    # Window 2's report is of another policy: its group goes too, as a window without report.
+    fill_released(contents, [*kept, reports[0], stale, lone])
+    assert {id(g) for g in contents.groups} == {id(g) for g in kept[:2]}
+    assert contents.reports == [reports[0]]
+    assert contents.left_out == LeftOut(windows_without_report=2, foreign_policy_hash=1)
+    assert metadata(contents)["left_out"] == {"windows_without_report": 2, "foreign_policy_hash": 1}

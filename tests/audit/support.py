@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from kafka import KafkaProducer
@@ -123,3 +123,151 @@ def _parsed(schema: dict[str, Any]) -> dict[str, Any]:
 def codes(findings: Iterable[dict[str, Any]], severity: str = "violation") -> Counter[str]:
     """How many findings of each code have this severity."""
     return Counter(f["code"] for f in findings if f["severity"] == severity)
+
+
+# Fields of the confidential report that count events of a view or a window (or cover them):
+# none may appear in the public report, at any depth (``windows.open`` counts windows).
+CONFIDENTIAL_KEYS = frozenset(
+    {
+        "raw_events",
+        "events_in",
+        "published",
+        "suppressed",
+        "events_published",
+        "events_suppressed",
+        "groups_suppressed",
+        "late",
+        "filtered",
+        "outside",
+        "duplicate",
+        "open",
+        "folded",
+        "worker_checkpoint_counts",
+    }
+)
+
+
+def keys_in(data: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], str]]:
+    """Every (path, key) of a JSON document; ``open`` under ``windows`` is a window count."""
+    if isinstance(data, dict):
+        for key, value in data.items():
+            if not (key == "open" and path[-1:] == ("windows",)):
+                yield path, key
+            yield from keys_in(value, (*path, key))
+    elif isinstance(data, list):
+        for item in data:
+            yield from keys_in(item, path)
+
+
+def sample_report(findings: list[dict[str, Any]]) -> dict[str, Any]:
+    """A confidential report as ``broker.audit.run`` builds it, with numbers easy to spot."""
+    return {
+        "format": "respublica-audit/1",
+        "ok": not any(f["severity"] == "violation" for f in findings),
+        "contract": {
+            "id": "c-1",
+            "version": 1,
+            "title": "T",
+            "provider": "p",
+            "beneficiary": "b",
+            "policy_hash": "h" * 64,
+            "policy_hash_short": "h" * 16,
+        },
+        "period": {
+            "since_ms": None,
+            "until_ms": None,
+            "since": None,
+            "until": None,
+            "raw_events_by": "event time",
+            "rejected_by": "rejection time",
+            "windows_by": "window start",
+        },
+        "summary": {
+            "violations": sum(f["severity"] == "violation" for f in findings),
+            "warnings": sum(f["severity"] == "warning" for f in findings),
+        },
+        "findings": findings,
+        "reconciliation": {
+            "streams": [
+                {
+                    "stream": "vehicle_events",
+                    "raw_events": 25000,
+                    "rejected": 40,
+                    "events_in": 25040,
+                    "rejected_by_reason": {"MALFORMED_JSON": 40},
+                    "undecodable": 0,
+                    "control_records": 1,
+                    "raw_topic_trimmed": False,
+                }
+            ],
+            "views": [
+                {
+                    "view": "availability",
+                    "stream": "vehicle_events",
+                    "events_in": 25000,
+                    "published": 947,
+                    "suppressed": 7227,
+                    "open": 0,
+                    "late": 0,
+                    "filtered": 16826,
+                    "outside": 0,
+                    "duplicate": 0,
+                    "gap": 3,
+                    "gap_detail": {
+                        "unaccounted": 0,
+                        "undecodable": 0,
+                        "worker_accounting": 3,
+                        "worker_checkpoints": 0,
+                    },
+                    "windows": {
+                        "released": 96,
+                        "withheld": 0,
+                        "open": 1,
+                        "with_accounting": 96,
+                        "not_verifiable": 0,
+                    },
+                    "worker_checkpoint_counts": {
+                        "folded": 8174,
+                        "late": 0,
+                        "filtered": 16826,
+                        "outside": 0,
+                        "duplicate": 0,
+                    },
+                    "checkpoints_compared": True,
+                }
+            ],
+        },
+        "terms": {
+            "views": [],
+            "topics": [],
+            "keys": {
+                "topic": "k",
+                "rotation": "1 day",
+                "key_retention": "7 days",
+                "epochs_stored": [],
+                "epochs_destroyed": [],
+                "destruction_floor": None,
+                "noise_key": False,
+            },
+            "acls": {"enforced": False, "grants": []},
+            "versions": {"public": [], "raw": [{"contract_version": "1", "records": 25000}]},
+        },
+        "canary": {
+            "identifiers": 1500,
+            "identifiers_too_short": 0,
+            "min_length": 6,
+            "scanned": {"public_records": 1043, "dlq_records": 40},
+            "hits": 1,
+            "listed": [
+                {
+                    "where": "public.c-1.availability/0@3 header x",
+                    "identifier": "sha256:3f2a9c0d1e2b",
+                }
+            ],
+        },
+        "read": {
+            "public.c-1.availability": {"0": [0, 1043]},
+            "raw.c-1.vehicle_events": {"0": [0, 12511], "1": [0, 12490]},
+            "dlq.c-1.vehicle_events": {"0": [0, 40]},
+        },
+    }

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -24,10 +25,11 @@ from broker.audit.model import Period
 from broker.audit.render import render
 from broker.audit.run import audit, exit_code
 from broker.cli import main
+from broker.kafka.public_reader import read_view
 from contracts.model import Contract
 from policies.oracle import evaluate
 from policies.pseudonymise import KeyRing
-from tests.audit.support import bad_payloads, produce_rejected
+from tests.audit.support import CONFIDENTIAL_KEYS, bad_payloads, keys_in, produce_rejected
 from tests.worker.conftest import free_port
 from tests.worker.support import (
     WorkerProcess,
@@ -117,7 +119,7 @@ def _view(report: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 def test_the_audit_of_a_clean_run_reconciles_exactly(run: Run) -> None:
-    report = audit(run.contract, run.bootstrap)
+    report = audit(run.contract, run.bootstrap, audience="confidential")
     violations = [f for f in report["findings"] if f["severity"] == "violation"]
     assert violations == []
     assert report["ok"] and exit_code(report) == 0
@@ -175,8 +177,8 @@ def test_the_same_period_twice_gives_the_same_report(run: Run) -> None:
     since = (start // HOUR_MS + 1) * HOUR_MS
     period = Period(since, since + 3 * HOUR_MS)
     first, second = (
-        audit(run.contract, run.bootstrap, period),
-        audit(run.contract, run.bootstrap, period),
+        audit(run.contract, run.bootstrap, period, audience="confidential"),
+        audit(run.contract, run.bootstrap, period, audience="confidential"),
     )
     for fmt in ("md", "json", "html"):
         assert render(first, fmt) == render(second, fmt)
@@ -196,6 +198,13 @@ def test_the_cli_writes_each_format_and_exits_0(run: Run, tmp_path: Path) -> Non
     assert main([*base, "--format", "json", "--out", str(out)]) == 0
     data = json.loads(out.read_text())
     assert data["ok"] is True
+    assert data["audience"] == "public"  # the default: what citizen watchdogs may read
+    assert not {key for _, key in keys_in(data)} & CONFIDENTIAL_KEYS
+    dpo = tmp_path / "dpo.json"
+    assert main([*base, "--format", "json", "--audience", "confidential", "--out", str(dpo)]) == 0
+    full = json.loads(dpo.read_text())
+    assert full["audience"] == "confidential"
+    assert all("suppressed" in v for v in full["reconciliation"]["views"])
     assert {"severity", "code", "message"} <= set(data["findings"][0])  # warnings only
     assert (
         data["contract"]["policy_hash_short"]
@@ -205,3 +214,67 @@ def test_the_cli_writes_each_format_and_exits_0(run: Run, tmp_path: Path) -> Non
     assert main([*base, "--format", "html", "--out", str(page), "--generated-at"]) == 0
     assert page.read_text().startswith("<!DOCTYPE html>")
     assert "generated_at" in page.read_text()
+
+
+def numbers_in(data: Any) -> set[int]:
+    """Every integer of a JSON document, and every integer written in its strings."""
+    if isinstance(data, dict):
+        data = list(data.values())
+    if isinstance(data, list):
+        out: set[int] = set()
+        for item in data:
+            out |= numbers_in(item)
+        return out
+    if isinstance(data, str):
+        return {int(n) for n in re.findall(r"\d+", data)}
+    return {data} if isinstance(data, int) and not isinstance(data, bool) else set()
+
+
+def test_the_public_report_gives_no_suppressed_count(run: Run) -> None:
+    """From the public report and the public topic, no suppressed count can be derived.
+
+    The attacker adds up the published groups' counts of a view (P, exact: no noise) and
+    looks in the report for the suppressed total S, or for any total that covers suppressed
+    events (raw, events in, P + S, ...), from which S = total − P − (other dispositions).
+    """
+    confidential = audit(run.contract, run.bootstrap, audience="confidential")
+    public = audit(run.contract, run.bootstrap)  # the default audience
+    assert (public["audience"], confidential["audience"]) == ("public", "confidential")
+    assert public["ok"] == confidential["ok"]
+    assert [f["code"] for f in public["findings"]] == [f["code"] for f in confidential["findings"]]
+
+    leaks = [(path, key) for path, key in keys_in(public) if key in CONFIDENTIAL_KEYS]
+    assert leaks == [], "a count of suppressed (or covering) events is in the public report"
+    assert "suppressed" not in json.dumps(public["reconciliation"])
+
+    texts = {fmt: render(public, fmt) for fmt in ("json", "md", "html")}
+    secrets_texts = {fmt: render(confidential, fmt) for fmt in ("json", "md", "html")}
+    public_numbers = numbers_in(public)
+    oracle = evaluate(run.contract, run.events, keyring=KeyRing())
+    stream_rows = {s["stream"]: s for s in confidential["reconciliation"]["streams"]}
+    for name, count in (("availability", "events"), ("origin_destination", "trips")):
+        view = _view(confidential, name)
+        published = sum(
+            int(g.measures[count]) for g in read_view(run.bootstrap, run.contract, name).groups
+        )
+        assert published == view["published"]  # what anyone can add up from the public topic
+        suppressed = view["suppressed"]
+        assert suppressed > 0
+        stream = stream_rows[view["stream"]]
+        covering = {
+            suppressed,
+            published + suppressed,
+            view["events_in"],
+            stream["events_in"],
+            view["events_in"] - published,
+        }
+        assert not covering & public_numbers, (name, covering & public_numbers)
+        for fmt, text in texts.items():
+            tokens = set(re.findall(r"\d+", text))
+            assert not {str(n) for n in covering} & tokens, (name, fmt)
+            assert str(suppressed) in set(re.findall(r"\d+", secrets_texts[fmt]))
+        # Per window: the public report says nothing about any one window that suppressed a
+        # group (its suppressed events are one group's size when only one was suppressed).
+        windows = [r for r in oracle[name] if r.report.groups_suppressed >= 1]
+        assert windows, "no window suppressed anything: the test would prove nothing"
+        assert not {r.window.start for r in windows} & public_numbers

@@ -131,6 +131,8 @@ def test_render_keeps_generated_at_out_of_the_body() -> None:
     report = {
         "ok": True,
         "format": "x",
+        "audience": "public",
+        "audience_note": "Public report.",
         "contract": {
             "id": "c",
             "version": 1,

@@ -54,7 +54,7 @@ def test_a_clean_contract_passes_before_anything_is_broken(
     raw_contract: tuple[Contract, list[dict[str, object]]], kafka_bootstrap: str
 ) -> None:
     contract, events = raw_contract
-    report = audit(contract, kafka_bootstrap)
+    report = audit(contract, kafka_bootstrap, audience="confidential")
     assert report["ok"], report["findings"]
     view = next(v for v in report["reconciliation"]["views"] if v["view"] == "availability")
     assert view["gap"] == 0 and view["open"] > 0  # nothing released yet: open, not lost
@@ -141,7 +141,7 @@ def test_a_raw_identifier_planted_in_a_header_is_found_and_never_printed(
     )
     producer.flush(timeout=30)
 
-    report = audit(contract, kafka_bootstrap)
+    report = audit(contract, kafka_bootstrap, audience="confidential")
     assert not report["ok"]
     digest = "sha256:" + hashlib.sha256(vehicle.encode()).hexdigest()[:12]
     hits = report["canary"]["listed"]
@@ -154,3 +154,10 @@ def test_a_raw_identifier_planted_in_a_header_is_found_and_never_printed(
         text = render(report, fmt)
         assert vehicle not in text and vehicle.upper() not in text and vehicle.lower() not in text
     assert digest in json.dumps(report)
+    # The public report names the places, not the identifier's fingerprint: a SHA-256 prefix
+    # of a short vehicle id is inverted by trying them all.
+    public = audit(contract, kafka_bootstrap)
+    assert [h["where"] for h in public["canary"]["listed"]] == [h["where"] for h in hits]
+    assert codes(public["findings"])["identifier-leak"] == 2
+    for fmt in ("md", "json", "html"):
+        assert digest not in render(public, fmt) and digest[7:] not in render(public, fmt)

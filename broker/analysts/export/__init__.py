@@ -8,9 +8,12 @@ they are. Every format has the same columns (documented in ``docs/analysts.md``)
 * one column per measure; a quantiles measure ``m`` with ``q: [0.5, 0.9]`` becomes
   ``m_p50`` and ``m_p90``.
 
-The metadata (contract, version, policy hash, licence, attribution, k, ε, column docs) goes
-to ``FILE.meta.json`` for CSV, to the key-value metadata of a Parquet file, and to the
-``metadata`` member of a GeoJSON FeatureCollection (``geojson.py``). With
+Only windows that have a suppression report and records of the contract's policy hash are
+exported (``read_view`` leaves the rest out); ``left_out`` in the metadata counts them.
+
+The metadata (contract, version, policy hash, licence, attribution, k, ε, column docs, what
+was left out) goes to ``FILE.meta.json`` for CSV, to the key-value metadata of a Parquet file,
+and to the ``metadata`` member of a GeoJSON FeatureCollection (``geojson.py``). With
 ``include_reports`` the windows' suppression reports go to ``FILE.reports.csv`` /
 ``FILE.reports.parquet`` (GeoJSON: ``metadata.reports``).
 """

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -192,12 +193,17 @@ def metadata(
         "topic": contract.topic_public(view),
         "window": format_duration(view.window),
         "k": view.k,
-        "epsilon": view.noise.epsilon if view.noise is not None else None,
+        "epsilon": (
+            float(Fraction(repr(view.noise.epsilon)) * len(view.measures))
+            if view.noise is not None
+            else None
+        ),
         "noise": _noise(contract, view),
         "since": iso_utc(since_ms) if since_ms is not None else None,
         "until": iso_utc(until_ms) if until_ms is not None else None,
         "windows": len(contents.windows()),
         "rows": len(contents.groups),
+        "left_out": contents.left_out.to_dict(),
         "columns": [asdict(c) for c in columns(view)],
         "generated_at": moment.isoformat(timespec="seconds").replace("+00:00", "Z"),
     }
@@ -208,7 +214,9 @@ def _noise(contract: Contract, view: View) -> dict[str, Any] | None:
         return None
     return {
         "mechanism": view.noise.mechanism,
-        "epsilon_per_window": view.noise.epsilon,
+        "epsilon_per_measure": view.noise.epsilon,
+        "noised_measures": len(view.measures),
+        "epsilon_per_window": float(Fraction(repr(view.noise.epsilon)) * len(view.measures)),
         "budget": view.noise.budget,
         "period": format_duration(view.noise.period),
         "sensitivity": view.noise.sensitivity,
