@@ -354,10 +354,13 @@ def follow_view(
     Starts at the beginning (or at the current end with ``from_beginning=False``) and runs
     until the caller stops iterating, or ``stop()`` returns True (checked between polls). A
     record whose key was already seen with the same bytes (a re-emitted window) is skipped;
-    one that decodes badly is skipped too.
+    one that decodes badly is skipped too, and so is one whose policy hash is not the
+    contract's (a forged or stale release: only what this contract's policy released is
+    shown). Groups are shown as they come, before their window's report.
     """
     resolved = resolve_view(contract, view)
     decoder = RowDecoder(contract, resolved)
+    digest = short_policy_hash(contract)
     seen: dict[bytes, bytes | None] = {}
     consumer = public_consumer(kafka, consumer_config)
     try:
@@ -380,6 +383,8 @@ def follow_view(
                     try:
                         row = decoder.decode(record)
                     except SerializationError:
+                        continue
+                    if row.headers.get(H_POLICY_HASH) != digest:
                         continue
                     if _in_bounds(row, since_ms, until_ms):
                         yield row

@@ -13,7 +13,15 @@ import pytest
 from kafka import KafkaAdminClient, KafkaProducer
 
 from broker.cli import main
-from broker.kafka.public_reader import LeftOut, PublishedGroup, ViewContents, iso_utc, read_view
+from broker.deadline import Deadline
+from broker.kafka.public_reader import (
+    LeftOut,
+    PublishedGroup,
+    ViewContents,
+    follow_view,
+    iso_utc,
+    read_view,
+)
 from broker.kafka.publish import H_POLICY_HASH, OutRecord, ReleaseEncoder
 from contracts.model import Contract
 from contracts.policy_hash import short_policy_hash
@@ -155,6 +163,18 @@ def test_read_view_and_export_leave_out_foreign_policies_and_unreported_windows(
     assert len(contents.groups) == len(genuine)
     assert lone not in contents.windows()
     assert all(g.headers[H_POLICY_HASH] == short_policy_hash(contract) for g in contents.groups)
+    # `respublica subscribe` shows only this policy's releases too.
+    expected_rows = len(records) + 1  # every genuine record, and the lone window's group
+    followed: list[Any] = []
+    deadline = Deadline(30)
+    for row in follow_view(
+        kafka_bootstrap, contract, "availability", poll_timeout_s=0.2, stop=deadline.expired
+    ):
+        followed.append(row)
+        if len(followed) == expected_rows:
+            break
+    assert len(followed) == expected_rows
+    assert all(r.headers[H_POLICY_HASH] == short_policy_hash(contract) for r in followed)
 
     assert contract.source is not None
     out = tmp_path / "availability.csv"
