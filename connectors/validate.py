@@ -21,6 +21,7 @@ into a dead-letter record. No data value ever reaches a ``Rejected``, a header o
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Callable, Iterable, Mapping
@@ -55,6 +56,12 @@ H_FIELD = "respublica.field"
 H_STAGE = "respublica.stage"
 H_SOURCE = "respublica.source"
 H_REJECTED_AT = "respublica.rejected_at"
+H_ORIGINAL_BYTES = "respublica.original_bytes"
+H_ORIGINAL_SHA256 = "respublica.original_sha256"
+DLQ_MAX_VALUE_BYTES = 64 * 1024
+"""A dead-letter record keeps at most this prefix of the payload: the DLQ write must never
+fail (Kafka refuses records over its size limit), so one oversized record cannot fail a batch
+and stop the shared validator. The original size and SHA-256 travel as headers."""
 AVRO_MAGIC = 0
 
 _log = logging.getLogger(__name__)
@@ -295,9 +302,10 @@ def dlq_record(
 ) -> tuple[None, bytes, Headers]:
     """``(key, value, headers)`` of the dead-letter record for a rejected payload.
 
-    The value is the original payload, unchanged (the size cap applied before decoding); the
-    headers say why (reason, field path, stage), where from (``source``: topic/partition/offset
-    or an HTTP request id), through which connector, and when. No key: a rejected payload's
+    The value is the original payload, cut to its first ``DLQ_MAX_VALUE_BYTES`` (the size and
+    SHA-256 of the whole payload are headers, so a provider can match it); the headers say why
+    (reason, field path, stage), where from (``source``: topic/partition/offset or an HTTP
+    request id), through which connector, and when. No key: a rejected payload's
     subject is not trusted, and partitioning the DLQ by it would only spread raw values.
     """
     contract_id = contract if isinstance(contract, str) else contract.id
@@ -313,7 +321,10 @@ def dlq_record(
     ]
     if not isinstance(contract, str):
         headers.append((H_CONTRACT_VERSION, str(contract.version).encode()))
-    return None, bytes(original), headers
+    payload = bytes(original)
+    headers.append((H_ORIGINAL_BYTES, str(len(payload)).encode()))
+    headers.append((H_ORIGINAL_SHA256, hashlib.sha256(payload).hexdigest().encode()))
+    return None, payload[:DLQ_MAX_VALUE_BYTES], headers
 
 
 class Router:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import struct
@@ -16,7 +17,7 @@ from broker.kafka.serde import Schemas, decode, encode
 from connectors.base import Accepted, Rejected
 from connectors.conform import FieldProblem, record_conformer
 from connectors.dedup import DuplicateFilter
-from connectors.validate import Router, StreamValidator, dlq_record
+from connectors.validate import DLQ_MAX_VALUE_BYTES, Router, StreamValidator, dlq_record
 from contracts import Contract
 from tests.connectors.conftest import NOW_MS, ContractCopy, vehicle_event
 
@@ -350,7 +351,30 @@ def test_dlq_record_keeps_the_payload_and_says_why(mobility: Contract) -> None:
         "respublica.contract": mobility.id.encode(),
         "respublica.contract_version": str(mobility.version).encode(),
         "respublica.stream": b"vehicle_events",
+        "respublica.original_bytes": b"7",
+        "respublica.original_sha256": hashlib.sha256(b"payload").hexdigest().encode(),
     }
+
+
+def test_dlq_record_keeps_a_bounded_prefix_of_an_oversized_payload(mobility: Contract) -> None:
+    rejected = Rejected(Reason.PAYLOAD_TOO_LARGE, "", Stage.DECODE)
+    for size in (DLQ_MAX_VALUE_BYTES - 1, DLQ_MAX_VALUE_BYTES, DLQ_MAX_VALUE_BYTES + 1, 4 << 20):
+        payload = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+        _, value, headers = dlq_record(
+            payload,
+            rejected,
+            contract=mobility,
+            stream="vehicle_events",
+            connector="gateway",
+            source="request-1",
+            now_ms=NOW_MS,
+        )
+        assert value == payload[:DLQ_MAX_VALUE_BYTES]
+        assert dict(headers)["respublica.original_bytes"] == str(size).encode()
+        assert (
+            dict(headers)["respublica.original_sha256"]
+            == hashlib.sha256(payload).hexdigest().encode()
+        )
 
 
 def _sentinel_payloads(validator: StreamValidator) -> list[bytes]:
