@@ -309,3 +309,33 @@ def test_only_windows_released_under_the_contracts_policy_are_kept(mobility: Any
     assert contents.reports == [reports[0]]
     assert contents.left_out == LeftOut(windows_without_report=2, foreign_policy_hash=1)
     assert metadata(contents)["left_out"] == {"windows_without_report": 2, "foreign_policy_hash": 1}
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        '=HYPERLINK("http://evil.example","x")',
+        "+cmd|' /C calc'!A0",
+        "-2+3",
+        "@SUM(A1)",
+        "\tx",
+        "\rx",
+    ],
+)
+def test_csv_neutralises_cells_a_spreadsheet_would_run(tmp_path: Path, hostile: str) -> None:
+    contract = load_example(tmp_path, "navigation", with_quantiles)
+    view = contract.view("jams")
+    measures = {
+        "reports": 5,
+        "mean_delay_s": -3.5,  # a number stays a number, even negative
+        "mean_length_m": 120.5,
+        "reporters": 4,
+        "delay_q": [10.0, 30.0, 90.0],
+    }
+    rows = [group(T0, {"square": hostile}, measures), group(T0, {"square": "plain"}, measures)]
+    out = tmp_path / "jams.csv"
+    export(ViewContents(contract, view, rows, [report(T0, 2, 0, k=3)]), out, "csv")
+    with out.open(encoding="utf-8", newline="") as handle:
+        lines = list(csv.DictReader(handle))
+    assert sorted(line["square"] for line in lines) == sorted(["'" + hostile, "plain"])
+    assert {line["mean_delay_s"] for line in lines} == {"-3.5"}

@@ -19,16 +19,30 @@ from broker.analysts.export.table import (
 )
 from broker.kafka.public_reader import ViewContents, iso_utc
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+"""A text cell starting with one of these is read as a formula by spreadsheets (OWASP, "CSV
+injection"): ``=HYPERLINK(...)`` from a provider's field value would run on an analyst's
+machine."""
+
+
+def neutralise(text: str) -> str:
+    """A text cell a spreadsheet shows as text: a leading formula character gets a ``'``."""
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
+
 
 def _csv_value(name: str, value: Any) -> Any:
     if name in WINDOW_COLUMNS:
         return iso_utc(int(value))
-    return "" if value is None else value
+    if value is None:
+        return ""
+    return neutralise(value) if isinstance(value, str) else value
 
 
 def _write_csv(path: Path, names: Sequence[str], rows: Iterable[dict[str, Any]]) -> None:
     with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle, lineterminator="\n")
+        writer = csv.writer(
+            handle, lineterminator="\r\n"
+        )  # RFC 4180: a CR or LF in a cell is quoted
         writer.writerow(names)
         for row in rows:
             writer.writerow([_csv_value(n, row.get(n)) for n in names])
