@@ -300,19 +300,25 @@ def _epochs(epochs: list[dict[str, Any]]) -> str:
     return ", ".join(f"{e['epoch']} ({e['from'][:10]})" for e in epochs)
 
 
+def _md(text: str) -> str:
+    """Text for Markdown with HTML neutralised: strings from records (header values, versions)
+    must never become markup in a viewer that renders inline HTML."""
+    return html.escape(text, quote=False)
+
+
 def _cell(value: Any) -> str:
-    return str(value).replace("|", "\\|").replace("\n", " ")
+    return _md(str(value)).replace("|", "\\|").replace("\n", " ").replace("\r", " ")
 
 
 def _markdown(blocks: list[Block], generated_at: str | None) -> str:
     lines: list[str] = []
     for block in blocks:
         if isinstance(block, Heading):
-            lines += ["#" * block.level + " " + block.text, ""]
+            lines += ["#" * block.level + " " + _md(block.text).replace("\n", " "), ""]
         elif isinstance(block, Para):
-            lines += [block.text, ""]
+            lines += [_md(block.text), ""]
         else:
-            lines.append("| " + " | ".join(block.header) + " |")
+            lines.append("| " + " | ".join(_cell(h) for h in block.header) + " |")
             lines.append("|" + "---|" * len(block.header))
             lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in block.rows]
             lines.append("")

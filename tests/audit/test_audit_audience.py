@@ -124,3 +124,17 @@ def test_both_reports_render_in_every_format() -> None:
 def test_an_unknown_audience_is_refused() -> None:
     with pytest.raises(AuditError, match="unknown audience"):
         for_audience(sample_report([]), "press")
+
+
+@pytest.mark.parametrize("audience", ["public", "confidential"])
+def test_strings_from_records_never_become_markup(audience: str) -> None:
+    """A header value is the provider's or a forger's text: Markdown and HTML escape it."""
+    hostile = '<img src=x onerror="alert(1)">|<script>x</script>'
+    report = sample_report(COUNTING)
+    report["terms"]["versions"]["raw"] = [{"contract_version": hostile, "records": 3}]
+    report["findings"].append(finding("version-unknown", f"a record under version {hostile}"))
+    shaped = for_audience(report, audience)
+    for fmt in ("md", "html"):
+        text = render(shaped, fmt)
+        assert "<script>" not in text and "<img" not in text
+    assert "&lt;script&gt;" in render(shaped, "md")
