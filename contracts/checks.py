@@ -14,11 +14,10 @@ from typing import NamedTuple
 
 from contracts.avro import AvroField
 from contracts.model import (
+    NOISY_MEASURES,
     NUMERIC_MEASURES,
     Contract,
-    CountMeasure,
     DistinctMeasure,
-    DistinctSubjectsMeasure,
     FieldDimension,
     GridDimension,
     H3Dimension,
@@ -27,14 +26,12 @@ from contracts.model import (
     QuantilesMeasure,
     RoundDimension,
     Stream,
-    SumMeasure,
     View,
 )
 
 H3_MAX_RESOLUTION = 15
 ROUND_MAX_DECIMALS = 10
 RESERVED_COLUMNS = frozenset({"window_start", "window_end", "contract_id", "view"})
-NOISY_MEASURES = (CountMeasure, SumMeasure, DistinctMeasure, DistinctSubjectsMeasure)
 ZERO = timedelta(0)
 
 
@@ -318,10 +315,10 @@ def _noise(path: str, view: View, noise: Noise) -> Iterator[Issue]:
 
 def _budget_shortfall(view: View, noise: Noise) -> str | None:
     """Why the budget cannot pay ε for every noised measure of every window in a period."""
-    measures = sum(isinstance(m, NOISY_MEASURES) for m in view.measures)
+    measures = view.noised_measures
     windows = releases_per_period(view)
     # Exact decimals, as the ledger reads them: 0.1 × 3 × 16 is 4.8, not 4.800000000000001.
-    needed = Fraction(repr(noise.epsilon)) * measures * windows
+    needed = view.epsilon_per_window * windows
     if Fraction(repr(noise.budget)) >= needed:
         return None
     return (

@@ -247,7 +247,7 @@ def _noise(view: View) -> str:
     if noise is None:
         return "none (exact values)"
     windows = -(-noise.period // view.window) if view.window else 0
-    measures = len(view.measures)
+    measures = view.noised_measures
     return (
         f"{_MECHANISMS[noise.mechanism]} noise on counts, sums and distinct counts;"
         f" ε = {noise.epsilon:g} per noised measure, {measures} noised measure(s) per window,"

@@ -14,6 +14,7 @@ shadow a pydantic method: ``schema`` -> ``Stream.schema_ref``, ``in`` -> ``Filte
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from fractions import Fraction
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -281,6 +282,9 @@ class QuantilesMeasure(_Model):
     q: tuple[float, ...] = Field(min_length=1)
 
 
+NOISY_MEASURES = (CountMeasure, SumMeasure, DistinctMeasure, DistinctSubjectsMeasure)
+"""The measures noise covers; each one spends ε per released window."""
+
 Measure = Annotated[
     CountMeasure
     | DistinctSubjectsMeasure
@@ -330,6 +334,19 @@ class View(_Model):
     def output_fields(self) -> tuple[str, ...]:
         """Names of the published columns besides the window bounds."""
         return tuple(d.name for d in self.group_by) + tuple(m.name for m in self.measures)
+
+    @property
+    def noised_measures(self) -> int:
+        """How many of the view's measures noise covers (each spends ε per window)."""
+        return sum(isinstance(m, NOISY_MEASURES) for m in self.measures)
+
+    @property
+    def epsilon_per_window(self) -> Fraction:
+        """ε one released window spends: ε × noised measures, read as exact decimals (0 without
+        noise). Sequential composition over the measures; the groups compose in parallel."""
+        if self.noise is None:
+            return Fraction(0)
+        return Fraction(repr(self.noise.epsilon)) * self.noised_measures
 
 
 class Consumer(_Model):

@@ -17,9 +17,9 @@ from fractions import Fraction
 from typing import Any
 
 from policies.base import GroupResult, OutsideTerritory, Record, Release, SuppressionReport, Window
-from policies.noise import noisy_measures
+from policies.noise import noised_measures, noisy_measures
 from policies.pseudonymise import KeyDestroyedError, KeyRing, Pseudonymiser, canonical_id, key_id
-from policies.spec import NOISY_KINDS, ViewSpec, view_spec
+from policies.spec import ViewSpec, view_spec
 
 Row = tuple[str, Record]  # (subject pseudonym, projected record)
 
@@ -119,8 +119,7 @@ def _window(
         period = start // spec.noise.period_ms
         used = budget_used.get(period, 0)
         # Every noised measure spends ε (sequential composition); the groups share it.
-        noised = sum(1 for m in spec.measures if m.kind in NOISY_KINDS)
-        cost = Fraction(repr(spec.noise.epsilon)) * noised
+        cost = Fraction(repr(spec.noise.epsilon)) * noised_measures(spec.measures)
         if (used + 1) * cost > Fraction(repr(spec.noise.budget)):
             total = sum(len(rows) for rows in groups.values())
             report = SuppressionReport(spec.k, 0, len(groups), 0, total, "budget_exhausted")

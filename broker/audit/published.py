@@ -20,7 +20,6 @@ import json
 import math
 from collections import Counter
 from collections.abc import Callable, Mapping
-from fractions import Fraction
 from typing import Any
 
 from kafka.consumer.fetcher import ConsumerRecord
@@ -237,9 +236,8 @@ def check_epsilon(view: View, published: Published, findings: Findings) -> dict[
             )
         return {"noise": False}
     period_ms = int(noise.period.total_seconds() * 1000)
-    # Sequential composition: every noised measure of a window spends ε (the view's measures
-    # are all noised: the contract refuses noise on means and quantiles).
-    cost = float(Fraction(repr(noise.epsilon)) * len(view.measures))
+    # Sequential composition: every noised measure of a window spends ε.
+    cost = float(view.epsilon_per_window)
     by_period: dict[int, float] = {}
     for report in published.reports.values():
         if report.epsilon != 0.0 and not math.isclose(report.epsilon, cost, rel_tol=1e-9):
@@ -248,7 +246,7 @@ def check_epsilon(view: View, published: Published, findings: Findings) -> dict[
                 "epsilon-mismatch",
                 (
                     f"view {view.name}: a window spent ε={report.epsilon}, the contract says "
-                    f"{cost:g} ({noise.epsilon:g} × {len(view.measures)} noised measures)"
+                    f"{cost:g} ({noise.epsilon:g} × {view.noised_measures} noised measures)"
                 ),
             )
         period = report.window_start // period_ms

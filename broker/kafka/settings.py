@@ -90,10 +90,6 @@ class KafkaSettings(BaseSettings):
         except ValidationError as exc:
             raise KafkaSettingsError(_describe_errors(exc)) from None
 
-    def with_bootstrap(self, bootstrap: str) -> KafkaSettings:
-        """The same credentials against another address (a throw-away local broker, say)."""
-        return self.model_copy(update={"bootstrap": bootstrap})
-
     # --- rendering -----------------------------------------------------------------------
 
     def client_id(self, role: str) -> str:

@@ -10,6 +10,7 @@ from typing import Any
 from kafka import KafkaConsumer, KafkaProducer
 
 from connectors.ingest import IngestStats, IngestValidator
+from contracts.model import Contract
 
 
 class ValidatorThread:
@@ -54,3 +55,22 @@ def produce(producer: KafkaProducer, topic: str, payloads: list[tuple[bytes, byt
     for key, value in payloads:
         producer.send(topic, key=key, value=value)
     producer.flush(timeout=60)
+
+
+def validate_stream(
+    validator: IngestValidator,
+    consumer_factory: Callable[..., KafkaConsumer],
+    contract: Contract,
+    *,
+    raw: tuple[int, float],
+    dlq: tuple[int, float],
+) -> tuple[ValidatorThread, list[Any], list[Any]]:
+    """Run the validator until ``raw`` = (records, seconds) reached raw and ``dlq`` the DLQ
+    of ``vehicle_events`` (or it failed); returns the finished thread and both records."""
+    raw_consumer = consumer_factory(contract.topic_raw("vehicle_events"))
+    dlq_consumer = consumer_factory(contract.topic_dlq("vehicle_events"))
+    with ValidatorThread(validator) as running:
+        alive = lambda: running.error is None  # noqa: E731
+        raw_records = drain(raw_consumer, raw[0], raw[1], alive)
+        dlq_records = drain(dlq_consumer, dlq[0], dlq[1], alive)
+    return running, raw_records, dlq_records

@@ -26,7 +26,7 @@ from broker.kafka.serde import Schemas, decode, encode
 from connectors.ingest import IngestSettings, IngestValidator
 from contracts import Contract
 from tests.connectors.conftest import NOW_MS, vehicle_event
-from tests.connectors.support import ValidatorThread, drain, produce
+from tests.connectors.support import ValidatorThread, drain, produce, validate_stream
 
 pytestmark = pytest.mark.integration
 GOOD, BAD = 10_000, 1_000
@@ -127,12 +127,9 @@ def test_ingest_validator_routes_every_record_once_and_leaks_nothing(
         now_ms=lambda: NOW_MS,
         settings=IngestSettings(linger_ms=5),
     )
-    raw = consumer_factory(contract.topic_raw("vehicle_events"))
-    dlq = consumer_factory(contract.topic_dlq("vehicle_events"))
-    with ValidatorThread(validator) as running:
-        alive = lambda: running.error is None  # noqa: E731
-        raw_records = drain(raw, GOOD, 120, alive)
-        dlq_records = drain(dlq, BAD, 60, alive)
+    running, raw_records, dlq_records = validate_stream(
+        validator, consumer_factory, contract, raw=(GOOD, 120), dlq=(BAD, 60)
+    )
     assert running.error is None
     assert running.stats is not None and running.stats.consumed == GOOD + BAD
 

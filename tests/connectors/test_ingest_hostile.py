@@ -22,7 +22,7 @@ from connectors.ingest import IngestSettings, IngestValidator
 from connectors.validate import DLQ_MAX_VALUE_BYTES, H_ORIGINAL_BYTES, H_ORIGINAL_SHA256
 from contracts import Contract
 from tests.connectors.conftest import NOW_MS, vehicle_event
-from tests.connectors.support import ValidatorThread, drain, produce
+from tests.connectors.support import produce, validate_stream
 
 pytestmark = pytest.mark.integration
 GOOD = 200
@@ -52,12 +52,9 @@ def test_a_one_mebibyte_record_neither_stops_ingestion_nor_loses_good_records(
         now_ms=lambda: NOW_MS,
         settings=IngestSettings(linger_ms=5),
     )
-    raw = consumer_factory(contract.topic_raw("vehicle_events"))
-    dlq = consumer_factory(contract.topic_dlq("vehicle_events"))
-    with ValidatorThread(validator) as running:
-        alive = lambda: running.error is None  # noqa: E731
-        raw_records = drain(raw, GOOD, 60, alive)
-        dlq_records = drain(dlq, 1, 30, alive)
+    running, raw_records, dlq_records = validate_stream(
+        validator, consumer_factory, contract, raw=(GOOD, 60), dlq=(1, 30)
+    )
     assert running.error is None, repr(running.error)
 
     schemas = Schemas.from_contracts([contract])

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import grimp
@@ -71,7 +72,7 @@ def _package(module: str, graph: grimp.ImportGraph) -> str:
     return module.rpartition(".")[0] or module
 
 
-def _edges(graph: grimp.ImportGraph, name: callable) -> dict[str, set[str]]:  # type: ignore[valid-type]
+def _edges(graph: grimp.ImportGraph, name: Callable[[str], str]) -> dict[str, set[str]]:
     edges: dict[str, set[str]] = {}
     for module in graph.modules:
         if not module.startswith(ROOTS):

@@ -27,6 +27,7 @@ from tests.worker.support import (
     WorkerProcess,
     dumps,
     expected_windows,
+    metric_value,
     read_public,
     wait_for,
 )
@@ -141,4 +142,10 @@ def test_a_file_pushed_three_times_is_published_once(
     wait_for(released, 180, "every availability window", every_s=1.0)
     got = read_public(kafka_bootstrap, contract, "availability")
     assert got.windows == expected, f"{dumps(got.windows)} != {dumps(expected)}"
-    assert "duplicate" in worker.metrics()
+    text = worker.metrics()
+    counted = {
+        d: metric_value(text, "respublica_view_events_total", view="availability", disposition=d)
+        for d in ("folded", "duplicate")
+    }
+    assert counted["folded"] > 0
+    assert counted["duplicate"] == 2 * counted["folded"]  # the two later copies of each

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -193,11 +192,7 @@ def metadata(
         "topic": contract.topic_public(view),
         "window": format_duration(view.window),
         "k": view.k,
-        "epsilon": (
-            float(Fraction(repr(view.noise.epsilon)) * len(view.measures))
-            if view.noise is not None
-            else None
-        ),
+        "epsilon": (float(view.epsilon_per_window) if view.noise is not None else None),
         "noise": _noise(contract, view),
         "since": iso_utc(since_ms) if since_ms is not None else None,
         "until": iso_utc(until_ms) if until_ms is not None else None,
@@ -215,8 +210,8 @@ def _noise(contract: Contract, view: View) -> dict[str, Any] | None:
     return {
         "mechanism": view.noise.mechanism,
         "epsilon_per_measure": view.noise.epsilon,
-        "noised_measures": len(view.measures),
-        "epsilon_per_window": float(Fraction(repr(view.noise.epsilon)) * len(view.measures)),
+        "noised_measures": view.noised_measures,
+        "epsilon_per_window": float(view.epsilon_per_window),
         "budget": view.noise.budget,
         "period": format_duration(view.noise.period),
         "sensitivity": view.noise.sensitivity,
