@@ -7,6 +7,7 @@ by the resolver). Messages name the rule, never a value from the contract or its
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from fractions import Fraction
@@ -26,6 +27,7 @@ from contracts.model import (
     QuantilesMeasure,
     RoundDimension,
     Stream,
+    SumMeasure,
     View,
 )
 
@@ -284,7 +286,8 @@ def check_output_names(contract: Contract, now: datetime) -> Iterator[Issue]:
 
 
 def check_noise(contract: Contract, now: datetime) -> Iterator[Issue]:
-    """ε > 0, and the budget pays ε for every noised measure of every window in a period."""
+    """ε > 0, bounds ≥ 1, 0 < δ < 1, a value bound for noised sums, and a budget that pays ε
+    for every noised measure and the release decision of every window in a period."""
     for i, view in enumerate(contract.views):
         if view.noise is not None:
             yield from _noise(f"views[{i}]", view, view.noise)
@@ -297,8 +300,21 @@ def _noise(path: str, view: View, noise: Noise) -> Iterator[Issue]:
         yield Issue(f"{path}.noise.budget", "must be at least epsilon")
     elif view.window > ZERO and (shortfall := _budget_shortfall(view, noise)):
         yield Issue(f"{path}.noise.budget", shortfall)
-    if noise.sensitivity <= 0:
-        yield Issue(f"{path}.noise.sensitivity", "must be greater than 0")
+    if noise.max_groups < 1:
+        yield Issue(f"{path}.noise.max_groups", "must be at least 1")
+    if noise.max_contributions < 1:
+        yield Issue(f"{path}.noise.max_contributions", "must be at least 1")
+    if not 0 < noise.delta < 1:
+        yield Issue(f"{path}.noise.delta", "must be between 0 and 1 (exclusive)")
+    sums = any(isinstance(m, SumMeasure) for m in view.measures)
+    if noise.value_bound is not None and not (0 < noise.value_bound < math.inf):
+        yield Issue(f"{path}.noise.value_bound", "must be a finite number greater than 0")
+    elif sums and noise.value_bound is None:
+        yield Issue(
+            f"{path}.noise.value_bound",
+            "required with a noised sum: each value is clamped into [-value_bound, value_bound]"
+            " so that one subject's share of a sum is bounded",
+        )
     if noise.period <= ZERO:
         yield Issue(f"{path}.noise.period", "must be longer than zero")
     if not any(isinstance(m, NOISY_MEASURES) for m in view.measures):
@@ -323,7 +339,7 @@ def _budget_shortfall(view: View, noise: Noise) -> str | None:
         return None
     return (
         f"budget {noise.budget:g} is below the {float(needed):g} needed: {noise.epsilon:g}"
-        f" × {measures} noised measure{'s' * (measures != 1)}"
+        f" × ({measures} noised measure{'s' * (measures != 1)} + 1 release decision)"
         f" × {windows} window{'s' * (windows != 1)} per period"
     )
 

@@ -248,12 +248,17 @@ def _noise(view: View) -> str:
         return "none (exact values)"
     windows = -(-noise.period // view.window) if view.window else 0
     measures = view.noised_measures
+    bound = "" if noise.value_bound is None else f", sum values clamped to ±{noise.value_bound:g}"
     return (
         f"{_MECHANISMS[noise.mechanism]} noise on counts, sums and distinct counts;"
-        f" ε = {noise.epsilon:g} per noised measure, {measures} noised measure(s) per window,"
-        f" budget ε = {noise.budget:g} per"
-        f" {describe_duration(noise.period)} ({windows} windows per period),"
-        f" sensitivity {noise.sensitivity:g}"
+        f" ε = {noise.epsilon:g} per noised measure, {measures} noised measure(s) per window"
+        f" + 1 release decision, budget ε = {noise.budget:g} per"
+        f" {describe_duration(noise.period)} ({windows} windows per period);"
+        f" each subject counts in at most {noise.max_groups} group(s) per window,"
+        f" {noise.max_contributions} event(s) per group{bound};"
+        f" a group is released when its noisy subject count reaches"
+        f" k + {noise.selection_margin} = {view.k + noise.selection_margin}"
+        f" (δ = {noise.selection_delta:.2g} per window)"
     )
 
 

@@ -13,6 +13,7 @@ shadow a pydantic method: ``schema`` -> ``Stream.schema_ref``, ``in`` -> ``Filte
 
 from __future__ import annotations
 
+import math
 from datetime import datetime, timedelta
 from fractions import Fraction
 from pathlib import Path
@@ -300,13 +301,50 @@ SPATIAL_DIMENSIONS = (H3Dimension, GridDimension, ZonesDimension)
 
 
 class Noise(_Model):
-    """Differential-privacy noise on count/sum/distinct measures, with an ε budget per period."""
+    """Differential-privacy noise on count/sum/distinct measures, with an ε budget per period.
+
+    Each subject's contribution to one window is bounded before anything is computed: at most
+    ``max_groups`` groups, at most ``max_contributions`` events in each, and (noised sums) each
+    value clamped into ``[-value_bound, value_bound]``. The noise of every measure is scaled to
+    the sensitivity these bounds imply, and a group is released only if its noisy count of
+    subjects reaches ``k + selection_margin`` (DP partition selection, with ``delta``).
+    """
 
     mechanism: Literal["geometric", "laplace"] = "geometric"
     epsilon: float
     budget: float
     period: Duration
-    sensitivity: float = 1.0
+    max_groups: int = 1
+    max_contributions: int = 1
+    value_bound: float | None = None
+    delta: float = 1e-6
+
+    @property
+    def selection_margin(self) -> int:
+        """``m``: a group is released when its noisy subject count reaches ``k + m``.
+
+        The smallest m ≥ 0 with ``max_groups · q^m / (1 + q) <= delta``, ``q = exp(-ε/G)``:
+        ``q^m / (1 + q)`` is ``P(Y >= m)`` for the discrete Laplace Y of scale ``G/ε`` drawn
+        for the decision, and one subject can tip at most G groups over the threshold.
+        """
+        if self.epsilon <= 0 or self.max_groups < 1 or not 0 < self.delta < 1:
+            return 0
+        rate = self.epsilon / self.max_groups
+        q = math.exp(-rate)
+        margin = max(0, math.ceil(math.log(self.max_groups / (self.delta * (1 + q))) / rate))
+        while margin > 0 and self.max_groups * q ** (margin - 1) / (1 + q) <= self.delta:
+            margin -= 1  # the closed form, checked on the floats the tail is computed with
+        while self.max_groups * q**margin / (1 + q) > self.delta:
+            margin += 1
+        return margin
+
+    @property
+    def selection_delta(self) -> float:
+        """δ of one window's release decision at ``selection_margin`` (at most ``delta``)."""
+        if self.epsilon <= 0 or self.max_groups < 1:
+            return 1.0
+        q = math.exp(-self.epsilon / self.max_groups)
+        return min(1.0, self.max_groups * q**self.selection_margin / (1 + q))
 
 
 class View(_Model):
@@ -342,11 +380,12 @@ class View(_Model):
 
     @property
     def epsilon_per_window(self) -> Fraction:
-        """ε one released window spends: ε × noised measures, read as exact decimals (0 without
-        noise). Sequential composition over the measures; the groups compose in parallel."""
+        """ε one released window spends: ε × (noised measures + 1 for the release decision),
+        read as exact decimals (0 without noise). Sequential composition over the measures;
+        each measure's noise is scaled to the whole window (every group a subject may touch)."""
         if self.noise is None:
             return Fraction(0)
-        return Fraction(repr(self.noise.epsilon)) * self.noised_measures
+        return Fraction(repr(self.noise.epsilon)) * (self.noised_measures + 1)
 
 
 class Consumer(_Model):

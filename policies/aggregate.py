@@ -12,6 +12,14 @@ the later one holds). Raw is keyed by the canonical subject, so every copy of an
 under its subject reaches the same partition, hence the same aggregator. The digests live as
 long as their window is open here and travel in the checkpoint (``snapshot``).
 
+A noised view bounds each subject's contribution to a window (``NoiseSpec``): the first
+``max_groups`` groups it reaches in offset order, the first ``max_contributions`` events in
+each; a record beyond is counted as ``bounded`` and folds nothing. The bound is a function of
+the subject's own records in offset order (raw is keyed by subject: one partition holds them
+all), so a replay keeps the same contributions. Its counters live beside the event digests,
+keyed by pseudonym, and travel in the checkpoint too. Noised sums clamp each value into
+``[-value_bound, value_bound]``.
+
 Sums are kept exactly as Shewchuk partial sums (the algorithm behind ``math.fsum``), so the
 sum of a group does not depend on how events were split over partitions or in what order they
 were folded: ``fsum`` of the concatenated partials is the correctly rounded exact sum.
@@ -32,6 +40,7 @@ from policies.base import (
     ProcessOutcome,
     Record,
 )
+from policies.noise import clamp
 from policies.pseudonymise import KeyDestroyedError, Pseudonymiser, canonical_id
 from policies.spec import ViewSpec
 
@@ -178,6 +187,11 @@ class Aggregator:
         self._max_time: int | None = None
         self._open: dict[tuple[int, GroupKey], Partial] = {}
         self._seen: dict[int, set[str]] = {}  # window start → event digests folded
+        # window start → pseudonym → group → events counted (noised views: contribution bounds)
+        self._bounds: dict[int, dict[str, dict[GroupKey, int]]] = {}
+        noise = spec.noise
+        self._limits = None if noise is None else (noise.max_groups, noise.max_contributions)
+        self._clamp = None if noise is None else noise.value_bound
         self._event_id = spec.event_id_field
         self._dirty: list[Partial] = []
         self._numeric = spec.numeric_fields()
@@ -203,8 +217,9 @@ class Aggregator:
         One flat loop with locals on purpose: this is the hot path (``broker.bench.policies``).
         """
         spec = self.spec
-        folded = filtered = late = outside = skipped = duplicate = 0
+        folded = filtered = late = outside = skipped = duplicate = bounded = 0
         event_f, seen_by_window = self._event_id, self._seen
+        limits, bounds_by_window = self._limits, self._bounds
         time_f, subject_f, width = spec.time_field, spec.subject_field, spec.window_ms
         rotation, lateness = spec.rotation_ms, spec.lateness_ms
         locators = tuple(d.locate for d in spec.dimensions)
@@ -268,6 +283,13 @@ class Aggregator:
                         duplicate += 1
                         continue
                     seen.add(digest)
+            if limits is not None:
+                mine = bounds_by_window.setdefault(start, {}).setdefault(pseudonym, {})
+                counted = mine.get(group, 0)
+                if counted >= limits[1] or (not counted and len(mine) >= limits[0]):
+                    bounded += 1
+                    continue
+                mine[group] = counted + 1
             part = open_.get((start, group))
             if part is None:
                 part = open_[(start, group)] = Partial(start, group, self.source)
@@ -280,7 +302,7 @@ class Aggregator:
                 dirty.append(part)
             folded += 1
         self._position, self._max_time = position, max_time
-        out = ProcessOutcome(folded, filtered, late, outside, skipped, duplicate)
+        out = ProcessOutcome(folded, filtered, late, outside, skipped, duplicate, bounded)
         self.outcome.add(out)
         return out
 
@@ -288,6 +310,8 @@ class Aggregator:
         for name in self._numeric:
             x = numeric(record.get(name))
             if x is not None:
+                if self._clamp is not None:
+                    x = clamp(x, self._clamp)
                 add_exact(part.sums.setdefault(name, []), x)
                 part.counts[name] = part.counts.get(name, 0) + 1
         for name in self._quantiles:
@@ -341,14 +365,18 @@ class Aggregator:
             out.append(part)
         if final:
             self._seen.clear()
+            self._bounds.clear()
         else:
             self._forget_closed(limit)
         return out
 
     def _forget_closed(self, limit: int) -> None:
-        """Drop the event digests of windows starting at or before ``limit`` (closed here)."""
+        """Drop the event digests and contribution counters of windows starting at or before
+        ``limit`` (closed here)."""
         for start in [s for s in self._seen if s <= limit]:
             del self._seen[start]
+        for start in [s for s in self._bounds if s <= limit]:
+            del self._bounds[start]
 
     @property
     def open_partials(self) -> int:
@@ -363,6 +391,13 @@ class Aggregator:
             "max_time": self._max_time,
             "open": [p.to_dict() for p in self._open.values()],
             "seen": {str(start): sorted(digests) for start, digests in self._seen.items()},
+            "bounds": {
+                str(start): {
+                    pseudonym: [[list(group), n] for group, n in groups.items()]
+                    for pseudonym, groups in by_subject.items()
+                }
+                for start, by_subject in self._bounds.items()
+            },
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -374,4 +409,11 @@ class Aggregator:
             part = Partial.from_dict(data)
             self._open[(part.window_start, part.group)] = part
         self._seen = {int(start): set(digests) for start, digests in state["seen"].items()}
+        self._bounds = {
+            int(start): {
+                pseudonym: {tuple(group): int(n) for group, n in groups}
+                for pseudonym, groups in by_subject.items()
+            }
+            for start, by_subject in state.get("bounds", {}).items()
+        }
         self._dirty = []

@@ -74,6 +74,8 @@ class Disposition(StrEnum):
     OUTSIDE = "outside"
     DUPLICATE = "duplicate"
     """An event id already folded into the same window for the same subject (a re-send)."""
+    BOUNDED = "bounded"
+    """Beyond the subject's contribution bounds in this window (noised views)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +98,8 @@ class ProcessOutcome:
     """Records at an offset already folded (a replay after restore): not counted again."""
     duplicate: int = 0
     """Records whose event id the window had already folded for the same subject."""
+    bounded: int = 0
+    """Records beyond their subject's contribution bounds (groups, events per group)."""
 
     def by_disposition(self) -> dict[Disposition, int]:
         """The counts keyed by ``Disposition`` (metric labels); replays are not dispositions."""
@@ -105,6 +109,7 @@ class ProcessOutcome:
             Disposition.LATE: self.late,
             Disposition.OUTSIDE: self.outside,
             Disposition.DUPLICATE: self.duplicate,
+            Disposition.BOUNDED: self.bounded,
         }
 
     def add(self, other: ProcessOutcome) -> None:
@@ -115,6 +120,7 @@ class ProcessOutcome:
         self.outside += other.outside
         self.skipped += other.skipped
         self.duplicate += other.duplicate
+        self.bounded += other.bounded
 
 
 @dataclass(frozen=True, slots=True)

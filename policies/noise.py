@@ -19,10 +19,18 @@ Steinke 2020, "The Discrete Gaussian for Differential Privacy", Algorithms 1 and
   probability ``exp(-U/t)``, V geometric (``Bernoulli(exp(-1))`` until a failure),
   ``Y = ⌊(U + tV)/s⌋``, a sign bit, negative zero rejected.
 
-*Mechanisms.* ε and the sensitivity Δ are read as exact decimals. A value is snapped to a grid
-``g`` (round half up, so shifting a value by whole grid steps shifts its snap by as many: a
-difference of at most Δ stays at most ``d = ⌈Δ/g⌉`` steps), then ``g·Y`` is added with Y of
-scale ``d/ε`` in grid steps, i.e. ``P(noise = g·y) ∝ exp(-ε|y|/d)``:
+*Bounds and sensitivity.* Before anything is computed, each subject's contribution to one
+window is bounded (``policies.aggregate``, ``policies.oracle``): at most G = ``max_groups``
+groups, at most C = ``max_contributions`` events in each (the first ones in offset order), and
+noised sums clamp each value into [−B, B] (B = ``value_bound``). One subject then changes the
+vector of a window's groups, in L1, by at most Δ: ``count`` and ``distinct`` G·C,
+``distinct_subjects`` G, ``sum`` G·C·B. Each measure's noise is scaled to its Δ, so one measure
+of one window costs ε whatever the number of groups (``sensitivity``).
+
+*Mechanisms.* ε and Δ are read as exact decimals. A value is snapped to a grid ``g`` (round
+half up, so shifting a value by whole grid steps shifts its snap by as many: a difference of at
+most Δ stays at most ``d = ⌈Δ/g⌉`` steps), then ``g·Y`` is added with Y of scale ``d/ε`` in grid
+steps, i.e. ``P(noise = g·y) ∝ exp(-ε|y|/d)``:
 
 * ``geometric`` (discrete Laplace, the default): ``g = 1``, so ``P(Y=y) ∝ exp(-ε|y|/Δ)`` for a
   whole-number Δ (a non-integer Δ counts as ⌈Δ⌉). Sums are rounded to whole numbers first: an
@@ -31,6 +39,15 @@ scale ``d/ε`` in grid steps, i.e. ``P(noise = g·y) ∝ exp(-ε|y|/d)``:
   Laplace of scale Δ/ε, as OpenDP does for floats); there is no continuous draw.
 
 Noisy values are clamped at 0; counts (count, distinct_subjects, distinct) are integers.
+
+*Release decision* (DP partition selection, ``released``): a group is published only if it has
+at least k distinct subjects *and* its subject count plus a discrete Laplace draw of scale
+G/ε (its own bit stream, label ``#release``) reaches ``k + m``. The first condition keeps the
+k-anonymity invariant; the second makes the decision itself ε-DP except with probability
+δ = G·P(Y ≥ m) = G·q^m/(1+q), q = exp(−ε/G): a group at exactly k subjects, which one subject
+would push below k, is released only when the draw reaches m. m is the contract's
+``selection_margin`` (the smallest m with that δ at most the contract's ``delta``). The decision
+is charged like one more noised measure: a window costs ε × (noised measures + 1).
 """
 
 from __future__ import annotations
@@ -142,12 +159,47 @@ def cell_bits(
     return KeyedBits(key, label.encode())
 
 
+RELEASE_LABEL = "#release"
+"""The bit stream of a group's release decision (``#`` cannot start a measure name)."""
+
+
+def sensitivity(kind: str, noise: NoiseSpec) -> Fraction:
+    """Δ: how much one subject can change a measure, summed over a window's groups (L1)."""
+    groups, per_group = noise.max_groups, noise.max_contributions
+    if kind == "distinct_subjects":
+        return Fraction(groups)
+    if kind == "sum":
+        if noise.value_bound is None:
+            msg = "a noised sum needs a value bound"
+            raise ValueError(msg)
+        return groups * per_group * _exact(noise.value_bound)
+    return Fraction(groups * per_group)  # count, distinct
+
+
 @functools.cache
-def noise_grid(noise: NoiseSpec) -> tuple[Fraction, Fraction]:
+def noise_grid(noise: NoiseSpec, kind: str) -> tuple[Fraction, Fraction]:
     """``(g, scale)``: the grid values are released on, and Y's scale ``⌈Δ/g⌉/ε`` in grid steps."""
-    delta = _exact(noise.sensitivity)
+    delta = sensitivity(kind, noise)
     grid = Fraction(1) if noise.mechanism == "geometric" else delta / 2**LAPLACE_GRID_BITS
     return grid, math.ceil(delta / grid) / _exact(noise.epsilon)
+
+
+def released(
+    subjects: int,
+    k: int,
+    noise: NoiseSpec,
+    key: bytes,
+    contract: str,
+    view: str,
+    window_start: int,
+    group: Mapping[str, Any],
+) -> bool:
+    """The release decision of a noised view's group (module docstring, *Release decision*)."""
+    if subjects < k:
+        return False
+    bits = cell_bits(key, contract, view, window_start, group, RELEASE_LABEL)
+    scale = Fraction(noise.max_groups) / _exact(noise.epsilon)
+    return subjects + discrete_laplace(bits, scale) >= k + noise.margin
 
 
 def noisy_measures(
@@ -162,11 +214,11 @@ def noisy_measures(
 ) -> dict[str, MeasureValue]:
     """The measures with noise added to count/sum/distinct values, clamped at 0."""
     out = dict(measures)
-    grid, scale = noise_grid(noise)
     for spec in specs:
         value = measures[spec.name]
         if spec.kind not in NOISY_KINDS or not isinstance(value, int | float):
             continue
+        grid, scale = noise_grid(noise, spec.kind)
         if not math.isfinite(value):
             continue  # an overflowed (infinite) sum has no grid point: left as computed
         bits = cell_bits(key, contract, view, window_start, group, spec.name)
@@ -184,6 +236,17 @@ def noisy_measures(
 def noised_measures(specs: tuple[MeasureSpec, ...]) -> int:
     """How many measures of a view ``noisy_measures`` noises: each one spends ε per window."""
     return sum(1 for spec in specs if spec.kind in NOISY_KINDS)
+
+
+def draws_per_window(specs: tuple[MeasureSpec, ...]) -> int:
+    """What one released window is charged for, in ε: its noised measures and its release
+    decision (sequential composition)."""
+    return noised_measures(specs) + 1
+
+
+def clamp(value: float, bound: float) -> float:
+    """A summed value clamped into ``[-bound, bound]`` (noised sums)."""
+    return -bound if value < -bound else bound if value > bound else value
 
 
 def _snap(value: int | float, grid: Fraction) -> int:
@@ -205,15 +268,16 @@ def _exact(x: float) -> Fraction:
 class EpsilonLedger:
     """ε spent per period; refuses a window that would exceed the budget.
 
-    A released window costs ``epsilon × measures`` (every noised measure spends ε: sequential
-    composition), once: charging it again is free (a re-release). The groups of one window are
-    disjoint, so for each measure they compose in parallel and cost ε together.
+    A released window costs ``epsilon × draws`` (every noised measure and the release decision
+    spend ε: sequential composition), once: charging it again is free (a re-release). Each
+    measure's noise is scaled to what one subject can change over all the groups of the window
+    (``sensitivity``), so the groups cost ε together.
     Periods more than one behind the newest are forgotten and refuse further charges.
     """
 
-    def __init__(self, epsilon: float, budget: float, period_ms: int, measures: int) -> None:
+    def __init__(self, epsilon: float, budget: float, period_ms: int, draws: int) -> None:
         self.budget, self.period_ms = budget, period_ms
-        self.cost = _exact(epsilon) * measures
+        self.cost = _exact(epsilon) * draws
         self.charged: dict[int, set[int]] = {}
         self.floor: int | None = None
 

@@ -6,7 +6,9 @@ only primitives with the streaming path (``generalise`` via the spec's dimension
 ``Pseudonymiser``, the keyed noise draw) and never calls ``aggregate`` or ``window``.
 There is no lateness in batch: every window with at least one placed event is released.
 Copies of an event (same subject, same canonical event id, same window) count once: the first
-in input order (the order of the raw topic), checked before the rows are sorted by time.
+in input order (the order of the raw topic), checked before the rows are sorted by time. A
+noised view then keeps, per subject and window, its first ``max_groups`` groups and its first
+``max_contributions`` events in each, in input order too, and clamps summed values.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from fractions import Fraction
 from typing import Any
 
 from policies.base import GroupResult, OutsideTerritory, Record, Release, SuppressionReport, Window
-from policies.noise import noised_measures, noisy_measures
+from policies.noise import clamp, draws_per_window, noisy_measures, released
 from policies.pseudonymise import KeyDestroyedError, KeyRing, Pseudonymiser, canonical_id, key_id
 from policies.spec import ViewSpec, view_spec
 
@@ -52,6 +54,7 @@ def evaluate_view(
     cells: dict[int, dict[tuple[Any, ...], list[Row]]] = {}
     kept: list[tuple[int, tuple[Any, ...], str, Record]] = []
     seen: set[tuple[int, str, str]] = set()
+    contributions: dict[tuple[int, str], dict[tuple[Any, ...], int]] = {}
     minimiser = spec.minimiser()
     for record in records:
         row = minimiser.project(record)
@@ -74,6 +77,13 @@ def evaluate_view(
             if identity in seen:
                 continue
             seen.add(identity)
+        if spec.noise is not None:
+            mine = contributions.setdefault((start, subject), {})
+            if group not in mine and len(mine) == spec.noise.max_groups:
+                continue  # beyond the subject's groups of this window
+            if mine.get(group, 0) == spec.noise.max_contributions:
+                continue  # beyond its events in this group
+            mine[group] = mine.get(group, 0) + 1
         kept.append((start, group, subject, row))
     for start, group, subject, row in sorted(kept, key=lambda k: k[3][spec.time_field]):
         cells.setdefault(start, {}).setdefault(group, []).append((subject, row))
@@ -93,20 +103,29 @@ def _window(
     budget_used: dict[int, int],
 ) -> Release:
     names = [d.name for d in spec.dimensions]
+    bound = spec.noise.value_bound if spec.noise is not None else None
     published, counts = [], {"groups_out": 0, "events_in": 0, "events_out": 0}
+    noise = spec.noise if noise_key is not None else None
     for key, rows in groups.items():
-        if len({subject for subject, _ in rows}) < spec.k:
+        subjects = len({subject for subject, _ in rows})
+        group = dict(zip(names, key, strict=True))
+        if (
+            subjects < spec.k
+            if noise is None or noise_key is None
+            else not released(
+                subjects, spec.k, noise, noise_key, spec.contract, spec.view, start, group
+            )
+        ):
             counts["groups_out"] += 1
             counts["events_out"] += len(rows)
             continue
         counts["events_in"] += len(rows)
-        group = dict(zip(names, key, strict=True))
         epoch = start // spec.rotation_ms
         published.append(
             GroupResult(
                 group,
                 {
-                    m.name: _measure(m.kind, m.field, m.q, rows, pseudonymiser, epoch)
+                    m.name: _measure(m.kind, m.field, m.q, rows, pseudonymiser, epoch, bound)
                     for m in spec.measures
                 },
             )
@@ -118,8 +137,8 @@ def _window(
     if spec.noise is not None and noise_key is not None:
         period = start // spec.noise.period_ms
         used = budget_used.get(period, 0)
-        # Every noised measure spends ε (sequential composition); the groups share it.
-        cost = Fraction(repr(spec.noise.epsilon)) * noised_measures(spec.measures)
+        # Every noised measure and the release decision spend ε (sequential composition).
+        cost = Fraction(repr(spec.noise.epsilon)) * draws_per_window(spec.measures)
         if (used + 1) * cost > Fraction(repr(spec.noise.budget)):
             total = sum(len(rows) for rows in groups.values())
             report = SuppressionReport(spec.k, 0, len(groups), 0, total, "budget_exhausted")
@@ -154,12 +173,12 @@ def _window(
     )
 
 
-def _numbers(rows: list[Row], field: str) -> list[float]:
+def _numbers(rows: list[Row], field: str, bound: float | None) -> list[float]:
     values = []
     for _, row in rows:
         v = row.get(field)
         if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v):
-            values.append(float(v))
+            values.append(float(v) if bound is None else clamp(float(v), bound))
     return values
 
 
@@ -170,6 +189,7 @@ def _measure(
     rows: list[Row],
     pseudonymiser: Pseudonymiser,
     epoch: int,
+    bound: float | None,
 ) -> Any:
     if kind == "count":
         return len(rows)
@@ -184,7 +204,7 @@ def _measure(
                 if row.get(field) is not None
             }
         )
-    values = _numbers(rows, field)
+    values = _numbers(rows, field, bound)
     if kind == "sum":
         return math.fsum(values)
     if kind == "mean":

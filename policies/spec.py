@@ -53,7 +53,14 @@ class NoiseSpec:
     epsilon: float
     budget: float
     period_ms: int
-    sensitivity: float
+    max_groups: int = 1
+    """Groups of one window a subject's events may count in (the first ones, in offset order)."""
+    max_contributions: int = 1
+    """Events of one subject counted per group and window (the first ones, in offset order)."""
+    value_bound: float | None = None
+    """Noised sums clamp every value into ``[-value_bound, value_bound]``."""
+    margin: int = 0
+    """A group is released when its noisy subject count reaches ``k + margin``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,7 +236,16 @@ def view_spec(contract: Any, view_name: str) -> ViewSpec:
     noise = None
     if view.noise is not None:
         n = view.noise
-        noise = NoiseSpec(n.mechanism, n.epsilon, n.budget, ms(n.period), n.sensitivity)
+        noise = NoiseSpec(
+            n.mechanism,
+            n.epsilon,
+            n.budget,
+            ms(n.period),
+            n.max_groups,
+            n.max_contributions,
+            n.value_bound,
+            n.selection_margin,
+        )
     return ViewSpec(
         contract=contract.id,
         view=view.name,

@@ -1,14 +1,16 @@
 """k-anonymity threshold: groups with fewer than k distinct subjects are withheld.
 
-Suppression decides on the *true* distinct-subject count, before any noise (noise is added to
-what survives). Only one tumbling window grid per view is ever released, so a suppressed group
-cannot be recovered by subtracting two published numbers (no overlapping windows, no nested
-grids, no ad-hoc queries). The report is published with the window, MDS-style.
+Without noise, suppression decides on the true distinct-subject count. With noise, the caller
+passes the release decision of ``policies.noise.released`` (at least k subjects *and* a noisy
+subject count at ``k + margin``), so that whether a group is published is itself DP. Only one
+tumbling window grid per view is ever released, so a suppressed group cannot be recovered by
+subtracting two published numbers of one view (no overlapping windows, no nested grids, no
+ad-hoc queries). The report is published with the window, MDS-style.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,12 +29,17 @@ class GroupTotals:
     measures: Mapping[str, MeasureValue]
 
 
-def suppress(groups: Iterable[GroupTotals], k: int) -> tuple[list[GroupTotals], SuppressionReport]:
-    """Keep groups with at least ``k`` distinct subjects; report what was withheld."""
+def suppress(
+    groups: Iterable[GroupTotals],
+    k: int,
+    keep: Callable[[GroupTotals], bool] | None = None,
+) -> tuple[list[GroupTotals], SuppressionReport]:
+    """Keep groups with at least ``k`` distinct subjects (or those ``keep`` accepts); report
+    what was withheld."""
     kept: list[GroupTotals] = []
     dropped_groups = dropped_events = kept_events = 0
     for totals in groups:
-        if totals.subjects >= k:
+        if totals.subjects >= k if keep is None else keep(totals):
             kept.append(totals)
             kept_events += totals.events
         else:

@@ -17,7 +17,7 @@ import orjson
 
 from policies.aggregate import GroupKey, Partial
 from policies.base import NO_WATERMARK, GroupResult, MeasureValue, PolicyError, Release, Window
-from policies.noise import EpsilonLedger, noised_measures, noisy_measures
+from policies.noise import EpsilonLedger, draws_per_window, noisy_measures, released
 from policies.pseudonymise import key_id
 from policies.spec import ViewSpec
 from policies.suppress import BUDGET_EXHAUSTED, GroupTotals, suppress, withhold
@@ -91,7 +91,7 @@ class Merger:
         self._open: dict[int, dict[GroupKey, dict[str, Partial]]] = {}
         n = spec.noise
         self.ledger = (
-            EpsilonLedger(n.epsilon, n.budget, n.period_ms, noised_measures(spec.measures))
+            EpsilonLedger(n.epsilon, n.budget, n.period_ms, draws_per_window(spec.measures))
             if n
             else None
         )
@@ -132,23 +132,30 @@ class Merger:
     def _release(self, start: int, groups: dict[GroupKey, dict[str, Partial]]) -> Release:
         spec = self.spec
         totals = [combine(spec, g, [by[s] for s in sorted(by)]) for g, by in groups.items()]
-        kept, report = suppress(totals, spec.k)
         epsilon = 0.0
         results: list[GroupResult] = []
-        if self.ledger is not None and spec.noise is not None and self.noise_key is not None:
+        noise, key = spec.noise, self.noise_key
+        if self.ledger is not None and noise is not None and key is not None:
+
+            def keep(t: GroupTotals) -> bool:
+                return released(
+                    t.subjects, spec.k, noise, key, spec.contract, spec.view, start, t.group
+                )
+
+            kept, report = suppress(totals, spec.k, keep)
             if not self.ledger.charge(start):
                 report = withhold(totals, spec.k, BUDGET_EXHAUSTED)
                 kept = []
             else:
-                epsilon = float(self.ledger.cost)  # ε × noised measures
+                epsilon = float(self.ledger.cost)  # ε × (noised measures + release decision)
             results = [
                 GroupResult(
                     t.group,
                     noisy_measures(
                         t.measures,
                         spec.measures,
-                        spec.noise,
-                        self.noise_key,
+                        noise,
+                        key,
                         spec.contract,
                         spec.view,
                         start,
@@ -158,6 +165,7 @@ class Merger:
                 for t in kept
             ]
         else:
+            kept, report = suppress(totals, spec.k)
             results = [GroupResult(t.group, t.measures) for t in kept]
         kid = key_id(spec.contract, start // spec.rotation_ms)
         return Release(

@@ -7,7 +7,7 @@ the public one until someone decides otherwise), so that nothing in it, together
 public topics, gives the size of a suppressed group:
 
 * no event count that covers suppressed events: raw events and events in per stream, and per
-  view published / suppressed / late / filtered / outside / duplicate / open. ``raw −
+  view published / suppressed / late / filtered / outside / duplicate / bounded / open. ``raw −
   Σ published counts`` is the suppressed total of a view without filter (origin_destination),
   and a period of one window makes it one window's, i.e. one group's size when one group was
   suppressed; ``open`` becomes a window's suppressed count as soon as that window is published;

@@ -246,7 +246,8 @@ def check_epsilon(view: View, published: Published, findings: Findings) -> dict[
                 "epsilon-mismatch",
                 (
                     f"view {view.name}: a window spent ε={report.epsilon}, the contract says "
-                    f"{cost:g} ({noise.epsilon:g} × {view.noised_measures} noised measures)"
+                    f"{cost:g} ({noise.epsilon:g} × ({view.noised_measures} noised measures"
+                    " + 1 release decision))"
                 ),
             )
         period = report.window_start // period_ms

@@ -2,7 +2,8 @@
 
 Per stream: ``in = raw events + DLQ records``; rejected by reason from the DLQ headers.
 Per view, from the auditor's replay (``broker.audit.replay``) and the public topic:
-``raw events = published + suppressed + late + filtered + outside + duplicate + open``, where an
+``raw events = published + suppressed + late + filtered + outside + duplicate + bounded + open``,
+where an
 event is
 *published* when its (window, group) was published, *suppressed* when its window was released
 (a report exists) without its group, *open* when its window is not released yet.
@@ -32,7 +33,7 @@ from broker.kafka.serde import SerializationError
 from contracts.model import Contract, View
 
 SECTION = "reconciliation"
-DISPOSITIONS = ("late", "filtered", "outside", "duplicate")
+DISPOSITIONS = ("late", "filtered", "outside", "duplicate", "bounded")
 H_REASON = "respublica.reason"
 H_REJECTED_AT = "respublica.rejected_at"
 
@@ -223,6 +224,8 @@ class ViewReconciliation:
             for g, c in cells.items()
             if g not in published and len(c.subjects) >= self.k and not self.withheld(start)
         ]
+        if self.view.noise is not None:
+            over = []  # a noised view's release decision is itself noisy (docs/privacy.md)
         if over:
             self.findings.warning(
                 SECTION,
@@ -266,7 +269,11 @@ class ViewReconciliation:
         if report is None:
             return
         suppressed = sum(1 for g in cells if g not in published)
-        if report.groups_published != len(published) or report.groups_suppressed != suppressed:
+        if report.groups_suppressed is None:  # a noised view does not publish it
+            suppressed_ok = True
+        else:
+            suppressed_ok = report.groups_suppressed == suppressed
+        if report.groups_published != len(published) or not suppressed_ok:
             self.findings.violation(
                 SECTION,
                 "report-mismatch",

@@ -105,7 +105,8 @@ def _reconciliation(recon: dict[str, Any]) -> Iterator[Block]:
     yield Para(
         "Events in = raw events + rejected (DLQ) records. Per view, every raw event is "
         "published, suppressed, late, filtered, outside (no cell/zone), duplicate (an event "
-        "id already counted for the same subject and window) or open (window "
+        "id already counted for the same subject and window), bounded (beyond a subject's "
+        "contribution bounds in a noised view) or open (window "
         "not released yet); gap = what does not add up, plus every disagreement with "
         "the worker's own accounting."
     )
@@ -151,6 +152,7 @@ _DISPOSITIONS = (
     "filtered",
     "outside",
     "duplicate",
+    "bounded",
     "open",
 )
 

@@ -10,6 +10,9 @@ streaming fold defines it (``policies.aggregate.Aggregator.process``):
     no cell/zone for its position    → outside
     event id already folded for the  → duplicate  (per partition, window and canonical
     same subject in this window                    subject; the first copy in offset order wins)
+    beyond the subject's bounds      → bounded  (noised views: per partition, window and
+    in this window                                 canonical subject, its first max_groups
+                                                   groups and max_contributions events in each)
     otherwise                        → folded into (window, group)
 
 No key is needed: within one window one pseudonym key is used, so distinct canonical
@@ -65,6 +68,7 @@ class ViewTally:
     up_to_checkpoint: dict[str, Counter[str]] = field(default_factory=dict)
     _max_time: dict[int, int] = field(default_factory=dict)
     _seen: dict[int, set[tuple[int, str, str]]] = field(default_factory=dict)
+    _bounds: dict[tuple[int, int, str], Counter[GroupText]] = field(default_factory=dict)
 
     def classify(self, partition: int, record: Record) -> tuple[Disposition, CellKey | None]:
         """The disposition of the next record of ``partition`` (offset order)."""
@@ -90,6 +94,15 @@ class ViewTally:
             if identity in folded:
                 return Disposition.DUPLICATE, None
             folded.add(identity)
+        noise = spec.noise
+        if noise is not None:
+            subject = canonical_id(record[spec.subject_field])
+            mine = self._bounds.setdefault((partition, start, subject), Counter())
+            if mine[group] == 0 and len(mine) >= noise.max_groups:
+                return Disposition.BOUNDED, None
+            if mine[group] >= noise.max_contributions:
+                return Disposition.BOUNDED, None
+            mine[group] += 1
         return Disposition.FOLDED, (start, group)
 
     def fold(self, key: CellKey, record: Record) -> None:

@@ -8,8 +8,8 @@ keeps what the ``public`` one (the default, for citizen watchdogs) may hold.
 
 Sections, each in its own module:
 
-1. reconciliation (``replay`` + ``reconcile``): events in = raw + DLQ; per view
-   published + suppressed + late + filtered + outside + duplicate + open = raw, and the worker's own
+1. reconciliation (``replay`` + ``reconcile``): events in = raw + DLQ; per view published +
+   suppressed + late + filtered + outside + duplicate + bounded + open = raw, and the worker's own
    per-window accounting and checkpoint counts agree with it; every gap is flagged with its size;
 2. terms vs reality (``published``, ``cluster``): published fields, k, ε,
    headers and versions; topic retention/cleanup; pseudonym keys; ACLs;

@@ -39,13 +39,17 @@ def _group_row(group: Mapping[str, Any], measures: Mapping[str, Any]) -> tuple[A
 REPORT_FIELDS = ("k", "groups_published", "groups_suppressed", "withheld_reason")
 
 
-def oracle_windows(releases: Iterable[Release]) -> dict[tuple[int, int], Any]:
-    """Canonical form of oracle releases: window → (sorted group rows, report)."""
+def oracle_windows(
+    releases: Iterable[Release], *, noised: bool = False
+) -> dict[tuple[int, int], Any]:
+    """Canonical form of oracle releases: window → (sorted group rows, report), as published
+    (a noised view's report leaves ``groups_suppressed`` out)."""
     out = {}
     for release in releases:
         data = release.to_dict()
         rows = sorted(_group_row(g["group"], g["measures"]) for g in data["groups"])
-        report = tuple(data["report"][k] for k in REPORT_FIELDS) + (_num(data["epsilon"]),)
+        public = {**data["report"], **({"groups_suppressed": None} if noised else {})}
+        report = tuple(public[k] for k in REPORT_FIELDS) + (_num(data["epsilon"]),)
         out[(data["window_start"], data["window_end"])] = (rows, report)
     return out
 
@@ -122,4 +126,4 @@ def expected_windows(
 ) -> dict[tuple[int, int], Any]:
     """The oracle's releases of one view, in canonical form."""
     releases = evaluate(contract, events, keyring=KeyRing(), noise_key=noise_key)
-    return oracle_windows(releases[view])
+    return oracle_windows(releases[view], noised=contract.view(view).noise is not None)

@@ -340,12 +340,14 @@ def summary(
         ]
         for view in contract.views:
             contents = read_view(kafka, contract, view.name)
-            suppressed = sum(r.groups_suppressed for r in contents.reports)
+            suppressed = sum(r.groups_suppressed or 0 for r in contents.reports)
             epsilon = sum(r.epsilon for r in contents.reports)
             equal = len(contents.reports) == expected[contract.id][view.name]
             lines.append(
                 f"  {view.name}: {len(contents.reports):,} windows, {len(contents.groups):,} "
-                f"groups published, {suppressed:,} suppressed (k={view.k})"
+                f"groups published, "
+                + ("suppressed not published" if view.noise else f"{suppressed:,} suppressed")
+                + f" (k={view.k})"
                 + (f", ε spent {epsilon:g}" if view.noise else "")
                 + ("" if equal else "  [window count differs from the oracle]")
             )

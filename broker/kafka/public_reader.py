@@ -70,7 +70,8 @@ class WindowReport:
     window_end: int
     k: int
     groups_published: int
-    groups_suppressed: int
+    groups_suppressed: int | None
+    """None for a noised view, which does not publish it."""
     withheld_reason: str | None
     epsilon: float
     headers: dict[str, str]
@@ -80,10 +81,8 @@ class WindowReport:
 
     def summary(self) -> str:
         """``k=10: 12 groups published, 3 suppressed`` (and why a window was withheld)."""
-        text = (
-            f"k={self.k}: {self.groups_published} groups published, "
-            f"{self.groups_suppressed} suppressed"
-        )
+        suppressed = "?" if self.groups_suppressed is None else self.groups_suppressed
+        text = f"k={self.k}: {self.groups_published} groups published, {suppressed} suppressed"
         if self.epsilon:
             text += f", ε={self.epsilon:g}"
         if self.withheld_reason:
@@ -202,7 +201,7 @@ class RowDecoder:
                 end,
                 int(row["k"]),
                 int(row["groups_published"]),
-                int(row["groups_suppressed"]),
+                None if row["groups_suppressed"] is None else int(row["groups_suppressed"]),
                 row.get("withheld_reason"),
                 float(row["epsilon"]),
                 headers,

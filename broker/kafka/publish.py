@@ -12,7 +12,9 @@ all on the view's single-partition, compacted public topic:
 * headers: contract id, version, policy hash, pseudonym key ids, window bounds.
 
 The report publishes counts of groups only: event totals would let anyone subtract the noise
-of a noisy view (a window with one published group would reveal its exact count).
+of a noisy view (a window with one published group would reveal its exact count). A noised view
+leaves ``groups_suppressed`` out too (null): an exact count of the groups that had events is
+not differentially private (one subject alone in a group changes it by one).
 """
 
 from __future__ import annotations
@@ -101,7 +103,9 @@ def release_schema(contract: Contract, view: View) -> dict[str, Any]:
 
 
 def report_schema(contract: Contract, view: View) -> dict[str, Any]:
-    """The Avro schema of a window's suppression report (MDS-style, group counts only)."""
+    """The Avro schema of a window's suppression report (MDS-style, group counts only; a noised
+    view's ``groups_suppressed`` is always null)."""
+    suppressed: Any = ["null", "long"] if view.noise is not None else "long"
     return {
         "type": "record",
         "name": f"{view.name}_report",
@@ -111,7 +115,7 @@ def report_schema(contract: Contract, view: View) -> dict[str, Any]:
             {"name": "window_end", "type": "long"},
             {"name": "k", "type": "long"},
             {"name": "groups_published", "type": "long"},
-            {"name": "groups_suppressed", "type": "long"},
+            {"name": "groups_suppressed", "type": suppressed},
             {"name": "withheld_reason", "type": ["null", "string"], "default": None},
             {"name": "epsilon", "type": "double"},
         ],
@@ -152,6 +156,7 @@ class ReleaseEncoder:
             report_schema(contract, view), subject
         )
         self._dimensions = tuple(d.name for d in view.group_by)
+        self._noised = view.noise is not None
         self._base_headers: Headers = [
             (H_CONTRACT, contract.id.encode()),
             (H_CONTRACT_VERSION, str(contract.version).encode()),
@@ -177,6 +182,8 @@ class ReleaseEncoder:
             },
             "epsilon": float(data["epsilon"]),
         }
+        if self._noised:
+            report["groups_suppressed"] = None
         value = encode(self.report_schema.parsed, self.report_schema.schema_id, report)
         out.append(
             OutRecord(self.topic, canonical_json({**bounds, "report": True}), value, list(headers))

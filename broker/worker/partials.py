@@ -89,7 +89,7 @@ class _Source:
     eos: bool = False
     dirty: bool = False
     # Per view, what became of every record up to the aggregator's position (replays skipped):
-    # checkpointed so that the auditor can reconcile late/filtered/outside/duplicate across
+    # checkpointed so that the auditor can reconcile late/filtered/outside/duplicate/bounded across
     # restarts.
     counts: dict[str, ProcessOutcome] = field(default_factory=dict)
 
@@ -253,4 +253,5 @@ def _outcome(counts: Mapping[str, int]) -> ProcessOutcome:
         late=int(counts.get("late", 0)),
         outside=int(counts.get("outside", 0)),
         duplicate=int(counts.get("duplicate", 0)),
+        bounded=int(counts.get("bounded", 0)),
     )

@@ -53,8 +53,11 @@ EXPECTED = {
         "Subject: reporter_id",
         "type: value of type, published as is",
         "Minimum group size: k = 3",
-        "ε = 1 per noised measure, 1 noised measure(s) per window, budget ε = 96 per 1 day "
-        "(96 windows per period)",
+        "ε = 1 per noised measure, 1 noised measure(s) per window + 1 release decision, "
+        "budget ε = 192 per 1 day (96 windows per period)",
+        "each subject counts in at most 1 group(s) per window, 1 event(s) per group",
+        "a group is released when its noisy subject count reaches k + 14 = 17 (δ = 6.1e-07 per "
+        "window)",
         "mean_delay_s: mean of delay_s",
     ],
 }

@@ -113,12 +113,26 @@ CASES: list[tuple[str, str, dict[str, Any], str, str]] = [
      "views[1].noise.budget", "must be at least epsilon"),
     ("budget-below-period", "navigation", {"views.1.noise.budget": 50},
      "views[1].noise.budget",
-     "budget 50 is below the 96 needed: 1 × 1 noised measure × 96 windows per period"),
+     "budget 50 is below the 192 needed: 1 × (1 noised measure + 1 release decision) × 96 windows"
+     " per period"),
     ("budget-below-measures", "navigation",
      {"views.1.noise.epsilon": 0.1, "views.1.noise.budget": 9.6,
       "views.1.measures.+": {"type": "distinct_subjects", "name": "alerters"}},
      "views[1].noise.budget",
-     "budget 9.6 is below the 19.2 needed: 0.1 × 2 noised measures × 96 windows per period"),
+     "budget 9.6 is below the 28.8 needed: 0.1 × (2 noised measures + 1 release decision) × 96"
+     " windows per period"),
+    ("noise-max-groups", "navigation", {"views.1.noise.max_groups": 0},
+     "views[1].noise.max_groups", "must be at least 1"),
+    ("noise-max-contributions", "navigation", {"views.1.noise.max_contributions": 0},
+     "views[1].noise.max_contributions", "must be at least 1"),
+    ("noise-delta", "navigation", {"views.1.noise.delta": 1.0},
+     "views[1].noise.delta", "must be between 0 and 1 (exclusive)"),
+    ("noised-sum-without-bound", "navigation",
+     {"views.1.measures.+": {"type": "sum", "name": "total_reliability", "field": "reliability"},
+      "views.1.noise.budget": 288},
+     "views[1].noise.value_bound",
+     "required with a noised sum: each value is clamped into [-value_bound, value_bound] so that"
+     " one subject's share of a sum is bounded"),
     ("noise-mechanism", "navigation", {"views.1.noise.mechanism": "gaussian"},
      "views[1].noise.mechanism", "Input should be 'geometric' or 'laplace'"),
     ("noise-with-mean", "navigation",
@@ -191,11 +205,12 @@ def test_invalid_contract_reports_one_precise_problem(
 def test_budget_check_reads_exact_decimals(
     example_factory: ExampleFactory, write_contract: ContractWriter, now: datetime
 ) -> None:
-    # 0.1 × 2 × 96 is 19.200000000000003 in floats: the budget 19.2 pays exactly for it.
+    # 0.1 × 3 × 96 is 28.800000000000004 in floats: the budget 28.8 pays exactly for it
+    # (2 noised measures and the release decision, 96 windows).
     data = example_factory("navigation")
     _set(data, "views.1.measures.+", {"type": "distinct_subjects", "name": "alerters"})
     _set(data, "views.1.noise.epsilon", 0.1)
-    _set(data, "views.1.noise.budget", 19.2)
+    _set(data, "views.1.noise.budget", 28.8)
     load_contracts([write_contract(data)], now=now)
 
 

@@ -130,7 +130,7 @@ def test_noisy_measures_known_answers() -> None:
         "laplace": [(99, 252.2685546875), (99, 247.734375), (100, 251.310546875)],
     }
     for mechanism, values in expected.items():
-        noise = NoiseSpec(mechanism, 0.5, 10.0, 86_400_000, 1.0)
+        noise = NoiseSpec(mechanism, 0.5, 10.0, 86_400_000, value_bound=1.0)  # Δ = 1 for both
         for w, (events, total) in enumerate(values):
             out = noisy_measures(
                 {"events": 100, "total": 250.75}, specs, noise, KEY, "test-contract", "rich",
@@ -150,11 +150,13 @@ def _noise_draws(noise: NoiseSpec, kind: str) -> list[float]:
     ]
 
 
-@pytest.mark.parametrize(("epsilon", "sensitivity"), [(0.5, 1.0), (1.0, 1.0), (1.0, 2.0)])
+@pytest.mark.parametrize(("epsilon", "sensitivity"), [(0.5, 1), (1.0, 1), (1.0, 2)])
 def test_geometric_noise_has_the_discrete_laplace_distribution(
-    epsilon: float, sensitivity: float
+    epsilon: float, sensitivity: int
 ) -> None:
-    draws = _noise_draws(NoiseSpec("geometric", epsilon, 1.0, 1, sensitivity), "count")
+    # A count's Δ is max_groups × max_contributions.
+    noise = NoiseSpec("geometric", epsilon, 1.0, 1, max_contributions=sensitivity)
+    draws = _noise_draws(noise, "count")
     p = math.exp(-epsilon / sensitivity)
     p0 = (1 - p) / (1 + p)
     sizes = Counter(abs(int(y)) for y in draws)
@@ -170,7 +172,8 @@ def test_geometric_noise_has_the_discrete_laplace_distribution(
 
 
 def test_laplace_noise_is_a_discretised_laplace_of_scale_sensitivity_over_epsilon() -> None:
-    draws = _noise_draws(NoiseSpec("laplace", 0.5, 1.0, 1, 1.0), "sum")  # scale b = 2
+    noise = NoiseSpec("laplace", 0.5, 1.0, 1, value_bound=1.0)  # Δ = 1·1·1, scale b = 2
+    draws = _noise_draws(noise, "sum")
     assert all((d * 1024).is_integer() for d in draws)  # on the grid Δ/1024
     b = 2.0
     assert within(sum(draws) / N, 0.0, math.sqrt(2) * b / math.sqrt(N))

@@ -134,7 +134,7 @@ def test_small_groups_are_withheld_in_releases() -> None:
 
 @pytest.mark.parametrize("mechanism", ["geometric", "laplace"])
 def test_noisy_measures_are_clamped_and_integral(mechanism: str) -> None:
-    noise = NoiseSpec(mechanism, 0.01, 1.0, 86_400_000, 1.0)  # huge noise
+    noise = NoiseSpec(mechanism, 0.01, 1.0, 86_400_000, value_bound=1.0)  # huge noise
     specs = (MeasureSpec("n", "count"), MeasureSpec("s", "sum", "v"))
     for window in range(50):
         out = noisy_measures({"n": 3, "s": 2.5}, specs, noise, b"k" * 32, "c", "v", window, {})
@@ -145,7 +145,7 @@ def test_noisy_measures_are_clamped_and_integral(mechanism: str) -> None:
 @pytest.mark.parametrize(("mechanism", "grid"), [("geometric", 1.0), ("laplace", 2.0 / 1024)])
 def test_noisy_sums_are_released_on_the_grid(mechanism: str, grid: float) -> None:
     # A raw float sum plus integer noise would publish the sum's fractional part exactly.
-    noise = NoiseSpec(mechanism, 0.5, 1.0, 86_400_000, 2.0)
+    noise = NoiseSpec(mechanism, 0.5, 1.0, 86_400_000, value_bound=2.0)  # Δ of a sum: 2
     specs = (MeasureSpec("s", "sum", "v"),)
     for window in range(50):
         out = noisy_measures({"s": 1e6 + 0.123}, specs, noise, b"k" * 32, "c", "v", window, {})
@@ -164,7 +164,7 @@ def test_ledger_refuses_over_budget_and_is_idempotent() -> None:
 
 
 def test_view_with_noise_needs_a_key_and_no_unnoisable_measure() -> None:
-    noise = NoiseSpec("geometric", 1.0, 10.0, 86_400_000, 1.0)
+    noise = NoiseSpec("geometric", 1.0, 10.0, 86_400_000)
     with pytest.raises(PolicyError):
         compile_spec(rich_spec(noise=noise), keyring=ring()).merger(["p0"])
     with pytest.raises(PolicyError):
@@ -172,13 +172,14 @@ def test_view_with_noise_needs_a_key_and_no_unnoisable_measure() -> None:
 
 
 def test_budget_exhausted_window_is_withheld_and_reported() -> None:
-    # Four noised measures at ε = 0.5 cost 2.0 a window: 3.0 pays for one window per period.
-    noise = NoiseSpec("geometric", 0.5, 3.0, 10_000, 1.0)
+    # Four noised measures and the release decision at ε = 0.5 cost 2.5 a window: 3.0 pays for
+    # one window per period.
+    noise = NoiseSpec("geometric", 0.5, 3.0, 10_000, value_bound=100.0)
     spec = rich_spec(noise=noise)
     events = EVENTS + [event(w, 1500, 1) for w in ("p", "q", "r")]
     view = compile_spec(spec, keyring=ring(), noise_key=b"k" * 32)
     first, second = run_stream(view, events, "who").releases
-    assert first.epsilon == 2.0 and first.report.withheld_reason is None
+    assert first.epsilon == 2.5 and first.report.withheld_reason is None
     assert second.groups == () and second.report.withheld_reason == "budget_exhausted"
     assert second.epsilon == 0.0 and second.report.events_suppressed == 3
     oracle = evaluate_view(spec, events, Pseudonymiser(ring(), spec.contract), b"k" * 32)
@@ -186,7 +187,7 @@ def test_budget_exhausted_window_is_withheld_and_reported() -> None:
 
 
 def test_release_twice_gives_identical_noise() -> None:
-    noise = NoiseSpec("geometric", 0.5, 100.0, 86_400_000, 1.0)
+    noise = NoiseSpec("geometric", 0.5, 100.0, 86_400_000, value_bound=100.0)
     spec = rich_spec(noise=noise)
     view = compile_spec(spec, keyring=ring(), noise_key=b"k" * 32)
     merger = view.merger(["p0"])

@@ -214,7 +214,12 @@ def _noise(contract: Contract, view: View) -> dict[str, Any] | None:
         "epsilon_per_window": float(view.epsilon_per_window),
         "budget": view.noise.budget,
         "period": format_duration(view.noise.period),
-        "sensitivity": view.noise.sensitivity,
+        "release_decisions_per_window": 1,
+        "max_groups_per_subject": view.noise.max_groups,
+        "max_contributions_per_group": view.noise.max_contributions,
+        "value_bound": view.noise.value_bound,
+        "release_threshold": view.k + view.noise.selection_margin,
+        "delta_per_window": view.noise.selection_delta,
     }
 
 
