@@ -3,6 +3,8 @@
 A connector's parsing is pure (``gbfs.py``, ``mds.py``, ``waze.py``); its poller gets a
 ``Fetch`` (``async (url, headers) -> HttpResponse``) and a ``Clock`` (``now_ms``, ``sleep``),
 so tests drive it against a local test server with a fake clock that never really sleeps.
+``retrying_fetch`` wraps a ``Fetch`` so that 5xx, 429, 408 and network failures are retried
+with backoff (``connectors.retry``); other answers go to the poller as they are.
 Error messages name the feed and the HTTP status, never a body.
 """
 
@@ -18,14 +20,22 @@ from typing import Any, Protocol
 import aiohttp
 
 from connectors.base import ConnectorError
+from connectors.retry import (
+    RetryPolicy,
+    TransientError,
+    status_error,
+    transient_status,
+    with_retries,
+)
 
 
 @dataclass(frozen=True)
 class HttpResponse:
-    """Status and body of one GET."""
+    """Status, body and ``Retry-After`` header (if any) of one GET."""
 
     status: int
     body: bytes
+    retry_after: str | None = None
 
     def json(self, what: str) -> Any:
         """The body as JSON; ``ConnectorError`` naming ``what`` if it is not."""
@@ -64,17 +74,38 @@ class SystemClock:
 
 
 def aiohttp_fetch(session: aiohttp.ClientSession) -> Fetch:
-    """A ``Fetch`` on an aiohttp session; network failures become ``ConnectorError``."""
+    """A ``Fetch`` on an aiohttp session; network failures become ``TransientError``."""
 
     async def fetch(url: str, headers: Mapping[str, str]) -> HttpResponse:
         try:
             async with session.get(url, headers=dict(headers)) as response:
-                return HttpResponse(response.status, await response.read())
+                body = await response.read()
+                return HttpResponse(response.status, body, response.headers.get("Retry-After"))
         except (aiohttp.ClientError, TimeoutError) as exc:
+            # Refused, reset or timed out: the feed may be back in a moment.
             msg = f"cannot fetch the feed ({type(exc).__name__})"
-            raise ConnectorError(msg) from exc
+            raise TransientError(msg) from exc
 
     return fetch
+
+
+def retrying_fetch(fetch: Fetch, policy: RetryPolicy) -> Fetch:
+    """``fetch`` retried while it fails with a network error or a 5xx/429/408 answer.
+
+    When ``policy`` runs out, the last ``TransientError`` is raised (never a retryable answer).
+    """
+
+    async def fetch_with_retries(url: str, headers: Mapping[str, str]) -> HttpResponse:
+        async def once() -> HttpResponse:
+            response = await fetch(url, headers)
+            if transient_status(response.status):
+                what = "the feed"
+                raise status_error(what, response.status, response.retry_after)
+            return response
+
+        return await with_retries(once, policy)
+
+    return fetch_with_retries
 
 
 async def get_json(
@@ -83,8 +114,7 @@ async def get_json(
     """GET a JSON document that must answer 200."""
     response = await fetch(url, headers or {})
     if response.status != 200:
-        msg = f"{what}: HTTP {response.status}"
-        raise ConnectorError(msg)
+        raise status_error(what, response.status, response.retry_after)
     return response.json(what)
 
 

@@ -29,6 +29,7 @@ from connectors import gbfs, mds, waze
 from connectors.base import ConnectorError
 from connectors.emit import Emitter
 from connectors.poll import Clock, Fetch, HttpResponse, get_json
+from connectors.retry import status_error
 
 HOUR_MS = 3_600_000
 
@@ -190,6 +191,14 @@ class MdsPoller:
             await self._pull(endpoint)
         return self.settings.interval_s
 
+    def read_up_to(self) -> dict[str, int]:
+        """Per endpoint, the time (ms) before which everything is read and in Kafka, as in the
+        checkpoint: where a restart resumes."""
+        return {
+            e.name: int(self.state.get(e.name, {}).get("since_ms", self.settings.since_ms))
+            for e in self.settings.endpoints
+        }
+
     async def _pull(self, endpoint: MdsEndpoint) -> None:
         state = self.state.setdefault(
             endpoint.name, {"since_ms": self.settings.since_ms, "next_url": None, "until_ms": None}
@@ -206,10 +215,10 @@ class MdsPoller:
     def _document(endpoint: MdsEndpoint, response: HttpResponse) -> Any:
         if response.status == 404 and endpoint.style == "hour":
             return {"trips": []}  # MDS: no operations in that hour
+        what = f"MDS {endpoint.name}"
         if response.status != 200:
-            msg = f"MDS {endpoint.name}: HTTP {response.status}"
-            raise ConnectorError(msg)
-        return response.json(f"MDS {endpoint.name}")
+            raise status_error(what, response.status, response.retry_after)
+        return response.json(what)
 
     def _query(self, endpoint: MdsEndpoint, state: dict[str, Any]) -> str | None:
         since = int(state["since_ms"])

@@ -4,6 +4,11 @@ Used by ``respublica simulate``, ``replay`` and the load generator. Lines are gr
 stream into batches (500 by default, one HTTP request each); ``rate`` caps events per second.
 The gateway's answers are tallied (accepted, rejected by reason, status codes, latencies):
 the tallies hold reason codes and counts only, never an event value.
+
+A batch answered 5xx, 429 or 408, or not answered, is sent again with backoff
+(``connectors.retry``); a batch is never dropped: when the retries run out, ``NotDelivered``
+names the first line of input that the gateway has not acknowledged, so ``replay
+--from-line`` resumes without losing or repeating a line.
 """
 
 from __future__ import annotations
@@ -22,6 +27,13 @@ from kafka.errors import KafkaError
 
 from broker.kafka.settings import KafkaSettings, as_settings
 from connectors.base import ConnectorError
+from connectors.retry import (
+    RetryPolicy,
+    TransientError,
+    retry_after_seconds,
+    transient_status,
+    with_retries,
+)
 
 NDJSON = "application/x-ndjson"
 
@@ -32,6 +44,9 @@ class PushStats:
 
     sent: int = 0
     accepted: int = 0
+    # 5xx/429/408 answers and network failures met; retried while the policy allowed. Only
+    # the final answer of a batch counts in ``statuses``.
+    transient: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
     statuses: Counter[int] = field(default_factory=Counter)
     latencies: list[float] = field(default_factory=list)
@@ -42,10 +57,26 @@ class PushStats:
         reasons = ", ".join(f"{r}={n}" for r, n in sorted(self.rejected.items())) or "none"
         statuses = ", ".join(f"{s}x{n}" for s, n in sorted(self.statuses.items())) or "-"
         rate = self.sent / self.elapsed_s if self.elapsed_s else 0.0
+        retried = f"; {self.transient} transient failures retried" if self.transient else ""
         return (
             f"sent {self.sent} events in {self.elapsed_s:.1f}s ({rate:,.0f}/s): "
-            f"{self.accepted} accepted; rejected: {reasons}; HTTP: {statuses}"
+            f"{self.accepted} accepted; rejected: {reasons}; HTTP: {statuses}{retried}"
         )
+
+
+class NotDelivered(ConnectorError):
+    """A batch was not acknowledged after every retry; ``resume_line`` is the first input line
+    (1-based) not known to be stored, None when the lines carried no numbers."""
+
+    def __init__(self, reason: str, resume_line: int | None) -> None:
+        self.resume_line = resume_line
+        where = (
+            f"; lines from {resume_line} on were not acknowledged: "
+            f"resume with --from-line {resume_line}"
+            if resume_line is not None
+            else ""
+        )
+        super().__init__(f"the gateway did not take a batch ({reason}){where}")
 
 
 class RateLimit:
@@ -77,13 +108,16 @@ class GatewayPusher:
         batch: int = 500,
         rate: float | None = None,
         timeout_s: float = 60.0,
+        retry: RetryPolicy | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.contract_id = contract_id
         self.batch = batch
+        self.retry = retry or RetryPolicy()
         self.stats = PushStats()
         self._headers = {"Authorization": f"Bearer {token}", "Content-Type": NDJSON}
         self._pending: dict[str, list[bytes]] = {}
+        self._first_line: dict[str, int | None] = {}  # input line of each pending batch's start
         self._limit = RateLimit(rate)
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._session: aiohttp.ClientSession | None = None
@@ -103,40 +137,67 @@ class GatewayPusher:
                 await self._session.close()
             self.stats.elapsed_s = time.monotonic() - self._started
 
-    async def add(self, stream: str, line: bytes) -> None:
-        """Queue one line; sends the stream's batch when it is full."""
+    async def add(self, stream: str, line: bytes, line_number: int | None = None) -> None:
+        """Queue one line (``line_number``: where it is in the input, for resuming); sends the
+        stream's batch when it is full."""
         pending = self._pending.setdefault(stream, [])
+        if not pending:
+            self._first_line[stream] = line_number
         pending.append(line)
         if len(pending) >= self.batch:
-            self._pending[stream] = []
-            await self.post(stream, pending)
+            await self._send(stream)
 
     async def flush(self) -> None:
         """Send every partial batch."""
         for stream, lines in list(self._pending.items()):
             if lines:
-                self._pending[stream] = []
-                await self.post(stream, lines)
+                await self._send(stream)
+
+    async def _send(self, stream: str) -> None:
+        # The batch stays pending until acknowledged, so a failure can name where to resume.
+        try:
+            await self.post(stream, self._pending[stream])
+        except TransientError as exc:
+            starts = [n for s, n in self._first_line.items() if n is not None and self._pending[s]]
+            raise NotDelivered(str(exc), min(starts, default=None)) from exc
+        self._pending[stream] = []
+        self._first_line[stream] = None
 
     async def post(self, stream: str, lines: list[bytes]) -> dict[str, Any]:
-        """POST one batch; returns the gateway's JSON answer (``{}`` if it was not JSON)."""
+        """POST one batch, retrying 5xx, 429, 408 and network failures within ``retry``;
+        returns the gateway's JSON answer (``{}`` if it was not JSON).
+
+        Raises ``TransientError`` when the retries run out.
+        """
         if self._session is None:
             msg = "use GatewayPusher in 'async with'"
             raise ConnectorError(msg)
         await self._limit.wait(len(lines))
         url = f"{self.base_url}/v1/contracts/{self.contract_id}/streams/{stream}/events"
+        body = b"\n".join(lines)
         started = time.perf_counter()
+        session = self._session
+        status, answer = await with_retries(lambda: self._post_once(session, url, body), self.retry)
+        self.stats.latencies.append(time.perf_counter() - started)
+        return self._tally(status, answer, len(lines))
+
+    async def _post_once(
+        self, session: aiohttp.ClientSession, url: str, data: bytes
+    ) -> tuple[int, bytes]:
         try:
-            async with self._session.post(
-                url, data=b"\n".join(lines), headers=self._headers
-            ) as response:
+            async with session.post(url, data=data, headers=self._headers) as response:
                 body = await response.read()
                 status = response.status
+                retry_after = response.headers.get("Retry-After")
         except (aiohttp.ClientError, TimeoutError) as exc:
+            self.stats.transient += 1
             msg = f"the gateway did not answer ({type(exc).__name__})"
-            raise ConnectorError(msg) from exc
-        self.stats.latencies.append(time.perf_counter() - started)
-        return self._tally(status, body, len(lines))
+            raise TransientError(msg) from exc
+        if transient_status(status):
+            self.stats.transient += 1
+            msg = f"HTTP {status}"
+            raise TransientError(msg, retry_after_seconds(retry_after))
+        return status, body
 
     def _tally(self, status: int, body: bytes, count: int) -> dict[str, Any]:
         self.stats.sent += count
@@ -163,7 +224,7 @@ class KafkaIngestPusher:
         self.contract_id = contract_id
         self.subjects = subjects  # stream -> subject field
         self.stats = PushStats()
-        self._futures: list[Any] = []
+        self._futures: list[tuple[int | None, Any]] = []
         self._started = time.monotonic()
         try:
             self._producer = KafkaProducer(
@@ -173,23 +234,31 @@ class KafkaIngestPusher:
             msg = f"cannot reach the Kafka cluster at {settings.bootstrap} ({type(exc).__name__})"
             raise ConnectorError(msg) from exc
 
-    def add(self, stream: str, line: bytes) -> None:
-        """Queue one line for ``ingest.<c>.<stream>``."""
+    def add(self, stream: str, line: bytes, line_number: int | None = None) -> None:
+        """Queue one line for ``ingest.<c>.<stream>`` (``line_number``: for resuming)."""
         topic = f"ingest.{self.contract_id}.{stream}"
         key = _subject_key(line, self.subjects.get(stream))
-        self._futures.append(self._producer.send(topic, value=line, key=key))
+        self._futures.append((line_number, self._producer.send(topic, value=line, key=key)))
         self.stats.sent += 1
 
     def close(self) -> None:
-        """Flush, check every send, close. ``ConnectorError`` if any was not acknowledged."""
+        """Flush, check every send, close. ``ConnectorError`` if any was not acknowledged,
+        naming the first line to resume from when the lines had numbers."""
         try:
             self._producer.flush(timeout=60)
-            failed = sum(1 for f in self._futures if not f.succeeded())
+            failed = [n for n, f in self._futures if not f.succeeded()]
         finally:
             self._producer.close(timeout=10)
             self.stats.elapsed_s = time.monotonic() - self._started
         if failed:
-            msg = f"{failed} of {len(self._futures)} records were not acknowledged by Kafka"
+            numbers = [n for n in failed if n is not None]
+            # Later lines may be stored already: resending them is harmless (their event ids
+            # count once), losing them is not.
+            resume = f": resume with --from-line {min(numbers)}" if numbers else ""
+            msg = (
+                f"{len(failed)} of {len(self._futures)} records were not acknowledged by "
+                f"Kafka{resume}"
+            )
             raise ConnectorError(msg)
         self.stats.accepted = len(self._futures)
 
@@ -207,7 +276,16 @@ def _subject_key(line: bytes, subject: str | None) -> bytes | None:
 
 def read_lines(lines: Iterable[bytes]) -> Iterable[bytes]:
     """Non-blank lines without their line ending."""
-    for line in lines:
+    for _, line in numbered_lines(lines):
+        yield line
+
+
+def numbered_lines(lines: Iterable[bytes], first: int = 1) -> Iterable[tuple[int, bytes]]:
+    """``(line number, line)`` of the non-blank lines from line ``first`` on (1-based; blank
+    lines count, so numbers match an editor's), without their line ending."""
+    for number, line in enumerate(lines, start=1):
+        if number < first:
+            continue
         stripped = line.rstrip(b"\r\n")
         if stripped.strip():
-            yield stripped
+            yield number, stripped

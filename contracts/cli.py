@@ -16,10 +16,12 @@ from contracts.loader import load_contracts
 from contracts.model import Contract
 
 
-def validate(paths: Sequence[Path | str], *, now: datetime | None = None) -> tuple[int, str]:
+def validate(
+    paths: Sequence[Path | str], *, now: datetime | None = None, allow_outside: bool = False
+) -> tuple[int, str]:
     """Exit code 0 and ``OK: ...`` when every contract is valid, else 1 and every problem."""
     try:
-        contracts = load_contracts(paths, now=now or datetime.now(UTC))
+        contracts = load_contracts(paths, now=now or datetime.now(UTC), allow_outside=allow_outside)
     except ContractError as exc:
         files = len({problem.file for problem in exc.problems})
         summary = f"FAILED: {len(exc.problems)} problem(s) in {files} file(s)"
@@ -29,24 +31,34 @@ def validate(paths: Sequence[Path | str], *, now: datetime | None = None) -> tup
 
 
 def show(
-    id_or_path: str | Path, search_paths: Sequence[Path | str], *, now: datetime | None = None
+    id_or_path: str | Path,
+    search_paths: Sequence[Path | str],
+    *,
+    now: datetime | None = None,
+    allow_outside: bool = False,
 ) -> str:
     """Plain-language summary of one contract, given by file path or by id.
 
     Raises ``ContractError`` if the contract is invalid or no contract has that id.
     """
-    contract = find_contract(id_or_path, search_paths, now=now or datetime.now(UTC))
+    contract = find_contract(
+        id_or_path, search_paths, now=now or datetime.now(UTC), allow_outside=allow_outside
+    )
     return describe_contract(contract)
 
 
 def find_contract(
-    id_or_path: str | Path, search_paths: Sequence[Path | str], *, now: datetime
+    id_or_path: str | Path,
+    search_paths: Sequence[Path | str],
+    *,
+    now: datetime,
+    allow_outside: bool = False,
 ) -> Contract:
     """The contract in file ``id_or_path``, or the one with that id in ``search_paths``."""
     path = Path(id_or_path)
     if path.is_file():
-        return load_contracts([path], now=now)[0]
-    for contract in load_contracts(search_paths, now=now):
+        return load_contracts([path], now=now, allow_outside=allow_outside)[0]
+    for contract in load_contracts(search_paths, now=now, allow_outside=allow_outside):
         if contract.id == str(id_or_path):
             return contract
     where = ", ".join(str(p) for p in search_paths) or "(no search path)"

@@ -3,7 +3,8 @@
 Three passes per file: YAML -> pydantic shape validation -> external references (schemas,
 polygons) -> semantic checks. Then ids are compared across files. All problems of all files
 are gathered into one ``ContractError``, so a broker operator fixes everything in one go.
-The clock is a parameter (``now``): validation never reads it.
+The clock is a parameter (``now``): validation never reads it. Referenced files must lie in
+the contract's folder (``contracts.resolve``) unless ``allow_outside=True``.
 """
 
 from __future__ import annotations
@@ -45,15 +46,18 @@ _UNION_BRANCHES = frozenset(
 )
 
 
-def load_contracts(paths: Sequence[Path | str], *, now: datetime) -> list[Contract]:
+def load_contracts(
+    paths: Sequence[Path | str], *, now: datetime, allow_outside: bool = False
+) -> list[Contract]:
     """Load contract files and directories (``*.yaml``/``*.yml``, non-recursive, sorted).
 
+    ``allow_outside`` lets a contract read schema, zone and territory files outside its folder.
     Raises ``ContractError`` listing every problem in every file.
     """
     problems: list[Problem] = []
     contracts: list[Contract] = []
     for file in _contract_files(paths, problems):
-        contract, file_problems = _load_file(file, now)
+        contract, file_problems = _load_file(file, now, allow_outside)
         problems.extend(file_problems)
         if contract is not None:
             contracts.append(contract)
@@ -64,10 +68,16 @@ def load_contracts(paths: Sequence[Path | str], *, now: datetime) -> list[Contra
 
 
 def parse_contract(
-    data: Mapping[str, Any], *, base_dir: Path | str, now: datetime, file: str = "<contract>"
+    data: Mapping[str, Any],
+    *,
+    base_dir: Path | str,
+    now: datetime,
+    file: str = "<contract>",
+    allow_outside: bool = False,
 ) -> Contract:
-    """Validate one contract given as a dict (as read from YAML); files resolve from base_dir."""
-    contract, problems = _build(data, Path(base_dir), now, file)
+    """Validate one contract given as a dict (as read from YAML); files resolve from base_dir
+    and must lie inside it unless ``allow_outside``."""
+    contract, problems = _build(data, Path(base_dir), now, file, allow_outside)
     if problems or contract is None:
         raise ContractError(problems)
     return contract
@@ -89,26 +99,29 @@ def _contract_files(paths: Sequence[Path | str], problems: list[Problem]) -> lis
     return files
 
 
-def _load_file(path: Path, now: datetime) -> tuple[Contract | None, list[Problem]]:
+def _load_file(
+    path: Path, now: datetime, allow_outside: bool
+) -> tuple[Contract | None, list[Problem]]:
     try:
         data = _read_yaml(path)
     except _YamlProblem as exc:
         return None, [Problem(str(path), "", str(exc))]
-    contract, problems = _build(data, path.parent, now, str(path))
+    contract, problems = _build(data, path.parent, now, str(path), allow_outside)
     if contract is not None:
         contract._bind_source(path)
     return contract, problems
 
 
 def _build(
-    data: Mapping[str, Any], base_dir: Path, now: datetime, file: str
+    data: Mapping[str, Any], base_dir: Path, now: datetime, file: str, allow_outside: bool
 ) -> tuple[Contract | None, list[Problem]]:
     """Shape, then references, then semantics; stop after the first pass that fails."""
     try:
         contract = Contract.model_validate(data)
     except ValidationError as exc:
         return None, _shape_problems(exc, file)
-    issues = resolve_references(contract, base_dir) + run_checks(contract, now)
+    references = resolve_references(contract, base_dir, allow_outside=allow_outside)
+    issues = references + run_checks(contract, now)
     problems = [Problem(file, issue.path, issue.message) for issue in issues]
     return (None if problems else contract), problems
 

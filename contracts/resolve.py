@@ -3,11 +3,18 @@
 Paths are relative to the contract file. Every failure becomes an ``Issue`` with a fixed
 message (file missing, not JSON, not a valid Avro schema, ...): library exception texts are
 never passed on, because they can quote the file's content.
+
+A reference must stay inside the contract's folder (or the shared ``schemas/`` folder beside
+it, the layout of ``contracts/examples`` + ``contracts/schemas`` and of the deployments): an
+absolute path, a ``..`` or a symbolic link that leads anywhere else is refused before the file
+is opened, unless the caller passes ``allow_outside=True`` (``--allow-outside-refs``). The
+check is on the resolved path, so every symlink on the way is followed first.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -18,28 +25,77 @@ from contracts.checks import Issue
 from contracts.geometry import GeometryError, MultiPolygon, Zone, geometry_polygons
 from contracts.model import Contract, Stream, Territory, ZonesDimension
 
+SHARED_SCHEMAS_DIR = "schemas"  # beside the contract's folder: ../schemas/x.avsc is allowed
+OUTSIDE_RULE = (
+    "a referenced file must be inside the contract's folder or the schemas/ folder beside it "
+    "(--allow-outside-refs lifts this)"
+)
+
 
 class _FileProblem(Exception):
     """A referenced file cannot be used; the message is one of ours."""
 
 
-def resolve_references(contract: Contract, base_dir: Path) -> list[Issue]:
-    """Load and attach every external reference; return what went wrong."""
-    issues = list(_resolve_territory(contract.territory, base_dir))
+class _Files:
+    """Where a contract's references may be read from: its folder, unless told otherwise."""
+
+    def __init__(self, base_dir: Path, allow_outside: bool) -> None:
+        self.base_dir = base_dir
+        self.allow_outside = allow_outside
+        root = base_dir.resolve()
+        self.roots = (root, (root.parent / SHARED_SCHEMAS_DIR).resolve())
+
+    def locate(self, ref: str) -> Path:
+        """The file ``ref`` names; ``_FileProblem`` if it lies outside the allowed folders."""
+        path = self.base_dir / ref
+        if self.allow_outside:
+            return path
+        resolved = path.resolve()
+        if any(resolved.is_relative_to(root) for root in self.roots):
+            return resolved
+        msg = f"{self._why_outside(ref)}; {OUTSIDE_RULE}"
+        raise _FileProblem(msg)
+
+    def _why_outside(self, ref: str) -> str:
+        if Path(ref).is_absolute():
+            return "refused: an absolute path outside the contract's folder"
+        lexical = Path(os.path.normpath(self.base_dir.absolute() / ref))
+        if not any(lexical.is_relative_to(r) for r in self._lexical_roots()):
+            return "refused: the path leaves the contract's folder with '..'"
+        return "refused: a symbolic link leads outside the contract's folder"
+
+    def _lexical_roots(self) -> tuple[Path, ...]:
+        root = Path(os.path.normpath(self.base_dir.absolute()))
+        return (root, root.parent / SHARED_SCHEMAS_DIR)
+
+    def read_json(self, ref: str) -> dict[str, Any]:
+        return _read_json(self.locate(ref))
+
+
+def resolve_references(
+    contract: Contract, base_dir: Path, *, allow_outside: bool = False
+) -> list[Issue]:
+    """Load and attach every external reference; return what went wrong.
+
+    Files outside ``base_dir`` (and its sibling ``schemas/``) are refused unless
+    ``allow_outside``.
+    """
+    files = _Files(base_dir, allow_outside)
+    issues = list(_resolve_territory(contract.territory, files))
     for i, stream in enumerate(contract.streams):
-        issues.extend(_resolve_schema(f"streams[{i}].schema", stream, base_dir))
+        issues.extend(_resolve_schema(f"streams[{i}].schema", stream, files))
     for i, view in enumerate(contract.views):
         for j, dim in enumerate(view.group_by):
             if isinstance(dim, ZonesDimension):
-                issues.extend(_resolve_zones(f"views[{i}].group_by[{j}]", dim, base_dir))
+                issues.extend(_resolve_zones(f"views[{i}].group_by[{j}]", dim, files))
     return issues
 
 
-def _resolve_territory(territory: Territory, base_dir: Path) -> Iterator[Issue]:
+def _resolve_territory(territory: Territory, files: _Files) -> Iterator[Issue]:
     if territory.polygon is None:
         return
     try:
-        document = _reference(territory.polygon, base_dir)
+        document = _reference(territory.polygon, files)
         polygons: MultiPolygon = geometry_polygons(document)
     except (_FileProblem, GeometryError) as exc:
         yield Issue("territory.polygon", str(exc))
@@ -47,9 +103,9 @@ def _resolve_territory(territory: Territory, base_dir: Path) -> Iterator[Issue]:
     territory._bind(polygons)
 
 
-def _resolve_schema(path: str, stream: Stream, base_dir: Path) -> Iterator[Issue]:
+def _resolve_schema(path: str, stream: Stream, files: _Files) -> Iterator[Issue]:
     try:
-        raw_schema = _reference(stream.schema_ref, base_dir)
+        raw_schema = _reference(stream.schema_ref, files)
         _check_flat_record(raw_schema)
         parsed = _parse_avro(raw_schema)
     except _FileProblem as exc:
@@ -92,9 +148,9 @@ def _has_nested_record(avro_type: Any) -> bool:
     return isinstance(avro_type, Mapping) and avro_type.get("type") == "record"
 
 
-def _resolve_zones(path: str, dim: ZonesDimension, base_dir: Path) -> Iterator[Issue]:
+def _resolve_zones(path: str, dim: ZonesDimension, files: _Files) -> Iterator[Issue]:
     try:
-        document = _read_json(base_dir / dim.file)
+        document = files.read_json(dim.file)
     except _FileProblem as exc:
         yield Issue(f"{path}.file", str(exc))
         return
@@ -133,9 +189,9 @@ def _zones(features: list[Any], property_name: str) -> tuple[Zone, ...]:
     return tuple(Zone(value, polygons) for value, polygons in merged.items())
 
 
-def _reference(ref: str | dict[str, Any], base_dir: Path) -> dict[str, Any]:
-    """An inline JSON object, or the JSON object in a file relative to ``base_dir``."""
-    return ref if isinstance(ref, dict) else _read_json(base_dir / ref)
+def _reference(ref: str | dict[str, Any], files: _Files) -> dict[str, Any]:
+    """An inline JSON object, or the JSON object in a file relative to the contract."""
+    return ref if isinstance(ref, dict) else files.read_json(ref)
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from broker.cli.contracts import default_contract_paths
+from broker.cli.contracts import add_allow_outside_refs, default_contract_paths
 from broker.cli.options import add_kafka_options, kafka_settings
 
 if TYPE_CHECKING:
@@ -57,6 +57,7 @@ def register(commands: Any) -> None:
         help="contract files or directories (default: $RESPUBLICA_CONTRACTS "
         "or the bundled examples); repeatable",
     )
+    add_allow_outside_refs(serve)
     serve.add_argument("--host", default="127.0.0.1", help="address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8081, help="port (default 8081)")
     serve.set_defaults(handler=_serve)
@@ -72,13 +73,17 @@ def _common(parser: argparse.ArgumentParser) -> None:
         action="append",
         help="where to look for ids (default: $RESPUBLICA_CONTRACTS or examples); repeatable",
     )
+    add_allow_outside_refs(parser)
 
 
 def _contract(args: argparse.Namespace) -> Contract:
     from contracts.cli import find_contract
 
     return find_contract(
-        args.contract, args.contracts or default_contract_paths(), now=datetime.now(UTC)
+        args.contract,
+        args.contracts or default_contract_paths(),
+        now=datetime.now(UTC),
+        allow_outside=args.allow_outside_refs,
     )
 
 
@@ -149,7 +154,11 @@ def _serve(args: argparse.Namespace) -> int:
     from broker.kafka.schema_registry import make_schema_app
     from contracts import load_contracts
 
-    contracts = load_contracts(args.contracts or default_contract_paths(), now=datetime.now(UTC))
+    contracts = load_contracts(
+        args.contracts or default_contract_paths(),
+        now=datetime.now(UTC),
+        allow_outside=args.allow_outside_refs,
+    )
     print(
         f"serving the schemas of {len(contracts)} contracts on "
         f"http://{args.host}:{args.port}/subjects",

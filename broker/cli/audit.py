@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from broker.cli.contracts import default_contract_paths
+from broker.cli.contracts import add_allow_outside_refs, default_contract_paths
 from broker.cli.options import add_kafka_options, kafka_settings
 
 
@@ -32,6 +32,7 @@ def register(commands: Any) -> None:
         action="append",
         help="where to look for ids (default: $RESPUBLICA_CONTRACTS or examples)",
     )
+    add_allow_outside_refs(audit)
     audit.add_argument(
         "--since",
         help="start of the period (ISO 8601 or ms since the epoch; "
@@ -68,7 +69,12 @@ def _audit(args: argparse.Namespace) -> int:
     from contracts.cli import find_contract
 
     now = datetime.now(UTC)
-    contract = find_contract(args.contract, args.contracts or default_contract_paths(), now=now)
+    contract = find_contract(
+        args.contract,
+        args.contracts or default_contract_paths(),
+        now=now,
+        allow_outside=args.allow_outside_refs,
+    )
     period = Period(
         None if args.since is None else parse_instant(args.since),
         None if args.until is None else parse_instant(args.until),

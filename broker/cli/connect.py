@@ -3,6 +3,10 @@
 Connectors validate what they read with the same validator as the gateway and write the
 outcome straight to ``raw.<c>.<s>`` or ``dlq.<c>.<s>`` (``connectors.emit``), so a rejected
 row or item is reported at once, by number and reason, and nothing waits on ``ingest.``.
+
+A feed that answers 5xx, 429 or 408, or does not answer, is retried with backoff (the
+``--retry-*`` options, shared with ``replay``); when the retries run out the command exits 1
+and says where a restart resumes.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from broker.cli.contracts import default_contract_paths
+from broker.cli.contracts import add_allow_outside_refs, default_contract_paths
 from broker.cli.options import add_kafka_options, add_log_options, kafka_settings, setup_logging
 from contracts.errors import RespublicaError
 
@@ -27,10 +31,80 @@ if TYPE_CHECKING:
     import aiohttp
 
     from connectors.emit import Emitter
+    from connectors.poll import Fetch
+    from connectors.retry import RetryPolicy, TransientError
     from contracts import Contract
 
 MDS_TOKEN_ENV = "RESPUBLICA_MDS_TOKEN"  # noqa: S105 - the name of a variable, not a token
+# Copies of connectors.retry.RetryPolicy's defaults (importing it would slow `--help` down);
+# tests/connectors/test_retry_policy.py checks that they agree.
+RETRY_DEFAULTS = {
+    "attempts": 10,
+    "timeout_s": 300.0,
+    "wait_initial_s": 0.5,
+    "wait_max_s": 30.0,
+    "retry_after_max_s": 120.0,
+}
 _log = logging.getLogger(__name__)
+
+
+def add_retry_options(parser: argparse.ArgumentParser) -> None:
+    """``--retry-attempts``, ``--retry-timeout``, ``--retry-wait``, ``--retry-wait-max`` and
+    ``--retry-after-max``: how one HTTP request is retried on 5xx, 429, 408 or no answer."""
+    d = RETRY_DEFAULTS
+    parser.add_argument(
+        "--retry-attempts",
+        type=int,
+        default=d["attempts"],
+        metavar="N",
+        help=f"tries of one request in all, 1 = no retry (default {d['attempts']})",
+    )
+    parser.add_argument(
+        "--retry-timeout",
+        type=float,
+        default=d["timeout_s"],
+        metavar="S",
+        help=f"seconds one request may take, retries included (default {d['timeout_s']:g})",
+    )
+    parser.add_argument(
+        "--retry-wait",
+        type=float,
+        default=d["wait_initial_s"],
+        metavar="S",
+        help="first wait in seconds; doubles each retry, plus jitter "
+        f"(default {d['wait_initial_s']:g})",
+    )
+    parser.add_argument(
+        "--retry-wait-max",
+        type=float,
+        default=d["wait_max_s"],
+        metavar="S",
+        help=f"longest wait between tries (default {d['wait_max_s']:g})",
+    )
+    parser.add_argument(
+        "--retry-after-max",
+        type=float,
+        default=d["retry_after_max_s"],
+        metavar="S",
+        help="a server's Retry-After is honoured up to this many seconds "
+        f"(default {d['retry_after_max_s']:g})",
+    )
+
+
+def retry_policy(args: argparse.Namespace) -> RetryPolicy:
+    """The ``RetryPolicy`` the ``--retry-*`` options describe."""
+    from connectors.retry import RetryPolicy
+
+    if args.retry_attempts < 1 or args.retry_timeout <= 0:
+        msg = "--retry-attempts must be at least 1 and --retry-timeout positive"
+        raise RespublicaError(msg)
+    return RetryPolicy(
+        attempts=args.retry_attempts,
+        timeout_s=args.retry_timeout,
+        wait_initial_s=args.retry_wait,
+        wait_max_s=args.retry_wait_max,
+        retry_after_max_s=args.retry_after_max,
+    )
 
 
 def register(commands: Any) -> None:
@@ -47,6 +121,7 @@ def register(commands: Any) -> None:
         default=10.0,
         help="seconds between polls at least, even if the ttl is shorter (10)",
     )
+    add_retry_options(gbfs)
     gbfs.set_defaults(handler=_gbfs)
     mds = _common(kinds.add_parser("mds", help="an MDS Provider API (events and trips)"))
     mds.add_argument("url", help="base URL of the provider's MDS API")
@@ -59,6 +134,7 @@ def register(commands: Any) -> None:
     mds.add_argument("--since", help="first time to read (ISO 8601; default: one hour ago)")
     mds.add_argument("--mds-version", choices=("2.0", "1.x"), default="2.0")
     mds.add_argument("--interval", type=float, default=60.0, help="seconds between polls (60)")
+    add_retry_options(mds)
     mds.set_defaults(handler=_mds)
     rentals = _common(kinds.add_parser("rentals", help="import a rental activity CSV/JSON file"))
     rentals.add_argument("file", type=Path, help="the activity file")
@@ -69,6 +145,7 @@ def register(commands: Any) -> None:
     waze = _common(kinds.add_parser("waze", help="a Waze for Cities style jams/alerts feed"))
     waze.add_argument("url", help="the feed URL (kept secret: never logged)")
     waze.add_argument("--interval", type=float, default=120.0, help="seconds between polls")
+    add_retry_options(waze)
     waze.set_defaults(handler=_waze)
 
 
@@ -83,6 +160,7 @@ def _common(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         help="contract files or directories (default: $RESPUBLICA_CONTRACTS "
         "or the bundled examples)",
     )
+    add_allow_outside_refs(parser)
     add_kafka_options(parser)
     add_log_options(parser)
     parser.add_argument("--polls", type=int, default=None, help="stop after N polls")
@@ -111,7 +189,9 @@ class _Setup:
 
         setup_logging(args)
         contracts = load_contracts(
-            args.contracts or default_contract_paths(), now=datetime.now(UTC)
+            args.contracts or default_contract_paths(),
+            now=datetime.now(UTC),
+            allow_outside=args.allow_outside_refs,
         )
         self.contract = _find(contracts, args.contract)
         self.registry = CollectorRegistry()
@@ -175,10 +255,65 @@ def _report(emitter: Emitter) -> None:
     print(f"accepted {accepted}; rejected: {rejected}", file=sys.stderr)
 
 
+def _fetch(session: aiohttp.ClientSession, args: argparse.Namespace) -> Fetch:
+    from connectors.poll import aiohttp_fetch, retrying_fetch
+
+    return retrying_fetch(aiohttp_fetch(session), retry_policy(args))
+
+
+async def _poll_until_stopped(
+    connector: str,
+    poll_once: Callable[[], Awaitable[float]],
+    setup: _Setup,
+    args: argparse.Namespace,
+    resume: Callable[[int | None], str],
+) -> None:
+    """``run_polls``; when a request's retries run out, a ``RespublicaError`` that says what is
+    safely in Kafka and how to resume (``resume(ms of the last complete poll)``)."""
+    from connectors.poll import run_polls
+    from connectors.retry import TransientError
+
+    last_complete: list[int] = []
+
+    async def poll() -> float:
+        delay = await poll_once()
+        last_complete[:] = [setup.clock.now_ms()]
+        return delay
+
+    try:
+        await run_polls(poll, setup.clock, _stop_event(), args.polls)
+    except TransientError as exc:
+        where = resume(next(iter(last_complete), None))
+        raise RespublicaError(_gave_up(connector, exc, args, where)) from exc
+
+
+def _gave_up(connector: str, exc: TransientError, args: argparse.Namespace, resume: str) -> str:
+    return (
+        f"{connector}: gave up after --retry-attempts {args.retry_attempts} / "
+        f"--retry-timeout {args.retry_timeout:g}s ({exc}); {resume}"
+    )
+
+
+def _iso(ms: int) -> str:
+    return (
+        datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    )
+
+
+def _snapshot_resume(last_ms: int | None) -> str:
+    """Snapshot feeds (GBFS, Waze) have no cursor: a restart reads the feed as it is then."""
+    done = (
+        f"the last complete poll was at {_iso(last_ms)} and all it read is in Kafka"
+        if last_ms is not None
+        else "no poll completed"
+    )
+    return f"{done}; run the same command again to resume from the feed's current state"
+
+
 def _gbfs(args: argparse.Namespace) -> int:
-    from connectors.poll import aiohttp_fetch, run_polls
     from connectors.pollers import GbfsPoller, GbfsSettings, rotation_counter
 
+    retry_policy(args)  # bad --retry-* values fail before anything starts
     setup = _Setup(args, "gbfs")
     settings = GbfsSettings(
         feed_url=args.url,
@@ -189,8 +324,8 @@ def _gbfs(args: argparse.Namespace) -> int:
     counter = rotation_counter(setup.registry)
 
     async def poll(session: aiohttp.ClientSession, setup: _Setup) -> int:
-        poller = GbfsPoller(settings, aiohttp_fetch(session), setup.emitter, counter)
-        await run_polls(poller.poll_once, setup.clock, _stop_event(), args.polls)
+        poller = GbfsPoller(settings, _fetch(session, args), setup.emitter, counter)
+        await _poll_until_stopped("gbfs", poller.poll_once, setup, args, _snapshot_resume)
         print(
             f"gbfs: {poller.stats.polls} polls, {poller.stats.emitted} events, "
             f"{poller.stats.violations} id-rotation violations",
@@ -202,10 +337,10 @@ def _gbfs(args: argparse.Namespace) -> int:
 
 
 def _mds(args: argparse.Namespace) -> int:
-    from connectors.poll import aiohttp_fetch, run_polls
     from connectors.pollers import MDS_1_X, MDS_2_0, MdsPoller, MdsSettings
     from connectors.simulate.base import parse_start
 
+    retry_policy(args)
     token = os.environ.get(MDS_TOKEN_ENV)
     if not token:
         msg = f"put the provider's MDS bearer token in ${MDS_TOKEN_ENV}"
@@ -223,8 +358,16 @@ def _mds(args: argparse.Namespace) -> int:
     )
 
     async def poll(session: aiohttp.ClientSession, setup: _Setup) -> int:
-        poller = MdsPoller(settings, aiohttp_fetch(session), setup.clock, setup.emitter)
-        await run_polls(poller.poll_once, setup.clock, _stop_event(), args.polls)
+        poller = MdsPoller(settings, _fetch(session, args), setup.clock, setup.emitter)
+
+        def resume(_last_ms: int | None) -> str:
+            read = ", ".join(f"{name} up to {_iso(ms)}" for name, ms in poller.read_up_to().items())
+            return (
+                f"everything read ({read}) is in Kafka and in the checkpoint {args.checkpoint}: "
+                "run the same command again to resume from there"
+            )
+
+        await _poll_until_stopped("mds", poller.poll_once, setup, args, resume)
         print(f"mds: {poller.pages} pages read", file=sys.stderr)
         return 0
 
@@ -232,15 +375,15 @@ def _mds(args: argparse.Namespace) -> int:
 
 
 def _waze(args: argparse.Namespace) -> int:
-    from connectors.poll import aiohttp_fetch, run_polls
     from connectors.pollers import WazePoller, WazeSettings
 
+    retry_policy(args)
     setup = _Setup(args, "waze")
     settings = WazeSettings(feed_url=args.url, interval_s=args.interval)
 
     async def poll(session: aiohttp.ClientSession, setup: _Setup) -> int:
-        poller = WazePoller(settings, aiohttp_fetch(session), setup.emitter)
-        await run_polls(poller.poll_once, setup.clock, _stop_event(), args.polls)
+        poller = WazePoller(settings, _fetch(session, args), setup.emitter)
+        await _poll_until_stopped("waze", poller.poll_once, setup, args, _snapshot_resume)
         return 0
 
     return _run(poll, setup)

@@ -24,11 +24,22 @@ def default_contract_paths() -> list[Path]:
     return [examples_dir()]
 
 
+def add_allow_outside_refs(parser: argparse.ArgumentParser) -> None:
+    """``--allow-outside-refs``: contracts may read referenced files outside their folder."""
+    parser.add_argument(
+        "--allow-outside-refs",
+        action="store_true",
+        help="let contracts read schema, zone and territory files outside their own folder "
+        "(and its sibling schemas/); refused by default",
+    )
+
+
 def register(commands: Any) -> None:
     group = commands.add_parser("contracts", help="validate and explain contracts")
     actions = group.add_subparsers(dest="action", required=True, metavar="ACTION")
     validate = actions.add_parser("validate", help="check contract files; exit 1 on any problem")
     validate.add_argument("paths", nargs="+", type=Path, help="contract files or directories")
+    add_allow_outside_refs(validate)
     validate.set_defaults(handler=_validate)
     show = actions.add_parser("show", help="a plain-language summary of one contract")
     show.add_argument("contract", help="a contract id or file")
@@ -38,6 +49,7 @@ def register(commands: Any) -> None:
         action="append",
         help="where to look for ids (default: $RESPUBLICA_CONTRACTS or examples)",
     )
+    add_allow_outside_refs(show)
     show.set_defaults(handler=_show)
 
     for name, handler, help_text in (
@@ -53,6 +65,7 @@ def register(commands: Any) -> None:
             "or the bundled examples)",
         )
         add_kafka_options(sub)
+        add_allow_outside_refs(sub)
         sub.add_argument(
             "--allow-data-loss",
             action="store_true",
@@ -64,7 +77,7 @@ def register(commands: Any) -> None:
 def _validate(args: argparse.Namespace) -> int:
     from contracts import cli as contracts_cli
 
-    code, text = contracts_cli.validate(args.paths)
+    code, text = contracts_cli.validate(args.paths, allow_outside=args.allow_outside_refs)
     print(text)
     return code
 
@@ -72,7 +85,8 @@ def _validate(args: argparse.Namespace) -> int:
 def _show(args: argparse.Namespace) -> int:
     from contracts import cli as contracts_cli
 
-    print(contracts_cli.show(args.contract, args.contracts or default_contract_paths()))
+    search = args.contracts or default_contract_paths()
+    print(contracts_cli.show(args.contract, search, allow_outside=args.allow_outside_refs))
     return 0
 
 
@@ -80,7 +94,11 @@ def _compute_plan(args: argparse.Namespace) -> tuple[TopicAdmin, Plan]:
     from broker.kafka import topics
     from contracts import load_contracts
 
-    contracts = load_contracts(args.paths or default_contract_paths(), now=datetime.now(UTC))
+    contracts = load_contracts(
+        args.paths or default_contract_paths(),
+        now=datetime.now(UTC),
+        allow_outside=args.allow_outside_refs,
+    )
     admin = topics.TopicAdmin(kafka_settings(args))
     return admin, topics.plan(admin, contracts, allow_data_loss=args.allow_data_loss)
 

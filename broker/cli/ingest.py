@@ -3,7 +3,9 @@
 * ``gateway`` runs the HTTP push gateway (``broker.ingest.gateway``); ``gateway hash-token`` prints
   the SHA-256 of a token read from stdin, ``gateway new-token`` makes a token and its hash.
 * ``simulate`` writes seeded synthetic events (NDJSON file, the gateway or ``ingest.``).
-* ``replay`` pushes an NDJSON file through the gateway or to ``ingest.``.
+* ``replay`` pushes an NDJSON file through the gateway or to ``ingest.``; batches the gateway
+  answers 5xx/429/408 (or does not answer) are retried, and when the retries run out it exits 1
+  naming the first line not acknowledged, for ``--from-line``.
 * ``connect`` runs a pull connector (``broker.cli.connect``).
 """
 
@@ -21,14 +23,18 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from broker.cli import connect as cli_connect
-from broker.cli.contracts import default_contract_paths
+from broker.cli.contracts import add_allow_outside_refs, default_contract_paths
 from broker.cli.options import add_kafka_options, add_log_options, kafka_settings, setup_logging
 from contracts import examples_dir
 from contracts.errors import RespublicaError
 
+# (stream, NDJSON line, its line number in the input file or None for generated lines)
+Line = tuple[str, bytes, int | None]
+
 if TYPE_CHECKING:
     from broker.kafka.settings import KafkaSettings
     from connectors.push import PushStats
+    from connectors.retry import RetryPolicy
     from contracts import Contract
 
 TOKENS_ENV = "RESPUBLICA_GATEWAY_TOKENS"
@@ -63,6 +69,7 @@ def add_destination(parser: argparse.ArgumentParser, *, out: bool) -> None:
         help="at most this many events per second (default: as fast as possible)",
     )
     parser.add_argument("--batch", type=int, default=500, help="events per HTTP request (500)")
+    cli_connect.add_retry_options(parser)
 
 
 def _register_gateway(commands: Any) -> None:
@@ -76,6 +83,7 @@ def _register_gateway(commands: Any) -> None:
         help="contract files or directories (default: $RESPUBLICA_CONTRACTS "
         "or the bundled examples)",
     )
+    add_allow_outside_refs(gateway)
     gateway.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
     gateway.add_argument("--port", type=int, default=8080, help="port to listen on (8080)")
     gateway.add_argument(
@@ -87,7 +95,47 @@ def _register_gateway(commands: Any) -> None:
         "--max-body-bytes",
         type=int,
         default=16 * 1024 * 1024,
-        help="request body limit in bytes (16 MiB)",
+        help="request body limit in bytes, on the wire and decompressed (16 MiB)",
+    )
+    gateway.add_argument(
+        "--max-item-bytes",
+        type=int,
+        default=64 * 1024,
+        help="size limit of one event (array element or NDJSON line), at most 256 KiB; "
+        "larger events are rejected as PAYLOAD_TOO_LARGE (64 KiB)",
+    )
+    gateway.add_argument(
+        "--body-timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="time to receive a whole request body, else 408 and the connection closes (30)",
+    )
+    gateway.add_argument(
+        "--rate-limit",
+        type=float,
+        default=25_000.0,
+        metavar="EVENTS_PER_S",
+        help="events per second per token, else 429 with Retry-After; 0: no limit (25000)",
+    )
+    gateway.add_argument(
+        "--rate-burst",
+        type=int,
+        default=50_000,
+        metavar="EVENTS",
+        help="events a token may send at once above its rate (50000)",
+    )
+    gateway.add_argument(
+        "--max-concurrent",
+        type=int,
+        default=8,
+        help="requests in progress per token, else 429; 0: no limit (8)",
+    )
+    gateway.add_argument(
+        "--max-connections",
+        type=int,
+        default=512,
+        help="open connections, else 503 and close; 0: no limit (512)",
     )
     add_log_options(gateway)
     gateway.set_defaults(handler=_gateway)
@@ -101,11 +149,14 @@ def _register_gateway(commands: Any) -> None:
 
 
 def _gateway(args: argparse.Namespace) -> int:
-    from aiohttp import web
+    import asyncio
 
     from broker.ingest.auth import load_tokens
-    from broker.ingest.gateway import GatewayAccessLogger, GatewayConfig, make_app
-    from broker.kafka.writer import KafkaBatchWriter, ProducerSettings
+    from broker.ingest.fairuse import FairUseLimits
+    from broker.ingest.gateway import GatewayConfig, make_app
+    from broker.ingest.producer import GatewayProducer
+    from broker.ingest.server import serve
+    from broker.kafka.writer import ProducerSettings
     from contracts import load_contracts
 
     setup_logging(args)
@@ -113,25 +164,28 @@ def _gateway(args: argparse.Namespace) -> int:
     if tokens is None:
         msg = f"give the provider tokens file with --tokens FILE (or ${TOKENS_ENV})"
         raise RespublicaError(msg)
-    contracts = load_contracts(args.contracts or default_contract_paths(), now=datetime.now(UTC))
+    contracts = load_contracts(
+        args.contracts or default_contract_paths(),
+        now=datetime.now(UTC),
+        allow_outside=args.allow_outside_refs,
+    )
     config = GatewayConfig(
         contracts=tuple(contracts),
         providers=load_tokens(tokens),
         max_batch=args.max_batch,
         max_body_bytes=args.max_body_bytes,
+        max_item_bytes=args.max_item_bytes,
+        body_timeout_s=args.body_timeout,
+        fair_use=FairUseLimits(args.rate_limit, args.rate_burst, args.max_concurrent),
+        max_connections=args.max_connections,
     )
-    writer = KafkaBatchWriter(ProducerSettings(kafka_settings(args)))
+    settings = ProducerSettings(kafka_settings(args))
+    app = make_app(config, lambda: GatewayProducer(settings))
     print(
         f"respublica gateway on http://{args.host}:{args.port} for {len(contracts)} "
         f"contracts and {len(config.providers)} providers; Ctrl-C to stop."
     )
-    web.run_app(
-        make_app(config, writer),
-        host=args.host,
-        port=args.port,
-        print=None,
-        access_log_class=GatewayAccessLogger,
-    )
+    asyncio.run(serve(app, args.host, args.port, max_connections=config.max_connections))
     return 0
 
 
@@ -216,7 +270,7 @@ def _simulate(args: argparse.Namespace) -> int:
 
 def _simulated_lines(
     records: Any, args: argparse.Namespace, contract: Contract
-) -> tuple[Iterator[tuple[str, bytes]], Counter[str]]:
+) -> tuple[Iterator[Line], Counter[str]]:
     from connectors.simulate import take
     from connectors.simulate.faults import FaultInjector, to_json_line
 
@@ -224,15 +278,15 @@ def _simulated_lines(
     wanted = args.stream or None
     injectors = {s.name: FaultInjector(contract, s.name, seed=args.seed) for s in contract.streams}
 
-    def lines() -> Iterator[tuple[str, bytes]]:
+    def lines() -> Iterator[Line]:
         for stream, record in take(records, args.events, wanted):
             if not args.bad_share:
-                yield stream, to_json_line(record)
+                yield stream, to_json_line(record), None
                 continue
             for item in injectors[stream].mix([record], share=args.bad_share):
                 if item.fault is not None:
                     tally[item.fault.kind.value] += 1
-                yield stream, item.payload
+                yield stream, item.payload, None
 
     return lines(), tally
 
@@ -249,18 +303,30 @@ def _register_replay(commands: Any) -> None:
     replay.add_argument("file", type=Path, help="NDJSON file, one event per line ('-': stdin)")
     replay.add_argument("--contract", required=True, help="contract id")
     replay.add_argument("--stream", required=True, help="stream name")
+    replay.add_argument(
+        "--from-line",
+        type=int,
+        default=1,
+        metavar="N",
+        help="start at line N of the file (1-based), as an earlier run that gave up said (1)",
+    )
     add_destination(replay, out=False)
     replay.set_defaults(handler=_replay)
 
 
 def _replay(args: argparse.Namespace) -> int:
-    from connectors.push import read_lines
+    from connectors.push import numbered_lines
 
+    if args.from_line < 1:
+        msg = "--from-line counts from 1"
+        raise RespublicaError(msg)
     with ExitStack() as stack:
         handle: IO[bytes] = (
             sys.stdin.buffer if str(args.file) == "-" else stack.enter_context(args.file.open("rb"))
         )
-        lines = ((args.stream, line) for line in read_lines(handle))
+        lines = (
+            (args.stream, line, number) for number, line in numbered_lines(handle, args.from_line)
+        )
         contract = _known_contract(args.contract)
         stats = _deliver(lines, args, args.contract, contract)
     print(stats.summary(), file=sys.stderr)
@@ -279,7 +345,7 @@ def _known_contract(contract_id: str) -> Contract | None:
 
 
 def _deliver(
-    lines: Iterator[tuple[str, bytes]],
+    lines: Iterator[Line],
     args: argparse.Namespace,
     contract_id: str,
     contract: Contract | None,
@@ -291,7 +357,8 @@ def _deliver(
             raise RespublicaError(msg)
         import asyncio
 
-        return asyncio.run(_to_gateway(lines, args.to_gateway, token, contract_id, args))
+        policy = cli_connect.retry_policy(args)
+        return asyncio.run(_to_gateway(lines, args.to_gateway, token, contract_id, args, policy))
     if args.to_kafka:
         subjects = {s.name: s.subject for s in contract.streams} if contract else {}
         return _to_kafka(lines, kafka_settings(args), contract_id, subjects, args.rate)
@@ -299,22 +366,28 @@ def _deliver(
 
 
 async def _to_gateway(
-    lines: Iterator[tuple[str, bytes]],
+    lines: Iterator[Line],
     url: str,
     token: str,
     contract_id: str,
     args: argparse.Namespace,
+    policy: RetryPolicy,
 ) -> PushStats:
-    from connectors.push import GatewayPusher
+    from connectors.push import GatewayPusher, NotDelivered
 
-    async with GatewayPusher(url, token, contract_id, batch=args.batch, rate=args.rate) as pusher:
-        for stream, line in lines:
-            await pusher.add(stream, line)
+    pusher = GatewayPusher(url, token, contract_id, batch=args.batch, rate=args.rate, retry=policy)
+    try:
+        async with pusher:
+            for stream, line, number in lines:
+                await pusher.add(stream, line, number)
+    except NotDelivered:
+        print(pusher.stats.summary(), file=sys.stderr)
+        raise
     return pusher.stats
 
 
 def _to_kafka(
-    lines: Iterator[tuple[str, bytes]],
+    lines: Iterator[Line],
     kafka: KafkaSettings,
     contract_id: str,
     subjects: dict[str, str],
@@ -324,14 +397,14 @@ def _to_kafka(
 
     pusher = KafkaIngestPusher(kafka, contract_id, subjects)
     try:
-        for stream, line in _paced(lines, rate):
-            pusher.add(stream, line)
+        for stream, line, number in _paced(lines, rate):
+            pusher.add(stream, line, number)
     finally:
         pusher.close()
     return pusher.stats
 
 
-def _to_file(lines: Iterator[tuple[str, bytes]], out: Path | None, rate: float | None) -> PushStats:
+def _to_file(lines: Iterator[Line], out: Path | None, rate: float | None) -> PushStats:
     from connectors.push import PushStats
 
     stats = PushStats()
@@ -342,7 +415,7 @@ def _to_file(lines: Iterator[tuple[str, bytes]], out: Path | None, rate: float |
             if out is None or str(out) == "-"
             else stack.enter_context(out.open("wb"))
         )
-        for _, line in _paced(lines, rate):
+        for _, line, _ in _paced(lines, rate):
             handle.write(line + b"\n")
             stats.sent += 1
     stats.accepted = stats.sent
@@ -350,7 +423,7 @@ def _to_file(lines: Iterator[tuple[str, bytes]], out: Path | None, rate: float |
     return stats
 
 
-def _paced(lines: Iterator[tuple[str, bytes]], rate: float | None) -> Iterator[tuple[str, bytes]]:
+def _paced(lines: Iterator[Line], rate: float | None) -> Iterator[Line]:
     started = time.monotonic()
     for count, item in enumerate(lines):
         if rate:

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from broker.cli.contracts import default_contract_paths
+from broker.cli.contracts import add_allow_outside_refs, default_contract_paths
 from broker.cli.options import add_kafka_options, add_log_options, kafka_settings, setup_logging
 
 DEFAULT_GROUP = "respublica-validator"
@@ -28,6 +28,7 @@ def register(commands: Any) -> None:
         help="contract files or directories (repeatable; default: "
         "$RESPUBLICA_CONTRACTS or the bundled examples)",
     )
+    add_allow_outside_refs(sub)
     add_kafka_options(sub)
     sub.add_argument(
         "--group",
@@ -51,7 +52,11 @@ def _run(args: argparse.Namespace) -> int:
     from contracts import load_contracts
 
     setup_logging(args)
-    contracts = load_contracts(args.contracts or default_contract_paths(), now=datetime.now(UTC))
+    contracts = load_contracts(
+        args.contracts or default_contract_paths(),
+        now=datetime.now(UTC),
+        allow_outside=args.allow_outside_refs,
+    )
     registry = CollectorRegistry()
     if args.metrics_port is not None:
         start_http_server(args.metrics_port, registry=registry)

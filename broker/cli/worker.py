@@ -11,7 +11,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from broker.cli.contracts import default_contract_paths
+from broker.cli.contracts import add_allow_outside_refs, default_contract_paths
 from broker.cli.options import add_kafka_options, add_log_options, kafka_settings, setup_logging
 
 # A copy of broker.worker.keystore.MASTER_KEY_ENV, whose module loads cryptography:
@@ -30,6 +30,7 @@ def register(commands: Any) -> None:
         help="contract files or directories (default: $RESPUBLICA_CONTRACTS "
         "or the bundled examples); repeatable",
     )
+    add_allow_outside_refs(worker)
     worker.add_argument(
         "--worker-id",
         default=None,
@@ -71,7 +72,11 @@ def _worker(args: argparse.Namespace) -> int:
     from contracts import load_contracts
 
     setup_logging(args)
-    contracts = load_contracts(args.contracts or default_contract_paths(), now=now_utc())
+    contracts = load_contracts(
+        args.contracts or default_contract_paths(),
+        now=now_utc(),
+        allow_outside=args.allow_outside_refs,
+    )
     kek = load_master_key(args.master_key_file)
     config = WorkerConfig(
         kafka_settings=kafka_settings(args),

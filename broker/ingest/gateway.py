@@ -7,8 +7,15 @@ to ``raw.<c>.<s>``, rejected ones to ``dlq.<c>.<s>`` (original bytes plus reason
 The answer comes only after Kafka acknowledged the whole batch: 200 with the accepted count
 and, per rejected item, ``{index, reason, field}``. Whole-request problems get a status and
 an error code: 400 malformed body, 401 missing or unknown token, 403 contract not granted to
-the token, 404 unknown contract or stream, 413 body or batch too large, 415 content type,
-503 Kafka did not acknowledge (retry; see ``broker.kafka.writer`` on duplicates).
+the token, 404 unknown contract or stream, 408 body not received in time, 413 body or batch
+too large, 415 content type or encoding, 429 over the token's rate or concurrency (with
+``Retry-After``), 503 Kafka did not acknowledge (retry; see ``broker.kafka.writer`` on
+duplicates).
+
+The body is read as a stream and cut into items as it arrives (``broker.ingest.body``); an
+item over ``max_item_bytes`` is rejected as PAYLOAD_TOO_LARGE without being held. Items
+are validated in slices that yield to the event loop; the producer heals itself after a
+failure and ``/healthz`` says the truth about Kafka (``broker.ingest.producer``).
 
 Nothing from the request body, the URL's unknown ids or the token ever reaches a log line,
 a response, a DLQ header or a metric label: responses carry reason codes and field paths.
@@ -17,7 +24,7 @@ a response, a DLQ header or a metric label: responses carry reason codes and fie
 
 from __future__ import annotations
 
-import json
+import asyncio
 import logging
 import time
 import uuid
@@ -36,7 +43,16 @@ from prometheus_client import (
 )
 
 from broker.ingest.auth import Authenticator, ProviderGrant
-from broker.kafka.reasons import Reason
+from broker.ingest.body import BodyLimits, RequestRefused, read_items
+from broker.ingest.fairuse import FairUse, FairUseLimits, retry_after
+from broker.ingest.framing import Item
+from broker.ingest.producer import (
+    HealingWriter,
+    KafkaHealth,
+    WriterFactory,
+    probe_forever,
+)
+from broker.kafka.reasons import Reason, Stage
 from broker.kafka.schema_registry import add_schema_routes
 from broker.kafka.writer import BatchWriter, KafkaUnavailable, OutRecord
 from broker.metrics import metrics_for
@@ -47,6 +63,8 @@ from connectors.metrics import IngestMetrics
 from connectors.validate import (
     DEFAULT_FUTURE_SKEW,
     DEFAULT_MAX_BYTES,
+    H_ORIGINAL_BYTES,
+    H_ORIGINAL_SHA256,
     Router,
     StreamValidator,
     dlq_record,
@@ -58,15 +76,13 @@ EVENTS_ROUTE = "/v1/contracts/{contract}/streams/{stream}/events"
 JSON_TYPE = "application/json"
 NDJSON_TYPE = "application/x-ndjson"
 _log = logging.getLogger(__name__)
-
-
-def _no_constants(name: str) -> Any:
-    msg = "NaN and Infinity are not JSON"
-    raise ValueError(msg)
-
-
-# Strict like the validator's own decoder: NaN, Infinity and -Infinity are refused.
-_JSON = json.JSONDecoder(parse_constant=_no_constants)
+MAX_ITEM_CEILING = 256 * 1024
+"""``max_item_bytes`` may not exceed this: far below Kafka's default 1 MiB record limit and
+the producer's 512 KiB batch, so no accepted item (nor its dead letter) can be refused by
+Kafka and fail a batch."""
+SLICE_S = 0.002  # validate for at most this long between yields to the event loop
+_TOO_LARGE = Rejected(Reason.PAYLOAD_TOO_LARGE, "", Stage.DECODE)
+_UNPARSABLE = frozenset({Reason.MALFORMED_JSON, Reason.INVALID_UTF8})
 
 
 @dataclass(frozen=True)
@@ -79,6 +95,22 @@ class GatewayConfig:
     max_body_bytes: int = 16 * 1024 * 1024
     max_item_bytes: int = DEFAULT_MAX_BYTES
     future_skew: timedelta = DEFAULT_FUTURE_SKEW
+    body_timeout_s: float = 30.0
+    fair_use: FairUseLimits = field(default_factory=FairUseLimits)
+    max_connections: int = 512
+    probe_every_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.max_item_bytes <= MAX_ITEM_CEILING:
+            msg = f"max_item_bytes must be between 1 and {MAX_ITEM_CEILING}"
+            raise ValueError(msg)
+
+    @property
+    def body_limits(self) -> BodyLimits:
+        """What one request body may hold."""
+        return BodyLimits(
+            self.max_body_bytes, self.max_batch, self.max_item_bytes, self.body_timeout_s
+        )
 
 
 class JournaledDuplicateFilter(DuplicateFilter):
@@ -127,21 +159,13 @@ class BatchOutcome:
         self.rejections.append(entry)
 
 
-class RequestRefused(Exception):  # noqa: N818 - control flow to one error response
-    """A whole-request problem: status, stable code and a value-free message."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(code)
-        self.status, self.code, self.message = status, code, message
-
-
 class Gateway:
     """Request handling; build it with ``make_app`` (``app[GATEWAY_KEY]`` gives it back)."""
 
     def __init__(
         self,
         config: GatewayConfig,
-        writer: BatchWriter,
+        writer: HealingWriter,
         *,
         clock: Callable[[], int],
         registry: CollectorRegistry,
@@ -153,9 +177,13 @@ class Gateway:
         self.router = Router(
             config.contracts, max_bytes=config.max_item_bytes, future_skew=config.future_skew
         )
-        for validator in self.router.validators.values():
+        # One request validates on a stream at a time: the dedup journal is per request.
+        self.locks: dict[tuple[str, str], asyncio.Lock] = {}
+        for key, validator in self.router.validators.items():
             validator.dedup = JournaledDuplicateFilter(validator.stream.allowed_lateness)
+            self.locks[key] = asyncio.Lock()
         self.auth = Authenticator(config.providers)
+        self.fair_use = FairUse(config.fair_use)
         self.ingest_metrics = IngestMetrics(registry)
         families = metrics_for(registry)  # defined once, in broker/metrics.py
         self.latency = families.request_latency
@@ -166,7 +194,7 @@ class Gateway:
         request_id = str(uuid.uuid4())
         started = time.perf_counter()
         try:
-            body = await self._ingest(request, request_id)
+            body = await self._admitted(request, request_id)
             response = _json_response(200, body, request_id)
         except RequestRefused as refused:
             response = _refusal(refused, request_id)
@@ -180,14 +208,31 @@ class Gateway:
         self.requests.labels("events", str(response.status)).inc()
         return response
 
-    async def _ingest(self, request: web.Request, request_id: str) -> dict[str, Any]:
-        validator = self._authorise(request)
+    async def _admitted(self, request: web.Request, request_id: str) -> dict[str, Any]:
+        provider, validator = self._authorise(request)
+        wait_s = self.fair_use.enter(provider.id)
+        if wait_s is not None:
+            msg = "over this token's request rate or number of open requests; retry later"
+            headers = {"Retry-After": retry_after(wait_s)}
+            raise RequestRefused(429, "TOO_MANY_REQUESTS", msg, headers)
+        try:
+            return await self._ingest(request, request_id, provider, validator)
+        finally:
+            self.fair_use.leave(provider.id)
+
+    async def _ingest(
+        self,
+        request: web.Request,
+        request_id: str,
+        provider: ProviderGrant,
+        validator: StreamValidator,
+    ) -> dict[str, Any]:
         ndjson = _content_kind(request)
-        items = _split(await _read_body(request, self.config.max_body_bytes), ndjson)
-        if len(items) > self.config.max_batch:
-            msg = f"a batch holds at most {self.config.max_batch} events"
-            raise RequestRefused(413, "BATCH_TOO_LARGE", msg)
-        outcome = self._validate(validator, items, ndjson, request_id)
+        items = await read_items(request, self.config.body_limits, ndjson=ndjson)
+        self.fair_use.charge(provider.id, len(items))
+        contract, stream = validator.contract.id, validator.stream.name
+        async with self.locks[contract, stream]:
+            outcome = await self._validate(validator, items, ndjson, request_id)
         try:
             await self.writer.write(outcome.records)
         except KafkaUnavailable:
@@ -197,7 +242,6 @@ class Gateway:
         except BaseException:
             _forget(validator, outcome.new_ids)  # not known to be stored: a retry must pass
             raise
-        contract, stream = validator.contract.id, validator.stream.name
         self.ingest_metrics.add(
             contract, stream, CONNECTOR, received=len(items), rejected=outcome.reasons
         )
@@ -215,7 +259,7 @@ class Gateway:
             "rejected": outcome.rejections,
         }
 
-    def _authorise(self, request: web.Request) -> StreamValidator:
+    def _authorise(self, request: web.Request) -> tuple[ProviderGrant, StreamValidator]:
         provider = self.auth.provider(request.headers.get("Authorization"))
         if provider is None:
             raise RequestRefused(401, "UNAUTHENTICATED", "missing or unknown bearer token")
@@ -227,15 +271,12 @@ class Gateway:
         target = self.router.route(contract_id, request.match_info["stream"])
         if isinstance(target, Rejected):
             raise RequestRefused(404, target.reason.value, "no such stream in the contract")
-        return target
+        return provider, target
 
-    def _validate(
-        self,
-        validator: StreamValidator,
-        items: list[tuple[int, Any]],
-        ndjson: bool,
-        request_id: str,
+    async def _validate(
+        self, validator: StreamValidator, items: list[Item], ndjson: bool, request_id: str
     ) -> BatchOutcome:
+        """Validate every item, yielding to the event loop every ``SLICE_S``."""
         outcome = BatchOutcome()
         now_ms = self.clock()
         dedup = validator.dedup
@@ -243,28 +284,57 @@ class Gateway:
         if isinstance(dedup, JournaledDuplicateFilter):
             dedup.journal = journal
         try:
-            for index, (line, item) in enumerate(items):
-                result = validator.validate_json(
-                    item, now_ms=now_ms, connector=CONNECTOR, source=request_id
-                )
-                if isinstance(result, Accepted):
-                    outcome.accepted += 1
-                    outcome.records.append(
-                        OutRecord(validator.raw_topic, result.key, result.value, result.headers)
-                    )
-                else:
-                    letter = _dead_letter(validator, result, item, f"{request_id}#{index}", now_ms)
-                    outcome.reject(result, letter, index, line if ndjson else None)
+            sliced = time.perf_counter()
+            for index, item in enumerate(items):
+                self._one(validator, item, index, ndjson, outcome, request_id, now_ms)
+                if time.perf_counter() - sliced > SLICE_S:
+                    await asyncio.sleep(0)
+                    sliced = time.perf_counter()
+        except BaseException:
+            _forget(validator, journal)  # nothing of this request will be written
+            raise
         finally:
             if isinstance(dedup, JournaledDuplicateFilter):
                 dedup.journal = None
         outcome.new_ids = journal
         return outcome
 
+    def _one(
+        self,
+        validator: StreamValidator,
+        item: Item,
+        index: int,
+        ndjson: bool,
+        outcome: BatchOutcome,
+        request_id: str,
+        now_ms: int,
+    ) -> None:
+        result = (
+            _TOO_LARGE
+            if item.oversized
+            else validator.validate_json(item.data, now_ms=now_ms, connector=CONNECTOR, source="")
+        )
+        if isinstance(result, Accepted):
+            outcome.accepted += 1
+            outcome.records.append(
+                OutRecord(validator.raw_topic, result.key, result.value, result.headers)
+            )
+            return
+        if not ndjson and result.reason in _UNPARSABLE:
+            # An array element that is not JSON: the body is not JSON, as before streaming.
+            code = result.reason.value
+            raise RequestRefused(400, code, "the body is not a JSON array of JSON values")
+        letter = _dead_letter(validator, result, item, f"{request_id}#{index}", now_ms)
+        outcome.reject(result, letter, index, item.line if ndjson else None)
+
     async def healthz(self, request: web.Request) -> web.Response:
-        """``GET /healthz``: the process answers; says whether Kafka was last reachable."""
+        """``GET /healthz``: 200 while Kafka takes writes, 503 with the reason otherwise."""
         kafka = "connected" if self.writer.connected else "not connected"
-        return web.json_response({"status": "ok", "kafka": kafka})
+        health = self.writer.health
+        if health.ok:
+            return web.json_response({"status": "ok", "kafka": kafka})
+        body = {"status": "degraded", "kafka": kafka, "reason": health.reason}
+        return web.json_response(body, status=503)
 
     async def metrics(self, request: web.Request) -> web.Response:
         """``GET /metrics``: Prometheus text exposition of the gateway's registry."""
@@ -278,23 +348,41 @@ GATEWAY_KEY = web.AppKey("gateway", Gateway)
 
 def make_app(
     config: GatewayConfig,
-    writer: BatchWriter,
+    writer: BatchWriter | WriterFactory,
     *,
     clock: Callable[[], int] = wall_clock_ms,
     registry: CollectorRegistry | None = None,
 ) -> web.Application:
-    """The aiohttp application of the gateway. ``clock`` gives "now" in ms (tests, replays)."""
-    gateway = Gateway(config, writer, clock=clock, registry=registry or CollectorRegistry())
-    # aiohttp refuses bigger bodies itself (413) before we read them into memory.
-    app = web.Application(client_max_size=config.max_body_bytes)
+    """The aiohttp application of the gateway. ``clock`` gives "now" in ms (tests, replays).
+
+    ``writer`` is a factory of producers (``GatewayProducer``: replaced after a failure,
+    checked in the background for ``/healthz``) or one fixed writer (tests). Run the app with
+    ``broker.ingest.server.SERVER_OPTIONS``.
+    """
+    healing = HealingWriter(writer, KafkaHealth())
+    gateway = Gateway(config, healing, clock=clock, registry=registry or CollectorRegistry())
+    app = web.Application()  # bodies are read as streams, bounded by broker.ingest.body
     app.router.add_post(EVENTS_ROUTE, gateway.post_events)
     app.router.add_get("/healthz", gateway.healthz)
     app.router.add_get("/metrics", gateway.metrics)
     add_schema_routes(app, config.contracts)  # read-only Schema Registry API (analysts)
+    probes: list[asyncio.Task[None]] = []
+
+    async def start_probe(_: web.Application) -> None:
+        if healing.checkable:
+            every = config.probe_every_s
+            probe = probe_forever(
+                healing, every_s=every, degraded_every_s=min(1.0, every), timeout_s=every
+            )
+            probes.append(asyncio.get_running_loop().create_task(probe))
 
     async def close_writer(_: web.Application) -> None:
-        await writer.close()
+        for probe in probes:
+            probe.cancel()
+        await asyncio.gather(*probes, return_exceptions=True)
+        await healing.close()
 
+    app.on_startup.append(start_probe)
     app.on_cleanup.append(close_writer)
     app[GATEWAY_KEY] = gateway
     return app
@@ -325,43 +413,12 @@ def _content_kind(request: web.Request) -> bool:
     raise RequestRefused(415, "UNSUPPORTED_MEDIA_TYPE", msg)
 
 
-async def _read_body(request: web.Request, limit: int) -> bytes:
-    too_large = RequestRefused(413, "BODY_TOO_LARGE", f"the body may hold at most {limit} bytes")
-    if request.content_length is not None and request.content_length > limit:
-        raise too_large
-    try:
-        return await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        raise too_large from None
-
-
-def _split(body: bytes, ndjson: bool) -> list[tuple[int, Any]]:
-    """``(line number, item)`` pairs: raw lines for NDJSON, parsed values for a JSON array."""
-    if ndjson:
-        lines = body.split(b"\n")
-        return [
-            (number, line.rstrip(b"\r"))
-            for number, line in enumerate(lines, start=1)
-            if line.strip()
-        ]
-    try:
-        parsed = _JSON.decode(body.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise RequestRefused(400, Reason.INVALID_UTF8.value, "the body is not UTF-8") from None
-    except (ValueError, RecursionError):
-        raise RequestRefused(400, Reason.MALFORMED_JSON.value, "the body is not JSON") from None
-    if not isinstance(parsed, list):
-        raise RequestRefused(400, "NOT_AN_ARRAY", "the body must be a JSON array of events")
-    return [(0, item) for item in parsed]
-
-
 def _dead_letter(
-    validator: StreamValidator, rejected: Rejected, item: Any, source: str, now_ms: int
+    validator: StreamValidator, rejected: Rejected, item: Item, source: str, now_ms: int
 ) -> OutRecord:
-    """The DLQ record of a rejected item: its bytes as sent, and why (``dlq_record``)."""
-    original = item if isinstance(item, bytes) else _reencode(item)
+    """The DLQ record of a rejected item: its bytes as sent (a prefix if oversized), and why."""
     _, value, headers = dlq_record(
-        original,
+        item.data,
         rejected,
         contract=validator.contract,
         stream=validator.stream.name,
@@ -369,17 +426,10 @@ def _dead_letter(
         source=source,
         now_ms=now_ms,
     )
+    if item.oversized:  # the item was never held whole: its size and digest came with it
+        facts = {H_ORIGINAL_BYTES: str(item.size).encode(), H_ORIGINAL_SHA256: item.sha256.encode()}
+        headers = [(name, facts.get(name, value)) for name, value in headers]
     return OutRecord(validator.dlq_topic, None, value, headers)
-
-
-def _reencode(item: Any) -> bytes:
-    """The DLQ value of an item of a JSON array: the item alone, as compact JSON."""
-    try:
-        return json.dumps(item, separators=(",", ":"), ensure_ascii=False).encode(
-            "utf-8", "surrogatepass"
-        )
-    except (TypeError, ValueError):
-        return b""
 
 
 def _forget(validator: StreamValidator, event_ids: Sequence[Hashable]) -> None:
@@ -399,6 +449,9 @@ def _refusal(refused: RequestRefused, request_id: str) -> web.Response:
     )
     if refused.status == 401:
         response.headers["WWW-Authenticate"] = 'Bearer realm="respublica"'
+    response.headers.update(refused.headers)
+    if refused.status in (408, 413):
+        response.force_close()  # the rest of the body is not read: do not reuse the connection
     _log.info("request %s refused: %d %s", request_id, refused.status, refused.code)
     return response
 

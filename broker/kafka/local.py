@@ -3,8 +3,11 @@
 ``respublica kafka start`` fetches the broker's jars once (``deploy/kafka/pom.xml`` through
 ``mvn dependency:copy-dependencies``) into a cache outside git, formats KRaft storage on the
 first start, launches ``kafka.Kafka`` in the background with a pid file and a log file, and
-waits until a client can fetch metadata. Nothing here runs when ``KAFKA_BOOTSTRAP`` is set:
-then the user's own cluster is used.
+waits until the broker it launched answers: the process must be alive and the cluster that
+answers on the port must carry the cluster id this data dir was formatted with (another
+process may take the port between the free-port check and the launch; its broker is never
+taken for ours). Nothing here runs when ``KAFKA_BOOTSTRAP`` is set: then the user's own
+cluster is used.
 """
 
 from __future__ import annotations
@@ -98,10 +101,11 @@ class LocalKafka:
         self,
         config: LocalKafkaConfig,
         *,
-        ready_check: Callable[[str, float], bool] | None = None,
+        cluster_probe: Callable[[str, float], str | None] | None = None,
     ) -> None:
         self.config = config
-        self._ready_check = ready_check or metadata_available
+        # (bootstrap, timeout) -> id of the cluster answering there, None if none answers.
+        self._cluster_probe = cluster_probe or answering_cluster_id
 
     # -- prerequisites -------------------------------------------------------------------
     def check_java(self) -> None:
@@ -174,18 +178,12 @@ class LocalKafka:
         if current.running:
             return False, current
         self.check_java()
-        for port in (self.config.port, self.config.controller_port):
-            if port_in_use(port):
-                msg = (
-                    f"port {port} on 127.0.0.1 is already in use by another process; "
-                    "choose another with --port, or stop that process"
-                )
-                raise KafkaLocalError(msg)
+        self._check_ports()
         libs = self.ensure_jars()
         properties = self._write_properties()
-        self._format_storage(libs, properties)
+        cluster_id = self._format_storage(libs, properties)
         proc = self._launch(libs, properties)
-        self._wait_ready(proc)
+        self._wait_ready(proc, cluster_id)
         return True, self.status()
 
     def stop(self) -> bool:
@@ -199,6 +197,15 @@ class LocalKafka:
         return True
 
     # -- internals -----------------------------------------------------------------------
+    def _check_ports(self) -> None:
+        for port in (self.config.port, self.config.controller_port):
+            if port_in_use(port):
+                msg = (
+                    f"port {port} on 127.0.0.1 is already in use by another process; "
+                    "choose another with --port, or stop that process"
+                )
+                raise KafkaLocalError(msg)
+
     def _live_pid(self) -> int | None:
         try:
             pid = int(self.config.pid_file.read_text().strip())
@@ -222,10 +229,11 @@ class LocalKafka:
         path.write_text(template)
         return path
 
-    def _format_storage(self, libs: Path, properties: Path) -> None:
-        # Formatting is needed once; meta.properties marks a formatted log dir.
-        if (self.config.data_dir / "storage" / "meta.properties").exists():
-            return
+    def _format_storage(self, libs: Path, properties: Path) -> str:
+        """Format the storage once; returns its cluster id (from ``meta.properties``)."""
+        meta = self.config.data_dir / "storage" / "meta.properties"
+        if meta.exists():
+            return formatted_cluster_id(meta)
         cluster_id = new_cluster_id()
         cmd = [
             self.config.java,
@@ -243,6 +251,7 @@ class LocalKafka:
             tail = tail_lines(proc.stdout + proc.stderr, 15)
             msg = f"formatting Kafka storage in {self.config.data_dir} failed:\n{tail}"
             raise KafkaLocalError(msg)
+        return cluster_id
 
     def _launch(self, libs: Path, properties: Path) -> subprocess.Popen[bytes]:
         cfg = self.config
@@ -270,24 +279,50 @@ class LocalKafka:
         cfg.pid_file.write_text(f"{proc.pid}\n")
         return proc
 
-    def _wait_ready(self, proc: subprocess.Popen[bytes]) -> None:
+    def _wait_ready(self, proc: subprocess.Popen[bytes], cluster_id: str) -> None:
+        """Return once the launched process is alive and the port answers with its cluster id."""
         deadline = Deadline(self.config.start_timeout_s)
         while not deadline.expired():
-            if proc.poll() is not None:
+            answering = self._cluster_probe(self.config.bootstrap, 2.0)
+            alive = proc.poll() is None
+            if answering is not None and answering != cluster_id:
+                self._abandon(proc)
+                raise KafkaLocalError(self._foreign_cluster(answering, cluster_id))
+            if not alive:
                 self.config.pid_file.unlink(missing_ok=True)
-                msg = f"the broker exited with code {proc.returncode}:\n{self._log_tail()}"
-                raise KafkaLocalError(msg)
-            if self._ready_check(self.config.bootstrap, 2.0):
+                raise KafkaLocalError(self._exited(proc.returncode))
+            if answering == cluster_id:
                 return
             time.sleep(0.2)
-        terminate(proc.pid, self.config.stop_timeout_s)
-        proc.wait()
-        self.config.pid_file.unlink(missing_ok=True)
+        self._abandon(proc)
         msg = (
             f"the broker did not come up within {self.config.start_timeout_s:g}s; "
             f"last lines of its log:\n{self._log_tail()}"
         )
         raise KafkaLocalError(msg)
+
+    def _abandon(self, proc: subprocess.Popen[bytes]) -> None:
+        terminate(proc.pid, self.config.stop_timeout_s)
+        proc.wait()
+        self.config.pid_file.unlink(missing_ok=True)
+
+    def _foreign_cluster(self, answering: str, ours: str) -> str:
+        return (
+            f"port {self.config.port} on 127.0.0.1 belongs to another Kafka cluster (id "
+            f"{answering}), not to the broker this command started (id {ours}, data dir "
+            f"{self.config.data_dir}): another process took the port; stop it or choose "
+            "another --port. The broker this command launched was stopped."
+        )
+
+    def _exited(self, code: int | None) -> str:
+        taken = [p for p in (self.config.port, self.config.controller_port) if port_in_use(p)]
+        if taken:
+            return (
+                f"port {taken[0]} on 127.0.0.1 was taken by another process while the broker "
+                f"started (it exited with code {code}); stop that process or choose another "
+                "--port"
+            )
+        return f"the broker exited with code {code}:\n{self._log_tail()}"
 
     def _log_tail(self) -> str:
         text = ""
@@ -380,8 +415,23 @@ def terminate(pid: int, timeout_s: float) -> None:
         return
 
 
-def metadata_available(bootstrap: str, timeout_s: float) -> bool:
-    """True when a Kafka client can fetch cluster metadata from ``bootstrap``."""
+def formatted_cluster_id(meta_properties: Path) -> str:
+    """The ``cluster.id`` that ``StorageTool format`` wrote into ``meta.properties``."""
+    try:
+        text = meta_properties.read_text(encoding="utf-8")
+    except OSError as exc:
+        msg = f"cannot read {meta_properties} ({type(exc).__name__})"
+        raise KafkaLocalError(msg) from exc
+    for line in text.splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() == "cluster.id" and value.strip():
+            return value.strip()
+    msg = f"{meta_properties} has no cluster.id: move the data dir away to format it again"
+    raise KafkaLocalError(msg)
+
+
+def answering_cluster_id(bootstrap: str, timeout_s: float) -> str | None:
+    """The id of the Kafka cluster answering at ``bootstrap``; None when none answers."""
     from kafka import KafkaAdminClient
     from kafka.errors import KafkaError
 
@@ -392,14 +442,14 @@ def metadata_available(bootstrap: str, timeout_s: float) -> bool:
             bootstrap_timeout_ms=int(timeout_s * 1000),
         )
     except (KafkaError, OSError, ValueError):
-        return False
+        return None
     try:
-        admin.list_topics()
-        return True
+        cluster_id = admin.describe_cluster().get("cluster_id")
     except (KafkaError, OSError):
-        return False
+        return None
     finally:
         admin.close()
+    return str(cluster_id) if cluster_id else None
 
 
 def tail_lines(text: str, count: int) -> str:

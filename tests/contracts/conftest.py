@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from contracts import examples_dir
+from contracts.copies import localise_references
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 EXAMPLE_FILES = {
@@ -54,10 +55,15 @@ def example_factory() -> ExampleFactory:
 
 @pytest.fixture
 def write_contract(tmp_path: Path) -> ContractWriter:
-    """``write_contract(data, "name.yaml")`` -> path of the YAML file written in tmp_path."""
+    """``write_contract(data, "name.yaml")`` -> path of the YAML file written in tmp_path.
+
+    Referenced files outside tmp_path are copied into it first: a contract reads only files in
+    its own folder."""
 
     def write(data: dict[str, Any] | str, name: str = "contract.yaml") -> Path:
         path = tmp_path / name
+        if not isinstance(data, str):
+            localise_references(data, tmp_path)
         text = data if isinstance(data, str) else yaml.safe_dump(data, allow_unicode=True)
         path.write_text(text, encoding="utf-8")
         return path

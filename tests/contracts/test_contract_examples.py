@@ -12,6 +12,7 @@ import pytest
 
 from contracts import ContractError, examples_dir, load_contracts, parse_contract
 from contracts.cli import validate
+from contracts.copies import localise_references
 from contracts.model import H3Dimension, ZonesDimension
 
 pytestmark = pytest.mark.unit
@@ -103,6 +104,7 @@ def test_parse_contract_accepts_inline_schema(
     data = example_factory("navigation")
     path = Path(data["streams"][0]["schema"])
     data["streams"][0]["schema"] = json.loads(path.read_text(encoding="utf-8"))
+    localise_references(data, tmp_path)  # the other stream's schema file, next to the contract
     contract = parse_contract(data, base_dir=tmp_path, now=now)
     assert contract.stream("jams").raw_schema["name"] == "Jam"
     data["views"][0]["k"] = 0

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from contracts import examples_dir, load_contracts, policy_hash, short_policy_hash
+from contracts.copies import localise_references
 
 pytestmark = pytest.mark.unit
 
@@ -38,10 +39,10 @@ def test_hash_is_hex_sha256_with_a_short_form(now: datetime) -> None:
 
 
 def test_hash_ignores_key_order_formatting_comments_and_file_location(
-    example_factory: ExampleFactory, write_contract: ContractWriter, now: datetime
+    example_factory: ExampleFactory, write_contract: ContractWriter, tmp_path: Path, now: datetime
 ) -> None:
     original = _hash_of(examples_dir() / "micromobility.yaml", now)
-    data = example_factory("micromobility")
+    data = localise_references(example_factory("micromobility"), tmp_path)
     block = write_contract(_reversed_keys(data), "block.yaml")
     flow = yaml.safe_dump(data, default_flow_style=True, width=60, allow_unicode=True)
     flow_file = write_contract("# a comment\n" + flow, "flow.yaml")
@@ -88,8 +89,8 @@ def test_hash_covers_schema_and_zone_contents(
     example_factory: ExampleFactory, write_contract: ContractWriter, tmp_path: Path, now: datetime
 ) -> None:
     data = example_factory("rentals")
-    before = _hash_of(write_contract(data, "a.yaml"), now)
     zones_file = Path(data["views"][0]["group_by"][0]["file"])
+    before = _hash_of(write_contract(data, "a.yaml"), now)
     moved = tmp_path / "zones.geojson"
     moved.write_text(zones_file.read_text(encoding="utf-8"), encoding="utf-8")
     data["views"][0]["group_by"][0]["file"] = str(moved)

@@ -18,7 +18,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry
 
 from broker.ingest.auth import ProviderGrant, hash_token
-from broker.ingest.gateway import GatewayAccessLogger, GatewayConfig, make_app
+from broker.ingest.gateway import GatewayConfig, make_app
+from broker.ingest.server import SERVER_OPTIONS
 from broker.kafka.serde import decode_body
 from broker.kafka.writer import KafkaUnavailable, OutRecord
 from connectors.validate import Router
@@ -123,8 +124,9 @@ async def gateway_client() -> AsyncIterator[ClientFactory]:
             registry=registry or CollectorRegistry(),
         )
         server = TestServer(app, host="127.0.0.1")
-        # Runner options go to start_server; the access log must not print request paths.
-        await server.start_server(access_log_class=GatewayAccessLogger)
+        # Runner options go to start_server: the access log must not print request paths,
+        # and gzip is left to the gateway (bounded).
+        await server.start_server(**SERVER_OPTIONS)
         client: TestClient[Any, Any] = TestClient(server)
         await client.start_server()
         clients.append(client)

@@ -179,11 +179,18 @@ async def test_503_when_kafka_fails_and_a_retry_is_not_a_duplicate(
     response = await client.post(URL, json=events, headers=bearer("scootco"))
     assert response.status == 503
     assert (await response.json())["error"] == "KAFKA_UNAVAILABLE"
-    health = await (await client.get("/healthz")).json()
-    assert health == {"status": "ok", "kafka": "not connected"}
+    health = await client.get("/healthz")
+    assert health.status == 503
+    assert await health.json() == {
+        "status": "degraded",
+        "kafka": "not connected",
+        "reason": "KAFKA_WRITE_FAILED",
+    }
     writer.fail = False
     response = await client.post(URL, json=events, headers=bearer("scootco"))
     body = await response.json()
+    health = await client.get("/healthz")
+    assert (health.status, (await health.json())["status"]) == (200, "ok")
     # The duplicate filter forgot the failed batch: the retry is accepted, not a duplicate.
     assert (response.status, body["accepted"], body["rejected"]) == (200, 5, [])
     response = await client.post(URL, json=events, headers=bearer("scootco"))

@@ -101,7 +101,7 @@ def test_port_taken_is_refused(tmp_path: Path, occupied_port: int) -> None:
 
 def test_broker_not_up_in_time_shows_log_tail_and_cleans_up(tmp_path: Path) -> None:
     config = _config(tmp_path, start_timeout_s=0.5)
-    broker = LocalKafka(config, ready_check=lambda _bootstrap, _timeout: False)
+    broker = LocalKafka(config, cluster_probe=lambda _bootstrap, _timeout: None)
     broker.ensure_jars()
     expected = r"did not come up within 0.5s; last lines of its log:\n"
     with pytest.raises(KafkaLocalError, match=expected):

@@ -1,0 +1,86 @@
+"""``kafka start`` succeeds only for the broker it started, never for whoever answers the port.
+
+The race is reproduced by skipping the free-port check (as if the port was free when checked
+and taken just after): the launched broker cannot bind, and the port answers as another
+cluster (the session's broker) or as a plain socket. Each test launches a JVM that fails to
+bind within seconds; the normal start is ``test_cli_start_status_stop_is_idempotent``.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from broker.kafka.local import (
+    KafkaLocalError,
+    LocalKafka,
+    LocalKafkaConfig,
+    answering_cluster_id,
+    formatted_cluster_id,
+    free_port_pair,
+)
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def racing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The port looked free when checked: someone else takes it before the broker binds."""
+    monkeypatch.setattr(LocalKafka, "_check_ports", lambda self: None)
+
+
+def _session_port(kafka_bootstrap: str) -> int:
+    host, _, port = kafka_bootstrap.rpartition(":")
+    if host not in ("127.0.0.1", "localhost"):
+        pytest.skip("the session broker is not a local one")
+    return int(port)
+
+
+def test_a_foreign_broker_on_the_port_is_not_taken_for_ours(
+    kafka_bootstrap: str, tmp_path: Path, racing: None
+) -> None:
+    foreign = answering_cluster_id(kafka_bootstrap, 5.0)
+    assert foreign is not None
+    config = LocalKafkaConfig(port=_session_port(kafka_bootstrap), data_dir=tmp_path / "data")
+    broker = LocalKafka(config)
+    with pytest.raises(KafkaLocalError) as caught:
+        broker.start()
+    ours = formatted_cluster_id(config.data_dir / "storage" / "meta.properties")
+    assert ours != foreign
+    assert str(caught.value).startswith(
+        f"port {config.port} on 127.0.0.1 belongs to another Kafka cluster (id {foreign}), "
+        f"not to the broker this command started (id {ours}"
+    )
+    assert not broker.status().running and not config.pid_file.exists()
+    assert answering_cluster_id(kafka_bootstrap, 5.0) == foreign  # the session broker lives on
+
+
+@pytest.fixture
+def plain_listener() -> Iterator[int]:
+    port = free_port_pair()
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", port))
+        sock.listen()
+        yield port
+
+
+def test_a_plain_listener_on_the_port_is_named(
+    plain_listener: int, tmp_path: Path, racing: None
+) -> None:
+    config = LocalKafkaConfig(port=plain_listener, data_dir=tmp_path / "data")
+    broker = LocalKafka(config)  # the probe gets no Kafka answer from a plain socket
+    with pytest.raises(KafkaLocalError, match=rf"port {plain_listener} on 127.0.0.1 was taken"):
+        broker.start()
+    assert not broker.status().running and not config.pid_file.exists()
+
+
+def test_the_cluster_id_comes_from_meta_properties(tmp_path: Path) -> None:
+    meta = tmp_path / "meta.properties"
+    meta.write_text("#\nnode.id=1\ndirectory.id=abc\nversion=1\ncluster.id=Xy-z_0123\n")
+    assert formatted_cluster_id(meta) == "Xy-z_0123"
+    meta.write_text("version=1\n")
+    with pytest.raises(KafkaLocalError, match="has no cluster.id"):
+        formatted_cluster_id(meta)
