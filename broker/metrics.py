@@ -139,7 +139,8 @@ def build_metrics(registry: CollectorRegistry | None = None) -> Metrics:
         ),
         end_to_end_latency=Histogram(
             "respublica_end_to_end_latency_seconds",
-            "Wall time from an event's ingestion to the publication of its window.",
+            "Wall time from the start of a window (event time) to its publication: the age of "
+            "its oldest possible event, window length included.",
             view,
             buckets=LATENCY_BUCKETS,
             registry=reg,

@@ -8,7 +8,9 @@ contracts, not over HTTP.
 
 Subjects (one version each):
 
-* ``raw.<c>.<s>-value``: the input schema of a stream (what providers produce);
+* ``ingest.<c>.<s>-value`` and ``raw.<c>.<s>-value``: the input schema of a stream, under
+  the topic providers produce to (so a stock Confluent serializer with ``use.latest.version``
+  finds it) and under the validated topic; same schema, same id;
 * ``public.<c>.<v>-value``: the release schema of a view (TopicNameStrategy);
 * ``public.<c>.<v>-<namespace>.<v>_release`` and ``…-<namespace>.<v>_report``: both schemas
   of a public topic under TopicRecordNameStrategy (the topic also carries suppression reports).
@@ -68,12 +70,13 @@ class SchemaCatalogue:
 
     @classmethod
     def from_contracts(cls, contracts: Iterable[Contract]) -> SchemaCatalogue:
-        """Raw stream schemas and public view schemas (release and report) of the contracts."""
+        """Input stream schemas and public view schemas (release and report) of the contracts."""
         entries: list[SubjectSchema] = []
         for contract in contracts:
             for stream in contract.streams:
-                raw = stream.raw_schema
-                entries.append(SubjectSchema(subject_name(contract, stream), schema_id(raw), raw))
+                raw, sid = stream.raw_schema, schema_id(stream.raw_schema)
+                entries.append(SubjectSchema(f"{contract.topic_ingest(stream)}-value", sid, raw))
+                entries.append(SubjectSchema(subject_name(contract, stream), sid, raw))
             for view in contract.views:
                 release, report = release_schema(contract, view), report_schema(contract, view)
                 topic = contract.topic_public(view)

@@ -20,7 +20,7 @@ import faust
 from faust.app.base import BootStrategy
 from mode import Service
 
-from broker.worker.engine import Engine
+from broker.worker.engine import Engine, now_utc
 
 _log = logging.getLogger(__name__)
 HEALTH_EVERY_S = 1.0
@@ -86,6 +86,8 @@ def build_app(engine: Engine, datadir: Path) -> faust.App:
 
     @app.page("/metrics")
     async def metrics(web: Any, request: Any) -> Any:
+        # Off the event loop: reading the oldest key waits for the key store's lock.
+        await asyncio.get_running_loop().run_in_executor(None, engine.refresh_gauges, now_utc())
         return web.bytes(engine.metrics.exposition(), content_type="text/plain; version=0.0.4")
 
     return app

@@ -111,8 +111,10 @@ class Engine:
         if self.compiled:
             return
         check_topics(self.config.kafka_settings, list(self.contracts.values()))
+        now = now_utc()
         for contract in self.contracts.values():
             self._compile(contract)
+            self.metrics.serve(contract, now)
 
     def start(self) -> None:
         """Prepare (if not done), then start both loops."""
@@ -205,6 +207,17 @@ class Engine:
         rotation_ms = int(policy.rotation.total_seconds() * 1000)
         epoch = (watermark - retention_ms) // rotation_ms
         self.keystores[contract.id].progress(stage.view, epoch, [v.name for v in contract.views])
+
+    def refresh_gauges(self, now: datetime) -> None:
+        """Gauges that move with the clock alone: days to expiry, age of the oldest key."""
+        for contract in self.contracts.values():
+            self.metrics.catalogue.describe_contract(contract, now)
+            store = self.keystores.get(contract.id)
+            epoch = store.oldest_epoch() if store is not None else None
+            if epoch is not None:
+                started = epoch * contract.pseudonymisation.rotation.total_seconds()
+                age = self.metrics.catalogue.key_epoch_age.labels(contract.id)
+                age.set(max(0.0, now.timestamp() - started))
 
     def loops(self) -> list[RawLoop | MergeLoop]:
         """The running loops."""

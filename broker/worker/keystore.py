@@ -213,6 +213,11 @@ class KeyStore:
                 self.refresh()
             return unseal(self._seen.winners[epoch][1], self._kek, contract, epoch)
 
+    def oldest_epoch(self) -> int | None:
+        """The oldest epoch whose pseudonym key this process still holds (None: no key yet)."""
+        with self._lock:
+            return min(self.ring.epochs(self.contract), default=None)
+
     def noise_key(self) -> bytes:
         """The contract's noise secret (created once, by whichever worker writes first)."""
         owner = f"{self.contract}/noise"

@@ -157,6 +157,7 @@ class RawLoop(_Loop):
         self._producer: KafkaProducer | None = None
         self._destroyed: dict[str, int] = {}
         self._keys_read = 0.0
+        self._next: dict[TopicPartition, int] = {}  # next offset to fold, per held partition
         self.flow = FlowControl(None)  # its consumer is created on the loop's thread
 
     def run_loop(self) -> None:
@@ -180,6 +181,7 @@ class RawLoop(_Loop):
                     for tp, records in polled.items():
                         self._process(tp, records)
                     self._balance(idle=not polled)
+                    self._measure_lag()
                     due = time.monotonic() - last >= self.interval
                     written = self.checkpoint(self._held()) if due else {}
                 if due:
@@ -213,6 +215,24 @@ class RawLoop(_Loop):
         if tp.partition not in stage.partitions:
             return  # not restored (revoked in the same poll): it will be re-read
         stage.process(tp.partition, records)
+        if records:
+            self._next[tp] = records[-1].offset + 1
+
+    def _measure_lag(self) -> None:
+        """``consumer_lag`` per raw topic: end offset minus next offset, over held partitions.
+
+        The end offsets are the high watermarks the last fetches brought back (no extra call);
+        a topic none of whose partitions was fetched yet keeps its previous value.
+        """
+        for topic, stage in self.stages.items():
+            ends = {p: self._consumer.highwater(TopicPartition(topic, p)) for p in stage.partitions}
+            known = {p: end for p, end in ends.items() if end is not None}
+            if known:
+                lag = sum(
+                    max(0, end - self._next.get(TopicPartition(topic, p), end))
+                    for p, end in known.items()
+                )
+                self.metrics.consumer_lag.labels(stage.contract.id, topic).set(lag)
 
     def checkpoint(self, tps: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
         """Write partials + checkpoints of ``tps`` and wait for them; returns resume offsets."""
@@ -252,6 +272,7 @@ class RawLoop(_Loop):
         self.checkpoint(held)  # no commit here: it would wait on this very network thread
         for tp in held:
             self.stages[tp.topic].release(tp.partition)
+            self._next.pop(tp, None)
         self.metrics.held.labels("raw").set(sum(len(s.partitions) for s in self.stages.values()))
 
     def adopt(self, tps: list[TopicPartition]) -> None:
@@ -269,6 +290,7 @@ class RawLoop(_Loop):
                 source = f"p{partition}"
                 resume = stage.restore(partition, {v: cps.get(source) for v, cps in found.items()})
                 self._consumer.seek(TopicPartition(topic, partition), resume)
+                self._next[TopicPartition(topic, partition)] = resume
         held = sum(len(s.partitions) for s in self.stages.values())
         self.metrics.held.labels("raw").set(held)
         _log.info("raw partitions held: %d", held)

@@ -201,6 +201,9 @@ class MergeStage:
                 self.metrics.withheld.labels(*labels, release.report.withheld_reason).inc()
             if output.closing_at is not None:
                 self.metrics.delay.labels(*labels).observe(max(0.0, now - output.closing_at))
+            if output.published:  # the data's age: from the window's first instant, in event time
+                age = now - release.window.start / 1000
+                self.metrics.end_to_end.labels(*labels).observe(max(0.0, age))
             self._count_epsilon(release)
         self.metrics.records_published.labels(*labels).inc(output.published)
         self.metrics.stale.labels(*labels).set(self.merger.stale_partials)

@@ -7,9 +7,12 @@ tail again, so the auditable counts are the suppression reports on the public to
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
 from broker.metrics import metrics_for
+from contracts.model import Contract
 from policies.base import ProcessOutcome
 
 
@@ -28,6 +31,8 @@ class WorkerMetrics:
         self.keys_destroyed = catalogue.keys_destroyed
         self.epsilon_spent = catalogue.epsilon_spent
         self.epsilon_budget = catalogue.epsilon_budget
+        self.end_to_end = catalogue.end_to_end_latency
+        self.consumer_lag = catalogue.consumer_lag
         self.events = Counter(
             "respublica_view_events",
             "Raw events per view and disposition",
@@ -75,6 +80,30 @@ class WorkerMetrics:
             ["contract", "view"],
             registry=r,
         )
+
+    def serve(self, contract: Contract, now: datetime) -> None:
+        """Describe a contract this worker runs and show its views' families from zero.
+
+        A labelled family has no sample until first touched: creating the children now lets
+        ``increase()`` see the first late event, and an auditor see a view with no release yet.
+        """
+        self.catalogue.describe_contract(contract, now)
+        self.keys_destroyed.labels(contract.id)
+        for view in contract.views:
+            labels = (contract.id, view.name)
+            for family in (
+                self.catalogue.events_folded,
+                self.catalogue.events_late,
+                self.windows,
+                self.groups_published,
+                self.groups_suppressed,
+                self.records_published,
+                self.delay,
+                self.end_to_end,
+            ):
+                family.labels(*labels)
+            if view.noise is not None:
+                self.epsilon_budget.labels(*labels).set(view.noise.budget)
 
     def outcome(self, contract: str, view: str, outcome: ProcessOutcome) -> None:
         """Count one ``Aggregator.process`` outcome."""

@@ -100,6 +100,25 @@ async def test_subjects_cover_raw_and_public_schemas(
             assert (status, raw) == (200, report)
 
 
+async def test_ingest_subjects_serve_the_input_schema_like_raw(
+    gateway: TestClient[Any, Any], contracts: list[Contract]
+) -> None:
+    """A stock Confluent serializer (``use.latest.version``) looks under ``ingest.<c>.<s>``."""
+    _, subjects = await get(gateway, "/subjects")
+    for contract in contracts:
+        for stream in contract.streams:
+            ingest = f"{contract.topic_ingest(stream)}-value"
+            assert ingest in subjects
+            assert await get(gateway, f"/subjects/{ingest}/versions") == (200, [1])
+            _, got = await get(gateway, f"/subjects/{ingest}/versions/latest")
+            _, raw = await get(gateway, f"/subjects/{subject_name(contract, stream)}/versions/1")
+            assert got == {**raw, "subject": ingest}
+            assert json.loads(got["schema"]) == stream.raw_schema
+            status, ids = await get(gateway, f"/schemas/ids/{got['id']}/subjects")
+            assert status == 200
+            assert {ingest, subject_name(contract, stream)} <= set(ids)
+
+
 @pytest.mark.parametrize(
     ("path", "status", "code"),
     [
