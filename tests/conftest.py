@@ -1,7 +1,12 @@
 """Shared fixtures: a real Kafka broker for the session, and factories for topics and clients.
 
-The broker comes from ``KAFKA_BOOTSTRAP`` when set; otherwise one is started from the cached
-Maven Central jars on a free port in a temporary directory and stopped at the end.
+The broker comes from ``KAFKA_BOOTSTRAP`` when set (with ``RESPUBLICA_KAFKA_*`` credentials if
+it needs them); otherwise one is started from the cached Maven Central jars on a free port in a
+temporary directory, secure as ``respublica kafka start`` makes it (TLS, SCRAM, authorizer),
+and stopped at the end. The session then runs as the broker's admin: ``RESPUBLICA_KAFKA_CONFIG``
+names the admin's client config, so ``KafkaSettings.load``/``as_settings(bootstrap)`` in the
+tests and every ``respublica`` subprocess they start authenticate alike. ``kafka_settings``
+gives the admin's settings; ``LOCAL_BROKER`` the broker, for tests that need its other users.
 """
 
 from __future__ import annotations
@@ -18,6 +23,9 @@ from kafka.admin import NewTopic
 from kafka.errors import UnknownTopicOrPartitionError
 
 from broker.kafka.local import LocalKafka, LocalKafkaConfig, free_port_pair
+from broker.kafka.settings import CONFIG_ENV, KafkaSettings, as_settings
+
+LOCAL_BROKER: list[LocalKafka] = []  # the session's own broker, when it started one
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -39,15 +47,30 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     data_dir: Path = tmp_path_factory.mktemp("kafka")
     broker = LocalKafka(LocalKafkaConfig(port=free_port_pair(), data_dir=data_dir))
     _, status = broker.start()
+    assert status.client_config is not None  # noqa: S101 - the test broker is secure
+    before = os.environ.get(CONFIG_ENV)
+    os.environ[CONFIG_ENV] = str(status.client_config)
+    LOCAL_BROKER.append(broker)
     try:
         yield status.bootstrap
     finally:
+        LOCAL_BROKER.clear()
+        if before is None:
+            os.environ.pop(CONFIG_ENV, None)
+        else:
+            os.environ[CONFIG_ENV] = before
         broker.stop()
 
 
 @pytest.fixture(scope="session")
+def kafka_settings(kafka_bootstrap: str) -> KafkaSettings:
+    """The session's credentials (the local broker's admin) for ``kafka_bootstrap``."""
+    return as_settings(kafka_bootstrap)
+
+
+@pytest.fixture(scope="session")
 def kafka_admin(kafka_bootstrap: str) -> Iterator[KafkaAdminClient]:
-    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap, client_id="respublica-tests")
+    admin = KafkaAdminClient(**as_settings(kafka_bootstrap).kafka_python("tests"))
     yield admin
     admin.close()
 
@@ -78,7 +101,7 @@ def producer_factory(kafka_bootstrap: str) -> Iterator[Callable[..., KafkaProduc
 
     def make(**overrides: Any) -> KafkaProducer:
         settings: dict[str, Any] = {
-            "bootstrap_servers": kafka_bootstrap,
+            **as_settings(kafka_bootstrap).kafka_python("tests"),
             "acks": "all",
             "enable_idempotence": True,
             "linger_ms": 5,
@@ -99,7 +122,7 @@ def consumer_factory(kafka_bootstrap: str) -> Iterator[Callable[..., KafkaConsum
 
     def make(*topics: str, **overrides: Any) -> KafkaConsumer:
         settings: dict[str, Any] = {
-            "bootstrap_servers": kafka_bootstrap,
+            **as_settings(kafka_bootstrap).kafka_python("tests"),
             "auto_offset_reset": "earliest",
             "enable_auto_commit": False,
             "group_id": f"test-{uuid.uuid4().hex[:8]}",

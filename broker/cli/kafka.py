@@ -36,6 +36,12 @@ def register(commands: Any) -> None:
         )
         sub.add_argument("--kafka-version", default=KAFKA_VERSION, help=argparse.SUPPRESS)
         sub.add_argument(
+            "--insecure",
+            action="store_true",
+            help="a PLAINTEXT broker without authentication or authorizer (default: TLS, "
+            "SASL/SCRAM users and the StandardAuthorizer; a data dir keeps its mode)",
+        )
+        sub.add_argument(
             "--timeout",
             type=float,
             default=60.0,
@@ -52,6 +58,7 @@ def _local(args: argparse.Namespace) -> LocalKafka:
         data_dir=args.data_dir or default_data_dir(),
         kafka_version=args.kafka_version,
         start_timeout_s=args.timeout,
+        insecure=args.insecure,
     )
     return LocalKafka(config)
 
@@ -70,6 +77,14 @@ def _start(args: argparse.Namespace) -> int:
         print(f"Kafka started: bootstrap {status.bootstrap} (pid {status.pid})")
     else:
         print(f"Kafka is already running: bootstrap {status.bootstrap} (pid {status.pid})")
+    if status.client_config is None:
+        print("INSECURE: plaintext, no authentication, no authorizer (--insecure)")
+    else:
+        print(
+            "TLS + SASL/SCRAM-SHA-512 + authorizer. Client configs (one per user, mode 0600) in "
+            f"{status.client_config.parent}; for example:\n"
+            f"  export RESPUBLICA_KAFKA_CONFIG={status.client_config}"
+        )
     return 0
 
 

@@ -8,6 +8,15 @@ answers on the port must carry the cluster id this data dir was formatted with (
 process may take the port between the free-port check and the launch; its broker is never
 taken for ours). Nothing here runs when ``KAFKA_BOOTSTRAP`` is set: then the user's own
 cluster is used.
+
+The broker is secure by default (``deploy/kafka/listeners-secure.properties``): one TLS
+listener with a certificate from a CA made for this data dir (``broker.kafka.tls``), SASL/
+SCRAM-SHA-512 users created when the storage is formatted (``SERVICE_USERS``), the
+StandardAuthorizer with ``allow.everyone.if.no.acl.found=false`` and only ``admin`` as a
+super-user. Each user's client config (a ``--kafka-config`` file: bootstrap, CA, username,
+password) is written to ``<data dir>/clients/<user>.yaml``, mode 0600. ``insecure=True``
+(``--insecure``) runs the old PLAINTEXT broker without authentication or authorizer. A data dir
+keeps the mode it was formatted with (``security`` file): switching needs a new data dir.
 """
 
 from __future__ import annotations
@@ -15,6 +24,7 @@ from __future__ import annotations
 import base64
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -30,11 +40,16 @@ from pathlib import Path
 from broker.deadline import Deadline
 from broker.kafka.defaults import DEFAULT_PORT, KAFKA_VERSION, cache_root, default_data_dir
 from broker.kafka.settings import KafkaSettings, configured_elsewhere
+from broker.kafka.tls import LocalTls
 from contracts.errors import RespublicaError
 
 MIN_JAVA = 17
 DEPLOY_DIR = Path(__file__).resolve().parents[2] / "deploy" / "kafka"
 LOG_TAIL_LINES = 30
+ADMIN = "admin"
+SERVICE_USERS = (ADMIN, "respublica-ingest", "respublica-auditor")
+"""SCRAM users created when the storage is formatted (contract principals: ``respublica users``)."""
+SCRAM = "SCRAM-SHA-512"
 
 
 class KafkaLocalError(RespublicaError):
@@ -53,6 +68,7 @@ class LocalKafkaConfig:
     heap: str = "512m"
     start_timeout_s: float = 60.0
     stop_timeout_s: float = 20.0
+    insecure: bool = False
 
     @property
     def controller_port(self) -> int:
@@ -78,6 +94,22 @@ class LocalKafkaConfig:
     def console_log(self) -> Path:
         return self.log_dir / "console.log"
 
+    @property
+    def tls(self) -> LocalTls:
+        return LocalTls(self.data_dir / "tls")
+
+    @property
+    def clients_dir(self) -> Path:
+        return self.data_dir / "clients"
+
+    def client_config(self, user: str = ADMIN) -> Path:
+        """The ``--kafka-config`` file of one of the ``SERVICE_USERS``."""
+        return self.clients_dir / f"{user}.yaml"
+
+    @property
+    def security_file(self) -> Path:
+        return self.data_dir / "security"
+
 
 @dataclass(frozen=True)
 class BrokerStatus:
@@ -87,11 +119,16 @@ class BrokerStatus:
     pid: int | None
     bootstrap: str
     data_dir: Path
+    client_config: Path | None = None
+    """The admin's ``--kafka-config`` file (None for an insecure broker)."""
 
     def describe(self) -> str:
-        if self.running:
-            return f"running: pid {self.pid}, bootstrap {self.bootstrap}, data {self.data_dir}"
-        return f"not running (data dir {self.data_dir})"
+        if not self.running:
+            return f"not running (data dir {self.data_dir})"
+        text = f"running: pid {self.pid}, bootstrap {self.bootstrap}, data {self.data_dir}"
+        if self.client_config is None:
+            return text + ", INSECURE (plaintext, no authentication, no authorizer)"
+        return text + f", TLS + SCRAM + authorizer; client configs in {self.client_config.parent}"
 
 
 class LocalKafka:
@@ -105,7 +142,11 @@ class LocalKafka:
     ) -> None:
         self.config = config
         # (bootstrap, timeout) -> id of the cluster answering there, None if none answers.
-        self._cluster_probe = cluster_probe or answering_cluster_id
+        self._cluster_probe = cluster_probe or (
+            lambda bootstrap, timeout: answering_cluster_id(
+                self._probe_settings(bootstrap), timeout
+            )
+        )
 
     # -- prerequisites -------------------------------------------------------------------
     def check_java(self) -> None:
@@ -170,7 +211,21 @@ class LocalKafka:
     # -- lifecycle -----------------------------------------------------------------------
     def status(self) -> BrokerStatus:
         pid = self._live_pid()
-        return BrokerStatus(pid is not None, pid, self.config.bootstrap, self.config.data_dir)
+        cfg = self.config
+        config = None if cfg.insecure else cfg.client_config()
+        return BrokerStatus(pid is not None, pid, cfg.bootstrap, cfg.data_dir, config)
+
+    def settings(self, user: str = ADMIN) -> KafkaSettings:
+        """How ``user`` (one of ``SERVICE_USERS``) reaches this broker: its client config, or
+        the bare address of an insecure broker."""
+        if self.config.insecure:
+            return KafkaSettings(bootstrap=self.config.bootstrap)
+        return KafkaSettings.from_file(self.config.client_config(user))
+
+    def _probe_settings(self, bootstrap: str) -> KafkaSettings | str:
+        if self.config.insecure or not self.config.client_config().exists():
+            return bootstrap
+        return self.settings()
 
     def start(self) -> tuple[bool, BrokerStatus]:
         """Start the broker; returns (started_now, status). Idempotent."""
@@ -180,6 +235,7 @@ class LocalKafka:
         self.check_java()
         self._check_ports()
         libs = self.ensure_jars()
+        self._prepare_security()
         properties = self._write_properties()
         cluster_id = self._format_storage(libs, properties)
         proc = self._launch(libs, properties)
@@ -213,21 +269,65 @@ class LocalKafka:
             return None
         return pid if process_alive(pid) else None
 
+    def _prepare_security(self) -> None:
+        """Check the data dir's mode; on a secure first start make the CA, the broker's
+        certificate and a password and client config for every service user."""
+        cfg = self.config
+        mode = "insecure" if cfg.insecure else "secure"
+        if cfg.security_file.exists():
+            formatted = cfg.security_file.read_text().strip()
+            if formatted != mode:
+                msg = (
+                    f"the data dir {cfg.data_dir} was formatted {formatted}; it cannot be "
+                    f"started {mode}: use another --data-dir"
+                    + (" or add --insecure" if formatted == "insecure" else "")
+                )
+                raise KafkaLocalError(msg)
+        elif (cfg.data_dir / "storage" / "meta.properties").exists():
+            if not cfg.insecure:  # formatted before brokers were secure by default
+                msg = (
+                    f"the data dir {cfg.data_dir} holds a broker formatted without security; "
+                    "start it with --insecure, or use another --data-dir"
+                )
+                raise KafkaLocalError(msg)
+        cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        cfg.data_dir.chmod(0o700)
+        if cfg.insecure:
+            return
+        cfg.tls.create()
+        cfg.clients_dir.mkdir(exist_ok=True)
+        cfg.clients_dir.chmod(0o700)
+        for user in SERVICE_USERS:
+            if not cfg.client_config(user).exists():
+                _write_client_config(cfg, user, secrets.token_urlsafe(24))
+
     def _write_properties(self) -> Path:
         cfg = self.config
+        listeners = "listeners-plaintext" if cfg.insecure else "listeners-secure"
         template = (DEPLOY_DIR / "server.properties").read_text()
+        template += (DEPLOY_DIR / f"{listeners}.properties").read_text()
         values = {
             "{port}": str(cfg.port),
             "{controller_port}": str(cfg.controller_port),
             "{log_dirs}": str(cfg.data_dir / "storage"),
+            "{tls_dir}": str(cfg.tls.folder),
         }
+        if not cfg.insecure:
+            values["{admin_password}"] = self._password(ADMIN)
         for placeholder, value in values.items():
             template = template.replace(placeholder, value)
-        cfg.data_dir.mkdir(parents=True, exist_ok=True)
         cfg.log_dir.mkdir(parents=True, exist_ok=True)
         path = cfg.data_dir / "server.properties"
-        path.write_text(template)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(template)
+        path.chmod(0o600)
         return path
+
+    def _password(self, user: str) -> str:
+        password = self.settings(user).password
+        assert password is not None  # noqa: S101 - every client config written here has one
+        return password.get_secret_value()
 
     def _format_storage(self, libs: Path, properties: Path) -> str:
         """Format the storage once; returns its cluster id (from ``meta.properties``)."""
@@ -246,11 +346,15 @@ class LocalKafka:
             "-c",
             str(properties),
         ]
+        if not self.config.insecure:
+            for user in SERVICE_USERS:
+                cmd += ["--add-scram", f"{SCRAM}=[name={user},password={self._password(user)}]"]
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)  # noqa: S603
         if proc.returncode != 0:
-            tail = tail_lines(proc.stdout + proc.stderr, 15)
+            tail = _without_secrets(tail_lines(proc.stdout + proc.stderr, 15))
             msg = f"formatting Kafka storage in {self.config.data_dir} failed:\n{tail}"
             raise KafkaLocalError(msg)
+        self.config.security_file.write_text("insecure\n" if self.config.insecure else "secure\n")
         return cluster_id
 
     def _launch(self, libs: Path, properties: Path) -> subprocess.Popen[bytes]:
@@ -430,14 +534,19 @@ def formatted_cluster_id(meta_properties: Path) -> str:
     raise KafkaLocalError(msg)
 
 
-def answering_cluster_id(bootstrap: str, timeout_s: float) -> str | None:
-    """The id of the Kafka cluster answering at ``bootstrap``; None when none answers."""
+def answering_cluster_id(kafka: KafkaSettings | str, timeout_s: float) -> str | None:
+    """The id of the Kafka cluster answering there; None when none answers (or not to us)."""
     from kafka import KafkaAdminClient
     from kafka.errors import KafkaError
 
+    from broker.kafka.settings import as_settings
+
+    settings = as_settings(kafka)
+    if settings.tls and not _tls_handshake(settings, timeout_s):
+        return None  # a silent or non-TLS peer: the client's handshake would wait forever
     try:
         admin = KafkaAdminClient(
-            **KafkaSettings.load(bootstrap=bootstrap).kafka_python("readiness"),
+            **settings.kafka_python("readiness"),
             request_timeout_ms=int(timeout_s * 1000),
             bootstrap_timeout_ms=int(timeout_s * 1000),
         )
@@ -450,6 +559,39 @@ def answering_cluster_id(bootstrap: str, timeout_s: float) -> str | None:
     finally:
         admin.close()
     return str(cluster_id) if cluster_id else None
+
+
+def _tls_handshake(settings: KafkaSettings, timeout_s: float) -> bool:
+    """Whether the first bootstrap server completes a TLS handshake we trust within the time."""
+    host, _, port = settings.bootstrap.split(",")[0].strip().rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s) as raw:
+            raw.settimeout(timeout_s)
+            with settings.ssl_context().wrap_socket(raw, server_hostname=host):
+                return True
+    except (OSError, ValueError):
+        return False
+
+
+def _write_client_config(cfg: LocalKafkaConfig, user: str, password: str) -> None:
+    """``<data dir>/clients/<user>.yaml``, mode 0600: a ``--kafka-config`` file for ``user``."""
+    path = cfg.client_config(user)
+    text = (
+        f"# {user} on the local broker of {cfg.data_dir}: respublica ... --kafka-config {path}\n"
+        f"bootstrap: {cfg.bootstrap}\n"
+        "security_protocol: SASL_SSL\n"
+        f"sasl_mechanism: {SCRAM}\n"
+        f"username: {user}\n"
+        f"password: {password}\n"
+        f"ssl_cafile: {cfg.tls.ca_cert}\n"
+    )
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+
+
+def _without_secrets(text: str) -> str:
+    return re.sub(r"password=[^\],\s]+", "password=***", text)
 
 
 def tail_lines(text: str, count: int) -> str:
@@ -473,8 +615,8 @@ def job_cluster(
         return
     with tempfile.TemporaryDirectory(prefix=f"respublica-{prefix}-kafka-") as data:
         broker = LocalKafka(LocalKafkaConfig(port=free_port_pair(), data_dir=Path(data)))
-        _, status = broker.start()
+        broker.start()
         try:
-            yield KafkaSettings.load(bootstrap=status.bootstrap), False
+            yield broker.settings(), False
         finally:
             broker.stop()

@@ -9,7 +9,10 @@ variables (``RESPUBLICA_KAFKA_BOOTSTRAP``, ``..._SECURITY_PROTOCOL``, ``..._SASL
 ``..._USERNAME``, ``..._PASSWORD``, ``..._SSL_CAFILE``, ``..._SSL_CERTFILE``,
 ``..._SSL_KEYFILE``, ``..._SSL_CHECK_HOSTNAME``, ``..._CLIENT_ID_PREFIX``); ``KAFKA_BOOTSTRAP``
 (kept for the test suite and existing scripts); the ``--kafka-config FILE`` (YAML with the
-same field names, relative paths resolved against the file); the local broker's address.
+same field names, relative paths resolved against the file), else the file named by
+``RESPUBLICA_KAFKA_CONFIG``; else, when no source names a bootstrap at all, the local broker
+of ``respublica kafka start`` as its admin (``<data dir>/clients/admin.yaml``, when that file
+exists: never sent to a cluster named elsewhere); else the local broker's address.
 Printing the settings masks the password (``SecretStr``).
 """
 
@@ -24,11 +27,12 @@ import yaml
 from pydantic import SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from broker.kafka.defaults import DEFAULT_PORT
+from broker.kafka.defaults import DEFAULT_PORT, default_data_dir
 from contracts.errors import RespublicaError
 
 LEGACY_BOOTSTRAP_ENV = "KAFKA_BOOTSTRAP"
 ENV_PREFIX = "RESPUBLICA_KAFKA_"
+CONFIG_ENV = "RESPUBLICA_KAFKA_CONFIG"
 _PATH_FIELDS = ("ssl_cafile", "ssl_certfile", "ssl_keyfile")
 
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
@@ -75,6 +79,10 @@ class KafkaSettings(BaseSettings):
         cls, config_file: Path | str | None = None, *, bootstrap: str | None = None
     ) -> KafkaSettings:
         """Merge the sources (see the module docstring); raise ``KafkaSettingsError``."""
+        config_file = config_file or os.environ.get(CONFIG_ENV) or None
+        if config_file is None and not (bootstrap or configured_elsewhere()):
+            local_admin = default_data_dir() / "clients" / "admin.yaml"
+            config_file = local_admin if local_admin.exists() else None
         values: dict[str, Any] = _read_file(Path(config_file)) if config_file else {}
         legacy = os.environ.get(LEGACY_BOOTSTRAP_ENV)
         if legacy:
@@ -85,6 +93,17 @@ class KafkaSettings(BaseSettings):
                 values[name] = raw
         if bootstrap:
             values["bootstrap"] = bootstrap
+        try:
+            return cls(**values)
+        except ValidationError as exc:
+            raise KafkaSettingsError(_describe_errors(exc)) from None
+
+    @classmethod
+    def from_file(cls, config_file: Path) -> KafkaSettings:
+        """The settings of one ``--kafka-config`` file alone (no environment, no defaults
+        from elsewhere): how the local broker hands out its users' credentials."""
+        values: dict[str, Any] = {name: f.default for name, f in cls.model_fields.items()}
+        values.update(_read_file(Path(config_file)))  # every field given: the environment is moot
         try:
             return cls(**values)
         except ValidationError as exc:
@@ -224,7 +243,9 @@ def _read_file(path: Path) -> dict[str, Any]:
 
 def configured_elsewhere() -> bool:
     """Whether the environment names a cluster (else a job may start its own local broker)."""
-    return bool(os.environ.get(LEGACY_BOOTSTRAP_ENV) or os.environ.get(ENV_PREFIX + "BOOTSTRAP"))
+    return any(
+        os.environ.get(v) for v in (LEGACY_BOOTSTRAP_ENV, ENV_PREFIX + "BOOTSTRAP", CONFIG_ENV)
+    )
 
 
 def as_settings(kafka: KafkaSettings | str) -> KafkaSettings:

@@ -16,6 +16,7 @@ import pytest
 from kafka import KafkaAdminClient, KafkaProducer
 
 from broker.kafka.local import free_port
+from broker.kafka.settings import as_settings
 from broker.kafka.writer import OutRecord
 from contracts.model import Contract
 from tests.worker.support import (
@@ -92,7 +93,10 @@ def published(
     contracts = {"mobility": mobility, "rentals": rentals}
     expected = {(c, v): expected_windows(contracts[c], events[c], v) for c, v in VIEWS}
     producer = KafkaProducer(
-        bootstrap_servers=kafka_bootstrap, acks="all", enable_idempotence=True, linger_ms=20
+        **as_settings(kafka_bootstrap).kafka_python("tests"),
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=20,
     )
     worker = WorkerProcess(
         kafka_bootstrap,

@@ -30,6 +30,7 @@ from broker.cli import main
 from broker.ingest.gateway import GatewayConfig, make_app
 from broker.kafka.public_reader import ViewContents, follow_view, iso_utc, read_view
 from broker.kafka.serde import read_header
+from broker.kafka.settings import as_settings
 from tests.analysts.conftest import NullWriter, Published
 
 pytestmark = pytest.mark.integration
@@ -240,7 +241,7 @@ def test_follow_view_yields_live_rows_in_topic_order(published: Published) -> No
 def first_records(published: Published, view: str) -> list[Any]:
     """The raw Kafka records of a public topic up to its first report, read_committed."""
     consumer = KafkaConsumer(
-        bootstrap_servers=published.bootstrap,
+        **as_settings(published.bootstrap).kafka_python("tests"),
         group_id=None,
         enable_auto_commit=False,
         isolation_level="read_committed",

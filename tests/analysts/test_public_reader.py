@@ -23,6 +23,7 @@ from broker.kafka.public_reader import (
     read_view,
 )
 from broker.kafka.publish import H_POLICY_HASH, OutRecord, ReleaseEncoder
+from broker.kafka.settings import as_settings
 from contracts.model import Contract
 from contracts.policy_hash import short_policy_hash
 from policies.oracle import evaluate
@@ -101,9 +102,10 @@ def test_read_view_keeps_the_last_record_per_key_and_only_committed_ones(
     contract, records = hand_published
     groups = [r for r in records if b'"report"' not in r.key]
     assert len(groups) >= 3
-    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    producer = KafkaProducer(**as_settings(kafka_bootstrap).kafka_python("tests"), acks="all")
     aborting = KafkaProducer(
-        bootstrap_servers=kafka_bootstrap, transactional_id=f"test-{uuid.uuid4().hex[:8]}"
+        **as_settings(kafka_bootstrap).kafka_python("tests"),
+        transactional_id=f"test-{uuid.uuid4().hex[:8]}",
     )
     try:
         for record in [*records, groups[0]]:  # a re-emitted record: same key, same bytes
@@ -147,7 +149,7 @@ def test_read_view_and_export_leave_out_foreign_policies_and_unreported_windows(
     # A group of the contract's policy for a window that has no suppression report.
     lone = (window[0] + 400 * 86_400_000, window[1] + 400 * 86_400_000)
     lone_key, lone_value = genuine_group(contract, lone, "881f90a0b1fffff")
-    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    producer = KafkaProducer(**as_settings(kafka_bootstrap).kafka_python("tests"), acks="all")
     try:
         for record in records:
             producer.send(record.topic, key=record.key, value=record.value, headers=record.headers)

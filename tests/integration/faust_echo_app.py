@@ -4,9 +4,11 @@ import os
 
 import faust
 
+from broker.kafka.settings import KafkaSettings
+
 app = faust.App(
     "respublica-harness-echo",
-    broker=os.environ["ECHO_BROKER"],
+    **KafkaSettings.load(bootstrap=os.environ["ECHO_BOOTSTRAP"]).faust(),
     value_serializer="raw",
     key_serializer="raw",
     store="memory://",

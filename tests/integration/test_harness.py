@@ -16,6 +16,8 @@ from aiokafka import AIOKafkaConsumer
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import ConfigResource, ConfigResourceType
 
+from broker.kafka.settings import as_settings
+
 pytestmark = pytest.mark.integration
 
 RECORDS = 10_000
@@ -59,7 +61,7 @@ def test_kafka_python_produces_and_aiokafka_reads_in_order(
 async def _read_all(bootstrap: str, topic: str, expected: int) -> list[tuple[bytes, int]]:
     consumer = AIOKafkaConsumer(
         topic,
-        bootstrap_servers=bootstrap,
+        **as_settings(bootstrap).aiokafka("tests"),
         auto_offset_reset="earliest",
         enable_auto_commit=False,
         group_id=None,
@@ -88,7 +90,7 @@ def test_faust_agent_reads_one_topic_and_writes_another(
     sink = topic_factory("faust-out")
     env = dict(
         os.environ,
-        ECHO_BROKER=f"kafka://{kafka_bootstrap}",
+        ECHO_BOOTSTRAP=kafka_bootstrap,
         ECHO_SOURCE=source,
         ECHO_SINK=sink,
         ECHO_DATADIR=str(tmp_path),

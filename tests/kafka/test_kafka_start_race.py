@@ -42,7 +42,7 @@ def _session_port(kafka_bootstrap: str) -> int:
 def test_a_foreign_broker_on_the_port_is_not_taken_for_ours(
     kafka_bootstrap: str, tmp_path: Path, racing: None
 ) -> None:
-    foreign = answering_cluster_id(kafka_bootstrap, 5.0)
+    foreign = answering_cluster_id(kafka_bootstrap, 5.0)  # as the session's admin
     assert foreign is not None
     config = LocalKafkaConfig(port=_session_port(kafka_bootstrap), data_dir=tmp_path / "data")
     broker = LocalKafka(config)
@@ -50,12 +50,25 @@ def test_a_foreign_broker_on_the_port_is_not_taken_for_ours(
         broker.start()
     ours = formatted_cluster_id(config.data_dir / "storage" / "meta.properties")
     assert ours != foreign
-    assert str(caught.value).startswith(
-        f"port {config.port} on 127.0.0.1 belongs to another Kafka cluster (id {foreign}), "
-        f"not to the broker this command started (id {ours}"
-    )
+    # The new broker's probe trusts only its own CA: the foreign broker does not answer it, and
+    # the launched JVM cannot bind the port.
+    assert str(caught.value).startswith(f"port {config.port} on 127.0.0.1 was taken")
     assert not broker.status().running and not config.pid_file.exists()
     assert answering_cluster_id(kafka_bootstrap, 5.0) == foreign  # the session broker lives on
+
+
+def test_a_foreign_cluster_answering_our_probe_is_named(tmp_path: Path, racing: None) -> None:
+    # A probe that reaches a cluster with another id (here: told so) names that cluster.
+    config = LocalKafkaConfig(port=free_port_pair(), data_dir=tmp_path / "data", insecure=True)
+    broker = LocalKafka(config, cluster_probe=lambda bootstrap, timeout: "AnotherClusterIdxxxxxx")
+    with pytest.raises(KafkaLocalError) as caught:
+        broker.start()
+    ours = formatted_cluster_id(config.data_dir / "storage" / "meta.properties")
+    assert str(caught.value).startswith(
+        f"port {config.port} on 127.0.0.1 belongs to another Kafka cluster (id "
+        f"AnotherClusterIdxxxxxx), not to the broker this command started (id {ours}"
+    )
+    assert not broker.status().running and not config.pid_file.exists()
 
 
 @pytest.fixture

@@ -15,8 +15,10 @@ SECRET = "s3cr3t-Pa55word-never-printed"  # noqa: S105 - a planted value
 
 
 @pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("RESPUBLICA_CACHE", str(tmp_path / "cache"))  # no local broker's admin
     for name in (
+        "RESPUBLICA_KAFKA_CONFIG",
         "KAFKA_BOOTSTRAP",
         "RESPUBLICA_KAFKA_BOOTSTRAP",
         "RESPUBLICA_KAFKA_USERNAME",
@@ -36,6 +38,32 @@ def _config(tmp_path: Path, **values: str) -> Path:
 
 def test_default_is_the_local_broker() -> None:
     assert KafkaSettings.load().bootstrap == "127.0.0.1:9092"
+
+
+def test_the_local_brokers_admin_is_the_default_but_never_sent_elsewhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clients = tmp_path / "cache" / "kafka-data" / "clients"
+    clients.mkdir(parents=True)
+    (clients / "admin.yaml").write_text(
+        "bootstrap: 127.0.0.1:9092\nsecurity_protocol: SASL_SSL\nsasl_mechanism: SCRAM-SHA-512\n"
+        f"username: admin\npassword: {SECRET}\n"
+    )
+    assert KafkaSettings.load().username == "admin"  # `respublica kafka start`, then any command
+    assert KafkaSettings.load(bootstrap="kafka.example:9093").username is None
+    monkeypatch.setenv("KAFKA_BOOTSTRAP", "kafka.example:9093")
+    assert KafkaSettings.load().username is None
+    monkeypatch.delenv("KAFKA_BOOTSTRAP")
+    named = _config(tmp_path, bootstrap="other:1", username="bob", password=SECRET)
+    monkeypatch.setenv("RESPUBLICA_KAFKA_CONFIG", str(named))
+    assert KafkaSettings.load().username == "bob"  # the named file, not the local admin
+    assert KafkaSettings.load().bootstrap == "other:1"
+
+
+def test_from_file_ignores_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RESPUBLICA_KAFKA_USERNAME", "intruder")
+    settings = KafkaSettings.from_file(_config(tmp_path, bootstrap="h:1"))
+    assert settings.username is None and settings.bootstrap == "h:1"
 
 
 def test_sources_in_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

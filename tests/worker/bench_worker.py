@@ -24,6 +24,7 @@ from pathlib import Path
 from kafka import KafkaAdminClient, KafkaProducer
 
 from broker.kafka.local import free_port_pair
+from broker.kafka.settings import as_settings
 from broker.processes import histogram_quantile, metric_sum
 from tests.worker.support import (
     WorkerProcess,
@@ -64,7 +65,7 @@ def main() -> None:
         accepted = encode_raw(contract, "vehicle_events", only["vehicle_events"])
         group = f"bench-{uuid.uuid4().hex[:8]}"
         producer = KafkaProducer(
-            bootstrap_servers=bootstrap,
+            **as_settings(bootstrap).kafka_python("tests"),
             acks="all",
             linger_ms=20,
             batch_size=512 * 1024,
@@ -119,7 +120,7 @@ def main() -> None:
     finally:
         for worker in workers:
             worker.terminate(timeout_s=30)
-        admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+        admin = KafkaAdminClient(**as_settings(bootstrap).kafka_python("tests"))
         delete_topics(admin, topics)
         admin.close()
         shutil.rmtree(tmp, ignore_errors=True)

@@ -20,6 +20,7 @@ from kafka import KafkaConsumer, TopicPartition
 from broker.ingest.auth import hash_token
 from broker.kafka.clients import end_of_stream
 from broker.kafka.local import free_port
+from broker.kafka.settings import as_settings
 from connectors.simulate.base import SimOptions
 from connectors.simulate.mobility import MobilitySimulator
 from contracts.model import Contract
@@ -98,7 +99,7 @@ def push(url: str, contract: Contract, events: list[dict[str, Any]]) -> int:
 
 
 def raw_count(bootstrap: str, contract: Contract) -> int:
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    consumer = KafkaConsumer(**as_settings(bootstrap).kafka_python("tests"), group_id=None)
     try:
         topic = contract.topic_raw(STREAM)
         tps = [TopicPartition(topic, p) for p in range(contract.stream(STREAM).partitions)]
