@@ -69,9 +69,14 @@ CANARY_FIELDS = ("identifiers", "identifiers_too_short", "min_length", "scanned"
 AS_WRITTEN = frozenset(
     {
         "acl-extra-reader",
+        "acl-ingest-grant",
+        "acl-internal-grant",
         "acl-internal-reader",
         "acl-missing",
+        "acl-public-writer",
+        "acl-wildcard",
         "acls-not-enforced",
+        "acls-unreadable",
         "bad-key",
         "bad-value",
         "budget-exceeded",

@@ -8,10 +8,13 @@
   epochs shredded (tombstoned), the destruction floor. A key stored below the floor is a
   violation; a key past ``key_retention`` at the latest event time is a warning (the worker
   shreds by event-time progress of every view, so an idle view legitimately delays it).
-* ACLs: without an authorizer nothing is enforced (a warning: the local broker has none).
-  With one, a read grant on a contract topic to a principal the contract does not name for
-  it is a violation; an analyst (a contract consumer) reading ``raw.``/``dlq.``/``respublica.``
-  too; a consumer without its grant is a warning.
+* ACLs, against the bindings ``broker.kafka.acls.contract_bindings`` derives from the
+  contract (BRIEF §6: anything wider is a violation). Violations: no authorizer; ACLs that
+  cannot be listed; any grant on the contract's ``ingest.``, ``raw.``, ``dlq.`` or
+  ``respublica.`` topics beyond those bindings (any operation, DESCRIBE included: offsets
+  count events); reading a ``public.`` view the contract does not list for the principal;
+  writing (or deleting, altering) a ``public.`` topic other than as the contract's worker;
+  any of these granted to ``User:*``. A consumer without its read grant is a warning.
 """
 
 from __future__ import annotations
@@ -21,14 +24,17 @@ from datetime import UTC, datetime
 from typing import Any
 
 from broker.audit.model import Findings
-from broker.audit.read import AclBinding, AclState, TopicRead
-from broker.kafka import topics
+from broker.audit.read import AclState, TopicRead
+from broker.kafka import acls, topics
+from broker.kafka.acls import AclBinding
 from contracts.durations import format_duration
 from contracts.model import Contract
 
 SECTION = "terms"
 CONTRACTUAL_CONFIGS = ("retention.ms", "cleanup.policy")
 READ_OPERATIONS = frozenset({"READ", "ALL"})
+MODIFY_OPERATIONS = frozenset({"WRITE", "ALL", "DELETE", "ALTER", "ALTER_CONFIGS", "CREATE"})
+WILDCARD = "User:*"
 
 
 def check_topics(
@@ -151,56 +157,96 @@ def check_keys(
 
 
 def check_acls(contract: Contract, state: AclState, findings: Findings) -> dict[str, Any]:
-    """The cluster's topic ACLs against the contract's consumers."""
+    """The cluster's topic ACLs against what the contract implies (``acls.contract_bindings``)."""
     if not state.enforced:
-        reason = f" ({state.error})" if state.error else ""
-        findings.warning(SECTION, "acls-not-enforced", f"no authorizer: ACLs not enforced{reason}")
+        if state.error:
+            message = f"the cluster's ACLs could not be listed ({state.error})"
+            findings.violation(SECTION, "acls-unreadable", message)
+        else:
+            findings.violation(SECTION, "acls-not-enforced", "no authorizer: ACLs not enforced")
         return {"enforced": False, "error": state.error, "grants": []}
     names = [spec.name for spec in topics.contract_topics(contract)]
-    allowed = {(c.principal, contract.topic_public(v)) for c in contract.consumers for v in c.views}
+    expected = acls.contract_bindings(contract)
     consumers = {c.principal for c in contract.consumers}
     grants = acl_grants(state.bindings, names)
-    for principal, topic in sorted(grants):
-        public = topic.startswith("public.")
-        if public and (principal, topic) not in allowed:
-            findings.violation(
-                SECTION,
-                "acl-extra-reader",
-                (f"{principal} may read {topic}, the contract does not name it for that view"),
-                topic,
-            )
-        elif not public and principal in consumers:
-            findings.violation(
-                SECTION,
-                "acl-internal-reader",
-                (f"{principal}, a beneficiary's principal, may read internal topic {topic}"),
-                topic,
-            )
-    for principal, topic in sorted(allowed - grants):
-        findings.warning(SECTION, "acl-missing", f"{principal} has no read grant on {topic}", topic)
+    for principal, topic, operation in sorted(grants):
+        if any(
+            b.principal == principal and b.operation == operation and b.covers_topic(topic)
+            for b in expected
+        ):
+            continue
+        flagged = _overreach(principal, topic, operation, consumers)
+        if flagged is not None:
+            findings.violation(SECTION, flagged[0], flagged[1], topic)
+    readers = {(c.principal, contract.topic_public(v)) for c in contract.consumers for v in c.views}
+    for principal, topic in sorted(readers):
+        if (principal, topic, "READ") not in grants:
+            message = f"{principal} has no read grant on {topic}"
+            findings.warning(SECTION, "acl-missing", message, topic)
+    table: dict[tuple[str, str], list[str]] = {}
+    for principal, topic, operation in sorted(grants):
+        table.setdefault((principal, topic), []).append(operation)
     return {
         "enforced": True,
         "error": "",
-        "grants": [{"principal": p, "topic": t} for p, t in sorted(grants)],
+        "grants": [
+            {"principal": p, "topic": t, "operations": ops} for (p, t), ops in sorted(table.items())
+        ],
     }
 
 
-def acl_grants(bindings: list[AclBinding], names: list[str]) -> set[tuple[str, str]]:
-    """(principal, topic) pairs with an ALLOW read among ``names`` (DENY entries win)."""
+def _overreach(
+    principal: str, topic: str, operation: str, consumers: set[str]
+) -> tuple[str, str] | None:
+    """The finding code and message of a grant the contract does not imply, if it matters.
 
-    def matches(binding: AclBinding, name: str) -> bool:
-        if binding.pattern == "PREFIXED":
-            return name.startswith(binding.resource)
-        return binding.resource in (name, "*")
+    Anything on ``ingest.``, ``raw.``, ``dlq.`` and ``respublica.`` topics matters (even
+    DESCRIBE: offsets count events); on ``public.`` topics, reading and modifying do.
+    """
+    who = "every principal (User:*)" if principal == WILDCARD else principal
+    if topic.startswith("public."):
+        if operation in READ_OPERATIONS - {"ALL"}:
+            code = "acl-extra-reader"
+            message = f"{who} may read {topic}, the contract does not name it for that view"
+        elif operation in MODIFY_OPERATIONS:
+            code = "acl-public-writer"
+            message = f"{who} may {operation} {topic}; only the contract's worker writes it"
+        else:
+            return None
+    elif principal in consumers:
+        code = "acl-internal-reader"
+        message = f"{who}, a beneficiary's principal, may {operation} non-public topic {topic}"
+    elif topic.startswith(acls.INTERNAL_PREFIXES):
+        code = "acl-internal-grant"
+        message = f"{who} may {operation} internal topic {topic}; the contract does not grant it"
+    else:
+        code = "acl-ingest-grant"
+        message = f"{who} may {operation} provider input {topic}; the contract does not grant it"
+    return ("acl-wildcard" if principal == WILDCARD else code), message
 
-    reads = [b for b in bindings if b.operation in READ_OPERATIONS]
+
+def acl_grants(bindings: list[AclBinding], names: list[str]) -> set[tuple[str, str, str]]:
+    """(principal, topic, operation) with an ALLOW among ``names`` (a DENY of the same
+    principal, or of ``User:*``, for the operation or ALL wins)."""
+    topic_bindings = [b for b in bindings if b.resource_type == "TOPIC"]
     allow = {
-        (b.principal, n) for b in reads if b.permission == "ALLOW" for n in names if matches(b, n)
+        (b.principal, n, b.operation)
+        for b in topic_bindings
+        if b.permission == "ALLOW"
+        for n in names
+        if b.covers_topic(n)
     }
-    deny = {
-        (b.principal, n) for b in reads if b.permission == "DENY" for n in names if matches(b, n)
-    }
-    return allow - deny
+    denied = [b for b in topic_bindings if b.permission == "DENY"]
+
+    def is_denied(principal: str, name: str, operation: str) -> bool:
+        return any(
+            d.principal in (principal, WILDCARD)
+            and d.operation in (operation, "ALL")
+            and d.covers_topic(name)
+            for d in denied
+        )
+
+    return {grant for grant in allow if not is_denied(*grant)}
 
 
 def _day(epoch: int, rotation_ms: int) -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.admin import (
@@ -24,6 +23,7 @@ from kafka.admin import (
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import KafkaError, SecurityDisabledError
 
+from broker.kafka.acls import AclBinding
 from broker.kafka.clients import read_partitions
 from broker.kafka.settings import KafkaSettings, as_settings
 from broker.kafka.topics import STATE_MAX_MESSAGE_BYTES
@@ -55,17 +55,6 @@ class TopicRead:
     def trimmed(self) -> bool:
         """Retention (or compaction of the head) removed records from some partition."""
         return any(offset > 0 for offset in self.start.values())
-
-
-@dataclass(frozen=True, order=True)
-class AclBinding:
-    """One ACL entry as the auditor compares it (plain strings)."""
-
-    principal: str
-    resource: str
-    pattern: str  # LITERAL or PREFIXED
-    operation: str
-    permission: str
 
 
 @dataclass
@@ -156,19 +145,4 @@ class ClusterReader:
             return AclState(enforced=False)
         except KafkaError as exc:
             return AclState(enforced=False, error=type(exc).__name__)
-        return AclState(enforced=True, bindings=sorted(_binding(a) for a in found))
-
-
-def _binding(acl: Any) -> AclBinding:
-    resource = acl.resource_pattern
-    return AclBinding(
-        str(acl.principal),
-        str(resource.resource_name),
-        _name(resource.pattern_type),
-        _name(acl.operation),
-        _name(acl.permission_type),
-    )
-
-
-def _name(value: Any) -> str:
-    return str(getattr(value, "name", value))
+        return AclState(enforced=True, bindings=sorted(AclBinding.from_acl(a) for a in found))

@@ -255,11 +255,14 @@ def _terms(terms: dict[str, Any]) -> Iterator[Block]:
     )
     acls = terms["acls"]
     yield Heading(3, "ACLs")
-    if not acls["enforced"]:
+    if acls.get("error"):
+        yield Para(f"The cluster's ACLs could not be listed ({acls['error']}).")
+    elif not acls["enforced"]:
         yield Para("No authorizer: ACLs not enforced on this cluster.")
     else:
         yield Table(
-            ("principal", "may read"), [(g["principal"], g["topic"]) for g in acls["grants"]]
+            ("principal", "topic", "allowed"),
+            [(g["principal"], g["topic"], ", ".join(g["operations"])) for g in acls["grants"]],
         )
     yield Heading(3, "Versions and policy hashes seen")
     yield Table(

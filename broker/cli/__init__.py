@@ -33,6 +33,9 @@ from broker.cli import (
     kafka as cli_kafka,
 )
 from broker.cli import (
+    users as cli_users,
+)
+from broker.cli import (
     validator as cli_validator,
 )
 from broker.cli import (
@@ -84,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_kafka.register(commands)
     cli_bench.register(commands)
     cli_contracts.register(commands)
+    cli_users.register(commands)
     cli_worker.register(commands)
     cli_validator.register(commands)
     cli_ingest.register(commands)

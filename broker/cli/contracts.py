@@ -14,6 +14,7 @@ from contracts import examples_dir
 
 if TYPE_CHECKING:
     from broker.kafka.topics import Plan, TopicAdmin
+    from contracts.model import Contract
 
 
 def default_contract_paths() -> list[Path]:
@@ -53,8 +54,13 @@ def register(commands: Any) -> None:
     show.set_defaults(handler=_show)
 
     for name, handler, help_text in (
-        ("plan", _plan, "the topics the contracts need vs the live cluster"),
-        ("apply", _apply, "create or alter the contracts' topics (idempotent, never deletes)"),
+        ("plan", _plan, "the topics and ACLs the contracts need vs the live cluster"),
+        (
+            "apply",
+            _apply,
+            "create or alter the contracts' topics and ACLs (idempotent; never deletes a "
+            "topic, removes only ACLs it created)",
+        ),
     ):
         sub = commands.add_parser(name, help=help_text)
         sub.add_argument(
@@ -90,36 +96,78 @@ def _show(args: argparse.Namespace) -> int:
     return 0
 
 
-def _compute_plan(args: argparse.Namespace) -> tuple[TopicAdmin, Plan]:
-    from broker.kafka import topics
+def _load(args: argparse.Namespace) -> list[Contract]:
     from contracts import load_contracts
 
-    contracts = load_contracts(
+    return load_contracts(
         args.paths or default_contract_paths(),
         now=datetime.now(UTC),
         allow_outside=args.allow_outside_refs,
     )
+
+
+def _compute_plan(args: argparse.Namespace, contracts: list[Contract]) -> tuple[TopicAdmin, Plan]:
+    from broker.kafka import topics
+
     admin = topics.TopicAdmin(kafka_settings(args))
     return admin, topics.plan(admin, contracts, allow_data_loss=args.allow_data_loss)
 
 
+def _acls(args: argparse.Namespace, contracts: list[Contract], *, apply: bool) -> int | None:
+    """Print (and with ``apply``, carry out) the ACL plan; the number of ACL changes, or
+    ``None`` when the cluster has no authorizer (nothing to enforce ACLs: skipped)."""
+    from broker.kafka import acls
+
+    with acls.AclAdmin(kafka_settings(args)) as admin:
+        try:
+            plan = acls.plan(admin, contracts)
+        except acls.NoAuthorizer:
+            print("ACLs: no authorizer: ACLs not enforced; skipped")
+            return None
+        if apply and plan.pending:
+            acls.apply(admin, plan)
+    print(plan.render())
+    return len(plan.pending)
+
+
 def _plan(args: argparse.Namespace) -> int:
-    admin, plan = _compute_plan(args)
+    contracts = _load(args)
+    admin, plan = _compute_plan(args, contracts)
     with admin:
         print(plan.render())
+    _acls(args, contracts, apply=False)
     return 0
 
 
 def _apply(args: argparse.Namespace) -> int:
     from broker.kafka import topics
 
-    admin, plan = _compute_plan(args)
+    contracts = _load(args)
+    admin, plan = _compute_plan(args, contracts)
     with admin:
-        if not plan.pending:
-            print(plan.render())
-            print("Nothing to do: the cluster already matches the contracts.")
-            return 0
-        topics.apply(admin, plan)
+        if plan.pending:
+            topics.apply(admin, plan)
         print(plan.render())
-        print(f"Applied {len(plan.pending)} change(s).")
+    acl_changes = _acls(args, contracts, apply=True)
+    print(apply_summary(plan, acl_changes))
     return 0
+
+
+def apply_summary(plan: Plan, acl_changes: int | None) -> str:
+    """The last lines of ``apply``: what changed, and what was skipped and why."""
+    from broker.kafka.topics import ActionKind
+
+    skipped = [a for a in plan.actions if a.kind is ActionKind.BLOCKED]
+    changes = len(plan.pending) + (acl_changes or 0)
+    lines = [f"Applied {changes} change(s)."] if changes else []
+    if skipped:
+        lines.append(
+            f"Skipped {len(skipped)} topic change(s); the cluster does not fully match "
+            "the contracts:"
+        )
+        lines += [f"  {a.spec.name}: {a.reason}" for a in skipped]
+    if acl_changes is None:
+        lines.append("ACLs skipped: the cluster has no authorizer, so none would be enforced.")
+    if not lines:
+        lines.append("Nothing to do: the cluster already matches the contracts.")
+    return "\n".join(lines)

@@ -11,8 +11,7 @@ from typing import Any
 
 from broker.cli.contracts import add_allow_outside_refs, default_contract_paths
 from broker.cli.options import add_kafka_options, add_log_options, kafka_settings, setup_logging
-
-DEFAULT_GROUP = "respublica-validator"
+from broker.kafka.defaults import VALIDATOR_GROUP as DEFAULT_GROUP
 
 
 def register(commands: Any) -> None:

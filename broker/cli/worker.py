@@ -13,6 +13,7 @@ from typing import Any
 
 from broker.cli.contracts import add_allow_outside_refs, default_contract_paths
 from broker.cli.options import add_kafka_options, add_log_options, kafka_settings, setup_logging
+from broker.kafka.defaults import WORKER_GROUP
 
 # A copy of broker.worker.keystore.MASTER_KEY_ENV, whose module loads cryptography:
 # `--help` must stay fast. tests/layout/test_cli_start.py checks that they agree.
@@ -52,8 +53,10 @@ def register(commands: Any) -> None:
     )
     worker.add_argument(
         "--group",
-        default="respublica",
-        help="consumer-group prefix shared by the workers of one deployment",
+        default=WORKER_GROUP,
+        help="consumer-group prefix shared by the workers of one deployment (default "
+        f"{WORKER_GROUP}; the ACLs `respublica apply` creates allow groups prefixed "
+        f"'{WORKER_GROUP}.')",
     )
     worker.add_argument(
         "--checkpoint-interval",

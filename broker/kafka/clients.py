@@ -18,6 +18,7 @@ from kafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from kafka.errors import KafkaError
 
 from broker.deadline import Deadline
+from broker.kafka.defaults import WORKER_GROUP
 from broker.kafka.settings import KafkaSettings, as_settings
 from broker.kafka.topics import STATE_MAX_MESSAGE_BYTES
 from contracts.errors import RespublicaError
@@ -42,7 +43,7 @@ class WorkerClients:
 
     kafka: KafkaSettings
     role: str = "worker"
-    group: str = "respublica"
+    group: str = WORKER_GROUP
 
     @property
     def raw_group(self) -> str:

@@ -16,6 +16,10 @@ KAFKA_VERSION = "4.1.1"
 CONTRACTS_ENV = "RESPUBLICA_CONTRACTS"
 """Contract files or directories (``:``-separated) for every command."""
 CACHE_ENV = "RESPUBLICA_CACHE"
+WORKER_GROUP = "respublica"
+"""The workers' group stem: their groups are ``<stem>.raw`` and ``<stem>.merge``."""
+VALIDATOR_GROUP = "respublica-validator"
+"""The ingest validator's consumer group (``respublica validator --group``)."""
 
 
 def cache_root() -> Path:

@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 
 from broker.kafka import topics
 from broker.kafka.clients import KafkaKeysLog, WorkerClients, WorkerError
+from broker.kafka.defaults import WORKER_GROUP
 from broker.kafka.internal import source_name
 from broker.kafka.settings import KafkaSettings
 from broker.worker.keystore import KeyStore
@@ -42,7 +43,7 @@ class WorkerConfig:
 
     kafka_settings: KafkaSettings
     worker_id: str
-    group: str = "respublica"
+    group: str = WORKER_GROUP
     web_port: int | None = 6066
     web_host: str = "127.0.0.1"
     checkpoint_interval_s: float = 1.0

@@ -11,10 +11,11 @@ import pytest
 from broker.audit.canary import MIN_LENGTH, Needles
 from broker.audit.cluster import acl_grants, check_acls, check_topics
 from broker.audit.model import Findings, Period, fingerprint
-from broker.audit.read import AclBinding, AclState
+from broker.audit.read import AclState
 from broker.audit.render import render
 from broker.audit.replay import ViewTally
-from broker.kafka import topics
+from broker.kafka import acls, topics
+from broker.kafka.acls import AclBinding
 from broker.kafka.internal import CONTROL_HEADER, END_OF_STREAM_MARK, Checkpoint
 from broker.worker.merge import MergeStage
 from broker.worker.metrics import WorkerMetrics
@@ -47,36 +48,96 @@ def test_needles_match_any_case_and_skip_short_identifiers() -> None:
     assert MIN_LENGTH == 6
 
 
+def _grant(principal: str, resource: str, op: str, pattern: str = "LITERAL") -> AclBinding:
+    return AclBinding(principal, "TOPIC", resource, pattern, op)
+
+
 def test_acl_grants_follow_prefixes_and_deny_wins() -> None:
     names = ["public.c.a", "public.c.b", "raw.c.s"]
     bindings = [
-        AclBinding("User:x", "public.c.", "PREFIXED", "READ", "ALLOW"),
-        AclBinding("User:x", "public.c.b", "LITERAL", "READ", "DENY"),
-        AclBinding("User:y", "*", "LITERAL", "ALL", "ALLOW"),
-        AclBinding("User:z", "raw.c.s", "LITERAL", "WRITE", "ALLOW"),
+        _grant("User:x", "public.c.", "READ", "PREFIXED"),
+        AclBinding("User:x", "TOPIC", "public.c.b", "LITERAL", "READ", "DENY"),
+        _grant("User:y", "*", "ALL"),
+        _grant("User:z", "raw.c.s", "WRITE"),
+        AclBinding("User:*", "TOPIC", "raw.", "PREFIXED", "ALL", "DENY"),
+        AclBinding("User:w", "GROUP", "public.c.", "PREFIXED", "READ"),  # not a topic
     ]
     assert acl_grants(bindings, names) == {
-        ("User:x", "public.c.a"),
-        ("User:y", "public.c.a"),
-        ("User:y", "public.c.b"),
-        ("User:y", "raw.c.s"),
+        ("User:x", "public.c.a", "READ"),
+        ("User:y", "public.c.a", "ALL"),
+        ("User:y", "public.c.b", "ALL"),
     }
 
 
-def test_acls_against_the_contract(contract: Contract) -> None:
+def test_acls_without_an_authorizer_or_unreadable_are_violations(contract: Contract) -> None:
     findings = Findings()
     check_acls(contract, AclState(enforced=False), findings)
-    assert findings.ok and [f.code for f in findings.sorted()] == ["acls-not-enforced"]
-    findings = Findings()
-    public = contract.topic_public("origin_destination")
-    grants = [
-        AclBinding("User:lyon-opendata", public, "LITERAL", "READ", "ALLOW"),
-        AclBinding("User:lyon-analysts", "raw.", "PREFIXED", "READ", "ALLOW"),
-    ]
-    check_acls(contract, AclState(enforced=True, bindings=grants), findings)
-    violations = sorted(f.code for f in findings.sorted() if f.severity == "violation")
-    assert violations == ["acl-extra-reader", "acl-internal-reader", "acl-internal-reader"]
     assert not findings.ok
+    assert [(f.severity.value, f.code) for f in findings.sorted()] == [
+        ("violation", "acls-not-enforced")
+    ]
+    findings = Findings()
+    check_acls(
+        contract, AclState(enforced=False, error="ClusterAuthorizationFailedError"), findings
+    )
+    assert [f.code for f in findings.sorted()] == ["acls-unreadable"]
+
+
+def test_the_bindings_apply_creates_pass_the_audit(contract: Contract) -> None:
+    findings = Findings()
+    state = AclState(enforced=True, bindings=acls.contract_bindings(contract))
+    result = check_acls(contract, state, findings)
+    assert findings.sorted() == []
+    rows = {(g["principal"], g["topic"]): g["operations"] for g in result["grants"]}
+    assert rows[("User:lyon-opendata", contract.topic_public("availability"))] == [
+        "DESCRIBE",
+        "READ",
+    ]
+    # Without any grant, the consumers' read grants are missing (warnings, not violations).
+    findings = Findings()
+    check_acls(contract, AclState(enforced=True), findings)
+    assert findings.ok and {f.code for f in findings.sorted()} == {"acl-missing"}
+
+
+def test_acls_wider_than_the_contract_are_violations(contract: Contract) -> None:
+    c = contract.id
+    stranger, analysts = "User:stranger", "User:lyon-analysts"
+    cases = [
+        (_grant("User:lyon-opendata", f"public.{c}.", "READ", "PREFIXED"), "acl-extra-reader"),
+        (
+            _grant("User:lyon-opendata", contract.topic_public("origin_destination"), "READ"),
+            "acl-extra-reader",
+        ),
+        (_grant(analysts, f"raw.{c}.", "READ", "PREFIXED"), "acl-internal-reader"),
+        (_grant(stranger, f"dlq.{c}.", "DESCRIBE", "PREFIXED"), "acl-internal-grant"),
+        (_grant(stranger, "respublica.", "READ", "PREFIXED"), "acl-internal-grant"),
+        (
+            _grant(acls.worker_principal("other"), f"respublica.{c}.", "WRITE", "PREFIXED"),
+            "acl-internal-grant",
+        ),
+        (_grant(stranger, contract.topic_public("availability"), "WRITE"), "acl-public-writer"),
+        (
+            _grant(f"User:provider.{contract.provider.id}", f"ingest.{c}.", "READ", "PREFIXED"),
+            "acl-ingest-grant",
+        ),
+        (_grant("User:*", f"raw.{c}.", "READ", "PREFIXED"), "acl-wildcard"),
+        (_grant("User:*", "*", "WRITE"), "acl-wildcard"),
+    ]
+    for binding, code in cases:
+        findings = Findings()
+        state = AclState(enforced=True, bindings=[*acls.contract_bindings(contract), binding])
+        check_acls(contract, state, findings)
+        violations = {f.code for f in findings.sorted() if f.severity.value == "violation"}
+        assert violations == {code}, binding
+    # Describing a public view is harmless; a DENY takes a grant back.
+    harmless = [
+        _grant(stranger, contract.topic_public("availability"), "DESCRIBE"),
+        _grant(stranger, f"raw.{c}.", "READ", "PREFIXED"),
+        AclBinding(stranger, "TOPIC", "raw.", "PREFIXED", "ALL", "DENY"),
+    ]
+    findings = Findings()
+    check_acls(contract, AclState(True, [*acls.contract_bindings(contract), *harmless]), findings)
+    assert findings.sorted() == []
 
 
 def test_topic_configs_against_the_contract(contract: Contract) -> None:

@@ -16,6 +16,8 @@ from kafka.admin import ConfigResource, ConfigResourceType
 
 from broker.audit.render import render
 from broker.audit.run import audit, exit_code
+from broker.kafka import acls
+from broker.kafka.acls import AclBinding
 from contracts.model import Contract
 from tests.audit.support import (
     codes,
@@ -23,6 +25,7 @@ from tests.audit.support import (
     genuine_group,
     public_headers,
 )
+from tests.kafka.acl_support import require_authorizer
 from tests.worker.support import encode_raw, mobility_events, produce_raw
 
 pytestmark = pytest.mark.integration
@@ -58,7 +61,11 @@ def test_a_clean_contract_passes_before_anything_is_broken(
     assert report["ok"], report["findings"]
     view = next(v for v in report["reconciliation"]["views"] if v["view"] == "availability")
     assert view["gap"] == 0 and view["open"] > 0  # nothing released yet: open, not lost
-    assert codes(report["findings"], "warning")["acls-not-enforced"] == 1
+    # The session broker enforces ACLs; none were created for this contract, so each
+    # consumer's read grant is missing (a warning) and nothing is wider than the contract.
+    assert report["terms"]["acls"]["enforced"]
+    readers = sum(len(c.views) for c in contract.consumers)
+    assert codes(report["findings"], "warning")["acl-missing"] == readers
 
 
 def test_a_topic_whose_retention_differs_from_the_contract_is_a_violation(
@@ -161,3 +168,34 @@ def test_a_raw_identifier_planted_in_a_header_is_found_and_never_printed(
     assert codes(public["findings"])["identifier-leak"] == 2
     for fmt in ("md", "json", "html"):
         assert digest not in render(public, fmt) and digest[7:] not in render(public, fmt)
+
+
+def test_grants_wider_than_the_contract_are_violations(
+    raw_contract: tuple[Contract, list[dict[str, object]]], kafka_bootstrap: str
+) -> None:
+    require_authorizer(kafka_bootstrap)
+    contract, _ = raw_contract
+    opendata = next(c.principal for c in contract.consumers if len(c.views) == 1)
+    wider = [
+        AclBinding("User:*", "TOPIC", f"raw.{contract.id}.", "PREFIXED", "READ"),
+        AclBinding(
+            "User:stranger", "TOPIC", contract.topic_public("availability"), "LITERAL", "WRITE"
+        ),
+        AclBinding(
+            opendata, "TOPIC", contract.topic_public("origin_destination"), "LITERAL", "READ"
+        ),
+    ]
+    with acls.AclAdmin(kafka_bootstrap) as admin:
+        admin.create(wider)
+        try:
+            report = audit(contract, kafka_bootstrap)
+        finally:
+            admin.delete(wider)
+    assert not report["ok"] and exit_code(report) == 1
+    flagged = codes(report["findings"])
+    assert {k: flagged[k] for k in ("acl-wildcard", "acl-public-writer", "acl-extra-reader")} == {
+        "acl-wildcard": len(contract.streams),  # one per raw topic
+        "acl-public-writer": 1,
+        "acl-extra-reader": 1,
+    }
+    assert "User:stranger" in render(report, "md")

@@ -17,6 +17,7 @@ from kafka.admin import ConfigResource, ConfigResourceType
 from broker.kafka import topics
 from contracts import Contract, load_contracts
 from contracts.copies import example_data, write_contract
+from tests.kafka.acl_support import withdraw
 
 pytestmark = pytest.mark.integration
 NOW = datetime(2026, 11, 26, tzinfo=UTC)
@@ -37,9 +38,10 @@ def contract_file(tmp_path: Path) -> Callable[..., Path]:
 
 
 @pytest.fixture
-def cleanup(kafka_admin: KafkaAdminClient) -> Iterator[list[Contract]]:
+def cleanup(kafka_bootstrap: str, kafka_admin: KafkaAdminClient) -> Iterator[list[Contract]]:
     applied: list[Contract] = []
     yield applied
+    withdraw(kafka_bootstrap, {c.id for c in applied})  # the ACLs `respublica apply` made
     names = [s.name for c in applied for s in topics.contract_topics(c)]
     existing = set(kafka_admin.list_topics())
     doomed = [n for n in names if n in existing]

@@ -34,6 +34,7 @@ COMMANDS = (
     "contracts",
     "plan",
     "apply",
+    "users",
     "worker",
     "validator",
     "gateway",
