@@ -11,6 +11,14 @@ never stops the loop: it becomes a DLQ record, and even a bug of ours on one rec
 DLQ record with reason ``INTERNAL``. What does stop the loop is the cluster failing (missing
 topics, sends not acknowledged): that raises ``ConnectorError`` without committing.
 
+Heartbeats: every ``heartbeat_interval_s`` (and after each batch once due), the validator
+writes to every partition of every raw topic it serves an empty control record saying that no
+later record there has an event time below ``now - allowed lateness - heartbeat_margin_ms``
+(``broker.kafka.internal.heartbeat_headers``). That holds because every accepted record is
+younger than the lateness on this clock; the margin covers another writer's records still in
+flight. Workers advance a quiet partition's watermark on it, so windows close on time in
+quiet hours (``docs/architecture.md``, "Idle partitions").
+
 The data path is aiokafka (``getmany`` in, whole batches out) on an event loop of its own,
 so ``run`` stays a blocking call driven by a ``threading.Event``. Logs and metrics carry
 counts and reason codes only.
@@ -33,6 +41,7 @@ from aiokafka.codec import has_lz4
 from aiokafka.errors import CommitFailedError, KafkaError
 from prometheus_client import CollectorRegistry
 
+from broker.kafka.internal import heartbeat_headers
 from broker.kafka.reasons import Reason, Stage
 from broker.kafka.settings import KafkaSettings, as_settings
 from broker.kafka.writer import KafkaBatchWriter, KafkaUnavailable, OutRecord, ProducerSettings
@@ -80,6 +89,10 @@ class IngestSettings:
     max_bytes: int = DEFAULT_MAX_BYTES
     future_skew: timedelta = DEFAULT_FUTURE_SKEW
     role: str = "validator"
+    heartbeat_interval_s: float = 5.0
+    """How often every raw partition gets a heartbeat (0: never)."""
+    heartbeat_margin_ms: int = 2_000
+    """Subtracted from a heartbeat's floor: another writer's records may still be in flight."""
 
     def producer(self, kafka: KafkaSettings) -> ProducerSettings:
         """The settings of the batch writer for raw and DLQ records."""
@@ -136,6 +149,8 @@ class IngestValidator:
         self.metrics = metrics if metrics is not None else IngestMetrics(registry)
         self.stats = IngestStats()
         self._now_ms = now_ms
+        self._last_heartbeat = float("-inf")
+        self._raw_partitions: dict[str, list[int]] = {}
         self._by_topic: dict[str, StreamValidator] = {
             v.contract.topic_ingest(v.stream): v for v in self.router.validators.values()
         }
@@ -196,6 +211,7 @@ class IngestValidator:
     ) -> None:
         idle_since = time.monotonic()
         while not stop_event.is_set():
+            await self._heartbeat_if_due(writer)
             batch = await consumer.getmany(
                 timeout_ms=self.settings.poll_timeout_ms, max_records=self.settings.max_poll_records
             )
@@ -272,6 +288,32 @@ class IngestValidator:
         except KafkaUnavailable as exc:
             msg = f"{len(records)} records were not all acknowledged ({exc}); offsets not committed"
             raise ConnectorError(msg) from exc
+
+    async def _heartbeat_if_due(self, writer: KafkaBatchWriter) -> None:
+        """Every raw partition gets a heartbeat each ``heartbeat_interval_s`` (module doc)."""
+        interval = self.settings.heartbeat_interval_s
+        if interval <= 0 or time.monotonic() - self._last_heartbeat < interval:
+            return
+        now_ms = self._now_ms()
+        records = []
+        try:
+            for validator in self.router.validators.values():
+                lateness_ms = int(validator.stream.allowed_lateness.total_seconds() * 1000)
+                floor = now_ms - lateness_ms - self.settings.heartbeat_margin_ms
+                topic = validator.raw_topic
+                if topic not in self._raw_partitions:
+                    self._raw_partitions[topic] = await writer.partitions(topic)
+                headers = heartbeat_headers(floor)
+                records += [
+                    OutRecord(topic, None, b"", headers, partition)
+                    for partition in self._raw_partitions[topic]
+                ]
+            await writer.write(records)
+        except (KafkaUnavailable, KafkaError) as exc:
+            _log.warning(
+                "heartbeats not written (%s); next try in %gs", type(exc).__name__, interval
+            )
+        self._last_heartbeat = time.monotonic()
 
     async def _commit(self, consumer: AIOKafkaConsumer) -> None:
         try:

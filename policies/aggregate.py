@@ -324,6 +324,19 @@ class Aggregator:
                 pseudonym = self.pseudonymiser.pseudonym(name, value, epoch)
                 part.distinct.setdefault(name, set()).add(pseudonym)
 
+    def advance(self, offset: int, floor: int) -> None:
+        """A control record at ``offset`` asserts that no later record of this source has an
+        event time below ``floor`` (a heartbeat from the ingest side, which refuses records
+        older than the allowed lateness on its own clock): the watermark moves up to ``floor``
+        although no event arrived, so quiet sources do not hold windows open. In offset order
+        like ``process``: at or below ``position`` it is a replay and changes nothing."""
+        if offset <= self._position:
+            return
+        self._position = offset
+        virtual = floor + self.spec.lateness_ms  # the watermark is max time - lateness
+        if self._max_time is None or virtual > self._max_time:
+            self._max_time = virtual
+
     def drain_partials(self) -> list[Partial]:
         """Copies of the partials changed since the last drain, stamped with ``position``.
 

@@ -30,7 +30,12 @@ from typing import Any
 
 from kafka.consumer.fetcher import ConsumerRecord
 
-from broker.kafka.internal import CONTROL_HEADER, END_OF_STREAM_MARK, source_name
+from broker.kafka.internal import (
+    CONTROL_HEADER,
+    END_OF_STREAM_MARK,
+    heartbeat_floor,
+    source_name,
+)
 from broker.kafka.serde import SerializationError, decode_body, read_header, schema_id
 from contracts.model import Contract
 from policies.base import NO_WATERMARK, Disposition, OutsideTerritory, Record
@@ -105,6 +110,13 @@ class ViewTally:
             mine[group] += 1
         return Disposition.FOLDED, (start, group)
 
+    def advance(self, partition: int, floor: int) -> None:
+        """A heartbeat: no later record of ``partition`` has an event time below ``floor``."""
+        virtual = floor + self.spec.lateness_ms
+        seen = self._max_time.get(partition)
+        if seen is None or virtual > seen:
+            self._max_time[partition] = virtual
+
     def fold(self, key: CellKey, record: Record) -> None:
         """Add a folded event to its cell."""
         cell = self.cells.get(key)
@@ -160,6 +172,12 @@ class StreamReplay:
                 k == CONTROL_HEADER and v == END_OF_STREAM_MARK for k, v in headers
             ):
                 tally.control += 1
+                continue
+            floor = heartbeat_floor(headers)
+            if floor is not None:  # a heartbeat moves every view's watermark of the partition
+                tally.control += 1
+                for view in tally.views.values():
+                    view.advance(partition, floor)
                 continue
             record = self._decode(raw.value)
             if record is None:

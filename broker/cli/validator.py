@@ -40,6 +40,22 @@ def register(commands: Any) -> None:
         default=None,
         help="serve Prometheus metrics on this port (default: off)",
     )
+    sub.add_argument(
+        "--heartbeat-interval",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="write a watermark heartbeat to every raw partition this often, so windows close "
+        "on time when partitions are quiet (0: never; default 5)",
+    )
+    sub.add_argument(
+        "--heartbeat-margin",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="a heartbeat's floor is now - allowed lateness - this margin, for records of "
+        "other writers still in flight (default 2)",
+    )
     add_log_options(sub)
     sub.set_defaults(handler=_run)
 
@@ -47,7 +63,7 @@ def register(commands: Any) -> None:
 def _run(args: argparse.Namespace) -> int:
     from prometheus_client import CollectorRegistry, start_http_server
 
-    from connectors.ingest import IngestValidator
+    from connectors.ingest import IngestSettings, IngestValidator
     from contracts import load_contracts
 
     setup_logging(args)
@@ -59,8 +75,12 @@ def _run(args: argparse.Namespace) -> int:
     registry = CollectorRegistry()
     if args.metrics_port is not None:
         start_http_server(args.metrics_port, registry=registry)
+    settings = IngestSettings(
+        heartbeat_interval_s=args.heartbeat_interval,
+        heartbeat_margin_ms=int(args.heartbeat_margin * 1000),
+    )
     validator = IngestValidator(
-        contracts, kafka_settings(args), group_id=args.group, registry=registry
+        contracts, kafka_settings(args), group_id=args.group, registry=registry, settings=settings
     )
     stop = threading.Event()
     # SIGTERM (Kubernetes, systemd) and Ctrl-C finish the batch in progress, then commit.

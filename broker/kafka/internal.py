@@ -10,7 +10,10 @@ them) and the audit (which reads them on its own): keys, control headers, checkp
 ``respublica.<c>.state``: ``merger|<view>`` (the merger's snapshot) and
 ``accounting|<view>|<window_start>`` (one per released window).
 
-A raw record with header ``respublica.control: end-of-stream`` ends a source's stream.
+A raw record with header ``respublica.control: end-of-stream`` ends a source's stream. One
+with ``respublica.control: watermark`` and ``respublica.watermark: <ms>`` (a *heartbeat*,
+written by the ingest side to every raw partition, ``docs/architecture.md`` "Idle
+partitions") says that no later record of that partition has an event time below ``<ms>``.
 """
 
 from __future__ import annotations
@@ -22,10 +25,30 @@ import orjson
 
 CONTROL_HEADER = "respublica.control"
 END_OF_STREAM_MARK = b"end-of-stream"
+WATERMARK_MARK = b"watermark"
+WATERMARK_HEADER = "respublica.watermark"
 CHECKPOINT_PREFIX = b"checkpoint|"
 PARTIAL_PREFIX = b"partial|"
 PARTIALS_PREFIX = b"partials|"
 ACCOUNTING_PREFIX = b"accounting|"
+
+
+def heartbeat_headers(floor_ms: int) -> list[tuple[str, bytes]]:
+    """The headers of a heartbeat: no later record here has an event time below ``floor_ms``."""
+    return [(CONTROL_HEADER, WATERMARK_MARK), (WATERMARK_HEADER, str(floor_ms).encode())]
+
+
+def heartbeat_floor(headers: Any) -> int | None:
+    """The event-time floor a heartbeat's headers assert; None for any other record."""
+    if not any(k == CONTROL_HEADER and v == WATERMARK_MARK for k, v in headers):
+        return None
+    for key, value in headers:
+        if key == WATERMARK_HEADER:
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
 
 
 @dataclass(frozen=True)

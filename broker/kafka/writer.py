@@ -41,6 +41,8 @@ class OutRecord(NamedTuple):
     key: bytes | None
     value: bytes
     headers: list[tuple[str, bytes]]
+    partition: int | None = None
+    """An explicit partition (control records); else the key's, as the default partitioner."""
 
 
 class BatchWriter(Protocol):
@@ -93,6 +95,11 @@ class KafkaBatchWriter:
         """Connect now rather than on the first ``write``; ``KafkaUnavailable`` if it cannot."""
         await self._started()
 
+    async def partitions(self, topic: str) -> list[int]:
+        """The partitions of a topic, sorted (from the producer's metadata)."""
+        producer = await self._started()
+        return sorted(await producer.partitions_for(topic))
+
     async def write(self, records: Sequence[OutRecord]) -> None:
         """Send every record, then wait for all acknowledgements (bounded by a timeout)."""
         if not records:
@@ -125,6 +132,9 @@ class KafkaBatchWriter:
             if record.topic not in partitions:
                 partitions[record.topic] = sorted(await producer.partitions_for(record.topic))
             choices = partitions[record.topic]
+            if record.partition is not None:
+                groups.setdefault((record.topic, record.partition), []).append(record)
+                continue
             index = self._hash(record.key) if record.key is not None else next(self._spread)
             groups.setdefault((record.topic, choices[index % len(choices)]), []).append(record)
         futures = []

@@ -21,7 +21,10 @@ resumes at ``position + 1`` (the aggregator skips anything at or below ``positio
 
 End of stream: a raw record with header ``respublica.control: end-of-stream`` (raw topics are
 internal; only replays and tests write it) sets the source's watermark to ``END_OF_STREAM``,
-which releases every window once all sources said so.
+which releases every window once all sources said so. A heartbeat (``respublica.control:
+watermark``, written by the validator to every raw partition) advances every view's watermark
+of the partition to its floor, in offset order (``Aggregator.advance``): the records before it
+are folded first.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from broker.kafka.internal import (
     END_OF_STREAM_MARK,
     Checkpoint,
     checkpoint_key,
+    heartbeat_floor,
     partials_key,
     source_name,
 )
@@ -175,17 +179,28 @@ class PartialsStage:
         source = self._sources[partition]
         batch: list[tuple[int, Record]] = []
         for raw in records:
-            if raw.headers and _is_end_of_stream(raw.headers):
-                source.eos = True
-                continue
+            if raw.headers:
+                if _is_end_of_stream(raw.headers):
+                    source.eos = True
+                    continue
+                floor = heartbeat_floor(raw.headers)
+                if floor is not None:
+                    self._fold(source, batch)  # what came before the heartbeat, first
+                    batch = []
+                    for agg in source.aggregators.values():
+                        agg.advance(raw.offset, floor)
+                    continue
             record = self._decode(raw)
             if record is not None:
                 batch.append((raw.offset, record))
+        self._fold(source, batch)
+        source.dirty = True
+
+    def _fold(self, source: _Source, batch: list[tuple[int, Record]]) -> None:
         for name, agg in source.aggregators.items():
             outcome = agg.process(batch)
             source.counts.setdefault(name, ProcessOutcome()).add(outcome)
             self.metrics.outcome(self.contract.id, name, outcome)
-        source.dirty = True
 
     def _decode(self, raw: RawLike) -> Record | None:
         if raw.value is not None:

@@ -9,6 +9,7 @@ from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer
 
+from broker.kafka.internal import heartbeat_floor
 from connectors.ingest import IngestStats, IngestValidator
 from contracts.model import Contract
 
@@ -42,12 +43,15 @@ class ValidatorThread:
 def drain(
     consumer: KafkaConsumer, want: int, deadline_s: float, alive: Callable[[], bool]
 ) -> list[Any]:
-    """Records until ``want`` arrived or the deadline passed (a condition, not a sleep)."""
+    """Records until ``want`` arrived or the deadline passed (a condition, not a sleep).
+
+    The validator's heartbeats (empty control records on every raw partition) are left out.
+    """
     records: list[Any] = []
     deadline = time.monotonic() + deadline_s
     while len(records) < want and time.monotonic() < deadline and alive():
         for batch in consumer.poll(timeout_ms=500).values():
-            records += batch
+            records += [r for r in batch if heartbeat_floor(r.headers or ()) is None]
     return records
 
 
