@@ -45,6 +45,7 @@ class Metrics:
     days_to_expiry: Gauge
     key_epoch_age: Gauge
     keys_destroyed: Counter
+    key_records_rejected: Counter
     gbfs_id_rotation_violations: Counter
     consumer_lag: Gauge
 
@@ -181,6 +182,12 @@ def build_metrics(registry: CollectorRegistry | None = None) -> Metrics:
             ("contract",),
             registry=reg,
         ),
+        key_records_rejected=Counter(
+            "respublica_key_records_rejected",
+            "Records of the key topic ignored because they fail authentication, per reason.",
+            ("contract", "reason"),
+            registry=reg,
+        ),
         gbfs_id_rotation_violations=Counter(
             "respublica_gbfs_id_rotation_violations",
             "GBFS vehicle ids seen unchanged across a trip (the spec requires rotation).",
@@ -226,6 +233,7 @@ METRIC_NAMES = (
     "respublica_contract_days_to_expiry",
     "respublica_pseudonym_key_epoch_age_seconds",
     "respublica_keys_destroyed_total",
+    "respublica_key_records_rejected_total",
     "respublica_gbfs_id_rotation_violations_total",
     "respublica_consumer_lag",
 )

@@ -33,6 +33,9 @@ from broker.cli import (
     kafka as cli_kafka,
 )
 from broker.cli import (
+    keys as cli_keys,
+)
+from broker.cli import (
     users as cli_users,
 )
 from broker.cli import (
@@ -89,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_contracts.register(commands)
     cli_users.register(commands)
     cli_worker.register(commands)
+    cli_keys.register(commands)
     cli_validator.register(commands)
     cli_ingest.register(commands)
     cli_analysts.register(commands)

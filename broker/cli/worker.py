@@ -15,9 +15,10 @@ from broker.cli.contracts import add_allow_outside_refs, default_contract_paths
 from broker.cli.options import add_kafka_options, add_log_options, kafka_settings, setup_logging
 from broker.kafka.defaults import WORKER_GROUP
 
-# A copy of broker.worker.keystore.MASTER_KEY_ENV, whose module loads cryptography:
+# Copies of broker.worker.keystore's variables, whose module loads cryptography:
 # `--help` must stay fast. tests/layout/test_cli_start.py checks that they agree.
 MASTER_KEY_ENV = "RESPUBLICA_MASTER_KEY"
+NEW_MASTER_KEY_ENV = "RESPUBLICA_NEW_MASTER_KEY"
 
 
 def register(commands: Any) -> None:
@@ -52,6 +53,14 @@ def register(commands: Any) -> None:
         help=f"key-encryption key file (default: ${MASTER_KEY_ENV})",
     )
     worker.add_argument(
+        "--new-master-key-file",
+        type=Path,
+        default=None,
+        help=f"during a master-key rotation, the new key (default: ${NEW_MASTER_KEY_ENV}): "
+        "new key records are sealed under it, records under either key are read "
+        "(see `respublica keys rotate-master --help`)",
+    )
+    worker.add_argument(
         "--group",
         default=WORKER_GROUP,
         help="consumer-group prefix shared by the workers of one deployment (default "
@@ -71,7 +80,7 @@ def register(commands: Any) -> None:
 def _worker(args: argparse.Namespace) -> int:
     from broker.worker.app import run
     from broker.worker.engine import Engine, WorkerConfig, active_contracts, now_utc
-    from broker.worker.keystore import load_master_key
+    from broker.worker.keystore import load_master_keys
     from contracts import load_contracts
 
     setup_logging(args)
@@ -80,7 +89,7 @@ def _worker(args: argparse.Namespace) -> int:
         now=now_utc(),
         allow_outside=args.allow_outside_refs,
     )
-    kek = load_master_key(args.master_key_file)
+    masters = load_master_keys(args.master_key_file, args.new_master_key_file)
     config = WorkerConfig(
         kafka_settings=kafka_settings(args),
         worker_id=args.worker_id or f"{socket.gethostname()}-{os.getpid()}",
@@ -89,6 +98,6 @@ def _worker(args: argparse.Namespace) -> int:
         web_host=args.web_host,
         checkpoint_interval_s=args.checkpoint_interval,
     )
-    engine = Engine(config, active_contracts(contracts, now_utc()), kek)
+    engine = Engine(config, active_contracts(contracts, now_utc()), masters)
     engine.prepare()  # before faust: a startup error is one line and exit code 1
     return run(engine, loglevel=args.log_level)

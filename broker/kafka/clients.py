@@ -201,7 +201,7 @@ class KafkaKeysLog:
     def read_from(self, offset: int) -> list[tuple[int, str, bytes | None]]:
         """Records at or after ``offset``, up to the current end."""
         return [
-            (r.offset, r.key.decode(), r.value)
+            (r.offset, r.key.decode("utf-8", "replace"), r.value)  # a foreign key is refused
             for r in read_to_end(self._consumer, self._tp, offset)
             if r.key is not None
         ]

@@ -28,6 +28,10 @@ INTERNAL_SLACK = timedelta(days=1)
 # Worker checkpoints and merger snapshots carry open-window state (pseudonym sets), which can
 # outgrow Kafka's 1 MiB default; the worker's producers and consumers use the same bound.
 STATE_MAX_MESSAGE_BYTES = 32 * 1024 * 1024
+# The key topic rolls a segment at least hourly and compacts it within the hour after: a
+# destroyed key's sealed bytes leave the disk within the bound in docs/security.md ("Keys").
+KEYS_SEGMENT_MS = 3_600_000
+KEYS_FILE_DELETE_DELAY_MS = 60_000
 
 
 class TopicAdminError(RespublicaError):
@@ -129,7 +133,8 @@ def contract_topics(contract: Contract) -> list[TopicSpec]:
                 cid,
             )
         )
-    # Keys are tombstoned when destroyed; short segments let compaction really drop them.
+    # Keys are tombstoned when destroyed; short segments and a maximum compaction lag let
+    # compaction really drop them within a bound (docs/security.md, "Keys").
     specs.append(
         TopicSpec(
             keys_topic(contract),
@@ -137,8 +142,10 @@ def contract_topics(contract: Contract) -> list[TopicSpec]:
             {
                 "cleanup.policy": "compact",
                 "retention.ms": FOREVER,
-                "segment.ms": "3600000",
+                "segment.ms": str(KEYS_SEGMENT_MS),
+                "max.compaction.lag.ms": str(KEYS_SEGMENT_MS),
                 "delete.retention.ms": "60000",
+                "file.delete.delay.ms": str(KEYS_FILE_DELETE_DELAY_MS),
                 "min.cleanable.dirty.ratio": "0.01",
             },
             "encrypted pseudonym and noise keys (internal)",

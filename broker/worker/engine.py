@@ -25,6 +25,7 @@ from broker.kafka.clients import KafkaKeysLog, WorkerClients, WorkerError
 from broker.kafka.defaults import WORKER_GROUP
 from broker.kafka.internal import source_name
 from broker.kafka.settings import KafkaSettings
+from broker.worker.keyrecords import MasterKeys, RejectReason
 from broker.worker.keystore import KeyStore
 from broker.worker.loops import MergeLoop, RawLoop
 from broker.worker.merge import DEFAULT_STATE_INTERVAL_S, MergeOutput, MergeStage
@@ -90,14 +91,14 @@ class Engine:
         self,
         config: WorkerConfig,
         contracts: Sequence[Contract],
-        kek: bytes,
+        masters: MasterKeys,
         metrics: WorkerMetrics | None = None,
         *,
         merge_fault: Callable[[str, MergeOutput], None] | None = None,
     ) -> None:
         self.config = config
         self.contracts = {c.id: c for c in contracts}
-        self.kek = kek
+        self.masters = masters
         self.metrics = metrics or WorkerMetrics()
         self.keystores: dict[str, KeyStore] = {}
         self.compiled: dict[str, dict[str, CompiledView]] = {}
@@ -156,7 +157,12 @@ class Engine:
         self._logs.append(log)
         # A writer id unique per process: a restarted worker never reuses a candidate key.
         writer = f"{self.config.worker_id}.{secrets.token_hex(4)}"
-        store = KeyStore(contract.id, log, self.kek, writer)
+        rejected = self.metrics.key_records_rejected
+
+        def count(reason: RejectReason) -> None:  # a forged or foreign record: never obeyed
+            rejected.labels(contract.id, reason.value).inc()
+
+        store = KeyStore(contract.id, log, self.masters, writer, on_reject=count)
         store.refresh()
         noise = store.noise_key() if any(v.noise for v in contract.views) else None
         self.keystores[contract.id] = store

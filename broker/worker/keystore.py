@@ -4,10 +4,13 @@ Workers must agree on keys (the same subject must get the same pseudonym on ever
 keys are random (so that destroying one really shreds its pseudonyms). Agreement without a
 leader: "first record wins". A worker that needs a key nobody wrote yet appends a *candidate*
 under a key unique to itself (``pseudonym|<epoch>|<writer>``), reads the log to its end, and
-adopts the candidate with the lowest offset. Every worker that reads past its own candidate
-sees the same lowest offset, and compaction never removes a candidate (their keys differ), so
-the choice is stable forever. Values are sealed with AES-256-GCM under the key-encryption key
-(``KeyRing.to_encrypted_bytes`` of a one-key ring).
+adopts the candidate of the lowest *order* (its offset; a re-sealed copy keeps the offset of
+its original). Every worker that reads past its own candidate sees the same lowest order, and
+compaction never removes a live candidate (their keys differ), so the choice is stable.
+
+Every value is sealed and authenticated under the master key, with the contract and the
+record key as associated data (``broker.worker.keyrecords``); a record that does not open is
+ignored and counted (``on_reject``), never obeyed: a forged floor destroys nothing.
 
 Destruction (crypto-shredding) is driven by event time. Each view's merger reports its
 progress (``progress``: the epoch below which keys are past retention at the view's lowest
@@ -15,32 +18,48 @@ source watermark); once every view of the contract has passed an epoch, ``destro
 appends ``floor|<epoch>`` and tombstones every candidate of older epochs, and any worker
 reading a floor destroys its own copies too. Using the *lowest* watermark of *every* view
 means no source can still fold an event that needs a destroyed key unless that event is late
-anyway (given ``key_retention >= window``). Records::
+anyway (given ``key_retention >= window``). Records (all values sealed)::
 
-    pseudonym|<epoch>|<writer>  sealed 32-byte key of (contract, epoch)   (tombstoned later)
-    noise|<writer>              sealed 32-byte noise key of the contract
-    floor|<epoch>               {"epoch": n}: every key of an epoch below n is destroyed
-    progress|<view>             {"epoch": n}: the view no longer needs keys below epoch n
+    pseudonym|<epoch>|<writer>  32-byte key of (contract, epoch)            (tombstoned later)
+    noise|<writer>              32-byte noise key of the contract
+    floor|<epoch>               every key of an epoch below it is destroyed
+    progress|<view>             the view no longer needs keys below the sealed epoch
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import json
+import logging
 import os
 import secrets
 import threading
+import time
+from collections import Counter
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from broker.kafka.topics import KEYS_SEGMENT_MS
+from broker.worker.keyrecords import (
+    KeyRecord,
+    KeyRecordRejected,
+    MasterKeys,
+    RejectReason,
+    open_record,
+    parse_name,
+    seal_record,
+)
 from contracts.errors import RespublicaError
-from policies.pseudonymise import KEY_BYTES, KeyDestroyedError, KeyRing, KeyRingError
+from policies.pseudonymise import KEY_BYTES, KeyDestroyedError, KeyRing
 
 MASTER_KEY_ENV = "RESPUBLICA_MASTER_KEY"
-_NOISE_EPOCH = 0
+NEW_MASTER_KEY_ENV = "RESPUBLICA_NEW_MASTER_KEY"
+# Kafka rolls a segment, making its tombstones cleanable, only when a record arrives after
+# segment.ms: a worker that learnt of a destruction appends the floor again after this long.
+ROLL_AFTER_S = KEYS_SEGMENT_MS / 1000 + 60
+_log = logging.getLogger(__name__)
 
 
 class KeyStoreError(RespublicaError):
@@ -77,47 +96,41 @@ def parse_master_key(text: str) -> bytes:
     return decoded
 
 
-def load_master_key(key_file: Path | None = None) -> bytes:
-    """The key-encryption key: ``--master-key-file`` first, else ``$RESPUBLICA_MASTER_KEY``."""
+def _read_key_file(key_file: Path) -> bytes:
+    try:
+        data = key_file.read_bytes()
+    except OSError as exc:
+        msg = f"cannot read the master key file {key_file} ({type(exc).__name__})"
+        raise KeyStoreError(msg) from exc
+    return data if len(data) == KEY_BYTES else parse_master_key(data.decode("ascii", "replace"))
+
+
+def load_master_key(key_file: Path | None = None, env: str = MASTER_KEY_ENV) -> bytes:
+    """The key-encryption key: ``key_file`` first, else the variable ``env``."""
     if key_file is not None:
-        try:
-            data = key_file.read_bytes()
-        except OSError as exc:
-            msg = f"cannot read the master key file {key_file} ({type(exc).__name__})"
-            raise KeyStoreError(msg) from exc
-        return data if len(data) == KEY_BYTES else parse_master_key(data.decode("ascii", "replace"))
-    text = os.environ.get(MASTER_KEY_ENV)
+        return _read_key_file(key_file)
+    text = os.environ.get(env)
     if not text:
-        msg = (
-            f"no master key: set {MASTER_KEY_ENV} (32 bytes, hex or base64) "
-            "or pass --master-key-file"
-        )
+        msg = f"no master key: set {env} (32 bytes, hex or base64) or pass its key file"
         raise KeyStoreError(msg)
     return parse_master_key(text)
 
 
-def seal(kek: bytes, owner: str, epoch: int, key: bytes) -> bytes:
-    """One key, encrypted as a one-key ``KeyRing`` blob (AES-256-GCM, fresh nonce)."""
+def load_master_keys(
+    key_file: Path | None = None, new_key_file: Path | None = None, *, require_new: bool = False
+) -> MasterKeys:
+    """The master key, and the new one during a rotation (``$RESPUBLICA_NEW_MASTER_KEY``).
 
-    def token_bytes(n: int) -> bytes:  # the ring asks once for the key, then for a nonce
-        return key if n == KEY_BYTES else secrets.token_bytes(n)
-
-    ring = KeyRing(token_bytes=token_bytes)
-    ring.key(owner, epoch)
-    return ring.to_encrypted_bytes(kek)
-
-
-def unseal(blob: bytes, kek: bytes, owner: str, epoch: int) -> bytes:
-    """The key sealed by ``seal``; ``KeyStoreError`` for a wrong KEK or a foreign blob."""
-    try:
-        ring = KeyRing.from_encrypted_bytes(blob, kek, token_bytes=_refuse)
-    except KeyRingError as exc:
-        msg = f"a sealed key of {owner} cannot be opened: {exc} (is the master key right?)"
-        raise KeyStoreError(msg) from exc
-    if epoch not in ring.epochs(owner):
-        msg = f"a sealed key of {owner} holds another key than its record says"
-        raise KeyStoreError(msg)
-    return ring.key(owner, epoch)
+    With a new key, records are sealed under it and opened under either (docs/security.md).
+    """
+    old = load_master_key(key_file)
+    if new_key_file is None and not os.environ.get(NEW_MASTER_KEY_ENV):
+        if require_new:
+            msg = f"no new master key: set {NEW_MASTER_KEY_ENV} or pass --new-master-key-file"
+            raise KeyStoreError(msg)
+        return MasterKeys(old)
+    new = load_master_key(new_key_file, NEW_MASTER_KEY_ENV)
+    return MasterKeys(new) if new == old else MasterKeys(new, (old,))
 
 
 def _refuse(n: int) -> bytes:
@@ -139,9 +152,14 @@ class SharedKeyRing(KeyRing):
             self._keys[(contract, epoch)] = bytearray(self._resolve(contract, epoch))
         return super().key(contract, epoch)
 
-    def adopt(self, contract: str, epoch: int, key: bytes) -> None:
-        """Hold a key read from the store (first record wins, so it never changes)."""
-        self._keys.setdefault((contract, epoch), bytearray(key))
+
+@dataclass(frozen=True)
+class _Winner:
+    """The adopted candidate so far: lowest order wins."""
+
+    order: int
+    key: bytes
+    name: str
 
 
 @dataclass
@@ -149,25 +167,48 @@ class _Seen:
     """What the log holds so far, reduced: winners by epoch, all candidates, the floor."""
 
     offset: int = 0
-    winners: dict[int, tuple[int, bytes]] = field(default_factory=dict)  # epoch -> (offset, blob)
+    winners: dict[int, _Winner] = field(default_factory=dict)
     candidates: dict[int, set[str]] = field(default_factory=dict)
-    noise: tuple[int, bytes] | None = None
+    noise: _Winner | None = None
     floor: int | None = None
     progress: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ResealReport:
+    """What ``KeyStore.reseal`` did to the live records of one contract."""
+
+    resealed: int
+    tombstoned: int
+    already_current: int
+    rejected: dict[str, int]
 
 
 class KeyStore:
     """The keys of one contract: pseudonym keys per epoch, one noise key, destruction floor."""
 
-    def __init__(self, contract: str, log: KeysLog, kek: bytes, writer: str) -> None:
+    def __init__(
+        self,
+        contract: str,
+        log: KeysLog,
+        masters: MasterKeys,
+        writer: str,
+        *,
+        on_reject: Callable[[RejectReason], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.contract = contract
         self.ring = SharedKeyRing(self._resolve)
         self._log = log
-        self._kek = kek
+        self._masters = masters
         self._writer = writer
         self._seen = _Seen()
         self._lock = threading.RLock()  # the raw loop and the merger loop share a store
+        self._on_reject = on_reject
+        self._clock = clock
+        self._roll_at: float | None = None
         self.destroyed = 0
+        self.rejected: Counter[str] = Counter()
 
     def refresh(self) -> None:
         """Read what other workers appended; adopt their keys and floors."""
@@ -177,29 +218,68 @@ class KeyStore:
                 self._seen.offset = offset + 1
             self._apply_floor()
 
-    def _apply(self, offset: int, key: str, value: bytes | None) -> None:
-        kind, _, rest = key.partition("|")
+    def _reject(self, reason: RejectReason, offset: int) -> None:
+        self.rejected[reason.value] += 1
+        _log.warning(
+            "ignored record %d of the key topic of %s (%s)", offset, self.contract, reason.value
+        )
+        if self._on_reject is not None:
+            self._on_reject(reason)
+
+    def _apply(self, offset: int, name: str, value: bytes | None) -> None:
+        try:
+            if value is None:
+                self._tombstone(name)
+                return
+            record = open_record(self._masters, self.contract, name, value)
+        except KeyRecordRejected as exc:
+            self._reject(exc.reason, offset)
+            return
         seen = self._seen
-        if kind == "floor" and value is not None:
-            epoch = int(rest)
+        epoch = record.epoch if record.epoch is not None else 0
+        order = offset if record.order is None else record.order
+        if record.kind == "floor":
             seen.floor = epoch if seen.floor is None else max(seen.floor, epoch)
-        elif kind == "progress" and value is not None:
-            epoch = int(json.loads(value)["epoch"])
-            seen.progress[rest] = max(epoch, seen.progress.get(rest, epoch))
-        elif kind == "noise" and value is not None and seen.noise is None:
-            seen.noise = (offset, value)
-        elif kind == "pseudonym":
-            epoch = int(rest.partition("|")[0])
-            seen.candidates.setdefault(epoch, set()).add(key)
-            if value is not None and epoch not in seen.winners:
-                seen.winners[epoch] = (offset, value)
+        elif record.kind == "progress":
+            view = parse_name(name)[2]
+            seen.progress[view] = max(epoch, seen.progress.get(view, epoch))
+        elif record.key is not None and record.kind == "noise":
+            if seen.noise is None or order < seen.noise.order:
+                seen.noise = _Winner(order, record.key, name)
+        elif record.key is not None:
+            seen.candidates.setdefault(epoch, set()).add(name)
+            winner = seen.winners.get(epoch)
+            alive = seen.floor is None or epoch >= seen.floor
+            if alive and (winner is None or order < winner.order):
+                seen.winners[epoch] = _Winner(order, record.key, name)
+
+    def _tombstone(self, name: str) -> None:
+        """Only tombstones of dead candidates are ours; any other is counted (and ignored)."""
+        try:
+            kind, epoch, _ = parse_name(name)
+        except KeyRecordRejected:
+            kind, epoch = "", None
+        if kind != "pseudonym" or epoch is None:
+            raise KeyRecordRejected(RejectReason.TOMBSTONE)
+        seen = self._seen
+        seen.candidates.setdefault(epoch, set()).add(name)
+        winner = seen.winners.get(epoch)
+        live = seen.floor is None or epoch >= seen.floor
+        if live and winner is not None and winner.name == name:  # no floor shredded it
+            raise KeyRecordRejected(RejectReason.TOMBSTONE)
 
     def _apply_floor(self) -> None:
         floor = self._seen.floor
         if floor is not None and floor > (self.ring.destroyed_before(self.contract) or -(2**63)):
             self.destroyed += self.ring.destroy_before(self.contract, floor)
             for old in [e for e in self._seen.winners if e < floor]:
-                del self._seen.winners[old]  # even sealed copies go: nothing to unseal later
+                del self._seen.winners[old]  # even our copies go: nothing to open later
+            self._roll_at = self._clock() + ROLL_AFTER_S
+
+    def _append(self, name: str, *, epoch: int | None = None, key: bytes | None = None) -> None:
+        self._log.append(
+            name, seal_record(self._masters, self.contract, name, epoch=epoch, key=key)
+        )
 
     def _resolve(self, contract: str, epoch: int) -> bytes:
         with self._lock:
@@ -208,10 +288,14 @@ class KeyStore:
                 msg = f"key {contract}:{epoch} was destroyed"
                 raise KeyDestroyedError(msg)
             if epoch not in self._seen.winners:
-                candidate = seal(self._kek, contract, epoch, secrets.token_bytes(KEY_BYTES))
-                self._log.append(f"pseudonym|{epoch}|{self._writer}", candidate)
+                name = f"pseudonym|{epoch}|{self._writer}"
+                self._append(name, epoch=epoch, key=secrets.token_bytes(KEY_BYTES))
                 self.refresh()
-            return unseal(self._seen.winners[epoch][1], self._kek, contract, epoch)
+            winner = self._seen.winners.get(epoch)
+            if winner is None:
+                msg = f"the key of {contract}:{epoch} just written cannot be read back"
+                raise KeyStoreError(msg)
+            return winner.key
 
     def oldest_epoch(self) -> int | None:
         """The oldest epoch whose pseudonym key this process still holds (None: no key yet)."""
@@ -220,15 +304,15 @@ class KeyStore:
 
     def noise_key(self) -> bytes:
         """The contract's noise secret (created once, by whichever worker writes first)."""
-        owner = f"{self.contract}/noise"
         with self._lock:
             self.refresh()
             if self._seen.noise is None:
-                blob = seal(self._kek, owner, _NOISE_EPOCH, secrets.token_bytes(KEY_BYTES))
-                self._log.append(f"noise|{self._writer}", blob)
+                self._append(f"noise|{self._writer}", key=secrets.token_bytes(KEY_BYTES))
                 self.refresh()
-            assert self._seen.noise is not None  # noqa: S101 - our own append is read back
-            return unseal(self._seen.noise[1], self._kek, owner, _NOISE_EPOCH)
+            if self._seen.noise is None:
+                msg = f"the noise key of {self.contract} just written cannot be read back"
+                raise KeyStoreError(msg)
+            return self._seen.noise.key
 
     def progress(self, view: str, epoch: int, views: Collection[str]) -> int:
         """Record that ``view`` needs no key below ``epoch``; shred what no view needs.
@@ -238,7 +322,7 @@ class KeyStore:
         with self._lock:
             if epoch <= self._seen.progress.get(view, -(2**63)):
                 return 0
-            self._log.append(f"progress|{view}", json.dumps({"epoch": epoch}).encode())
+            self._append(f"progress|{view}", epoch=epoch)
             self.refresh()
             needed = [self._seen.progress.get(v) for v in views]
             if any(e is None for e in needed):
@@ -251,11 +335,79 @@ class KeyStore:
             self.refresh()
             if self._seen.floor is not None and epoch <= self._seen.floor:
                 return 0
-            self._log.append(f"floor|{epoch}", f'{{"epoch": {epoch}}}'.encode())
+            self._append(f"floor|{epoch}", epoch=epoch)
             for old in sorted(e for e in self._seen.candidates if e < epoch):
                 for key in sorted(self._seen.candidates.pop(old)):
-                    self._log.append(key, None)  # tombstone: compaction drops the blob
+                    self._log.append(key, None)  # tombstone: compaction drops the sealed key
                 self._seen.winners.pop(old, None)
             before = self.destroyed
             self.refresh()
             return self.destroyed - before
+
+    def roll(self) -> bool:
+        """Append the floor again once ``ROLL_AFTER_S`` has passed since a destruction.
+
+        Kafka rolls the active segment only when a record arrives after ``segment.ms``; until
+        then the tombstones of a destruction cannot be compacted, and the sealed keys they
+        shred stay on disk. Returns whether a record was appended.
+        """
+        with self._lock:
+            floor = self._seen.floor
+            if self._roll_at is None or floor is None or self._clock() < self._roll_at:
+                return False
+            self._roll_at = None
+            self._append(f"floor|{floor}", epoch=floor)
+            return True
+
+    def _live(self, record: KeyRecord) -> bool:
+        seen = self._seen
+        if record.kind == "pseudonym":
+            winner = seen.winners.get(record.epoch if record.epoch is not None else 0)
+            return winner is not None and winner.name == record.name
+        if record.kind == "noise":
+            return seen.noise is not None and seen.noise.name == record.name
+        return True
+
+    def reseal(self) -> ResealReport:
+        """Seal every live record still under another master key under the current one.
+
+        Keys below the floor and losing candidates are tombstoned, never re-sealed (destroyed
+        keys stay destroyed); a record that does not open is left alone and reported; a
+        re-sealed key keeps the order of its original, so the same candidate still wins.
+        """
+        with self._lock:
+            self.refresh()
+            latest: dict[str, tuple[int, bytes | None]] = {}
+            for offset, name, value in self._log.read_from(0):
+                latest[name] = (offset, value)
+            counts: Counter[str] = Counter()
+            rejected: Counter[str] = Counter()
+            for name, (offset, value) in sorted(latest.items(), key=lambda item: item[1][0]):
+                if value is None:
+                    continue
+                try:
+                    record = open_record(self._masters, self.contract, name, value)
+                except KeyRecordRejected as exc:
+                    rejected[exc.reason.value] += 1
+                    continue
+                if not self._live(record):
+                    self._log.append(name, None)
+                    counts["tombstoned"] += 1
+                elif record.current:
+                    counts["current"] += 1
+                else:
+                    order = offset if record.order is None else record.order
+                    sealed = seal_record(
+                        self._masters,
+                        self.contract,
+                        name,
+                        epoch=record.epoch,
+                        key=record.key,
+                        order=order,
+                    )
+                    self._log.append(name, sealed)
+                    counts["resealed"] += 1
+            self.refresh()
+            return ResealReport(
+                counts["resealed"], counts["tombstoned"], counts["current"], dict(rejected)
+            )

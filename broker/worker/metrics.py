@@ -12,6 +12,7 @@ from datetime import datetime
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
 from broker.metrics import metrics_for
+from broker.worker.keyrecords import RejectReason
 from contracts.model import Contract
 from policies.base import ProcessOutcome
 
@@ -29,6 +30,7 @@ class WorkerMetrics:
         self.records_published = catalogue.records_published
         self.delay = catalogue.window_release_delay
         self.keys_destroyed = catalogue.keys_destroyed
+        self.key_records_rejected = catalogue.key_records_rejected
         self.epsilon_spent = catalogue.epsilon_spent
         self.epsilon_budget = catalogue.epsilon_budget
         self.end_to_end = catalogue.end_to_end_latency
@@ -89,6 +91,8 @@ class WorkerMetrics:
         """
         self.catalogue.describe_contract(contract, now)
         self.keys_destroyed.labels(contract.id)
+        for reason in RejectReason:
+            self.key_records_rejected.labels(contract.id, reason.value)
         for view in contract.views:
             labels = (contract.id, view.name)
             for family in (

@@ -36,6 +36,7 @@ COMMANDS = (
     "apply",
     "users",
     "worker",
+    "keys",
     "validator",
     "gateway",
     "simulate",
@@ -100,4 +101,5 @@ def test_help_time_constants_agree_with_their_owners() -> None:
     from connectors.simulate import SIMULATORS
 
     assert cli_worker.MASTER_KEY_ENV == keystore.MASTER_KEY_ENV
+    assert cli_worker.NEW_MASTER_KEY_ENV == keystore.NEW_MASTER_KEY_ENV
     assert cli_ingest.SIMULATOR_NAMES == tuple(sorted(SIMULATORS))

@@ -12,6 +12,7 @@ from kafka import KafkaProducer
 from broker.kafka.clients import KafkaKeysLog
 from broker.kafka.settings import KafkaSettings
 from broker.worker.engine import Engine, WorkerConfig
+from broker.worker.keyrecords import MasterKeys
 from broker.worker.keystore import KeyStore
 from broker.worker.merge import MergeOutput
 from broker.worker.metrics import WorkerMetrics
@@ -33,7 +34,7 @@ from tests.worker.support import (
 )
 
 pytestmark = pytest.mark.integration
-KEK = bytes.fromhex(MASTER_KEY)
+KEK = MasterKeys(bytes.fromhex(MASTER_KEY))
 
 
 class SimulatedCrash(Exception):

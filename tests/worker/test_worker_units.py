@@ -11,7 +11,14 @@ import pytest
 
 from broker.kafka.internal import CONTROL_HEADER, END_OF_STREAM_MARK, Checkpoint
 from broker.kafka.publish import ReleaseEncoder, canonical_json, decode_public, public_schemas
-from broker.worker.keystore import KeyStore, KeyStoreError, parse_master_key, seal, unseal
+from broker.worker.keyrecords import (
+    KeyRecordRejected,
+    MasterKeys,
+    RejectReason,
+    open_record,
+    seal_record,
+)
+from broker.worker.keystore import ROLL_AFTER_S, KeyStore, KeyStoreError, parse_master_key
 from broker.worker.merge import MergeStage
 from broker.worker.metrics import WorkerMetrics
 from broker.worker.partials import PartialsStage, RawRecord
@@ -26,7 +33,7 @@ from tests.worker.support import (
     unique_contract,
 )
 
-KEK = bytes(range(32))
+KEK = MasterKeys(bytes(range(32)))
 
 
 class MemoryLog:
@@ -58,18 +65,31 @@ def test_master_key_accepts_hex_and_base64_only() -> None:
         assert bad not in str(caught.value) or bad == ""
 
 
-def test_sealed_key_opens_only_with_its_kek() -> None:
-    blob = seal(KEK, "c", 3, b"k" * 32)
-    assert unseal(blob, KEK, "c", 3) == b"k" * 32
-    with pytest.raises(KeyStoreError):
-        unseal(blob, bytes(32), "c", 3)
+def test_sealed_key_opens_only_with_its_master_key_contract_and_name() -> None:
+    blob = seal_record(KEK, "c", "pseudonym|3|w", epoch=3, key=b"k" * 32)
+    assert open_record(KEK, "c", "pseudonym|3|w", blob).key == b"k" * 32
+    refusals = [
+        (RejectReason.UNKNOWN_MASTER_KEY, MasterKeys(bytes(32)), "c", "pseudonym|3|w"),
+        (RejectReason.AUTHENTICATION, KEK, "d", "pseudonym|3|w"),  # another contract
+        (RejectReason.AUTHENTICATION, KEK, "c", "pseudonym|4|w"),  # another epoch
+        (RejectReason.AUTHENTICATION, KEK, "c", "pseudonym|3|x"),  # another writer
+        (RejectReason.FORMAT, KEK, "c", "pseudonym|x|w"),
+    ]
+    for reason, masters, contract, name in refusals:
+        with pytest.raises(KeyRecordRejected) as caught:
+            open_record(masters, contract, name, blob)
+        assert caught.value.reason is reason
+    altered = blob[:-1] + bytes([blob[-1] ^ 1])
+    with pytest.raises(KeyRecordRejected) as caught:
+        open_record(KEK, "c", "pseudonym|3|w", altered)
+    assert caught.value.reason is RejectReason.AUTHENTICATION
 
 
 def test_two_workers_adopt_the_first_key_written() -> None:
     log = MemoryLog()
     first, second = KeyStore("c", log, KEK, "w1"), KeyStore("c", log, KEK, "w2")
     # Both miss epoch 7; the second writes its candidate before the first reads the log.
-    log.append("pseudonym|7|w2", seal(KEK, "c", 7, b"2" * 32))
+    log.append("pseudonym|7|w2", seal_record(KEK, "c", "pseudonym|7|w2", epoch=7, key=b"2" * 32))
     assert first.ring.key("c", 7) == b"2" * 32
     assert second.ring.key("c", 7) == b"2" * 32
     assert [k for k, _ in log.records] == ["pseudonym|7|w2"]  # nobody wrote a rival
@@ -95,6 +115,59 @@ def test_keys_are_destroyed_only_when_every_view_has_passed() -> None:
         other.ring.key("c", 1)
     assert other.ring.key("c", 3) == store.ring.key("c", 3)
     assert any(k == "pseudonym|1|w1" and v is None for k, v in log.records)  # tombstoned
+
+
+def test_a_rotation_keeps_the_winner_and_leaves_destroyed_keys_destroyed() -> None:
+    log, new = MemoryLog(), MasterKeys(bytes([7]) * 32, (KEK.current,))
+    first, second = KeyStore("c", log, KEK, "w1"), KeyStore("c", log, KEK, "w2")
+    keys = {epoch: first.ring.key("c", epoch) for epoch in (1, 2, 3)}
+    log.append("pseudonym|3|w2", seal_record(KEK, "c", "pseudonym|3|w2", epoch=3, key=b"x" * 32))
+    noise = second.noise_key()
+    assert first.destroy_before(2) == 1
+    report = KeyStore("c", log, new, "rotation").reseal()
+    # epochs 2 and 3, the noise key, the floor; the losing candidate of epoch 3 is tombstoned
+    assert (report.resealed, report.tombstoned, report.rejected) == (4, 1, {})
+    assert KeyStore("c", log, new, "rotation").reseal().resealed == 0  # idempotent
+    rejected: list[RejectReason] = []  # the originals, under the old key, until compacted
+    after = KeyStore("c", log, MasterKeys(new.current), "w3", on_reject=rejected.append)
+    assert after.ring.key("c", 3) == keys[3] and after.ring.key("c", 2) == keys[2]
+    assert after.noise_key() == noise
+    with pytest.raises(KeyDestroyedError):
+        after.ring.key("c", 1)
+    assert set(rejected) == {RejectReason.UNKNOWN_MASTER_KEY}
+
+
+def test_forged_records_are_counted_and_never_obeyed() -> None:
+    log, rejected = MemoryLog(), []
+    store = KeyStore("c", log, KEK, "w1", on_reject=rejected.append)
+    key = store.ring.key("c", 5)
+    log.append("floor|9", b'{"epoch": 9}')  # the old, unsealed floor
+    log.append("floor|9", seal_record(MasterKeys(bytes(32)), "c", "floor|9", epoch=9))
+    log.append("floor|9", seal_record(KEK, "other", "floor|9", epoch=9))
+    log.append("pseudonym|5|w1", None)  # a tombstone of a live key
+    log.append("pseudonym|\xff|w1", b"RPK1 an old sealed ring")
+    store.refresh()
+    assert rejected == [
+        RejectReason.FORMAT,
+        RejectReason.UNKNOWN_MASTER_KEY,
+        RejectReason.AUTHENTICATION,
+        RejectReason.TOMBSTONE,
+        RejectReason.FORMAT,
+    ]
+    assert store.ring.key("c", 5) == key
+    assert KeyStore("c", log, KEK, "w2").ring.key("c", 5) == key
+
+
+def test_a_destruction_appends_the_floor_again_once_the_segment_may_roll() -> None:
+    now = [0.0]
+    log = MemoryLog()
+    store = KeyStore("c", log, KEK, "w1", clock=lambda: now[0])
+    store.ring.key("c", 1)
+    store.destroy_before(2)
+    assert not store.roll()
+    now[0] = ROLL_AFTER_S
+    assert store.roll() and not store.roll()
+    assert log.records[-1][0] == "floor|2"
 
 
 def _stages(
