@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from contracts import Contract
 
 TOKENS_ENV = "RESPUBLICA_GATEWAY_TOKENS"
+METRICS_PORT = 9464  # the Prometheus exporters' registered default port
 TOKEN_ENV = "RESPUBLICA_TOKEN"  # noqa: S105 - the name of a variable, not a token
 # The names of connectors.simulate.SIMULATORS, whose package takes a while to import: `--help`
 # must stay fast. tests/layout/test_cli_start.py checks that they agree.
@@ -86,6 +87,27 @@ def _register_gateway(commands: Any) -> None:
     add_allow_outside_refs(gateway)
     gateway.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
     gateway.add_argument("--port", type=int, default=8080, help="port to listen on (8080)")
+    gateway.add_argument(
+        "--tls-cert",
+        type=Path,
+        metavar="FILE",
+        help="serve HTTPS (TLS 1.2+) with this PEM certificate chain (with --tls-key); "
+        "default: plain HTTP, for use behind a TLS proxy",
+    )
+    gateway.add_argument(
+        "--tls-key", type=Path, metavar="FILE", help="the PEM private key of --tls-cert"
+    )
+    gateway.add_argument(
+        "--metrics-host",
+        default="127.0.0.1",
+        help="address of the /metrics listener, apart from the push API (127.0.0.1)",
+    )
+    gateway.add_argument(
+        "--metrics-port",
+        type=int,
+        default=METRICS_PORT,
+        help=f"port of /metrics; 0: no metrics listener ({METRICS_PORT})",
+    )
     gateway.add_argument(
         "--tokens", type=Path, help=f"provider tokens file (default: ${TOKENS_ENV})"
     )
@@ -151,11 +173,13 @@ def _register_gateway(commands: Any) -> None:
 def _gateway(args: argparse.Namespace) -> int:
     import asyncio
 
+    from prometheus_client import CollectorRegistry
+
     from broker.ingest.auth import load_tokens
     from broker.ingest.fairuse import FairUseLimits
-    from broker.ingest.gateway import GatewayConfig, make_app
+    from broker.ingest.gateway import GatewayConfig, make_app, make_metrics_app
     from broker.ingest.producer import GatewayProducer
-    from broker.ingest.server import serve
+    from broker.ingest.server import Listen, ServeConfig, serve, tls_context
     from broker.kafka.writer import ProducerSettings
     from contracts import load_contracts
 
@@ -179,13 +203,22 @@ def _gateway(args: argparse.Namespace) -> int:
         fair_use=FairUseLimits(args.rate_limit, args.rate_burst, args.max_concurrent),
         max_connections=args.max_connections,
     )
+    if (args.tls_cert is None) != (args.tls_key is None):
+        msg = "give both --tls-cert and --tls-key, or neither"
+        raise RespublicaError(msg)
+    tls = tls_context(args.tls_cert, args.tls_key) if args.tls_cert else None
+    metrics = Listen(args.metrics_host, args.metrics_port) if args.metrics_port else None
+    where = ServeConfig(Listen(args.host, args.port), metrics, config.max_connections, tls)
+    registry = CollectorRegistry()
     settings = ProducerSettings(kafka_settings(args))
-    app = make_app(config, lambda: GatewayProducer(settings))
+    app = make_app(config, lambda: GatewayProducer(settings), registry=registry)
+    scheme = "https" if tls else "http"
+    scraped = f"/metrics on http://{metrics.host}:{metrics.port}" if metrics else "no /metrics"
     print(
-        f"respublica gateway on http://{args.host}:{args.port} for {len(contracts)} "
-        f"contracts and {len(config.providers)} providers; Ctrl-C to stop."
+        f"respublica gateway on {scheme}://{args.host}:{args.port} for {len(contracts)} "
+        f"contracts and {len(config.providers)} providers, {scraped}; Ctrl-C to stop."
     )
-    asyncio.run(serve(app, args.host, args.port, max_connections=config.max_connections))
+    asyncio.run(serve(app, where, metrics=make_metrics_app(registry)))
     return 0
 
 

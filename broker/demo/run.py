@@ -32,7 +32,7 @@ from prometheus_client import CollectorRegistry
 from broker.analysts.export import export
 from broker.analysts.map import cell_means, render
 from broker.deadline import wait_for
-from broker.ingest.auth import ProviderGrant, hash_token
+from broker.ingest.auth import ContractGrant, ProviderGrant, hash_token
 from broker.ingest.gateway import GatewayConfig, make_app
 from broker.kafka import topics
 from broker.kafka.clients import end_of_stream
@@ -190,7 +190,7 @@ async def push_all(
         ProviderGrant(
             id="demo-provider",
             token_sha256=hash_token(token),
-            contracts=tuple(c.id for c in contracts),
+            contracts=tuple(ContractGrant(id=c.id) for c in contracts),
         ),
     )
     clock = ReplayClock()

@@ -1,11 +1,16 @@
-"""Who may push to the HTTP gateway: providers, their bearer tokens (as hashes) and contracts.
+"""Who may push to the HTTP gateway: providers, their bearer tokens (as hashes), contracts, streams.
 
 The tokens file is YAML::
 
     providers:
       - id: scootco
         token_sha256: 5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8
-        contracts: [lyon-micromobility]
+        contracts:
+          - lyon-micromobility                               # every stream of the contract
+          - {id: paris-micromobility, streams: [trips]}      # only these streams
+
+A contract given by its id alone grants every one of its streams; ``streams`` narrows the
+grant to the streams listed (the gateway refuses, at start, a stream its contract lacks).
 
 Only the SHA-256 of a token is stored, so the file is not a secret worth stealing; the
 gateway hashes the presented token and compares digests with ``hmac.compare_digest`` against
@@ -20,10 +25,10 @@ import hmac
 import secrets
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from contracts.errors import RespublicaError
 
@@ -34,14 +39,52 @@ class GatewayConfigError(RespublicaError):
     """The tokens file is missing or malformed (the message names the path, never a value)."""
 
 
+class ContractGrant(BaseModel):
+    """One contract a provider may push to, and which of its streams (None: every stream)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: Annotated[str, Field(min_length=1)]
+    streams: tuple[Annotated[str, Field(min_length=1)], ...] | None = Field(
+        default=None, min_length=1
+    )
+
+    def covers(self, stream: str) -> bool:
+        """Whether this grant lets the provider push to ``stream`` of the contract."""
+        return self.streams is None or stream in self.streams
+
+
 class ProviderGrant(BaseModel):
-    """One provider: its id, the SHA-256 (hex) of its token, the contracts it may push to."""
+    """One provider: its id, the SHA-256 (hex) of its token, what it may push to.
+
+    ``contracts`` entries are ``ContractGrant``s; a bare contract id is read as a grant of
+    every stream of that contract (the tokens file's short form).
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     id: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")]
     token_sha256: Annotated[str, Field(pattern=HEX_SHA256)]
-    contracts: tuple[str, ...] = Field(min_length=1)
+    contracts: tuple[ContractGrant, ...] = Field(min_length=1)
+
+    @field_validator("contracts", mode="before")
+    @classmethod
+    def _bare_ids(cls, value: Any) -> Any:
+        if isinstance(value, list | tuple):
+            return tuple({"id": v} if isinstance(v, str) else v for v in value)
+        return value
+
+    @model_validator(mode="after")
+    def _one_grant_per_contract(self) -> ProviderGrant:
+        ids = [g.id for g in self.contracts]
+        if len(ids) != len(set(ids)):
+            msg = "a contract is granted more than once; list its streams in one entry"
+            raise ValueError(msg)
+        return self
+
+    def grant(self, contract: str) -> ContractGrant | None:
+        """This provider's grant on ``contract``, or None."""
+        return next((g for g in self.contracts if g.id == contract), None)
 
 
 class TokensFile(BaseModel):

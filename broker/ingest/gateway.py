@@ -6,11 +6,13 @@ goes through the same ``StreamValidator`` as the Kafka ingest path; valid items 
 to ``raw.<c>.<s>``, rejected ones to ``dlq.<c>.<s>`` (original bytes plus reason headers).
 The answer comes only after Kafka acknowledged the whole batch: 200 with the accepted count
 and, per rejected item, ``{index, reason, field}``. Whole-request problems get a status and
-an error code: 400 malformed body, 401 missing or unknown token, 403 contract not granted to
-the token, 404 unknown contract or stream, 408 body not received in time, 413 body or batch
-too large, 415 content type or encoding, 429 over the token's rate or concurrency (with
-``Retry-After``), 503 Kafka did not acknowledge (retry; see ``broker.kafka.writer`` on
-duplicates).
+an error code: 400 malformed body, 401 missing or unknown token, 403 contract or stream not
+granted to the token (``FORBIDDEN``, ``STREAM_NOT_GRANTED``: the same answer whether or not
+another tenant's contract or stream exists), 404 a granted contract this gateway does not
+serve or an unknown stream of a contract granted whole, 408 body not received in time, 413
+body or batch too large, 415 content type or encoding, 429 over the token's rate or
+concurrency (with ``Retry-After``), 503 Kafka did not acknowledge (retry; see
+``broker.kafka.writer`` on duplicates).
 
 The body is read as a stream and cut into items as it arrives (``broker.ingest.body``); an
 item over ``max_item_bytes`` is rejected as PAYLOAD_TOO_LARGE without being held. Items
@@ -19,7 +21,10 @@ failure and ``/healthz`` says the truth about Kafka (``broker.ingest.producer``)
 
 Nothing from the request body, the URL's unknown ids or the token ever reaches a log line,
 a response, a DLQ header or a metric label: responses carry reason codes and field paths.
-``GET /healthz`` and ``GET /metrics`` (Prometheus text of an explicit registry) complete it.
+``GET /healthz`` completes it. ``GET /metrics`` (Prometheus text of an explicit registry) is
+a separate application, ``make_metrics_app``, served on its own address
+(``broker.ingest.server``): a provider reaching the ingest port cannot read the counters of
+other tenants.
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from broker.ingest.auth import Authenticator, ProviderGrant
+from broker.ingest.auth import Authenticator, GatewayConfigError, ProviderGrant
 from broker.ingest.body import BodyLimits, RequestRefused, read_items
 from broker.ingest.fairuse import FairUse, FairUseLimits, retry_after
 from broker.ingest.framing import Item
@@ -104,6 +109,7 @@ class GatewayConfig:
         if not 0 < self.max_item_bytes <= MAX_ITEM_CEILING:
             msg = f"max_item_bytes must be between 1 and {MAX_ITEM_CEILING}"
             raise ValueError(msg)
+        _check_stream_grants(self.contracts, self.providers)
 
     @property
     def body_limits(self) -> BodyLimits:
@@ -263,12 +269,18 @@ class Gateway:
         provider = self.auth.provider(request.headers.get("Authorization"))
         if provider is None:
             raise RequestRefused(401, "UNAUTHENTICATED", "missing or unknown bearer token")
-        contract_id = request.match_info["contract"]
+        contract_id, stream = request.match_info["contract"], request.match_info["stream"]
+        # Grants first: a token learns nothing of contracts or streams it is not granted,
+        # not even whether they exist.
+        grant = provider.grant(contract_id)
+        if grant is None:
+            raise RequestRefused(403, "FORBIDDEN", "this token may not push to this contract")
+        if not grant.covers(stream):
+            msg = "this token may not push to this stream of the contract"
+            raise RequestRefused(403, "STREAM_NOT_GRANTED", msg)
         if contract_id not in self.router.contracts:
             raise RequestRefused(404, Reason.UNKNOWN_CONTRACT.value, "no such contract")
-        if contract_id not in provider.contracts:
-            raise RequestRefused(403, "FORBIDDEN", "this token may not push to this contract")
-        target = self.router.route(contract_id, request.match_info["stream"])
+        target = self.router.route(contract_id, stream)
         if isinstance(target, Rejected):
             raise RequestRefused(404, target.reason.value, "no such stream in the contract")
         return provider, target
@@ -336,12 +348,6 @@ class Gateway:
         body = {"status": "degraded", "kafka": kafka, "reason": health.reason}
         return web.json_response(body, status=503)
 
-    async def metrics(self, request: web.Request) -> web.Response:
-        """``GET /metrics``: Prometheus text exposition of the gateway's registry."""
-        response = web.Response(body=generate_latest(self.registry))
-        response.headers["Content-Type"] = CONTENT_TYPE_LATEST
-        return response
-
 
 GATEWAY_KEY = web.AppKey("gateway", Gateway)
 
@@ -364,7 +370,6 @@ def make_app(
     app = web.Application()  # bodies are read as streams, bounded by broker.ingest.body
     app.router.add_post(EVENTS_ROUTE, gateway.post_events)
     app.router.add_get("/healthz", gateway.healthz)
-    app.router.add_get("/metrics", gateway.metrics)
     add_schema_routes(app, config.contracts)  # read-only Schema Registry API (analysts)
     probes: list[asyncio.Task[None]] = []
 
@@ -385,6 +390,23 @@ def make_app(
     app.on_startup.append(start_probe)
     app.on_cleanup.append(close_writer)
     app[GATEWAY_KEY] = gateway
+    return app
+
+
+def make_metrics_app(registry: CollectorRegistry) -> web.Application:
+    """``GET /metrics``: the Prometheus text of ``registry`` (the gateway's), on its own app.
+
+    It is served on a separate address from the push API, loopback by default: the counters
+    carry every tenant's contract ids and volumes.
+    """
+
+    async def metrics(_: web.Request) -> web.Response:
+        response = web.Response(body=generate_latest(registry))
+        response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+        return response
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
     return app
 
 
@@ -430,6 +452,20 @@ def _dead_letter(
         facts = {H_ORIGINAL_BYTES: str(item.size).encode(), H_ORIGINAL_SHA256: item.sha256.encode()}
         headers = [(name, facts.get(name, value)) for name, value in headers]
     return OutRecord(validator.dlq_topic, None, value, headers)
+
+
+def _check_stream_grants(contracts: Sequence[Contract], providers: Sequence[ProviderGrant]) -> None:
+    """A grant naming a stream its (served) contract lacks is a typo that would deny silently."""
+    streams = {c.id: {s.name for s in c.streams} for c in contracts}
+    for provider in providers:
+        for grant in provider.contracts:
+            unknown = set(grant.streams or ()) - streams.get(grant.id, set(grant.streams or ()))
+            if unknown:
+                msg = (
+                    f"provider {provider.id}: contract {grant.id} has no stream "
+                    f"{', '.join(sorted(unknown))}"
+                )
+                raise GatewayConfigError(msg)
 
 
 def _forget(validator: StreamValidator, event_ids: Sequence[Hashable]) -> None:

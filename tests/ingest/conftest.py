@@ -18,7 +18,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry
 
 from broker.ingest.auth import ProviderGrant, hash_token
-from broker.ingest.gateway import GatewayConfig, make_app
+from broker.ingest.gateway import GATEWAY_KEY, GatewayConfig, make_app, make_metrics_app
 from broker.ingest.server import SERVER_OPTIONS
 from broker.kafka.serde import decode_body
 from broker.kafka.writer import KafkaUnavailable, OutRecord
@@ -135,6 +135,15 @@ async def gateway_client() -> AsyncIterator[ClientFactory]:
     yield make
     for client in clients:
         await client.close()
+
+
+async def scrape(client: TestClient[Any, Any]) -> str:
+    """The ``/metrics`` text of a test gateway, from its own metrics app (not the ingest port)."""
+    registry = client.app[GATEWAY_KEY].registry
+    async with TestClient(TestServer(make_metrics_app(registry), host="127.0.0.1")) as metrics:
+        response = await metrics.get("/metrics")
+        assert response.status == 200
+        return await response.text()
 
 
 class ListSink:

@@ -93,6 +93,32 @@ def test_hash_token_reads_stdin(
     assert hash_token(token_line.split()[-1]) == hash_line.split()[-1]
 
 
+@pytest.mark.parametrize(
+    ("tls", "complaint"),
+    [
+        (["--tls-cert", "cert.pem"], "give both --tls-cert and --tls-key"),
+        (["--tls-cert", "cert.pem", "--tls-key", "key.pem"], "cannot load the TLS certificate"),
+    ],
+)
+def test_gateway_refuses_half_or_unreadable_tls_settings(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tls: list[str],
+    complaint: str,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "key.pem").write_text("SENTINEL-KEY-MATERIAL")
+    tokens = tmp_path / "tokens.yaml"
+    tokens.write_text(
+        f"providers:\n  - id: scootco\n    token_sha256: {hash_token('x')}\n"
+        "    contracts: [lyon-micromobility]\n"
+    )
+    assert main(["gateway", "--tokens", str(tokens), *tls]) == 1
+    err = capsys.readouterr().err
+    assert complaint in err and "SENTINEL" not in err
+
+
 async def test_replay_pushes_a_file_through_the_gateway(
     tmp_path: Path, gateway_client: ClientFactory, examples: dict[str, Contract]
 ) -> None:
@@ -303,6 +329,8 @@ def run_gateway_bench(kafka_bootstrap: str, tmp_path: Path) -> None:
             kafka_bootstrap,
             "--port",
             str(port),
+            "--metrics-port",
+            "0",
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -8,13 +8,19 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from broker.ingest.auth import Authenticator, ProviderGrant, hash_token, load_tokens
+from broker.ingest.auth import (
+    Authenticator,
+    ContractGrant,
+    ProviderGrant,
+    hash_token,
+    load_tokens,
+)
 from broker.kafka.writer import KafkaBatchWriter, ProducerSettings
 from broker.metrics import METRIC_NAMES
 from connectors.simulate import MobilitySimulator, SimOptions, take
 from connectors.validate import H_REASON, H_SOURCE
 from contracts import Contract
-from tests.ingest.conftest import NOW_MS, ClientFactory, MemoryWriter, bearer
+from tests.ingest.conftest import NOW_MS, ClientFactory, MemoryWriter, bearer, scrape
 
 URL = "/v1/contracts/lyon-micromobility/streams/vehicle_events/events"
 
@@ -101,17 +107,18 @@ async def test_tokens_are_checked_and_scoped(
 
 
 @pytest.mark.parametrize(
-    ("url", "code"),
+    ("provider", "url", "code"),
     [
-        ("/v1/contracts/nowhere/streams/vehicle_events/events", "UNKNOWN_CONTRACT"),
-        ("/v1/contracts/lyon-micromobility/streams/telemetry/events", "UNKNOWN_STREAM"),
+        # staybnb is granted paris-str, which this gateway does not serve
+        ("staybnb", "/v1/contracts/paris-str/streams/activity/events", "UNKNOWN_CONTRACT"),
+        ("scootco", "/v1/contracts/lyon-micromobility/streams/telemetry/events", "UNKNOWN_STREAM"),
     ],
 )
 async def test_unknown_contract_or_stream_is_404(
-    gateway_client: ClientFactory, mobility: Contract, url: str, code: str
+    gateway_client: ClientFactory, mobility: Contract, provider: str, url: str, code: str
 ) -> None:
     client = await gateway_client([mobility], MemoryWriter())
-    response = await client.post(url, json=good_events(1), headers=bearer("scootco"))
+    response = await client.post(url, json=good_events(1), headers=bearer(provider))
     assert response.status == 404
     assert (await response.json())["error"] == code
 
@@ -218,7 +225,7 @@ async def test_metrics_count_by_reason_without_values(
     events = good_events(4)
     events[0] = {**events[0], "lat": 99.0}
     await client.post(URL, json=events, headers=bearer("scootco"))
-    text = await (await client.get("/metrics")).text()
+    text = await scrape(client)
     assert (
         'respublica_events_ingested_total{contract="lyon-micromobility",'
         'source="gateway",stream="vehicle_events"} 4.0'
@@ -240,7 +247,7 @@ async def test_metrics_endpoint_exposes_every_documented_metric_and_no_data_valu
     events[0] = {**events[0], "vehicle_id": sentinel, "lat": 99.0}
     events[1] = {**events[1], "unexpected_" + sentinel.lower().replace("-", "_"): 1}
     await client.post(URL, json=events, headers=bearer("scootco"))
-    text = await (await client.get("/metrics")).text()
+    text = await scrape(client)
     for name in METRIC_NAMES:  # the catalogue of docs/metrics.md, all on one registry
         assert f"# HELP {name} " in text, name
     assert "sentinel" not in text.lower()
@@ -271,7 +278,7 @@ def test_tokens_file_errors_name_paths_not_values(tmp_path: Any) -> None:
         f"providers:\n  - id: scootco\n    token_sha256: {hash_token('x')}\n"
         "    contracts: [lyon-micromobility]\n"
     )
-    assert load_tokens(path)[0].contracts == ("lyon-micromobility",)
+    assert load_tokens(path)[0].contracts == (ContractGrant(id="lyon-micromobility"),)
 
 
 class BrokenWriter(MemoryWriter):

@@ -29,7 +29,7 @@ from connectors.simulate import MobilitySimulator, SimOptions, take
 from connectors.simulate.faults import JSON_KINDS, FaultInjector
 from connectors.validate import H_FIELD, H_REASON, H_SOURCE
 from contracts import Contract
-from tests.ingest.conftest import NOW_MS, ClientFactory
+from tests.ingest.conftest import NOW_MS, ClientFactory, scrape
 
 pytestmark = pytest.mark.integration
 GOOD, BAD_EVERY, BATCH = 10_000, 10, 500
@@ -143,7 +143,8 @@ async def whole_request_faults(
     line = json.dumps(planted({"timestamp": CLOCK[0]}, 0)).encode()
     auth = {"Authorization": "Bearer tok-good", "Content-Type": "application/x-ndjson"}
     cases = [
-        (f"/v1/contracts/{SENTINEL}-c/streams/vehicle_events/events", auth, line, 404),
+        # not granted: 403 whether or not such a contract exists
+        (f"/v1/contracts/{SENTINEL}-c/streams/vehicle_events/events", auth, line, 403),
         (f"/v1/contracts/{live.id}/streams/{SENTINEL}-s/events", auth, line, 404),
         (
             f"/v1/contracts/{live.id}/streams/trips/events",
@@ -230,7 +231,7 @@ async def test_10k_good_1k_bad_through_the_gateway_on_kafka(
     statuses = await post_batches(client, live, expected)
     assert set(statuses) == {200}
     await whole_request_faults(client, live, future, expected)
-    metrics_text = await (await client.get("/metrics")).text()
+    metrics_text = await scrape(client)
 
     check_raw(live, expected, consumer_factory)
     dlq = check_dlq(live, expected, consumer_factory)
