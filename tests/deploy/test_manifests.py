@@ -30,7 +30,10 @@ REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 K8S = DEPLOY / "k8s"
 SECRET_TEMPLATE = "secret-master-key.yaml"  # noqa: S105 (a file name)
+# Secret templates: placeholders only, never listed in the kustomization.
+SECRET_TEMPLATES = frozenset({SECRET_TEMPLATE, "secret-kafka.yaml", "secret-gateway-tokens.yaml"})
 PLACEHOLDER = "REPLACE_ME_WITH_OPENSSL_RAND_BASE64_32"
+KAFKA_IMAGE = "apache/kafka:"
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 ALL_INTERFACES = "0.0.0.0"  # noqa: S104 (containers must listen on their network interface)
 
@@ -65,9 +68,17 @@ def _objects(kind: str) -> list[dict[str, Any]]:
 
 
 def _pod_templates() -> Iterator[tuple[str, dict[str, Any]]]:
+    """The pod templates running the respublica image (the Kafka StatefulSet is apart)."""
     for kind in ("Deployment", "Job"):
         for obj in _objects(kind):
             yield obj["metadata"]["name"], obj["spec"]["template"]
+    for obj in _objects("CronJob"):
+        yield obj["metadata"]["name"], obj["spec"]["jobTemplate"]["spec"]["template"]
+
+
+def _generated_configmaps() -> set[str]:
+    (kustomization,) = _docs(K8S / "kustomization.yaml")
+    return {g["name"] for g in kustomization.get("configMapGenerator", [])}
 
 
 def _ids(pairs: list[tuple[str, dict[str, Any]]]) -> list[str]:
@@ -130,6 +141,25 @@ LONG_RUNNING_CONTAINER: Schema = {
         "readinessProbe": PROBE,
         "livenessProbe": PROBE,
         "startupProbe": PROBE,
+    },
+}
+
+
+KAFKA_CONTAINER: Schema = {
+    **CONTAINER,
+    "required": ["name", "image", "command", "resources", "securityContext", "volumeMounts"],
+    "properties": {
+        **CONTAINER["properties"],
+        "image": {"type": "string", "pattern": r"apache/kafka:[\w.-]+"},
+        "securityContext": {
+            **CONTAINER["properties"]["securityContext"],
+            "required": ["allowPrivilegeEscalation", "capabilities"],
+            # The image renders its configuration under /opt/kafka/config at start.
+            "properties": {
+                **CONTAINER["properties"]["securityContext"]["properties"],
+                "readOnlyRootFilesystem": {"type": "boolean"},
+            },
+        },
     },
 }
 
@@ -236,6 +266,67 @@ SCHEMAS: dict[str, Schema] = {
             },
         }
     ),
+    "CronJob": _workload(
+        {
+            "type": "object",
+            "required": ["schedule", "jobTemplate"],
+            "properties": {
+                "jobTemplate": {
+                    "type": "object",
+                    "required": ["spec"],
+                    "properties": {
+                        "spec": {
+                            "type": "object",
+                            "required": ["template"],
+                            "properties": {
+                                "template": {
+                                    "type": "object",
+                                    "required": ["metadata", "spec"],
+                                    "properties": {
+                                        "spec": _pod_spec(
+                                            CONTAINER,
+                                            restartPolicy={"enum": ["Never", "OnFailure"]},
+                                        )
+                                    },
+                                }
+                            },
+                        }
+                    },
+                }
+            },
+        }
+    ),
+    "StatefulSet": _workload(
+        {
+            "type": "object",
+            "required": ["serviceName", "replicas", "selector", "template"],
+            "properties": {
+                "template": {
+                    "type": "object",
+                    "required": ["metadata", "spec"],
+                    "properties": {"spec": _pod_spec(KAFKA_CONTAINER)},
+                }
+            },
+        }
+    ),
+    "NetworkPolicy": {
+        "type": "object",
+        "required": ["metadata", "spec"],
+        "properties": {
+            "metadata": METADATA,
+            "spec": {
+                "type": "object",
+                "required": ["podSelector", "policyTypes"],
+                "properties": {
+                    "policyTypes": {
+                        "type": "array",
+                        "minItems": 1,
+                        "items": {"enum": ["Ingress", "Egress"]},
+                    }
+                },
+            },
+        },
+    },
     "Kustomization": {
         "type": "object",
         "required": ["resources"],
@@ -249,6 +340,9 @@ API_VERSIONS = {
     "Service": "v1",
     "Deployment": "apps/v1",
     "Job": "batch/v1",
+    "CronJob": "batch/v1",
+    "StatefulSet": "apps/v1",
+    "NetworkPolicy": "networking.k8s.io/v1",
     "Kustomization": "kustomize.config.k8s.io/v1beta1",
 }
 
@@ -328,27 +422,70 @@ def test_probes_and_scrape_annotations_use_declared_ports(deployment: dict[str, 
     assert int(annotations["prometheus.io/port"]) in ports.values()
 
 
-def test_workers_run_two_replicas_with_health_on_6066_and_the_master_key() -> None:
-    (worker,) = [d for d in _objects("Deployment") if d["metadata"]["name"] == "respublica-worker"]
-    assert worker["spec"]["replicas"] == 2
-    container = worker["spec"]["template"]["spec"]["containers"][0]
-    assert container["args"] == ["worker", "--web-host", ALL_INTERFACES, "--web-port", "6066"]
-    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"metrics": 6066}
-    env = {e["name"]: e for e in container["env"]}
-    ref = env["RESPUBLICA_MASTER_KEY"]["valueFrom"]["secretKeyRef"]
-    assert ref == {"name": "respublica-master-key", "key": "RESPUBLICA_MASTER_KEY"}
+WORKER_CONTRACTS = {
+    "lyon-micromobility": "micromobility.yaml",
+    "bordeaux-navigation": "navigation.yaml",
+    "paris-str": "rentals.yaml",
+}
+
+
+def _workers() -> dict[str, dict[str, Any]]:
+    return {
+        d["metadata"]["name"].removeprefix("respublica-worker-"): d
+        for d in _objects("Deployment")
+        if d["metadata"]["name"].startswith("respublica-worker-")
+    }
+
+
+def test_one_worker_per_contract_with_health_on_6066_and_the_master_key() -> None:
+    workers = _workers()
+    assert set(workers) == set(WORKER_CONTRACTS)
+    for contract_id, worker in workers.items():
+        assert worker["spec"]["replicas"] == 2
+        container = worker["spec"]["template"]["spec"]["containers"][0]
+        path = f"{render.MOUNT_PATH}/examples/{WORKER_CONTRACTS[contract_id]}"
+        assert container["args"] == [
+            "worker",
+            "--contracts",
+            path,
+            "--group",
+            f"respublica.{contract_id}",
+            "--web-host",
+            ALL_INTERFACES,
+            "--web-port",
+            "6066",
+        ]
+        assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"metrics": 6066}
+        env = {e["name"]: e for e in container["env"]}
+        ref = env["RESPUBLICA_MASTER_KEY"]["valueFrom"]["secretKeyRef"]
+        assert ref == {"name": "respublica-master-key", "key": "RESPUBLICA_MASTER_KEY"}
+    selectors = [
+        tuple(sorted(w["spec"]["selector"]["matchLabels"].items())) for w in workers.values()
+    ]
+    assert len(set(selectors)) == len(selectors), "each Deployment selects its own pods"
+
+
+def test_worker_contract_files_hold_the_contract_they_are_named_after() -> None:
+    for contract_id, filename in WORKER_CONTRACTS.items():
+        doc = yaml.safe_load((REPO / "contracts/examples" / filename).read_text(encoding="utf-8"))
+        assert doc["id"] == contract_id
 
 
 def test_each_component_runs_its_subcommand() -> None:
     args = {name: template["spec"]["containers"][0]["args"] for name, template in _pod_templates()}
     assert {name: command[0] for name, command in args.items()} == {
         "respublica-apply": "apply",
+        "respublica-audit": "audit",
         "respublica-gateway": "gateway",
         "respublica-validator": "validator",
-        "respublica-worker": "worker",
+        **{f"respublica-worker-{c}": "worker" for c in WORKER_CONTRACTS},
     }
     # The validator serves no metrics unless asked to; Prometheus and the probes need them.
     assert args["respublica-validator"][1:] == ["--metrics-port", "6066"]
+    # The gateway listens on the pod's interface (default 127.0.0.1) with its tokens file.
+    gateway = args["respublica-gateway"]
+    assert gateway[gateway.index("--host") + 1] == ALL_INTERFACES
+    assert gateway[gateway.index("--tokens") + 1] == "/etc/respublica/gateway/tokens.yaml"
 
 
 @pytest.mark.parametrize("service", _objects("Service"), ids=lambda s: s["metadata"]["name"])
@@ -356,23 +493,35 @@ def test_service_selects_a_deployment_and_its_named_port(service: dict[str, Any]
     selector = service["spec"]["selector"].items()
     matching = [
         d
-        for d in _objects("Deployment")
+        for kind in ("Deployment", "StatefulSet")
+        for d in _objects(kind)
         if selector <= d["spec"]["template"]["metadata"]["labels"].items()
     ]
-    assert len(matching) == 1, "a Service must select exactly one Deployment's pods"
-    container = matching[0]["spec"]["template"]["spec"]["containers"][0]
-    names = {p["name"] for p in container["ports"]}
-    assert {p["targetPort"] for p in service["spec"]["ports"]} <= names
+    assert matching, "a Service must select some workload's pods"
+    assert len({d["metadata"]["labels"]["app.kubernetes.io/component"] for d in matching}) == 1
+    for workload in matching:
+        container = workload["spec"]["template"]["spec"]["containers"][0]
+        names = {p["name"] for p in container["ports"]}
+        assert {p["targetPort"] for p in service["spec"]["ports"]} <= names
+
+
+def _all_pod_templates() -> Iterator[tuple[str, dict[str, Any]]]:
+    yield from _pod_templates()
+    for obj in _objects("StatefulSet"):
+        yield obj["metadata"]["name"], obj["spec"]["template"]
 
 
 def test_pods_refer_to_configmaps_and_secrets_that_exist() -> None:
-    configmaps = {c["metadata"]["name"]: c for c in _objects("ConfigMap")}
+    configmaps = {c["metadata"]["name"] for c in _objects("ConfigMap")} | _generated_configmaps()
     secrets = {s["metadata"]["name"]: s for s in _objects("Secret")}
-    for name, template in _pod_templates():
+    for name, template in _all_pod_templates():
         spec = template["spec"]
         for container in spec["containers"]:
             for source in container.get("envFrom", []):
-                assert source["configMapRef"]["name"] in configmaps, name
+                if "configMapRef" in source:
+                    assert source["configMapRef"]["name"] in configmaps, name
+                else:
+                    assert source["secretRef"]["name"] in secrets, name
             for var in container.get("env", []):
                 ref = var.get("valueFrom", {}).get("secretKeyRef")
                 if ref:
@@ -380,6 +529,10 @@ def test_pods_refer_to_configmaps_and_secrets_that_exist() -> None:
         for volume in spec["volumes"]:
             if "configMap" in volume:
                 assert volume["configMap"]["name"] in configmaps, name
+            if "secret" in volume:
+                secret = secrets[volume["secret"]["secretName"]]
+                for item in volume["secret"].get("items", []):
+                    assert item["key"] in secret["stringData"], name
 
 
 # ------------------------------------------------------------------ kustomization and secret
@@ -391,15 +544,27 @@ def test_kustomization_lists_every_manifest_but_the_secret_template() -> None:
     assert len(listed) == len(set(listed))
     missing = [name for name in listed if not (K8S / name).is_file()]
     assert missing == []
-    on_disk = {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml", SECRET_TEMPLATE}
+    on_disk = {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml", *SECRET_TEMPLATES}
     assert set(listed) == on_disk
+    assert {p.name for p in K8S.glob("secret-*.yaml")} == SECRET_TEMPLATES
     assert kustomization["namespace"] == "respublica"
+    for generator in kustomization["configMapGenerator"]:
+        assert all((K8S / f).is_file() for f in generator["files"]), generator["name"]
 
 
 def test_secret_template_holds_only_the_placeholder() -> None:
     (secret,) = _docs(K8S / SECRET_TEMPLATE)
     assert secret["stringData"] == {"RESPUBLICA_MASTER_KEY": PLACEHOLDER}
     assert "TEMPLATE ONLY" in (K8S / SECRET_TEMPLATE).read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("template", sorted(SECRET_TEMPLATES))
+def test_every_secret_template_holds_placeholders_only(template: str) -> None:
+    assert "TEMPLATE ONLY" in (K8S / template).read_text(encoding="utf-8")
+    for secret in _docs(K8S / template):
+        for key, value in secret["stringData"].items():
+            if key != "RESPUBLICA_KAFKA_USERNAME":  # a user name is not a secret
+                assert "REPLACE_ME" in value, f"{template}: {key} is not a placeholder"
 
 
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed")
@@ -411,8 +576,9 @@ def test_kustomize_builds_every_listed_object() -> None:
     expected = sorted(
         doc["kind"]
         for name, doc in _manifests()
-        if doc["kind"] != "Kustomization" and name != SECRET_TEMPLATE
+        if doc["kind"] != "Kustomization" and name not in SECRET_TEMPLATES
     )
+    expected = sorted([*expected, *("ConfigMap" for _ in _generated_configmaps())])
     assert kinds == expected
 
 

@@ -25,7 +25,15 @@ pytestmark = pytest.mark.unit
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 DASHBOARD = DEPLOY / "grafana" / "dashboards" / "respublica-auditor.json"
-APP_SERVICES = ("apply", "gateway", "validator", "worker")
+# One policy worker per example contract: (service, contract id, contract file).
+WORKERS = (
+    ("worker-lyon-micromobility", "lyon-micromobility", "micromobility.yaml"),
+    ("worker-bordeaux-navigation", "bordeaux-navigation", "navigation.yaml"),
+    ("worker-paris-str", "paris-str", "rentals.yaml"),
+)
+WORKER_SERVICES = tuple(service for service, _, _ in WORKERS)
+APP_SERVICES = ("apply", "gateway", "validator", *WORKER_SERVICES)
+ON_DEMAND_SERVICES = ("audit",)  # respublica sub-commands run by hand (own profile)
 ALL_INTERFACES = "0.0.0.0"  # noqa: S104 (containers must listen on their network interface)
 
 # The compliance metrics the dashboard may use: exported name -> label names (histograms add
@@ -113,26 +121,41 @@ def _host_path(spec: str) -> Path | None:
 
 def test_compose_defines_the_whole_stack_behind_a_profile() -> None:
     services = _compose()["services"]
-    assert set(services) == {"kafka", *APP_SERVICES, "prometheus", "grafana"}
+    assert set(services) == {"kafka", *APP_SERVICES, *ON_DEMAND_SERVICES, "prometheus", "grafana"}
     # `docker compose up -d` alone still starts only Kafka, as the README says.
     assert "profiles" not in services["kafka"]
-    assert all(services[name]["profiles"] == ["stack"] for name in services if name != "kafka")
+    assert all(services[name]["profiles"] == ["audit"] for name in ON_DEMAND_SERVICES)
+    assert all(
+        services[name]["profiles"] == ["stack"]
+        for name in services
+        if name not in ("kafka", *ON_DEMAND_SERVICES)
+    )
 
 
 def test_compose_app_services_run_the_respublica_image_and_subcommand() -> None:
-    for name in APP_SERVICES:
+    for name in (*APP_SERVICES, *ON_DEMAND_SERVICES):
         service = _service(name)
         assert service["image"].startswith("respublica:")
-        assert service["command"][0] == name
+        command = service.get("entrypoint", ["respublica", *service["command"]])[1:]
+        assert command[0] == name.split("-")[0]
         assert service["read_only"] is True and service["cap_drop"] == ["ALL"]
     assert _service("apply")["restart"] == "no"
-    for name in ("gateway", "validator", "worker"):
+    for name in ("gateway", "validator", *WORKER_SERVICES):
         condition = _service(name)["depends_on"]["apply"]["condition"]
         assert condition == "service_completed_successfully"
-    assert _service("worker")["deploy"]["replicas"] == 2
     assert _service("validator")["command"][1:] == ["--metrics-port", "6066"]
-    # Prometheus in another container must reach the worker's web server.
-    assert _service("worker")["command"][1:] == ["--web-host", ALL_INTERFACES, "--web-port", "6066"]
+    for worker, contract_id, filename in WORKERS:
+        # One contract, its own groups; Prometheus in another container reaches the web server.
+        assert _service(worker)["command"][1:] == [
+            "--contracts",
+            f"/etc/respublica/contracts/examples/{filename}",
+            "--group",
+            f"respublica.{contract_id}",
+            "--web-host",
+            ALL_INTERFACES,
+            "--web-port",
+            "6066",
+        ]
     assert "127.0.0.1:8080:8080" in _service("gateway")["ports"]
 
 
@@ -145,16 +168,22 @@ def test_compose_references_only_existing_files() -> None:
         for volume in service.get("volumes", []):
             path = _host_path(volume)
             assert path is None or path.exists(), f"{name}: {volume}"
+        for env_file in service.get("env_file", []):
+            assert env_file.startswith("${RESPUBLICA_SECRETS_DIR:?"), "secrets stay outside"
 
 
 def test_compose_mounts_contracts_with_their_relative_layout() -> None:
     for name in APP_SERVICES:
-        mounts = dict(v.split(":")[:2] for v in _service(name)["volumes"])
+        mounts = dict(v.rsplit(":", 2)[:2] for v in _service(name)["volumes"])
         assert mounts == {
             "../contracts/examples": "/etc/respublica/contracts/examples",
             "../contracts/schemas": "/etc/respublica/contracts/schemas",
+            SECRETS_DIR + "/kafka/ca.pem": "/etc/respublica/kafka/ca.pem",
         }
         assert _environment(name)["RESPUBLICA_CONTRACTS"] == "/etc/respublica/contracts/examples"
+
+
+SECRETS_DIR = "${RESPUBLICA_SECRETS_DIR:?run deploy/make_secrets.py and set it in the env file}"
 
 
 def test_containers_bootstrap_on_a_listener_advertised_inside_the_network() -> None:
@@ -166,10 +195,10 @@ def test_containers_bootstrap_on_a_listener_advertised_inside_the_network() -> N
     )
     assert set(advertised) <= set(listeners) <= set(protocols)
     # The host keeps 127.0.0.1:9092, on the port compose publishes.
-    assert advertised["PLAINTEXT"] == "127.0.0.1:9092"
+    assert advertised["HOST"] == "127.0.0.1:9092"
     assert "127.0.0.1:9092:9092" in _service("kafka")["ports"]
-    for name in APP_SERVICES:
-        bootstrap = _environment(name)["KAFKA_BOOTSTRAP"]
+    for name in (*APP_SERVICES, *ON_DEMAND_SERVICES):
+        bootstrap = _environment(name)["RESPUBLICA_KAFKA_BOOTSTRAP"]
         (listener,) = [k for k, v in advertised.items() if v == bootstrap]
         assert bootstrap.split(":")[0] == "kafka", "containers reach Kafka by service name"
         assert listeners[listener].endswith(":" + bootstrap.split(":")[1])
@@ -180,9 +209,9 @@ def test_compose_never_carries_the_master_key() -> None:
         name: _environment(name).get("RESPUBLICA_MASTER_KEY") for name in _compose()["services"]
     }
     # Only the workers get it, and only from the caller's environment or --env-file.
-    assert {name: key for name, key in keys.items() if key is not None} == {
-        "worker": "${RESPUBLICA_MASTER_KEY:-}"
-    }
+    assert {name: key for name, key in keys.items() if key is not None} == dict.fromkeys(
+        WORKER_SERVICES, "${RESPUBLICA_MASTER_KEY:-}"
+    )
     example = (DEPLOY / "compose.env.example").read_text(encoding="utf-8")
     assert "RESPUBLICA_MASTER_KEY=REPLACE_ME" in example
 
@@ -197,10 +226,15 @@ def _scrape_jobs() -> dict[str, dict[str, Any]]:
 
 def test_prometheus_scrapes_gateway_validator_and_every_worker() -> None:
     jobs = _scrape_jobs()
-    assert jobs["gateway"]["static_configs"][0]["targets"] == ["gateway:8080"]
+    assert jobs["gateway"]["static_configs"][0]["targets"] == ["gateway:9464"]
     assert jobs["validator"]["static_configs"][0]["targets"] == ["validator:6066"]
     (workers,) = jobs["worker"]["dns_sd_configs"]
-    assert workers == {"names": ["worker"], "type": "A", "port": 6066, "refresh_interval": "15s"}
+    assert workers == {
+        "names": list(WORKER_SERVICES),
+        "type": "A",
+        "port": 6066,
+        "refresh_interval": "15s",
+    }
     assert all(
         jobs[name].get("metrics_path", "/metrics") == "/metrics"
         for name in ("gateway", "validator", "worker")
@@ -221,10 +255,11 @@ def test_prometheus_targets_match_the_kubernetes_ports() -> None:
         "worker": str(jobs["worker"]["dns_sd_configs"][0]["port"]),
     }
     for component, port in expected.items():
-        annotations = deployments[f"respublica-{component}"]["spec"]["template"]["metadata"][
-            "annotations"
-        ]
-        assert annotations["prometheus.io/port"] == port, component
+        names = [n for n in deployments if n.startswith(f"respublica-{component}")]
+        assert names, component
+        for name in names:
+            annotations = deployments[name]["spec"]["template"]["metadata"]["annotations"]
+            assert annotations["prometheus.io/port"] == port, name
 
 
 # ------------------------------------------------------------------ Grafana
