@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import hashlib
-import ipaddress
 import os
 import secrets
 import sys
@@ -44,10 +43,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from broker.kafka.tls import issue
 
 REPO = Path(__file__).resolve().parents[1]
 CONTRACTS = REPO / "contracts" / "examples"
@@ -121,68 +118,7 @@ def admin_properties(admin_password: str, ca_path: str) -> str:
 
 def make_tls(now: datetime.datetime) -> tuple[bytes, bytes, bytes]:
     """A CA and a broker certificate for ``BROKER_NAMES``: (ca.pem, ca.key, broker.pem)."""
-    ca_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "respublica deploy CA")])
-    ca = (
-        _builder(ca_name, ca_name, ca_key, now)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(_key_usage(cert_sign=True), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    names: list[x509.GeneralName] = [x509.DNSName(n) for n in BROKER_NAMES]
-    names += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in BROKER_IPS]
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "respublica-kafka")])
-    cert = (
-        _builder(subject, ca_name, key, now)
-        .add_extension(x509.SubjectAlternativeName(names), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(_key_usage(cert_sign=False), critical=True)
-        .add_extension(
-            x509.ExtendedKeyUsage(
-                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
-            ),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    pem = serialization.Encoding.PEM
-    ca_pem = ca.public_bytes(pem)
-    return ca_pem, _pkcs8(ca_key), _pkcs8(key) + cert.public_bytes(pem) + ca_pem
-
-
-def _builder(
-    subject: x509.Name, issuer: x509.Name, key: rsa.RSAPrivateKey, now: datetime.datetime
-) -> x509.CertificateBuilder:
-    return (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=VALID_DAYS))
-    )
-
-
-def _key_usage(*, cert_sign: bool) -> x509.KeyUsage:
-    return x509.KeyUsage(
-        digital_signature=True,
-        content_commitment=False,
-        key_encipherment=not cert_sign,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=cert_sign,
-        crl_sign=cert_sign,
-        encipher_only=False,
-        decipher_only=False,
-    )
-
-
-def _pkcs8(key: rsa.RSAPrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
+    return issue("respublica deploy CA", "respublica-kafka", BROKER_NAMES, BROKER_IPS, now)
 
 
 def load_providers(contracts_dir: Path) -> dict[str, list[str]]:

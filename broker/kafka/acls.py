@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import (
     ACL,
     ACLFilter,
@@ -29,9 +29,9 @@ from kafka.admin import (
 )
 from kafka.errors import KafkaError, SecurityDisabledError
 
+from broker.kafka.admin import AdminSession
 from broker.kafka.clients import read_partitions
 from broker.kafka.defaults import VALIDATOR_GROUP, WORKER_GROUP
-from broker.kafka.settings import KafkaSettings, as_settings
 from contracts.errors import RespublicaError
 from contracts.model import Contract
 
@@ -274,27 +274,11 @@ def plan_acls(
     return AclPlan(tuple(actions), foreign)
 
 
-class AclAdmin:
+class AclAdmin(AdminSession):
     """The cluster's ACLs and the ledger, with Kafka errors translated (never a secret)."""
 
-    def __init__(self, kafka: KafkaSettings | str) -> None:
-        self.kafka = settings = as_settings(kafka)
-        try:
-            self._admin = KafkaAdminClient(
-                **settings.kafka_python("acls"), request_timeout_ms=15000
-            )
-        except (KafkaError, OSError) as exc:
-            msg = f"cannot reach the Kafka cluster at {settings.bootstrap} ({type(exc).__name__})"
-            raise AclAdminError(msg) from exc
-
-    def close(self) -> None:
-        self._admin.close()
-
-    def __enter__(self) -> AclAdmin:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    role = "acls"
+    error = AclAdminError
 
     def bindings(self) -> set[AclBinding]:
         """Every ACL of the cluster; ``NoAuthorizer`` when there is no authorizer."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,65 +59,81 @@ class LocalTls:
             return
         self.folder.mkdir(parents=True, exist_ok=True)
         self.folder.chmod(0o700)
-        now = datetime.datetime.now(datetime.UTC)
-        ca_key = _key()
-        ca_name = _name("respublica local CA")
-        ca_cert = (
-            x509.CertificateBuilder()
-            .subject_name(ca_name)
-            .issuer_name(ca_name)
-            .public_key(ca_key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=VALID_DAYS))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .sign(ca_key, hashes.SHA256())
+        ca_pem, ca_key, broker_pem = issue(
+            "respublica local CA", "respublica local broker", ["localhost"], ["127.0.0.1"]
         )
-        broker_key = _key()
-        broker_cert = (
-            x509.CertificateBuilder()
-            .subject_name(_name("respublica local broker"))
-            .issuer_name(ca_name)
-            .public_key(broker_key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=VALID_DAYS))
-            .add_extension(
-                x509.SubjectAlternativeName(
-                    [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-                ),
-                critical=False,
-            )
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(
-                x509.ExtendedKeyUsage(
-                    [x509.ExtendedKeyUsageOID.SERVER_AUTH, x509.ExtendedKeyUsageOID.CLIENT_AUTH]
-                ),
-                critical=False,
-            )
-            .sign(ca_key, hashes.SHA256())
+        _write_private(self.ca_key, ca_key)
+        _write_private(self.ca_cert, ca_pem)
+        _write_private(self.broker_pem, broker_pem)
+
+
+def issue(
+    ca_name: str,
+    broker_name: str,
+    dns_names: Sequence[str],
+    ip_addresses: Sequence[str],
+    now: datetime.datetime | None = None,
+) -> tuple[bytes, bytes, bytes]:
+    """A new CA and a broker certificate it signs for those names and addresses, as PEM:
+    ``(ca.pem, ca.key, broker.pem)``, where ``broker.pem`` is the broker's PKCS#8 key followed
+    by its certificate chain (Kafka's ``ssl.keystore.type=PEM``). Also used by
+    ``deploy/make_secrets.py`` for the shipped deployments."""
+    now = now or datetime.datetime.now(datetime.UTC)
+    ca_key = _key()
+    ca_subject = _name(ca_name)
+    ca_cert = (
+        _builder(ca_subject, ca_subject, ca_key, now)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(_key_usage(cert_sign=True), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    broker_key = _key()
+    names: list[x509.GeneralName] = [x509.DNSName(n) for n in dns_names]
+    names += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ip_addresses]
+    broker_cert = (
+        _builder(_name(broker_name), ca_subject, broker_key, now)
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(_key_usage(cert_sign=False), critical=True)
+        .add_extension(
+            x509.ExtendedKeyUsage(
+                [x509.ExtendedKeyUsageOID.SERVER_AUTH, x509.ExtendedKeyUsageOID.CLIENT_AUTH]
+            ),
+            critical=False,
         )
-        pem = serialization.Encoding.PEM
-        _write_private(self.ca_key, _pkcs8(ca_key))
-        _write_private(self.ca_cert, ca_cert.public_bytes(pem))
-        _write_private(
-            self.broker_pem,
-            _pkcs8(broker_key) + broker_cert.public_bytes(pem) + ca_cert.public_bytes(pem),
-        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    pem = serialization.Encoding.PEM
+    ca_pem = ca_cert.public_bytes(pem)
+    return ca_pem, _pkcs8(ca_key), _pkcs8(broker_key) + broker_cert.public_bytes(pem) + ca_pem
+
+
+def _builder(
+    subject: x509.Name, issuer: x509.Name, key: rsa.RSAPrivateKey, now: datetime.datetime
+) -> x509.CertificateBuilder:
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=VALID_DAYS))
+    )
+
+
+def _key_usage(*, cert_sign: bool) -> x509.KeyUsage:
+    return x509.KeyUsage(
+        digital_signature=True,
+        content_commitment=False,
+        key_encipherment=not cert_sign,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=cert_sign,
+        crl_sign=cert_sign,
+        encipher_only=False,
+        decipher_only=False,
+    )
 
 
 def _key() -> rsa.RSAPrivateKey:

@@ -13,11 +13,10 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import Enum
 
-from kafka import KafkaAdminClient
 from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
 from kafka.errors import KafkaError
 
-from broker.kafka.settings import KafkaSettings, as_settings
+from broker.kafka.admin import AdminSession
 from contracts.errors import RespublicaError
 from contracts.model import Contract, View
 
@@ -246,29 +245,11 @@ def _diff(
     return TopicAction(spec, ActionKind.ALTER, changes)
 
 
-class TopicAdmin:
+class TopicAdmin(AdminSession):
     """The few admin calls plan/apply need, with Kafka errors translated."""
 
-    def __init__(self, kafka: KafkaSettings | str) -> None:
-        settings = as_settings(kafka)
-        try:
-            self._admin = KafkaAdminClient(
-                **settings.kafka_python("admin"),
-                request_timeout_ms=15000,
-                bootstrap_timeout_ms=10000,
-            )
-        except (KafkaError, OSError) as exc:
-            msg = f"cannot reach the Kafka cluster at {settings.bootstrap} ({type(exc).__name__})"
-            raise TopicAdminError(msg) from exc
-
-    def close(self) -> None:
-        self._admin.close()
-
-    def __enter__(self) -> TopicAdmin:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    role = "admin"
+    error = TopicAdminError
 
     def partitions(self, names: Sequence[str]) -> dict[str, int]:
         existing = set(self._admin.list_topics())

@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from kafka import KafkaAdminClient
 from kafka.admin import ScramMechanism, UserScramCredentialDeletion, UserScramCredentialUpsertion
 from kafka.errors import KafkaError
 
-from broker.kafka.settings import KafkaSettings, as_settings
+from broker.kafka.admin import AdminSession
+from broker.kafka.settings import KafkaSettings
 from contracts.errors import RespublicaError
 
 MECHANISM = ScramMechanism.SCRAM_SHA_512
@@ -55,27 +55,11 @@ def new_password() -> str:
     return secrets.token_urlsafe(24)
 
 
-class ScramUsers:
+class ScramUsers(AdminSession):
     """The admin calls for SCRAM credentials, with Kafka errors translated."""
 
-    def __init__(self, kafka: KafkaSettings | str) -> None:
-        self.kafka = settings = as_settings(kafka)
-        try:
-            self._admin = KafkaAdminClient(
-                **settings.kafka_python("users"), request_timeout_ms=15000
-            )
-        except (KafkaError, OSError) as exc:
-            msg = f"cannot reach the Kafka cluster at {settings.bootstrap} ({type(exc).__name__})"
-            raise UserAdminError(msg) from exc
-
-    def close(self) -> None:
-        self._admin.close()
-
-    def __enter__(self) -> ScramUsers:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    role = "users"
+    error = UserAdminError
 
     def list(self) -> dict[str, list[str]]:
         """User name -> its SCRAM mechanisms, sorted."""
