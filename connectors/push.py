@@ -34,6 +34,7 @@ from connectors.retry import (
     transient_status,
     with_retries,
 )
+from policies.pseudonymise import canonical_id
 
 NDJSON = "application/x-ndjson"
 
@@ -271,7 +272,8 @@ def _subject_key(line: bytes, subject: str | None) -> bytes | None:
         value = json.loads(line).get(subject)
     except (ValueError, AttributeError, UnicodeDecodeError):
         return None
-    return str(value).encode() if isinstance(value, str | int) else None
+    # The canonical form, as the validator keys raw: every spelling of a subject stays together.
+    return canonical_id(value).encode() if isinstance(value, str | int) else None
 
 
 def read_lines(lines: Iterable[bytes]) -> Iterable[bytes]:

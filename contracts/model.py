@@ -331,9 +331,9 @@ class Noise(_Model):
             return 0
         rate = self.epsilon / self.max_groups
         q = math.exp(-rate)
-        margin = max(0, math.ceil(math.log(self.max_groups / (self.delta * (1 + q))) / rate))
-        while margin > 0 and self.max_groups * q ** (margin - 1) / (1 + q) <= self.delta:
-            margin -= 1  # the closed form, checked on the floats the tail is computed with
+        # Just below the closed form, then up on the floats the tail is computed with.
+        closed = math.log(self.max_groups / (self.delta * (1 + q))) / rate
+        margin = max(0, math.floor(closed) - 1)
         while self.max_groups * q**margin / (1 + q) > self.delta:
             margin += 1
         return margin

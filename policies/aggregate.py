@@ -284,7 +284,12 @@ class Aggregator:
                         continue
                     seen.add(digest)
             if limits is not None:
-                mine = bounds_by_window.setdefault(start, {}).setdefault(pseudonym, {})
+                by_subject = bounds_by_window.get(start)
+                if by_subject is None:
+                    by_subject = bounds_by_window[start] = {}
+                mine = by_subject.get(pseudonym)
+                if mine is None:
+                    mine = by_subject[pseudonym] = {}
                 counted = mine.get(group, 0)
                 if counted >= limits[1] or (not counted and len(mine) >= limits[0]):
                     bounded += 1
@@ -421,7 +426,7 @@ class Aggregator:
         for data in state["open"]:
             part = Partial.from_dict(data)
             self._open[(part.window_start, part.group)] = part
-        self._seen = {int(start): set(digests) for start, digests in state["seen"].items()}
+        self._seen = {int(start): set(d) for start, d in state.get("seen", {}).items()}
         self._bounds = {
             int(start): {
                 pseudonym: {tuple(group): int(n) for group, n in groups}

@@ -111,7 +111,7 @@ def _window(
         group = dict(zip(names, key, strict=True))
         if (
             subjects < spec.k
-            if noise is None or noise_key is None
+            if noise is None or noise_key is None  # (for the type checker: both or neither)
             else not released(
                 subjects, spec.k, noise, noise_key, spec.contract, spec.view, start, group
             )

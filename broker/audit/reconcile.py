@@ -219,13 +219,15 @@ class ViewReconciliation:
                 )
             elif self.view.noise is None:
                 self._check_measures(start, row, cell, where)
+        # A noised view's release decision is itself noisy (docs/privacy.md): no such warning.
         over = [
             g
             for g, c in cells.items()
-            if g not in published and len(c.subjects) >= self.k and not self.withheld(start)
+            if self.view.noise is None
+            and g not in published
+            and len(c.subjects) >= self.k
+            and not self.withheld(start)
         ]
-        if self.view.noise is not None:
-            over = []  # a noised view's release decision is itself noisy (docs/privacy.md)
         if over:
             self.findings.warning(
                 SECTION,
@@ -268,19 +270,20 @@ class ViewReconciliation:
         report = self.published.reports.get(start)
         if report is None:
             return
-        suppressed = sum(1 for g in cells if g not in published)
-        if report.groups_suppressed is None:  # a noised view does not publish it
-            suppressed_ok = True
-        else:
-            suppressed_ok = report.groups_suppressed == suppressed
-        if report.groups_published != len(published) or not suppressed_ok:
+        stated: tuple[int, ...] = (report.groups_published,)
+        found: tuple[int, ...] = (len(published),)
+        what = "published groups"
+        if report.groups_suppressed is not None:  # a noised view publishes no suppressed count,
+            stated += (report.groups_suppressed,)  # and the (public) audit gives none either
+            found += (sum(1 for g in cells if g not in published),)
+            what = "published / suppressed groups"
+        if stated != found:
             self.findings.violation(
                 SECTION,
                 "report-mismatch",
                 (
-                    f"view {self.view.name}: window {start} reports {report.groups_published} "
-                    f"published / {report.groups_suppressed} suppressed groups; the public topic "
-                    f"and raw events give {len(published)} / {suppressed}"
+                    f"view {self.view.name}: window {start} reports {stated} {what}; the public "
+                    f"topic and raw events give {found}"
                 ),
                 f"{report.topic}/{report.partition}@{report.offset}",
             )

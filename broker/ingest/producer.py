@@ -45,8 +45,6 @@ class GatewayProducer(KafkaBatchWriter):
             async with asyncio.timeout(timeout_s):
                 producer = await self._started()
                 await producer.client.fetch_all_metadata()
-        except (TimeoutError, OSError) as exc:
-            raise KafkaUnavailable(type(exc).__name__) from exc
         except KafkaUnavailable:
             raise
         except Exception as exc:  # any client error: the cluster did not answer

@@ -383,12 +383,13 @@ def ledger_state(records: Iterable[tuple[bytes, bytes | None]]) -> dict[AclBindi
     for key, value in records:
         try:
             binding = AclBinding.parse(key.decode("utf-8"))
+            owners = None if value is None else value.decode("utf-8")
         except (UnicodeDecodeError, ValueError):
             continue  # not ours to interpret; never acted upon
-        if value is None:
+        if owners is None:
             state.pop(binding, None)
         else:
-            state[binding] = frozenset(v for v in value.decode("utf-8").split(",") if v)
+            state[binding] = frozenset(v for v in owners.split(",") if v)
     return state
 
 

@@ -40,7 +40,8 @@ from pathlib import Path
 from broker.deadline import Deadline
 from broker.kafka.defaults import DEFAULT_PORT, KAFKA_VERSION, cache_root, default_data_dir
 from broker.kafka.settings import KafkaSettings, configured_elsewhere
-from broker.kafka.tls import LocalTls
+from broker.kafka.tls import LocalTls, write_private
+from broker.kafka.users import write_client_config
 from contracts.errors import RespublicaError
 
 MIN_JAVA = 17
@@ -223,7 +224,10 @@ class LocalKafka:
         return KafkaSettings.from_file(self.config.client_config(user))
 
     def _probe_settings(self, bootstrap: str) -> KafkaSettings | str:
-        if self.config.insecure or not self.config.client_config().exists():
+        # Never the environment's settings: they may name another cluster's credentials.
+        if self.config.insecure:
+            return KafkaSettings(bootstrap=bootstrap)
+        if not self.config.client_config().exists():
             return bootstrap
         return self.settings()
 
@@ -318,10 +322,7 @@ class LocalKafka:
             template = template.replace(placeholder, value)
         cfg.log_dir.mkdir(parents=True, exist_ok=True)
         path = cfg.data_dir / "server.properties"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write(template)
-        path.chmod(0o600)
+        write_private(path, template.encode())
         return path
 
     def _password(self, user: str) -> str:
@@ -575,19 +576,15 @@ def _tls_handshake(settings: KafkaSettings, timeout_s: float) -> bool:
 
 def _write_client_config(cfg: LocalKafkaConfig, user: str, password: str) -> None:
     """``<data dir>/clients/<user>.yaml``, mode 0600: a ``--kafka-config`` file for ``user``."""
-    path = cfg.client_config(user)
-    text = (
-        f"# {user} on the local broker of {cfg.data_dir}: respublica ... --kafka-config {path}\n"
-        f"bootstrap: {cfg.bootstrap}\n"
-        "security_protocol: SASL_SSL\n"
-        f"sasl_mechanism: {SCRAM}\n"
-        f"username: {user}\n"
-        f"password: {password}\n"
-        f"ssl_cafile: {cfg.tls.ca_cert}\n"
-    )
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(text)
+    config = {
+        "bootstrap": cfg.bootstrap,
+        "security_protocol": "SASL_SSL",
+        "sasl_mechanism": SCRAM,
+        "username": user,
+        "password": password,
+        "ssl_cafile": str(cfg.tls.ca_cert),
+    }
+    write_client_config(cfg.client_config(user), config)
 
 
 def _without_secrets(text: str) -> str:

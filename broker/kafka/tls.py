@@ -62,9 +62,9 @@ class LocalTls:
         ca_pem, ca_key, broker_pem = issue(
             "respublica local CA", "respublica local broker", ["localhost"], ["127.0.0.1"]
         )
-        _write_private(self.ca_key, ca_key)
-        _write_private(self.ca_cert, ca_pem)
-        _write_private(self.broker_pem, broker_pem)
+        write_private(self.ca_key, ca_key)
+        write_private(self.ca_cert, ca_pem)
+        write_private(self.broker_pem, broker_pem)
 
 
 def issue(
@@ -152,7 +152,7 @@ def _pkcs8(key: rsa.RSAPrivateKey) -> bytes:
     )
 
 
-def _write_private(path: Path, data: bytes) -> None:
+def write_private(path: Path, data: bytes) -> None:
     """Write a file readable by its owner only (created 0600, never world-readable)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as out:

@@ -59,6 +59,9 @@ def test_retry_after_reads_seconds_and_http_dates() -> None:
     assert retry_after_seconds(earlier, now) == 0.0
     assert retry_after_seconds("soon", now) is None
     assert retry_after_seconds(None, now) is None
+    # A hostile server's non-ASCII digits: unreadable, never a crash (float("²") raises).
+    assert retry_after_seconds("²", now) is None
+    assert retry_after_seconds("١٢", now) is None
 
 
 async def test_with_retries_stops_at_the_attempt_limit_and_reraises() -> None:

@@ -97,3 +97,20 @@ def test_the_cluster_id_comes_from_meta_properties(tmp_path: Path) -> None:
     meta.write_text("version=1\n")
     with pytest.raises(KafkaLocalError, match="has no cluster.id"):
         formatted_cluster_id(meta)
+
+
+def test_an_insecure_broker_is_probed_without_the_environments_credentials(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A shell (or the test session) may name a secure cluster's admin: an --insecure start
+    # must not probe its own PLAINTEXT port with TLS and SCRAM (it would wait out the timeout).
+    secure = tmp_path / "admin.yaml"
+    secure.write_text(
+        "security_protocol: SASL_SSL\nsasl_mechanism: SCRAM-SHA-512\n"
+        "username: admin\npassword: not-this-one\n"
+    )
+    monkeypatch.setenv("RESPUBLICA_KAFKA_CONFIG", str(secure))
+    broker = LocalKafka(LocalKafkaConfig(port=free_port_pair(), data_dir=tmp_path, insecure=True))
+    probe = broker._probe_settings(broker.config.bootstrap)
+    assert not isinstance(probe, str)
+    assert (probe.security_protocol, probe.username) == ("PLAINTEXT", None)

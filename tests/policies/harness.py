@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+from collections.abc import Sequence
 from typing import Any
+
+from hypothesis import strategies as st
 
 from policies.pseudonymise import KeyRing
 from policies.spec import MeasureSpec, ViewSpec, field_dimension, round_dimension
@@ -65,3 +68,31 @@ def seeded_ring(contract: str = "test-contract", seed: int = 1) -> KeyRing:
     for epoch in epochs:
         ring.key(contract, epoch)
     return ring
+
+
+SMALL_VALUES = st.integers(-5, 50)
+
+
+def rich_events(
+    subjects: Sequence[str],
+    *,
+    span_ms: int = 4_000,
+    kinds: Sequence[str] = ("a", "b", "z"),
+    xs: Sequence[float] = (0.2, 1.4),
+    values: st.SearchStrategy[Any] = SMALL_VALUES,
+    urls: Sequence[str] = ("u1", "u2", "u3"),
+    extra: dict[str, st.SearchStrategy[Any]] | None = None,
+    min_size: int = 10,
+    max_size: int = 60,
+) -> st.SearchStrategy[list[dict[str, Any]]]:
+    """Random events of ``rich_spec``'s shape, in input (raw topic) order."""
+    fields = {
+        "who": st.sampled_from(list(subjects)),
+        "t": st.integers(T0, T0 + span_ms),
+        "kind": st.sampled_from(list(kinds)),
+        "x": st.sampled_from(list(xs)),
+        "v": values,
+        "url": st.sampled_from(list(urls)),
+        **(extra or {}),
+    }
+    return st.lists(st.fixed_dictionaries(fields), min_size=min_size, max_size=max_size)

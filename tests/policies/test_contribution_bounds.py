@@ -22,24 +22,20 @@ from policies.pseudonymise import Pseudonymiser
 from policies.spec import NoiseSpec
 from policies.testing import run_stream
 from policies.window import combine
-from tests.policies.harness import T0, rich_spec, seeded_ring
+from tests.policies.harness import T0, rich_events, rich_spec, seeded_ring
 
 pytestmark = pytest.mark.unit
 
 KEY = bytes(range(32))
 SUBJECTS = [f" Subject-{i:02d} " for i in range(8)]
 bounds = st.tuples(st.integers(1, 3), st.integers(1, 3))  # (max_groups, max_contributions)
-records = st.lists(
-    st.fixed_dictionaries(
-        {
-            "who": st.sampled_from(SUBJECTS),
-            "t": st.integers(T0, T0 + 2_999),
-            "kind": st.sampled_from(["a", "b"]),
-            "x": st.sampled_from([0.2, 1.4, 2.6]),
-            "v": st.integers(-500, 500),
-            "url": st.sampled_from(["u1", "u2", "u3", "u4"]),
-        }
-    ),
+records = rich_events(
+    SUBJECTS,
+    span_ms=2_999,
+    kinds=("a", "b"),
+    xs=(0.2, 1.4, 2.6),
+    values=st.integers(-500, 500),
+    urls=("u1", "u2", "u3", "u4"),
     min_size=1,
     max_size=90,
 )

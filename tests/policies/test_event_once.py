@@ -21,7 +21,7 @@ from policies.oracle import evaluate_view
 from policies.pseudonymise import Pseudonymiser
 from policies.spec import ViewSpec
 from policies.testing import arrival_order, run_stream
-from tests.policies.harness import T0, rich_spec, seeded_ring
+from tests.policies.harness import T0, rich_events, rich_spec, seeded_ring
 
 pytestmark = pytest.mark.unit
 
@@ -36,20 +36,9 @@ def oracle(view_spec: ViewSpec, events: list[dict[str, Any]]) -> Any:
     return evaluate_view(view_spec, events, Pseudonymiser(seeded_ring(), view_spec.contract))
 
 
-events_strategy = st.lists(
-    st.fixed_dictionaries(
-        {
-            "who": st.sampled_from(SUBJECTS),
-            "t": st.integers(T0, T0 + 4_000),
-            "kind": st.sampled_from(["a", "b", "z"]),
-            "x": st.sampled_from([0.2, 1.4]),
-            "v": st.integers(-5, 50),
-            "url": st.sampled_from(["u1", "u2", "u3"]),
-        }
-    ),
-    min_size=10,
-    max_size=60,
-).map(lambda rows: [{**row, "eid": f"event-{i}"} for i, row in enumerate(rows)])
+events_strategy = rich_events(SUBJECTS).map(
+    lambda rows: [{**row, "eid": f"event-{i}"} for i, row in enumerate(rows)]
+)
 
 
 def with_copies(arrived: list[dict[str, Any]], seed: int) -> tuple[list[dict[str, Any]], int]:
@@ -140,18 +129,18 @@ def test_a_restored_checkpoint_still_knows_the_ids_folded() -> None:
     view_spec = dataclasses.replace(spec(), filter_field=None)
     event = {"who": "vehicle-1", "t": T0 + 10, "kind": "a", "x": 0.2, "v": 1, "url": "u1"}
     first = _aggregator(view_spec)
-    first.process([(0, {**event, "eid": "e1"})])
+    first.process([(0, {**event, "eid": "evt-secret-1"})])
     state = json.loads(json.dumps(first.snapshot()))
-    assert "vehicle-1" not in json.dumps(state) and "e1" not in json.dumps(state["seen"])
+    assert "vehicle-1" not in json.dumps(state) and "evt-secret-1" not in json.dumps(state["seen"])
     second = _aggregator(view_spec)
     second.restore(state)
-    outcome = second.process([(1, {**event, "eid": "e1"}), (2, {**event, "eid": "e2"})])
+    outcome = second.process([(1, {**event, "eid": "evt-secret-1"}), (2, {**event, "eid": "e2"})])
     assert (outcome.duplicate, outcome.folded) == (1, 1)
 
 
 def test_ids_are_forgotten_when_their_window_closes() -> None:
     view_spec = dataclasses.replace(spec(lateness_ms=0), filter_field=None)
-    event = {"who": "vehicle-1", "kind": "a", "x": 0.2, "v": 1, "url": "u1", "eid": "e1"}
+    event = {"who": "vehicle-1", "kind": "a", "x": 0.2, "v": 1, "url": "u1", "eid": "evt-secret-1"}
     agg = _aggregator(view_spec)
     agg.process([(0, {**event, "t": T0 + 10}), (1, {**event, "t": T0 + 5_000, "eid": "e2"})])
     agg.drain_closed()

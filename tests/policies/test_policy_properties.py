@@ -18,7 +18,7 @@ from policies.pseudonymise import KeyRing, Pseudonymiser
 from policies.spec import NoiseSpec
 from policies.testing import arrival_order, run_stream
 from policies.window import Merger
-from tests.policies.harness import T0, rich_spec, seeded_ring
+from tests.policies.harness import T0, rich_events, rich_spec, seeded_ring
 
 pytestmark = pytest.mark.unit
 
@@ -39,18 +39,11 @@ def ring() -> KeyRing:
 values = st.one_of(
     st.none(), st.integers(-50, 200), st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False)
 )
-events_strategy = st.lists(
-    st.fixed_dictionaries(
-        {
-            "who": st.sampled_from(SUBJECTS),
-            "t": st.integers(T0, T0 + 4_000),
-            "kind": st.sampled_from(["a", "b", "z"]),
-            "x": st.sampled_from([0.2, 1.4]),
-            "v": values,
-            "url": st.sampled_from(URLS),
-            "secret": st.just("never-read"),
-        }
-    ),
+events_strategy = rich_events(
+    SUBJECTS,
+    values=values,
+    urls=URLS,
+    extra={"secret": st.just("never-read")},
     min_size=12,
     max_size=80,
 )
