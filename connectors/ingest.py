@@ -19,6 +19,14 @@ younger than the lateness on this clock; the margin covers another writer's reco
 flight. Workers advance a quiet partition's watermark on it, so windows close on time in
 quiet hours (``docs/architecture.md``, "Idle partitions").
 
+Outages: once running, the validator rides out a broker outage. A batch that cannot be
+written (or a client that fails) raises inside the loop; the validator then closes both
+clients, forgets its uncommitted duplicate filters, backs off (1 s doubling to 30 s) and
+starts over from the last committed offsets, until the cluster answers again: the batch is
+replayed, never lost. ``health()`` says degraded meanwhile (and within 5 s of losing the
+broker, from ``broker.kafka.probe``). At start, an unreachable cluster or a missing topic is
+an error with its fix, not a wait (``docs/reliability.md``).
+
 The data path is aiokafka (``getmany`` in, whole batches out) on an event loop of its own,
 so ``run`` stays a blocking call driven by a ``threading.Event``. Logs and metrics carry
 counts and reason codes only.
@@ -41,7 +49,9 @@ from aiokafka.codec import has_lz4
 from aiokafka.errors import CommitFailedError, KafkaError
 from prometheus_client import CollectorRegistry
 
+from broker.kafka.health import Health, combine
 from broker.kafka.internal import heartbeat_headers
+from broker.kafka.probe import KafkaProbe
 from broker.kafka.reasons import Reason, Stage
 from broker.kafka.settings import KafkaSettings, as_settings
 from broker.kafka.writer import KafkaBatchWriter, KafkaUnavailable, OutRecord, ProducerSettings
@@ -58,6 +68,8 @@ from connectors.validate import (
 from contracts.model import Contract
 
 CONNECTOR = "kafka"
+RETRY_FIRST_S = 1.0
+RETRY_MAX_S = 30.0
 _log = logging.getLogger(__name__)
 _INTERNAL = Rejected(Reason.INTERNAL, "", Stage.INTERNAL)
 
@@ -154,6 +166,16 @@ class IngestValidator:
         self._by_topic: dict[str, StreamValidator] = {
             v.contract.topic_ingest(v.stream): v for v in self.router.validators.values()
         }
+        self.started = False  # the first start succeeded
+        self.failing: str | None = None  # why the loop is backing off, while it is
+        self.outages = 0
+        self.probe: KafkaProbe | None = None
+
+    def health(self) -> Health:
+        """What ``/healthz`` says (``broker.kafka.health``)."""
+        health = combine(self.probe, started=self.started, failing=self.failing)
+        details = {"restarts": self.outages} if self.outages else {}
+        return Health(health.status, health.kafka, health.reason, details)
 
     @property
     def ingest_topics(self) -> list[str]:
@@ -172,17 +194,30 @@ class IngestValidator:
         self, stop_event: threading.Event, *, max_idle_s: float | None = None
     ) -> IngestStats:
         """``run`` for a caller that already has an event loop (same semantics)."""
-        consumer = self._consumer()
-        writer = KafkaBatchWriter(self.settings.producer(self.kafka))
+        if self.probe is None and self.ingest_topics:
+            self.probe = KafkaProbe(self.kafka, self.settings.role, self.ingest_topics[0]).start()
+        delay = RETRY_FIRST_S
         try:
-            await self._start(consumer, writer)
-            await self._loop(consumer, writer, stop_event, max_idle_s)
-        except BaseException:
-            self._forget_uncommitted()
-            raise
+            while not stop_event.is_set():
+                try:
+                    await self._session(stop_event, max_idle_s)
+                    break
+                except (ConnectorError, KafkaError, KafkaUnavailable, OSError) as exc:
+                    if not self.started:
+                        raise  # at start: the error and its fix, not a wait
+                    self.outages += 1
+                    self.failing = f"lost Kafka ({type(exc).__name__})"
+                _log.warning(
+                    "validator %s; starting over from the last commit in %.0f s",
+                    self.failing,
+                    delay,
+                )
+                await _sleep_unless(stop_event, delay)
+                delay = min(2 * delay, RETRY_MAX_S)
         finally:
-            await _quietly(writer.close())
-            await _quietly(consumer.stop())  # no auto-commit: stopping commits nothing
+            if self.probe is not None:
+                self.probe.stop()
+                self.probe = None
         _log.info(
             "validator stopped: %d consumed, %d accepted, %d rejected in %d batches",
             self.stats.consumed,
@@ -191,6 +226,23 @@ class IngestValidator:
             self.stats.batches,
         )
         return self.stats
+
+    async def _session(self, stop_event: threading.Event, max_idle_s: float | None) -> None:
+        """One life of the two clients: start, validate until stopped or failed, close."""
+        consumer = self._consumer()
+        writer = KafkaBatchWriter(self.settings.producer(self.kafka))
+        try:
+            await self._start(consumer, writer)
+            if self.failing is not None:
+                _log.info("validator resumed after %s", self.failing)
+            self.started, self.failing = True, None
+            await self._loop(consumer, writer, stop_event, max_idle_s)
+        except BaseException:
+            self._forget_uncommitted()
+            raise
+        finally:
+            await _quietly(writer.close())
+            await _quietly(consumer.stop())  # no auto-commit: stopping commits nothing
 
     async def _start(self, consumer: AIOKafkaConsumer, writer: KafkaBatchWriter) -> None:
         try:
@@ -355,6 +407,13 @@ class IngestValidator:
         if missing:
             msg = f"missing topics: {', '.join(missing)}; create them with `respublica apply`"
             raise ConnectorError(msg)
+
+
+async def _sleep_unless(stop_event: threading.Event, seconds: float) -> None:
+    """Sleep up to ``seconds``, returning early once ``stop_event`` is set."""
+    deadline = time.monotonic() + seconds
+    while not stop_event.is_set() and time.monotonic() < deadline:
+        await asyncio.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
 
 
 async def _quietly(closing: Any) -> None:

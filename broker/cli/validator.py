@@ -38,7 +38,12 @@ def register(commands: Any) -> None:
         "--metrics-port",
         type=int,
         default=None,
-        help="serve Prometheus metrics on this port (default: off)",
+        help="serve /metrics, /healthz and /livez on this port (0: any free port; default: off)",
+    )
+    sub.add_argument(
+        "--metrics-host",
+        default="127.0.0.1",
+        help="address of that listener (default 127.0.0.1; 0.0.0.0 in a container)",
     )
     sub.add_argument(
         "--heartbeat-interval",
@@ -61,8 +66,9 @@ def register(commands: Any) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from prometheus_client import CollectorRegistry, start_http_server
+    from prometheus_client import CollectorRegistry
 
+    from broker.kafka.health import HealthServer
     from connectors.ingest import IngestSettings, IngestValidator
     from contracts import load_contracts
 
@@ -73,8 +79,6 @@ def _run(args: argparse.Namespace) -> int:
         allow_outside=args.allow_outside_refs,
     )
     registry = CollectorRegistry()
-    if args.metrics_port is not None:
-        start_http_server(args.metrics_port, registry=registry)
     settings = IngestSettings(
         heartbeat_interval_s=args.heartbeat_interval,
         heartbeat_margin_ms=int(args.heartbeat_margin * 1000),
@@ -82,6 +86,10 @@ def _run(args: argparse.Namespace) -> int:
     validator = IngestValidator(
         contracts, kafka_settings(args), group_id=args.group, registry=registry, settings=settings
     )
+    server = None
+    if args.metrics_port is not None:
+        server = HealthServer(args.metrics_host, args.metrics_port, registry, validator.health)
+        print(f"Health and metrics on http://{args.metrics_host}:{server.start().port}/healthz")
     stop = threading.Event()
     # SIGTERM (Kubernetes, systemd) and Ctrl-C finish the batch in progress, then commit.
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -90,7 +98,11 @@ def _run(args: argparse.Namespace) -> int:
         f"Validating {len(validator.ingest_topics)} ingest topics "
         f"(group {args.group}); Ctrl-C to stop."
     )
-    stats = validator.run(stop)
+    try:
+        stats = validator.run(stop)
+    finally:
+        if server is not None:
+            server.stop()
     print(
         f"Stopped: {stats.consumed} consumed, {stats.accepted} accepted, {stats.rejected} rejected."
     )

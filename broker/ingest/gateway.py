@@ -57,6 +57,7 @@ from broker.ingest.producer import (
     WriterFactory,
     probe_forever,
 )
+from broker.kafka.probe import PROBE_EVERY_S, PROBE_TIMEOUT_S
 from broker.kafka.reasons import Reason, Stage
 from broker.kafka.schema_registry import add_schema_routes
 from broker.kafka.writer import BatchWriter, KafkaUnavailable, OutRecord
@@ -103,7 +104,7 @@ class GatewayConfig:
     body_timeout_s: float = 30.0
     fair_use: FairUseLimits = field(default_factory=FairUseLimits)
     max_connections: int = 512
-    probe_every_s: float = 5.0
+    probe_every_s: float = PROBE_EVERY_S  # with PROBE_TIMEOUT_S: degraded within 3 s
 
     def __post_init__(self) -> None:
         if not 0 < self.max_item_bytes <= MAX_ITEM_CEILING:
@@ -348,6 +349,11 @@ class Gateway:
         body = {"status": "degraded", "kafka": kafka, "reason": health.reason}
         return web.json_response(body, status=503)
 
+    async def livez(self, request: web.Request) -> web.Response:
+        """``GET /livez``: 200 while the process serves, a broker outage included (the
+        writer heals itself; a restart would not bring Kafka back)."""
+        return web.json_response({"status": "alive"})
+
 
 GATEWAY_KEY = web.AppKey("gateway", Gateway)
 
@@ -370,6 +376,7 @@ def make_app(
     app = web.Application()  # bodies are read as streams, bounded by broker.ingest.body
     app.router.add_post(EVENTS_ROUTE, gateway.post_events)
     app.router.add_get("/healthz", gateway.healthz)
+    app.router.add_get("/livez", gateway.livez)
     add_schema_routes(app, config.contracts)  # read-only Schema Registry API (analysts)
     probes: list[asyncio.Task[None]] = []
 
@@ -377,7 +384,10 @@ def make_app(
         if healing.checkable:
             every = config.probe_every_s
             probe = probe_forever(
-                healing, every_s=every, degraded_every_s=min(1.0, every), timeout_s=every
+                healing,
+                every_s=every,
+                degraded_every_s=min(1.0, every),
+                timeout_s=max(every, PROBE_TIMEOUT_S),
             )
             probes.append(asyncio.get_running_loop().create_task(probe))
 

@@ -15,7 +15,12 @@ from typing import Any
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
-from kafka.errors import KafkaError
+from kafka.errors import (
+    AuthorizationError,
+    KafkaError,
+    KafkaTimeoutError,
+    SaslAuthenticationFailedError,
+)
 
 from broker.deadline import Deadline
 from broker.kafka.defaults import WORKER_GROUP
@@ -35,6 +40,46 @@ RAW_FETCH_BYTES = 1024 * 1024
 
 class WorkerError(RespublicaError):
     """The worker cannot start or go on (unreachable cluster, missing topics, fenced...)."""
+
+
+class KafkaOutage(WorkerError):
+    """The cluster did not answer in time: a loop drops its state and retries (no exit)."""
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) is the cluster failing rather than a bug or a refusal.
+
+    Kafka errors, socket errors and our own timeouts are outages: the loops back off and start
+    over from their checkpoints (``docs/reliability.md``). Authentication and authorisation
+    failures are not: retrying cannot fix credentials or ACLs, so those stop the process with
+    their message.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, SaslAuthenticationFailedError | AuthorizationError):
+            return False
+        if isinstance(current, KafkaError | OSError | KafkaOutage):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def commit_within(producer: KafkaProducer, timeout_s: float) -> None:
+    """``commit_transaction`` that gives up after ``timeout_s`` (``KafkaTimeoutError``).
+
+    kafka-python 3.0's ``commit_transaction`` waits without a deadline: with the broker gone
+    it blocks its loop for as long as the outage lasts. The commit is begun exactly as the
+    library does it, then awaited with a deadline; on timeout the caller abandons the producer
+    (the view's next owner fences it and aborts the open transaction in ``init_transactions``).
+    """
+    manager = producer._transaction_manager  # private: see the docstring
+    result = manager.begin_commit()
+    producer._sender.wakeup()
+    if not result.wait(timeout_ms=int(timeout_s * 1000)):
+        msg = f"transaction commit not acknowledged within {timeout_s:.0f} s"
+        raise KafkaTimeoutError(msg)
 
 
 @dataclass(frozen=True)
@@ -99,12 +144,12 @@ def subscribe(consumer: KafkaConsumer, topics: list[str], listener: Any) -> None
         while not consumer.partitions_for_topic(topic):
             if deadline.expired():
                 msg = f"no metadata for topic {topic}: does it exist? (run `respublica apply`)"
-                raise WorkerError(msg)
+                raise KafkaOutage(msg)
             time.sleep(0.1)
     consumer.subscribe(topics, listener=listener)
 
 
-class ReadTimeout(RespublicaError):
+class ReadTimeout(KafkaOutage):
     """A topic could not be read to its end in time (the broker is down or too slow)."""
 
 

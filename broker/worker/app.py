@@ -13,6 +13,7 @@ import asyncio
 import logging
 import shutil
 import tempfile
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -80,9 +81,16 @@ def build_app(engine: Engine, datadir: Path) -> faust.App:
 
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:
-        if engine.healthy():
-            return web.text("ok\n")
-        return web.text("starting or failing\n", status=503)
+        # Readiness: 503 while starting, degraded (Kafka lost, a loop backing off) or failed.
+        health = engine.health()
+        body = {k: v for k, v in asdict(health).items() if v not in (None, {})}
+        return web.json(body, status=200 if health.ok else 503)
+
+    @app.page("/livez")
+    async def livez(web: Any, request: Any) -> Any:
+        # Liveness: an outage being waited out is alive; restarting cannot bring Kafka back.
+        alive = engine.alive()
+        return web.json({"status": "alive" if alive else "stuck"}, status=200 if alive else 503)
 
     @app.page("/metrics")
     async def metrics(web: Any, request: Any) -> Any:

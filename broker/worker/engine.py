@@ -23,7 +23,9 @@ from datetime import UTC, datetime
 from broker.kafka import topics
 from broker.kafka.clients import KafkaKeysLog, WorkerClients, WorkerError
 from broker.kafka.defaults import WORKER_GROUP
+from broker.kafka.health import Health, combine
 from broker.kafka.internal import source_name
+from broker.kafka.probe import KafkaProbe
 from broker.kafka.settings import KafkaSettings
 from broker.worker.keyrecords import MasterKeys, RejectReason
 from broker.worker.keystore import KeyStore
@@ -105,6 +107,7 @@ class Engine:
         self.raw_loop: RawLoop | None = None
         self.merge_loop: MergeLoop | None = None
         self._logs: list[KafkaKeysLog] = []
+        self.probe: KafkaProbe | None = None
         self._stop_lock = threading.Lock()
         self._merge_fault = merge_fault  # tests: fail between sending releases and commit
 
@@ -143,6 +146,11 @@ class Engine:
             metrics=self.metrics,
             fault=self._merge_fault,
         )
+        first = next(iter(self.contracts.values()), None)
+        if first is not None:  # the worker may describe its contracts' keys topics
+            self.probe = KafkaProbe(
+                self.config.kafka_settings, self.config.kafka.role, topics.keys_topic(first)
+            ).start()
         self.raw_loop.start()
         self.merge_loop.start()
         _log.info(
@@ -240,13 +248,25 @@ class Engine:
         return None
 
     def healthy(self) -> bool:
-        """Both loops alive, past their first poll, and no failure."""
+        """``/healthz`` says ok: both loops working, Kafka answering, no failure."""
+        return self.health().ok
+
+    def health(self) -> Health:
+        """What ``/healthz`` says (``broker.kafka.health``): degraded within 5 s of losing
+        Kafka (the probe) or while a loop backs off after an outage, ok once both resumed."""
         loops = self.loops()
-        return (
-            bool(loops)
-            and self.failure() is None
-            and all(loop.is_alive() and loop.ready.is_set() for loop in loops)
-        )
+        failure = self.failure()
+        if failure is not None:
+            return Health("degraded", "unknown", f"stopped on {type(failure).__name__}")
+        failing = next((loop.failing for loop in loops if loop.failing is not None), None)
+        started = bool(loops) and all(loop.is_alive() and loop.ready.is_set() for loop in loops)
+        health = combine(self.probe, started=started or failing is not None, failing=failing)
+        outages = {loop.name: loop.outages for loop in loops if loop.outages}
+        return Health(health.status, health.kafka, health.reason, {"restarts": outages})
+
+    def alive(self) -> bool:
+        """``/livez``: no loop stopped for good (an outage being waited out is alive)."""
+        return self.failure() is None
 
     def stop(self, timeout_s: float = 60.0) -> None:
         """Graceful stop: finish the batch, checkpoint, commit, leave the groups."""
@@ -255,6 +275,8 @@ class Engine:
                 loop.stop()
             for loop in self.loops():
                 loop.join(timeout_s)
+            if self.probe is not None:
+                self.probe.stop()
             for log in self._logs:
                 log.close()
             self._logs = []

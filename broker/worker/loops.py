@@ -7,6 +7,15 @@ commits the consumer offsets (a hint only: on every assignment it seeks to the c
 state in one transaction per step. Rebalances go through ``ConsumerRebalanceListener``:
 revoked partitions are checkpointed (stage 1) before the group moves them; assigned ones are
 restored from the log and the consumer is seeked explicitly.
+
+Outages: every call on the Kafka path has a deadline (sends and checkpoint flushes
+``FLUSH_TIMEOUT_S``, the revoke callback's flush ``REVOKE_FLUSH_TIMEOUT_S``, transaction
+commits ``COMMIT_TIMEOUT_S``, reads ``READ_TIMEOUT_S``). When one fails because the cluster
+does (``is_outage``), the loop drops everything it holds, as a restarted process would, backs
+off (1 s doubling to 30 s) and starts over: it rejoins its group and restores each assigned
+partition or view from its checkpoint or committed state. That is the exactly-once path a
+SIGKILL takes, so an outage changes no release (``docs/reliability.md``). Any other error is a
+bug or a refusal (credentials, ACLs) and stops the process with exit code 1.
 """
 
 from __future__ import annotations
@@ -21,7 +30,14 @@ from typing import Any
 from kafka import ConsumerRebalanceListener, KafkaProducer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
-from broker.kafka.clients import RAW_FETCH_BYTES, WorkerClients, read_topic, subscribe
+from broker.kafka.clients import (
+    RAW_FETCH_BYTES,
+    WorkerClients,
+    commit_within,
+    is_outage,
+    read_topic,
+    subscribe,
+)
 from broker.kafka.internal import CHECKPOINT_PREFIX, Checkpoint, state_key
 from broker.kafka.publish import OutRecord
 from broker.worker.flow import FlowControl
@@ -36,6 +52,12 @@ KEYS_REFRESH_S = 5.0
 # timeout cut in the middle of its SyncGroup stuck (seen: a member elected leader, never
 # assigned). poll() still returns as soon as records arrive.
 POLL_MS = 2000
+FLUSH_TIMEOUT_S = 30.0
+# A revoke callback blocks the consumer's heartbeats: well within the 10 s session timeout.
+REVOKE_FLUSH_TIMEOUT_S = 5.0
+COMMIT_TIMEOUT_S = 30.0
+RETRY_FIRST_S = 1.0
+RETRY_MAX_S = 30.0
 
 
 class _Loop(threading.Thread):
@@ -47,6 +69,8 @@ class _Loop(threading.Thread):
         self.ready = threading.Event()
         self.error: BaseException | None = None
         self.listener_error: BaseException | None = None
+        self.failing: str | None = None  # why the loop is backing off, while it is
+        self.outages = 0  # how many times the loop started over
         self.pending: set[TopicPartition] = set()
         self._consumer: Any = None
         # kafka-python runs rebalance callbacks on its network thread, and poll() can return
@@ -55,16 +79,48 @@ class _Loop(threading.Thread):
         self.lock = threading.RLock()
 
     def run(self) -> None:
-        try:
-            self.run_loop()
-        except BaseException as exc:  # reported by the worker's health check, then exit 1
-            self.error = exc
-            # Frames only: a library's exception message may quote a record value.
-            frames = "".join(traceback.format_tb(exc.__traceback__))
-            _log.error("%s stopped on %s\n%s", self.name, type(exc).__name__, frames)
+        delay = RETRY_FIRST_S
+        while not self.stopping.is_set():
+            started = time.monotonic()
+            try:
+                self.run_loop()
+                return
+            except BaseException as exc:
+                if not is_outage(exc):  # reported by the worker's health check, then exit 1
+                    self.error = exc
+                    # Frames only: a library's exception message may quote a record value.
+                    frames = "".join(traceback.format_tb(exc.__traceback__))
+                    _log.error("%s stopped on %s\n%s", self.name, type(exc).__name__, frames)
+                    return
+                self.outages += 1
+                self.failing = f"{self.name} lost Kafka ({type(exc).__name__})"
+            if time.monotonic() - started > 2 * RETRY_MAX_S:
+                delay = RETRY_FIRST_S  # it ran for a while: a new outage starts the backoff over
+            _log.warning(
+                "%s; state dropped (restored from checkpoints on the next assignment), "
+                "retrying in %.0f s",
+                self.failing,
+                delay,
+            )
+            self.drop_all()
+            self.stopping.wait(delay)
+            delay = min(2 * delay, RETRY_MAX_S)
 
     def run_loop(self) -> None:
         raise NotImplementedError
+
+    def drop_all(self) -> None:
+        """Forget every partition held, as a restarted process would (after an outage)."""
+        self.pending = set()
+        self.listener_error = None
+        self.ready.clear()
+
+    def resumed(self) -> None:
+        """The loop's first poll after (re)subscribing: it works (again)."""
+        self.ready.set()
+        if self.failing is not None:
+            _log.info("%s resumed", self.name)
+            self.failing = None
 
     def stop(self) -> None:
         """Ask the loop to finish its batch, checkpoint and leave the group."""
@@ -124,14 +180,16 @@ class _Listener(ConsumerRebalanceListener):
                 self.loop.listener_error = exc
 
 
-def _send_all(producer: KafkaProducer, records: Iterable[OutRecord]) -> None:
+def _send_all(
+    producer: KafkaProducer, records: Iterable[OutRecord], timeout_s: float = FLUSH_TIMEOUT_S
+) -> None:
     futures = [
         producer.send(r.topic, key=r.key, value=r.value, headers=r.headers, partition=r.partition)
         for r in records
     ]
-    producer.flush()
+    producer.flush(timeout=timeout_s)  # KafkaTimeoutError past it: an outage
     for future in futures:
-        future.get(timeout=60)  # raises the send's error, if any: never checkpoint past it
+        future.get(timeout=timeout_s)  # raises the send's error, if any: never checkpoint past it
 
 
 class RawLoop(_Loop):
@@ -177,7 +235,7 @@ class RawLoop(_Loop):
                 self.check_listener()
                 with self.lock:
                     self.adopt_pending()
-                    self.ready.set()
+                    self.resumed()
                     for tp, records in polled.items():
                         self._process(tp, records)
                     self._balance(idle=not polled)
@@ -192,7 +250,7 @@ class RawLoop(_Loop):
             self._commit(written)
         finally:
             self._consumer.close(autocommit=False)
-            self._producer.close(timeout=30)
+            self._producer.close(timeout=10)
 
     def _balance(self, *, idle: bool) -> None:
         """Event-time flow control (``broker.worker.flow``): pause partitions that ran ahead."""
@@ -234,14 +292,16 @@ class RawLoop(_Loop):
                 )
                 self.metrics.consumer_lag.labels(stage.contract.id, topic).set(lag)
 
-    def checkpoint(self, tps: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
+    def checkpoint(
+        self, tps: Iterable[TopicPartition], timeout_s: float = FLUSH_TIMEOUT_S
+    ) -> dict[TopicPartition, int]:
         """Write partials + checkpoints of ``tps`` and wait for them; returns resume offsets."""
         assert self._producer is not None  # noqa: S101 - only called from the loop
         tps = list(tps)
         out = [r for tp in tps for r in self.stages[tp.topic].checkpoint(tp.partition)]
         if not out:
             return {}
-        _send_all(self._producer, out)
+        _send_all(self._producer, out, timeout_s)
         return {tp: self.stages[tp.topic].resume_offset(tp.partition) for tp in tps}
 
     def _commit(self, written: Mapping[TopicPartition, int]) -> None:
@@ -270,11 +330,25 @@ class RawLoop(_Loop):
         tps = list(tps)
         held = [tp for tp in tps if tp.partition in self.stages[tp.topic].partitions]
         self.flow.forget(tps)
-        self.checkpoint(held)  # no commit here: it would wait on this very network thread
-        for tp in held:
+        try:
+            # No commit here: it would wait on this very network thread. A checkpoint that
+            # fails (an outage) leaves the next owner the previous one: it replays the tail.
+            self.checkpoint(held, REVOKE_FLUSH_TIMEOUT_S)
+        finally:
+            self._release(held)
+
+    def _release(self, tps: Iterable[TopicPartition]) -> None:
+        for tp in tps:
             self.stages[tp.topic].release(tp.partition)
             self._next.pop(tp, None)
         self.metrics.held.labels("raw").set(sum(len(s.partitions) for s in self.stages.values()))
+
+    def drop_all(self) -> None:
+        """After an outage: forget every partition; the next assignment restores them."""
+        super().drop_all()
+        with self.lock:
+            self._release(self._held())
+            self.flow = FlowControl(None)
 
     def adopt(self, tps: list[TopicPartition]) -> None:
         """Restore assigned partitions from their checkpoints and seek to them."""
@@ -346,7 +420,7 @@ class MergeLoop(_Loop):
                 self.check_listener()
                 with self.lock:
                     self.adopt_pending()
-                    self.ready.set()
+                    self.resumed()
                     self._feed(polled)
                     for topic in list(self.owned):
                         self.step(topic)
@@ -356,7 +430,7 @@ class MergeLoop(_Loop):
         finally:
             self._consumer.close(autocommit=False)
             for _, producer in self.owned.values():
-                producer.close(timeout=30)
+                producer.close(timeout=10)
 
     def _feed(self, polled: Mapping[TopicPartition, list[Any]]) -> None:
         for tp, records in polled.items():
@@ -365,7 +439,9 @@ class MergeLoop(_Loop):
                 for r in records:
                     stage.feed(r.offset, r.key, r.value)
 
-    def step(self, topic: str, *, force_state: bool = False) -> None:
+    def step(
+        self, topic: str, *, force_state: bool = False, timeout_s: float = COMMIT_TIMEOUT_S
+    ) -> None:
         """Release what is ready and commit it with the merger state, in one transaction."""
         stage, producer = self.owned[topic]
         output = stage.step(force_state=force_state)
@@ -377,9 +453,9 @@ class MergeLoop(_Loop):
                 r.topic, key=r.key, value=r.value, headers=r.headers, partition=r.partition
             )
         if self.fault is not None:
-            producer.flush()  # the records reach the log, still uncommitted
+            producer.flush(timeout=timeout_s)  # the records reach the log, uncommitted
             self.fault(topic, output)
-        producer.commit_transaction()
+        commit_within(producer, timeout_s)
         stage.committed(output)
         if self.progress is not None:
             self.progress(stage)
@@ -419,10 +495,20 @@ class MergeLoop(_Loop):
             if tp.topic not in self.owned:
                 continue
             try:
-                self.step(tp.topic, force_state=True)
+                self.step(tp.topic, force_state=True, timeout_s=REVOKE_FLUSH_TIMEOUT_S)
             except Exception as exc:  # fenced or cut off: the next owner replays from its state
                 _log.warning("saving merger state on revoke failed (%s)", type(exc).__name__)
             finally:
-                self.owned.pop(tp.topic)[1].close(timeout=10)
+                self.owned.pop(tp.topic)[1].close(timeout=5)
         if self.metrics is not None:
             self.metrics.held.labels("merge").set(len(self.owned))
+
+    def drop_all(self) -> None:
+        """After an outage: give every view up unsaved; the next owner (maybe this loop,
+        after it rejoins) fences the producers and restores the committed state."""
+        super().drop_all()
+        with self.lock:
+            for topic in list(self.owned):
+                self.owned.pop(topic)[1].close(timeout=5)
+            if self.metrics is not None:
+                self.metrics.held.labels("merge").set(0)

@@ -94,17 +94,26 @@ METADATA = {
     "required": ["name", "namespace", "labels"],
     "properties": {"name": NAME, "namespace": {"const": "respublica"}, "labels": LABELS},
 }
-PROBE = {
-    "type": "object",
-    "required": ["httpGet"],
-    "properties": {
-        "httpGet": {
-            "type": "object",
-            "required": ["path", "port"],
-            "properties": {"path": {"const": "/healthz"}},
-        }
-    },
-}
+
+
+def _probe(path: str) -> Schema:
+    return {
+        "type": "object",
+        "required": ["httpGet"],
+        "properties": {
+            "httpGet": {
+                "type": "object",
+                "required": ["path", "port"],
+                "properties": {"path": {"const": path}},
+            }
+        },
+    }
+
+
+# Readiness says degraded during a broker outage; liveness must not restart a process that
+# waits one out (docs/reliability.md).
+PROBE = _probe("/healthz")
+LIVENESS_PROBE = _probe("/livez")
 QUANTITIES = {"type": "object", "required": ["cpu", "memory"]}
 CONTAINER: Schema = {
     "type": "object",
@@ -139,7 +148,7 @@ LONG_RUNNING_CONTAINER: Schema = {
     "properties": {
         **CONTAINER["properties"],
         "readinessProbe": PROBE,
-        "livenessProbe": PROBE,
+        "livenessProbe": LIVENESS_PROBE,
         "startupProbe": PROBE,
     },
 }
@@ -480,8 +489,14 @@ def test_each_component_runs_its_subcommand() -> None:
         "respublica-validator": "validator",
         **{f"respublica-worker-{c}": "worker" for c in WORKER_CONTRACTS},
     }
-    # The validator serves no metrics unless asked to; Prometheus and the probes need them.
-    assert args["respublica-validator"][1:] == ["--metrics-port", "6066"]
+    # The validator serves no metrics unless asked to, on 127.0.0.1 unless told otherwise;
+    # Prometheus and the probes need them from outside the pod.
+    assert args["respublica-validator"][1:] == [
+        "--metrics-host",
+        "0.0.0.0",  # noqa: S104 - inside a pod, behind a NetworkPolicy
+        "--metrics-port",
+        "6066",
+    ]
     # The gateway listens on the pod's interface (default 127.0.0.1) with its tokens file.
     gateway = args["respublica-gateway"]
     assert gateway[gateway.index("--host") + 1] == ALL_INTERFACES

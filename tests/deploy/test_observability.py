@@ -143,7 +143,12 @@ def test_compose_app_services_run_the_respublica_image_and_subcommand() -> None:
     for name in ("gateway", "validator", *WORKER_SERVICES):
         condition = _service(name)["depends_on"]["apply"]["condition"]
         assert condition == "service_completed_successfully"
-    assert _service("validator")["command"][1:] == ["--metrics-port", "6066"]
+    assert _service("validator")["command"][1:] == [
+        "--metrics-host",
+        "0.0.0.0",  # noqa: S104 - inside a pod, behind a NetworkPolicy
+        "--metrics-port",
+        "6066",
+    ]
     for worker, contract_id, filename in WORKERS:
         # One contract, its own groups; Prometheus in another container reaches the web server.
         assert _service(worker)["command"][1:] == [
