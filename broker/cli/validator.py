@@ -63,7 +63,8 @@ def register(commands: Any) -> None:
 def _run(args: argparse.Namespace) -> int:
     from prometheus_client import CollectorRegistry, start_http_server
 
-    from connectors.ingest import IngestSettings, IngestValidator
+    from connectors.ingest import CONNECTOR, IngestSettings, IngestValidator
+    from connectors.metrics import IngestMetrics
     from contracts import load_contracts
 
     setup_logging(args)
@@ -79,8 +80,15 @@ def _run(args: argparse.Namespace) -> int:
         heartbeat_interval_s=args.heartbeat_interval,
         heartbeat_margin_ms=int(args.heartbeat_margin * 1000),
     )
+    metrics = IngestMetrics(registry)
+    metrics.declare(contracts, CONNECTOR)  # every series at 0 before the first event
     validator = IngestValidator(
-        contracts, kafka_settings(args), group_id=args.group, registry=registry, settings=settings
+        contracts,
+        kafka_settings(args),
+        group_id=args.group,
+        registry=registry,
+        settings=settings,
+        metrics=metrics,
     )
     stop = threading.Event()
     # SIGTERM (Kubernetes, systemd) and Ctrl-C finish the batch in progress, then commit.

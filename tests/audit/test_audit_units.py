@@ -234,9 +234,7 @@ def test_the_audit_finds_skipped_windows_and_a_report_nothing_makes_due(
     assert (stats["released"], stats["empty"], stats["empty_open"], stats["open"]) == (4, 2, 5, 1)
     # With the raw topic trimmed, a report due to a deleted window is not held against it.
     trimmed = Findings()
-    ViewReconciliation(view, tally, published, {}, {}, trimmed, [0, 1]).check_windows(
-        Period(), t0
-    )
+    ViewReconciliation(view, tally, published, {}, {}, trimmed, [0, 1]).check_windows(Period(), t0)
     assert "report-not-due" not in {f.code for f in trimmed.sorted()}
 
 
