@@ -440,7 +440,10 @@ def reconcile_view(
     }
     # Confidential (for a noised view the public topic does not tell an empty window from one
     # whose groups were all withheld): windows without any event, released and due.
-    row["empty_windows"] = {"released": windows.get("empty", 0), "open": windows.get("empty_open", 0)}
+    row["empty_windows"] = {
+        "released": windows.get("empty", 0),
+        "open": windows.get("empty_open", 0),
+    }
     row["worker_checkpoint_counts"] = worker_counts if checked else None
     if row["gap"]:
         recon.findings.violation(

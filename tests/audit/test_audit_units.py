@@ -12,8 +12,8 @@ from broker.audit.canary import MIN_LENGTH, Needles
 from broker.audit.cluster import acl_grants, check_acls, check_topics
 from broker.audit.model import Findings, Period, fingerprint
 from broker.audit.read import AclState
-from broker.audit.render import render
 from broker.audit.reconcile import Published, ViewReconciliation, due_windows
+from broker.audit.render import render
 from broker.audit.replay import ViewTally
 from broker.kafka import acls, topics
 from broker.kafka.acls import AclBinding
