@@ -5,7 +5,8 @@ partition (the validator's control record: time has passed to a floor). The work
 every window from 0 to the last that ended by the floor: windows 2-9 and 11-13 with 0 groups,
 as the batch oracle computes them. A worker killed with SIGKILL as soon as it has published,
 and restarted, ends with the same public records as a worker that ran without a crash; a later
-heartbeat releases only the windows it closes, once.
+heartbeat releases only the windows it closes, once. The audit, which computes the windows due
+from the raw topic on its own, finds nothing wrong with either run.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 import pytest
 from kafka import KafkaProducer
 
+from broker.audit.run import audit
 from broker.kafka.internal import heartbeat_headers
 from contracts.model import Contract
 from tests.connectors.conftest import vehicle_event
@@ -36,6 +38,7 @@ STREAM, VIEW = "vehicle_events", "availability"
 WINDOW_MS, LATENESS_MS, K = 4_000, 2_000, 2
 PARTITIONS = 2
 LYON = {"lat": 45.76, "lon": 4.85}
+DATA_WINDOWS = (0, 1, 10)
 EMPTY_REPORT = (K, 0, 0, None, 0.0)  # k, groups published, suppressed, withheld, ε
 
 
@@ -51,7 +54,7 @@ def _events(base: int) -> list[dict[str, Any]]:
     """Three vehicles in one cell in windows 0, 1 and 10 (a group of 3 ≥ k each)."""
     return [
         vehicle_event(i, vehicle_id=f"veh-{i}", timestamp=base + w * WINDOW_MS + i, **LYON)
-        for w in (0, 1, 10)
+        for w in DATA_WINDOWS
         for i in range(3)
     ]
 
@@ -118,9 +121,11 @@ def test_a_quiet_span_is_reported_with_zero_groups_and_a_crash_changes_nothing(
 ) -> None:
     producer = producer_factory()
     base = (1_780_000_000_000 // WINDOW_MS) * WINDOW_MS  # 2026-05-28, in the validity period
-    runs = {}
+    runs, contracts = {}, {}
     for crash in (False, True):
-        contract = contract_factory("micromobility", partitions=PARTITIONS, edit=_short_windows)
+        contract = contracts[crash] = contract_factory(
+            "micromobility", partitions=PARTITIONS, edit=_short_windows
+        )
         worker = worker_factory([contract], f"empty-{crash}")
         runs[crash] = _run(contract, producer, worker, kafka_bootstrap, base=base, crash=crash)
     (straight, straight_later), (crashed, crashed_later) = runs[False], runs[True]
@@ -128,7 +133,7 @@ def test_a_quiet_span_is_reported_with_zero_groups_and_a_crash_changes_nothing(
     assert set(straight.windows) == set(windows)
     for window, w in windows.items():
         rows, report = straight.windows[window]
-        if w in (0, 1, 10):
+        if w in DATA_WINDOWS:
             assert rows and report[1] == 1, (w, report)  # one group of three vehicles
         else:
             assert (rows, report) == ([], EMPTY_REPORT), (w, report)
@@ -138,3 +143,11 @@ def test_a_quiet_span_is_reported_with_zero_groups_and_a_crash_changes_nothing(
     assert len(straight_later.windows) == len(windows) + 3
     for view in (straight, crashed, straight_later, crashed_later):
         assert view.duplicates == 0
+    # The audit, from the raw topic's events and heartbeats alone, expects exactly these.
+    for contract in contracts.values():
+        report = audit(contract, kafka_bootstrap, audience="confidential")
+        violations = [f for f in report["findings"] if f["severity"] == "violation"]
+        assert violations == []
+        (row,) = [v for v in report["reconciliation"]["views"] if v["view"] == VIEW]
+        assert row["windows"]["released"] == len(windows) + 3 and row["gap"] == 0
+        assert row["empty_windows"] == {"released": len(windows) + 3 - len(DATA_WINDOWS), "open": 0}
