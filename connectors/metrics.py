@@ -12,12 +12,13 @@ are the difference, which is what an auditor reconciles against the published wi
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from prometheus_client import CollectorRegistry
 
-from broker.kafka.reasons import Reason
+from broker.kafka.reasons import Reason, Stage
 from broker.metrics import metrics_for
+from contracts.model import Contract
 
 
 class IngestMetrics:
@@ -27,6 +28,19 @@ class IngestMetrics:
         families = metrics_for(registry)  # defined once, in broker/metrics.py
         self.ingested = families.events_ingested
         self.rejected = families.events_rejected
+
+    def declare(self, contracts: Iterable[Contract], source: str) -> None:
+        """Create the series of every stream of ``contracts`` at zero, before any event:
+        ingested through ``source``, and rejected for every reason a known stream can have
+        (not the routing ones, counted where the contract or stream is unknown). A series
+        born at 1 hides its first increment from Prometheus' ``increase()``, and a reason never
+        seen should read 0, not "no data"."""
+        reasons = [r for r in Reason if r.stage is not Stage.ROUTE]
+        for contract in contracts:
+            for stream in contract.streams:
+                self.ingested.labels(contract.id, stream.name, source)
+                for reason in reasons:
+                    self.rejected.labels(contract.id, stream.name, reason.value)
 
     def add(
         self,

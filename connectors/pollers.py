@@ -71,6 +71,7 @@ class GbfsPoller:
         self.fetch = fetch
         self.emitter = emitter
         self.violations = violations
+        violations.labels(emitter.contract_id, settings.source)  # 0 until a poll finds one
         self.stats = GbfsStats()
         self.rotation = gbfs.RotationTracker(settings.same_place_m)
         self._feeds: dict[str, str] | None = None

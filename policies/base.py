@@ -52,6 +52,18 @@ NO_WATERMARK = -(2**63)
 END_OF_STREAM = 2**63 - 1
 """Watermark meaning "this source will send nothing more": releases every window."""
 
+EMPTY_WINDOWS_AFTER_DATA = 1000
+"""How many windows without any event, after a window with events, still get a report
+(0 groups), so analysts can tell "nothing happened" from "nothing arrived".
+
+A view reports every window from its first window with an event on: windows with events, and
+the windows without any that follow one, up to this many in a row (a quiet span longer than
+that is reported for its first ``EMPTY_WINDOWS_AFTER_DATA`` windows only, until the next event)
+and only as far as every source's watermark *before* its end of stream has passed (an ended
+replay says nothing about time). Bounded by the data, never by a clock jump: a heartbeat years
+ahead releases at most this many empty windows. ``docs/architecture.md``, "Empty windows".
+"""
+
 
 class PolicyError(RespublicaError):
     """Root of the errors raised by ``policies/`` (messages never carry record values)."""

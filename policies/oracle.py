@@ -4,7 +4,11 @@ Sort by time, project (default deny), filter, place in a window and a group, pse
 then compute each measure from the raw list of rows of the group, suppress, noise. It shares
 only primitives with the streaming path (``generalise`` via the spec's dimension functions,
 ``Pseudonymiser``, the keyed noise draw) and never calls ``aggregate`` or ``window``.
-There is no lateness in batch: every window with at least one placed event is released.
+There is no lateness in batch: every window with at least one placed event is released, and
+so is every window without one that follows a window with events (0 groups), at most
+``EMPTY_WINDOWS_AFTER_DATA`` in a row, up to the last window with events or, when the caller
+says how far time has passed (``watermark``: the stream's watermark, lowest over its sources,
+before any end of stream), up to every window that ends by ``watermark − delay``.
 Copies of an event (same subject, same canonical event id, same window) count once: the first
 in input order (the order of the raw topic), checked before the rows are sorted by time. A
 noised view then keeps, per subject and window, its first ``max_groups`` groups and its first
@@ -18,7 +22,15 @@ from collections.abc import Iterable, Mapping
 from fractions import Fraction
 from typing import Any
 
-from policies.base import GroupResult, OutsideTerritory, Record, Release, SuppressionReport, Window
+from policies.base import (
+    EMPTY_WINDOWS_AFTER_DATA,
+    GroupResult,
+    OutsideTerritory,
+    Record,
+    Release,
+    SuppressionReport,
+    Window,
+)
 from policies.noise import clamp, draws_per_window, noisy_measures, released
 from policies.pseudonymise import KeyDestroyedError, KeyRing, Pseudonymiser, canonical_id, key_id
 from policies.spec import ViewSpec, view_spec
@@ -32,13 +44,19 @@ def evaluate(
     *,
     keyring: KeyRing,
     noise_key: bytes | None = None,
+    watermarks: Mapping[str, int] | None = None,
 ) -> dict[str, list[Release]]:
-    """Releases of every view of ``contract``; ``events`` maps stream name → records."""
+    """Releases of every view of ``contract``; ``events`` maps stream name → records,
+    ``watermarks`` stream name → how far time has passed (see ``evaluate_view``)."""
     pseudonymiser = Pseudonymiser(keyring, contract.id)
     streams = {name: list(records) for name, records in events.items()}
     return {
         view.name: evaluate_view(
-            view_spec(contract, view.name), streams.get(view.stream, []), pseudonymiser, noise_key
+            view_spec(contract, view.name),
+            streams.get(view.stream, []),
+            pseudonymiser,
+            noise_key,
+            watermark=(watermarks or {}).get(view.stream),
         )
         for view in contract.views
     }
@@ -49,8 +67,13 @@ def evaluate_view(
     records: Iterable[Record],
     pseudonymiser: Pseudonymiser,
     noise_key: bytes | None = None,
+    *,
+    watermark: int | None = None,
 ) -> list[Release]:
-    """Every window of one view, in time order."""
+    """Every window of one view, in time order: with events, and empty after one of those.
+
+    ``watermark`` (event time, ms) says how far time has passed: empty windows after the last
+    one with events are released up to those ending by ``watermark − delay``."""
     cells: dict[int, dict[tuple[Any, ...], list[Row]]] = {}
     kept: list[tuple[int, tuple[Any, ...], str, Record]] = []
     seen: set[tuple[int, str, str]] = set()
@@ -89,9 +112,27 @@ def evaluate_view(
         cells.setdefault(start, {}).setdefault(group, []).append((subject, row))
     budget_used: dict[int, int] = {}
     return [
-        _window(spec, start, cells[start], pseudonymiser, noise_key, budget_used)
-        for start in sorted(cells)
+        _window(spec, start, cells.get(start, {}), pseudonymiser, noise_key, budget_used)
+        for start in _reported(sorted(cells), spec.window_ms, spec.delay_ms, watermark)
     ]
+
+
+def _reported(starts: list[int], width: int, delay: int, watermark: int | None) -> list[int]:
+    """The windows a view reports: each with events, then the empty ones after it, up to the
+    next with events, ``EMPTY_WINDOWS_AFTER_DATA`` of them, or the time that has passed."""
+    out: list[int] = []
+    following_starts: list[int | None] = [*starts[1:], None]
+    for start, following in zip(starts, following_starts[: len(starts)], strict=True):
+        out.append(start)
+        for n in range(1, EMPTY_WINDOWS_AFTER_DATA + 1):
+            empty = start + n * width
+            if following is not None:
+                if empty >= following:
+                    break
+            elif watermark is None or empty + width + delay > watermark:
+                break
+            out.append(empty)
+    return out
 
 
 def _window(

@@ -24,6 +24,7 @@ the wall clock. Usage, with ``records`` a list of decoded ``vehicle_events``::
 
 from __future__ import annotations
 
+import json
 import random
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
@@ -159,6 +160,8 @@ def run_stream(
     finish: bool = True,
     closed_only: bool = False,
     clock: TestingClock | None = None,
+    heartbeat: int | None = None,
+    restart_seed: int | None = None,
 ) -> StreamRun:
     """Feed records (in the given arrival order) through partitions; release as we go.
 
@@ -169,11 +172,17 @@ def run_stream(
     With ``finish`` (the default), every source ends with ``END_OF_STREAM``; without it, the
     windows still open stay unreleased.
     With ``clock``, a partition idle for a round observes ``clock() − lateness``.
+    With ``heartbeat``, every partition ends with a heartbeat (``Aggregator.advance``): no later
+    record of it has an event time below ``heartbeat`` (before the end of stream, if any).
+    With ``restart_seed``, the merger is replaced at random rounds by a fresh one restored from
+    its JSON snapshot, as a restarted worker would be (what it released is kept: in the worker
+    the snapshot commits with the releases).
     """
     source = TestingSource.of(records, subject_field, partitions)
     aggs = [view.partition_state(s) for s in source.sources]
     merger = view.merger(source.sources)
     delivery = _Redelivery(merger, redeliver_seed)
+    restarts = random.Random(restart_seed)  # noqa: S311 - reproducible, not a secret
     run = StreamRun()
     for deliveries in source.rounds(batch):
         for agg, delivered in zip(aggs, deliveries, strict=True):
@@ -183,12 +192,27 @@ def run_stream(
             if clock is not None and not delivered:
                 merger.observe_watermark(agg.source, clock() - view.spec.lateness_ms)
         run.releases.extend(merger.release_ready())
+        if restart_seed is not None and restarts.random() < 0.3:
+            merger = delivery.merger = _restarted(view, source.sources, merger)
         if clock is not None:
             clock.tick()
+    if heartbeat is not None:
+        for agg, partition in zip(aggs, source.partitions, strict=True):
+            agg.advance(len(partition), heartbeat)
+            delivery.send(agg.drain_closed() if closed_only else agg.drain_partials())
+            merger.observe_watermark(agg.source, agg.watermark)
+        run.releases.extend(merger.release_ready())
     if finish:
         run.releases.extend(_end_of_stream(aggs, merger, closed_only))
     run.stale_partials = merger.stale_partials
     return run
+
+
+def _restarted(view: CompiledView, sources: Sequence[str], merger: Merger) -> Merger:
+    """A fresh merger restored from ``merger``'s snapshot, through JSON like the state topic."""
+    fresh = view.merger(sources)
+    fresh.restore(json.loads(merger.snapshot_json()))
+    return fresh
 
 
 def _end_of_stream(aggs: Sequence[Aggregator], merger: Merger, closed_only: bool) -> list[Release]:

@@ -5,6 +5,12 @@ outside any transaction, and loses them on rebalance. Here a window ``[start, en
 event time only: once ``end + delay <= min(watermark of every source)``. The merger's state is
 a join-semilattice of partials (per (window, group, source) the larger ``through`` wins), so
 partials can arrive in any order, any number of times.
+
+Windows without any event are released too, with 0 groups (``EMPTY_WINDOWS_AFTER_DATA``): from
+the view's first window with an event on, every later window is reported once it is closed,
+except beyond ``EMPTY_WINDOWS_AFTER_DATA`` empty windows in a row. Which windows those are
+depends only on the windows with events and on each source's last watermark before its end of
+stream, never on when the merger ran, so a restart or a replay releases the same ones.
 """
 
 from __future__ import annotations
@@ -16,7 +22,16 @@ from typing import Any
 import orjson
 
 from policies.aggregate import GroupKey, Partial
-from policies.base import NO_WATERMARK, GroupResult, MeasureValue, PolicyError, Release, Window
+from policies.base import (
+    EMPTY_WINDOWS_AFTER_DATA,
+    END_OF_STREAM,
+    NO_WATERMARK,
+    GroupResult,
+    MeasureValue,
+    PolicyError,
+    Release,
+    Window,
+)
 from policies.noise import EpsilonLedger, draws_per_window, noisy_measures, released
 from policies.pseudonymise import key_id
 from policies.spec import ViewSpec
@@ -86,7 +101,13 @@ class Merger:
         self.spec = spec
         self.noise_key = noise_key
         self.watermarks: dict[str, int] = dict.fromkeys(sources, NO_WATERMARK)
+        # Each source's watermark before any end of stream: how far time has really passed.
+        self.clocks: dict[str, int] = dict.fromkeys(sources, NO_WATERMARK)
         self.horizon = NO_WATERMARK
+        self.last_data: int | None = None
+        """Start of the latest window with events released (None before the first)."""
+        self.reported_to: int | None = None
+        """End of the latest window released, with events or empty (None before the first)."""
         self.stale_partials = 0
         self._open: dict[int, dict[GroupKey, dict[str, Partial]]] = {}
         n = spec.noise
@@ -117,17 +138,40 @@ class Merger:
             msg = f"watermark from unknown source {source!r}"
             raise PolicyError(msg)
         self.watermarks[source] = max(self.watermarks[source], watermark)
+        if watermark != END_OF_STREAM:
+            self.clocks[source] = max(self.clocks[source], watermark)
 
     def release_ready(self) -> list[Release]:
-        """Release, in time order, every window closed on all sources; then evict it."""
+        """Release, in time order, every window closed on all sources (with events, or empty
+        after the first with events); then evict it."""
         threshold = min(self.watermarks.values())
         if threshold == NO_WATERMARK:
             return []
         width, delay = self.spec.window_ms, self.spec.delay_ms
         ready = sorted(s for s in self._open if s + width + delay <= threshold)
-        releases = [self._release(start, self._open.pop(start)) for start in ready]
+        releases: list[Release] = []
+        for start in ready:
+            releases += self._empty_before(start)
+            releases.append(self._release(start, self._open.pop(start)))
+            self.last_data, self.reported_to = start, start + width
+        # Trailing empty windows: closed by time itself, not by an end of stream. Below the
+        # threshold, so no window with events can still be open there.
+        closed_to = min(self.clocks.values()) - delay
+        releases += self._empty_before(closed_to - width + 1)
         self.horizon = max(self.horizon, threshold - delay)
         return releases
+
+    def _empty_before(self, limit: int) -> list[Release]:
+        """Empty windows from the last one released up to ``limit`` (a window start; not
+        included), at most ``EMPTY_WINDOWS_AFTER_DATA`` after the last window with events."""
+        if self.last_data is None or self.reported_to is None:
+            return []
+        width = self.spec.window_ms
+        stop = min(limit, self.last_data + (EMPTY_WINDOWS_AFTER_DATA + 1) * width)
+        out = [self._release(start, {}) for start in range(self.reported_to, stop, width)]
+        if out:
+            self.reported_to = out[-1].window.end
+        return out
 
     def _release(self, start: int, groups: dict[GroupKey, dict[str, Partial]]) -> Release:
         spec = self.spec
@@ -187,7 +231,10 @@ class Merger:
         """JSON-compatible state: watermarks, horizon, open partials, ε ledger."""
         return {
             "watermarks": dict(self.watermarks),
+            "clocks": dict(self.clocks),
             "horizon": self.horizon,
+            "last_data": self.last_data,
+            "reported_to": self.reported_to,
             "stale_partials": self.stale_partials,
             "open": [
                 p.to_dict()
@@ -213,13 +260,19 @@ class Merger:
         )
         ledger = dumps(self.ledger.to_dict() if self.ledger else None)
         return (
-            b'{"horizon":'
+            b'{"clocks":'
+            + dumps(self.clocks)
+            + b',"horizon":'
             + dumps(self.horizon)
+            + b',"last_data":'
+            + dumps(self.last_data)
             + b',"ledger":'
             + ledger
             + b',"open":['
             + partials
-            + b'],"stale_partials":'
+            + b'],"reported_to":'
+            + dumps(self.reported_to)
+            + b',"stale_partials":'
             + dumps(self.stale_partials)
             + b',"watermarks":'
             + dumps(self.watermarks)
@@ -232,9 +285,16 @@ class Merger:
             msg = "snapshot was taken over a different set of sources"
             raise PolicyError(msg)
         self.watermarks = {s: int(w) for s, w in state["watermarks"].items()}
+        self.clocks = {s: int(w) for s, w in state["clocks"].items()}
         self.horizon = int(state["horizon"])
+        self.last_data = _optional_int(state["last_data"])
+        self.reported_to = _optional_int(state["reported_to"])
         self.stale_partials = int(state["stale_partials"])
         self._open = {}
         self.merge(Partial.from_dict(d) for d in state["open"])
         if self.ledger is not None and state["ledger"] is not None:
             self.ledger.load(state["ledger"])
+
+
+def _optional_int(value: Any) -> int | None:
+    return None if value is None else int(value)

@@ -13,6 +13,8 @@ public topics, gives the size of a suppressed group:
   suppressed; ``open`` becomes a window's suppressed count as soon as that window is published;
 * no per-window accounting, no worker checkpoint counts, no raw records per contract version,
   no offsets of internal topics (``end − start`` of the raw topic is its record count);
+* no count of windows without any event (``empty_windows``): a noised view's public reports do
+  not tell an empty window from one whose groups were all withheld;
 * no identifier fingerprint (a SHA-256 prefix of a short vehicle id is easily inverted);
 * finding messages that quote such counts are reworded (the code, view, window and ``where``
   stay; the counts are in the confidential report).
@@ -102,6 +104,7 @@ AS_WRITTEN = frozenset(
         "topic-config",
         "topic-missing",
         "unknown-schema",
+        "window-skipped",
     }
 )
 _WHERE = re.compile(r"^view [^:\s]+(?:: window -?\d+)?")
@@ -129,6 +132,11 @@ REWORDED: dict[str, Callable[[str], str]] = {
         "confidential report)"
     ),
     "below-k": lambda m: f"{_subject(m)}a published group has fewer than k distinct subjects",
+    # Saying why (no event) would tell an empty window from a fully suppressed one (noise).
+    "report-not-due": lambda m: (
+        f"{_subject(m)}a window is reported that the raw topic does not make due (details in "
+        "the confidential report)"
+    ),
     "identifier-leak": lambda m: _FINGERPRINT.sub("", m),
 }
 

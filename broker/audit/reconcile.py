@@ -14,13 +14,19 @@ The worker's own books are then compared with that, and every difference is a ga
   suppressed per released window, committed in the release's transaction);
 * the cumulative dispositions in each source's last checkpoint on the partials topic
   (compared when the period is the whole history and no raw record was deleted yet).
+
+Which windows must have a report is computed here too, from the raw topic alone
+(``due_windows``): every window with events, and the windows without any that follow one
+(docs/architecture.md, "Empty windows"). A due window left out while a later one is released
+is a violation (``window-skipped``), and so is a report of a window that has no event and is
+not due (``report-not-due``, checked when the raw topic is complete).
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +37,7 @@ from broker.kafka.internal import ACCOUNTING_PREFIX, CHECKPOINT_PREFIX, Checkpoi
 from broker.kafka.public_reader import PublishedGroup, RowDecoder, WindowReport
 from broker.kafka.serde import SerializationError
 from contracts.model import Contract, View
+from policies.base import EMPTY_WINDOWS_AFTER_DATA
 
 SECTION = "reconciliation"
 DISPOSITIONS = ("late", "filtered", "outside", "duplicate", "bounded")
@@ -109,6 +116,20 @@ def dlq_summary(dlq: TopicRead, period: Period, findings: Findings) -> dict[str,
     return {"records": sum(reasons.values()), "by_reason": dict(sorted(reasons.items()))}
 
 
+def due_windows(starts: Iterable[int], width: int, delay: int, passed: int) -> set[int]:
+    """Window starts a view must report: each window with events, and after it the windows
+    without any, up to ``EMPTY_WINDOWS_AFTER_DATA`` of them: before the next window with
+    events, or (after the last) those that end by ``passed − delay``, how far time has passed."""
+    data = sorted(set(starts))
+    due = set(data)
+    closed = (passed - delay - width) // width * width  # the last window ended by then
+    for i, start in enumerate(data):
+        last = data[i + 1] - width if i + 1 < len(data) else closed
+        last = min(last, start + EMPTY_WINDOWS_AFTER_DATA * width)
+        due.update(range(start + width, last + 1, width))
+    return due
+
+
 class ViewReconciliation:
     """Reconciles one view; ``result()`` is its section of the report."""
 
@@ -120,6 +141,7 @@ class ViewReconciliation:
         accounting: Mapping[int, dict[str, Any]],
         points: Mapping[str, Checkpoint],
         findings: Findings,
+        partitions: Sequence[int],
     ) -> None:
         self.view = view
         self.tally = tally
@@ -128,6 +150,11 @@ class ViewReconciliation:
         self.points = points
         self.findings = findings
         self.k = view.k
+        spec = tally.spec
+        self.data = {start for start, _ in tally.cells}
+        self.due = due_windows(
+            self.data, spec.window_ms, spec.delay_ms, tally.time_passed(partitions)
+        )
 
     def released(self, start: int) -> bool:
         """The window was released: a public report, or accounted as withheld."""
@@ -159,7 +186,8 @@ class ViewReconciliation:
     def windows(self, period: Period) -> list[int]:
         """Window starts in the period that anyone knows of (raw, public, accounting)."""
         starts = (
-            {s for s, _ in self.tally.cells}
+            self.data
+            | self.due
             | set(self.published.reports)
             | set(self.published.groups)
             | set(self.accounting)
@@ -172,12 +200,24 @@ class ViewReconciliation:
         for (start, group), cell in self.tally.cells.items():
             cells.setdefault(start, {})[group] = cell
         stats = Counter[str]()
+        released = [s for s in (*self.published.reports, *self.accounting) if self.released(s)]
+        latest = max(released, default=None)
         for start in self.windows(period):
             if verifiable_from is not None and start < verifiable_from:
                 stats["not_verifiable"] += 1
                 continue
             if not self.released(start):
-                stats["open"] += 1
+                empty = start in self.due and start not in self.data
+                stats["empty_open" if empty else "open"] += 1
+                if start in self.due and latest is not None and start < latest:
+                    self.findings.violation(
+                        SECTION,
+                        "window-skipped",
+                        (
+                            f"view {self.view.name}: window {start} is due a report (a later "
+                            "window is released) but has none"
+                        ),
+                    )
                 if self.accounting.get(start, {}).get("published"):
                     self.findings.violation(
                         SECTION,
@@ -189,6 +229,18 @@ class ViewReconciliation:
                     )
                 continue
             stats["released"] += 1
+            if start not in self.data:
+                stats["empty"] += 1
+                if start not in self.due and verifiable_from is None:
+                    self.findings.violation(
+                        SECTION,
+                        "report-not-due",
+                        (
+                            f"view {self.view.name}: window {start} is reported, but it has no "
+                            f"event and no window with events in the {EMPTY_WINDOWS_AFTER_DATA} "
+                            "before it"
+                        ),
+                    )
             stats["withheld"] += self.withheld(start)
             stats["gap"] += self._check_window(start, cells.get(start, {}))
             stats["with_accounting"] += start in self.accounting
@@ -385,6 +437,12 @@ def reconcile_view(
     row["windows"] = {
         k: windows.get(k, 0)
         for k in ("released", "withheld", "open", "with_accounting", "not_verifiable")
+    }
+    # Confidential (for a noised view the public topic does not tell an empty window from one
+    # whose groups were all withheld): windows without any event, released and due.
+    row["empty_windows"] = {
+        "released": windows.get("empty", 0),
+        "open": windows.get("empty_open", 0),
     }
     row["worker_checkpoint_counts"] = worker_counts if checked else None
     if row["gap"]:

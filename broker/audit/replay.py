@@ -117,6 +117,15 @@ class ViewTally:
         if seen is None or virtual > seen:
             self._max_time[partition] = virtual
 
+    def time_passed(self, partitions: Iterable[int]) -> int:
+        """How far event time has passed on every partition: the lowest of their watermarks
+        (events and heartbeats; an end-of-stream record says nothing about time)."""
+        seen = [self._max_time.get(p) for p in partitions]
+        lowest = min((t for t in seen if t is not None), default=None)
+        if lowest is None or None in seen:
+            return NO_WATERMARK
+        return lowest - self.spec.lateness_ms
+
     def fold(self, key: CellKey, record: Record) -> None:
         """Add a folded event to its cell."""
         cell = self.cells.get(key)

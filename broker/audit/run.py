@@ -112,6 +112,7 @@ class _Audit:
                 accounting_records(state, view.name),
                 points[view.name],
                 self.findings,
+                sorted(raw.records),
             )
             row = reconcile_view(
                 view, tally, recon, self.period, raw_complete=not raw.trimmed, sources=sources

@@ -123,7 +123,11 @@ def expected_windows(
     events: Mapping[str, list[dict[str, Any]]],
     view: str,
     noise_key: bytes | None = None,
+    watermarks: Mapping[str, int] | None = None,
 ) -> dict[tuple[int, int], Any]:
-    """The oracle's releases of one view, in canonical form."""
-    releases = evaluate(contract, events, keyring=KeyRing(), noise_key=noise_key)
+    """The oracle's releases of one view, in canonical form (``watermarks``: stream → how far
+    time has passed, for the empty windows after the last event)."""
+    releases = evaluate(
+        contract, events, keyring=KeyRing(), noise_key=noise_key, watermarks=watermarks
+    )
     return oracle_windows(releases[view], noised=contract.view(view).noise is not None)

@@ -195,6 +195,8 @@ class _Setup:
         )
         self.contract = _find(contracts, args.contract)
         self.registry = CollectorRegistry()
+        metrics = IngestMetrics(self.registry)
+        metrics.declare([self.contract], connector)  # every series at 0 before the first poll
         if args.metrics_port is not None:
             start_http_server(args.metrics_port, registry=self.registry)
         self.sink = KafkaSink(kafka_settings(args))
@@ -205,7 +207,7 @@ class _Setup:
             sink=self.sink,
             connector=connector,
             clock=clock or self.clock.now_ms,
-            metrics=IngestMetrics(self.registry),
+            metrics=metrics,
         )
 
 

@@ -69,7 +69,8 @@ def _run(args: argparse.Namespace) -> int:
     from prometheus_client import CollectorRegistry
 
     from broker.kafka.health import HealthServer
-    from connectors.ingest import IngestSettings, IngestValidator
+    from connectors.ingest import CONNECTOR, IngestSettings, IngestValidator
+    from connectors.metrics import IngestMetrics
     from contracts import load_contracts
 
     setup_logging(args)
@@ -83,8 +84,15 @@ def _run(args: argparse.Namespace) -> int:
         heartbeat_interval_s=args.heartbeat_interval,
         heartbeat_margin_ms=int(args.heartbeat_margin * 1000),
     )
+    metrics = IngestMetrics(registry)
+    metrics.declare(contracts, CONNECTOR)  # every series at 0 before the first event
     validator = IngestValidator(
-        contracts, kafka_settings(args), group_id=args.group, registry=registry, settings=settings
+        contracts,
+        kafka_settings(args),
+        group_id=args.group,
+        registry=registry,
+        settings=settings,
+        metrics=metrics,
     )
     server = None
     if args.metrics_port is not None:

@@ -192,6 +192,7 @@ class Gateway:
         self.auth = Authenticator(config.providers)
         self.fair_use = FairUse(config.fair_use)
         self.ingest_metrics = IngestMetrics(registry)
+        self.ingest_metrics.declare(config.contracts, CONNECTOR)  # at 0 before any request
         families = metrics_for(registry)  # defined once, in broker/metrics.py
         self.latency = families.request_latency
         self.requests = families.http_requests

@@ -7,6 +7,9 @@ them) and the audit (which reads them on its own): keys, control headers, checkp
     partial|<window_start>|<group>|<source>   one partial (read, no longer written)
     checkpoint|<source>                {"position", "watermark", "eos", "state", "counts", ...}
 
+(``watermark`` is the source's fold watermark, also after its end of stream; ``eos`` says the
+stream ended.)
+
 ``respublica.<c>.state``: ``merger|<view>`` (the merger's snapshot) and
 ``accounting|<view>|<window_start>`` (one per released window).
 

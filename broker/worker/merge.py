@@ -2,7 +2,8 @@
 
 The partials topic has one partition, so exactly one worker (the owner in the merger consumer
 group) runs a view's ``MergeStage``. It merges partials, takes each source's watermark from its
-checkpoints, and, when windows close, returns one ``MergeOutput``: the public records of every
+checkpoints, and, when windows close (with events, or empty: ``policies.window``), returns one
+``MergeOutput``: the public records of every
 released window, its internal accounting (``accounting|<view>|<window_start>``: events
 published and suppressed, for ``respublica audit``), then the merger's snapshot
 (``merger|<view>`` on ``respublica.<c>.state``, holding the partials-topic position and the ε
@@ -35,7 +36,7 @@ from broker.worker.metrics import WorkerMetrics
 from contracts.model import Contract
 from contracts.policy_hash import short_policy_hash
 from policies.aggregate import Partial
-from policies.base import NO_WATERMARK, PolicyError, Release
+from policies.base import END_OF_STREAM, NO_WATERMARK, PolicyError, Release
 from policies.compile import CompiledView
 
 _log = logging.getLogger(__name__)
@@ -116,7 +117,10 @@ class MergeStage:
 
     def _watermark(self, checkpoint: dict[str, Any]) -> None:
         before = min(self.merger.watermarks.values())
-        self.merger.observe_watermark(checkpoint["source"], int(checkpoint["watermark"]))
+        source = checkpoint["source"]
+        self.merger.observe_watermark(source, int(checkpoint["watermark"]))  # time passed
+        if checkpoint["eos"]:
+            self.merger.observe_watermark(source, END_OF_STREAM)
         if min(self.merger.watermarks.values()) > before:
             self._closing_at = float(checkpoint.get("written_at", 0.0)) or None
 

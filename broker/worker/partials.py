@@ -20,8 +20,9 @@ before the watermark that follows them. ``restore`` reloads a checkpoint: the ra
 resumes at ``position + 1`` (the aggregator skips anything at or below ``position`` anyway).
 
 End of stream: a raw record with header ``respublica.control: end-of-stream`` (raw topics are
-internal; only replays and tests write it) sets the source's watermark to ``END_OF_STREAM``,
-which releases every window once all sources said so. A heartbeat (``respublica.control:
+internal; only replays and tests write it) sets the source's watermark to ``END_OF_STREAM``
+(the checkpoint says ``"eos": true`` beside the fold's own watermark), which releases every
+window once all sources said so. A heartbeat (``respublica.control:
 watermark``, written by the validator to every raw partition) advances every view's watermark
 of the partition to its floor, in offset order (``Aggregator.advance``): the records before it
 are folded first.
@@ -250,7 +251,9 @@ class PartialsStage:
                 "source": agg.source,
                 "counts": {str(d): n for d, n in counts.by_disposition().items()},
                 "position": agg.position,
-                "watermark": END_OF_STREAM if eos else agg.watermark,
+                # The fold's own watermark, also after an end of stream: how far time has
+                # passed decides which empty windows are reported (policies.window.Merger).
+                "watermark": agg.watermark,
                 "eos": eos,
                 "state": agg.snapshot(),
                 "policy_hash": self.policy_hash,

@@ -12,16 +12,18 @@ from broker.audit.canary import MIN_LENGTH, Needles
 from broker.audit.cluster import acl_grants, check_acls, check_topics
 from broker.audit.model import Findings, Period, fingerprint
 from broker.audit.read import AclState
+from broker.audit.reconcile import Published, ViewReconciliation, due_windows
 from broker.audit.render import render
 from broker.audit.replay import ViewTally
 from broker.kafka import acls, topics
 from broker.kafka.acls import AclBinding
 from broker.kafka.internal import CONTROL_HEADER, END_OF_STREAM_MARK, Checkpoint
+from broker.kafka.public_reader import WindowReport
 from broker.worker.merge import MergeStage
 from broker.worker.metrics import WorkerMetrics
 from broker.worker.partials import PartialsStage, RawRecord
 from contracts.model import Contract
-from policies.base import Disposition
+from policies.base import EMPTY_WINDOWS_AFTER_DATA, NO_WATERMARK, Disposition
 from policies.compile import compile_contract
 from policies.pseudonymise import KeyRing
 from policies.spec import view_spec
@@ -176,6 +178,64 @@ def test_the_replay_classifies_like_the_streaming_fold(contract: Contract) -> No
         tally.classify(0, {**base, "lat": 48.85, "lon": 2.35, "timestamp": t0 + 3_600_000})[0]
         is Disposition.OUTSIDE
     )
+
+
+HOUR = 3_600_000
+CAP = EMPTY_WINDOWS_AFTER_DATA
+
+
+def test_due_windows_follow_each_window_with_events_up_to_the_cap_and_the_time_passed() -> None:
+    t0 = 1_780_002_000_000 // HOUR * HOUR
+    hours = [t0 + i * HOUR for i in range(CAP + 10)]
+    # Gaps between windows with events are due; after the last, only as far as time passed.
+    assert due_windows([t0, t0 + 3 * HOUR], HOUR, 0, t0 + 6 * HOUR) == set(hours[:6])
+    assert due_windows([t0, t0 + 3 * HOUR], HOUR, HOUR, t0 + 6 * HOUR) == set(hours[:5])
+    assert due_windows([t0], HOUR, 0, NO_WATERMARK) == {t0}
+    # A quiet span longer than the cap: its first CAP windows, then the next with events.
+    later = t0 + (CAP + 5) * HOUR
+    assert due_windows([t0, later], HOUR, 0, NO_WATERMARK) == {*hours[: CAP + 1], later}
+    assert len(due_windows([t0], HOUR, 0, t0 + 10**6 * HOUR)) == CAP + 1
+
+
+def _report(contract: Contract, start: int, suppressed: int) -> WindowReport:
+    k = contract.view("availability").k
+    return WindowReport(start, start + QUARTER, k, 0, suppressed, None, 0.0, {})
+
+
+QUARTER = 15 * 60_000
+
+
+def test_the_audit_finds_skipped_windows_and_a_report_nothing_makes_due(
+    contract: Contract,
+) -> None:
+    tally = ViewTally(view_spec(contract, "availability"))
+    base = {"event_type": "available", "lat": 45.76, "lon": 4.85, "vehicle_id": "v1"}
+    t0 = 1_780_002_000_000 // QUARTER * QUARTER
+    for partition, n in ((0, 0), (0, 3), (1, 8)):  # one event each in windows 0, 3 and 8
+        record = {**base, "timestamp": t0 + n * QUARTER}
+        _, key = tally.classify(partition, record)
+        assert key is not None
+        tally.fold(key, record)
+    published = Published()
+    # Reports of windows 0 and 3 (one group suppressed each), 2 (empty, due) and 12: nothing
+    # makes 12 due (partition 0's time is at window 3), and 1, 4..7 and 8 are skipped.
+    for n, suppressed in ((0, 1), (2, 0), (3, 1), (12, 0)):
+        published.reports[t0 + n * QUARTER] = _report(contract, t0 + n * QUARTER, suppressed)
+    findings = Findings()
+    view = contract.view("availability")
+    recon = ViewReconciliation(view, tally, published, {}, {}, findings, [0, 1])
+    stats = recon.check_windows(Period(), None)
+    found = [(f.code, f.message) for f in findings.sorted() if f.severity.value == "violation"]
+    windows = {code: sorted(int(m.split()[3]) for c, m in found if c == code) for code, _ in found}
+    assert windows == {
+        "report-not-due": [t0 + 12 * QUARTER],
+        "window-skipped": [t0 + n * QUARTER for n in (1, 4, 5, 6, 7, 8)],
+    }
+    assert (stats["released"], stats["empty"], stats["empty_open"], stats["open"]) == (4, 2, 5, 1)
+    # With the raw topic trimmed, a report due to a deleted window is not held against it.
+    trimmed = Findings()
+    ViewReconciliation(view, tally, published, {}, {}, trimmed, [0, 1]).check_windows(Period(), t0)
+    assert "report-not-due" not in {f.code for f in trimmed.sorted()}
 
 
 def test_findings_are_sorted_violations_first_and_deduplicated() -> None:

@@ -19,6 +19,7 @@ import yaml
 from prometheus_client.metrics import MetricWrapperBase
 
 from broker.metrics import METRIC_NAMES, build_metrics
+from tests.metric_catalogue import PROCESSES, catalogue
 
 pytestmark = pytest.mark.unit
 
@@ -318,6 +319,16 @@ def test_dashboard_uses_exactly_the_exported_metric_names() -> None:
     used = {_metric(name) for expr in _exprs() for name in METRIC_NAME.findall(expr)}
     assert used - set(METRICS) == set(), "unknown (renamed?) metrics in the dashboard"
     assert set(METRICS) - used == set(), "exported metrics missing from the dashboard"
+
+
+def test_dashboard_queries_only_catalogue_metrics_that_a_process_serves() -> None:
+    """docs/metrics.md names the process serving each family; the liveness tests
+    (tests/worker/test_metrics_live.py, tests/ingest/test_metrics_live.py) prove each has a
+    sample there, so no panel of the dashboard queries a metric that never has one."""
+    used = {_metric(name) for expr in _exprs() for name in METRIC_NAME.findall(expr)}
+    owners = catalogue()
+    assert used - set(owners) == set(), "the dashboard queries metrics outside the catalogue"
+    assert all(owners[name] <= set(PROCESSES) and owners[name] for name in used)
 
 
 def test_dashboard_selects_and_groups_only_by_exported_labels() -> None:

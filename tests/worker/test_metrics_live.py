@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 from kafka import KafkaProducer
@@ -14,26 +12,17 @@ from broker.metrics import METRIC_NAMES
 from connectors.simulate.base import SimOptions, take
 from connectors.simulate.navigation import NavigationSimulator
 from contracts.model import Contract
+from tests.metric_catalogue import PROCESSES, catalogue, missing, served_by
 from tests.worker.support import WorkerProcess, events_of, feed, metric_value, wait_for
 
 pytestmark = pytest.mark.integration
-DOC = Path(__file__).resolve().parents[2] / "docs" / "metrics.md"
 
 
-def served_by_worker() -> set[str]:
-    """Catalogue rows whose last column ("served by") names the worker."""
-    rows = re.findall(r"^\| `(respublica_[a-z_]+)` .*\| ([^|]+) \|$", DOC.read_text(), re.M)
-    return {name for name, owners in rows if "worker" in owners.split(", ")}
-
-
-def missing(text: str, names: set[str]) -> list[str]:
-    """The metric families with no sample line in a ``/metrics`` text."""
-    return sorted(n for n in names if not re.search(rf"^{n}(_bucket|_count)?[{{ ]", text, re.M))
-
-
-def test_the_catalogue_assigns_the_worker_its_families() -> None:
-    worker = served_by_worker()
-    assert worker <= set(METRIC_NAMES)
+def test_the_catalogue_assigns_every_family_to_processes_that_exist() -> None:
+    owners = catalogue()
+    assert set(owners) == set(METRIC_NAMES)
+    assert all(found and found <= set(PROCESSES) for found in owners.values()), owners
+    worker = served_by("worker")
     assert {"respublica_consumer_lag", "respublica_contract_info"} <= worker
     assert "respublica_http_requests_total" not in worker
 
@@ -48,7 +37,7 @@ def test_every_worker_metric_has_a_sample_after_a_short_run(
     feed(producer_factory(), contract, {s: events_of(sim, s) for s in ("jams", "alerts")})
     worker = worker_factory([contract], "metrics-1")
     worker.start()
-    expected = served_by_worker()
+    expected = served_by("worker")
     gaps: list[str] = []
 
     def live() -> bool:
