@@ -42,6 +42,7 @@ COMMANDS = (
     "simulate",
     "replay",
     "connect",
+    "rejections",
     "subscribe",
     "export",
     "schemas",
