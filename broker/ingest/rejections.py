@@ -30,6 +30,7 @@ from broker.kafka.public_reader import iso_utc
 from broker.kafka.settings import KafkaSettings
 from connectors.validate import (
     H_CONNECTOR,
+    H_DETAIL,
     H_FIELD,
     H_ORIGINAL_BYTES,
     H_ORIGINAL_SHA256,
@@ -67,6 +68,7 @@ class Rejection:
     connector: str
     original_bytes: int | None
     original_sha256: str
+    detail: str = ""
 
     @property
     def request_id(self) -> str | None:
@@ -144,7 +146,7 @@ def find_rejections(
         raise RejectionLookupError(msg) from exc
     finally:
         consumer.close()
-    found = [_rejection(r) for tp in tps for r in records.get(tp, ())]
+    found = [rejection_of(r) for tp in tps for r in records.get(tp, ())]
     matching = [r for r in found if query.matches(r)]
     matching.sort(key=lambda r: (r.rejected_at or 0, r.topic, r.partition, r.offset))
     return topics, matching
@@ -172,7 +174,8 @@ def _stream_of(topic: str, prefix: str) -> bool:
     return topic.startswith(prefix) and bool(re.match(NAME_PATTERN, rest))
 
 
-def _rejection(record: ConsumerRecord) -> Rejection:
+def rejection_of(record: ConsumerRecord) -> Rejection:
+    """What a DLQ record's headers say; a header that is not printable ASCII shows as ``?``."""
     headers = {name: value for name, value in record.headers or ()}
 
     def text(name: str) -> str:
@@ -199,10 +202,27 @@ def _rejection(record: ConsumerRecord) -> Rejection:
         connector=text(H_CONNECTOR),
         original_bytes=number(H_ORIGINAL_BYTES),
         original_sha256=text(H_ORIGINAL_SHA256),
+        detail=_detail(headers.get(H_DETAIL)),
     )
 
 
-COLUMNS = ("rejected_at", "stream", "reason", "field", "stage", "source", "connector", "bytes")
+def _detail(raw: bytes | None) -> str:
+    """The hint header: a fixed sentence of ours (spaces allowed), else not echoed."""
+    value = (raw or b"").decode("utf-8", "replace")
+    return value if re.fullmatch(r"[ -~]{0,200}", value) else "?"
+
+
+COLUMNS = (
+    "rejected_at",
+    "stream",
+    "reason",
+    "field",
+    "stage",
+    "source",
+    "connector",
+    "bytes",
+    "detail",
+)
 
 
 def render_text(topics: Sequence[str], rejections: Sequence[Rejection], limit: int) -> str:
@@ -244,6 +264,7 @@ def _row(rejection: Rejection) -> tuple[str, ...]:
         rejection.source or "-",
         rejection.connector,
         size,
+        rejection.detail,
     )
 
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from kafka import KafkaAdminClient
 
 from broker.cli import main
+from broker.ingest.rejections import rejection_of, render_text
 from broker.kafka import topics
 from broker.kafka.writer import KafkaBatchWriter, ProducerSettings
 from connectors.simulate import MobilitySimulator, SimOptions, take
@@ -128,3 +130,24 @@ def test_an_unknown_contract_is_a_clear_error(
     assert main(["rejections", "--contract", "no-such-contract"]) == 1
     err = capsys.readouterr().err
     assert "no DLQ topic dlq.no-such-contract.<stream> visible" in err
+
+
+@pytest.mark.unit
+def test_a_row_shows_the_detail_and_never_an_unprintable_header() -> None:
+    headers = [
+        ("respublica.reason", b"TOO_LATE"),
+        ("respublica.field", b"timestamp\x1b[2J"),  # a terminal escape: not echoed
+        ("respublica.stage", b"semantic"),
+        ("respublica.source", b"rid-1#0"),
+        ("respublica.connector", b"http-push"),
+        ("respublica.rejected_at", str(NOW_MS).encode()),
+        ("respublica.stream", b"vehicle_events"),
+        ("respublica.original_bytes", b"12"),
+        ("respublica.detail", b"the time looks like seconds: send milliseconds"),
+    ]
+    record = SimpleNamespace(topic="dlq.c.vehicle_events", partition=0, offset=3, headers=headers)
+    rejection = rejection_of(record)  # type: ignore[arg-type]
+    assert (rejection.field, rejection.request_id) == ("?", "rid-1")
+    text = render_text(["dlq.c.vehicle_events"], [rejection], 10)
+    assert text.splitlines()[1].endswith("12     the time looks like seconds: send milliseconds")
+    assert "\x1b" not in text
