@@ -124,7 +124,7 @@ def check_keys(
             "key-not-destroyed",
             (
                 f"the pseudonym key of epoch {epoch} ({_day(epoch, rotation_ms)}) is still stored "
-                f"below the destruction floor {floor}"
+                f"below the destruction floor, epoch {floor} ({_day(floor, rotation_ms)})"
             ),
             keys.topic,
         )
