@@ -52,6 +52,9 @@ class Rejected:
     reason: Reason
     field_path: str  # "" when the problem is the payload as a whole
     stage: Stage
+    detail: str = ""
+    """A fixed hint of ours where the code alone would mislead ("the time looks like
+    seconds: send milliseconds"); never a value from the payload."""
 
     @classmethod
     def of(cls, reason: Reason, field_path: str = "", stage: Stage | None = None) -> Rejected:
@@ -61,7 +64,8 @@ class Rejected:
     def describe(self) -> str:
         """``MISSING_FIELD at timestamp (schema)``: safe to log or show to a provider."""
         where = f" at {self.field_path}" if self.field_path else ""
-        return f"{self.reason.value}{where} ({self.stage.value})"
+        hint = f": {self.detail}" if self.detail else ""
+        return f"{self.reason.value}{where} ({self.stage.value}){hint}"
 
 
 Outcome: TypeAlias = Accepted | Rejected

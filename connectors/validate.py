@@ -63,6 +63,11 @@ DLQ_MAX_VALUE_BYTES = 64 * 1024
 fail (Kafka refuses records over its size limit), so one oversized record cannot fail a batch
 and stop the shared validator. The original size and SHA-256 travel as headers."""
 AVRO_MAGIC = 0
+# A time off by a factor of 1000 in ms but within this of now in another unit was sent in
+# that unit: the rejection says so instead of "too late" alone.
+UNIT_HINT_WINDOW_MS = 400 * 86_400_000
+_UNITS = ((1000, "seconds"), (1 / 1000, "microseconds"), (1 / 1_000_000, "nanoseconds"))
+H_DETAIL = "respublica.detail"
 
 _log = logging.getLogger(__name__)
 _INTERNAL = Rejected(Reason.INTERNAL, "", Stage.INTERNAL)
@@ -211,9 +216,11 @@ class StreamValidator:
         if type(event_time) is not int:
             return Rejected(Reason.MISSING_FIELD, stream.event_time, Stage.SEMANTIC)
         if event_time > now_ms + self._skew_ms:
-            return Rejected(Reason.EVENT_IN_FUTURE, stream.event_time, Stage.SEMANTIC)
+            hint = _unit_hint(event_time, now_ms)
+            return Rejected(Reason.EVENT_IN_FUTURE, stream.event_time, Stage.SEMANTIC, hint)
         if event_time < now_ms - self._lateness_ms:
-            return Rejected(Reason.TOO_LATE, stream.event_time, Stage.SEMANTIC)
+            hint = _unit_hint(event_time, now_ms)
+            return Rejected(Reason.TOO_LATE, stream.event_time, Stage.SEMANTIC, hint)
         if self._location is not None:
             rejected = self._check_location(record, *self._location)
             if rejected is not None:
@@ -290,6 +297,14 @@ def _parse_json(data: bytes) -> Any:
         return Rejected(Reason.MALFORMED_JSON, "", Stage.DECODE)
 
 
+def _unit_hint(event_time: int, now_ms: int) -> str:
+    """Say so when a time that is far off in ms is close to now in another unit."""
+    for scale, unit in _UNITS:
+        if abs(event_time * scale - now_ms) <= UNIT_HINT_WINDOW_MS:
+            return f"the time looks like {unit}: send milliseconds"
+    return ""
+
+
 def dlq_record(
     original: bytes,
     rejected: Rejected,
@@ -321,6 +336,8 @@ def dlq_record(
     ]
     if not isinstance(contract, str):
         headers.append((H_CONTRACT_VERSION, str(contract.version).encode()))
+    if rejected.detail:
+        headers.append((H_DETAIL, rejected.detail.encode()))
     payload = bytes(original)
     headers.append((H_ORIGINAL_BYTES, str(len(payload)).encode()))
     headers.append((H_ORIGINAL_SHA256, hashlib.sha256(payload).hexdigest().encode()))

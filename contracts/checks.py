@@ -7,13 +7,15 @@ by the resolver). Messages name the rule, never a value from the contract or its
 
 from __future__ import annotations
 
+import difflib
 import math
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from fractions import Fraction
-from typing import NamedTuple
 
 from contracts.avro import AvroField
+from contracts.durations import format_duration
+from contracts.errors import Issue
 from contracts.model import (
     NOISY_MEASURES,
     NUMERIC_MEASURES,
@@ -30,18 +32,12 @@ from contracts.model import (
     SumMeasure,
     View,
 )
+from contracts.territory_checks import check_territory, check_zones_in_territory
 
 H3_MAX_RESOLUTION = 15
 ROUND_MAX_DECIMALS = 10
 RESERVED_COLUMNS = frozenset({"window_start", "window_end", "contract_id", "view"})
 ZERO = timedelta(0)
-
-
-class Issue(NamedTuple):
-    """A problem inside one contract: dotted path and message (the loader adds the file)."""
-
-    path: str
-    message: str
 
 
 Check = Callable[[Contract, datetime], Iterator[Issue]]
@@ -63,20 +59,6 @@ def check_validity(contract: Contract, now: datetime) -> Iterator[Issue]:
         yield Issue("validity.end", "must be after validity.start")
     elif validity.end <= now:
         yield Issue("validity.end", "the contract has expired (end is in the past)")
-
-
-def check_territory(contract: Contract, now: datetime) -> Iterator[Issue]:
-    """A bbox is [min_lon, min_lat, max_lon, max_lat] with min < max, within WGS 84 ranges."""
-    bbox = contract.territory.bbox
-    if bbox is None:
-        return  # polygons are checked when the resolver reads them
-    west, south, east, north = bbox
-    if not all(-180.0 <= lon <= 180.0 for lon in (west, east)):
-        yield Issue("territory.bbox", "longitudes must be within [-180, 180]")
-    if not all(-90.0 <= lat <= 90.0 for lat in (south, north)):
-        yield Issue("territory.bbox", "latitudes must be within [-90, 90]")
-    if west >= east or south >= north:
-        yield Issue("territory.bbox", "must be [min_lon, min_lat, max_lon, max_lat] with min < max")
 
 
 def check_key_policy(contract: Contract, now: datetime) -> Iterator[Issue]:
@@ -118,11 +100,12 @@ def _unique(kind: str, names: list[str]) -> Iterator[Issue]:
 
 def check_consumers(contract: Contract, now: datetime) -> Iterator[Issue]:
     """A consumer may only be granted views that exist."""
-    names = {view.name for view in contract.views}
+    names = [view.name for view in contract.views]
     for i, consumer in enumerate(contract.consumers):
         for j, view in enumerate(consumer.views):
             if view not in names:
-                yield Issue(f"consumers[{i}].views[{j}]", "no view of this name in the contract")
+                message = f"no view of this name in the contract{_listed('views', names)}"
+                yield Issue(f"consumers[{i}].views[{j}]", message)
 
 
 # --- streams ------------------------------------------------------------------------------
@@ -140,16 +123,16 @@ def check_stream_fields(contract: Contract, now: datetime) -> Iterator[Issue]:
 def _stream_roles(path: str, stream: Stream, schema: Schema) -> Iterator[Issue]:
     event_time = schema.get(stream.event_time)
     if event_time is None:
-        yield Issue(f"{path}.event_time", "field not in the stream's schema")
+        yield Issue(f"{path}.event_time", _not_in_schema(stream.event_time, schema))
     elif event_time.nullable or event_time.types != {"long"}:
         yield Issue(f"{path}.event_time", "must be a non-null long (ms since epoch UTC)")
     subject = schema.get(stream.subject)
     if subject is None:
-        yield Issue(f"{path}.subject", "field not in the stream's schema")
+        yield Issue(f"{path}.subject", _not_in_schema(stream.subject, schema))
     elif subject.nullable or not subject.types <= {"string", "int", "long"}:
         yield Issue(f"{path}.subject", "must be a non-null string or integer field")
-    if stream.event_id is not None and stream.event_id not in schema:
-        yield Issue(f"{path}.event_id", "field not in the stream's schema")
+    if stream.event_id is not None:
+        yield from _exists(f"{path}.event_id", stream.event_id, schema)
     if stream.location is not None:
         for axis in ("lat", "lon"):
             yield from _numeric(f"{path}.location.{axis}", getattr(stream.location, axis), schema)
@@ -167,10 +150,11 @@ def check_stream_durations(contract: Contract, now: datetime) -> Iterator[Issue]
 
 def check_view_stream(contract: Contract, now: datetime) -> Iterator[Issue]:
     """A view reads one stream of the same contract."""
-    names = {stream.name for stream in contract.streams}
+    names = [stream.name for stream in contract.streams]
     for i, view in enumerate(contract.views):
         if view.stream not in names:
-            yield Issue(f"views[{i}].stream", "no stream of this name in the contract")
+            message = f"no stream of this name in the contract{_listed('streams', names)}"
+            yield Issue(f"views[{i}].stream", message)
 
 
 def check_view_fields(contract: Contract, now: datetime) -> Iterator[Issue]:
@@ -255,7 +239,10 @@ def check_windows(contract: Contract, now: datetime) -> Iterator[Issue]:
         elif view.window < view.time_bucket:
             yield Issue(f"views[{i}].window", "must not be shorter than time_bucket")
         elif view.window % view.time_bucket:
-            yield Issue(f"views[{i}].window", "must be a whole multiple of time_bucket")
+            below = view.window // view.time_bucket * view.time_bucket
+            nearest = f"{format_duration(below)} or {format_duration(below + view.time_bucket)}"
+            message = f"must be a whole multiple of time_bucket ({nearest})"
+            yield Issue(f"views[{i}].window", message)
 
 
 def check_dimensions(contract: Contract, now: datetime) -> Iterator[Issue]:
@@ -296,10 +283,11 @@ def check_noise(contract: Contract, now: datetime) -> Iterator[Issue]:
 def _noise(path: str, view: View, noise: Noise) -> Iterator[Issue]:
     if noise.epsilon <= 0:
         yield Issue(f"{path}.noise.epsilon", "must be greater than 0")
+    elif view.window > ZERO and noise.period > ZERO:
+        if shortfall := _budget_shortfall(view, noise):
+            yield Issue(f"{path}.noise.budget", shortfall)
     elif noise.budget < noise.epsilon:
         yield Issue(f"{path}.noise.budget", "must be at least epsilon")
-    elif view.window > ZERO and (shortfall := _budget_shortfall(view, noise)):
-        yield Issue(f"{path}.noise.budget", shortfall)
     if noise.max_groups < 1:
         yield Issue(f"{path}.noise.max_groups", "must be at least 1")
     if noise.max_contributions < 1:
@@ -340,7 +328,8 @@ def _budget_shortfall(view: View, noise: Noise) -> str | None:
     return (
         f"budget {noise.budget:g} is below the {float(needed):g} needed: {noise.epsilon:g}"
         f" × ({measures} noised measure{'s' * (measures != 1)} + 1 release decision)"
-        f" × {windows} window{'s' * (windows != 1)} per period"
+        f" × {windows} window{'s' * (windows != 1)} per period;"
+        f" raise budget to {float(needed):g}, or lower epsilon"
     )
 
 
@@ -375,12 +364,24 @@ def _schema(stream: Stream) -> Schema | None:
 
 def _exists(path: str, field: str, schema: Schema) -> Iterator[Issue]:
     if field not in schema:
-        yield Issue(path, "field not in the stream's schema")
+        yield Issue(path, _not_in_schema(field, schema))
+
+
+def _not_in_schema(field: str, schema: Schema) -> str:
+    """Say the close field name if there is one, else every field of the schema."""
+    close = difflib.get_close_matches(field, list(schema), n=1, cutoff=0.6)
+    if close:
+        return f"field not in the stream's schema (did you mean {close[0]}?)"
+    return f"field not in the stream's schema{_listed('fields', list(schema))}"
+
+
+def _listed(kind: str, names: list[str]) -> str:
+    return f" ({kind}: {', '.join(names)})" if names else f" (it has no {kind})"
 
 
 def _numeric(path: str, field: str, schema: Schema) -> Iterator[Issue]:
     if field not in schema:
-        yield Issue(path, "field not in the stream's schema")
+        yield Issue(path, _not_in_schema(field, schema))
     elif not schema[field].is_numeric:
         yield Issue(path, "must be a numeric field (int, long, float or double)")
 
@@ -388,6 +389,7 @@ def _numeric(path: str, field: str, schema: Schema) -> Iterator[Issue]:
 CHECKS: tuple[Check, ...] = (
     check_validity,
     check_territory,
+    check_zones_in_territory,
     check_key_policy,
     check_unique_names,
     check_stream_fields,

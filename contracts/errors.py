@@ -16,10 +16,18 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 
 class RespublicaError(Exception):
     """Base class of every error raised deliberately by respublica."""
+
+
+class Issue(NamedTuple):
+    """A problem inside one contract: dotted path and message (the loader adds the file)."""
+
+    path: str
+    message: str
 
 
 @dataclass(frozen=True, order=True)

@@ -182,10 +182,10 @@ def _point(point: Any) -> Point:
 
 def _check_lon_lat(lon: float, lat: float) -> None:
     if not -180.0 <= lon <= 180.0:
-        msg = "longitude must be within [-180, 180]"
+        msg = "longitude must be within [-180, 180] (points are [lon, lat], GeoJSON order)"
         raise GeometryError(msg)
     if not -90.0 <= lat <= 90.0:
-        msg = "latitude must be within [-90, 90]"
+        msg = "latitude must be within [-90, 90] (points are [lon, lat], GeoJSON order)"
         raise GeometryError(msg)
 
 

@@ -1,7 +1,8 @@
 """Read contract files into validated ``Contract`` models, reporting every problem at once.
 
-Three passes per file: YAML -> pydantic shape validation -> external references (schemas,
-polygons) -> semantic checks. Then ids are compared across files. All problems of all files
+Passes per file: YAML -> pydantic shape validation (``contracts.shape``) -> external references
+(schemas, polygons) -> semantic checks; an unknown key is reported and set aside, so it never
+hides a semantic problem. Then ids are compared across files. All problems of all files
 are gathered into one ``ContractError``, so a broker operator fixes everything in one go.
 The clock is a parameter (``now``): validation never reads it. Referenced files must lie in
 the contract's folder (``contracts.resolve``) unless ``allow_outside=True``.
@@ -21,29 +22,9 @@ from contracts.checks import run_checks
 from contracts.errors import ContractError, Problem
 from contracts.model import Contract
 from contracts.resolve import resolve_references
+from contracts.shape import shape_problems, without_unknown_keys
 
 CONTRACT_SUFFIXES = (".yaml", ".yml")
-# Discriminator tags and union branch names that pydantic inserts in error locations.
-_UNION_BRANCHES = frozenset(
-    {
-        "field",
-        "h3",
-        "grid",
-        "zones",
-        "round",
-        "count",
-        "distinct_subjects",
-        "distinct",
-        "sum",
-        "mean",
-        "quantiles",
-        "str",
-        "int",
-        "float",
-        "bool",
-        "dict[str,any]",
-    }
-)
 
 
 def load_contracts(
@@ -115,14 +96,22 @@ def _load_file(
 def _build(
     data: Mapping[str, Any], base_dir: Path, now: datetime, file: str, allow_outside: bool
 ) -> tuple[Contract | None, list[Problem]]:
-    """Shape, then references, then semantics; stop after the first pass that fails."""
+    """Shape, then references, then semantics.
+
+    Unknown keys are set aside so that the references and semantics are still checked; any
+    other shape problem (a missing field, a wrong type) stops there: the later passes need it.
+    """
+    shape: list[Problem] = []
     try:
-        contract = Contract.model_validate(data)
+        contract: Contract | None = Contract.model_validate(data)
     except ValidationError as exc:
-        return None, _shape_problems(exc, file)
+        shape = shape_problems(exc, file)
+        contract = without_unknown_keys(data, exc)
+    if contract is None:
+        return None, shape
     references = resolve_references(contract, base_dir, allow_outside=allow_outside)
     issues = references + run_checks(contract, now)
-    problems = [Problem(file, issue.path, issue.message) for issue in issues]
+    problems = shape + [Problem(file, issue.path, issue.message) for issue in issues]
     return (None if problems else contract), problems
 
 
@@ -182,61 +171,3 @@ def _read_yaml(path: Path) -> Mapping[str, Any]:
         msg = "a contract file must hold one YAML mapping"
         raise _YamlProblem(msg)
     return data
-
-
-# --- pydantic errors ----------------------------------------------------------------------
-
-
-def _shape_problems(exc: ValidationError, file: str) -> list[Problem]:
-    """Translate pydantic errors into problems; one per path, without the input value."""
-    problems: dict[str, Problem] = {}
-    errors = exc.errors(include_input=False, include_url=False)
-    item_locs = {error["loc"][:-1] for error in errors if error["loc"]}
-    for error in errors:
-        if error["type"] == "too_short" and error["loc"] in item_locs:
-            continue  # pydantic adds "too short" after an item failed: the item error says it
-        path = render_path(error["loc"])
-        problems.setdefault(path, Problem(file, path, _shape_message(error)))
-    return list(problems.values())
-
-
-def render_path(loc: Sequence[int | str]) -> str:
-    """Dotted path of a pydantic location.
-
-    ``('views', 0, 'group_by', 1, 'h3', 'resolution')`` -> ``views[0].group_by[1].resolution``.
-    """
-    text = ""
-    for index, part in enumerate(loc):
-        if isinstance(part, int):
-            text += f"[{part}]"
-        elif index > 0 and _is_union_branch(loc, index):
-            continue
-        else:
-            text += f".{part}" if text else part
-    return text
-
-
-def _is_union_branch(loc: Sequence[int | str], index: int) -> bool:
-    """Pydantic names the union branch after an index (tags) or a union-typed key (types)."""
-    part = loc[index]
-    return part in _UNION_BRANCHES and (
-        isinstance(loc[index - 1], int) or part in {"str", "dict[str,any]"}
-    )
-
-
-def _shape_message(error: Any) -> str:
-    kind = error["type"]
-    ctx = error.get("ctx") or {}
-    if kind == "missing":
-        return "required field is missing"
-    if kind == "extra_forbidden":
-        return "unknown field (not part of the contract format)"
-    if kind == "union_tag_invalid":
-        return f"unknown type; expected one of {ctx.get('expected_tags', '')}"
-    if kind == "union_tag_not_found":
-        return "needs a 'type'"
-    if kind == "string_pattern_mismatch":
-        return f"must match the pattern {ctx.get('pattern', '')}"
-    message = str(error["msg"])
-    # Our own validators raise ValueError("..."): drop pydantic's "Value error, " prefix.
-    return message.removeprefix("Value error, ")

@@ -1,6 +1,7 @@
 """Attach what a contract refers to in other files: Avro schemas, territory and zone polygons.
 
-Paths are relative to the contract file. Every failure becomes an ``Issue`` with a fixed
+Paths are relative to the contract file's folder; a missing file is reported with the path
+tried. Every failure becomes an ``Issue`` with a fixed
 message (file missing, not JSON, not a valid Avro schema, ...): library exception texts are
 never passed on, because they can quote the file's content.
 
@@ -21,11 +22,12 @@ from typing import Any
 
 import fastavro
 
-from contracts.checks import Issue
+from contracts.errors import Issue
 from contracts.geometry import GeometryError, MultiPolygon, Zone, geometry_polygons
 from contracts.model import Contract, Stream, Territory, ZonesDimension
 
 SHARED_SCHEMAS_DIR = "schemas"  # beside the contract's folder: ../schemas/x.avsc is allowed
+RELATIVE_RULE = "a relative path is read from the contract file's folder"
 OUTSIDE_RULE = (
     "a referenced file must be inside the contract's folder or the schemas/ folder beside it "
     "(--allow-outside-refs lifts this)"
@@ -34,6 +36,10 @@ OUTSIDE_RULE = (
 
 class _FileProblem(Exception):
     """A referenced file cannot be used; the message is one of ours."""
+
+
+class _FileMissing(_FileProblem):
+    """The referenced file does not exist (``_Files.read_json`` adds the path it tried)."""
 
 
 class _Files:
@@ -69,7 +75,14 @@ class _Files:
         return (root, root.parent / SHARED_SCHEMAS_DIR)
 
     def read_json(self, ref: str) -> dict[str, Any]:
-        return _read_json(self.locate(ref))
+        path = self.locate(ref)
+        try:
+            return _read_json(path)
+        except _FileMissing as exc:
+            tried = Path(os.path.normpath(path.absolute()))
+            rule = "" if Path(ref).is_absolute() else f" ({RELATIVE_RULE})"
+            msg = f"file not found: tried {tried}{rule}"
+            raise _FileProblem(msg) from exc
 
 
 def resolve_references(
@@ -165,9 +178,25 @@ def _resolve_zones(path: str, dim: ZonesDimension, files: _Files) -> Iterator[Is
     try:
         dim._bind(_zones(features, dim.property_name))
     except _MissingProperty:
-        yield Issue(f"{path}.property", "a feature of the zones file lacks this property")
+        yield Issue(f"{path}.property", _missing_property(features))
     except (GeometryError, _FileProblem) as exc:
         yield Issue(f"{path}.file", f"invalid zone geometry: {exc}")
+
+
+def _missing_property(features: list[Any]) -> str:
+    """What to write instead: the properties every feature has (names, not values)."""
+    shared: set[str] | None = None
+    for feature in features:
+        properties = feature.get("properties") if isinstance(feature, Mapping) else None
+        names = {
+            str(name)
+            for name, value in (properties.items() if isinstance(properties, Mapping) else ())
+            if value is not None and not isinstance(value, Mapping | list)
+        }
+        shared = names if shared is None else shared & names
+    found = ", ".join(sorted(shared or ()))
+    have = f"properties every feature has: {found}" if found else "the features share no property"
+    return f"a feature of the zones file lacks this property; {have}"
 
 
 class _MissingProperty(Exception):
@@ -199,7 +228,7 @@ def _read_json(path: Path) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError as exc:
         msg = "file not found"
-        raise _FileProblem(msg) from exc
+        raise _FileMissing(msg) from exc
     except (OSError, UnicodeDecodeError) as exc:
         msg = "cannot read the file"
         raise _FileProblem(msg) from exc

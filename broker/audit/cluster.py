@@ -118,13 +118,14 @@ def check_keys(
     shredded -= stored
     policy = contract.pseudonymisation
     rotation_ms = int(policy.rotation.total_seconds() * 1000)
+    floor_text = "" if floor is None else f"epoch {floor} ({_day(floor, rotation_ms)})"
     for epoch in sorted(e for e in stored if floor is not None and e < floor):
         findings.violation(
             SECTION,
             "key-not-destroyed",
             (
                 f"the pseudonym key of epoch {epoch} ({_day(epoch, rotation_ms)}) is still stored "
-                f"below the destruction floor {floor}"
+                f"below the destruction floor, {floor_text}"
             ),
             keys.topic,
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -107,3 +108,11 @@ def where(topic: str, partition: int, offset: int, part: str = "") -> str:
     """``topic/partition@offset`` (and which part of the record)."""
     text = f"{topic}/{partition}@{offset}"
     return f"{text} {part}" if part else text
+
+
+def period_label(start_ms: int, length_ms: int) -> str:
+    """``2026-06-01 → 2026-06-02`` (times shown only when a bound is not midnight UTC)."""
+    bounds = [datetime.fromtimestamp(ms / 1000, tz=UTC) for ms in (start_ms, start_ms + length_ms)]
+    midnight = all(b.hour == b.minute == b.second == 0 for b in bounds)
+    shape = "%Y-%m-%d" if midnight else "%Y-%m-%d %H:%M"
+    return " → ".join(b.strftime(shape) for b in bounds)

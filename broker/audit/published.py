@@ -24,7 +24,7 @@ from typing import Any
 
 from kafka.consumer.fetcher import ConsumerRecord
 
-from broker.audit.model import Findings, Period, where
+from broker.audit.model import Findings, Period, period_label, where
 from broker.audit.read import TopicRead
 from broker.audit.reconcile import Published
 from broker.kafka import publish
@@ -258,8 +258,9 @@ def check_epsilon(view: View, published: Published, findings: Findings) -> dict[
                 SECTION,
                 "budget-exceeded",
                 (
-                    f"view {view.name}: ε spent {spent:g} in the period starting "
-                    f"{period * period_ms} exceeds the budget {noise.budget:g}"
+                    f"view {view.name}: ε spent {spent:g} in the period "
+                    f"{period_label(period * period_ms, period_ms)} (UTC) exceeds the budget "
+                    f"{noise.budget:g}"
                 ),
             )
     return {

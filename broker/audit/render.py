@@ -1,8 +1,11 @@
 """The audit report as Markdown, HTML or JSON, from the one dict ``broker.audit.run`` builds.
 
 Markdown and HTML share one outline (``outline``: headings, paragraphs, tables), so both say
-the same thing in the same order. The renderer shows what the report holds: a column whose
-field no row has (the public report leaves counts out, ``broker.audit.audience``) is left out.
+the same thing in the same order: the verdict and the findings first (violations before
+warnings), then the sections. Durations are in words (``7 days``, ``forever``), ε budget
+periods by their dates; the JSON keeps the raw numbers. HTML: ``broker.audit.render_html``.
+The renderer shows what the report holds: a column whose field no row has (the public report
+leaves counts out, ``broker.audit.audience``) is left out.
 ``generated_at`` is only ever appended after a rule, outside the body, so that two runs over
 the same topics compare equal without it.
 """
@@ -13,7 +16,11 @@ import html
 import json
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
+
+from broker.audit.model import period_label
+from contracts.durations import describe_duration, parse_duration
 
 FORMATS = ("md", "json", "html")
 
@@ -27,12 +34,14 @@ class Heading:
 @dataclass(frozen=True)
 class Para:
     text: str
+    mark: str = ""  # "ok" or "fail" for the verdict: the HTML page shows it as a banner
 
 
 @dataclass(frozen=True)
 class Table:
     header: Sequence[str]
     rows: Sequence[Sequence[Any]]
+    marks: Sequence[str] = ()  # per row: "violation", "warning" or "" (highlighted in HTML)
 
 
 Block = Heading | Para | Table
@@ -47,7 +56,9 @@ def render(report: dict[str, Any], fmt: str, generated_at: str | None = None) ->
         return json.dumps(body, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
     blocks = list(outline(report))
     if fmt == "html":
-        return _html(blocks, report, generated_at)
+        from broker.audit.render_html import html_page
+
+        return html_page(blocks, f"Audit of {report['contract']['id']}", generated_at)
     return _markdown(blocks, generated_at)
 
 
@@ -62,8 +73,23 @@ def outline(report: dict[str, Any]) -> Iterator[Block]:
     )
     yield Para(
         f"**{verdict}** ({report['summary']['warnings']} warning(s)). "
-        f"{c['title']}: {c['provider']} → {c['beneficiary']}."
+        f"{c['title']}: {c['provider']} → {c['beneficiary']}.",
+        "ok" if report["ok"] else "fail",
     )
+    yield Heading(2, "Findings")
+    if report["findings"]:
+        findings = sorted(report["findings"], key=lambda f: f["severity"] != "violation")
+        yield Table(
+            ("severity", "section", "code", "finding", "where"),
+            [
+                (f["severity"], f["section"], f["code"], f["message"], f.get("where", ""))
+                for f in findings
+            ],
+            [f["severity"] for f in findings],
+        )
+    else:
+        yield Para("None.")
+    yield Heading(2, "About this report")
     yield Para(report["audience_note"])
     yield Para(
         f"Policy hash `{c['policy_hash']}` (headers carry `{c['policy_hash_short']}`). "
@@ -71,17 +97,6 @@ def outline(report: dict[str, Any]) -> Iterator[Block]:
         f"(raw events by {period['raw_events_by']}, rejections by "
         f"{period['rejected_by']}, windows by {period['windows_by']})."
     )
-    yield Heading(2, "Findings")
-    if report["findings"]:
-        yield Table(
-            ("severity", "section", "code", "finding", "where"),
-            [
-                (f["severity"], f["section"], f["code"], f["message"], f.get("where", ""))
-                for f in report["findings"]
-            ],
-        )
-    else:
-        yield Para("None.")
     yield from _reconciliation(report["reconciliation"])
     yield from _terms(report["terms"])
     yield from _canary(report["canary"])
@@ -236,22 +251,30 @@ def _terms(terms: dict[str, Any]) -> Iterator[Block]:
         ),
         rows,
     )
+    yield from _epsilon_periods(terms["views"])
     yield Heading(3, "Topics")
     yield Table(
         ("topic", "config", "contract", "cluster", "ok"),
         [
-            (t["topic"], t["config"], t["contract"], t["cluster"], "yes" if t["ok"] else "NO")
+            (
+                t["topic"],
+                t["config"],
+                _config_value(t["config"], t["contract"]),
+                _config_value(t["config"], t["cluster"]),
+                "yes" if t["ok"] else "NO",
+            )
             for t in terms["topics"]
         ],
+        ["" if t["ok"] else "violation" for t in terms["topics"]],
     )
     keys = terms["keys"]
     yield Heading(3, "Pseudonym keys")
     yield Para(
-        f"`{keys['topic']}`: rotation {keys['rotation']}, retention "
-        f"{keys['key_retention']}; stored epochs: "
+        f"`{keys['topic']}`: rotation {_iso_words(keys['rotation'])}, retention "
+        f"{_iso_words(keys['key_retention'])}; stored epochs: "
         f"{_epochs(keys['epochs_stored'])}; destroyed: "
         f"{_epochs(keys['epochs_destroyed'])}; destruction floor: "
-        f"{keys['destruction_floor']}; noise key: {'yes' if keys['noise_key'] else 'no'}."
+        f"{_floor(keys)}; noise key: {'yes' if keys['noise_key'] else 'no'}."
     )
     acls = terms["acls"]
     yield Heading(3, "ACLs")
@@ -295,6 +318,63 @@ def _canary(canary: dict[str, Any]) -> Iterator[Block]:
         )
 
 
+def _epsilon_periods(views: list[dict[str, Any]]) -> Iterator[Block]:
+    """ε spent in each budget period of each noised view, the period named by its dates."""
+    rows, marks = [], []
+    for v in views:
+        eps = v["epsilon"]
+        if not eps.get("noise") or "spent" not in eps:
+            continue
+        for s in eps["spent"]:
+            over = s["spent"] > eps["budget"] + 1e-9
+            rows.append(
+                (
+                    v["view"],
+                    period_label(s["period_start"], eps["period_ms"]),
+                    f"{s['spent']:g}",
+                    f"{eps['budget']:g}",
+                    "OVER BUDGET" if over else f"{eps['budget'] - s['spent']:g} left",
+                )
+            )
+            marks.append("violation" if over else "")
+    if rows:
+        yield Heading(3, "ε spent per budget period")
+        yield Table(("view", "period (UTC)", "ε spent", "budget", ""), rows, marks)
+
+
+def _config_value(config: str, value: Any) -> Any:
+    """A topic config in words when it is a duration in ms (``retention.ms``: ``7 days``)."""
+    if not config.endswith(".ms") or not isinstance(value, str):
+        return value
+    try:
+        ms = int(value)
+    except ValueError:
+        return value
+    if ms < 0:
+        return "forever"
+    return describe_duration(timedelta(milliseconds=ms)) if ms else "0"
+
+
+def _floor(keys: dict[str, Any]) -> str:
+    """``epoch 20605 (from 2026-06-01)``, or ``none``."""
+    floor = keys["destruction_floor"]
+    if not isinstance(floor, int):
+        return "none"
+    try:
+        rotation_ms = int(parse_duration(keys["rotation"]).total_seconds() * 1000)
+    except ValueError:
+        return f"epoch {floor}"
+    return f"epoch {floor} (from {period_label(floor * rotation_ms, 0).split(' → ')[0]})"
+
+
+def _iso_words(value: Any) -> Any:
+    """``P7D`` -> ``7 days``; anything else as it is."""
+    try:
+        return describe_duration(parse_duration(value))
+    except ValueError:
+        return value
+
+
 def _counts(counts: dict[str, int] | None) -> str:
     return "—" if counts is None else ", ".join(f"{k} {v}" for k, v in counts.items())
 
@@ -330,41 +410,3 @@ def _markdown(blocks: list[Block], generated_at: str | None) -> str:
     if generated_at is not None:
         lines += ["---", "", f"generated_at: {generated_at}", ""]
     return "\n".join(lines)
-
-
-def _html(blocks: list[Block], report: dict[str, Any], generated_at: str | None) -> str:
-    title = html.escape(f"Audit of {report['contract']['id']}")
-    out = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>{title}</title></head><body>",
-    ]
-    for block in blocks:
-        if isinstance(block, Heading):
-            out.append(f"<h{block.level}>{html.escape(block.text)}</h{block.level}>")
-        elif isinstance(block, Para):
-            out.append(f"<p>{_inline(block.text)}</p>")
-        else:
-            out.append(
-                '<table border="1"><thead><tr>'
-                + "".join(f"<th>{html.escape(h)}</th>" for h in block.header)
-                + "</tr></thead><tbody>"
-            )
-            out += [
-                "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>"
-                for row in block.rows
-            ]
-            out.append("</tbody></table>")
-    if generated_at is not None:
-        out.append(f"<hr><p>generated_at: {html.escape(generated_at)}</p>")
-    out.append("</body></html>")
-    return "\n".join(out) + "\n"
-
-
-def _inline(text: str) -> str:
-    """Escape, then the two Markdown marks the outline uses: **bold** and `code`."""
-    escaped = html.escape(text)
-    parts = escaped.split("**")
-    escaped = "".join(f"<strong>{p}</strong>" if i % 2 else p for i, p in enumerate(parts))
-    parts = escaped.split("`")
-    return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))

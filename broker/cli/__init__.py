@@ -36,6 +36,9 @@ from broker.cli import (
     keys as cli_keys,
 )
 from broker.cli import (
+    rejections as cli_rejections,
+)
+from broker.cli import (
     users as cli_users,
 )
 from broker.cli import (
@@ -95,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_keys.register(commands)
     cli_validator.register(commands)
     cli_ingest.register(commands)
+    cli_rejections.register(commands)
     cli_analysts.register(commands)
     cli_audit.register(commands)
     cli_demo.register(commands)

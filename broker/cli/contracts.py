@@ -77,6 +77,14 @@ def register(commands: Any) -> None:
             action="store_true",
             help="allow shortening retention or switching cleanup to delete",
         )
+        if name == "apply":
+            sub.add_argument(
+                "--allow-skipped",
+                action="store_true",
+                help="exit 0 even when a change the contracts need was skipped (a partition "
+                "count to change by hand, a retention cut without --allow-data-loss); "
+                "by default apply then exits 1",
+            )
         sub.set_defaults(handler=handler)
 
 
@@ -140,6 +148,7 @@ def _plan(args: argparse.Namespace) -> int:
 
 
 def _apply(args: argparse.Namespace) -> int:
+    """Exit 1 when something the contracts need was skipped, unless ``--allow-skipped``."""
     from broker.kafka import topics
 
     contracts = _load(args)
@@ -149,23 +158,31 @@ def _apply(args: argparse.Namespace) -> int:
             topics.apply(admin, plan)
         print(plan.render())
     acl_changes = _acls(args, contracts, apply=True)
-    print(apply_summary(plan, acl_changes))
-    return 0
+    print(apply_summary(plan, acl_changes, allow_skipped=args.allow_skipped))
+    return 1 if plan.skipped and not args.allow_skipped else 0
 
 
-def apply_summary(plan: Plan, acl_changes: int | None) -> str:
+def apply_summary(plan: Plan, acl_changes: int | None, *, allow_skipped: bool = False) -> str:
     """The last lines of ``apply``: what changed, and what was skipped and why."""
     from broker.kafka.topics import ActionKind
 
-    skipped = [a for a in plan.actions if a.kind is ActionKind.BLOCKED]
-    changes = len(plan.pending) + (acl_changes or 0)
-    lines = [f"Applied {changes} change(s)."] if changes else []
-    if skipped:
+    created = sum(a.kind is ActionKind.CREATE for a in plan.actions)
+    altered = sum(a.kind is ActionKind.ALTER for a in plan.actions)
+    changes = created + altered + (acl_changes or 0)
+    lines = []
+    if changes:
+        acl_part = f", {acl_changes} ACL change(s)" if acl_changes else ""
         lines.append(
-            f"Skipped {len(skipped)} topic change(s); the cluster does not fully match "
-            "the contracts:"
+            f"Applied {changes} change(s): {created} topic(s) created, {altered} altered{acl_part}."
         )
-        lines += [f"  {a.spec.name}: {a.reason}" for a in skipped]
+    if plan.skipped:
+        lines.append(
+            f"Skipped {len(plan.skipped)} topic(s) with changes the contracts need; "
+            "the cluster does not fully match the contracts:"
+        )
+        lines += [f"  {a.spec.name}: {item}" for a in plan.skipped for item in a.withheld]
+        if not allow_skipped:
+            lines.append("Exit status 1: fix the above, or pass --allow-skipped to accept it.")
     if acl_changes is None:
         lines.append("ACLs skipped: the cluster has no authorizer, so none would be enforced.")
     if not lines:

@@ -13,6 +13,15 @@ if TYPE_CHECKING:
     from broker.kafka.local import LocalKafka
 
 
+_TIMEOUT_HELP = {
+    "start": (60.0, "seconds to wait for the broker to come up (default 60)"),
+    "stop": (
+        20.0,
+        "seconds to wait for the broker to exit after SIGTERM, before SIGKILL (default 20)",
+    ),
+}
+
+
 def register(commands: Any) -> None:
     kafka = commands.add_parser("kafka", help="run a local single-node Kafka broker")
     actions = kafka.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -32,7 +41,8 @@ def register(commands: Any) -> None:
             "--data-dir",
             type=Path,
             default=None,
-            help=f"storage, pid and logs (default {default_data_dir()})",
+            help=f"storage, pid and logs (default {default_data_dir()}); given explicitly, "
+            "stop and status act on this local broker even when KAFKA_BOOTSTRAP is set",
         )
         sub.add_argument("--kafka-version", default=KAFKA_VERSION, help=argparse.SUPPRESS)
         sub.add_argument(
@@ -41,29 +51,32 @@ def register(commands: Any) -> None:
             help="a PLAINTEXT broker without authentication or authorizer (default: TLS, "
             "SASL/SCRAM users and the StandardAuthorizer; a data dir keeps its mode)",
         )
-        sub.add_argument(
-            "--timeout",
-            type=float,
-            default=60.0,
-            help="seconds to wait for the broker to come up (default 60)",
-        )
+        if name in _TIMEOUT_HELP:
+            default, text = _TIMEOUT_HELP[name]
+            sub.add_argument("--timeout", type=float, default=default, help=text)
         sub.set_defaults(handler=handler)
 
 
 def _local(args: argparse.Namespace) -> LocalKafka:
     from broker.kafka.local import LocalKafka, LocalKafkaConfig
 
+    timeouts = {}
+    if args.action in _TIMEOUT_HELP:
+        timeouts[f"{args.action}_timeout_s"] = args.timeout
     config = LocalKafkaConfig(
         port=args.port,
         data_dir=args.data_dir or default_data_dir(),
         kafka_version=args.kafka_version,
-        start_timeout_s=args.timeout,
         insecure=args.insecure,
+        **timeouts,
     )
     return LocalKafka(config)
 
 
-def _external() -> str | None:
+def _external(args: argparse.Namespace | None = None) -> str | None:
+    """The external cluster, unless an explicit ``--data-dir`` names a local broker."""
+    if args is not None and args.data_dir is not None:
+        return None
     return os.environ.get("KAFKA_BOOTSTRAP") or None
 
 
@@ -89,8 +102,11 @@ def _start(args: argparse.Namespace) -> int:
 
 
 def _stop(args: argparse.Namespace) -> int:
-    if _external():
-        print("KAFKA_BOOTSTRAP is set: the cluster is not ours to stop")
+    if _external(args):
+        print(
+            "KAFKA_BOOTSTRAP is set: the cluster is not ours to stop "
+            "(to stop a local broker anyway, name it: --data-dir DIR)"
+        )
         return 0
     stopped = _local(args).stop()
     print("Kafka stopped" if stopped else "Kafka was not running")
@@ -98,7 +114,7 @@ def _stop(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    external = _external()
+    external = _external(args)
     if external:
         print(f"using the external cluster KAFKA_BOOTSTRAP={external}")
         return 0

@@ -70,7 +70,8 @@ async def read_items(request: web.Request, limits: BodyLimits, *, ndjson: bool) 
         msg = f"the body did not arrive within {limits.timeout_s:g} s"
         raise RequestRefused(408, "BODY_TIMEOUT", msg) from None
     except FramingError as bad:
-        raise RequestRefused(400, bad.code, _FRAMING_MESSAGES[ndjson]) from None
+        hint = f"; {bad.hint}" if bad.hint else ""
+        raise RequestRefused(400, bad.code, _FRAMING_MESSAGES[ndjson] + hint) from None
     except zlib.error:
         raise RequestRefused(400, "MALFORMED_GZIP", "the body is not valid gzip") from None
     return items

@@ -30,14 +30,19 @@ _STRING_REST = re.compile(rb'[^"\\]*+(?:\\.[^"\\]*+)*+', re.DOTALL)
 _FLAT_OBJECT = re.compile(rb'\{(?:[^"{}\[\]]++|"[^"\\]*+(?:\\.[^"\\]*+)*+")*+\}', re.DOTALL)
 _VALUE_START = frozenset(b'{"-0123456789tfn')
 _QUOTE, _OPEN_OBJ, _OPEN_ARR, _CLOSE_ARR, _COMMA = 34, 123, 91, 93, 44
+NDJSON_HINT = (
+    "it starts with an object: put the events in [ ], or for one JSON object per line send "
+    "Content-Type: application/x-ndjson"
+)
 
 
 class FramingError(Exception):  # noqa: N818 - a whole-body problem, answered 400
     """The body is not a JSON array (or not one object per line): a stable reason code."""
 
-    def __init__(self, code: str) -> None:
+    def __init__(self, code: str, hint: str = "") -> None:
         super().__init__(code)
         self.code = code
+        self.hint = hint  # a fixed sentence of ours that says the likely fix
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,7 +172,8 @@ class ArrayFramer:
             return
         if self._buf[start] != _OPEN_ARR:
             code = "NOT_AN_ARRAY" if self._buf[start] in _VALUE_START else "MALFORMED_JSON"
-            raise FramingError(code)
+            # An object first: NDJSON, or a lone event, sent as a JSON array.
+            raise FramingError(code, NDJSON_HINT if self._buf[start] == _OPEN_OBJ else "")
         self._start = self._pos = start + 1
         self._state = "items"
 

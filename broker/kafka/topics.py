@@ -173,29 +173,44 @@ class ActionKind(Enum):
     ALTER = "alter"
     UNCHANGED = "unchanged"
     BLOCKED = "blocked"
+    """Nothing to carry out, but something the contract needs was withheld (``withheld``)."""
 
 
 @dataclass(frozen=True)
 class TopicAction:
-    """What ``apply`` would do to one topic."""
+    """What ``apply`` does to one topic, and what it withholds and why.
+
+    ``changes`` are carried out (ALTER); ``withheld`` says, one line each, what the contract
+    needs but ``apply`` will not do: a partition count to change by hand, a change that would
+    drop stored data early without ``--allow-data-loss``. An ALTER may withhold something too.
+    """
 
     spec: TopicSpec
     kind: ActionKind
     changes: dict[str, tuple[str | None, str]] = field(default_factory=dict)
-    reason: str = ""
+    withheld: tuple[str, ...] = ()
+
+    @property
+    def reason(self) -> str:
+        """Every withheld item, in one line."""
+        return "; ".join(self.withheld)
 
     def describe(self) -> str:
         spec = self.spec
+        lines = []
         if self.kind is ActionKind.CREATE:
             configs = ", ".join(f"{k}={v}" for k, v in sorted(spec.configs.items()))
-            return f"+ create {spec.name} (partitions={spec.partitions}, {configs})"
-        if self.kind is ActionKind.ALTER:
-            changes = sorted(self.changes.items())
-            diffs = ", ".join(f"{key}: {old} -> {new}" for key, (old, new) in changes)
-            return f"~ alter  {spec.name} ({diffs})"
-        if self.kind is ActionKind.BLOCKED:
-            return f"! skip   {spec.name}: {self.reason}"
-        return f"= keep   {spec.name}"
+            lines.append(f"+ create {spec.name} (partitions={spec.partitions}, {configs})")
+        elif self.kind is ActionKind.ALTER:
+            lines.append(f"~ alter  {spec.name} ({_diffs(self.changes)})")
+        elif self.kind is ActionKind.UNCHANGED:
+            lines.append(f"= keep   {spec.name}")
+        lines += [f"! skip   {spec.name}: {item}" for item in self.withheld]
+        return "\n".join(lines)
+
+
+def _diffs(changes: dict[str, tuple[str | None, str]]) -> str:
+    return ", ".join(f"{key}: {old} -> {new}" for key, (old, new) in sorted(changes.items()))
 
 
 @dataclass(frozen=True)
@@ -206,12 +221,17 @@ class Plan:
     def pending(self) -> tuple[TopicAction, ...]:
         return tuple(a for a in self.actions if a.kind in (ActionKind.CREATE, ActionKind.ALTER))
 
+    @property
+    def skipped(self) -> tuple[TopicAction, ...]:
+        """Topics with something the contracts need that ``apply`` withholds."""
+        return tuple(a for a in self.actions if a.withheld)
+
     def render(self) -> str:
         lines = [action.describe() for action in self.actions]
         counts = {kind: sum(a.kind is kind for a in self.actions) for kind in ActionKind}
         lines.append(
             f"{counts[ActionKind.CREATE]} to create, {counts[ActionKind.ALTER]} to alter, "
-            f"{counts[ActionKind.UNCHANGED]} unchanged, {counts[ActionKind.BLOCKED]} skipped"
+            f"{counts[ActionKind.UNCHANGED]} unchanged, {len(self.skipped)} with changes skipped"
         )
         return "\n".join(lines)
 
@@ -226,23 +246,26 @@ def _loses_data(key: str, old: str | None, new: str) -> bool:
 def _diff(
     spec: TopicSpec, live: dict[str, str], live_partitions: int, allow_data_loss: bool
 ) -> TopicAction:
+    """Configs are altered whatever the partitions; each part withheld is said, with why."""
     changes = {k: (live.get(k), v) for k, v in spec.configs.items() if live.get(k) != v}
+    withheld = []
     if live_partitions != spec.partitions:
-        reason = (
+        withheld.append(
             f"has {live_partitions} partitions, contract says {spec.partitions}; "
             "repartitioning a keyed topic is a manual operation"
         )
-        return TopicAction(spec, ActionKind.BLOCKED, changes, reason)
-    if not changes:
-        return TopicAction(spec, ActionKind.UNCHANGED)
-    risky = sorted(k for k, (old, new) in changes.items() if _loses_data(k, old, new))
+    risky = {k: c for k, c in changes.items() if _loses_data(k, *c)}
     if risky and not allow_data_loss:
-        reason = (
-            f"changing {', '.join(risky)} would drop stored data early; "
+        for key in risky:
+            del changes[key]
+        withheld.append(
+            f"withheld {_diffs(risky)}: it would drop stored data early; "
             "rerun with --allow-data-loss to do it"
         )
-        return TopicAction(spec, ActionKind.BLOCKED, changes, reason)
-    return TopicAction(spec, ActionKind.ALTER, changes)
+    kind = ActionKind.ALTER if changes else ActionKind.UNCHANGED
+    if not changes and withheld:
+        kind = ActionKind.BLOCKED
+    return TopicAction(spec, kind, changes, tuple(withheld))
 
 
 class TopicAdmin(AdminSession):
@@ -279,10 +302,15 @@ class TopicAdmin(AdminSession):
         new = {key: value for key, (_, value) in action.changes.items()}
         resource = ConfigResource(ConfigResourceType.TOPIC, action.spec.name, new)
         try:
-            self._admin.alter_configs([resource])
+            results = self._admin.alter_configs([resource])
         except KafkaError as exc:
             msg = f"altering {action.spec.name} failed: {type(exc).__name__}"
             raise TopicAdminError(msg) from exc
+        # The broker answers per resource; a refusal is a result, not an exception.
+        result = results.get("topic", {}).get(action.spec.name)
+        if result != "OK":
+            msg = f"altering {action.spec.name} was refused by the broker: {result}"
+            raise TopicAdminError(msg)
 
 
 def plan(

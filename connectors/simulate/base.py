@@ -15,7 +15,7 @@ import random
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, NamedTuple, Protocol
+from typing import Any, ClassVar, NamedTuple, Protocol
 
 # A fixed default start keeps tests deterministic: 2026-06-01T06:00:00Z.
 DEFAULT_START_MS = 1_780_293_600_000
@@ -46,6 +46,10 @@ class Simulator(Protocol):
 
     contract_id: str
     streams: tuple[str, ...]
+    time_fields: ClassVar[dict[str, tuple[str, ...]]]
+    """Per stream, the fields holding times (ms): they move together (``place.retimed``)."""
+    position_fields: ClassVar[dict[str, tuple[tuple[str, str], ...]]]
+    """Per stream, the ``(lat, lon)`` field pairs (``place.relocated``)."""
 
     def records(self) -> Iterator[SimRecord]:
         """Records in emission order (bounded disorder across subjects)."""

@@ -17,7 +17,7 @@ import math
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from connectors.simulate.base import (
     HOUR_MS,
@@ -119,6 +119,14 @@ class MobilitySimulator:
 
     contract_id: str = CONTRACT_ID
     streams: tuple[str, ...] = ("vehicle_events", "trips")
+    time_fields: ClassVar[dict[str, tuple[str, ...]]] = {
+        "vehicle_events": ("timestamp",),
+        "trips": ("start_time", "end_time"),
+    }
+    position_fields: ClassVar[dict[str, tuple[tuple[str, str], ...]]] = {
+        "vehicle_events": (("lat", "lon"),),
+        "trips": (("start_lat", "start_lon"), ("end_lat", "end_lon")),
+    }
 
     def __init__(self, options: SimOptions | None = None) -> None:
         self.options = options or SimOptions()

@@ -12,7 +12,7 @@ Cities style document for the pull connector's tests.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from connectors.simulate.base import (
     MINUTE_MS,
@@ -120,6 +120,14 @@ class NavigationSimulator:
 
     contract_id: str = CONTRACT_ID
     streams: tuple[str, ...] = ("jams", "alerts")
+    time_fields: ClassVar[dict[str, tuple[str, ...]]] = {
+        "jams": ("timestamp",),
+        "alerts": ("timestamp",),
+    }
+    position_fields: ClassVar[dict[str, tuple[tuple[str, str], ...]]] = {
+        "jams": (("lat", "lon"),),
+        "alerts": (("lat", "lon"),),
+    }
 
     def __init__(self, options: SimOptions | None = None) -> None:
         self.options = options or SimOptions()

@@ -17,7 +17,7 @@ import itertools
 import string
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from connectors.simulate.base import (
     DAY_MS,
@@ -133,6 +133,10 @@ class RentalsSimulator:
 
     contract_id: str = CONTRACT_ID
     streams: tuple[str, ...] = ("activity",)
+    time_fields: ClassVar[dict[str, tuple[str, ...]]] = {"activity": ("period_start",)}
+    position_fields: ClassVar[dict[str, tuple[tuple[str, str], ...]]] = {
+        "activity": (("lat", "lon"),)
+    }
 
     def __init__(self, options: SimOptions | None = None) -> None:
         self.options = options or SimOptions()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -111,3 +112,13 @@ def test_encode_translates_writer_errors_without_values(
         encode(entry.parsed, entry.schema_id, vehicle_event(1, lat=SENTINEL))
     assert caught.value.reason is Reason.AVRO_INVALID
     assert SENTINEL not in str(caught.value)
+
+
+def test_the_schema_id_recipe_in_docs_reasons_md_gives_the_id(mobility: Contract) -> None:
+    # docs/reasons.md tells platforms how to compute a stream's schema id themselves; run it.
+    text = (Path(__file__).parents[2] / "docs" / "reasons.md").read_text(encoding="utf-8")
+    recipe = text.split("```python\n", 1)[1].split("```", 1)[0]
+    schema_file = Path(__file__).parents[2] / "contracts" / "schemas" / "mds_vehicle_event.avsc"
+    namespace: dict[str, object] = {}
+    exec(recipe.replace("mds_vehicle_event.avsc", str(schema_file)), namespace)  # noqa: S102
+    assert namespace["schema_id"] == schema_id(mobility.stream("vehicle_events").raw_schema)

@@ -24,6 +24,7 @@ from tests.connectors.conftest import NOW_MS, ContractCopy, vehicle_event
 pytestmark = pytest.mark.unit
 MINUTE = 60_000
 SENTINEL = "SENTINEL-Qx7"
+MICROSECONDS_HINT = "the time looks like microseconds: send milliseconds"
 SENTINEL_LAT = 45.7123987  # its digits must not show up anywhere either
 
 
@@ -513,3 +514,35 @@ def test_a_bug_on_one_payload_is_an_internal_rejection_logged_by_type_only(
     messages = " ".join(r.getMessage() for r in caplog.records)
     assert "RuntimeError" in messages and SENTINEL not in messages
     assert all(r.exc_info is None for r in caplog.records)  # no traceback with values
+
+
+@pytest.mark.parametrize(
+    ("timestamp", "reason", "detail"),
+    [
+        (NOW_MS // 1000, Reason.TOO_LATE, "the time looks like seconds: send milliseconds"),
+        (NOW_MS * 1000, Reason.EVENT_IN_FUTURE, MICROSECONDS_HINT),
+        (NOW_MS - 10 * MINUTE, Reason.TOO_LATE, ""),
+        (NOW_MS + 10 * MINUTE, Reason.EVENT_IN_FUTURE, ""),
+    ],
+    ids=["seconds", "microseconds", "late", "future"],
+)
+def test_a_time_in_the_wrong_unit_says_so(
+    vehicle_validator: StreamValidator,
+    mobility: Contract,
+    timestamp: int,
+    reason: Reason,
+    detail: str,
+) -> None:
+    rejected = _validate(vehicle_validator, _json(vehicle_event(7, timestamp=timestamp)))
+    assert rejected == Rejected(reason, "timestamp", Stage.SEMANTIC, detail)
+    assert rejected.describe().endswith(f": {detail}" if detail else "(semantic)")
+    _, _, headers = dlq_record(
+        b"x",
+        rejected,
+        contract=mobility,
+        stream="vehicle_events",
+        connector="t",
+        source="s",
+        now_ms=NOW_MS,
+    )
+    assert dict(headers).get("respublica.detail") == (detail.encode() if detail else None)

@@ -10,7 +10,9 @@ import socket
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +26,13 @@ from broker.ingest.loadgen import render_batches
 from broker.ingest.loadgen import run as load
 from broker.kafka import topics
 from broker.kafka.local import free_port
+from broker.kafka.serde import Schemas
+from connectors.base import Accepted
 from connectors.simulate import SimOptions, simulator, take
-from contracts import Contract
+from connectors.validate import StreamValidator
+from contracts import Contract, load_contracts
+from contracts.copies import example_data, write_contract
+from contracts.errors import RespublicaError
 from tests.ingest.conftest import DATA, NOW_MS, TOKENS, ClientFactory, MemoryWriter
 
 
@@ -370,3 +377,81 @@ def wait_for_port(port: int, deadline_s: float = 30.0) -> None:
         time.sleep(0.1)
     msg = "the gateway did not start listening"
     raise AssertionError(msg)
+
+
+def _validated(contract: Contract, lines: list[bytes], now_ms: int) -> Counter[str]:
+    """Outcomes of simulated NDJSON lines (mobility: both streams) validated at ``now_ms``."""
+    schemas = Schemas.from_contracts([contract])
+    validators = {
+        s.name: StreamValidator(contract, s.name, schemas=schemas) for s in contract.streams
+    }
+    outcomes: Counter[str] = Counter()
+    for line in lines:
+        record = json.loads(line)
+        stream = "trips" if "trip_id" in record and "end_time" in record else "vehicle_events"
+        outcome = validators[stream].validate(line, now_ms=now_ms, connector="t", source="t")
+        outcomes["accepted" if isinstance(outcome, Accepted) else outcome.reason.value] += 1
+    return outcomes
+
+
+def test_simulate_start_now_ends_now_within_the_allowed_lateness(
+    tmp_path: Path, examples: dict[str, Contract], capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "now.ndjson"
+    before = int(time.time() * 1000)
+    code = main(["simulate", "mobility", "--events", "1000", "--start", "now", "--out", str(out)])
+    assert code == 0
+    after = int(time.time() * 1000)
+    lines = out.read_bytes().splitlines()
+    times = [json.loads(line).get("timestamp") or json.loads(line)["end_time"] for line in lines]
+    assert max(times) <= after
+    assert min(times) >= before - 5 * 60_000  # the tightest lateness of the streams sent
+    outcomes = _validated(examples["lyon-micromobility"], lines, int(time.time() * 1000))
+    assert outcomes == Counter({"accepted": 1000})
+    assert "compressed" in capsys.readouterr().err
+
+
+def test_simulate_feeds_a_custom_contract(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = example_data("micromobility")
+    data["id"] = "fictional-city"
+    data["territory"] = {"bbox": [2.05, 47.0, 2.13, 47.06]}
+    (tmp_path / "c").mkdir()
+    path = write_contract(data, tmp_path / "c")
+    out = tmp_path / "custom.ndjson"
+    code = main(
+        [
+            "simulate",
+            "mobility",
+            "--events",
+            "1500",
+            "--start",
+            "now",
+            "--contract",
+            str(path),
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 0
+    contract = load_contracts([path], now=datetime.now(UTC))[0]
+    lines = out.read_bytes().splitlines()
+    assert _validated(contract, lines, int(time.time() * 1000)) == Counter({"accepted": 1500})
+    trips = [json.loads(line) for line in lines if b"start_lat" in line]
+    assert trips and all(47.0 <= t["start_lat"] <= 47.06 for t in trips)
+
+
+def test_simulate_refuses_a_contract_whose_streams_do_not_fit(tmp_path: Path) -> None:
+    data = example_data("navigation")
+    (tmp_path / "c").mkdir()
+    path = write_contract(data, tmp_path / "c")
+    with pytest.raises(RespublicaError, match="no stream vehicle_events"):
+        _run_simulate(["mobility", "--contract", str(path), "--out", str(tmp_path / "x")])
+
+
+def _run_simulate(args: list[str]) -> int:
+    from broker.cli import build_parser
+
+    parsed = build_parser().parse_args(["simulate", *args])
+    return int(parsed.handler(parsed))

@@ -149,6 +149,21 @@ async def test_malformed_bodies_and_media_types(
     assert (await response.json())["error"] == code
 
 
+async def test_ndjson_sent_as_json_is_told_the_right_content_type(
+    gateway_client: ClientFactory, mobility: Contract
+) -> None:
+    client = await gateway_client([mobility], MemoryWriter())
+    lines = b"\n".join(json.dumps(event).encode() for event in good_events(3))
+    headers = {**bearer("scootco"), "Content-Type": "application/json"}
+    response = await client.post(URL, data=lines, headers=headers)
+    body = await response.json()
+    assert (response.status, body["error"]) == (400, "NOT_AN_ARRAY")
+    assert "Content-Type: application/x-ndjson" in body["message"]
+    # A body that is no JSON at all gets no such hint.
+    response = await client.post(URL, data=b"hello", headers=headers)
+    assert "ndjson" not in (await response.json())["message"]
+
+
 async def test_too_large_body_and_batch_are_413(
     gateway_client: ClientFactory, mobility: Contract
 ) -> None:

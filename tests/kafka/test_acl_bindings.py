@@ -279,13 +279,22 @@ def _spec(name: str) -> TopicSpec:
 
 
 def test_apply_says_what_was_skipped_and_why() -> None:
-    blocked = TopicAction(_spec("raw.c.s"), ActionKind.BLOCKED, reason="would drop data early")
+    blocked = TopicAction(_spec("raw.c.s"), ActionKind.BLOCKED, withheld=("would drop data",))
     summary = apply_summary(Plan((blocked, TopicAction(_spec("dlq.c.s"), ActionKind.UNCHANGED))), 0)
     assert "Nothing to do" not in summary
-    assert "Skipped 1 topic change(s)" in summary and "raw.c.s: would drop data early" in summary
+    assert "Skipped 1 topic(s)" in summary and "raw.c.s: would drop data" in summary
+    assert "--allow-skipped" in summary
+    # An alteration that also withholds something is a change and a skip.
+    both = TopicAction(_spec("raw.c.s"), ActionKind.ALTER, {"k": ("1", "2")}, ("partitions",))
+    summary = apply_summary(Plan((both,)), 0, allow_skipped=True)
+    assert "Applied 1 change(s): 0 topic(s) created, 1 altered." in summary
+    assert "raw.c.s: partitions" in summary and "--allow-skipped" not in summary
     clean = Plan((TopicAction(_spec("dlq.c.s"), ActionKind.UNCHANGED),))
     assert apply_summary(clean, 0) == "Nothing to do: the cluster already matches the contracts."
-    assert apply_summary(clean, 3) == "Applied 3 change(s)."
+    assert (
+        apply_summary(clean, 3)
+        == "Applied 3 change(s): 0 topic(s) created, 0 altered, 3 ACL change(s)."
+    )
     assert "no authorizer" in apply_summary(clean, None)
     assert "Nothing to do" not in apply_summary(clean, None)
 

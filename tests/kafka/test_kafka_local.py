@@ -7,6 +7,7 @@ import socket
 import stat
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -156,3 +157,38 @@ def test_cli_uses_external_cluster_when_kafka_bootstrap_is_set(tmp_path: Path) -
     assert result.returncode == 0
     assert "using the cluster at 127.0.0.1:1, starting nothing" in result.stdout
     assert not (tmp_path / "kafka.pid").exists()
+
+
+def test_stop_help_says_what_its_timeout_waits_for() -> None:
+    stop = _cli("stop", "--help", env=dict(os.environ))
+    start = _cli("start", "--help", env=dict(os.environ))
+    assert "come up" not in stop.stdout and "to exit" in stop.stdout
+    assert "come up" in start.stdout
+
+
+def test_an_explicit_data_dir_stops_the_local_broker_even_with_kafka_bootstrap_set(
+    tmp_path: Path,
+) -> None:
+    # The broker stands in as a process of ours named by the data dir's pid file.
+    data = tmp_path / "data"
+    data.mkdir()
+    stand_in = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    reaper = threading.Thread(target=stand_in.wait)  # reaped at once, as init would
+    reaper.start()
+    try:
+        (data / "kafka.pid").write_text(f"{stand_in.pid}\n")
+        env = dict(os.environ, KAFKA_BOOTSTRAP="kafka.example.org:9093")
+        implicit = _cli("stop", env=env)
+        assert "not ours to stop" in implicit.stdout
+        assert stand_in.poll() is None
+        status = _cli("status", "--data-dir", str(data), env=env)
+        assert status.returncode == 0 and f"running: pid {stand_in.pid}" in status.stdout
+        explicit = _cli("stop", "--data-dir", str(data), "--timeout", "10", env=env)
+        assert explicit.returncode == 0, explicit.stderr
+        assert explicit.stdout.strip() == "Kafka stopped"
+        reaper.join(timeout=30)
+        assert stand_in.returncode is not None
+        assert not (data / "kafka.pid").exists()
+    finally:
+        stand_in.kill()
+        reaper.join(timeout=30)

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 from kafka import KafkaAdminClient
-from kafka.admin import ConfigResource, ConfigResourceType
+from kafka.admin import ConfigResource, ConfigResourceType, NewPartitions
 
+from broker.cli import main
 from broker.kafka import topics
 from contracts import Contract, load_contracts
 from contracts.copies import example_data, write_contract
@@ -21,6 +22,7 @@ from tests.kafka.acl_support import withdraw
 
 pytestmark = pytest.mark.integration
 NOW = datetime(2026, 11, 26, tzinfo=UTC)
+DAY_MS = 86_400_000
 
 
 @pytest.fixture
@@ -122,3 +124,45 @@ def test_plan_against_an_unreachable_cluster_is_a_clear_error() -> None:
     )
     assert result.returncode == 1
     assert "cannot reach the Kafka cluster at 127.0.0.1:1" in result.stderr
+
+
+def _set_retention(admin: KafkaAdminClient, topic: str, ms: int) -> None:
+    resource = ConfigResource(ConfigResourceType.TOPIC, topic, {"retention.ms": str(ms)})
+    assert admin.alter_configs([resource])["topic"][topic] == "OK"
+
+
+def test_apply_says_what_it_withheld_and_fails_unless_told_otherwise(
+    kafka_admin: KafkaAdminClient,
+    contract_file: Callable[..., Path],
+    cleanup: list[Contract],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    path = contract_file("P30D")
+    contract = load_contracts([path], now=NOW)[0]
+    cleanup.append(contract)
+    raw, ingest = contract.topic_raw("activity"), contract.topic_ingest("activity")
+    assert main(["apply", str(path)]) == 0
+    capsys.readouterr()
+
+    # By hand: a longer retention on raw. Apply must not quietly keep or cut it.
+    _set_retention(kafka_admin, raw, 90 * DAY_MS)
+    assert main(["apply", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert "Nothing to do" not in out
+    assert f"{raw}: withheld retention.ms: {90 * DAY_MS} -> {30 * DAY_MS}" in out
+    assert "--allow-data-loss" in out and "--allow-skipped" in out
+    assert _retention(kafka_admin, raw) == str(90 * DAY_MS)
+    assert main(["apply", "--allow-skipped", str(path)]) == 0
+    assert "Skipped 1" in capsys.readouterr().out
+
+    # A partition added by hand, and a shorter retention in the contract: with
+    # --allow-data-loss the cut is made beside the partition mismatch, which is reported.
+    kafka_admin.create_partitions({ingest: NewPartitions(3)})
+    shorter = contract_file("P7D")
+    assert main(["apply", "--allow-data-loss", str(shorter)]) == 1
+    out = capsys.readouterr().out
+    assert "Nothing to do" not in out
+    assert _retention(kafka_admin, ingest) == str(7 * DAY_MS)
+    assert _retention(kafka_admin, raw) == str(7 * DAY_MS)
+    assert f"{ingest}: has 3 partitions, contract says 2" in out
+    assert "Applied 3 change(s)" in out

@@ -42,6 +42,7 @@ COMMANDS = (
     "simulate",
     "replay",
     "connect",
+    "rejections",
     "subscribe",
     "export",
     "schemas",
@@ -95,11 +96,11 @@ def test_the_parser_has_exactly_these_commands() -> None:
 
 
 def test_help_time_constants_agree_with_their_owners() -> None:
-    from broker.cli import ingest as cli_ingest
+    from broker.cli import simulate as cli_simulate
     from broker.cli import worker as cli_worker
     from broker.worker import keystore
     from connectors.simulate import SIMULATORS
 
     assert cli_worker.MASTER_KEY_ENV == keystore.MASTER_KEY_ENV
     assert cli_worker.NEW_MASTER_KEY_ENV == keystore.NEW_MASTER_KEY_ENV
-    assert cli_ingest.SIMULATOR_NAMES == tuple(sorted(SIMULATORS))
+    assert cli_simulate.SIMULATOR_NAMES == tuple(sorted(SIMULATORS))

@@ -1,0 +1,153 @@
+"""``respublica rejections`` on the real broker: rejections pushed through the gateway are
+found by request id, time range and reason, in the one contract's DLQ only, without payload."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from kafka import KafkaAdminClient
+
+from broker.cli import main
+from broker.ingest.rejections import rejection_of, render_text
+from broker.kafka import topics
+from broker.kafka.writer import KafkaBatchWriter, ProducerSettings
+from connectors.simulate import MobilitySimulator, SimOptions, take
+from contracts import Contract
+from tests.ingest.conftest import NOW_MS, ClientFactory
+from tests.ingest.test_gateway_kafka import grant
+
+pytestmark = pytest.mark.integration
+SENTINEL = "SENTINEL-51c0"
+HOUR_MS = 3_600_000
+
+
+@pytest.fixture
+def two_contracts(
+    kafka_admin: KafkaAdminClient, kafka_bootstrap: str, contract_copy: Callable[..., Contract]
+) -> Iterator[tuple[Contract, Contract]]:
+    """A micromobility copy and a second one whose id extends the first (``<id>x``)."""
+    first = contract_copy()
+    second = contract_copy(id=f"{first.id}x")
+    with topics.TopicAdmin(kafka_bootstrap) as admin:
+        topics.apply(admin, topics.plan(admin, [first, second]))
+    yield first, second
+    kafka_admin.delete_topics([s.name for c in (first, second) for s in topics.contract_topics(c)])
+
+
+def _events(start_ms: int) -> list[dict[str, Any]]:
+    sim = MobilitySimulator(SimOptions(seed=3, start_ms=start_ms, size=50))
+    return [item.record for item in take(sim.records(), 4, ["vehicle_events"])]
+
+
+def _bad_batch(start_ms: int) -> tuple[list[dict[str, Any]], int]:
+    """Two good events and three bad ones (indexes 1, 2, 4); the clock just after them."""
+    good, one, two, three = _events(start_ms)
+    missing = {k: v for k, v in one.items() if k != "vehicle_id"} | {"event_id": SENTINEL}
+    outside = two | {"lat": 48.85, "lon": 2.35, "vehicle_id": f"{SENTINEL}-v"}
+    unknown = three | {"colour": SENTINEL}
+    batch = [good, missing, outside, good | {"event_id": "other-evt"}, unknown]
+    return batch, max(e["timestamp"] for e in batch) + 1000
+
+
+async def _post(client: Any, contract: Contract, batch: list[dict[str, Any]]) -> str:
+    response = await client.post(
+        f"/v1/contracts/{contract.id}/streams/vehicle_events/events",
+        json=batch,
+        headers={"Authorization": "Bearer tok-good"},
+    )
+    body = await response.json()
+    assert response.status == 200, body
+    return str(body["request_id"])
+
+
+def _lookup(capsys: pytest.CaptureFixture[str], *args: str) -> str:
+    assert main(["rejections", *args]) == 0
+    return capsys.readouterr().out
+
+
+async def test_rejections_are_found_by_request_id_time_and_reason(
+    two_contracts: tuple[Contract, Contract],
+    kafka_bootstrap: str,
+    gateway_client: ClientFactory,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    first, second = two_contracts
+    clock = [NOW_MS]
+    writer = KafkaBatchWriter(ProducerSettings(kafka_bootstrap))
+    client = await gateway_client(
+        [first, second], writer, grants=grant(first, second), clock=lambda: clock[0]
+    )
+    early, clock[0] = _bad_batch(NOW_MS - 60_000)
+    early_id = await _post(client, first, early)
+    late, clock[0] = _bad_batch(NOW_MS + HOUR_MS)
+    late_id = await _post(client, first, late)
+    other_id = await _post(client, second, late)
+    await writer.close()
+
+    out = _lookup(capsys, "--contract", first.id, "--request-id", early_id)
+    rows = [line.split() for line in out.splitlines()[1:-1]]
+    assert [(r[1], r[2], r[3], r[5]) for r in rows] == [
+        ("vehicle_events", "MISSING_FIELD", "vehicle_id", f"{early_id}#1"),
+        ("vehicle_events", "OUTSIDE_TERRITORY", "lat,lon", f"{early_id}#2"),
+        ("vehicle_events", "UNKNOWN_FIELD", "colour", f"{early_id}#4"),
+    ]
+    assert out.splitlines()[-1] == (
+        f"3 rejection(s) in {first.topic_dlq('trips')}, {first.topic_dlq('vehicle_events')}:"
+        " MISSING_FIELD 1, OUTSIDE_TERRITORY 1, UNKNOWN_FIELD 1"
+    )
+    assert SENTINEL not in out
+
+    # One contract's DLQ only, even when another contract's id starts with this one's.
+    everything = _lookup(capsys, "--contract", first.id, "--format", "json")
+    found = [json.loads(line) for line in everything.splitlines()]
+    assert {f["request_id"] for f in found} == {early_id, late_id}
+    assert other_id not in everything and SENTINEL not in everything
+    assert {f["topic"] for f in found} == {first.topic_dlq("vehicle_events")}
+    assert all(f["original_bytes"] > 0 and len(f["original_sha256"]) == 64 for f in found)
+
+    # By time range (on the rejection time) and reason.
+    since = str(NOW_MS + HOUR_MS // 2)
+    by_time = _lookup(
+        capsys, "--contract", first.id, "--stream", "vehicle_events", "--since", since
+    )
+    assert late_id in by_time and early_id not in by_time
+    by_reason = _lookup(capsys, "--contract", first.id, "--reason", "UNKNOWN_FIELD")
+    assert by_reason.count("UNKNOWN_FIELD  colour") == 2
+    assert "MISSING_FIELD" not in by_reason.splitlines()[-1]
+    nothing = _lookup(capsys, "--contract", first.id, "--request-id", other_id)
+    assert nothing.strip() == (
+        f"no matching rejection in {first.topic_dlq('trips')}, {first.topic_dlq('vehicle_events')}"
+    )
+
+
+def test_an_unknown_contract_is_a_clear_error(
+    kafka_bootstrap: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["rejections", "--contract", "no-such-contract"]) == 1
+    err = capsys.readouterr().err
+    assert "no DLQ topic dlq.no-such-contract.<stream> visible" in err
+
+
+@pytest.mark.unit
+def test_a_row_shows_the_detail_and_never_an_unprintable_header() -> None:
+    headers = [
+        ("respublica.reason", b"TOO_LATE"),
+        ("respublica.field", b"timestamp\x1b[2J"),  # a terminal escape: not echoed
+        ("respublica.stage", b"semantic"),
+        ("respublica.source", b"rid-1#0"),
+        ("respublica.connector", b"http-push"),
+        ("respublica.rejected_at", str(NOW_MS).encode()),
+        ("respublica.stream", b"vehicle_events"),
+        ("respublica.original_bytes", b"12"),
+        ("respublica.detail", b"the time looks like seconds: send milliseconds"),
+    ]
+    record = SimpleNamespace(topic="dlq.c.vehicle_events", partition=0, offset=3, headers=headers)
+    rejection = rejection_of(record)  # type: ignore[arg-type]
+    assert (rejection.field, rejection.request_id) == ("?", "rid-1")
+    text = render_text(["dlq.c.vehicle_events"], [rejection], 10)
+    assert text.splitlines()[1].endswith("12     the time looks like seconds: send milliseconds")
+    assert "\x1b" not in text
