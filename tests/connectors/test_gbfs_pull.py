@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import ClientSession, web
+from aiohttp.test_utils import TestServer
 from kafka import KafkaAdminClient, KafkaConsumer
 from prometheus_client import CollectorRegistry
 
@@ -31,9 +32,28 @@ from connectors.pollers import GbfsPoller, GbfsSettings, rotation_counter
 from connectors.validate import H_REASON, Router
 from contracts import Contract, load_contracts
 from contracts.copies import example_data, write_contract
-from tests.ingest.conftest import FakeClock, ListSink, feed_server  # noqa: F401 - a fixture
+from tests.ingest.conftest import FakeClock, ListSink
 
 HOUR_MS = 3_600_000
+
+
+@pytest.fixture
+async def gbfs_server() -> AsyncIterator[Callable[..., Any]]:
+    """``await gbfs_server({path: handler})`` -> base URL of a local server on 127.0.0.1."""
+    servers: list[TestServer] = []
+
+    async def make(routes: dict[str, Any]) -> str:
+        app = web.Application()
+        for path, handler in routes.items():
+            app.router.add_get(path, handler)
+        server = TestServer(app, host="127.0.0.1")
+        await server.start_server()
+        servers.append(server)
+        return str(server.make_url("")).rstrip("/")
+
+    yield make
+    for server in servers:
+        await server.close()
 
 
 def rfc3339(ms: int, lower: bool = False) -> str:
@@ -184,12 +204,12 @@ def raw_records(sink: ListSink, contract: Contract) -> list[dict[str, Any]]:
     ids=["a /gbfs path", "a query string and lowercase t/z"],
 )
 async def test_a_v3_system_is_found_by_content_and_a_parked_vehicle_counts_as_available(
-    feed_server: Callable[..., Any], tmp_path: Path, path: str, query: str, lower: bool
+    gbfs_server: Callable[..., Any], tmp_path: Path, path: str, query: str, lower: bool
 ) -> None:
     clock = FakeClock(int(datetime.now(UTC).timestamp() * 1000))
     system = System(clock.now_ms, lower)
     system.discovery_path, system.query = path, query
-    system.base = await feed_server(system.routes())
+    system.base = await gbfs_server(system.routes())
     contract, sink = real_contract(tmp_path), ListSink()
     async with ClientSession() as session:
         poller = make_poller(system, contract, sink, clock, session)
@@ -204,12 +224,12 @@ async def test_a_v3_system_is_found_by_content_and_a_parked_vehicle_counts_as_av
 
 
 async def test_discovery_and_vehicle_types_are_read_again_when_their_ttl_runs_out(
-    feed_server: Callable[..., Any], tmp_path: Path
+    gbfs_server: Callable[..., Any], tmp_path: Path
 ) -> None:
     clock = FakeClock(int(datetime.now(UTC).timestamp() * 1000))
     system = System(clock.now_ms)
     system.discovery_ttl = 60
-    system.base = await feed_server(system.routes())
+    system.base = await gbfs_server(system.routes())
     async with ClientSession() as session:
         poller = make_poller(system, real_contract(tmp_path), ListSink(), clock, session)
         for _ in range(9):  # one poll every 30 s (the vehicle feed's ttl): 4 minutes
@@ -220,12 +240,12 @@ async def test_discovery_and_vehicle_types_are_read_again_when_their_ttl_runs_ou
 
 
 async def test_a_stale_snapshot_refused_as_too_late_is_sent_again_when_fresh(
-    feed_server: Callable[..., Any], tmp_path: Path
+    gbfs_server: Callable[..., Any], tmp_path: Path
 ) -> None:
     clock = FakeClock(int(datetime.now(UTC).timestamp() * 1000))
     system = System(clock.now_ms)
     system.last_updated_offset_ms = -HOUR_MS  # a feed stuck an hour ago
-    system.base = await feed_server(system.routes())
+    system.base = await gbfs_server(system.routes())
     contract, sink = real_contract(tmp_path), ListSink()
     async with ClientSession() as session:
         poller = make_poller(system, contract, sink, clock, session)
@@ -262,7 +282,7 @@ def live(kafka_bootstrap: str, kafka_admin: KafkaAdminClient, tmp_path: Path) ->
 async def test_connect_gbfs_ingests_a_v3_system_without_gbfs_json_in_its_url(
     live: Contract,
     kafka_bootstrap: str,
-    feed_server: Callable[..., Any],
+    gbfs_server: Callable[..., Any],
     consumer_factory: Callable[..., KafkaConsumer],
     path: str,
     query: str,
@@ -271,7 +291,7 @@ async def test_connect_gbfs_ingests_a_v3_system_without_gbfs_json_in_its_url(
 
     system = System(lambda: int(datetime.now(UTC).timestamp() * 1000))
     system.discovery_path, system.query = path, query
-    system.base = await feed_server(system.routes())
+    system.base = await gbfs_server(system.routes())
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         *("-m", "broker.cli", "connect", "gbfs", f"{system.base}{path}{query}"),
