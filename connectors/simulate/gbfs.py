@@ -183,8 +183,8 @@ class GbfsFeedSimulator:
 
     def discovery(self, base_url: str, version: str = "3.0") -> dict[str, Any]:
         """``gbfs.json``: v3 ``data.feeds``, v2.3 one feeds list per language (here ``fr``)."""
-        names = ("system_information", "vehicle_types")
-        names += ("vehicle_status",) if version.startswith("3") else ("free_bike_status",)
+        vehicles = "vehicle_status" if version.startswith("3") else "free_bike_status"
+        names = ("system_information", "vehicle_types", vehicles)
         feeds = [{"name": name, "url": f"{base_url}/{name}.json"} for name in names]
         data: dict[str, Any] = (
             {"feeds": feeds} if version.startswith("3") else {"fr": {"feeds": feeds}}
