@@ -2,9 +2,14 @@
 
 ``free_bike_status.json`` (v2.x, ``data.bikes[].bike_id``, POSIX-second times) and
 ``vehicle_status.json`` (v3, ``data.vehicles[].vehicle_id``, RFC 3339 times) parse into one
-``VehicleSnapshot``. ``AvailabilityTracker`` turns successive snapshots into
-``vehicle_events`` records (``available``, ``reserved``, ``unavailable``) for vehicles that
-appeared, changed state or moved, so re-polling an unchanged feed emits nothing.
+``VehicleSnapshot``. What a URL serves is told by its content (``is_vehicle_feed``,
+``discover_feeds``), never by its name: systems publish ``gbfs.json`` under any path, with
+query strings. ``AvailabilityTracker`` turns successive snapshots into ``vehicle_events``
+records (``available``, ``reserved``, ``unavailable``) for vehicles that appeared, changed
+state or moved, so re-polling an unchanged feed emits nothing. A snapshot says what each
+vehicle's state *is* at the feed's ``last_updated`` (``last_reported`` is only when the
+vehicle last called home: a vehicle parked for an hour is available now), so that is the
+record's time; the tracker counts a vehicle as sent only when the poller ``commit``s it.
 ``station_status.json`` parses into ``StationStatus`` (counts only; it has no vehicle to
 attach an event to, so the poller reports stations seen without emitting events).
 
@@ -17,10 +22,11 @@ salted hashes of ids only (like the duplicate filter) and never logs them.
 from __future__ import annotations
 
 import math
+import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypeGuard
 
 from connectors.base import ConnectorError
@@ -92,19 +98,70 @@ class StationStatus:
     is_renting: bool
 
 
+# RFC 3339 section 5.6 date-time (JSON Schema ``format: date-time``, GBFS v3 Timestamp): "T"
+# and "Z" may be lowercase (section 5.6, note), the fraction has any number of digits.
+_RFC3339 = re.compile(
+    r"(\d{4}-\d{2}-\d{2})[Tt](\d{2}:\d{2}:\d{2})(?:\.(\d+))?([Zz]|[+-]\d{2}:\d{2})",
+    re.ASCII,
+)
+
+
+@dataclass(frozen=True)
+class Feeds:
+    """The URLs of a system's feeds that the poller reads."""
+
+    vehicles: str
+    types: str | None = None
+    stations: str | None = None
+
+
 def gbfs_time_ms(value: Any) -> int | None:
-    """A GBFS time as ms: POSIX seconds (v1-v2) or an RFC 3339 string (v3)."""
+    """A GBFS time as ms: POSIX seconds (v1-v2) or an RFC 3339 date-time string (v3)."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int | float):
-        return int(value * 1000)
+        return int(value * 1000) if math.isfinite(value) else None
     if isinstance(value, str):
-        try:
-            moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            return None
-        return int(moment.timestamp() * 1000) if moment.tzinfo else None
+        return rfc3339_ms(value)
     return None
+
+
+def rfc3339_ms(text: str) -> int | None:
+    """An RFC 3339 ``date-time`` as ms since the epoch; None if it is not one."""
+    match = _RFC3339.fullmatch(text)
+    if match is None:
+        return None
+    date, time, fraction, offset = match.groups()
+    micro = f".{(fraction or '0')[:6]}"
+    zone = "+00:00" if offset in ("Z", "z") else offset
+    try:
+        moment = datetime.fromisoformat(f"{date}T{time}{micro}{zone}")
+    except ValueError:  # 2026-02-30, 25:00:00, a leap second
+        return None
+    return int(moment.astimezone(UTC).timestamp() * 1000)
+
+
+def ttl_ms(doc: Any) -> int:
+    """A document's ``ttl`` in ms (0, read again next time, when absent or not a number)."""
+    ttl = doc.get("ttl") if isinstance(doc, Mapping) else None
+    return int(ttl * 1000) if _number(ttl) and ttl > 0 else 0
+
+
+def is_vehicle_feed(doc: Any) -> bool:
+    """Whether a document is ``vehicle_status`` (v3) or ``free_bike_status`` (v2.x)."""
+    data = doc.get("data") if isinstance(doc, Mapping) else None
+    return isinstance(data, Mapping) and (
+        isinstance(data.get("vehicles"), list) or isinstance(data.get("bikes"), list)
+    )
+
+
+def feeds_of(named: Mapping[str, str]) -> Feeds:
+    """The feeds the poller reads, from a discovery's name -> URL."""
+    vehicles = named.get("vehicle_status") or named.get("free_bike_status")
+    if vehicles is None:
+        msg = "gbfs.json lists no vehicle_status or free_bike_status feed"
+        raise ConnectorError(msg)
+    return Feeds(vehicles, named.get("vehicle_types"), named.get("station_status"))
 
 
 def _header(doc: Any, what: str) -> tuple[str, int, int, Mapping[str, Any]]:
@@ -115,9 +172,7 @@ def _header(doc: Any, what: str) -> tuple[str, int, int, Mapping[str, Any]]:
     if updated is None:
         msg = f"{what}: last_updated missing or not a time"
         raise ConnectorError(msg)
-    ttl = doc.get("ttl")
-    ttl_s = int(ttl) if isinstance(ttl, int | float) and ttl >= 0 else 0
-    return str(doc.get("version", "1.0")), updated, ttl_s, doc["data"]
+    return str(doc.get("version", "1.0")), updated, ttl_ms(doc) // 1000, doc["data"]
 
 
 def parse_vehicle_feed(doc: Any) -> VehicleSnapshot:
@@ -190,15 +245,15 @@ def discover_feeds(doc: Any, language: str | None = None) -> dict[str, str]:
     """Feed name -> URL from ``gbfs.json`` (v2.x: per language; v3: ``data.feeds``)."""
     _, _, _, data = _header(doc, "gbfs.json")
     feeds = data.get("feeds")
-    if feeds is None:
-        by_language = [v for k, v in data.items() if language in (None, k)]
+    if feeds is None:  # v2.x: one feeds list per language
+        by_language = [v for k, v in sorted(data.items()) if language in (None, k)]
         feeds = (
             by_language[0].get("feeds")
             if by_language and isinstance(by_language[0], Mapping)
             else None
         )
     if not isinstance(feeds, list):
-        msg = "gbfs.json: no feeds list"
+        msg = "GBFS: the document is neither a discovery (feeds list) nor a vehicle feed"
         raise ConnectorError(msg)
     return {
         f["name"]: f["url"]
@@ -242,28 +297,39 @@ class RotationTracker:
 
 
 class AvailabilityTracker:
-    """Turns snapshots into ``vehicle_events`` records for what changed since the last one."""
+    """Turns snapshots into ``vehicle_events`` records for what changed since the last one.
+
+    ``changes`` proposes records; ``commit`` records which vehicles were really sent, so a
+    record that never reached Kafka (or was refused as too late) is proposed again.
+    """
 
     def __init__(
         self,
         provider_id: str,
-        feed_url: str,
+        feed_name: str,
         types: Mapping[str, tuple[str, str]] | None = None,
         same_place_m: float = SAME_PLACE_M,
     ) -> None:
         self.provider_id = provider_id
-        self.feed_url = feed_url
+        self.feed_name = feed_name
         self.types = dict(types or {})
         self.same_place_m = same_place_m
         self._last: dict[str, GbfsVehicle] = {}
 
-    def changes(self, snapshot: VehicleSnapshot) -> list[dict[str, Any]]:
-        """Records for vehicles new to the feed, in a new state, or moved."""
-        records = [
-            self._record(v, snapshot.last_updated_ms) for v in snapshot.vehicles if self._changed(v)
+    def changes(self, snapshot: VehicleSnapshot) -> list[tuple[GbfsVehicle, dict[str, Any]]]:
+        """Vehicles new to the feed, in a new state, or moved, each with its record."""
+        return [
+            (v, self._record(v, snapshot.last_updated_ms))
+            for v in snapshot.vehicles
+            if self._changed(v)
         ]
-        self._last = {v.vehicle_id: v for v in snapshot.vehicles}
-        return records
+
+    def commit(self, snapshot: VehicleSnapshot, sent: list[GbfsVehicle]) -> None:
+        """Remember ``sent`` as reported; forget vehicles the snapshot no longer lists."""
+        listed = {v.vehicle_id for v in snapshot.vehicles}
+        last = {k: v for k, v in self._last.items() if k in listed}
+        last.update((v.vehicle_id, v) for v in sent)
+        self._last = last
 
     def _changed(self, vehicle: GbfsVehicle) -> bool:
         last = self._last.get(vehicle.vehicle_id)
@@ -274,11 +340,10 @@ class AvailabilityTracker:
         )
 
     def _record(self, vehicle: GbfsVehicle, updated_ms: int) -> dict[str, Any]:
-        when = vehicle.last_reported_ms or updated_ms
         vehicle_type, propulsion = self.types.get(vehicle.vehicle_type_id or "", ("other", "human"))
-        # Derived id: re-reading the same observation (a restart, an unchanged poll) repeats
-        # it, so the validator's duplicate filter drops the repeat.
-        seed = f"{self.feed_url}|{vehicle.vehicle_id}|{vehicle.state}|{when}"
+        # Derived id: re-reading the same snapshot (a restart, a retry) repeats it, so the
+        # validator's duplicate filter drops the repeat.
+        seed = f"{self.feed_name}|{vehicle.vehicle_id}|{vehicle.state}|{updated_ms}"
         fuel = vehicle.fuel_percent
         return {
             "event_id": str(uuid.uuid5(_EVENT_IDS, seed)),
@@ -287,7 +352,7 @@ class AvailabilityTracker:
             "vehicle_type": vehicle_type,
             "propulsion": propulsion,
             "event_type": vehicle.state,
-            "timestamp": when,
+            "timestamp": updated_ms,
             "lat": vehicle.lat,
             "lon": vehicle.lon,
             "battery_pct": round(fuel * 100) if fuel is not None and 0 <= fuel <= 1 else None,

@@ -11,11 +11,12 @@ Error messages name the feed and the HTTP status, never a body.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import aiohttp
 
@@ -27,6 +28,8 @@ from connectors.retry import (
     transient_status,
     with_retries,
 )
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -124,12 +127,36 @@ async def run_polls(
     stop: asyncio.Event,
     max_polls: int | None = None,
 ) -> int:
-    """Call ``poll_once`` (which returns the seconds to wait) until stopped; returns polls."""
+    """Call ``poll_once`` (which returns the seconds to wait) until stopped; returns polls.
+
+    ``stop`` (set by SIGTERM/SIGINT) interrupts a poll or a wait at once: the poll is
+    cancelled where it is, and since pollers move their position only after Kafka
+    acknowledged a batch, what it was doing is simply read again by the next run.
+    """
     polls = 0
     while not stop.is_set() and (max_polls is None or polls < max_polls):
-        delay = await poll_once()
+        done, delay = await _unless_stopped(poll_once(), stop)
+        if not done:
+            break
         polls += 1
         if max_polls is not None and polls >= max_polls:
             break
-        await clock.sleep(delay)
+        await _unless_stopped(clock.sleep(delay or 0.0), stop)
     return polls
+
+
+async def _unless_stopped(work: Awaitable[T], stop: asyncio.Event) -> tuple[bool, T | None]:
+    """``(True, result)`` of ``work``, or ``(False, None)`` once ``stop`` is set (cancelled)."""
+    task = asyncio.ensure_future(work)
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    if task.cancelled():
+        return False, None
+    return True, task.result()

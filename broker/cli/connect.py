@@ -6,7 +6,9 @@ row or item is reported at once, by number and reason, and nothing waits on ``in
 
 A feed that answers 5xx, 429 or 408, or does not answer, is retried with backoff (the
 ``--retry-*`` options, shared with ``replay``); when the retries run out the command exits 1
-and says where a restart resumes.
+and says where a restart resumes. Kafka being away is waited out, never given up on
+(``connectors.outbox``). SIGTERM and SIGINT stop a poller at once (exit 0): what was not
+acknowledged by Kafka yet is read again by the next run.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ if TYPE_CHECKING:
     import aiohttp
 
     from connectors.emit import Emitter
+    from connectors.outbox import Outbox
     from connectors.poll import Fetch
     from connectors.retry import RetryPolicy, TransientError
     from contracts import Contract
@@ -123,17 +126,32 @@ def register(commands: Any) -> None:
     )
     add_retry_options(gbfs)
     gbfs.set_defaults(handler=_gbfs)
-    mds = _common(kinds.add_parser("mds", help="an MDS Provider API (events and trips)"))
-    mds.add_argument("url", help="base URL of the provider's MDS API")
+    mds = _common(kinds.add_parser("mds", help="an MDS Provider 2.0 API (events and trips)"))
+    mds.add_argument("url", help="base URL of the provider's MDS 2.0 Provider API")
     mds.add_argument(
         "--checkpoint",
         type=Path,
         required=True,
         help="file keeping the position, to resume after a restart",
     )
-    mds.add_argument("--since", help="first time to read (ISO 8601; default: one hour ago)")
-    mds.add_argument("--mds-version", choices=("2.0", "1.x"), default="2.0")
-    mds.add_argument("--interval", type=float, default=60.0, help="seconds between polls (60)")
+    mds.add_argument(
+        "--since",
+        help="first time to read (ISO 8601; default: now minus the events stream's "
+        "allowed lateness, the oldest event the contract still accepts)",
+    )
+    mds.add_argument(
+        "--interval",
+        type=float,
+        default=60.0,
+        help="seconds between polls, and the grid of /events/recent windows (60)",
+    )
+    mds.add_argument(
+        "--lag",
+        type=float,
+        default=60.0,
+        help="seconds not asked for yet: the provider may still be writing them (60)",
+    )
+    mds.add_argument("--no-trips", action="store_true", help="read /events/recent only, not /trips")
     add_retry_options(mds)
     mds.set_defaults(handler=_mds)
     rentals = _common(kinds.add_parser("rentals", help="import a rental activity CSV/JSON file"))
@@ -174,14 +192,11 @@ def _common(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 class _Setup:
-    """Contracts, validator, Kafka sink and emitter of one connector run."""
+    """Contracts, validator, metrics and Kafka settings of one connector run."""
 
-    def __init__(
-        self, args: argparse.Namespace, connector: str, clock: Callable[[], int] | None = None
-    ) -> None:
+    def __init__(self, args: argparse.Namespace, connector: str) -> None:
         from prometheus_client import CollectorRegistry, start_http_server
 
-        from connectors.emit import Emitter, KafkaSink
         from connectors.metrics import IngestMetrics
         from connectors.poll import SystemClock
         from connectors.validate import Router
@@ -193,21 +208,45 @@ class _Setup:
             now=datetime.now(UTC),
             allow_outside=args.allow_outside_refs,
         )
+        self.connector = connector
         self.contract = _find(contracts, args.contract)
+        self.router = Router(contracts)
         self.registry = CollectorRegistry()
-        metrics = IngestMetrics(self.registry)
-        metrics.declare([self.contract], connector)  # every series at 0 before the first poll
+        self.metrics = IngestMetrics(self.registry)
+        self.metrics.declare([self.contract], connector)  # every series at 0 before a poll
         if args.metrics_port is not None:
             start_http_server(args.metrics_port, registry=self.registry)
-        self.sink = KafkaSink(kafka_settings(args))
+        self.kafka = kafka_settings(args)
         self.clock = SystemClock()
-        self.emitter = Emitter(
-            Router(contracts),
+
+    def emitter(self, clock: Callable[[], int] | None = None) -> tuple[Emitter, Any]:
+        """A synchronous emitter on a ``KafkaSink`` (file imports), and the sink."""
+        from connectors.emit import Emitter, KafkaSink
+
+        sink = KafkaSink(self.kafka)
+        emitter = Emitter(
+            self.router,
             self.contract.id,
-            sink=self.sink,
-            connector=connector,
+            sink=sink,
+            connector=self.connector,
             clock=clock or self.clock.now_ms,
-            metrics=metrics,
+            metrics=self.metrics,
+        )
+        return emitter, sink
+
+    def outbox(self) -> Outbox:
+        """An outbox on aiokafka that waits out Kafka outages (pollers)."""
+        from broker.kafka.writer import KafkaBatchWriter, ProducerSettings
+        from connectors.outbox import Outbox
+
+        settings = ProducerSettings(self.kafka, role="connector")
+        return Outbox(
+            self.router,
+            self.contract.id,
+            writer=lambda: KafkaBatchWriter(settings),
+            connector=self.connector,
+            clock=self.clock,
+            metrics=self.metrics,
         )
 
 
@@ -219,20 +258,28 @@ def _find(contracts: list[Contract], contract_id: str) -> Contract:
     raise RespublicaError(msg)
 
 
-def _run(poll: Callable[[aiohttp.ClientSession, _Setup], Awaitable[int]], setup: _Setup) -> int:
+def _run(
+    poll: Callable[[aiohttp.ClientSession, Outbox, asyncio.Event], Awaitable[int]],
+    setup: _Setup,
+) -> int:
     import asyncio
 
     import aiohttp
 
     async def main() -> int:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
-            return await poll(session, setup)
+        stop = _stop_event()
+        outbox = setup.outbox()
+        try:
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+                code = await poll(session, outbox, stop)
+            if stop.is_set():
+                print(f"{setup.connector}: stopped by a signal", file=sys.stderr)
+            return code
+        finally:
+            await outbox.close()
+            _report(outbox.emitter)
 
-    try:
-        return asyncio.run(main())
-    finally:
-        setup.sink.close()
-        _report(setup.emitter)
+    return asyncio.run(main())
 
 
 def _stop_event() -> asyncio.Event:
@@ -268,6 +315,7 @@ async def _poll_until_stopped(
     poll_once: Callable[[], Awaitable[float]],
     setup: _Setup,
     args: argparse.Namespace,
+    stop: asyncio.Event,
     resume: Callable[[int | None], str],
 ) -> None:
     """``run_polls``; when a request's retries run out, a ``RespublicaError`` that says what is
@@ -283,7 +331,7 @@ async def _poll_until_stopped(
         return delay
 
     try:
-        await run_polls(poll, setup.clock, _stop_event(), args.polls)
+        await run_polls(poll, setup.clock, stop, args.polls)
     except TransientError as exc:
         where = resume(next(iter(last_complete), None))
         raise RespublicaError(_gave_up(connector, exc, args, where)) from exc
@@ -325,9 +373,9 @@ def _gbfs(args: argparse.Namespace) -> int:
     )
     counter = rotation_counter(setup.registry)
 
-    async def poll(session: aiohttp.ClientSession, setup: _Setup) -> int:
-        poller = GbfsPoller(settings, _fetch(session, args), setup.emitter, counter)
-        await _poll_until_stopped("gbfs", poller.poll_once, setup, args, _snapshot_resume)
+    async def poll(session: aiohttp.ClientSession, outbox: Outbox, stop: asyncio.Event) -> int:
+        poller = GbfsPoller(settings, _fetch(session, args), setup.clock, outbox, counter)
+        await _poll_until_stopped("gbfs", poller.poll_once, setup, args, stop, _snapshot_resume)
         print(
             f"gbfs: {poller.stats.polls} polls, {poller.stats.emitted} events, "
             f"{poller.stats.violations} id-rotation violations",
@@ -339,7 +387,7 @@ def _gbfs(args: argparse.Namespace) -> int:
 
 
 def _mds(args: argparse.Namespace) -> int:
-    from connectors.pollers import MDS_1_X, MDS_2_0, MdsPoller, MdsSettings
+    from connectors.mds_poller import MdsPoller, MdsSettings
     from connectors.simulate.base import parse_start
 
     retry_policy(args)
@@ -348,19 +396,24 @@ def _mds(args: argparse.Namespace) -> int:
         msg = f"put the provider's MDS bearer token in ${MDS_TOKEN_ENV}"
         raise RespublicaError(msg)
     setup = _Setup(args, "mds")
-    since = parse_start(args.since) if args.since else setup.clock.now_ms() - 3_600_000
+    lateness = setup.contract.stream("vehicle_events").allowed_lateness
+    since = (
+        parse_start(args.since)
+        if args.since
+        else setup.clock.now_ms() - int(lateness.total_seconds() * 1000)
+    )
     settings = MdsSettings(
         base_url=args.url,
         token=token,
         checkpoint=args.checkpoint,
         since_ms=since,
         interval_s=args.interval,
-        version=args.mds_version,
-        endpoints=MDS_2_0 if args.mds_version == "2.0" else MDS_1_X,
+        lag_ms=int(args.lag * 1000),
+        trips=not args.no_trips,
     )
 
-    async def poll(session: aiohttp.ClientSession, setup: _Setup) -> int:
-        poller = MdsPoller(settings, _fetch(session, args), setup.clock, setup.emitter)
+    async def poll(session: aiohttp.ClientSession, outbox: Outbox, stop: asyncio.Event) -> int:
+        poller = MdsPoller(settings, _fetch(session, args), setup.clock, outbox)
 
         def resume(_last_ms: int | None) -> str:
             read = ", ".join(f"{name} up to {_iso(ms)}" for name, ms in poller.read_up_to().items())
@@ -369,8 +422,16 @@ def _mds(args: argparse.Namespace) -> int:
                 "run the same command again to resume from there"
             )
 
-        await _poll_until_stopped("mds", poller.poll_once, setup, args, resume)
-        print(f"mds: {poller.pages} pages read", file=sys.stderr)
+        try:
+            await _poll_until_stopped("mds", poller.poll_once, setup, args, stop, resume)
+        finally:
+            s = poller.stats
+            print(
+                f"mds: {s.requests} requests, {s.pages} pages, {s.events} events, "
+                f"{s.trips} trips, {s.vehicles} vehicles known, "
+                f"{s.trips_not_ready} trip hours not ready yet",
+                file=sys.stderr,
+            )
         return 0
 
     return _run(poll, setup)
@@ -383,9 +444,9 @@ def _waze(args: argparse.Namespace) -> int:
     setup = _Setup(args, "waze")
     settings = WazeSettings(feed_url=args.url, interval_s=args.interval)
 
-    async def poll(session: aiohttp.ClientSession, setup: _Setup) -> int:
-        poller = WazePoller(settings, _fetch(session, args), setup.emitter)
-        await _poll_until_stopped("waze", poller.poll_once, setup, args, _snapshot_resume)
+    async def poll(session: aiohttp.ClientSession, outbox: Outbox, stop: asyncio.Event) -> int:
+        poller = WazePoller(settings, _fetch(session, args), outbox)
+        await _poll_until_stopped("waze", poller.poll_once, setup, args, stop, _snapshot_resume)
         return 0
 
     return _run(poll, setup)
@@ -396,7 +457,8 @@ def _rentals(args: argparse.Namespace) -> int:
     from connectors.simulate.base import parse_start
 
     now = parse_start(args.now) if args.now else None
-    setup = _Setup(args, "rentals-file", clock=(lambda: now) if now is not None else None)
+    setup = _Setup(args, "rentals-file")
+    emitter, sink = setup.emitter((lambda: now) if now is not None else None)
     fmt = args.format or ("json" if args.file.suffix.lower() == ".json" else "csv")
     try:
         data = args.file.read_bytes()
@@ -404,9 +466,9 @@ def _rentals(args: argparse.Namespace) -> int:
         msg = f"{args.file}: cannot read ({type(exc).__name__})"
         raise RespublicaError(msg) from exc
     try:
-        report = import_activity(data, fmt, setup.emitter, setup.contract.stream(args.stream))
+        report = import_activity(data, fmt, emitter, setup.contract.stream(args.stream))
     finally:
-        setup.sink.close()
+        sink.close()
     for rejection in report.rejections:
         print(rejection)
     print(

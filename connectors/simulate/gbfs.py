@@ -1,4 +1,5 @@
-"""Seeded public GBFS feeds (v2.3 ``free_bike_status``, v3 ``vehicle_status``) of a fleet.
+"""Seeded public GBFS feeds (v2.3 ``free_bike_status``, v3 ``vehicle_status``) of a fleet,
+with discovery (``gbfs.json``), ``system_information`` and ``vehicle_types``.
 
 Unlike the MDS simulator, GBFS ids rotate: the spec requires a new random ``vehicle_id``
 after each trip, so a vehicle that leaves the feed for a ride comes back under a new id. A
@@ -179,6 +180,36 @@ class GbfsFeedSimulator:
             "version": "3.0",
             "data": {"vehicles": vehicles},
         }
+
+    def discovery(self, base_url: str, version: str = "3.0") -> dict[str, Any]:
+        """``gbfs.json``: v3 ``data.feeds``, v2.3 one feeds list per language (here ``fr``)."""
+        vehicles = "vehicle_status" if version.startswith("3") else "free_bike_status"
+        names = ("system_information", "vehicle_types", vehicles)
+        feeds = [{"name": name, "url": f"{base_url}/{name}.json"} for name in names]
+        data: dict[str, Any] = (
+            {"feeds": feeds} if version.startswith("3") else {"fr": {"feeds": feeds}}
+        )
+        return self._document(version, 60, data)
+
+    def system_information(self, version: str = "3.0") -> dict[str, Any]:
+        """``system_information.json`` with the fields its version requires."""
+        data: dict[str, Any] = {"system_id": "lyon-sim", "timezone": "Europe/Paris"}
+        if version.startswith("3"):
+            data |= {
+                "languages": ["fr"],
+                "name": [{"text": "Trottinettes simulées", "language": "fr"}],
+                "opening_hours": "24/7",
+                "feed_contact_email": "gbfs@scootco.example",
+            }
+        else:
+            data |= {"language": "fr", "name": "Trottinettes simulées"}
+        return self._document(version, 3600, data)
+
+    def _document(self, version: str, ttl: int, data: dict[str, Any]) -> dict[str, Any]:
+        updated: Any = (
+            _rfc3339(self._clock_ms) if version.startswith("3") else self._clock_ms // 1000
+        )
+        return {"last_updated": updated, "ttl": ttl, "version": version, "data": data}
 
     def vehicle_types(self, version: str = "3.0") -> dict[str, Any]:
         """``vehicle_types.json``, so the connector can name form factors and propulsion."""

@@ -13,13 +13,14 @@ from aiohttp import ClientSession, web
 from prometheus_client import CollectorRegistry, generate_latest
 
 from connectors import gbfs
-from connectors.emit import Emitter
+from connectors.outbox import Outbox
 from connectors.poll import aiohttp_fetch, run_polls
 from connectors.pollers import GbfsPoller, GbfsSettings, rotation_counter
 from connectors.simulate import SimOptions
 from connectors.simulate.gbfs import GbfsFeedSimulator
 from connectors.validate import Router
 from contracts import Contract
+from tests.connectors.outbox_support import list_outbox
 from tests.ingest.conftest import NOW_MS, FakeClock, ListSink, data_file
 
 CONTRACT = "lyon-micromobility"
@@ -77,8 +78,8 @@ def test_vehicle_types_and_discovery() -> None:
     assert gbfs.discover_feeds(v2) == {"free_bike_status": "u"}
 
 
-def emitter(examples: dict[str, Contract], sink: ListSink, clock: Callable[[], int]) -> Emitter:
-    return Emitter(Router(examples.values()), CONTRACT, sink=sink, connector="gbfs", clock=clock)
+def outbox(examples: dict[str, Contract], sink: ListSink, clock: Callable[[], int]) -> Outbox:
+    return list_outbox(Router(examples.values()), CONTRACT, sink, clock, "gbfs")
 
 
 async def test_poller_discovers_feeds_emits_changes_and_honours_ttl(
@@ -108,7 +109,8 @@ async def test_poller_discovers_feeds_emits_changes_and_honours_ttl(
         poller = GbfsPoller(
             GbfsSettings(feed_url=f"{base[0]}/gbfs.json", provider_id="p-1", min_interval_s=15.0),
             aiohttp_fetch(session),
-            emitter(examples, sink, lambda: NOW_MS),
+            FakeClock(NOW_MS),
+            outbox(examples, sink, lambda: NOW_MS),
             rotation_counter(CollectorRegistry()),
         )
         assert await poller.poll_once() == 15.0  # ttl 0: the minimum interval applies
@@ -136,7 +138,8 @@ async def rotation_run(
         poller = GbfsPoller(
             GbfsSettings(feed_url=f"{base}/vehicles.json", provider_id="p-1", source="lyon"),
             aiohttp_fetch(session),
-            emitter(examples, sink, lambda: feed.clock_ms),
+            clock,
+            outbox(examples, sink, lambda: feed.clock_ms),
             rotation_counter(registry),
         )
         await run_polls(poller.poll_once, clock, asyncio.Event(), max_polls=30)

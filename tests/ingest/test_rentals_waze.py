@@ -16,6 +16,7 @@ from connectors.pollers import WazePoller, WazeSettings
 from connectors.rentals import import_activity
 from connectors.validate import H_REASON, H_SOURCE, Router
 from contracts import Contract
+from tests.connectors.outbox_support import list_outbox
 from tests.ingest.conftest import NOW_MS, ListSink, data_file, raw_event_ids
 
 
@@ -126,9 +127,7 @@ async def test_waze_poller_emits_each_report_once(
         poller = WazePoller(
             WazeSettings(feed_url=f"{base}/feed"),
             aiohttp_fetch(session),
-            Emitter(
-                router, "bordeaux-navigation", sink=sink, connector="waze", clock=lambda: NOW_MS
-            ),
+            list_outbox(router, "bordeaux-navigation", sink, lambda: NOW_MS, "waze"),
         )
         assert await poller.poll_once() == 120.0
         await poller.poll_once()
