@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup kafka kafka-stop kafka-status demo bench bench-policies test test-unit test-integration lint format clean
+.PHONY: help setup kafka kafka-stop kafka-status demo bench bench-policies test test-unit test-integration soak lint format clean
 
 help: ## list the targets with one line each
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -47,6 +47,14 @@ test-unit: $(STAMP) ## run the pure unit tests only (no broker)
 
 test-integration: $(STAMP) ## run the integration tests against a real broker
 	$(BIN)/pytest -q -m integration $(PYTEST_ARGS)
+
+soak: $(STAMP) ## fault suite with a 90 s broker outage, ROUNDS=3 seeded rounds; figures in out/faults-N.json
+	@mkdir -p out
+	@for round in $$(seq 1 $(or $(ROUNDS),3)); do \
+		echo "soak round $$round"; \
+		RESPUBLICA_OUTAGE_S=$(or $(OUTAGE_S),90) RESPUBLICA_FAULT_REPORT=out/faults-$$round.json \
+			$(BIN)/pytest -q -p no:cacheprovider -s tests/faults $(PYTEST_ARGS) || exit 1; \
+	done
 
 lint: $(STAMP) ## ruff check, ruff format --check, mypy and the import layers (lint-imports)
 	$(BIN)/ruff check .

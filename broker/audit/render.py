@@ -15,36 +15,14 @@ from __future__ import annotations
 import html
 import json
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from broker.audit.blocks import Block, Heading, Para, Table
 from broker.audit.model import period_label
 from contracts.durations import describe_duration, parse_duration
 
 FORMATS = ("md", "json", "html")
-
-
-@dataclass(frozen=True)
-class Heading:
-    level: int
-    text: str
-
-
-@dataclass(frozen=True)
-class Para:
-    text: str
-    mark: str = ""  # "ok" or "fail" for the verdict: the HTML page shows it as a banner
-
-
-@dataclass(frozen=True)
-class Table:
-    header: Sequence[str]
-    rows: Sequence[Sequence[Any]]
-    marks: Sequence[str] = ()  # per row: "violation", "warning" or "" (highlighted in HTML)
-
-
-Block = Heading | Para | Table
 
 
 def render(report: dict[str, Any], fmt: str, generated_at: str | None = None) -> str:

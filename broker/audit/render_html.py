@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import html
 
-from broker.audit.render import Block, Heading, Para, Table
+from broker.audit.blocks import Block, Heading, Para, Table
 
 CSS = """
 body { font: 15px/1.5 system-ui, -apple-system, "Segoe UI", sans-serif; color: #1d2430;

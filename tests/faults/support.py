@@ -76,6 +76,12 @@ class Component:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def kill(self) -> None:
+        """SIGKILL, no goodbye (the fault), and reap it."""
+        assert self.proc is not None and self.alive(), f"{self.name} is not running"
+        self.proc.kill()
+        self.proc.wait(timeout=30)
+
     def health(self) -> tuple[int, dict[str, Any]]:
         """(status, body) of ``/healthz``; (0, {}) when it does not answer."""
         try:
