@@ -21,7 +21,7 @@ quiet hours (``docs/architecture.md``, "Idle partitions").
 
 Outages: once running, the validator rides out a broker outage. A batch that cannot be
 written (or a client that fails) raises inside the loop; the validator then closes both
-clients, forgets its uncommitted duplicate filters, backs off (1 s doubling to 30 s) and
+clients, forgets its uncommitted duplicate filters, backs off (1 s doubling to 10 s) and
 starts over from the last committed offsets, until the cluster answers again: the batch is
 replayed, never lost. ``health()`` says degraded meanwhile (and within 5 s of losing the
 broker, from ``broker.kafka.probe``). At start, an unreachable cluster or a missing topic is
@@ -69,7 +69,7 @@ from contracts.model import Contract
 
 CONNECTOR = "kafka"
 RETRY_FIRST_S = 1.0
-RETRY_MAX_S = 30.0
+RETRY_MAX_S = 10.0
 _log = logging.getLogger(__name__)
 _INTERNAL = Rejected(Reason.INTERNAL, "", Stage.INTERNAL)
 

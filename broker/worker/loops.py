@@ -12,7 +12,7 @@ Outages: every call on the Kafka path has a deadline (sends and checkpoint flush
 ``FLUSH_TIMEOUT_S``, the revoke callback's flush ``REVOKE_FLUSH_TIMEOUT_S``, transaction
 commits ``COMMIT_TIMEOUT_S``, reads ``READ_TIMEOUT_S``). When one fails because the cluster
 does (``is_outage``), the loop drops everything it holds, as a restarted process would, backs
-off (1 s doubling to 30 s) and starts over: it rejoins its group and restores each assigned
+off (1 s doubling to 10 s) and starts over: it rejoins its group and restores each assigned
 partition or view from its checkpoint or committed state. That is the exactly-once path a
 SIGKILL takes, so an outage changes no release (``docs/reliability.md``). Any other error is a
 bug or a refusal (credentials, ACLs) and stops the process with exit code 1.
@@ -57,7 +57,7 @@ FLUSH_TIMEOUT_S = 30.0
 REVOKE_FLUSH_TIMEOUT_S = 5.0
 COMMIT_TIMEOUT_S = 30.0
 RETRY_FIRST_S = 1.0
-RETRY_MAX_S = 30.0
+RETRY_MAX_S = 10.0
 
 
 class _Loop(threading.Thread):
