@@ -49,6 +49,7 @@ from aiokafka.codec import has_lz4
 from aiokafka.errors import CommitFailedError, KafkaError
 from prometheus_client import CollectorRegistry
 
+from broker.kafka.clients import is_refusal
 from broker.kafka.health import Health, combine
 from broker.kafka.internal import heartbeat_headers
 from broker.kafka.probe import KafkaProbe
@@ -70,6 +71,7 @@ from contracts.model import Contract
 CONNECTOR = "kafka"
 RETRY_FIRST_S = 1.0
 RETRY_MAX_S = 10.0
+MAX_FAILURES_WHILE_REACHABLE = 5
 _log = logging.getLogger(__name__)
 _INTERNAL = Rejected(Reason.INTERNAL, "", Stage.INTERNAL)
 
@@ -169,6 +171,7 @@ class IngestValidator:
         self.started = False  # the first start succeeded
         self.failing: str | None = None  # why the loop is backing off, while it is
         self.outages = 0
+        self._resumed_at = time.monotonic()
         self.probe: KafkaProbe | None = None
 
     def health(self) -> Health:
@@ -197,14 +200,21 @@ class IngestValidator:
         if self.probe is None and self.ingest_topics:
             self.probe = KafkaProbe(self.kafka, self.settings.role, self.ingest_topics[0]).start()
         delay = RETRY_FIRST_S
+        while_reachable = 0
         try:
             while not stop_event.is_set():
                 try:
                     await self._session(stop_event, max_idle_s)
                     break
                 except (ConnectorError, KafkaError, KafkaUnavailable, OSError) as exc:
-                    if not self.started:
-                        raise  # at start: the error and its fix, not a wait
+                    if time.monotonic() - self._resumed_at > 2 * RETRY_MAX_S:
+                        delay, while_reachable = RETRY_FIRST_S, 0  # it ran a while: new outage
+                    reachable = self.probe is not None and self.probe.state().reachable
+                    while_reachable = while_reachable + 1 if reachable else 0
+                    if not self.started or is_refusal(exc):
+                        raise  # at start, or credentials/ACLs: the error and its fix
+                    if while_reachable >= MAX_FAILURES_WHILE_REACHABLE:
+                        raise  # Kafka answers, yet every batch fails: not an outage
                     self.outages += 1
                     self.failing = f"lost Kafka ({type(exc).__name__})"
                 _log.warning(
@@ -236,6 +246,7 @@ class IngestValidator:
             if self.failing is not None:
                 _log.info("validator resumed after %s", self.failing)
             self.started, self.failing = True, None
+            self._resumed_at = time.monotonic()
             await self._loop(consumer, writer, stop_event, max_idle_s)
         except BaseException:
             self._forget_uncommitted()

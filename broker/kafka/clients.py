@@ -7,6 +7,8 @@ with our own ``transactional_id``; see ``docs/architecture.md`` ("Why not faust 
 
 from __future__ import annotations
 
+import logging
+import socket
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -16,10 +18,12 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from kafka.errors import (
-    AuthorizationError,
+    CommitFailedError,
+    InvalidProducerEpochError,
     KafkaError,
     KafkaTimeoutError,
-    SaslAuthenticationFailedError,
+    ProducerFencedError,
+    RebalanceInProgressError,
 )
 
 from broker.deadline import Deadline
@@ -29,6 +33,7 @@ from broker.kafka.topics import STATE_MAX_MESSAGE_BYTES
 from contracts.errors import RespublicaError
 from contracts.model import Contract
 
+_log = logging.getLogger(__name__)
 READ_TIMEOUT_S = 60.0
 # A producer request must fit the largest state record plus the batch framing.
 MAX_REQUEST_BYTES = STATE_MAX_MESSAGE_BYTES + 64 * 1024
@@ -46,24 +51,74 @@ class KafkaOutage(WorkerError):
     """The cluster did not answer in time: a loop drops its state and retries (no exit)."""
 
 
+# The group or the view's next owner moved on: start over, as after a rebalance.
+_GROUP_MOVED_ON = (
+    CommitFailedError,
+    RebalanceInProgressError,
+    ProducerFencedError,
+    InvalidProducerEpochError,
+)
+
+
+def abandon(producer: KafkaProducer, timeout_s: float) -> None:
+    """Close ``producer`` within ``timeout_s``, dropping what Kafka has not acknowledged.
+
+    kafka-python's ``close`` flushes first and raises when batches are still unacknowledged
+    (a broker gone), leaving the sender thread and its sockets alive. After an outage the
+    unacknowledged records are not wanted (the next owner replays from the checkpoint), so
+    the sender is force-closed (private: no public way in kafka-python 3.0).
+    """
+    try:
+        producer.close(timeout=timeout_s)
+    except Exception as exc:
+        _log.debug("producer close failed (%s): forced", type(exc).__name__)
+        sender = getattr(producer, "_sender", None)
+        if sender is not None:
+            sender.force_close()
+
+
+def is_refusal(exc: BaseException) -> bool:
+    """Whether ``exc`` or what caused it is an authentication or authorisation refusal.
+
+    By class name, so that kafka-python's and aiokafka's errors alike are recognised
+    (``SaslAuthenticationFailed``, ``TopicAuthorizationFailedError``, ...).
+    """
+    return any(
+        "Authoriz" in type(e).__name__ or "Authentic" in type(e).__name__ for e in _causes(exc)
+    )
+
+
 def is_outage(exc: BaseException) -> bool:
     """Whether ``exc`` (or what caused it) is the cluster failing rather than a bug or a refusal.
 
-    Kafka errors, socket errors and our own timeouts are outages: the loops back off and start
-    over from their checkpoints (``docs/reliability.md``). Authentication and authorisation
-    failures are not: retrying cannot fix credentials or ACLs, so those stop the process with
-    their message.
+    Outages: kafka-python's retriable errors (timeouts, lost connections, leaders moving),
+    connection and socket timeouts, our own ``KafkaOutage``, and the errors that say the group
+    moved on (a commit after a rebalance, a producer fenced by the view's next owner): the
+    loops back off and start over from their checkpoints (``docs/reliability.md``). Not
+    outages: refusals (credentials, ACLs), records Kafka will never take (too large), a bad
+    certificate or file, and bugs: retrying cannot fix those, so they stop the process.
+    Only explicit causes (``raise ... from``) are followed: an error raised while handling
+    another is judged on its own.
     """
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, SaslAuthenticationFailedError | AuthorizationError):
-            return False
-        if isinstance(current, KafkaError | OSError | KafkaOutage):
+    if is_refusal(exc):
+        return False
+    for current in _causes(exc):
+        if isinstance(current, (KafkaOutage, *_GROUP_MOVED_ON)):
             return True
-        current = current.__cause__ or current.__context__
+        if isinstance(current, KafkaError) and getattr(current, "retriable", False):
+            return True
+        if isinstance(current, ConnectionError | TimeoutError | socket.gaierror):
+            return True
     return False
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and all(current is not e for e in seen):
+        seen.append(current)
+        current = current.__cause__
+    return seen
 
 
 def commit_within(producer: KafkaProducer, timeout_s: float) -> None:

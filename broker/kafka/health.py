@@ -63,8 +63,39 @@ def combine(probe: KafkaProbe | None, *, started: bool, failing: str | None) -> 
     return Health("ok", kafka)
 
 
+MAX_CONNECTIONS = 32
+REQUEST_TIMEOUT_S = 5.0
+
+
+class _BoundedServer(ThreadingHTTPServer):
+    """At most ``MAX_CONNECTIONS`` at once (a thread each); more are closed at once."""
+
+    daemon_threads = True
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self.slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
+
+
 class HealthServer:
-    """A tiny threaded HTTP server for the three paths (module docstring)."""
+    """A tiny threaded HTTP server for the three paths (module docstring): bounded in
+    connections and in time per request, so idle sockets cannot pile up threads."""
 
     def __init__(
         self,
@@ -75,8 +106,7 @@ class HealthServer:
         alive: Callable[[], bool] = lambda: True,
     ) -> None:
         handler = _handler(registry, health, alive)
-        self.server = ThreadingHTTPServer((host, port), handler)
-        self.server.daemon_threads = True
+        self.server = _BoundedServer((host, port), handler)
         self.port = int(self.server.server_address[1])
         self._thread = threading.Thread(
             target=self.server.serve_forever, name="respublica-health", daemon=True
@@ -97,6 +127,8 @@ def _handler(
     registry: CollectorRegistry, health: Callable[[], Health], alive: Callable[[], bool]
 ) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
+        timeout = REQUEST_TIMEOUT_S  # a client that sends nothing is dropped
+
         def do_GET(self) -> None:  # noqa: N802 - http.server's name
             path = self.path.split("?", 1)[0]
             if path == "/metrics":

@@ -73,8 +73,13 @@ class KafkaProbe:
         self._thread.join(self.timeout_s + self.every_s + 1.0)
 
     def state(self) -> ProbeState:
-        """The last answer (never waits)."""
-        return self._state
+        """The last answer (never waits); unreachable when the last one is too old to trust
+        (a probe thread stuck or gone must not keep saying "reachable")."""
+        state = self._state
+        stale = self.every_s + self.timeout_s + 1.0
+        if state.checked is not None and time.monotonic() - state.checked > stale:
+            return ProbeState(False, "kafka probe stalled", state.checked, state.checked)
+        return state
 
     def _run(self) -> None:
         consumer: Any = None
@@ -85,7 +90,7 @@ class KafkaProbe:
                     consumer = self._consumer()
                 consumer.end_offsets([self.tp], timeout_ms=int(self.timeout_s * 1000))
                 self._set(reachable=True, reason=None)
-            except (KafkaError, OSError, ValueError) as exc:
+            except Exception as exc:  # whatever it is, the cluster did not answer
                 # Values never reach a reason: a type name is all a log or /healthz needs.
                 self._set(reachable=False, reason=f"kafka unreachable ({type(exc).__name__})")
             self._stop.wait(max(0.0, self.every_s - (time.monotonic() - started)))

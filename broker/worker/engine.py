@@ -151,14 +151,18 @@ class Engine:
             self.probe = KafkaProbe(
                 self.config.kafka_settings, self.config.kafka.role, topics.keys_topic(first)
             ).start()
-        self.raw_loop.start()
-        self.merge_loop.start()
+        for loop in (self.raw_loop, self.merge_loop):
+            loop.kafka_reachable = self._kafka_reachable
+            loop.start()
         _log.info(
             "worker %s started: %d contract(s), %d view(s)",
             self.config.worker_id,
             len(self.contracts),
             len(partials),
         )
+
+    def _kafka_reachable(self) -> bool:
+        return self.probe is not None and self.probe.state().reachable
 
     def _compile(self, contract: Contract) -> None:
         log = KafkaKeysLog(self.config.kafka, topics.keys_topic(contract))

@@ -288,7 +288,9 @@ class KeyStore:
                 msg = f"key {contract}:{epoch} was destroyed"
                 raise KeyDestroyedError(msg)
             if epoch not in self._seen.winners:
-                name = f"pseudonym|{epoch}|{self._writer}"
+                # A name never used before, even by this process: an append that timed out
+                # may still land, and must not be replaced under the same compacted key.
+                name = f"pseudonym|{epoch}|{self._writer}.{secrets.token_hex(4)}"
                 self._append(name, epoch=epoch, key=secrets.token_bytes(KEY_BYTES))
                 self.refresh()
             winner = self._seen.winners.get(epoch)
@@ -307,7 +309,8 @@ class KeyStore:
         with self._lock:
             self.refresh()
             if self._seen.noise is None:
-                self._append(f"noise|{self._writer}", key=secrets.token_bytes(KEY_BYTES))
+                writer = f"{self._writer}.{secrets.token_hex(4)}"  # see _resolve
+                self._append(f"noise|{writer}", key=secrets.token_bytes(KEY_BYTES))
                 self.refresh()
             if self._seen.noise is None:
                 msg = f"the noise key of {self.contract} just written cannot be read back"

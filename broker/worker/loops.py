@@ -33,6 +33,7 @@ from kafka.structs import OffsetAndMetadata
 from broker.kafka.clients import (
     RAW_FETCH_BYTES,
     WorkerClients,
+    abandon,
     commit_within,
     is_outage,
     read_topic,
@@ -58,6 +59,8 @@ REVOKE_FLUSH_TIMEOUT_S = 5.0
 COMMIT_TIMEOUT_S = 30.0
 RETRY_FIRST_S = 1.0
 RETRY_MAX_S = 10.0
+# Outages in a row while the probe says Kafka answers: past this, it is not an outage.
+MAX_FAILURES_WHILE_REACHABLE = 5
 
 
 class _Loop(threading.Thread):
@@ -71,6 +74,13 @@ class _Loop(threading.Thread):
         self.listener_error: BaseException | None = None
         self.failing: str | None = None  # why the loop is backing off, while it is
         self.outages = 0  # how many times the loop started over
+        # True from an error until the loop starts over: the consumer's close() then runs
+        # the revoke callback, which must release only and save nothing (the state may be
+        # half-changed by the error).
+        self.discarding = False
+        # Whether Kafka answers (the engine's probe); a loop that keeps failing while it does
+        # has a problem retrying cannot fix.
+        self.kafka_reachable: Callable[[], bool] = lambda: False
         self.pending: set[TopicPartition] = set()
         self._consumer: Any = None
         # kafka-python runs rebalance callbacks on its network thread, and poll() can return
@@ -80,31 +90,47 @@ class _Loop(threading.Thread):
 
     def run(self) -> None:
         delay = RETRY_FIRST_S
+        while_reachable = 0
         while not self.stopping.is_set():
             started = time.monotonic()
             try:
+                self.discarding = False
                 self.run_loop()
                 return
             except BaseException as exc:
-                if not is_outage(exc):  # reported by the worker's health check, then exit 1
-                    self.error = exc
-                    # Frames only: a library's exception message may quote a record value.
-                    frames = "".join(traceback.format_tb(exc.__traceback__))
-                    _log.error("%s stopped on %s\n%s", self.name, type(exc).__name__, frames)
-                    return
-                self.outages += 1
-                self.failing = f"{self.name} lost Kafka ({type(exc).__name__})"
+                error: BaseException = exc
+            try:
+                self.drop_all()
+            except Exception as exc:  # judged below like the first error
+                _log.warning("%s: dropping its state failed (%s)", self.name, type(exc).__name__)
             if time.monotonic() - started > 2 * RETRY_MAX_S:
-                delay = RETRY_FIRST_S  # it ran for a while: a new outage starts the backoff over
+                delay, while_reachable = RETRY_FIRST_S, 0  # it ran a while: a new outage
+            while_reachable = while_reachable + 1 if self.kafka_reachable() else 0
+            if not is_outage(error) or while_reachable >= MAX_FAILURES_WHILE_REACHABLE:
+                self._fail(error, persistent=is_outage(error))
+                return
+            self.outages += 1
+            self.failing = f"{self.name} lost Kafka ({type(error).__name__})"
             _log.warning(
                 "%s; state dropped (restored from checkpoints on the next assignment), "
                 "retrying in %.0f s",
                 self.failing,
                 delay,
             )
-            self.drop_all()
             self.stopping.wait(delay)
             delay = min(2 * delay, RETRY_MAX_S)
+
+    def _fail(self, exc: BaseException, *, persistent: bool) -> None:
+        """Stop for good: the worker's health check reports it, then the process exits 1."""
+        self.error = exc
+        # Frames only: a library's exception message may quote a record value.
+        frames = "".join(traceback.format_tb(exc.__traceback__))
+        why = (
+            f"failed {MAX_FAILURES_WHILE_REACHABLE} times in a row while Kafka answers"
+            if persistent
+            else "stopped"
+        )
+        _log.error("%s %s on %s\n%s", self.name, why, type(exc).__name__, frames)
 
     def run_loop(self) -> None:
         raise NotImplementedError
@@ -248,9 +274,12 @@ class RawLoop(_Loop):
             with self.lock:
                 written = self.checkpoint(self._held())
             self._commit(written)
+        except BaseException:
+            self.discarding = True  # close() below revokes: release only, save nothing
+            raise
         finally:
             self._consumer.close(autocommit=False)
-            self._producer.close(timeout=10)
+            abandon(self._producer, 10)
 
     def _balance(self, *, idle: bool) -> None:
         """Event-time flow control (``broker.worker.flow``): pause partitions that ran ahead."""
@@ -330,10 +359,18 @@ class RawLoop(_Loop):
         tps = list(tps)
         held = [tp for tp in tps if tp.partition in self.stages[tp.topic].partitions]
         self.flow.forget(tps)
+        if self.discarding:  # after an error: the state may be half-changed, never save it
+            self._release(held)
+            return
         try:
-            # No commit here: it would wait on this very network thread. A checkpoint that
-            # fails (an outage) leaves the next owner the previous one: it replays the tail.
+            # No commit here: it would wait on this very network thread.
             self.checkpoint(held, REVOKE_FLUSH_TIMEOUT_S)
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+            # The next owner restores the previous checkpoint and replays the tail: a slow
+            # broker during a rebalance costs a replay, not a restart of the loop.
+            _log.warning("checkpoint on revoke failed (%s)", type(exc).__name__)
         finally:
             self._release(held)
 
@@ -427,10 +464,13 @@ class MergeLoop(_Loop):
             with self.lock:
                 for topic in list(self.owned):
                     self.step(topic, force_state=True)
+        except BaseException:
+            self.discarding = True  # close() below revokes: give views up, save nothing
+            raise
         finally:
             self._consumer.close(autocommit=False)
             for _, producer in self.owned.values():
-                producer.close(timeout=10)
+                abandon(producer, 10)
 
     def _feed(self, polled: Mapping[TopicPartition, list[Any]]) -> None:
         for tp, records in polled.items():
@@ -490,18 +530,30 @@ class MergeLoop(_Loop):
         return found
 
     def revoke(self, tps: Iterable[TopicPartition]) -> None:
-        """Give views up: save state (shortens the next owner's replay), close producers."""
+        """Give views up: save state (shortens the next owner's replay), close producers.
+
+        All views share one ``REVOKE_FLUSH_TIMEOUT_S`` (the callback blocks heartbeats); a
+        view whose turn comes too late is given up unsaved, like every view after an error.
+        """
+        deadline = time.monotonic() + REVOKE_FLUSH_TIMEOUT_S
+        bug: Exception | None = None
         for tp in tps:
             if tp.topic not in self.owned:
                 continue
+            left = deadline - time.monotonic()
             try:
-                self.step(tp.topic, force_state=True, timeout_s=REVOKE_FLUSH_TIMEOUT_S)
-            except Exception as exc:  # fenced or cut off: the next owner replays from its state
+                if not self.discarding and left > 0.5:
+                    self.step(tp.topic, force_state=True, timeout_s=left)
+            except Exception as exc:  # the next owner replays from the committed state
                 _log.warning("saving merger state on revoke failed (%s)", type(exc).__name__)
+                if not is_outage(exc):
+                    bug = bug or exc
             finally:
-                self.owned.pop(tp.topic)[1].close(timeout=5)
+                abandon(self.owned.pop(tp.topic)[1], 1 if self.discarding else 5)
         if self.metrics is not None:
             self.metrics.held.labels("merge").set(len(self.owned))
+        if bug is not None:
+            raise bug  # kept by the listener; the loop stops on it
 
     def drop_all(self) -> None:
         """After an outage: give every view up unsaved; the next owner (maybe this loop,
@@ -509,6 +561,6 @@ class MergeLoop(_Loop):
         super().drop_all()
         with self.lock:
             for topic in list(self.owned):
-                self.owned.pop(topic)[1].close(timeout=5)
+                abandon(self.owned.pop(topic)[1], 1)
             if self.metrics is not None:
                 self.metrics.held.labels("merge").set(0)
