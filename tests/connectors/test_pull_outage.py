@@ -46,7 +46,10 @@ pytestmark = pytest.mark.integration
 def own_broker(tmp_path: Path) -> Iterator[LocalKafka]:
     """A secure single-node broker that this test alone stops and starts."""
     broker = LocalKafka(
-        LocalKafkaConfig(port=free_port_pair(), data_dir=tmp_path / "kafka", heap="256m")
+        # A second JVM on a busy 2-core machine: give it the time a loaded CI run needs.
+        LocalKafkaConfig(
+            port=free_port_pair(), data_dir=tmp_path / "kafka", heap="256m", start_timeout_s=180
+        )
     )
     broker.start()
     try:

@@ -58,7 +58,12 @@ def own_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafka]
     """A secure broker of this module's own, which the test may kill; the environment's
     credentials point at it while the module runs (and at the session's broker after)."""
     broker = LocalKafka(
-        LocalKafkaConfig(port=free_port_pair(), data_dir=tmp_path_factory.mktemp("own-kafka"))
+        # A second JVM on a busy 2-core machine: give it the time a loaded CI run needs.
+        LocalKafkaConfig(
+            port=free_port_pair(),
+            data_dir=tmp_path_factory.mktemp("own-kafka"),
+            start_timeout_s=180,
+        )
     )
     _, status = broker.start()
     assert status.client_config is not None
