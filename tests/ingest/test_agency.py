@@ -13,6 +13,10 @@ import pytest
 
 from broker.ingest.auth import ContractGrant, ProviderGrant, hash_token
 from broker.kafka.serde import decode_body
+from connectors import mds
+from connectors.simulate import SimOptions
+from connectors.simulate.mds import MdsFleet
+from connectors.simulate.mds_faults import AgencyFaultKind, AgencyFaults
 from connectors.validate import H_DETAIL, H_FIELD, H_REASON
 from contracts import Contract
 from tests.connectors.test_conformance import mds_vehicle_problems
@@ -329,3 +333,44 @@ def test_the_clock_of_these_tests_keeps_the_fixtures_within_the_lateness(
 ) -> None:
     lateness_ms = mobility.stream("vehicle_events").allowed_lateness.total_seconds() * 1000
     assert all(NOW_MS - lateness_ms <= e["timestamp"] <= NOW_MS for e in events())
+
+
+@pytest.mark.parametrize(("stream", "path", "since_ms"), [
+    ("vehicle_events", "/events", 4 * 60_000),
+    ("trips", "/trips", 2 * 3_600_000),
+])  # fmt: skip
+async def test_simulated_fleet_and_its_faults_get_exactly_the_expected_answers(
+    gateway_client: ClientFactory, mobility: Contract, stream: str, path: str, since_ms: int
+) -> None:
+    fleet = MdsFleet(SimOptions(seed=3, start_ms=NOW_MS - 3 * 3_600_000, size=1500))
+    fleet.advance(NOW_MS)
+    objects = (
+        fleet.events_between(NOW_MS - since_ms, NOW_MS + 1)
+        if stream == "vehicle_events"
+        else fleet.trips_ending_between(NOW_MS - since_ms, NOW_MS + 1)
+    )
+    mixed = list(AgencyFaults(stream, seed=1).mix(objects, share=0.2))
+    faults = {i: item.fault for i, item in enumerate(mixed) if item.fault is not None}
+    assert len(objects) > 100 and {f.kind for f in faults.values()} == set(AgencyFaultKind)
+    writer = MemoryWriter()
+    client = await gateway_client([mobility], writer)
+    status, body = await post(client, "/vehicles", list(fleet.vehicles.values()))
+    assert (status, body["success"]) == (201, len(fleet.vehicles))
+
+    response = await client.post(
+        f"{ROOT}{path}", data=b"[" + b",".join(i.payload for i in mixed) + b"]", headers=HEADERS
+    )
+    body = await response.json(content_type=None)
+    assert (response.status, body["success"], body["total"]) == (201, len(objects), len(mixed))
+    sources = mds.EVENT_SOURCES if stream == "vehicle_events" else mds.TRIP_SOURCES
+    assert [(f["item"]["index"], f["reason"], f["error_details"]) for f in body["failures"]] == [
+        (
+            i,
+            f.reason.value,
+            ["device_id"]
+            if f.kind is AgencyFaultKind.UNREGISTERED_DEVICE
+            else mds.source_fields(f.field, sources) or ["item"],
+        )
+        for i, f in faults.items()
+    ]
+    assert len(raw(writer, mobility, stream)) == len(objects)
