@@ -5,7 +5,8 @@
 goes through the same ``StreamValidator`` as the Kafka ingest path; valid items are written
 to ``raw.<c>.<s>``, rejected ones to ``dlq.<c>.<s>`` (original bytes plus reason headers).
 The answer comes only after Kafka acknowledged the whole batch: 200 with the accepted count
-and, per rejected item, ``{index, reason, field}``. Whole-request problems get a status and
+and, per rejected item, ``{index, reason, field}`` (plus ``line`` for NDJSON and ``detail``,
+a fixed hint, when the validator gives one). Whole-request problems get a status and
 an error code: 400 malformed body, 401 missing or unknown token, 403 contract or stream not
 granted to the token (``FORBIDDEN``, ``STREAM_NOT_GRANTED``: the same answer whether or not
 another tenant's contract or stream exists), 404 a granted contract this gateway does not
@@ -18,6 +19,9 @@ The body is read as a stream and cut into items as it arrives (``broker.ingest.b
 item over ``max_item_bytes`` is rejected as PAYLOAD_TOO_LARGE without being held. Items
 are validated in slices that yield to the event loop; the producer heals itself after a
 failure and ``/healthz`` says the truth about Kafka (``broker.ingest.producer``).
+
+MDS Agency 2.0 clients use their own paths on the same app (``broker.ingest.agency``): the
+same tokens, limits, validation and writes, MDS bodies and statuses.
 
 Nothing from the request body, the URL's unknown ids or the token ever reaches a log line,
 a response, a DLQ header or a metric label: responses carry reason codes and field paths.

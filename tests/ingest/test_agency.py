@@ -374,3 +374,10 @@ async def test_simulated_fleet_and_its_faults_get_exactly_the_expected_answers(
         for i, f in faults.items()
     ]
     assert len(raw(writer, mobility, stream)) == len(objects)
+
+
+def test_failures_can_name_the_mds_field_behind_every_field_of_the_streams(
+    mobility: Contract,
+) -> None:
+    assert set(mds.EVENT_SOURCES) == set(mobility.stream("vehicle_events").fields)
+    assert set(mds.TRIP_SOURCES) == set(mobility.stream("trips").fields)
