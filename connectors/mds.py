@@ -53,6 +53,40 @@ PROPULSION = {
 }
 # When a vehicle lists several, the motorised one names it ("human" + "electric" = electric).
 _PROPULSION_RANK = ("electric", "electric_assist", "combustion", "human")
+# Vehicle types (MDS 2.0 data-types.md, "Vehicle Types").
+VEHICLE_TYPES = frozenset({
+    "bicycle", "bus", "cargo_bicycle", "car", "delivery_robot", "moped", "motorcycle",
+    "scooter_standing", "scooter_seated", "truck", "other",
+})  # fmt: skip
+# Where each field of our records comes from in the MDS object: the mapping below, read
+# backwards, so a rejection names the field the provider sent (``timestamp``, ``location.lng``).
+EVENT_SOURCES = {
+    "event_id": "event_id",
+    "vehicle_id": "device_id",
+    "provider_id": "provider_id",
+    "vehicle_type": "vehicle_type",  # of the registered Vehicle
+    "propulsion": "propulsion_types",  # of the registered Vehicle
+    "event_type": "vehicle_state",
+    "timestamp": "timestamp",
+    "lat": "location.lat",
+    "lon": "location.lng",
+    "battery_pct": "battery_percent",
+    "trip_id": "trip_ids",
+}
+TRIP_SOURCES = {
+    "event_id": "trip_id",
+    "trip_id": "trip_id",
+    "vehicle_id": "device_id",
+    "vehicle_type": "vehicle_type",  # of the registered Vehicle
+    "start_time": "start_time",
+    "end_time": "end_time",
+    "start_lat": "start_location.lat",
+    "start_lon": "start_location.lng",
+    "end_lat": "end_location.lat",
+    "end_lon": "end_location.lng",
+    "distance_m": "distance",
+    "duration_s": "duration",
+}
 
 
 @dataclass(frozen=True)
@@ -139,6 +173,11 @@ def trip_record(item: Mapping[str, Any], vehicle: VehicleInfo | None) -> dict[st
     _put(record, "distance_m", float(distance) if _is_number(distance) else distance)
     _put(record, "duration_s", item.get("duration"))
     return record
+
+
+def source_fields(field_path: str, sources: Mapping[str, str]) -> list[str]:
+    """The MDS fields behind a rejection's field path (``lat,lon`` -> both location fields)."""
+    return [sources.get(name, name) for name in field_path.split(",") if name]
 
 
 def hour_param(start_ms: int) -> str:

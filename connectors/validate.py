@@ -176,7 +176,7 @@ class StreamValidator:
         if isinstance(payload, bytes | bytearray | memoryview):
             if len(payload) > self.max_bytes:
                 return Rejected(Reason.PAYLOAD_TOO_LARGE, "", Stage.DECODE)
-            parsed = _parse_json(bytes(payload))
+            parsed = parse_json(bytes(payload))
             if isinstance(parsed, Rejected):
                 return parsed
             payload = parsed
@@ -274,7 +274,7 @@ class StreamValidator:
         return Accepted(key, value, headers.copy(), record[self.stream.event_time])
 
 
-def _parse_json(data: bytes) -> Any:
+def parse_json(data: bytes) -> Any:
     """The decoded JSON value, or a ``Rejected`` (strict UTF-8, no NaN, no trailing data)."""
     try:
         text = data.decode("utf-8")

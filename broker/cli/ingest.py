@@ -127,6 +127,12 @@ def _register_gateway(commands: Any) -> None:
         default=512,
         help="open connections, else 503 and close; 0: no limit (512)",
     )
+    gateway.add_argument(
+        "--max-vehicles",
+        type=int,
+        default=100_000,  # broker.ingest.fleet.DEFAULT_MAX_VEHICLES (not imported: fast --help)
+        help="MDS Agency vehicles registered per provider and contract, in memory (100,000)",
+    )
     add_log_options(gateway)
     gateway.set_defaults(handler=_gateway)
     actions = gateway.add_subparsers(dest="action", metavar="ACTION")
@@ -170,6 +176,7 @@ def _gateway(args: argparse.Namespace) -> int:
         body_timeout_s=args.body_timeout,
         fair_use=FairUseLimits(args.rate_limit, args.rate_burst, args.max_concurrent),
         max_connections=args.max_connections,
+        max_vehicles=args.max_vehicles,
     )
     if (args.tls_cert is None) != (args.tls_key is None):
         msg = "give both --tls-cert and --tls-key, or neither"

@@ -7,7 +7,10 @@
    simulated day: a day of events is pushed in a minute, and "too late" / "in the future"
    keep their meaning relative to the data);
 3. a simulated day per vertical, with a share of bad records of every kind, pushed over HTTP
-   in batches; then the documented end-of-stream record, so the last windows close;
+   in batches: the scooter operator is an MDS Agency 2.0 client (``broker.demo.agency``:
+   it registers its fleet, then pushes spec-shaped Events and Trips to the gateway's Agency
+   endpoint); the others push the contract's records to the native endpoint; then the
+   documented end-of-stream record, so the last windows close;
 4. the summary per contract, and ``out/``: CSV and GeoJSON per view, an audit report per
    contract, a PNG map of scooter availability.
 """
@@ -19,7 +22,7 @@ import secrets
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,6 +35,8 @@ from prometheus_client import CollectorRegistry
 from broker.analysts.export import export
 from broker.analysts.map import cell_means, render
 from broker.deadline import wait_for
+from broker.demo.agency import AgencyPusher, AgencyTally, MdsDay, simulate_fleet, vehicle_infos
+from broker.demo.batches import batches
 from broker.ingest.auth import ContractGrant, ProviderGrant, hash_token
 from broker.ingest.gateway import GatewayConfig, make_app
 from broker.kafka import topics
@@ -42,14 +47,13 @@ from broker.kafka.settings import KafkaSettings
 from broker.kafka.writer import KafkaBatchWriter, ProducerSettings
 from broker.processes import BenchError, Child
 from connectors.simulate import SimOptions, simulator, take
-from connectors.simulate.faults import FaultInjector, Item
+from connectors.simulate.faults import FaultInjector
 from contracts import load_contracts
 from contracts.copies import example_data, write_contract
 from contracts.model import Contract
 from policies.oracle import evaluate
 from policies.pseudonymise import KeyRing
 
-BATCH = 500
 RELEASE_TIMEOUT_S = 180.0
 
 
@@ -60,10 +64,11 @@ class Vertical:
     kind: str
     contract_file: str
     events: int
+    agency: bool = False  # pushed as MDS Agency 2.0 objects (events: Events and Trips)
 
 
 VERTICALS = (
-    Vertical("mobility", "micromobility.yaml", 150_000),
+    Vertical("mobility", "micromobility.yaml", 150_000, agency=True),
     Vertical("navigation", "navigation.yaml", 55_000),
     Vertical("rentals", "rentals.yaml", 12_000),
 )
@@ -77,6 +82,21 @@ class Tally:
     accepted: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
     accepted_records: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    agency: AgencyTally | None = None
+
+
+@dataclass
+class Days:
+    """The simulated data: the contract's records per stream, or an MDS provider's day."""
+
+    native: dict[str, dict[str, list[dict[str, Any]]]]
+    agency: dict[str, MdsDay]
+
+    @property
+    def count(self) -> int:
+        """Events (records, or MDS Events and Trips) over every contract."""
+        native = sum(len(r) for d in self.native.values() for r in d.values())
+        return native + sum(day.count for day in self.agency.values())
 
 
 class ReplayClock:
@@ -117,24 +137,6 @@ def demo_contracts(workdir: Path, suffix: str) -> list[Contract]:
     return out
 
 
-def _batches(items: Iterator[Item], span_ms: int, time_field: str) -> Iterator[list[Item]]:
-    """Batches of at most ``BATCH`` items whose good events span at most ``span_ms``."""
-    batch: list[Item] = []
-    first: int | None = None
-    for item in items:
-        t = item.record[time_field] if item.record is not None else None
-        if batch and (
-            len(batch) >= BATCH or (t is not None and first is not None and t - first > span_ms)
-        ):
-            yield batch
-            batch, first = [], None
-        batch.append(item)
-        if t is not None and first is None:
-            first = t
-    if batch:
-        yield batch
-
-
 async def _push_stream(
     session: aiohttp.ClientSession,
     url: str,
@@ -153,7 +155,7 @@ async def _push_stream(
     injector = FaultInjector(contract, stream, seed=7)
     accepted = tally.accepted_records.setdefault(stream, [])
     done = 0
-    for batch in _batches(injector.mix(records, share=share), span, spec.event_time):
+    for batch in batches(injector.mix(records, share=share), span, spec.event_time):
         times = [i.record[spec.event_time] for i in batch if i.record is not None]
         if times:  # each stream's day is replayed on its own clock
             clock.now_ms = max(times)
@@ -178,10 +180,38 @@ async def _push_stream(
         progress(label, done, len(records))
 
 
+async def _push_agency(
+    session: aiohttp.ClientSession,
+    url: str,
+    token: str,
+    clock: ReplayClock,
+    contract: Contract,
+    day: MdsDay,
+    tally: Tally,
+    share: float,
+) -> None:
+    """Register the fleet, then push its Events and Trips through the Agency endpoint."""
+    pusher = AgencyPusher(session, url, token, contract, clock)
+    await pusher.register(day.vehicles)
+    infos = vehicle_infos(day.vehicles)
+    for stream, objects in day.objects.items():
+        label = f"{contract.id}/{stream} (MDS)"
+
+        def shown(done: int, total: int, label: str = label) -> None:
+            progress(label, done, total)
+
+        accepted, reasons = await pusher.push(stream, objects, infos, share, shown)
+        tally.accepted_records[stream] = accepted
+        tally.rejected.update(reasons)
+        tally.accepted += len(accepted)
+    tally.sent += sum(pusher.tally.sent.values())
+    tally.agency = pusher.tally
+
+
 async def push_all(
     kafka: KafkaSettings,
     contracts: Sequence[Contract],
-    data: dict[str, dict[str, list[dict[str, Any]]]],
+    data: Days,
     share: float,
 ) -> dict[str, Tally]:
     """Serve the gateway on loopback and push every contract's day through it over HTTP."""
@@ -206,7 +236,19 @@ async def push_all(
     try:
         async with aiohttp.ClientSession() as session:
             for contract in contracts:
-                for stream, records in data[contract.id].items():
+                if contract.id in data.agency:
+                    await _push_agency(
+                        session,
+                        f"http://127.0.0.1:{port}",
+                        token,
+                        clock,
+                        contract,
+                        data.agency[contract.id],
+                        tallies[contract.id],
+                        share,
+                    )
+                    continue
+                for stream, records in data.native[contract.id].items():
                     await _push_stream(
                         session,
                         f"http://127.0.0.1:{port}",
@@ -225,15 +267,18 @@ async def push_all(
     return tallies
 
 
-def simulate_day(contracts: Sequence[Contract]) -> dict[str, dict[str, list[dict[str, Any]]]]:
-    """Each vertical's events, split by stream, from its seeded simulator."""
-    out: dict[str, dict[str, list[dict[str, Any]]]] = {}
+def simulate_day(contracts: Sequence[Contract]) -> Days:
+    """Each vertical's events from its seeded simulator: split by stream, or an MDS day."""
+    days = Days({}, {})
     for vertical, contract in zip(VERTICALS, contracts, strict=True):
+        if vertical.agency:
+            days.agency[contract.id] = simulate_fleet(2026, vertical.events)
+            continue
         streams: dict[str, list[dict[str, Any]]] = {s.name: [] for s in contract.streams}
         for sim in take(simulator(vertical.kind, SimOptions(seed=2026)).records(), vertical.events):
             streams[sim.stream].append(sim.record)
-        out[contract.id] = streams
-    return out
+        days.native[contract.id] = streams
+    return days
 
 
 def expected_windows(contract: Contract, tally: Tally) -> dict[str, int]:
@@ -338,6 +383,8 @@ def summary(
             f"  ingested {tally.sent:,}: accepted {tally.accepted:,}, "
             f"rejected {sum(tally.rejected.values()):,} ({reasons or 'none'})",
         ]
+        if tally.agency is not None:
+            lines.append(tally.agency.line())
         for view in contract.views:
             contents = read_view(kafka, contract, view.name)
             suppressed = sum(r.groups_suppressed or 0 for r in contents.reports)
@@ -367,10 +414,7 @@ def run_demo(out: Path, bad_share: float = 0.03) -> int:
             applied = topics.apply(admin, topics.plan(admin, contracts))
         print(f"Applied {len(applied.pending)} topics for {len(contracts)} contracts")
         data = simulate_day(contracts)
-        print(
-            f"Simulated {sum(len(r) for d in data.values() for r in d.values()):,} events "
-            f"(plus {bad_share:.0%} bad records of every kind)"
-        )
+        print(f"Simulated {data.count:,} events (plus {bad_share:.0%} bad records of every kind)")
         worker = start_worker(kafka, contracts, workdir)
         try:
             tallies = asyncio.run(push_all(kafka, contracts, data, bad_share))

@@ -5,7 +5,8 @@
 goes through the same ``StreamValidator`` as the Kafka ingest path; valid items are written
 to ``raw.<c>.<s>``, rejected ones to ``dlq.<c>.<s>`` (original bytes plus reason headers).
 The answer comes only after Kafka acknowledged the whole batch: 200 with the accepted count
-and, per rejected item, ``{index, reason, field}``. Whole-request problems get a status and
+and, per rejected item, ``{index, reason, field}`` (plus ``line`` for NDJSON and ``detail``,
+a fixed hint, when the validator gives one). Whole-request problems get a status and
 an error code: 400 malformed body, 401 missing or unknown token, 403 contract or stream not
 granted to the token (``FORBIDDEN``, ``STREAM_NOT_GRANTED``: the same answer whether or not
 another tenant's contract or stream exists), 404 a granted contract this gateway does not
@@ -19,6 +20,9 @@ item over ``max_item_bytes`` is rejected as PAYLOAD_TOO_LARGE without being held
 are validated in slices that yield to the event loop; the producer heals itself after a
 failure and ``/healthz`` says the truth about Kafka (``broker.ingest.producer``).
 
+MDS Agency 2.0 clients use their own paths on the same app (``broker.ingest.agency``): the
+same tokens, limits, validation and writes, MDS bodies and statuses.
+
 Nothing from the request body, the URL's unknown ids or the token ever reaches a log line,
 a response, a DLQ header or a metric label: responses carry reason codes and field paths.
 ``GET /healthz`` completes it. ``GET /metrics`` (Prometheus text of an explicit registry) is
@@ -30,11 +34,12 @@ other tenants.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
 from collections import Counter as Tally
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -47,9 +52,11 @@ from prometheus_client import (
     generate_latest,
 )
 
-from broker.ingest.auth import Authenticator, GatewayConfigError, ProviderGrant
+from broker.ingest.agency import AgencyApi
+from broker.ingest.auth import Authenticator, ContractGrant, GatewayConfigError, ProviderGrant
 from broker.ingest.body import BodyLimits, RequestRefused, read_items
 from broker.ingest.fairuse import FairUse, FairUseLimits, retry_after
+from broker.ingest.fleet import DEFAULT_MAX_VEHICLES, FleetRegister
 from broker.ingest.framing import Item
 from broker.ingest.producer import (
     HealingWriter,
@@ -57,12 +64,13 @@ from broker.ingest.producer import (
     WriterFactory,
     probe_forever,
 )
+from broker.ingest.responses import json_response, refusal
 from broker.kafka.probe import PROBE_EVERY_S, PROBE_TIMEOUT_S
 from broker.kafka.reasons import Reason, Stage
 from broker.kafka.schema_registry import add_schema_routes
 from broker.kafka.writer import BatchWriter, KafkaUnavailable, OutRecord
 from broker.metrics import metrics_for
-from connectors.base import Accepted, Rejected
+from connectors.base import Accepted, Outcome, Rejected
 from connectors.dedup import DuplicateFilter
 from connectors.ingest import wall_clock_ms
 from connectors.metrics import IngestMetrics
@@ -89,6 +97,13 @@ Kafka and fail a batch."""
 SLICE_S = 0.002  # validate for at most this long between yields to the event loop
 _TOO_LARGE = Rejected(Reason.PAYLOAD_TOO_LARGE, "", Stage.DECODE)
 _UNPARSABLE = frozenset({Reason.MALFORMED_JSON, Reason.INVALID_UTF8})
+Answer = Callable[[web.Request, str], Awaitable[web.Response]]
+"""A route's work: the request and its id in, the response out (or ``RequestRefused``)."""
+Refuse = Callable[[RequestRefused, str], web.Response]
+"""How a route words a refusal: the native JSON error, or MDS's error message."""
+Check = Callable[[StreamValidator, bytes, int], Outcome]
+"""One item's bytes to an outcome (validator, bytes, now in ms): the JSON record as sent, or
+an MDS object mapped first (``broker.ingest.agency``)."""
 
 
 @dataclass(frozen=True)
@@ -104,6 +119,7 @@ class GatewayConfig:
     body_timeout_s: float = 30.0
     fair_use: FairUseLimits = field(default_factory=FairUseLimits)
     max_connections: int = 512
+    max_vehicles: int = DEFAULT_MAX_VEHICLES  # MDS Agency registrations per provider and contract
     probe_every_s: float = PROBE_EVERY_S  # with PROBE_TIMEOUT_S: degraded within 3 s
 
     def __post_init__(self) -> None:
@@ -149,6 +165,7 @@ class BatchOutcome:
     rejections: list[dict[str, Any]] = field(default_factory=list)
     reasons: Tally[Reason] = field(default_factory=Tally)
     new_ids: list[Hashable] = field(default_factory=list)
+    failures: list[tuple[int, Rejected]] = field(default_factory=list)
 
     def reject(
         self, rejected: Rejected, dead_letter: OutRecord, index: int, line: int | None
@@ -161,9 +178,12 @@ class BatchOutcome:
             "reason": rejected.reason.value,
             "field": rejected.field_path,
         }
+        if rejected.detail:
+            entry["detail"] = rejected.detail
         if line is not None:
             entry["line"] = line
         self.rejections.append(entry)
+        self.failures.append((index, rejected))
 
 
 class Gateway:
@@ -199,48 +219,79 @@ class Gateway:
 
     async def post_events(self, request: web.Request) -> web.Response:
         """``POST /v1/contracts/{contract}/streams/{stream}/events``."""
+        return await self.handle("events", request, self._post_events, _refusal)
+
+    async def handle(
+        self, route: str, request: web.Request, answer: Answer, refuse: Refuse
+    ) -> web.Response:
+        """Run ``answer`` under a new request id; ``refuse`` words a refusal or our own bug.
+
+        Every route of the push API goes through here, so each is timed and counted (route
+        and status) the same way, and a bug answers 500 without a value reaching the log.
+        """
         request_id = str(uuid.uuid4())
         started = time.perf_counter()
         try:
-            body = await self._admitted(request, request_id)
-            response = _json_response(200, body, request_id)
+            response = await answer(request, request_id)
         except RequestRefused as refused:
-            response = _refusal(refused, request_id)
+            response = refuse(refused, request_id)
         except Exception as exc:  # a bug of ours: answer 500, log the type only (no values)
             _log.error("request %s failed: %s", request_id, type(exc).__name__)
-            response = _refusal(
-                RequestRefused(500, Reason.INTERNAL.value, "internal error; quote the request id"),
-                request_id,
+            internal = RequestRefused(
+                500, Reason.INTERNAL.value, "internal error; quote the request id"
             )
-        self.latency.labels("events").observe(time.perf_counter() - started)
-        self.requests.labels("events", str(response.status)).inc()
+            response = refuse(internal, request_id)
+        self.latency.labels(route).observe(time.perf_counter() - started)
+        self.requests.labels(route, str(response.status)).inc()
         return response
 
-    async def _admitted(self, request: web.Request, request_id: str) -> dict[str, Any]:
-        provider, validator = self._authorise(request)
+    async def _post_events(self, request: web.Request, request_id: str) -> web.Response:
+        provider = self.provider(request)
+        validator = self.validator(
+            provider, request.match_info["contract"], request.match_info["stream"]
+        )
+        async with self.admitted(provider):
+            ndjson = _content_kind(request)
+            items = await read_items(request, self.config.body_limits, ndjson=ndjson)
+            outcome = await self.store(
+                items, provider, validator, request_id, check=_validate_json, ndjson=ndjson
+            )
+        body = {
+            "request_id": request_id,
+            "accepted": outcome.accepted,
+            "rejected": outcome.rejections,
+        }
+        return json_response(200, body, request_id)
+
+    @contextlib.asynccontextmanager
+    async def admitted(self, provider: ProviderGrant) -> AsyncIterator[None]:
+        """Hold one of the token's request slots, or refuse 429 with ``Retry-After``."""
         wait_s = self.fair_use.enter(provider.id)
         if wait_s is not None:
             msg = "over this token's request rate or number of open requests; retry later"
             headers = {"Retry-After": retry_after(wait_s)}
             raise RequestRefused(429, "TOO_MANY_REQUESTS", msg, headers)
         try:
-            return await self._ingest(request, request_id, provider, validator)
+            yield
         finally:
             self.fair_use.leave(provider.id)
 
-    async def _ingest(
+    async def store(
         self,
-        request: web.Request,
-        request_id: str,
+        items: list[Item],
         provider: ProviderGrant,
         validator: StreamValidator,
-    ) -> dict[str, Any]:
-        ndjson = _content_kind(request)
-        items = await read_items(request, self.config.body_limits, ndjson=ndjson)
+        request_id: str,
+        *,
+        check: Check,
+        ndjson: bool = False,
+    ) -> BatchOutcome:
+        """Validate ``items`` with ``check``, write raw and DLQ records, count; 503 if Kafka
+        did not acknowledge (then nothing of the batch counts as seen by the dedup filter)."""
         self.fair_use.charge(provider.id, len(items))
         contract, stream = validator.contract.id, validator.stream.name
         async with self.locks[contract, stream]:
-            outcome = await self._validate(validator, items, ndjson, request_id)
+            outcome = await self._validate(validator, items, ndjson, request_id, check)
         try:
             await self.writer.write(outcome.records)
         except KafkaUnavailable:
@@ -261,34 +312,39 @@ class Gateway:
             outcome.accepted,
             len(outcome.rejections),
         )
-        return {
-            "request_id": request_id,
-            "accepted": outcome.accepted,
-            "rejected": outcome.rejections,
-        }
+        return outcome
 
-    def _authorise(self, request: web.Request) -> tuple[ProviderGrant, StreamValidator]:
+    def provider(self, request: web.Request) -> ProviderGrant:
+        """The provider of the request's bearer token, or 401."""
         provider = self.auth.provider(request.headers.get("Authorization"))
         if provider is None:
             raise RequestRefused(401, "UNAUTHENTICATED", "missing or unknown bearer token")
-        contract_id, stream = request.match_info["contract"], request.match_info["stream"]
-        # Grants first: a token learns nothing of contracts or streams it is not granted,
-        # not even whether they exist.
-        grant = provider.grant(contract_id)
-        if grant is None:
-            raise RequestRefused(403, "FORBIDDEN", "this token may not push to this contract")
-        if not grant.covers(stream):
+        return provider
+
+    def contract(self, provider: ProviderGrant, contract_id: str) -> ContractGrant:
+        """The provider's grant on a contract this gateway serves: 403, or 404 if not served."""
+        grant = _granted(provider, contract_id)
+        _served(self.router, contract_id)
+        return grant
+
+    def validator(self, provider: ProviderGrant, contract_id: str, stream: str) -> StreamValidator:
+        """The validator of a stream the provider may push to (403 or 404 otherwise)."""
+        if not _granted(provider, contract_id).covers(stream):
             msg = "this token may not push to this stream of the contract"
             raise RequestRefused(403, "STREAM_NOT_GRANTED", msg)
-        if contract_id not in self.router.contracts:
-            raise RequestRefused(404, Reason.UNKNOWN_CONTRACT.value, "no such contract")
+        _served(self.router, contract_id)
         target = self.router.route(contract_id, stream)
         if isinstance(target, Rejected):
             raise RequestRefused(404, target.reason.value, "no such stream in the contract")
-        return provider, target
+        return target
 
     async def _validate(
-        self, validator: StreamValidator, items: list[Item], ndjson: bool, request_id: str
+        self,
+        validator: StreamValidator,
+        items: list[Item],
+        ndjson: bool,
+        request_id: str,
+        check: Check,
     ) -> BatchOutcome:
         """Validate every item, yielding to the event loop every ``SLICE_S``."""
         outcome = BatchOutcome()
@@ -300,7 +356,7 @@ class Gateway:
         try:
             sliced = time.perf_counter()
             for index, item in enumerate(items):
-                self._one(validator, item, index, ndjson, outcome, request_id, now_ms)
+                self._one(validator, item, index, ndjson, outcome, request_id, now_ms, check)
                 if time.perf_counter() - sliced > SLICE_S:
                     await asyncio.sleep(0)
                     sliced = time.perf_counter()
@@ -322,12 +378,9 @@ class Gateway:
         outcome: BatchOutcome,
         request_id: str,
         now_ms: int,
+        check: Check,
     ) -> None:
-        result = (
-            _TOO_LARGE
-            if item.oversized
-            else validator.validate_json(item.data, now_ms=now_ms, connector=CONNECTOR, source="")
-        )
+        result = _TOO_LARGE if item.oversized else check(validator, item.data, now_ms)
         if isinstance(result, Accepted):
             outcome.accepted += 1
             outcome.records.append(
@@ -376,6 +429,7 @@ def make_app(
     gateway = Gateway(config, healing, clock=clock, registry=registry or CollectorRegistry())
     app = web.Application()  # bodies are read as streams, bounded by broker.ingest.body
     app.router.add_post(EVENTS_ROUTE, gateway.post_events)
+    AgencyApi(gateway, FleetRegister(config.max_vehicles)).add_routes(app)
     app.router.add_get("/healthz", gateway.healthz)
     app.router.add_get("/livez", gateway.livez)
     add_schema_routes(app, config.contracts)  # read-only Schema Registry API (analysts)
@@ -435,6 +489,25 @@ class GatewayAccessLogger(AbstractAccessLogger):
         self.logger.info("%s %s %d %.1fms", request.method, route, response.status, time * 1000)
 
 
+def _granted(provider: ProviderGrant, contract_id: str) -> ContractGrant:
+    # Grants first: a token learns nothing of contracts it is not granted, not even whether
+    # they exist.
+    grant = provider.grant(contract_id)
+    if grant is None:
+        raise RequestRefused(403, "FORBIDDEN", "this token may not push to this contract")
+    return grant
+
+
+def _served(router: Router, contract_id: str) -> None:
+    if contract_id not in router.contracts:
+        raise RequestRefused(404, Reason.UNKNOWN_CONTRACT.value, "no such contract")
+
+
+def _validate_json(validator: StreamValidator, data: bytes, now_ms: int) -> Outcome:
+    """The native endpoint's check: the item is the stream's record, as JSON."""
+    return validator.validate_json(data, now_ms=now_ms, connector=CONNECTOR, source="")
+
+
 def _content_kind(request: web.Request) -> bool:
     """True for NDJSON, False for a JSON array; 415 for anything else."""
     kind = request.content_type
@@ -485,25 +558,5 @@ def _forget(validator: StreamValidator, event_ids: Sequence[Hashable]) -> None:
 
 
 def _refusal(refused: RequestRefused, request_id: str) -> web.Response:
-    response = _json_response(
-        refused.status,
-        {
-            "request_id": request_id,
-            "error": refused.code,
-            "message": refused.message,
-        },
-        request_id,
-    )
-    if refused.status == 401:
-        response.headers["WWW-Authenticate"] = 'Bearer realm="respublica"'
-    response.headers.update(refused.headers)
-    if refused.status in (408, 413):
-        response.force_close()  # the rest of the body is not read: do not reuse the connection
-    _log.info("request %s refused: %d %s", request_id, refused.status, refused.code)
-    return response
-
-
-def _json_response(status: int, body: dict[str, Any], request_id: str) -> web.Response:
-    response = web.json_response(body, status=status)
-    response.headers["X-Request-Id"] = request_id
-    return response
+    body = {"request_id": request_id, "error": refused.code, "message": refused.message}
+    return refusal(refused, request_id, body)

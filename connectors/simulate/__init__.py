@@ -3,8 +3,9 @@
 In: a seed, a start time and a population size (``SimOptions``). Out: endless, deterministic
 ``SimRecord(stream, record)`` with records matching the stream's Avro schema. Start reading
 at ``base.py``; then ``mobility.py`` (Lyon scooters), ``rentals.py`` (Paris stays),
-``navigation.py`` (Bordeaux jams and alerts), ``gbfs.py`` (public feeds with rotating ids)
-and ``faults.py`` (bad payloads with the rejection each must get).
+``navigation.py`` (Bordeaux jams and alerts), ``gbfs.py`` (public feeds with rotating ids),
+``mds.py`` (the Lyon fleet as MDS 2.0 Vehicles, Events, Trips), ``faults.py`` and
+``mds_faults.py`` (bad payloads, bad MDS Agency items, with the rejection each must get).
 """
 
 from __future__ import annotations

@@ -310,3 +310,21 @@ async def test_a_bug_is_a_500_without_details(
     text = await response.text()
     assert response.status == 500 and json.loads(text)["error"] == "INTERNAL"
     assert "SENTINEL" not in text + caplog.text
+
+
+async def test_a_rejection_with_a_hint_carries_it_as_detail(
+    gateway_client: ClientFactory, mobility: Contract
+) -> None:
+    client = await gateway_client([mobility], MemoryWriter())
+    good = good_events(2)
+    seconds = {**good[1], "timestamp": good[1]["timestamp"] // 1000}
+    response = await client.post(URL, json=[good[0], seconds], headers=bearer("scootco"))
+    body = await response.json()
+    assert body["rejected"] == [
+        {
+            "index": 1,
+            "reason": "TOO_LATE",
+            "field": "timestamp",
+            "detail": "the time looks like seconds: send milliseconds",
+        }
+    ]
