@@ -64,7 +64,5 @@ def _web(args: argparse.Namespace) -> int:
         f"http://{args.host}:{args.port}/",
         flush=True,
     )
-    web.run_app(
-        make_web_app(kafka, contracts, config), host=args.host, port=args.port, print=None
-    )
+    web.run_app(make_web_app(kafka, contracts, config), host=args.host, port=args.port, print=None)
     return 0

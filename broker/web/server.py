@@ -105,7 +105,9 @@ class WebState:
 
     def refresh(self, loop: asyncio.AbstractEventLoop, topics: set[str]) -> None:
         """Follow the views the broker now lists for this principal; drop the others."""
-        refs = {(r.contract.id, r.view.name): r for r in readable_views(self.contracts.values(), topics)}
+        refs = {
+            (r.contract.id, r.view.name): r for r in readable_views(self.contracts.values(), topics)
+        }
         for key in set(self.feeds) - set(refs):
             self.feeds.pop(key).stop(timeout_s=0)
         for key, ref in refs.items():

@@ -27,8 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = ("/usr/bin/chromium", "/usr/bin/chromium-browser")
 CHROMEDRIVER = "/usr/bin/chromedriver"
 MISSING_BROWSER = (
-    "headless Chromium is missing: apt-get install chromium chromium-driver "
-    "(.ci/run installs them)"
+    "headless Chromium is missing: apt-get install chromium chromium-driver (.ci/run installs them)"
 )
 
 

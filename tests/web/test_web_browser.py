@@ -184,7 +184,9 @@ def test_the_index_lists_only_what_the_broker_lets_the_analyst_read(
         30,
         "the list of views",
     )
-    links = {e.get_attribute("pathname") for e in chrome.find_elements(By.CSS_SELECTOR, "a.view-link")}
+    links = {
+        e.get_attribute("pathname") for e in chrome.find_elements(By.CSS_SELECTOR, "a.view-link")
+    }
     assert links == {site.path(site.a, "availability"), site.path(site.a, "origin_destination")}
     assert site.b.id not in chrome.page_source
     _shot(chrome, "web-index.png")
@@ -214,9 +216,7 @@ def test_the_index_lists_only_what_the_broker_lets_the_analyst_read(
         other.stop()
 
 
-def test_the_map_draws_each_published_group_and_follows_the_slider(
-    site: Site, chrome: Any
-) -> None:
+def test_the_map_draws_each_published_group_and_follows_the_slider(site: Site, chrome: Any) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
@@ -272,17 +272,13 @@ def test_a_window_released_while_the_page_is_open_appears_without_reload(
     chrome.get(site.server.url + site.path(site.a, "availability"))
     _wait_window(chrome, site.availability[FIRST - 1])
     chrome.execute_script("window.__sameDocument = true;")
-    wait_for(
-        lambda: "live" in chrome.find_element(By.ID, "live").text, 30, "the event stream"
-    )
+    wait_for(lambda: "live" in chrome.find_element(By.ID, "live").text, 30, "the event stream")
     new = site.availability[FIRST]
     publish(site.bootstrap, site.a, "availability", [new])
     _wait_window(chrome, new)
     assert chrome.execute_script("return window.__sameDocument === true;")
     assert _map_state(chrome)[1] == len(new.groups)
-    assert chrome.find_element(By.ID, "window-count").get_attribute("textContent") == str(
-        FIRST + 1
-    )
+    assert chrome.find_element(By.ID, "window-count").get_attribute("textContent") == str(FIRST + 1)
 
 
 def test_no_page_or_answer_carries_a_raw_identifier(site: Site, chrome: Any) -> None:

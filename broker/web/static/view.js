@@ -6,7 +6,10 @@
 
 const [, , contractId, viewName] = location.pathname.split("/").map(decodeURIComponent);
 const API = `/api/views/${pathSegment(contractId)}/${pathSegment(viewName)}`;
-const RAMP = ["#ffffcc", "#fed976", "#fd8d3c", "#e31a1c", "#800026"];
+const AREA_RAMP = ["#ffffcc", "#fed976", "#fd8d3c", "#e31a1c", "#800026"];
+// Lines are thin: their ramp starts darker so that the smallest value still shows on white.
+const LINE_RAMP = ["#9ecae1", "#4292c6", "#2171b5", "#08519c", "#08306b"];
+let RAMP = AREA_RAMP;
 const WIDTH = 1000;
 const PAD = 24;
 
@@ -159,13 +162,17 @@ function drawGroups(data) {
     if (kind === "lines") {
       shape.style.stroke = colour(value, range);
       const share = range && range[1] > range[0] ? (value - range[0]) / (range[1] - range[0]) : 1;
-      shape.style.strokeWidth = `${1.5 + 4 * Math.max(0, Math.min(1, share || 0))}px`;
+      shape.style.strokeWidth = `${2 + 5 * Math.max(0, Math.min(1, share || 0))}px`;
     } else {
       shape.style.fill = colour(value, range);
     }
     shape.append(svg("title"));
     shape.lastChild.textContent = label(group);
     layer.append(shape);
+    if (kind === "lines") {  // the destination end
+      const [lon, lat] = group.geometry.coordinates[group.geometry.coordinates.length - 1];
+      layer.append(svg("circle", { class: "destination", cx: p.x(lon), cy: p.y(lat), r: 4 }));
+    }
     placed += 1;
   }
   const note = document.getElementById("map-note");
@@ -249,7 +256,8 @@ function drawTerms() {
   document.title = `respublica — ${contract.id} / ${view.name}`;
   document.getElementById("title").textContent = `${contract.title}: ${view.name}`;
   document.getElementById("subtitle").textContent =
-    `${view.description || ""} ${contract.provider} → ${contract.beneficiary}, contract ${contract.id} v${contract.version}`;
+    `${view.description ? `${view.description}. ` : ""}${contract.provider} → ` +
+    `${contract.beneficiary}, contract ${contract.id} v${contract.version}`;
   const terms = document.getElementById("terms");
   const rows = [["window", view.window], ["k (minimum distinct subjects)", view.k],
     ["groups by", view.dimensions.join(", ")],
@@ -284,6 +292,7 @@ async function load() {
     return;
   }
   showError(state.summary.error);
+  RAMP = state.summary.view.map === "lines" ? LINE_RAMP : AREA_RAMP;
   drawTerms();
   if (!state.outlineDrawn) drawOutline();
   drawLegend();
