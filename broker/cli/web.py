@@ -6,6 +6,7 @@ See ``broker/web/server.py``.
 from __future__ import annotations
 
 import argparse
+import logging
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,9 @@ def _web(args: argparse.Namespace) -> int:
     from contracts import load_contracts
 
     setup_logging(args)
+    # One consumer thread per view decodes Avro while kafka-python's I/O thread waits for the
+    # GIL: it then warns of a "blocking" task many times a second. Harmless here; not logged.
+    logging.getLogger("kafka.net.selector").setLevel(logging.ERROR)
     kafka = kafka_settings(args)
     contracts = load_contracts(
         args.contracts or default_contract_paths(),
@@ -64,5 +68,12 @@ def _web(args: argparse.Namespace) -> int:
         f"http://{args.host}:{args.port}/",
         flush=True,
     )
-    web.run_app(make_web_app(kafka, contracts, config), host=args.host, port=args.port, print=None)
+    # Open pages hold an event stream each: on SIGTERM, give them 2 s, not aiohttp's 60.
+    web.run_app(
+        make_web_app(kafka, contracts, config),
+        host=args.host,
+        port=args.port,
+        print=None,
+        shutdown_timeout=2.0,
+    )
     return 0

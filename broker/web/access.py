@@ -43,7 +43,10 @@ def visible_topics(kafka: KafkaSettings, timeout_ms: int = 15_000) -> set[str]:
     """The topics the broker lists for this principal (those it may describe)."""
     try:
         consumer = KafkaConsumer(
-            **kafka.kafka_python("web"), group_id=None, request_timeout_ms=timeout_ms
+            **kafka.kafka_python("web"),
+            group_id=None,
+            enable_auto_commit=False,
+            request_timeout_ms=timeout_ms,
         )
     except KafkaError as exc:
         msg = f"cannot reach Kafka at {kafka.bootstrap} ({type(exc).__name__})"

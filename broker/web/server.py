@@ -229,7 +229,7 @@ async def _events(request: web.Request) -> web.StreamResponse:
                 await response.write(b": keep-alive\n\n")
                 continue
             await response.write(f"event: release\ndata: {_dumps(event)}\n\n".encode())
-    except (ConnectionResetError, asyncio.CancelledError):
+    except ConnectionResetError:  # the page went away
         pass
     finally:
         hub.unsubscribe(queue)

@@ -3,14 +3,17 @@ headless Chromium (Debian's ``chromium`` and ``chromium-driver``) through seleni
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
 import subprocess
 import sys
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +55,14 @@ def publish(bootstrap: str, contract: Contract, view: str, releases: Iterable[Re
 class WebServer:
     """A ``respublica web`` subprocess as one principal (its client config file)."""
 
-    def __init__(self, config: Path, contracts: list[Path], port: int, log: Path) -> None:
+    def __init__(
+        self,
+        config: Path,
+        contracts: list[Path],
+        port: int,
+        log: Path,
+        extra: list[str] | None = None,
+    ) -> None:
         self.port = port
         self.log_path = log
         self.args = [
@@ -67,6 +77,7 @@ class WebServer:
             "--log-level",
             "warning",
             *[a for path in contracts for a in ("--contracts", str(path))],
+            *(extra or []),
         ]
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -153,3 +164,44 @@ def browser(width: int = 1400, height: int = 1100) -> Any:
     ):
         options.add_argument(flag)
     return webdriver.Chrome(options=options, service=Service(executable_path=driver_path))
+
+
+class TileServer:
+    """A local raster tile server: one small PNG for every ``/z/x/y.png``; counts requests."""
+
+    def __init__(self) -> None:
+        from PIL import Image
+
+        picture = io.BytesIO()
+        Image.new("RGB", (256, 256), (200, 230, 200)).save(picture, "PNG")
+        self.png = picture.getvalue()
+        self.paths: list[str] = []
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - the http.server API
+                owner.paths.append(self.path)
+                self.send_response(200)
+                self.send_header("Content-Type", "image/png")
+                self.send_header("Content-Length", str(len(owner.png)))
+                self.end_headers()
+                self.wfile.write(owner.png)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def template(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/{{z}}/{{x}}/{{y}}.png"
+
+    def __enter__(self) -> TileServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(5)

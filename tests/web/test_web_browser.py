@@ -33,7 +33,7 @@ from policies.base import Release
 from policies.oracle import evaluate
 from policies.pseudonymise import KeyRing
 from tests.kafka.acl_support import require_scram, wait_until_authenticates, withdraw
-from tests.web.support import WebServer, browser, publish
+from tests.web.support import TileServer, WebServer, browser, publish
 from tests.worker.support import (
     delete_topics,
     mobility_events,
@@ -346,3 +346,27 @@ def test_the_auditor_page_needs_the_auditor_and_then_shows_the_audit(
         assert status == 200 and b"Audit of" in page
     finally:
         auditor.stop()
+
+
+def test_a_configured_tile_layer_is_drawn_under_the_map(site: Site, chrome: Any) -> None:
+    from selenium.webdriver.common.by import By
+
+    with TileServer() as tiles:
+        server = WebServer(
+            site.configs["a"],
+            [site.a.source],  # type: ignore[list-item]
+            free_port(),
+            site.server.log_path.with_name("web-tiles.log"),
+            ["--tile-url", tiles.template, "--tile-attribution", "test tiles"],
+        )
+        server.start()
+        try:
+            chrome.get(server.url + site.path(site.a, "availability"))
+            wait_for(lambda: _map_state(chrome)[0], 30, "the map")
+            images = chrome.find_elements(By.CSS_SELECTOR, "#map g.tiles image")
+            assert images
+            wait_for(lambda: len(tiles.paths) > 0, 30, "the browser to fetch a tile")
+            assert all(p.endswith(".png") and p.count("/") == 3 for p in tiles.paths)
+            assert "test tiles" in chrome.find_element(By.ID, "licence").text
+        finally:
+            server.stop()

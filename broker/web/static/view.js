@@ -51,11 +51,24 @@ function geometryPath(geometry, p) {
   if (geometry.type === "MultiPolygon") {
     return geometry.coordinates.flat().map((r) => ringPath(r, p)).join("");
   }
-  if (geometry.type === "LineString") {
-    return geometry.coordinates.map(([lon, lat], i) =>
-      `${i ? "L" : "M"}${p.x(lon).toFixed(1)},${p.y(lat).toFixed(1)}`).join("");
-  }
+  if (geometry.type === "LineString") return flowPath(geometry.coordinates, p);
   return "";
+}
+
+/* An origin → destination flow: a curve bending to one side of its direction, so that A → B and B → A are two
+   lines; a trip within one cell is a small loop at its centre. */
+function flowPath(coordinates, p) {
+  const [[lon0, lat0], [lon1, lat1]] = [coordinates[0], coordinates[coordinates.length - 1]];
+  const [x0, y0, x1, y1] = [p.x(lon0), p.y(lat0), p.x(lon1), p.y(lat1)];
+  const length = Math.hypot(x1 - x0, y1 - y0);
+  if (length < 1) {
+    const r = 7;
+    return `M${x0.toFixed(1)},${(y0 - r).toFixed(1)}a${r},${r} 0 1,1 -0.1,0Z`;
+  }
+  const bend = 0.18 * length;
+  const cx = (x0 + x1) / 2 - ((y1 - y0) / length) * bend;
+  const cy = (y0 + y1) / 2 + ((x1 - x0) / length) * bend;
+  return `M${x0.toFixed(1)},${y0.toFixed(1)}Q${cx.toFixed(1)},${cy.toFixed(1)} ${x1.toFixed(1)},${y1.toFixed(1)}`;
 }
 
 /* ---------- colour scale ---------- */
@@ -196,7 +209,14 @@ function reportText(w) {
 function drawShares() {
   const strip = document.getElementById("shares");
   const windows = state.summary.windows;
+  const caption = document.getElementById("shares-caption");
   strip.replaceChildren();
+  const stated = windows.some((w) => w.suppressed_share !== null);
+  strip.hidden = !stated;
+  caption.textContent = stated
+    ? "Share of groups suppressed (below k), per released window; the window shown is red."
+    : "This view adds noise: its reports do not publish how many groups were suppressed.";
+  if (!stated) return;
   strip.setAttribute("viewBox", `0 0 ${Math.max(windows.length, 1)} 1`);
   strip.setAttribute("preserveAspectRatio", "none");
   windows.forEach((w, i) => {
