@@ -318,7 +318,8 @@ async def _catalogue(app: web.Application) -> AsyncIterator[None]:
                 log.warning("cannot list the readable views: %s", type(exc).__name__)
             else:
                 state.refresh(loop, topics)
-            await asyncio.sleep(state.config.catalogue_refresh_s)
+            # Until the broker has answered once, ask again soon (it may be starting too).
+            await asyncio.sleep(state.config.catalogue_refresh_s if state.ready else 5.0)
 
     task = loop.create_task(refresh_forever())
     yield
