@@ -45,6 +45,9 @@ from broker.cli import (
     validator as cli_validator,
 )
 from broker.cli import (
+    web as cli_web,
+)
+from broker.cli import (
     worker as cli_worker,
 )
 from broker.logs import quiet_client_logs
@@ -101,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_rejections.register(commands)
     cli_analysts.register(commands)
     cli_audit.register(commands)
+    cli_web.register(commands)
     cli_demo.register(commands)
     return parser
 

@@ -1,4 +1,5 @@
-"""``respublica contracts validate|show``, ``plan`` and ``apply``: contracts and their topics."""
+"""``respublica contracts validate|show|utility``, ``plan`` and ``apply``: contracts and their
+topics (``utility``: ``broker/cli/utility.py``)."""
 
 from __future__ import annotations
 
@@ -52,6 +53,28 @@ def register(commands: Any) -> None:
     )
     add_allow_outside_refs(show)
     show.set_defaults(handler=_show)
+    utility = actions.add_parser(
+        "utility",
+        help="the share of events and groups each view would publish, and nearby alternatives",
+    )
+    utility.add_argument("contract", help="a contract id or file")
+    utility.add_argument(
+        "--events",
+        action="append",
+        required=True,
+        metavar="[STREAM=]FILE",
+        help="NDJSON events of a stream (respublica simulate ... --stream S --out FILE); "
+        "the stream may be left out when the contract has one; repeatable",
+    )
+    utility.add_argument(
+        "--contracts",
+        type=Path,
+        action="append",
+        help="where to look for ids (default: $RESPUBLICA_CONTRACTS or examples)",
+    )
+    add_allow_outside_refs(utility)
+    utility.add_argument("--format", choices=("text", "json"), default="text")
+    utility.set_defaults(handler=_utility)
 
     for name, handler, help_text in (
         ("plan", _plan, "the topics and ACLs the contracts need vs the live cluster"),
@@ -102,6 +125,12 @@ def _show(args: argparse.Namespace) -> int:
     search = args.contracts or default_contract_paths()
     print(contracts_cli.show(args.contract, search, allow_outside=args.allow_outside_refs))
     return 0
+
+
+def _utility(args: argparse.Namespace) -> int:
+    from broker.cli.utility import report
+
+    return report(args, args.contracts or default_contract_paths())
 
 
 def _load(args: argparse.Namespace) -> list[Contract]:

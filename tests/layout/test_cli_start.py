@@ -47,6 +47,7 @@ COMMANDS = (
     "export",
     "schemas",
     "audit",
+    "web",
     "demo",
 )
 
