@@ -168,6 +168,9 @@ def contract_bindings(contract: Contract) -> list[AclBinding]:
     ]
     for prefix in (raw, dlq, public, internal):
         found += _grant(AUDITOR_PRINCIPAL, "TOPIC", prefix, "READ", "DESCRIBE", "DESCRIBE_CONFIGS")
+    # The audit checks that ingest topics exist with the contract's retention; it never
+    # reads their records (raw holds what was accepted).
+    found += _grant(AUDITOR_PRINCIPAL, "TOPIC", ingest, "DESCRIBE", "DESCRIBE_CONFIGS")
     for consumer in contract.consumers:
         for view in consumer.views:
             topic = contract.topic_public(view)

@@ -59,6 +59,9 @@ def test_the_micromobility_contract_implies_exactly_these_bindings(
         _b(worker, "TRANSACTIONAL_ID", f"respublica.{c}.", "WRITE"),
         _b(worker, "TRANSACTIONAL_ID", f"respublica.{c}.", "DESCRIBE"),
         _b(auditor, "CLUSTER", "kafka-cluster", "DESCRIBE", "LITERAL"),
+        # existence and retention of ingest topics, never their records
+        _b(auditor, "TOPIC", f"ingest.{c}.", "DESCRIBE"),
+        _b(auditor, "TOPIC", f"ingest.{c}.", "DESCRIBE_CONFIGS"),
         *(
             _b(auditor, "TOPIC", f"{prefix}.{c}.", op)
             for prefix in ("raw", "dlq", "public", "respublica")

@@ -206,3 +206,28 @@ def test_plan_shows_the_acls_and_changes_nothing(
     )
     with acls.AclAdmin(kafka_bootstrap) as admin:
         assert not set(acls.contract_bindings(contract)) & admin.bindings()
+
+
+def test_an_audit_run_as_the_auditor_sees_every_topic_it_checks(
+    kafka_bootstrap: str, kafka_admin: KafkaAdminClient, lyon: Callable[..., Contract]
+) -> None:
+    from broker.audit.run import audit
+    from broker.kafka.acls import AUDITOR_PRINCIPAL
+    from tests.conftest import LOCAL_BROKER
+
+    if not LOCAL_BROKER:
+        pytest.skip("needs the session's own broker (its auditor's client config)")
+    contract = lyon()
+    with topics.TopicAdmin(kafka_bootstrap) as admin:
+        topics.apply(admin, topics.plan(admin, [contract]))
+    with acls.AclAdmin(kafka_bootstrap) as admin:
+        acls.apply(admin, acls.plan(admin, [contract]))
+    user = AUDITOR_PRINCIPAL.removeprefix("User:")
+    auditor = KafkaSettings.from_file(LOCAL_BROKER[0].config.client_config(user))
+    try:
+        report = audit(contract, auditor, audience="public")
+        codes = [f.get("code") for f in report.get("findings", [])]
+        # Without DESCRIBE on ingest.<c>. the ingest topics looked missing to the auditor.
+        assert "topic-missing" not in codes, codes
+    finally:
+        kafka_admin.delete_topics([spec.name for spec in topics.contract_topics(contract)])

@@ -85,7 +85,8 @@ EXPECTED: dict[str, dict[str, str]] = {
     # READ, DESCRIBE LITERAL on each listed view.
     "consumer analysts (availability, origin_destination)": {"public": "r", "public-od": "r"},
     "consumer opendata (availability)": {"public": "r"},
-    # READ on raw., dlq., public., respublica. of c; no grant on ingest., no write anywhere.
+    # READ on raw., dlq., public., respublica. of c; DESCRIBE only on ingest. (retention
+    # checks, never records); no write anywhere.
     "auditor": {
         "raw": "r",
         "dlq": "r",
