@@ -30,7 +30,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from broker.analysts.export import export
-from broker.analysts.map import cell_means, render
+from broker.analysts.map import cell_means, describe_map, render
 from broker.deadline import wait_for
 from broker.ingest.auth import ContractGrant, ProviderGrant, hash_token
 from broker.ingest.gateway import GatewayConfig, make_app
@@ -307,12 +307,8 @@ def write_outputs(kafka: KafkaSettings, contracts: Sequence[Contract], out: Path
                     if g.group.get("cell")
                 )
                 bbox = contract.territory.bbox or (4.77, 45.70, 4.92, 45.81)
-                render(
-                    means,
-                    bbox,
-                    folder / "availability.png",
-                    f"{contract.title}: mean available vehicles per H3 cell (res 8), k = {view.k}",
-                )
+                text = describe_map(contract, view, "vehicles", len(contents.reports))
+                render(means, bbox, folder / "availability.png", text)
         report = audit(contract, kafka)
         (folder / "audit.md").write_text(render_audit(report, "md"), encoding="utf-8")
         lines.append(
