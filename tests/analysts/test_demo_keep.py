@@ -49,7 +49,8 @@ def test_demo_keep_leaves_it_running_and_every_printed_command_works(
         assert process_alive(kept.worker_pid) and process_alive(kept.gateway_pid)
         assert f"respublica demo --stop --out {out}" in text
         commands = printed_commands(text)
-        assert commands[0] == "export RESPUBLICA_KAFKA_CONFIG=out/demo/kept/lyon-analysts.kafka.yaml"
+        analyst = "out/demo/kept/lyon-analysts.kafka.yaml"
+        assert commands[0] == f"export RESPUBLICA_KAFKA_CONFIG={analyst}"
         assert any(c.startswith("respublica export lyon-micromobility") for c in commands)
 
         script = "set -eo pipefail\n" + "\n".join(commands) + "\n"
