@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup kafka kafka-stop kafka-status demo bench bench-policies test test-unit test-integration soak lint format clean
+.PHONY: help setup kafka kafka-stop kafka-status demo demo-stop bench bench-policies test test-unit test-integration soak lint format clean
 
 help: ## list the targets with one line each
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -29,8 +29,11 @@ kafka-stop: $(STAMP) ## stop the local Kafka broker
 kafka-status: $(STAMP) ## say whether the local Kafka broker runs
 	-$(BIN)/respublica kafka status
 
-demo: $(STAMP) ## the whole story end to end: broker, contracts, gateway, worker, a simulated day, out/
-	$(BIN)/respublica demo --out out
+demo: $(STAMP) ## the whole story end to end: broker, contracts, gateway, worker, a simulated day, out/ (KEEP=1: leave it running)
+	$(BIN)/respublica demo --out out $(if $(KEEP),--keep)
+
+demo-stop: $(STAMP) ## stop what `make demo KEEP=1` left running
+	$(BIN)/respublica demo --stop --out out
 
 bench: $(STAMP) ## respublica bench: B1, B2, P, F, P2 side by side (EVENTS=100000 ROUNDS=3)
 	$(BIN)/respublica bench --events $(or $(EVENTS),100000) --rounds $(or $(ROUNDS),3) \

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from datetime import UTC, datetime
 from functools import partial
@@ -11,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from broker.cli.contracts import add_allow_outside_refs, default_contract_paths
 from broker.cli.options import add_kafka_options, kafka_settings
+from broker.kafka.defaults import CONTRACTS_ENV
 
 if TYPE_CHECKING:
     from contracts.model import Contract
@@ -64,27 +66,36 @@ def register(commands: Any) -> None:
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("contract", help="a contract id or file")
+    parser.add_argument(
+        "contract",
+        help="a contract id (its terms, schemas and zones are read from the broker, where "
+        "`respublica apply` publishes them) or a contract file",
+    )
     parser.add_argument("view", help="a view of the contract")
     add_kafka_options(parser)
     parser.add_argument(
         "--contracts",
         type=Path,
         action="append",
-        help="where to look for ids (default: $RESPUBLICA_CONTRACTS or examples); repeatable",
+        help="look the id up in these contract files or directories instead of on the broker "
+        f"(default: ${CONTRACTS_ENV} when set); repeatable",
     )
     add_allow_outside_refs(parser)
 
 
 def _contract(args: argparse.Namespace) -> Contract:
+    """A contract file; an id in ``--contracts`` or ``$RESPUBLICA_CONTRACTS``; else the
+    contract of that id as the broker's operator applied it (``respublica._contracts``)."""
     from contracts.cli import find_contract
 
-    return find_contract(
-        args.contract,
-        args.contracts or default_contract_paths(),
-        now=datetime.now(UTC),
-        allow_outside=args.allow_outside_refs,
-    )
+    local = args.contracts or (default_contract_paths() if os.environ.get(CONTRACTS_ENV) else [])
+    if local or Path(args.contract).is_file():
+        return find_contract(
+            args.contract, local, now=datetime.now(UTC), allow_outside=args.allow_outside_refs
+        )
+    from broker.kafka.catalogue import fetch_contract
+
+    return fetch_contract(kafka_settings(args), args.contract, now=datetime.now(UTC))
 
 
 def _instant(text: str | None) -> int | None:

@@ -167,12 +167,26 @@ def _acls(args: argparse.Namespace, contracts: list[Contract], *, apply: bool) -
     return len(plan.pending)
 
 
+def _catalogue(args: argparse.Namespace, contracts: list[Contract], *, apply: bool) -> int:
+    """Print (and with ``apply``, publish) the contracts for analysts on
+    ``respublica._contracts``; the number of contracts written."""
+    from broker.kafka import catalogue
+
+    kafka = kafka_settings(args)
+    plan = catalogue.plan_catalogue(kafka, contracts, now=datetime.now(UTC))
+    if apply:
+        catalogue.publish(kafka, plan)
+    print(plan.render())
+    return len(plan.pending)
+
+
 def _plan(args: argparse.Namespace) -> int:
     contracts = _load(args)
     admin, plan = _compute_plan(args, contracts)
     with admin:
         print(plan.render())
     _acls(args, contracts, apply=False)
+    _catalogue(args, contracts, apply=False)
     return 0
 
 
@@ -187,22 +201,27 @@ def _apply(args: argparse.Namespace) -> int:
             topics.apply(admin, plan)
         print(plan.render())
     acl_changes = _acls(args, contracts, apply=True)
-    print(apply_summary(plan, acl_changes, allow_skipped=args.allow_skipped))
+    published = _catalogue(args, contracts, apply=True)
+    print(apply_summary(plan, acl_changes, allow_skipped=args.allow_skipped, published=published))
     return 1 if plan.skipped and not args.allow_skipped else 0
 
 
-def apply_summary(plan: Plan, acl_changes: int | None, *, allow_skipped: bool = False) -> str:
+def apply_summary(
+    plan: Plan, acl_changes: int | None, *, allow_skipped: bool = False, published: int = 0
+) -> str:
     """The last lines of ``apply``: what changed, and what was skipped and why."""
     from broker.kafka.topics import ActionKind
 
     created = sum(a.kind is ActionKind.CREATE for a in plan.actions)
     altered = sum(a.kind is ActionKind.ALTER for a in plan.actions)
-    changes = created + altered + (acl_changes or 0)
+    changes = created + altered + (acl_changes or 0) + published
     lines = []
     if changes:
         acl_part = f", {acl_changes} ACL change(s)" if acl_changes else ""
+        published_part = f", {published} contract(s) published for analysts" if published else ""
         lines.append(
-            f"Applied {changes} change(s): {created} topic(s) created, {altered} altered{acl_part}."
+            f"Applied {changes} change(s): {created} topic(s) created, {altered} altered"
+            f"{acl_part}{published_part}."
         )
     if plan.skipped:
         lines.append(

@@ -33,15 +33,16 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from broker.analysts.export import export
-from broker.analysts.map import cell_means, render
+from broker.analysts.map import cell_means, describe_map, render
 from broker.deadline import wait_for
 from broker.demo.agency import AgencyPusher, AgencyTally, MdsDay, simulate_fleet, vehicle_infos
 from broker.demo.batches import batches
+from broker.demo.keep import demo_cluster, keep_services, next_steps
 from broker.ingest.auth import ContractGrant, ProviderGrant, hash_token
 from broker.ingest.gateway import GatewayConfig, make_app
-from broker.kafka import topics
+from broker.kafka import catalogue, topics
 from broker.kafka.clients import end_of_stream
-from broker.kafka.local import free_port_pair, job_cluster
+from broker.kafka.local import free_port_pair
 from broker.kafka.public_reader import read_view
 from broker.kafka.settings import KafkaSettings
 from broker.kafka.writer import KafkaBatchWriter, ProducerSettings
@@ -309,7 +310,9 @@ def wait_released(
     wait_for(lambda: released() >= total, RELEASE_TIMEOUT_S, "every window's release", 1.0)
 
 
-def start_worker(kafka: KafkaSettings, contracts: Sequence[Contract], workdir: Path) -> Child:
+def start_worker(
+    kafka: KafkaSettings, contracts: Sequence[Contract], workdir: Path, web_port: int, group: str
+) -> Child:
     args = [
         "-m",
         "broker.cli",
@@ -317,9 +320,9 @@ def start_worker(kafka: KafkaSettings, contracts: Sequence[Contract], workdir: P
         "--worker-id",
         "demo",
         "--group",
-        f"respublica-demo-{secrets.token_hex(3)}",
+        group,
         "--web-port",
-        str(free_port_pair()),
+        str(web_port),
         "--log-level",
         "warning",
         *[a for c in contracts for a in ("--contracts", str(c.source))],
@@ -352,12 +355,8 @@ def write_outputs(kafka: KafkaSettings, contracts: Sequence[Contract], out: Path
                     if g.group.get("cell")
                 )
                 bbox = contract.territory.bbox or (4.77, 45.70, 4.92, 45.81)
-                render(
-                    means,
-                    bbox,
-                    folder / "availability.png",
-                    f"{contract.title}: mean available vehicles per H3 cell (res 8), k = {view.k}",
-                )
+                text = describe_map(contract, view, "vehicles", len(contents.reports))
+                render(means, bbox, folder / "availability.png", text)
         report = audit(contract, kafka)
         (folder / "audit.md").write_text(render_audit(report, "md"), encoding="utf-8")
         lines.append(
@@ -401,21 +400,25 @@ def summary(
     return lines
 
 
-def run_demo(out: Path, bad_share: float = 0.03) -> int:
-    """The whole demo; returns the exit code."""
+def run_demo(out: Path, bad_share: float = 0.03, *, keep: bool = False) -> int:
+    """The whole demo; returns the exit code. ``keep``: leave it running (``demo/keep.py``)."""
     started = time.monotonic()
     workdir = out / "demo"
     workdir.mkdir(parents=True, exist_ok=True)
-    with job_cluster("demo") as (kafka, external):
-        where = " (configured)" if external else " (local, temporary)"
+    kept = None
+    with demo_cluster(workdir, keep) as (kafka, external, data_dir):
+        where = " (configured)" if external else " (local, kept)" if keep else " (local, temporary)"
         print(f"Kafka: {kafka.describe()}{where}")
         contracts = demo_contracts(workdir, f"-demo{secrets.token_hex(2)}" if external else "")
         with topics.TopicAdmin(kafka) as admin:
             applied = topics.apply(admin, topics.plan(admin, contracts))
+        published = catalogue.plan_catalogue(kafka, contracts, now=datetime.now(UTC))
+        catalogue.publish(kafka, published)  # analysts then need no contract file
         print(f"Applied {len(applied.pending)} topics for {len(contracts)} contracts")
         data = simulate_day(contracts)
         print(f"Simulated {data.count:,} events (plus {bad_share:.0%} bad records of every kind)")
-        worker = start_worker(kafka, contracts, workdir)
+        worker_port, group = free_port_pair(), f"respublica-demo-{secrets.token_hex(3)}"
+        worker = start_worker(kafka, contracts, workdir, worker_port, group)
         try:
             tallies = asyncio.run(push_all(kafka, contracts, data, bad_share))
             for contract in contracts:
@@ -424,9 +427,14 @@ def run_demo(out: Path, bad_share: float = 0.03) -> int:
             wait_released(kafka, contracts, expected, worker)
             lines = summary(kafka, contracts, tallies, expected)
             lines += write_outputs(kafka, contracts, out)
+            if keep:
+                services = (worker, worker_port, group)
+                kept = keep_services(kafka, data_dir, contracts, workdir, *services)
         finally:
-            worker.stop()
+            if kept is None:
+                worker.stop()
     print("\n".join(lines))
     (workdir / "summary.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
     print(f"Files in {out}/ ; done in {time.monotonic() - started:.0f} s")
+    print("\n".join(next_steps(kept, out, contracts, external=external)))
     return 0

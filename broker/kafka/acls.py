@@ -30,6 +30,7 @@ from kafka.admin import (
 from kafka.errors import KafkaError, SecurityDisabledError
 
 from broker.kafka.admin import AdminSession
+from broker.kafka.catalogue import CATALOGUE_TOPIC
 from broker.kafka.clients import read_partitions
 from broker.kafka.defaults import VALIDATOR_GROUP, WORKER_GROUP
 from contracts.errors import RespublicaError
@@ -177,6 +178,11 @@ def contract_bindings(contract: Contract) -> list[AclBinding]:
             found += _grant(
                 consumer.principal, "TOPIC", topic, "READ", "DESCRIBE", pattern="LITERAL"
             )
+        # The contracts themselves (public documents, written by the admin only), so that an
+        # analyst reads a view with credentials alone (broker/kafka/catalogue.py).
+        found += _grant(
+            consumer.principal, "TOPIC", CATALOGUE_TOPIC, "READ", "DESCRIBE", pattern="LITERAL"
+        )
     return sorted(set(found))
 
 

@@ -253,6 +253,16 @@ def _partitions(consumer: KafkaConsumer, topic: str, timeout_s: float) -> list[T
         time.sleep(0.1)
 
 
+def resolve_contract(kafka: KafkaSettings | str, contract: Contract | str) -> Contract:
+    """``contract``, or the contract of that id as published on the broker (the
+    ``respublica._contracts`` topic ``respublica apply`` writes): no file needed."""
+    if isinstance(contract, Contract):
+        return contract
+    from broker.kafka.catalogue import fetch_contract  # the document loader only when needed
+
+    return fetch_contract(kafka, contract, now=datetime.now(UTC))
+
+
 def resolve_view(contract: Contract, view: View | str) -> View:
     """The view object of ``view`` (a name or a view); ``PublicReaderError`` if unknown."""
     if isinstance(view, View):
@@ -266,7 +276,7 @@ def resolve_view(contract: Contract, view: View | str) -> View:
 
 def read_view(
     kafka: KafkaSettings | str,
-    contract: Contract,
+    contract: Contract | str,
     view: View | str,
     *,
     since_ms: int | None = None,
@@ -279,7 +289,9 @@ def read_view(
     Rows whose window starts outside ``[since_ms, until_ms)`` are left out. Records that do
     not decode (another contract version's schema, say) are listed in ``undecodable``; records
     of another policy and groups of windows without a report are counted in ``left_out``.
+    A contract given by id is read from the broker (``resolve_contract``).
     """
+    contract = resolve_contract(kafka, contract)
     resolved = resolve_view(contract, view)
     contents = ViewContents(contract, resolved)
     decoder = RowDecoder(contract, resolved)
@@ -338,7 +350,7 @@ def _records_to_end(
 
 def follow_view(
     kafka: KafkaSettings | str,
-    contract: Contract,
+    contract: Contract | str,
     view: View | str,
     *,
     from_beginning: bool = True,
@@ -355,8 +367,10 @@ def follow_view(
     record whose key was already seen with the same bytes (a re-emitted window) is skipped;
     one that decodes badly is skipped too, and so is one whose policy hash is not the
     contract's (a forged or stale release: only what this contract's policy released is
-    shown). Groups are shown as they come, before their window's report.
+    shown). Groups are shown as they come, before their window's report. A contract given by
+    id is read from the broker (``resolve_contract``).
     """
+    contract = resolve_contract(kafka, contract)
     resolved = resolve_view(contract, view)
     decoder = RowDecoder(contract, resolved)
     digest = short_policy_hash(contract)

@@ -81,13 +81,20 @@ class Published:
         return out
 
 
+def own_consumers(data: dict[str, Any]) -> None:
+    """Consumer principals of this contract only (``User:<contract id>-<n>``): the tests
+    create them as SCRAM users, which must not meet another test's."""
+    for n, consumer in enumerate(data.get("consumers", [])):
+        consumer["principal"] = f"User:{data['id']}-{n}"
+
+
 @pytest.fixture(scope="package")
 def published(
     kafka_bootstrap: str, kafka_admin: KafkaAdminClient, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Published]:
     tmp = tmp_path_factory.mktemp("analysts")
-    mobility = unique_contract(tmp, "micromobility")
-    rentals = unique_contract(tmp, "rentals")
+    mobility = unique_contract(tmp, "micromobility", edit=own_consumers)
+    rentals = unique_contract(tmp, "rentals", edit=own_consumers)
     topic_names = create_topics(kafka_bootstrap, mobility) + create_topics(kafka_bootstrap, rentals)
     events = {"mobility": mobility_events(MOBILITY_EVENTS), "rentals": rental_events(RENTAL_EVENTS)}
     contracts = {"mobility": mobility, "rentals": rentals}

@@ -76,6 +76,11 @@ def test_the_micromobility_contract_implies_exactly_these_bindings(
             )
             for op in ("READ", "DESCRIBE")
         ),
+        *(
+            _b(principal, "TOPIC", "respublica._contracts", op, "LITERAL")
+            for principal in ("User:lyon-analysts", "User:lyon-opendata")
+            for op in ("READ", "DESCRIBE")
+        ),
     }
     found = acls.contract_bindings(examples[c])
     assert set(found) == expected and len(found) == len(expected)
@@ -97,8 +102,8 @@ def test_every_example_grants_only_what_brief_section_4_allows(
         if b.principal == provider:
             assert (b.resource, b.operation in ("WRITE", "DESCRIBE")) == (f"ingest.{cid}.", True)
         elif b.principal not in (acls.INGEST_PRINCIPAL, worker, acls.AUDITOR_PRINCIPAL):
-            # A consumer: one listed view, literally, read-only.
-            assert (b.principal, b.resource) in listed
+            # A consumer: one listed view or the contracts, literally, read-only.
+            assert (b.principal, b.resource) in listed or b.resource == "respublica._contracts"
             assert b.pattern == "LITERAL" and b.operation in ("READ", "DESCRIBE")
     # Who may read each topic: nobody but the workers (and the auditor) reads the internals.
     for spec in contract_topics(contract):

@@ -4,7 +4,9 @@ The geometry comes from the view's spatial dimensions:
 
 * one spatial dimension: the area of its value, an H3 cell's hexagon (``h3.cell_to_boundary``),
   a zone's polygon(s) from the contract's zone file, a grid cell's square;
-* two (origin and destination): a ``LineString`` from the first area's centre to the second's;
+* two (origin and destination): a ``LineString`` from the first area's centre to the second's,
+  or a ``Point`` at the centre when both are the same area (trips that stay in one cell: a
+  line of length zero is invalid in OGC Simple Features, GEOS and so QGIS/PostGIS);
 * none, more than two, or a null value: ``geometry: null`` (valid GeoJSON).
 
 Coordinates are ``[lon, lat]`` (GeoJSON order, the reverse of H3's), rounded to 7 decimals
@@ -81,7 +83,10 @@ class Places:
             ends = [self._centre(dim, str(value)) for dim, value in values]
         except (ValueError, KeyError, h3.H3BaseException):  # a label this view cannot place
             return None
-        return {"type": "LineString", "coordinates": [_point(*ends[0]), _point(*ends[1])]}
+        start, end = _point(*ends[0]), _point(*ends[1])
+        if start == end:  # origin = destination: a zero-length line is invalid in GIS tools
+            return {"type": "Point", "coordinates": start}
+        return {"type": "LineString", "coordinates": [start, end]}
 
     def _area(self, dim: Any, value: str) -> Geometry:
         polygons = self._polygons(dim, value)

@@ -41,6 +41,7 @@ _PLAIN_KEYS = (
     "licence",
     "attribution",
     "k",
+    "missing_groups",
     "epsilon",
     "generated_at",
 )

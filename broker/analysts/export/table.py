@@ -27,6 +27,7 @@ from contracts.model import (
     GridDimension,
     H3Dimension,
     MeanMeasure,
+    Noise,
     QuantilesMeasure,
     RoundDimension,
     SumMeasure,
@@ -86,44 +87,104 @@ def _dimension_doc(dim: Any) -> str:
     return "dimension"
 
 
-def _measure_columns(measure: Any, noisy: bool) -> list[Column]:
-    noise = " (with differential-privacy noise)" if noisy else ""
+def _measure_columns(measure: Any, view: View) -> list[Column]:
+    if view.noise is not None:
+        return _noised_columns(measure, view, view.noise)
+    k = view.k
+    count = _first_name(view, CountMeasure)
     if isinstance(measure, CountMeasure):
-        return [Column(measure.name, "integer", f"number of events in the group{noise}")]
+        return [Column(measure.name, "integer", "number of events in the group (exact)")]
     if isinstance(measure, DistinctSubjectsMeasure):
-        return [
-            Column(
-                measure.name,
-                "integer",
-                f"number of distinct subjects in the group (at least k){noise}",
-            )
-        ]
+        bound = f", and at most `{count}`" if count else ""
+        text = (
+            f"number of distinct subjects in the group (exact): at least k = {k}, since a "
+            f"smaller group is never published{bound}"
+        )
+        return [Column(measure.name, "integer", text)]
     if isinstance(measure, DistinctMeasure):
-        return [
-            Column(
-                measure.name, "integer", f"number of distinct values of '{measure.field}'{noise}"
-            )
-        ]
+        text = f"number of distinct values of '{measure.field}' in the group (exact)"
+        return [Column(measure.name, "integer", text)]
     if isinstance(measure, SumMeasure):
-        return [Column(measure.name, "number", f"sum of '{measure.field}'{noise}")]
+        return [Column(measure.name, "number", f"sum of '{measure.field}' (exact)")]
     if isinstance(measure, MeanMeasure):
-        return [
-            Column(
-                measure.name,
-                "number",
-                f"mean of '{measure.field}' (empty when no event carried it)",
-            )
-        ]
+        text = f"mean of '{measure.field}' (exact; empty when no event carried it)"
+        return [Column(measure.name, "number", text)]
     if isinstance(measure, QuantilesMeasure):
         return [
             Column(
                 f"{measure.name}_{quantile_label(q)}",
                 "number",
-                f"quantile {q:g} of '{measure.field}'",
+                f"quantile {q:g} of '{measure.field}' (exact)",
             )
             for q in measure.q
         ]
     return [Column(measure.name, "number", "measure")]
+
+
+def _noised_columns(measure: Any, view: View, noise: Noise) -> list[Column]:
+    """Noise covers count, distinct_subjects, distinct and sum (the only measures a noised
+    view may have): each value is a noisy estimate, so no exact bound holds for it."""
+    bounded = (
+        f"each subject counting at most {noise.max_contributions} event(s) in at most "
+        f"{noise.max_groups} group(s) of a window"
+    )
+    added = (
+        f"plus differential-privacy noise ({noise.mechanism}, ε = {noise.epsilon:g} for "
+        "this measure per window); not exact, never negative"
+    )
+    count = _first_name(view, CountMeasure)
+    subjects = _first_name(view, DistinctSubjectsMeasure)
+    if isinstance(measure, CountMeasure):
+        below = f"; it may be below `{subjects}`" if subjects else ""
+        text = f"number of events in the group, {bounded}, {added}{below}"
+        return [Column(measure.name, "integer", text)]
+    if isinstance(measure, DistinctSubjectsMeasure):
+        above = f" and may exceed `{count}`" if count else ""
+        text = (
+            f"number of distinct subjects in the group, {added}; the group had at least "
+            f"k = {view.k} distinct subjects, but this value may be below k = {view.k}{above}"
+        )
+        return [Column(measure.name, "integer", text)]
+    if isinstance(measure, DistinctMeasure):
+        text = f"number of distinct values of '{measure.field}' in the group, {added}"
+        return [Column(measure.name, "integer", text)]
+    bound = noise.value_bound
+    clamp = f", each value clamped into [-{bound:g}, {bound:g}]" if bound is not None else ""
+    field = getattr(measure, "field", "?")
+    return [Column(measure.name, "number", f"sum of '{field}'{clamp}, {bounded}, {added}")]
+
+
+def _first_name(view: View, kind: type) -> str | None:
+    return next((m.name for m in view.measures if isinstance(m, kind)), None)
+
+
+def missing_groups(view: View) -> str:
+    """In words: what a group absent from a released window means (never zero)."""
+    names = [d.name for d in view.group_by]
+    if not names:
+        which = "The window's one group, when it is absent from a released window,"
+    else:
+        values = (
+            f"a value of {names[0]}" if len(names) == 1 else f"a combination of {', '.join(names)}"
+        )
+        which = f"A group ({values}) absent from a released window"
+    threshold = (
+        ""
+        if view.noise is None
+        else ", or its noisy subject count did not reach the release threshold k + margin = "
+        f"{view.k + view.noise.selection_margin} (the differential-privacy release decision)"
+    )
+    reports = (
+        "The window's suppression report says how many groups were suppressed "
+        "(groups_suppressed, with --include-reports)."
+        if view.noise is None
+        else "How many groups were suppressed is not published for a noised view."
+    )
+    return (
+        f"{which} had fewer than k = {view.k} distinct subjects, or none at all{threshold}: "
+        "it was suppressed, or nothing happened there. It is unknown, not zero: never fill "
+        f"it in as 0 or add it to a total. {reports}"
+    )
 
 
 def columns(view: View) -> list[Column]:
@@ -134,7 +195,7 @@ def columns(view: View) -> list[Column]:
     ]
     out += [Column(d.name, "string", _dimension_doc(d)) for d in view.group_by]
     for measure in view.measures:
-        out += _measure_columns(measure, view.noise is not None)
+        out += _measure_columns(measure, view)
     return out
 
 
@@ -192,6 +253,7 @@ def metadata(
         "topic": contract.topic_public(view),
         "window": format_duration(view.window),
         "k": view.k,
+        "missing_groups": missing_groups(view),
         "epsilon": (float(view.epsilon_per_window) if view.noise is not None else None),
         "noise": _noise(contract, view),
         "since": iso_utc(since_ms) if since_ms is not None else None,

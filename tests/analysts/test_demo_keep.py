@@ -1,0 +1,108 @@
+"""``respublica demo --keep``: the broker and services stay up, and every command the demo
+prints next works as printed (run by bash, as a user pastes them); ``--stop`` ends them.
+Without ``--keep`` the demo says why there is nothing left to read instead."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from broker.cli import main
+from broker.demo import run
+from broker.demo.keep import KEPT_FILE, Kept, next_steps, stop_kept
+from broker.kafka.local import LocalKafka, LocalKafkaConfig, process_alive
+from broker.kafka.settings import CONFIG_ENV
+from tests.analysts.rows import load_example
+
+SMALL = {"mobility": 3000, "navigation": 1500, "rentals": 600}
+
+
+def printed_commands(text: str) -> list[str]:
+    """The indented command lines after "Try next"."""
+    tail = text.split("Try next", 1)[1].splitlines()[1:]
+    return [line.strip() for line in tail if line.startswith("  ")]
+
+
+@pytest.mark.integration
+def test_demo_keep_leaves_it_running_and_every_printed_command_works(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if os.environ.get("KAFKA_BOOTSTRAP"):
+        pytest.skip("the kept local broker is the case under test; KAFKA_BOOTSTRAP names another")
+    monkeypatch.delenv(CONFIG_ENV, raising=False)  # the demo starts its own broker, as `make demo`
+    monkeypatch.setattr(
+        run, "VERTICALS", tuple(replace(v, events=SMALL[v.kind]) for v in run.VERTICALS)
+    )
+    monkeypatch.chdir(tmp_path)
+    out = Path("out")
+    try:
+        assert run.run_demo(out, 0.01, keep=True) == 0
+        text = capsys.readouterr().out
+        kept = Kept(**json.loads((out / "demo" / KEPT_FILE).read_text(encoding="utf-8")))
+        assert kept.analyst_config and kept.kafka_data_dir
+        assert process_alive(kept.worker_pid) and process_alive(kept.gateway_pid)
+        assert f"respublica demo --stop --out {out}" in text
+        commands = printed_commands(text)
+        analyst = "out/demo/kept/lyon-analysts.kafka.yaml"
+        assert commands[0] == f"export RESPUBLICA_KAFKA_CONFIG={analyst}"
+        assert any(c.startswith("respublica export lyon-micromobility") for c in commands)
+
+        script = "set -eo pipefail\n" + "\n".join(commands) + "\n"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RESPUBLICA_KAFKA")}
+        env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+        done = subprocess.run(
+            ["bash", "-c", script],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            env=env,
+            timeout=300,
+            check=False,
+        )
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        assert "k=10:" in done.stdout  # subscribe's report lines
+        assert '"public.lyon-micromobility.availability-value"' in done.stdout  # /subjects
+        assert "respublica_" in done.stdout  # the worker's metrics
+        features = json.loads((tmp_path / "od.geojson").read_text(encoding="utf-8"))["features"]
+        assert features
+        assert "lyon-micromobility" in (tmp_path / "audit.md").read_text(encoding="utf-8")
+    finally:
+        if (out / "demo" / KEPT_FILE).exists():
+            assert main(["demo", "--stop", "--out", str(out)]) == 0
+    stopped = capsys.readouterr().out
+    assert "stopped the worker" in stopped and "stopped the gateway" in stopped
+    assert not process_alive(kept.worker_pid) and not process_alive(kept.gateway_pid)
+    data = Path(kept.kafka_data_dir)
+    assert not LocalKafka(LocalKafkaConfig(data_dir=data)).status().running
+    assert not (out / "demo" / KEPT_FILE).exists()
+
+
+@pytest.mark.unit
+def test_without_keep_the_demo_says_the_broker_is_gone(tmp_path: Path) -> None:
+    contracts = [load_example(tmp_path, "micromobility")]
+    lines = next_steps(None, Path("out"), contracts, external=False)
+    assert "gone" in lines[0] and "have nothing to read" in lines[0]
+    assert "make demo KEEP=1" in lines[1] and "respublica demo --keep" in lines[1]
+    assert not any(line.strip().startswith("respublica ") for line in lines)
+
+
+@pytest.mark.unit
+def test_on_a_configured_cluster_the_views_stay_and_the_commands_are_printed(
+    tmp_path: Path,
+) -> None:
+    contracts = [load_example(tmp_path, "micromobility")]
+    lines = next_steps(None, Path("out"), contracts, external=True)
+    assert "stay on the configured cluster" in lines[0]
+    assert "  respublica export lyon-micromobility origin_destination" in "\n".join(lines)
+
+
+@pytest.mark.unit
+def test_stop_without_a_kept_demo_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(Exception, match="no kept demo under"):
+        stop_kept(tmp_path)
