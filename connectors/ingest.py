@@ -12,12 +12,8 @@ DLQ record with reason ``INTERNAL``. What does stop the loop is the cluster fail
 topics, sends not acknowledged): that raises ``ConnectorError`` without committing.
 
 Heartbeats: every ``heartbeat_interval_s`` (and after each batch once due), the validator
-writes to every partition of every raw topic it serves an empty control record saying that no
-later record there has an event time below ``now - allowed lateness - heartbeat_margin_ms``
-(``broker.kafka.internal.heartbeat_headers``). That holds because every accepted record is
-younger than the lateness on this clock; the margin covers another writer's records still in
-flight. Workers advance a quiet partition's watermark on it, so windows close on time in
-quiet hours (``docs/architecture.md``, "Idle partitions").
+writes a watermark heartbeat to every partition of every raw topic it serves
+(``connectors.heartbeat``), so windows close on time in quiet hours.
 
 Outages: once running, the validator rides out a broker outage. A batch that cannot be
 written (or a client that fails) raises inside the loop; the validator then closes both
@@ -51,13 +47,13 @@ from prometheus_client import CollectorRegistry
 
 from broker.kafka.clients import is_refusal
 from broker.kafka.health import Health, combine
-from broker.kafka.internal import heartbeat_headers
 from broker.kafka.probe import KafkaProbe
 from broker.kafka.reasons import Reason, Stage
 from broker.kafka.settings import KafkaSettings, as_settings
 from broker.kafka.writer import KafkaBatchWriter, KafkaUnavailable, OutRecord, ProducerSettings
 from connectors.base import Accepted, ConnectorError, Rejected
 from connectors.dedup import DuplicateFilter
+from connectors.heartbeat import heartbeat_records
 from connectors.metrics import IngestMetrics
 from connectors.validate import (
     DEFAULT_FUTURE_SKEW,
@@ -164,7 +160,6 @@ class IngestValidator:
         self.stats = IngestStats()
         self._now_ms = now_ms
         self._last_heartbeat = float("-inf")
-        self._raw_partitions: dict[str, list[int]] = {}
         self._by_topic: dict[str, StreamValidator] = {
             v.contract.topic_ingest(v.stream): v for v in self.router.validators.values()
         }
@@ -357,20 +352,10 @@ class IngestValidator:
         interval = self.settings.heartbeat_interval_s
         if interval <= 0 or time.monotonic() - self._last_heartbeat < interval:
             return
-        now_ms = self._now_ms()
-        records = []
+        records = heartbeat_records(
+            self.router.validators.values(), self._now_ms(), self.settings.heartbeat_margin_ms
+        )
         try:
-            for validator in self.router.validators.values():
-                lateness_ms = int(validator.stream.allowed_lateness.total_seconds() * 1000)
-                floor = now_ms - lateness_ms - self.settings.heartbeat_margin_ms
-                topic = validator.raw_topic
-                if topic not in self._raw_partitions:
-                    self._raw_partitions[topic] = await writer.partitions(topic)
-                headers = heartbeat_headers(floor)
-                records += [
-                    OutRecord(topic, None, b"", headers, partition)
-                    for partition in self._raw_partitions[topic]
-                ]
             await writer.write(records)
         except (KafkaUnavailable, KafkaError) as exc:
             _log.warning(

@@ -23,7 +23,13 @@ from broker.cli import connect as cli_connect
 from broker.cli import simulate as cli_simulate
 from broker.cli.contracts import add_allow_outside_refs, default_contract_paths
 from broker.cli.delivery import add_destination, deliver
-from broker.cli.options import add_kafka_options, add_log_options, kafka_settings, setup_logging
+from broker.cli.options import (
+    add_heartbeat_options,
+    add_kafka_options,
+    add_log_options,
+    kafka_settings,
+    setup_logging,
+)
 from contracts.errors import RespublicaError
 
 if TYPE_CHECKING:
@@ -133,6 +139,7 @@ def _register_gateway(commands: Any) -> None:
         default=100_000,  # broker.ingest.fleet.DEFAULT_MAX_VEHICLES (not imported: fast --help)
         help="MDS Agency vehicles registered per provider and contract, in memory (100,000)",
     )
+    add_heartbeat_options(gateway)
     add_log_options(gateway)
     gateway.set_defaults(handler=_gateway)
     actions = gateway.add_subparsers(dest="action", metavar="ACTION")
@@ -177,6 +184,8 @@ def _gateway(args: argparse.Namespace) -> int:
         fair_use=FairUseLimits(args.rate_limit, args.rate_burst, args.max_concurrent),
         max_connections=args.max_connections,
         max_vehicles=args.max_vehicles,
+        heartbeat_interval_s=args.heartbeat_interval,
+        heartbeat_margin_ms=int(args.heartbeat_margin * 1000),
     )
     if (args.tls_cert is None) != (args.tls_key is None):
         msg = "give both --tls-cert and --tls-key, or neither"

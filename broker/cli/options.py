@@ -54,3 +54,23 @@ def add_log_options(parser: argparse.ArgumentParser) -> None:
 def setup_logging(args: argparse.Namespace) -> None:
     """Apply ``--log-level``/``--log-format``."""
     configure_logging(args.log_level, args.log_format)
+
+
+def add_heartbeat_options(parser: argparse.ArgumentParser) -> None:
+    """``--heartbeat-interval`` and ``--heartbeat-margin`` (validator and gateway)."""
+    parser.add_argument(
+        "--heartbeat-interval",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="write a watermark heartbeat to every raw partition this often, so windows close "
+        "on time when partitions are quiet (0: never; default 5)",
+    )
+    parser.add_argument(
+        "--heartbeat-margin",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="a heartbeat's floor is now - allowed lateness - this margin, for records of "
+        "other writers still in flight (default 2)",
+    )

@@ -10,7 +10,13 @@ from pathlib import Path
 from typing import Any
 
 from broker.cli.contracts import add_allow_outside_refs, default_contract_paths
-from broker.cli.options import add_kafka_options, add_log_options, kafka_settings, setup_logging
+from broker.cli.options import (
+    add_heartbeat_options,
+    add_kafka_options,
+    add_log_options,
+    kafka_settings,
+    setup_logging,
+)
 from broker.kafka.defaults import VALIDATOR_GROUP as DEFAULT_GROUP
 
 
@@ -45,22 +51,7 @@ def register(commands: Any) -> None:
         default="127.0.0.1",
         help="address of that listener (default 127.0.0.1; 0.0.0.0 in a container)",
     )
-    sub.add_argument(
-        "--heartbeat-interval",
-        type=float,
-        default=5.0,
-        metavar="SECONDS",
-        help="write a watermark heartbeat to every raw partition this often, so windows close "
-        "on time when partitions are quiet (0: never; default 5)",
-    )
-    sub.add_argument(
-        "--heartbeat-margin",
-        type=float,
-        default=2.0,
-        metavar="SECONDS",
-        help="a heartbeat's floor is now - allowed lateness - this margin, for records of "
-        "other writers still in flight (default 2)",
-    )
+    add_heartbeat_options(sub)
     add_log_options(sub)
     sub.set_defaults(handler=_run)
 

@@ -72,6 +72,7 @@ from broker.kafka.writer import BatchWriter, KafkaUnavailable, OutRecord
 from broker.metrics import metrics_for
 from connectors.base import Accepted, Outcome, Rejected
 from connectors.dedup import DuplicateFilter
+from connectors.heartbeat import heartbeat_records
 from connectors.ingest import wall_clock_ms
 from connectors.metrics import IngestMetrics
 from connectors.validate import (
@@ -121,6 +122,8 @@ class GatewayConfig:
     max_connections: int = 512
     max_vehicles: int = DEFAULT_MAX_VEHICLES  # MDS Agency registrations per provider and contract
     probe_every_s: float = PROBE_EVERY_S  # with PROBE_TIMEOUT_S: degraded within 3 s
+    heartbeat_interval_s: float = 0.0  # watermark heartbeats to raw (0: none; the CLI: 5 s)
+    heartbeat_margin_ms: int = 2_000  # see connectors.heartbeat
 
     def __post_init__(self) -> None:
         if not 0 < self.max_item_bytes <= MAX_ITEM_CEILING:
@@ -445,6 +448,9 @@ def make_app(
                 timeout_s=max(every, PROBE_TIMEOUT_S),
             )
             probes.append(asyncio.get_running_loop().create_task(probe))
+        if config.heartbeat_interval_s > 0:
+            beats = heartbeats_forever(gateway, config.heartbeat_interval_s)
+            probes.append(asyncio.get_running_loop().create_task(beats))
 
     async def close_writer(_: web.Application) -> None:
         for probe in probes:
@@ -456,6 +462,20 @@ def make_app(
     app.on_cleanup.append(close_writer)
     app[GATEWAY_KEY] = gateway
     return app
+
+
+async def heartbeats_forever(gateway: Gateway, every_s: float) -> None:
+    """Every ``every_s``, a watermark heartbeat to every raw partition the gateway writes
+    (``connectors.heartbeat``): windows of streams fed only over HTTP close on time in quiet
+    hours. The floor is safe because the gateway refuses ``TOO_LATE`` on the same clock."""
+    validators = list(gateway.router.validators.values())
+    margin_ms = gateway.config.heartbeat_margin_ms
+    while True:
+        await asyncio.sleep(every_s)
+        try:
+            await gateway.writer.write(heartbeat_records(validators, gateway.clock(), margin_ms))
+        except KafkaUnavailable as exc:  # /healthz already says so; the next beat retries
+            _log.debug("heartbeats not written (%s)", type(exc).__name__)
 
 
 def make_metrics_app(registry: CollectorRegistry) -> web.Application:

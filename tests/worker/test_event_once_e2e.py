@@ -61,6 +61,7 @@ def gateway(bootstrap: str, contract: Contract, tokens: Path, log: Path) -> Iter
     command = [sys.executable, "-m", "broker.cli", "gateway", "--tokens", str(tokens)]
     command += ["--contracts", str(contract.source), "--bootstrap", bootstrap]
     command += ["--port", str(port), "--metrics-port", "0", "--log-level", "warning"]
+    command += ["--heartbeat-interval", "0"]  # the test counts raw records
     with log.open("ab") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
