@@ -2,7 +2,7 @@
 
 ``DuplicateFilter`` keeps an index from id to bucket; whatever the interleaving of ``seen``,
 ``forget`` and clock advances, it must answer as a naive model that remembers every id with
-its expiry. ``_parse_json`` skips the decoder's regex passes: it must accept and refuse
+its expiry. ``parse_json`` skips the decoder's regex passes: it must accept and refuse
 exactly what ``json`` (with NaN refused) accepts and refuses.
 """
 
@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from broker.kafka.reasons import Reason, Stage
 from connectors.base import Rejected
 from connectors.dedup import DuplicateFilter
-from connectors.validate import _parse_json
+from connectors.validate import parse_json as _parse_json
 from tests.connectors.conftest import NOW_MS
 
 pytestmark = pytest.mark.unit
