@@ -7,7 +7,8 @@ row or item is reported at once, by number and reason, and nothing waits on ``in
 A feed that answers 5xx, 429 or 408, or does not answer, is retried with backoff (the
 ``--retry-*`` options, shared with ``replay``); when the retries run out the command exits 1
 and says where a restart resumes. Kafka being away is waited out, never given up on
-(``connectors.outbox``). SIGTERM and SIGINT stop a poller at once (exit 0): what was not
+(``connectors.outbox``); a refusal no wait can heal (a record too large, credentials or ACLs
+refused) exits 1 with what to fix. SIGTERM and SIGINT stop a poller at once (exit 0): what was not
 acknowledged by Kafka yet is read again by the next run.
 """
 
