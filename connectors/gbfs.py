@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeGuard
@@ -306,7 +306,10 @@ class AvailabilityTracker:
     """Turns snapshots into ``vehicle_events`` records for what changed since the last one.
 
     ``changes`` proposes records; ``commit`` records which vehicles were really sent, so a
-    record that never reached Kafka (or was refused as too late) is proposed again.
+    record that never reached Kafka (or was refused as too late) is proposed again. A record
+    refused as too late is proposed again only from a snapshot with another ``last_updated``:
+    the same stale snapshot, polled again, would only be refused again (one more DLQ record
+    per vehicle and poll).
     """
 
     def __init__(
@@ -321,21 +324,32 @@ class AvailabilityTracker:
         self.types = dict(types or {})
         self.same_place_m = same_place_m
         self._last: dict[str, GbfsVehicle] = {}
+        self._too_late: dict[str, int] = {}  # vehicle id -> last_updated of its refused record
 
     def changes(self, snapshot: VehicleSnapshot) -> list[tuple[GbfsVehicle, dict[str, Any]]]:
         """Vehicles new to the feed, in a new state, or moved, each with its record."""
+        updated = snapshot.last_updated_ms
         return [
-            (v, self._record(v, snapshot.last_updated_ms))
+            (v, self._record(v, updated))
             for v in snapshot.vehicles
-            if self._changed(v)
+            if self._changed(v) and self._too_late.get(v.vehicle_id) != updated
         ]
 
-    def commit(self, snapshot: VehicleSnapshot, sent: list[GbfsVehicle]) -> None:
-        """Remember ``sent`` as reported; forget vehicles the snapshot no longer lists."""
+    def commit(
+        self,
+        snapshot: VehicleSnapshot,
+        sent: list[GbfsVehicle],
+        too_late: Sequence[GbfsVehicle] = (),
+    ) -> None:
+        """Remember ``sent`` as reported and ``too_late`` as refused for this snapshot's time;
+        forget vehicles the snapshot no longer lists."""
         listed = {v.vehicle_id for v in snapshot.vehicles}
         last = {k: v for k, v in self._last.items() if k in listed}
         last.update((v.vehicle_id, v) for v in sent)
         self._last = last
+        refused = {k: t for k, t in self._too_late.items() if k in listed}
+        refused.update((v.vehicle_id, snapshot.last_updated_ms) for v in too_late)
+        self._too_late = refused
 
     def _changed(self, vehicle: GbfsVehicle) -> bool:
         last = self._last.get(vehicle.vehicle_id)
