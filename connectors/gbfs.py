@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeGuard
@@ -32,6 +32,7 @@ from typing import Any, TypeGuard
 from connectors.base import ConnectorError
 
 SAME_PLACE_M = 100.0
+MAX_TTL_S = 86_400  # a feed's ttl is trusted up to a day: 1e306 s must not stop the polling
 # Form factors of GBFS vehicle_types, mapped to the vehicle_type values of our MDS schema.
 FORM_FACTORS = {
     "bicycle": "bicycle",
@@ -120,7 +121,10 @@ def gbfs_time_ms(value: Any) -> int | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int | float):
-        return int(value * 1000) if math.isfinite(value) else None
+        try:  # 1e306 s is inf ms; 10**400 is no float: not a time, never an OverflowError
+            return int(value * 1000) if math.isfinite(value * 1000) else None
+        except OverflowError:
+            return None
     if isinstance(value, str):
         return rfc3339_ms(value)
     return None
@@ -136,15 +140,17 @@ def rfc3339_ms(text: str) -> int | None:
     zone = "+00:00" if offset in ("Z", "z") else offset
     try:
         moment = datetime.fromisoformat(f"{date}T{time}{micro}{zone}")
-    except ValueError:  # 2026-02-30, 25:00:00, a leap second
+        # 9999-12-31T23:59:59-23:59 is past year 9999 in UTC: OverflowError, not a time.
+        return int(moment.astimezone(UTC).timestamp() * 1000)
+    except (ValueError, OverflowError):  # 2026-02-30, 25:00:00, a leap second, out of range
         return None
-    return int(moment.astimezone(UTC).timestamp() * 1000)
 
 
 def ttl_ms(doc: Any) -> int:
-    """A document's ``ttl`` in ms (0, read again next time, when absent or not a number)."""
+    """A document's ``ttl`` in ms (0, read again next time, when absent or not a number), at
+    most ``MAX_TTL_S``."""
     ttl = doc.get("ttl") if isinstance(doc, Mapping) else None
-    return int(ttl * 1000) if _number(ttl) and ttl > 0 else 0
+    return int(min(ttl, MAX_TTL_S) * 1000) if _number(ttl) and ttl > 0 else 0
 
 
 def is_vehicle_feed(doc: Any) -> bool:
@@ -300,7 +306,10 @@ class AvailabilityTracker:
     """Turns snapshots into ``vehicle_events`` records for what changed since the last one.
 
     ``changes`` proposes records; ``commit`` records which vehicles were really sent, so a
-    record that never reached Kafka (or was refused as too late) is proposed again.
+    record that never reached Kafka (or was refused as too late) is proposed again. A record
+    refused as too late is proposed again only from a snapshot with another ``last_updated``:
+    the same stale snapshot, polled again, would only be refused again (one more DLQ record
+    per vehicle and poll).
     """
 
     def __init__(
@@ -315,21 +324,32 @@ class AvailabilityTracker:
         self.types = dict(types or {})
         self.same_place_m = same_place_m
         self._last: dict[str, GbfsVehicle] = {}
+        self._too_late: dict[str, int] = {}  # vehicle id -> last_updated of its refused record
 
     def changes(self, snapshot: VehicleSnapshot) -> list[tuple[GbfsVehicle, dict[str, Any]]]:
         """Vehicles new to the feed, in a new state, or moved, each with its record."""
+        updated = snapshot.last_updated_ms
         return [
-            (v, self._record(v, snapshot.last_updated_ms))
+            (v, self._record(v, updated))
             for v in snapshot.vehicles
-            if self._changed(v)
+            if self._changed(v) and self._too_late.get(v.vehicle_id) != updated
         ]
 
-    def commit(self, snapshot: VehicleSnapshot, sent: list[GbfsVehicle]) -> None:
-        """Remember ``sent`` as reported; forget vehicles the snapshot no longer lists."""
+    def commit(
+        self,
+        snapshot: VehicleSnapshot,
+        sent: list[GbfsVehicle],
+        too_late: Sequence[GbfsVehicle] = (),
+    ) -> None:
+        """Remember ``sent`` as reported and ``too_late`` as refused for this snapshot's time;
+        forget vehicles the snapshot no longer lists."""
         listed = {v.vehicle_id for v in snapshot.vehicles}
         last = {k: v for k, v in self._last.items() if k in listed}
         last.update((v.vehicle_id, v) for v in sent)
         self._last = last
+        refused = {k: t for k, t in self._too_late.items() if k in listed}
+        refused.update((v.vehicle_id, snapshot.last_updated_ms) for v in too_late)
+        self._too_late = refused
 
     def _changed(self, vehicle: GbfsVehicle) -> bool:
         last = self._last.get(vehicle.vehicle_id)
@@ -361,4 +381,10 @@ class AvailabilityTracker:
 
 
 def _number(value: Any) -> TypeGuard[int | float]:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    """A finite JSON number that converts to a float (10**400 does not: OverflowError)."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False

@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeGuard
+from typing import Any
 
 from connectors.base import ConnectorError
 
@@ -169,8 +169,7 @@ def trip_record(item: Mapping[str, Any], vehicle: VehicleInfo | None) -> dict[st
         if isinstance(location, Mapping):
             _put(record, f"{prefix}_lat", location.get("lat"))
             _put(record, f"{prefix}_lon", location.get("lng"))
-    distance = item.get("distance")
-    _put(record, "distance_m", float(distance) if _is_number(distance) else distance)
+    _put(record, "distance_m", _as_double(item.get("distance")))
     _put(record, "duration_s", item.get("duration"))
     return record
 
@@ -190,5 +189,12 @@ def _put(record: dict[str, Any], name: str, value: Any) -> None:
         record[name] = value
 
 
-def _is_number(value: Any) -> TypeGuard[int | float]:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+def _as_double(value: Any) -> Any:
+    """A JSON number as a float; anything else, or an int too big for a float (10**400), as
+    it is, so the validator names the field (WRONG_TYPE or OUT_OF_RANGE at distance_m)."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        try:
+            return float(value)
+        except OverflowError:
+            return value
+    return value

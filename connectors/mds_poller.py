@@ -10,9 +10,13 @@ is finite however long it takes, then reads (MDS 2.0.2 ``provider/README.md``):
   is not processed yet) leaves that hour for the next poll, ``404`` is an hour without
   operations;
 * ``/vehicles`` (every ``vehicles_ttl_s``) and ``/vehicles/{device_id}`` for a device it has
-  not seen: the vehicle type and propulsion that 2.0 events and trips do not carry.
+  not seen: the vehicle type and propulsion that 2.0 events and trips do not carry. A 4xx
+  answer to a device lookup makes it an unknown device (counted, never logged by id).
 
-Pages are followed through ``links.next``. Each page is validated, delivered to Kafka
+Pages are followed through ``links.next``, on the base URL's origin only (scheme, host and
+port: the bearer token goes nowhere else), never back to a page read in the same poll, and
+at most ``max_pages_per_poll`` of them per poll; a provider breaking any of these is a
+``ConnectorError``. Each page is validated, delivered to Kafka
 (``Outbox.deliver``, which waits out a Kafka outage) and only then is the checkpoint file
 moved past it, so a restart resumes where it stopped; re-reading a page is harmless (event
 ids repeat). Every request asks ``Accept: application/vnd.mds+json;version=2.0``.
@@ -21,12 +25,13 @@ ids repeat). Every request asks ``Accept: application/vnd.mds+json;version=2.0``
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urljoin
+from urllib.parse import quote, urljoin, urlsplit
 
 from connectors import mds
 from connectors.base import ConnectorError
@@ -36,6 +41,9 @@ from connectors.retry import status_error
 
 HOUR_MS = 3_600_000
 RECENT_MAX_AGE_MS = 14 * 24 * HOUR_MS  # /events/recent serves two weeks (400 beyond)
+MAX_PAGES_PER_POLL = 10_000  # links.next followed per poll: a chain that never ends stops
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -51,6 +59,7 @@ class MdsSettings:
     window_max_ms: int = HOUR_MS
     vehicles_ttl_s: float = 3600.0
     trips: bool = True
+    max_pages_per_poll: int = MAX_PAGES_PER_POLL
 
 
 @dataclass
@@ -63,6 +72,7 @@ class MdsStats:
     trips: int = 0
     trips_not_ready: int = 0  # 202 answers
     vehicles: int = 0
+    unknown_devices: int = 0  # /vehicles/{device_id} answered 4xx other than 404
 
 
 class MdsPoller:
@@ -72,11 +82,18 @@ class MdsPoller:
         if settings.interval_s < 1 or settings.window_max_ms < settings.interval_s * 1000:
             msg = "MDS: the interval must be at least 1 s and at most the longest window"
             raise ConnectorError(msg)
+        origin = _origin(settings.base_url)
+        if origin is None:
+            msg = "MDS: the base URL must be an http:// or https:// URL with a host"
+            raise ConnectorError(msg)
         self.settings = settings
         self.fetch = fetch
         self.clock = clock
         self.outbox = outbox
         self.stats = MdsStats()
+        self._origin = origin
+        self._visited: set[str] = set()  # pages read in this poll
+        self._followed = 0  # links.next followed in this poll
         self.state: dict[str, dict[str, Any]] = _load_checkpoint(settings.checkpoint)
         self._vehicles: dict[str, mds.VehicleInfo | None] = {}
         self._vehicles_at: int | None = None
@@ -85,10 +102,20 @@ class MdsPoller:
         """Read everything up to the horizon fixed now; returns seconds until the next poll."""
         now = self.clock.now_ms()
         horizon = now - self.settings.lag_ms
-        await self._refresh_vehicles(now)
-        await self._events(horizon, now)
-        if self.settings.trips:
-            await self._trips(horizon)
+        self._visited, self._followed = set(), 0
+        unknown = self.stats.unknown_devices
+        try:
+            await self._refresh_vehicles(now)
+            await self._events(horizon, now)
+            if self.settings.trips:
+                await self._trips(horizon)
+        finally:
+            if self.stats.unknown_devices > unknown:
+                _log.warning(
+                    "MDS: %d device lookups answered 4xx in this poll; their records lack "
+                    "the vehicle type (MISSING_FIELD)",
+                    self.stats.unknown_devices - unknown,
+                )
         return self.settings.interval_s
 
     def read_up_to(self) -> dict[str, int]:
@@ -121,7 +148,7 @@ class MdsPoller:
             page = mds.page(await self._get(url, "events"), "events")
             await self._emit("events", page.items)
             self.stats.events += len(page.items)
-            state["next_url"] = _next(url, page.next_url)
+            state["next_url"] = self._next(url, page.next_url)
             if state["next_url"] is None:
                 state["since_ms"] = state.pop("until_ms")
             _save_checkpoint(self.settings.checkpoint, self.state)
@@ -168,7 +195,7 @@ class MdsPoller:
             for vehicle in page.items:
                 if isinstance(vehicle.get("device_id"), str):
                     catalog[vehicle["device_id"]] = mds.vehicle_info(vehicle)
-            url = _next(url, page.next_url)
+            url = self._next(url, page.next_url)
         self._vehicles, self._vehicles_at = catalog, now
         self.stats.vehicles = len(catalog)
 
@@ -178,7 +205,11 @@ class MdsPoller:
             url = f"{self._base()}/vehicles/{quote(device_id, safe='')}"
             response = await self._request(url)
             info = None
-            if response.status != 404:  # unknown: its records lack the type (MISSING_FIELD)
+            # 4xx: an unknown device, whose records lack the type (MISSING_FIELD). Only a
+            # count is kept: the device id is the provider's identifier of a vehicle.
+            if 400 <= response.status < 500:
+                self.stats.unknown_devices += response.status != 404
+            else:
                 items = mds.page(self._document(response, "vehicles"), "vehicles").items
                 info = mds.vehicle_info(items[0]) if items else None
             self._vehicles[device_id] = info
@@ -190,8 +221,30 @@ class MdsPoller:
         return self._document(response, what)
 
     async def _request(self, url: str) -> HttpResponse:
+        if _origin(url) != self._origin:  # a checkpoint's next_url from another base URL
+            raise _foreign_origin()
+        self._visited.add(url)
         self.stats.requests += 1
         return await self.fetch(url, self._headers())
+
+    def _next(self, url: str, next_url: str | None) -> str | None:
+        """The absolute next page URL, if the provider's link is one the token may follow."""
+        if next_url is None:
+            return None
+        absolute = urljoin(url, next_url)
+        if _origin(absolute) != self._origin:
+            raise _foreign_origin()
+        if absolute in self._visited:
+            msg = "MDS: links.next points back at a page already read in this poll (a loop)"
+            raise ConnectorError(msg)
+        self._followed += 1
+        if self._followed > self.settings.max_pages_per_poll:
+            msg = (
+                f"MDS: more than {self.settings.max_pages_per_poll} pages followed through "
+                "links.next in one poll; the provider's pagination does not end"
+            )
+            raise ConnectorError(msg)
+        return absolute
 
     @staticmethod
     def _document(response: HttpResponse, what: str) -> Any:
@@ -217,15 +270,25 @@ def _floor(ms: int, step: int) -> int:
     return ms - ms % step
 
 
-def _next(url: str, next_url: str | None) -> str | None:
-    """The absolute next page URL; a provider whose next link is the page itself is an error."""
-    if next_url is None:
+def _origin(url: str) -> tuple[str, str, int] | None:
+    """``(scheme, host, port)`` of an http(s) URL, default ports made explicit; else None."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:  # a port out of range or not a number
         return None
-    absolute = urljoin(url, next_url)
-    if absolute == url:
-        msg = "MDS: links.next points at the same page"
-        raise ConnectorError(msg)
-    return absolute
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORTS or not parts.hostname:
+        return None
+    return scheme, parts.hostname, port if port is not None else _DEFAULT_PORTS[scheme]
+
+
+def _foreign_origin() -> ConnectorError:
+    msg = (
+        "MDS: links.next points to another scheme, host or port than the base URL; the "
+        "bearer token is sent to the base URL's origin only"
+    )
+    return ConnectorError(msg)
 
 
 def _load_checkpoint(path: Path) -> dict[str, dict[str, Any]]:

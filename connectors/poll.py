@@ -5,7 +5,9 @@ A connector's parsing is pure (``gbfs.py``, ``mds.py``, ``waze.py``); its poller
 so tests drive it against a local test server with a fake clock that never really sleeps.
 ``retrying_fetch`` wraps a ``Fetch`` so that 5xx, 429, 408 and network failures are retried
 with backoff (``connectors.retry``); other answers go to the poller as they are.
-Error messages name the feed and the HTTP status, never a body.
+``aiohttp_fetch`` holds at most ``max_bytes`` of one answer (64 MiB by default, counted after
+decompression): a feed that sends more is a ``ResponseTooLarge`` error, not a process that
+runs out of memory. Error messages name the feed and the HTTP status, never a body.
 """
 
 from __future__ import annotations
@@ -30,6 +32,12 @@ from connectors.retry import (
 )
 
 T = TypeVar("T")
+DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+_CHUNK_BYTES = 256 * 1024
+
+
+class ResponseTooLarge(ConnectorError):
+    """A feed answered with more bytes than the connector holds (``max_bytes``)."""
 
 
 @dataclass(frozen=True)
@@ -76,13 +84,16 @@ class SystemClock:
         await asyncio.sleep(seconds)
 
 
-def aiohttp_fetch(session: aiohttp.ClientSession) -> Fetch:
-    """A ``Fetch`` on an aiohttp session; network failures become ``TransientError``."""
+def aiohttp_fetch(
+    session: aiohttp.ClientSession, max_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
+) -> Fetch:
+    """A ``Fetch`` on an aiohttp session; network failures become ``TransientError``, an
+    answer over ``max_bytes`` ``ResponseTooLarge`` (read no further than the cap)."""
 
     async def fetch(url: str, headers: Mapping[str, str]) -> HttpResponse:
         try:
             async with session.get(url, headers=dict(headers)) as response:
-                body = await response.read()
+                body = await _read_capped(response, max_bytes)
                 return HttpResponse(response.status, body, response.headers.get("Retry-After"))
         except (aiohttp.ClientError, TimeoutError) as exc:
             # Refused, reset or timed out: the feed may be back in a moment.
@@ -90,6 +101,27 @@ def aiohttp_fetch(session: aiohttp.ClientSession) -> Fetch:
             raise TransientError(msg) from exc
 
     return fetch
+
+
+async def _read_capped(response: aiohttp.ClientResponse, max_bytes: int) -> bytes:
+    """The body, or ``ResponseTooLarge`` as soon as it (decompressed) passes ``max_bytes``."""
+    declared = response.content_length
+    if declared is not None and declared > max_bytes:
+        raise _too_large(max_bytes)
+    body = bytearray()
+    async for chunk in response.content.iter_chunked(_CHUNK_BYTES):
+        body += chunk
+        if len(body) > max_bytes:
+            raise _too_large(max_bytes)
+    return bytes(body)
+
+
+def _too_large(max_bytes: int) -> ResponseTooLarge:
+    msg = (
+        f"the feed answered more than {max_bytes / 2**20:g} MiB; a feed that large is not "
+        "read (raise --max-response-mib if it is genuine)"
+    )
+    return ResponseTooLarge(msg)
 
 
 def retrying_fetch(fetch: Fetch, policy: RetryPolicy) -> Fetch:

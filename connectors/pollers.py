@@ -9,7 +9,8 @@ on; the MDS Provider poller is ``connectors.mds_poller``.
   v2.3 or v3, or the vehicle feed itself), re-reads discovery and ``vehicle_types`` when
   their ``ttl`` runs out, and waits ``max(ttl, min_interval)`` between polls. A vehicle's
   state is observed at the feed's ``last_updated`` (a status is a snapshot), and a vehicle
-  counts as sent only once its record is in Kafka and was not refused as too late.
+  counts as sent only once its record is in Kafka and was not refused as too late; a record
+  refused as too late is tried again from a snapshot with a newer ``last_updated`` only.
 * ``WazePoller`` emits reports it has not seen in the previous poll.
 
 DLQ ``source`` headers name the connector and a position (poll, item index), never a feed
@@ -106,15 +107,18 @@ class GbfsPoller:
         self.stats.violations += found
         self.violations.labels(self.outbox.contract_id, self.settings.source).inc(found)
         changes = self.availability.changes(snapshot)
-        sent = []
+        sent, too_late = [], []
         for index, (vehicle, record) in enumerate(changes):
             source = f"{self.settings.source}:poll={self.stats.polls}#{index}"
             outcome = self.outbox.emit(self.settings.stream, record, source)
-            # A stale snapshot's records are refused as too late: try them again next poll.
-            if not (isinstance(outcome, Rejected) and outcome.reason is Reason.TOO_LATE):
+            # A stale snapshot's records are refused as too late: try them again from a
+            # fresher snapshot (not from this one again: that only fills the DLQ).
+            if isinstance(outcome, Rejected) and outcome.reason is Reason.TOO_LATE:
+                too_late.append(vehicle)
+            else:
                 sent.append(vehicle)
         await self.outbox.deliver()  # in Kafka before the tracker counts them as sent
-        self.availability.commit(snapshot, sent)
+        self.availability.commit(snapshot, sent, too_late)
         self.stats.emitted += len(changes)
         if feeds.stations is not None:
             _, stations = gbfs.parse_station_status(

@@ -2,7 +2,8 @@
 
 ``StreamValidator`` checks a payload for one contract stream, in this order:
 
-1. size cap, before any decoding (PAYLOAD_TOO_LARGE);
+1. size cap, before any decoding (PAYLOAD_TOO_LARGE), and again on the Avro value of a record
+   given already parsed (pull connectors, the gateway), before any semantic check;
 2. decode: strict UTF-8 JSON object, or Confluent-framed Avro (magic, schema id, complete body);
 3. schema: every field present or defaulted, of the right type and range, no unknown field
    (JSON); the stream's own schema id (Avro);
@@ -150,9 +151,11 @@ class StreamValidator:
     ) -> Outcome:
         """A JSON object as bytes, or already parsed (the gateway parses request bodies).
 
-        The size cap applies to bytes only: a caller passing a parsed object has capped the
-        body it parsed. ``source`` names where the payload came from (kept for symmetry with
-        ``dlq_record``; rejections do not carry it).
+        The size cap applies to the bytes before decoding and, in every case, to the Avro value
+        the record becomes: a pull connector's parsed item has no byte size, and one huge field
+        must end in the DLQ, not in a record Kafka refuses (which would stall the connector).
+        ``source`` names where the payload came from (kept for symmetry with ``dlq_record``;
+        rejections do not carry it).
         """
         try:
             return self._json(payload, now_ms, connector)
@@ -185,10 +188,13 @@ class StreamValidator:
         except FieldProblem as problem:
             stage = Stage.DECODE if problem.reason is Reason.NOT_AN_OBJECT else Stage.SCHEMA
             return Rejected(problem.reason, problem.path, stage)
+        value = self._encode(record)
+        if len(value) > self.max_bytes:  # before the duplicate filter remembers its event id
+            return Rejected(Reason.PAYLOAD_TOO_LARGE, _largest_field(record), Stage.DECODE)
         rejected = self._semantics(record, now_ms)
         if rejected is not None:
             return rejected
-        return self._accept(record, self._encode(record), now_ms, connector)
+        return self._accept(record, value, now_ms, connector)
 
     def _avro(self, payload: bytes, now_ms: int, connector: str) -> Outcome:
         if len(payload) > self.max_bytes:
@@ -295,6 +301,19 @@ def parse_json(data: bytes) -> Any:
         return _JSON.decode(text)
     except (ValueError, RecursionError):
         return Rejected(Reason.MALFORMED_JSON, "", Stage.DECODE)
+
+
+def _largest_field(record: Mapping[str, Any]) -> str:
+    """The name of the record's biggest field (text and bytes by length), for the DLQ path."""
+
+    def size(value: Any) -> int:
+        if isinstance(value, str):
+            return len(value.encode("utf-8", "replace"))
+        if isinstance(value, bytes | bytearray):
+            return len(value)
+        return len(repr(value))
+
+    return max(record, key=lambda name: size(record[name]), default="")
 
 
 def _unit_hint(event_time: int, now_ms: int) -> str:

@@ -6,10 +6,16 @@ hides a semantic problem. Then ids are compared across files. All problems of al
 are gathered into one ``ContractError``, so a broker operator fixes everything in one go.
 The clock is a parameter (``now``): validation never reads it. Referenced files must lie in
 the contract's folder (``contracts.resolve``) unless ``allow_outside=True``.
+
+A hostile file is a listed problem, never a crash: YAML nested deeper than ``MAX_DEPTH`` or
+whose aliases expand to more than ``MAX_VALUES`` values, a value YAML cannot build (a date
+that does not exist, an integer of more than 4300 digits; named by line), and no control
+character of the file reaches a message (``_printable``).
 """
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -25,6 +31,8 @@ from contracts.resolve import resolve_references
 from contracts.shape import shape_problems, without_unknown_keys
 
 CONTRACT_SUFFIXES = (".yaml", ".yml")
+MAX_DEPTH = 64  # a contract is about 10 deep (an inline polygon or schema a little more)
+MAX_VALUES = 1_000_000  # values after YAML aliases expand (a "billion laughs" file)
 
 
 def load_contracts(
@@ -44,7 +52,7 @@ def load_contracts(
             contracts.append(contract)
     problems.extend(_duplicate_ids(contracts))
     if problems:
-        raise ContractError(problems)
+        raise ContractError(_printable(p) for p in problems)
     return contracts
 
 
@@ -60,7 +68,7 @@ def parse_contract(
     and must lie inside it unless ``allow_outside``."""
     contract, problems = _build(data, Path(base_dir), now, file, allow_outside)
     if problems or contract is None:
-        raise ContractError(problems)
+        raise ContractError(_printable(p) for p in problems)
     return contract
 
 
@@ -101,6 +109,9 @@ def _build(
     Unknown keys are set aside so that the references and semantics are still checked; any
     other shape problem (a missing field, a wrong type) stops there: the later passes need it.
     """
+    too_big = _size_problem(data)
+    if too_big is not None:
+        return None, [Problem(file, "", too_big)]
     shape: list[Problem] = []
     try:
         contract: Contract | None = Contract.model_validate(data)
@@ -113,6 +124,33 @@ def _build(
     issues = references + run_checks(contract, now)
     problems = shape + [Problem(file, issue.path, issue.message) for issue in issues]
     return (None if problems else contract), problems
+
+
+def _size_problem(data: Any) -> str | None:
+    """Why the data is too deep or too big to validate (walked without recursion), or None."""
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    values = 0
+    while stack:
+        value, depth = stack.pop()
+        values += 1
+        if values > MAX_VALUES:
+            return f"more than {MAX_VALUES} values (YAML aliases that expand without end?)"
+        if depth > MAX_DEPTH:
+            return f"nested deeper than {MAX_DEPTH} levels"
+        if isinstance(value, Mapping):
+            stack.extend((item, depth + 1) for pair in value.items() for item in pair)
+        elif isinstance(value, list | tuple):
+            stack.extend((item, depth + 1) for item in value)
+    return None
+
+
+def _printable(problem: Problem) -> Problem:
+    """The problem with every control or format character (ESC, BiDi overrides) as ``?``."""
+    return Problem(*(_scrub(text) for text in (problem.file, problem.path, problem.message)))
+
+
+def _scrub(text: str) -> str:
+    return "".join("?" if unicodedata.category(c).startswith("C") else c for c in text)
 
 
 def _duplicate_ids(contracts: Iterable[Contract]) -> list[Problem]:
@@ -136,6 +174,18 @@ class _YamlProblem(Exception):
 
 class _StrictLoader(yaml.SafeLoader):
     """Safe YAML that refuses duplicate keys: a second ``k:`` silently winning is a trap."""
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        """PyYAML raises ValueError (2026-02-30, an int of 5000 digits) or OverflowError out
+        of its constructors, with no line: say which line instead."""
+        try:
+            return super().construct_object(node, deep=deep)
+        except (ValueError, OverflowError) as exc:
+            msg = (
+                f"a value YAML cannot read (line {node.start_mark.line + 1}): a date that "
+                "does not exist, or a number of more than 4300 digits?"
+            )
+            raise _YamlProblem(msg) from exc
 
 
 def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
@@ -166,6 +216,9 @@ def _read_yaml(path: Path) -> Mapping[str, Any]:
         raise _YamlProblem(msg) from exc
     except yaml.YAMLError as exc:
         msg = "not valid YAML"
+        raise _YamlProblem(msg) from exc
+    except RecursionError as exc:  # PyYAML builds nested collections recursively
+        msg = f"nested deeper than {MAX_DEPTH} levels"
         raise _YamlProblem(msg) from exc
     if not isinstance(data, Mapping):
         msg = "a contract file must hold one YAML mapping"

@@ -38,11 +38,27 @@ CONTRACT_ID_PATTERN = r"^[a-z][a-z0-9-]{1,62}$"
 NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
 PARTY_ID_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,62}$"
 PRINCIPAL_PATTERN = r"^(User|Group):[^\s,]+$"
+# Upper bounds of numbers that reach Avro longs, Kafka configs or float arithmetic: a contract
+# with k = 2**63 would load and then fail when its first report is encoded.
+MAX_K = 1_000_000
+MAX_VERSION = 2**31 - 1
+MAX_CONTRIBUTION_BOUND = 1_000_000  # noise.max_groups, noise.max_contributions
+MAX_EPSILON = 1_000_000  # far above any meaningful ε; keeps the budget arithmetic finite
+MAX_DURATION_CHARS = 32
 
 
 def _to_timedelta(value: Any) -> Any:
     """Durations come from YAML as ISO 8601 strings; Python callers may pass a timedelta."""
-    return value if isinstance(value, timedelta) else parse_duration(value)
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, str) and len(value) > MAX_DURATION_CHARS:
+        msg = f"must be an ISO 8601 duration of at most {MAX_DURATION_CHARS} characters"
+        raise ValueError(msg)
+    try:
+        return parse_duration(value)
+    except OverflowError:  # P99999999999D: more days than a timedelta holds
+        msg = "is too long: a duration is at most 999999999 days"
+        raise ValueError(msg) from None
 
 
 Duration = Annotated[
@@ -54,6 +70,7 @@ Name = Annotated[str, Field(pattern=NAME_PATTERN)]
 FieldName = Annotated[str, Field(min_length=1)]
 Text = Annotated[str, Field(min_length=1)]
 Scalar = str | int | float | bool
+Finite = Annotated[float, Field(allow_inf_nan=False)]
 
 
 class _Model(BaseModel):
@@ -78,7 +95,7 @@ class Validity(_Model):
 class Territory(_Model):
     """Where events may come from: a ``bbox`` or a ``polygon`` (file path or inline GeoJSON)."""
 
-    bbox: tuple[float, float, float, float] | None = None
+    bbox: tuple[Finite, Finite, Finite, Finite] | None = None
     polygon: str | dict[str, Any] | None = None
     _polygons: MultiPolygon | None = PrivateAttr(default=None)
 
@@ -195,7 +212,7 @@ class GridDimension(_Model):
     name: Name
     lat: FieldName
     lon: FieldName
-    size_m: float
+    size_m: Finite
 
 
 class ZonesDimension(_Model):
@@ -280,7 +297,7 @@ class QuantilesMeasure(_Model):
     type: Literal["quantiles"]
     name: Name
     field: FieldName
-    q: tuple[float, ...] = Field(min_length=1)
+    q: tuple[Finite, ...] = Field(min_length=1)
 
 
 NOISY_MEASURES = (CountMeasure, SumMeasure, DistinctMeasure, DistinctSubjectsMeasure)
@@ -311,13 +328,13 @@ class Noise(_Model):
     """
 
     mechanism: Literal["geometric", "laplace"] = "geometric"
-    epsilon: float
-    budget: float
+    epsilon: Annotated[float, Field(allow_inf_nan=False, le=MAX_EPSILON)]
+    budget: Finite
     period: Duration
-    max_groups: int = 1
-    max_contributions: int = 1
-    value_bound: float | None = None
-    delta: float = 1e-6
+    max_groups: Annotated[int, Field(le=MAX_CONTRIBUTION_BOUND)] = 1
+    max_contributions: Annotated[int, Field(le=MAX_CONTRIBUTION_BOUND)] = 1
+    value_bound: Finite | None = None
+    delta: Finite = 1e-6
 
     @property
     def selection_margin(self) -> int:
@@ -359,7 +376,7 @@ class View(_Model):
     time_bucket: Duration
     window: Duration
     measures: tuple[Measure, ...] = Field(min_length=1)
-    k: int
+    k: Annotated[int, Field(le=MAX_K)]
     noise: Noise | None = None
     delay: Duration = timedelta(0)
 
@@ -399,7 +416,7 @@ class Contract(_Model):
     """A data-sharing contract between one provider and one beneficiary."""
 
     id: Annotated[str, Field(pattern=CONTRACT_ID_PATTERN)]
-    version: Annotated[int, Field(ge=1)]
+    version: Annotated[int, Field(ge=1, le=MAX_VERSION)]
     title: Text
     description: str | None = None
     provider: Party

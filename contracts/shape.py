@@ -5,13 +5,15 @@ allowed at that level, and a close one if there is; the loader then validates th
 without it (``without_unknown_keys``), so a typo never hides the semantic problems. Messages
 name the rule and the fix, never the input value: ``errors(include_input=False)``, and
 pydantic's wording only where it is already plain ("Input should be 'geometric' or
-'laplace'").
+'laplace'"). A key of the file is named in a path only when it looks like a key (letters,
+digits, ``_`` and ``-``, at most 64): anything else, an escape sequence say, shows as ``?``.
 """
 
 from __future__ import annotations
 
 import copy
 import difflib
+import re
 import types
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
@@ -42,6 +44,9 @@ _UNION_BRANCHES = frozenset(
         "dict[str,any]",
     }
 )
+# What a key must look like to be echoed in a path (connectors/conform.py's rule, plus "-",
+# which a misspelt contract key often has): never a control character, never a long value.
+_SAFE_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}\Z")
 # Pydantic error types whose fix we can say in our own words.
 _PLAIN = {
     "missing": "required field is missing",
@@ -63,6 +68,7 @@ _PLAIN = {
     "datetime_type": "must be a date and time, e.g. 2026-01-01T00:00:00Z",
     "datetime_parsing": "must be a date and time, e.g. 2026-01-01T00:00:00Z",
     "datetime_from_date_parsing": "must be a date and time, e.g. 2026-01-01T00:00:00Z",
+    "finite_number": "must be a finite number",
 }
 
 
@@ -105,7 +111,8 @@ def render_path(loc: Sequence[int | str]) -> str:
         if isinstance(part, int):
             text += f"[{part}]"
         else:
-            text += f".{part}" if text else part
+            shown = part if _SAFE_KEY.match(part) else "?"
+            text += f".{shown}" if text else shown
     return text
 
 
@@ -163,6 +170,10 @@ def _message(error: Any) -> str:
     if kind == "too_short":
         least = ctx.get("min_length", 1)
         return f"needs at least {least} item{'s' * (least != 1)}"
+    if kind == "less_than_equal":
+        return f"must be at most {ctx.get('le', '')}"
+    if kind == "greater_than_equal":
+        return f"must be at least {ctx.get('ge', '')}"
     message = str(error["msg"])
     # Our own validators raise ValueError("..."): drop pydantic's "Value error, " prefix.
     return message.removeprefix("Value error, ")

@@ -7,7 +7,8 @@ row or item is reported at once, by number and reason, and nothing waits on ``in
 A feed that answers 5xx, 429 or 408, or does not answer, is retried with backoff (the
 ``--retry-*`` options, shared with ``replay``); when the retries run out the command exits 1
 and says where a restart resumes. Kafka being away is waited out, never given up on
-(``connectors.outbox``). SIGTERM and SIGINT stop a poller at once (exit 0): what was not
+(``connectors.outbox``); a refusal no wait can heal (a record too large, credentials or ACLs
+refused) exits 1 with what to fix. SIGTERM and SIGINT stop a poller at once (exit 0): what was not
 acknowledged by Kafka yet is read again by the next run.
 """
 
@@ -125,6 +126,7 @@ def register(commands: Any) -> None:
         help="seconds between polls at least, even if the ttl is shorter (10)",
     )
     add_retry_options(gbfs)
+    _add_response_cap(gbfs)
     gbfs.set_defaults(handler=_gbfs)
     mds = _common(kinds.add_parser("mds", help="an MDS Provider 2.0 API (events and trips)"))
     mds.add_argument("url", help="base URL of the provider's MDS 2.0 Provider API")
@@ -153,6 +155,7 @@ def register(commands: Any) -> None:
     )
     mds.add_argument("--no-trips", action="store_true", help="read /events/recent only, not /trips")
     add_retry_options(mds)
+    _add_response_cap(mds)
     mds.set_defaults(handler=_mds)
     rentals = _common(kinds.add_parser("rentals", help="import a rental activity CSV/JSON file"))
     rentals.add_argument("file", type=Path, help="the activity file")
@@ -164,7 +167,18 @@ def register(commands: Any) -> None:
     waze.add_argument("url", help="the feed URL (kept secret: never logged)")
     waze.add_argument("--interval", type=float, default=120.0, help="seconds between polls")
     add_retry_options(waze)
+    _add_response_cap(waze)
     waze.set_defaults(handler=_waze)
+
+
+def _add_response_cap(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--max-response-mib",
+        type=float,
+        default=64.0,
+        metavar="MIB",
+        help="largest feed answer read, decompressed; a larger one is an error (64)",
+    )
 
 
 def _common(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -307,7 +321,11 @@ def _report(emitter: Emitter) -> None:
 def _fetch(session: aiohttp.ClientSession, args: argparse.Namespace) -> Fetch:
     from connectors.poll import aiohttp_fetch, retrying_fetch
 
-    return retrying_fetch(aiohttp_fetch(session), retry_policy(args))
+    cap = int(args.max_response_mib * 2**20)
+    if cap < 1:
+        msg = "--max-response-mib must be positive"
+        raise RespublicaError(msg)
+    return retrying_fetch(aiohttp_fetch(session, max_bytes=cap), retry_policy(args))
 
 
 async def _poll_until_stopped(

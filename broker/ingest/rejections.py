@@ -10,7 +10,9 @@ stream names hold no dot, so the prefix cannot reach another contract's topics).
 
 Topics are read from their start to their end as of now: the time filter is on the
 ``respublica.rejected_at`` header, which a replay with its own clock may set apart from the
-record's Kafka timestamp, so seeking by timestamp could skip a match.
+record's Kafka timestamp, so seeking by timestamp could skip a match. They are read
+``CHUNK_RECORDS`` per partition at a time, each chunk filtered and its records (values of
+up to 64 KiB each) dropped before the next: memory follows the matches, not the DLQ's size.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import KafkaError
 
-from broker.kafka.clients import read_partitions
+from broker.deadline import Deadline
+from broker.kafka.clients import ReadTimeout, read_partitions
 from broker.kafka.public_reader import iso_utc
 from broker.kafka.settings import KafkaSettings
 from connectors.validate import (
@@ -44,6 +47,7 @@ from contracts.errors import RespublicaError
 from contracts.model import CONTRACT_ID_PATTERN, NAME_PATTERN
 
 READ_TIMEOUT_S = 120.0
+CHUNK_RECORDS = 100  # per partition and read: at most ~6.4 MiB of DLQ values held at once
 REQUEST_SEPARATOR = "#"  # the gateway's DLQ source is "<request_id>#<item index>"
 _SAFE_TEXT = re.compile(r"^[!-~]{0,200}$")  # printable ASCII, no space or control character
 
@@ -139,17 +143,44 @@ def find_rejections(
             for topic in topics
             for p in sorted(consumer.partitions_for_topic(topic) or ())
         ]
-        records = read_partitions(consumer, tps, timeout_s=timeout_s) if tps else {}
+        matching = _matching(consumer, tps, query, timeout_s) if tps else []
     except KafkaError as exc:
         msg = f"reading the DLQ of {query.contract} failed ({type(exc).__name__}): "
         msg += "the principal needs READ on dlq.<contract>. topics (the admin has it)"
         raise RejectionLookupError(msg) from exc
     finally:
         consumer.close()
-    found = [rejection_of(r) for tp in tps for r in records.get(tp, ())]
-    matching = [r for r in found if query.matches(r)]
     matching.sort(key=lambda r: (r.rejected_at or 0, r.topic, r.partition, r.offset))
     return topics, matching
+
+
+def _matching(
+    consumer: KafkaConsumer, tps: list[TopicPartition], query: RejectionQuery, timeout_s: float
+) -> list[Rejection]:
+    """The query's rejections in ``tps`` up to their ends as of now, read a chunk at a time."""
+    deadline = Deadline(timeout_s)
+    starts = dict(consumer.beginning_offsets(tps))
+    ends = dict(consumer.end_offsets(tps))
+    found: list[Rejection] = []
+    while pending := [tp for tp in tps if starts[tp] < ends[tp]]:
+        upto = {tp: min(starts[tp] + CHUNK_RECORDS, ends[tp]) for tp in pending}
+        try:
+            chunk = read_partitions(
+                consumer,
+                pending,
+                starts={tp: starts[tp] for tp in pending},
+                ends=upto,
+                timeout_s=max(deadline.remaining(), 0.001),
+            )
+        except ReadTimeout as exc:
+            msg = (
+                f"reading the DLQ of {query.contract} to its end timed out after {timeout_s:.0f} s"
+            )
+            raise RejectionLookupError(msg) from exc
+        for tp in pending:
+            found.extend(r for r in map(rejection_of, chunk.pop(tp)) if query.matches(r))
+            starts[tp] = upto[tp]
+    return found
 
 
 def _dlq_topics(consumer: KafkaConsumer, query: RejectionQuery) -> list[str]:

@@ -4,18 +4,29 @@ found by request id, time range and reason, in the one contract's DLQ only, with
 from __future__ import annotations
 
 import json
+import os
+import tracemalloc
 from collections.abc import Callable, Iterator
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from kafka import KafkaAdminClient
+from kafka import KafkaAdminClient, KafkaProducer
 
 from broker.cli import main
-from broker.ingest.rejections import rejection_of, render_text
+from broker.ingest.rejections import (
+    RejectionQuery,
+    find_rejections,
+    rejection_of,
+    render_text,
+)
 from broker.kafka import topics
+from broker.kafka.reasons import Reason
+from broker.kafka.settings import as_settings
 from broker.kafka.writer import KafkaBatchWriter, ProducerSettings
+from connectors.base import Rejected
 from connectors.simulate import MobilitySimulator, SimOptions, take
+from connectors.validate import dlq_record
 from contracts import Contract
 from tests.ingest.conftest import NOW_MS, ClientFactory
 from tests.ingest.test_gateway_kafka import grant
@@ -122,6 +133,40 @@ async def test_rejections_are_found_by_request_id_time_and_reason(
     assert nothing.strip() == (
         f"no matching rejection in {first.topic_dlq('trips')}, {first.topic_dlq('vehicle_events')}"
     )
+
+
+def test_a_large_dlq_is_filtered_a_chunk_at_a_time_without_holding_its_values(
+    two_contracts: tuple[Contract, Contract],
+    kafka_bootstrap: str,
+    producer_factory: Callable[..., KafkaProducer],
+) -> None:
+    # Before: every DLQ record, its value (up to 64 KiB) included, was held at once, so the
+    # peak grew with the DLQ (here ~36 MiB) whatever the filter matched.
+    contract, _ = two_contracts
+    producer = producer_factory()
+    for i in range(600):
+        reason = Reason.TOO_LATE if i % 100 == 7 else Reason.MISSING_FIELD
+        _, value, headers = dlq_record(
+            os.urandom(60_000),
+            Rejected.of(reason, "timestamp"),
+            contract=contract,
+            stream="vehicle_events",
+            connector="test",
+            source=f"req-{i}#0",
+            now_ms=NOW_MS + i,
+        )
+        producer.send(contract.topic_dlq("vehicle_events"), value=value, headers=headers)
+    producer.flush(timeout=60)
+    query = RejectionQuery(contract.id, "vehicle_events", reasons=frozenset({"TOO_LATE"}))
+    tracemalloc.start()
+    try:
+        _, found = find_rejections(as_settings(kafka_bootstrap), query)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert [r.source for r in found] == [f"req-{i}#0" for i in range(7, 600, 100)]
+    print(f"\n600 DLQ records of 60 kB read with a peak of {peak / 2**20:.1f} MiB")
+    assert peak < 16 * 2**20
 
 
 def test_an_unknown_contract_is_a_clear_error(
