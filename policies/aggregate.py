@@ -20,6 +20,14 @@ all), so a replay keeps the same contributions. Its counters live beside the eve
 keyed by pseudonym, and travel in the checkpoint too. Noised sums clamp each value into
 ``[-value_bound, value_bound]``.
 
+A view released with linked views (``ViewSpec.linked``, ``policies.secondary``) also places
+each event in the groups of the other views of its set, as their own aggregators would fold it
+(placed, and not a copy already folded there), and keeps per partial the subjects of each
+resulting *atom* (``Partial.links``). Events this view does not fold but another does go to
+one extra partial per window whose group is ``links_only_group(spec)`` (a key no real group
+has: one value more than the view has dimensions). So every view of a set holds the same atoms,
+and each view's merger reaches the same suppression decision on its own.
+
 Sums are kept exactly as Shewchuk partial sums (the algorithm behind ``math.fsum``), so the
 sum of a group does not depend on how events were split over partitions or in what order they
 were folded: ``fsum`` of the concatenated partials is the correctly rounded exact sum.
@@ -45,7 +53,34 @@ from policies.pseudonymise import KeyDestroyedError, Pseudonymiser, canonical_id
 from policies.spec import ViewSpec
 
 GroupKey = tuple[Any, ...]
-DIGEST_BYTES = 8  # 64 bits: a collision needs ~4e9 ids in one window of one partition
+Atom = tuple[GroupKey | None, ...]
+DIGEST_BYTES = 8
+LINKS_ONLY = "\x00links"
+
+
+def links_only_group(spec: ViewSpec) -> GroupKey:
+    """The group of a linked view's partial holding only atoms (events it did not fold)."""
+    return (LINKS_ONLY,) * (len(spec.dimensions) + 1)
+
+
+def atom_to_json(atom: Atom) -> list[Any]:
+    """An atom as JSON: one list of group values (or null) per view of the set."""
+    return [None if group is None else list(group) for group in atom]
+
+
+def atom_from_json(data: list[Any]) -> Atom:
+    """Inverse of ``atom_to_json``."""
+    return tuple(
+        None if group is None else tuple(group) for group in data
+    )  # 64 bits: a collision needs ~4e9 ids in one window of one partition
+
+
+def _place(locators: tuple[Any, ...], record: Record) -> GroupKey | None:
+    """The record's group under one view's dimensions; None where that view cannot place it."""
+    try:
+        return tuple(locate(record) for locate in locators)
+    except OutsideTerritory:
+        return None
 
 
 def event_digest(pseudonym: str, event_id: object) -> str:
@@ -94,6 +129,7 @@ class Partial:
         "sums",
         "counts",
         "values",
+        "links",
         "dirty",
         "_frozen_json",
     )
@@ -109,6 +145,7 @@ class Partial:
         self.sums: dict[str, list[float]] = {}
         self.counts: dict[str, int] = {}
         self.values: dict[str, list[float]] = {}
+        self.links: dict[Atom, set[str]] = {}
         self.dirty = False
         self._frozen_json: bytes | None = None
 
@@ -119,7 +156,7 @@ class Partial:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-compatible form: pseudonyms and numbers only, sets as sorted lists."""
-        return {
+        data: dict[str, Any] = {
             "window_start": self.window_start,
             "group": list(self.group),
             "source": self.source,
@@ -131,6 +168,12 @@ class Partial:
             "counts": dict(self.counts),
             "values": {f: list(v) for f, v in self.values.items()},
         }
+        if self.links:
+            data["links"] = sorted(
+                ([atom_to_json(atom), sorted(subjects)] for atom, subjects in self.links.items()),
+                key=lambda pair: orjson.dumps(pair[0]),
+            )
+        return data
 
     def frozen_json(self) -> bytes:
         """``to_dict`` as JSON with sorted keys, computed once.
@@ -154,6 +197,7 @@ class Partial:
         part.sums = {f: [float(x) for x in p] for f, p in data["sums"].items()}
         part.counts = {f: int(n) for f, n in data["counts"].items()}
         part.values = {f: [float(x) for x in v] for f, v in data["values"].items()}
+        part.links = {atom_from_json(a): set(s) for a, s in data.get("links", ())}
         return part
 
     def copy(self) -> Partial:
@@ -165,6 +209,7 @@ class Partial:
         part.sums = {f: list(p) for f, p in self.sums.items()}
         part.counts = dict(self.counts)
         part.values = {f: list(v) for f, v in self.values.items()}
+        part.links = {a: set(s) for a, s in self.links.items()}
         return part
 
     def __eq__(self, other: object) -> bool:
@@ -198,6 +243,11 @@ class Aggregator:
         self._quantiles = spec.quantile_fields()
         self._distinct = spec.distinct_fields()
         self._extras = bool(self._numeric or self._quantiles or self._distinct)
+        # Linked views: how every view of the set places an event, and what each folded.
+        self._link_locators = tuple(tuple(d.locate for d in v.dimensions) for v in spec.linked)
+        self._own = spec.link_index
+        self._links_only = links_only_group(spec)
+        self._link_seen: dict[int, list[set[str]]] = {}  # window start → per view: digests
 
     @property
     def watermark(self) -> int:
@@ -215,7 +265,10 @@ class Aggregator:
         """Fold records in offset order; offsets at or below ``position`` are skipped.
 
         One flat loop with locals on purpose: this is the hot path (``broker.bench.policies``).
+        A linked view takes ``_process_linked`` instead.
         """
+        if self._link_locators:
+            return self._process_linked(records)
         spec = self.spec
         folded = filtered = late = outside = skipped = duplicate = bounded = 0
         event_f, seen_by_window = self._event_id, self._seen
@@ -311,6 +364,86 @@ class Aggregator:
         self.outcome.add(out)
         return out
 
+    def _process_linked(self, records: Iterable[tuple[int, Record]]) -> ProcessOutcome:
+        """``process`` for a view released with linked views: the same dispositions, plus the
+        atoms of every event some view of the set folds (see the module docstring)."""
+        spec, out = self.spec, ProcessOutcome()
+        for offset, record in records:
+            if offset <= self._position:
+                out.skipped += 1
+                continue
+            self._position = offset
+            if not spec.passes(record):
+                out.filtered += 1
+                continue
+            t = record[spec.time_field]
+            start = t - t % spec.window_ms
+            if start + spec.window_ms <= self.watermark:
+                out.late += 1
+                continue
+            if self._max_time is None or t > self._max_time:
+                self._max_time = t
+            placed = [_place(locators, record) for locators in self._link_locators]
+            own = placed[self._own]
+            if own is None:
+                out.outside += 1
+                if not any(p is not None for p in placed):
+                    continue
+            epoch = start // spec.rotation_ms
+            try:
+                pseudonym = self.pseudonymiser.pseudonym(
+                    spec.subject_field, record[spec.subject_field], epoch
+                )
+            except KeyDestroyedError:
+                out.late += own is not None  # older than key retention: its window is gone
+                continue
+            atom = self._atom(start, pseudonym, record, placed)
+            if own is not None and atom[self._own] is None:
+                out.duplicate += 1
+            elif own is not None:
+                part = self._partial(start, own)
+                part.events += 1
+                part.subjects.add(pseudonym)
+                if self._extras:
+                    self._fold_fields(part, record, epoch)
+                part.links.setdefault(atom, set()).add(pseudonym)
+                out.folded += 1
+                continue
+            if any(group is not None for group in atom):
+                self._partial(start, self._links_only).links.setdefault(atom, set()).add(pseudonym)
+        self.outcome.add(out)
+        return out
+
+    def _atom(
+        self, start: int, pseudonym: str, record: Record, placed: list[GroupKey | None]
+    ) -> Atom:
+        """The event's group in every view that folds it (None where a view does not place it
+        or already folded a copy of it in this window)."""
+        event_id = record.get(self.spec.event_id_field) if self.spec.event_id_field else None
+        digest = None if event_id is None else event_digest(pseudonym, event_id)
+        seen = self._link_seen.get(start)
+        if seen is None:
+            seen = self._link_seen[start] = [set() for _ in placed]
+        seen[self._own] = self._seen.setdefault(start, set())  # the view's own digests
+        atom: list[GroupKey | None] = []
+        for i, group in enumerate(placed):
+            if group is not None and digest is not None:
+                if digest in seen[i]:
+                    group = None
+                else:
+                    seen[i].add(digest)
+            atom.append(group)
+        return tuple(atom)
+
+    def _partial(self, start: int, group: GroupKey) -> Partial:
+        part = self._open.get((start, group))
+        if part is None:
+            part = self._open[(start, group)] = Partial(start, group, self.source)
+        if not part.dirty:
+            part.dirty = True
+            self._dirty.append(part)
+        return part
+
     def _fold_fields(self, part: Partial, record: Record, epoch: int) -> None:
         for name in self._numeric:
             x = numeric(record.get(name))
@@ -384,6 +517,7 @@ class Aggregator:
         if final:
             self._seen.clear()
             self._bounds.clear()
+            self._link_seen.clear()
         else:
             self._forget_closed(limit)
         return out
@@ -395,6 +529,8 @@ class Aggregator:
             del self._seen[start]
         for start in [s for s in self._bounds if s <= limit]:
             del self._bounds[start]
+        for start in [s for s in self._link_seen if s <= limit]:
+            del self._link_seen[start]
 
     @property
     def open_partials(self) -> int:
@@ -416,6 +552,10 @@ class Aggregator:
                 }
                 for start, by_subject in self._bounds.items()
             },
+            "link_seen": {
+                str(start): [[] if i == self._own else sorted(d) for i, d in enumerate(sets)]
+                for start, sets in self._link_seen.items()
+            },
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -433,5 +573,8 @@ class Aggregator:
                 for pseudonym, groups in by_subject.items()
             }
             for start, by_subject in state.get("bounds", {}).items()
+        }
+        self._link_seen = {
+            int(start): [set(d) for d in sets] for start, sets in state.get("link_seen", {}).items()
         }
         self._dirty = []
