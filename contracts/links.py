@@ -210,8 +210,7 @@ def _relation(first: View, second: View) -> str:
         if j not in matched
     ]
     scope = f"per {', '.join(common)}" if common else "over the whole window"
-    detail = f" ({'; '.join(apart)})" if apart else ""
-    return f"their totals are equal {scope}{detail}"
+    return "; ".join([f"their totals are equal {scope}", *apart])
 
 
 def _reads(dim: Dimension) -> tuple[str, ...]:
