@@ -17,7 +17,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from broker.audit.attacker import AttackerError, AttackResult, ViewWindow, attack_window, measure_key
+from broker.audit.attacker import (
+    AttackerError,
+    AttackResult,
+    ViewWindow,
+    attack_window,
+    measure_key,
+)
 from broker.audit.model import Findings, Period
 from broker.audit.reconcile import Published
 from broker.audit.replay import Cell, GroupText, StreamTally

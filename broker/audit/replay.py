@@ -169,9 +169,7 @@ class StreamTally:
     min_event_time: int | None = None
     identifiers: set[str] = field(default_factory=set)
     versions: Counter[str] = field(default_factory=Counter)
-    atoms: dict[tuple[str, ...], dict[int, dict[AtomText, set[str]]]] = field(
-        default_factory=dict
-    )
+    atoms: dict[tuple[str, ...], dict[int, dict[AtomText, set[str]]]] = field(default_factory=dict)
     """Per linked set (its views): window start → atom → canonical subjects."""
 
 

@@ -86,9 +86,7 @@ class _Audit:
             canary.public(publics[name])
         for dlq in dlqs:
             canary.dlq(dlq)
-        published = {
-            v.name: published_rows(contract, v, publics[v.name]) for v in contract.views
-        }
+        published = {v.name: published_rows(contract, v, publics[v.name]) for v in contract.views}
         linked = check_linked(contract, self.tallies, published, self.period, self.findings)
         return {"streams": streams, "views": views}, terms, canary.result(), linked
 

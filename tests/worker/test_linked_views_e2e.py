@@ -43,7 +43,9 @@ STAYS = 12_000  # what the demo pushes (seed 2026)
 PARTITIONS = 2
 
 
-def _published(bootstrap: str, contract: Contract, expected: dict[str, Any]) -> dict[str, PublicView]:
+def _published(
+    bootstrap: str, contract: Contract, expected: dict[str, Any]
+) -> dict[str, PublicView]:
     seen: dict[str, PublicView] = {}
 
     def complete() -> bool:
@@ -68,9 +70,7 @@ def _run(
     produce_end_of_stream(producer, contract.topic_raw(STREAM), PARTITIONS)
     worker.start()
     if crash:  # killed as soon as one view has released anything
-        wait_for(
-            lambda: read_public(bootstrap, contract, VIEWS[1]).records > 0, 120, "a release"
-        )
+        wait_for(lambda: read_public(bootstrap, contract, VIEWS[1]).records > 0, 120, "a release")
         worker.kill()
         worker.start()
     expected = {v: expected_windows(contract, {STREAM: stays}, v) for v in VIEWS}
