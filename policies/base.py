@@ -12,6 +12,7 @@ Flow of one view (everything is pure: no Kafka, no clock, no I/O)::
         merge(partials)        join-semilattice: per (window, group, source) keep larger `through`
         observe_watermark(s,w) per-source watermark = max event time − allowed lateness
         release_ready()        windows with end + delay <= min watermark → finalise → suppress (k)
+                               → secondary suppression (views linked to others: ``secondary``)
                                → noise (optional, keyed, deterministic) → ε ledger → Release
 
 The runtime (``broker/``) only needs this module plus ``policies.compile.compile_contract``.
