@@ -20,13 +20,8 @@ all), so a replay keeps the same contributions. Its counters live beside the eve
 keyed by pseudonym, and travel in the checkpoint too. Noised sums clamp each value into
 ``[-value_bound, value_bound]``.
 
-A view released with linked views (``ViewSpec.linked``, ``policies.secondary``) also places
-each event in the groups of the other views of its set, as their own aggregators would fold it
-(placed, and not a copy already folded there), and keeps per partial the subjects of each
-resulting *atom* (``Partial.links``). Events this view does not fold but another does go to
-one extra partial per window whose group is ``links_only_group(spec)`` (a key no real group
-has: one value more than the view has dimensions). So every view of a set holds the same atoms,
-and each view's merger reaches the same suppression decision on its own.
+A view released with linked views (``ViewSpec.linked``) also keeps, per partial, the subjects
+of each *atom* of its events (their groups in every view of the set: ``policies.linked``).
 
 Sums are kept exactly as Shewchuk partial sums (the algorithm behind ``math.fsum``), so the
 sum of a group does not depend on how events were split over partitions or in what order they
@@ -48,39 +43,14 @@ from policies.base import (
     ProcessOutcome,
     Record,
 )
+from policies.linked import LinkedFold, atom_from_json, atom_to_json
 from policies.noise import clamp
 from policies.pseudonymise import KeyDestroyedError, Pseudonymiser, canonical_id
+from policies.secondary import Atom
 from policies.spec import ViewSpec
 
 GroupKey = tuple[Any, ...]
-Atom = tuple[GroupKey | None, ...]
-DIGEST_BYTES = 8
-LINKS_ONLY = "\x00links"
-
-
-def links_only_group(spec: ViewSpec) -> GroupKey:
-    """The group of a linked view's partial holding only atoms (events it did not fold)."""
-    return (LINKS_ONLY,) * (len(spec.dimensions) + 1)
-
-
-def atom_to_json(atom: Atom) -> list[Any]:
-    """An atom as JSON: one list of group values (or null) per view of the set."""
-    return [None if group is None else list(group) for group in atom]
-
-
-def atom_from_json(data: list[Any]) -> Atom:
-    """Inverse of ``atom_to_json``."""
-    return tuple(
-        None if group is None else tuple(group) for group in data
-    )  # 64 bits: a collision needs ~4e9 ids in one window of one partition
-
-
-def _place(locators: tuple[Any, ...], record: Record) -> GroupKey | None:
-    """The record's group under one view's dimensions; None where that view cannot place it."""
-    try:
-        return tuple(locate(record) for locate in locators)
-    except OutsideTerritory:
-        return None
+DIGEST_BYTES = 8  # 64 bits: a collision needs ~4e9 ids in one window of one partition
 
 
 def event_digest(pseudonym: str, event_id: object) -> str:
@@ -243,11 +213,7 @@ class Aggregator:
         self._quantiles = spec.quantile_fields()
         self._distinct = spec.distinct_fields()
         self._extras = bool(self._numeric or self._quantiles or self._distinct)
-        # Linked views: how every view of the set places an event, and what each folded.
-        self._link_locators = tuple(tuple(d.locate for d in v.dimensions) for v in spec.linked)
-        self._own = spec.link_index
-        self._links_only = links_only_group(spec)
-        self._link_seen: dict[int, list[set[str]]] = {}  # window start → per view: digests
+        self._linked = LinkedFold(spec) if spec.linked else None
 
     @property
     def watermark(self) -> int:
@@ -267,8 +233,8 @@ class Aggregator:
         One flat loop with locals on purpose: this is the hot path (``broker.bench.policies``).
         A linked view takes ``_process_linked`` instead.
         """
-        if self._link_locators:
-            return self._process_linked(records)
+        if self._linked is not None:
+            return self._process_linked(self._linked, records)
         spec = self.spec
         folded = filtered = late = outside = skipped = duplicate = bounded = 0
         event_f, seen_by_window = self._event_id, self._seen
@@ -364,7 +330,9 @@ class Aggregator:
         self.outcome.add(out)
         return out
 
-    def _process_linked(self, records: Iterable[tuple[int, Record]]) -> ProcessOutcome:
+    def _process_linked(
+        self, linked: LinkedFold, records: Iterable[tuple[int, Record]]
+    ) -> ProcessOutcome:
         """``process`` for a view released with linked views: the same dispositions, plus the
         atoms of every event some view of the set folds (see the module docstring)."""
         spec, out = self.spec, ProcessOutcome()
@@ -383,8 +351,8 @@ class Aggregator:
                 continue
             if self._max_time is None or t > self._max_time:
                 self._max_time = t
-            placed = [_place(locators, record) for locators in self._link_locators]
-            own = placed[self._own]
+            placed = linked.place(record)
+            own = placed[linked.own]
             if own is None:
                 out.outside += 1
                 if not any(p is not None for p in placed):
@@ -397,8 +365,10 @@ class Aggregator:
             except KeyDestroyedError:
                 out.late += own is not None  # older than key retention: its window is gone
                 continue
-            atom = self._atom(start, pseudonym, record, placed)
-            if own is not None and atom[self._own] is None:
+            event_id = record.get(spec.event_id_field) if spec.event_id_field else None
+            digest = None if event_id is None else event_digest(pseudonym, event_id)
+            atom = linked.atom(start, digest, placed, self._seen.setdefault(start, set()))
+            if own is not None and atom[linked.own] is None:
                 out.duplicate += 1
             elif own is not None:
                 part = self._partial(start, own)
@@ -410,30 +380,9 @@ class Aggregator:
                 out.folded += 1
                 continue
             if any(group is not None for group in atom):
-                self._partial(start, self._links_only).links.setdefault(atom, set()).add(pseudonym)
+                self._partial(start, linked.links_only).links.setdefault(atom, set()).add(pseudonym)
         self.outcome.add(out)
         return out
-
-    def _atom(
-        self, start: int, pseudonym: str, record: Record, placed: list[GroupKey | None]
-    ) -> Atom:
-        """The event's group in every view that folds it (None where a view does not place it
-        or already folded a copy of it in this window)."""
-        event_id = record.get(self.spec.event_id_field) if self.spec.event_id_field else None
-        digest = None if event_id is None else event_digest(pseudonym, event_id)
-        seen = self._link_seen.get(start)
-        if seen is None:
-            seen = self._link_seen[start] = [set() for _ in placed]
-        seen[self._own] = self._seen.setdefault(start, set())  # the view's own digests
-        atom: list[GroupKey | None] = []
-        for i, group in enumerate(placed):
-            if group is not None and digest is not None:
-                if digest in seen[i]:
-                    group = None
-                else:
-                    seen[i].add(digest)
-            atom.append(group)
-        return tuple(atom)
 
     def _partial(self, start: int, group: GroupKey) -> Partial:
         part = self._open.get((start, group))
@@ -517,7 +466,8 @@ class Aggregator:
         if final:
             self._seen.clear()
             self._bounds.clear()
-            self._link_seen.clear()
+            if self._linked is not None:
+                self._linked.forget(None)
         else:
             self._forget_closed(limit)
         return out
@@ -529,8 +479,8 @@ class Aggregator:
             del self._seen[start]
         for start in [s for s in self._bounds if s <= limit]:
             del self._bounds[start]
-        for start in [s for s in self._link_seen if s <= limit]:
-            del self._link_seen[start]
+        if self._linked is not None:
+            self._linked.forget(limit)
 
     @property
     def open_partials(self) -> int:
@@ -552,10 +502,7 @@ class Aggregator:
                 }
                 for start, by_subject in self._bounds.items()
             },
-            "link_seen": {
-                str(start): [[] if i == self._own else sorted(d) for i, d in enumerate(sets)]
-                for start, sets in self._link_seen.items()
-            },
+            "link_seen": self._linked.snapshot() if self._linked is not None else {},
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -574,7 +521,6 @@ class Aggregator:
             }
             for start, by_subject in state.get("bounds", {}).items()
         }
-        self._link_seen = {
-            int(start): [set(d) for d in sets] for start, sets in state.get("link_seen", {}).items()
-        }
+        if self._linked is not None:
+            self._linked.restore(state.get("link_seen", {}))
         self._dirty = []

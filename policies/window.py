@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from policies.aggregate import Atom, GroupKey, Partial, links_only_group
+from policies.aggregate import GroupKey, Partial
 from policies.base import (
     EMPTY_WINDOWS_AFTER_DATA,
     END_OF_STREAM,
@@ -32,9 +32,10 @@ from policies.base import (
     Release,
     Window,
 )
+from policies.linked import links_only_group
 from policies.noise import EpsilonLedger, draws_per_window, noisy_measures, released
 from policies.pseudonymise import key_id
-from policies.secondary import decide
+from policies.secondary import Atom, decide
 from policies.spec import ViewSpec
 from policies.suppress import BUDGET_EXHAUSTED, GroupTotals, suppress, withhold
 
