@@ -12,6 +12,7 @@ from pathlib import Path
 
 from contracts.describe import describe_contract
 from contracts.errors import ContractError, Problem
+from contracts.links import link_warnings
 from contracts.loader import load_contracts
 from contracts.model import Contract
 
@@ -19,7 +20,10 @@ from contracts.model import Contract
 def validate(
     paths: Sequence[Path | str], *, now: datetime | None = None, allow_outside: bool = False
 ) -> tuple[int, str]:
-    """Exit code 0 and ``OK: ...`` when every contract is valid, else 1 and every problem."""
+    """Exit code 0 and ``OK: ...`` when every contract is valid, else 1 and every problem.
+
+    A valid contract may still get warnings (exit code 0): linked views that secondary
+    suppression cannot protect, or only at a cost (``contracts.links.link_warnings``)."""
     try:
         contracts = load_contracts(paths, now=now or datetime.now(UTC), allow_outside=allow_outside)
     except ContractError as exc:
@@ -27,7 +31,12 @@ def validate(
         summary = f"FAILED: {len(exc.problems)} problem(s) in {files} file(s)"
         return 1, f"{exc}\n{summary}"
     ids = ", ".join(contract.id for contract in contracts)
-    return 0, f"OK: {len(contracts)} contracts valid ({ids})"
+    warnings = [
+        f"warning: {contract.source or contract.id}:{path}: {message}"
+        for contract in contracts
+        for path, message in link_warnings(contract)
+    ]
+    return 0, "\n".join([*warnings, f"OK: {len(contracts)} contracts valid ({ids})"])
 
 
 def show(

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 import h3
 
 from contracts.durations import describe_duration
+from contracts.links import links
 from contracts.model import (
     Contract,
     CountMeasure,
@@ -42,6 +43,7 @@ def describe_contract(contract: Contract) -> str:
         _identity(contract),
         _inputs(contract),
         _outputs(contract),
+        _linked(contract),
         _pseudonymisation(contract),
         _readers(contract),
     ]
@@ -275,6 +277,32 @@ def dropped_fields(view: View, stream: Stream) -> list[str]:
         if isinstance(field, str) and not isinstance(measure, DistinctMeasure):
             used.add(field)  # a distinct count reveals no value of its field
     return [name for name in stream.fields if name not in used]
+
+
+# --- linked views -------------------------------------------------------------------------
+
+
+def _linked(contract: Contract) -> str:
+    lines = ["LINKED VIEWS (totals that add up across views)"]
+    found = links(contract)
+    if not found:
+        lines.append(
+            "  None: no two views publish totals of the same events that add up, so a"
+            " suppressed group cannot be derived from another view."
+        )
+    for link in found:
+        lines.append(f"  {link.first} and {link.second}: {link.relation}.")
+        lines.append(f"    Both publish: {', '.join(link.measures)}.")
+        if link.protected:
+            lines.append(
+                "    Released together: in each window, more groups are withheld wherever a"
+                " suppressed group (or a union of them with fewer than k subjects) could"
+                " otherwise be derived by subtraction (secondary suppression); each window's"
+                " report counts them apart (groups_secondary)."
+            )
+        if link.warning is not None:
+            lines.append(f"    Warning: {link.warning}.")
+    return "\n".join(lines)
 
 
 # --- keys and readers ---------------------------------------------------------------------

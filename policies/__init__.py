@@ -1,4 +1,5 @@
-"""The pure privacy core: minimise, pseudonymise, generalise, aggregate, suppress, noise.
+"""The pure privacy core: minimise, pseudonymise, generalise, aggregate, suppress (and
+secondary suppression across linked views), noise.
 
 In: plain records (dicts) and a contract. Out: window releases with suppression reports.
 No Kafka, no clock, no I/O. Start reading at ``policies/base.py``, then ``policies/compile.py``;

@@ -20,6 +20,9 @@ all), so a replay keeps the same contributions. Its counters live beside the eve
 keyed by pseudonym, and travel in the checkpoint too. Noised sums clamp each value into
 ``[-value_bound, value_bound]``.
 
+A view released with linked views (``ViewSpec.linked``) also keeps, per partial, the subjects
+of each *atom* of its events (their groups in every view of the set: ``policies.linked``).
+
 Sums are kept exactly as Shewchuk partial sums (the algorithm behind ``math.fsum``), so the
 sum of a group does not depend on how events were split over partitions or in what order they
 were folded: ``fsum`` of the concatenated partials is the correctly rounded exact sum.
@@ -40,8 +43,10 @@ from policies.base import (
     ProcessOutcome,
     Record,
 )
+from policies.linked import LinkedFold, atom_from_json, atom_to_json
 from policies.noise import clamp
 from policies.pseudonymise import KeyDestroyedError, Pseudonymiser, canonical_id
+from policies.secondary import Atom
 from policies.spec import ViewSpec
 
 GroupKey = tuple[Any, ...]
@@ -94,6 +99,7 @@ class Partial:
         "sums",
         "counts",
         "values",
+        "links",
         "dirty",
         "_frozen_json",
     )
@@ -109,6 +115,7 @@ class Partial:
         self.sums: dict[str, list[float]] = {}
         self.counts: dict[str, int] = {}
         self.values: dict[str, list[float]] = {}
+        self.links: dict[Atom, set[str]] = {}
         self.dirty = False
         self._frozen_json: bytes | None = None
 
@@ -119,7 +126,7 @@ class Partial:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-compatible form: pseudonyms and numbers only, sets as sorted lists."""
-        return {
+        data: dict[str, Any] = {
             "window_start": self.window_start,
             "group": list(self.group),
             "source": self.source,
@@ -131,6 +138,12 @@ class Partial:
             "counts": dict(self.counts),
             "values": {f: list(v) for f, v in self.values.items()},
         }
+        if self.links:
+            data["links"] = sorted(
+                ([atom_to_json(atom), sorted(subjects)] for atom, subjects in self.links.items()),
+                key=lambda pair: orjson.dumps(pair[0]),
+            )
+        return data
 
     def frozen_json(self) -> bytes:
         """``to_dict`` as JSON with sorted keys, computed once.
@@ -154,6 +167,7 @@ class Partial:
         part.sums = {f: [float(x) for x in p] for f, p in data["sums"].items()}
         part.counts = {f: int(n) for f, n in data["counts"].items()}
         part.values = {f: [float(x) for x in v] for f, v in data["values"].items()}
+        part.links = {atom_from_json(a): set(s) for a, s in data.get("links", ())}
         return part
 
     def copy(self) -> Partial:
@@ -165,6 +179,7 @@ class Partial:
         part.sums = {f: list(p) for f, p in self.sums.items()}
         part.counts = dict(self.counts)
         part.values = {f: list(v) for f, v in self.values.items()}
+        part.links = {a: set(s) for a, s in self.links.items()}
         return part
 
     def __eq__(self, other: object) -> bool:
@@ -198,6 +213,7 @@ class Aggregator:
         self._quantiles = spec.quantile_fields()
         self._distinct = spec.distinct_fields()
         self._extras = bool(self._numeric or self._quantiles or self._distinct)
+        self._linked = LinkedFold(spec) if spec.linked else None
 
     @property
     def watermark(self) -> int:
@@ -215,7 +231,10 @@ class Aggregator:
         """Fold records in offset order; offsets at or below ``position`` are skipped.
 
         One flat loop with locals on purpose: this is the hot path (``broker.bench.policies``).
+        A linked view takes ``_process_linked`` instead.
         """
+        if self._linked is not None:
+            return self._process_linked(self._linked, records)
         spec = self.spec
         folded = filtered = late = outside = skipped = duplicate = bounded = 0
         event_f, seen_by_window = self._event_id, self._seen
@@ -311,6 +330,69 @@ class Aggregator:
         self.outcome.add(out)
         return out
 
+    def _process_linked(
+        self, linked: LinkedFold, records: Iterable[tuple[int, Record]]
+    ) -> ProcessOutcome:
+        """``process`` for a view released with linked views: the same dispositions, plus the
+        atoms of every event some view of the set folds (see the module docstring)."""
+        spec, out = self.spec, ProcessOutcome()
+        for offset, record in records:
+            if offset <= self._position:
+                out.skipped += 1
+                continue
+            self._position = offset
+            if not spec.passes(record):
+                out.filtered += 1
+                continue
+            t = record[spec.time_field]
+            start = t - t % spec.window_ms
+            if start + spec.window_ms <= self.watermark:
+                out.late += 1
+                continue
+            if self._max_time is None or t > self._max_time:
+                self._max_time = t
+            placed = linked.place(record)
+            own = placed[linked.own]
+            if own is None:
+                out.outside += 1
+                if not any(p is not None for p in placed):
+                    continue
+            epoch = start // spec.rotation_ms
+            try:
+                pseudonym = self.pseudonymiser.pseudonym(
+                    spec.subject_field, record[spec.subject_field], epoch
+                )
+            except KeyDestroyedError:
+                out.late += own is not None  # older than key retention: its window is gone
+                continue
+            event_id = record.get(spec.event_id_field) if spec.event_id_field else None
+            digest = None if event_id is None else event_digest(pseudonym, event_id)
+            atom = linked.atom(start, digest, placed, self._seen.setdefault(start, set()))
+            if own is not None and atom[linked.own] is None:
+                out.duplicate += 1
+            elif own is not None:
+                part = self._partial(start, own)
+                part.events += 1
+                part.subjects.add(pseudonym)
+                if self._extras:
+                    self._fold_fields(part, record, epoch)
+                part.links.setdefault(atom, set()).add(pseudonym)
+                out.folded += 1
+                continue
+            if any(group is not None for group in atom):
+                self._partial(start, linked.links_only).links.setdefault(atom, set()).add(pseudonym)
+        self.outcome.add(out)
+        return out
+
+    def _partial(self, start: int, group: GroupKey) -> Partial:
+        part = self._open.get((start, group))
+        if part is None:
+            part = self._open[(start, group)] = Partial(start, group, self.source)
+        if not part.dirty:
+            part.dirty = True
+            self._dirty.append(part)
+        return part
+
     def _fold_fields(self, part: Partial, record: Record, epoch: int) -> None:
         for name in self._numeric:
             x = numeric(record.get(name))
@@ -384,6 +466,8 @@ class Aggregator:
         if final:
             self._seen.clear()
             self._bounds.clear()
+            if self._linked is not None:
+                self._linked.forget(None)
         else:
             self._forget_closed(limit)
         return out
@@ -395,6 +479,8 @@ class Aggregator:
             del self._seen[start]
         for start in [s for s in self._bounds if s <= limit]:
             del self._bounds[start]
+        if self._linked is not None:
+            self._linked.forget(limit)
 
     @property
     def open_partials(self) -> int:
@@ -416,6 +502,7 @@ class Aggregator:
                 }
                 for start, by_subject in self._bounds.items()
             },
+            "link_seen": self._linked.snapshot() if self._linked is not None else {},
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -434,4 +521,6 @@ class Aggregator:
             }
             for start, by_subject in state.get("bounds", {}).items()
         }
+        if self._linked is not None:
+            self._linked.restore(state.get("link_seen", {}))
         self._dirty = []

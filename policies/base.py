@@ -12,6 +12,7 @@ Flow of one view (everything is pure: no Kafka, no clock, no I/O)::
         merge(partials)        join-semilattice: per (window, group, source) keep larger `through`
         observe_watermark(s,w) per-source watermark = max event time − allowed lateness
         release_ready()        windows with end + delay <= min watermark → finalise → suppress (k)
+                               → secondary suppression (views linked to others: ``secondary``)
                                → noise (optional, keyed, deterministic) → ε ledger → Release
 
 The runtime (``broker/``) only needs this module plus ``policies.compile.compile_contract``.
@@ -141,7 +142,9 @@ class SuppressionReport:
 
     ``events_published + events_suppressed`` equals the events folded into the window. When
     ``withheld_reason`` is set (``"budget_exhausted"``) the whole window was withheld and all
-    its groups and events are counted as suppressed.
+    its groups and events are counted as suppressed. ``groups_secondary`` counts the groups of
+    ``groups_suppressed`` that had k subjects or more but were withheld so that linked views
+    cannot be differenced (``policies.secondary``); the others are the primary suppressions.
     """
 
     k: int
@@ -150,6 +153,7 @@ class SuppressionReport:
     events_published: int
     events_suppressed: int
     withheld_reason: str | None = None
+    groups_secondary: int = 0
 
 
 MeasureValue = int | float | list[float] | None
@@ -229,6 +233,7 @@ class Release:
                 "events_published": self.report.events_published,
                 "events_suppressed": self.report.events_suppressed,
                 "withheld_reason": self.report.withheld_reason,
+                "groups_secondary": self.report.groups_secondary,
             },
             "key_ids": list(self.key_ids),
             "epsilon": self.epsilon,

@@ -10,7 +10,10 @@ so is every window without one that follows a window with events (0 groups), at 
 says how far time has passed (``watermark``: the stream's watermark, lowest over its sources,
 before any end of stream), up to every window that ends by ``watermark − delay``.
 Copies of an event (same subject, same canonical event id, same window) count once: the first
-in input order (the order of the raw topic), checked before the rows are sorted by time. A
+in input order (the order of the raw topic), checked before the rows are sorted by time.
+A view linked to others (``ViewSpec.linked``) places every record in the groups of each view of
+its set, as that view alone would fold it (placed, first copy), and hands the resulting atoms
+to ``policies.secondary.decide``, whose secondary groups it withholds too. A
 noised view then keeps, per subject and window, its first ``max_groups`` groups and its first
 ``max_contributions`` events in each, in input order too, and clamps summed values.
 """
@@ -33,6 +36,7 @@ from policies.base import (
 )
 from policies.noise import clamp, draws_per_window, noisy_measures, released
 from policies.pseudonymise import KeyDestroyedError, KeyRing, Pseudonymiser, canonical_id, key_id
+from policies.secondary import Atom, GroupKey, decide
 from policies.spec import ViewSpec, view_spec
 
 Row = tuple[str, Record]  # (subject pseudonym, projected record)
@@ -78,11 +82,13 @@ def evaluate_view(
     kept: list[tuple[int, tuple[Any, ...], str, Record]] = []
     seen: set[tuple[int, str, str]] = set()
     contributions: dict[tuple[int, str], dict[tuple[Any, ...], int]] = {}
+    atoms = _Atoms(spec, pseudonymiser)
     minimiser = spec.minimiser()
     for record in records:
         row = minimiser.project(record)
         if not spec.passes(row):
             continue
+        atoms.add(row)
         try:
             group = tuple(d.locate(row) for d in spec.dimensions)
         except OutsideTerritory:
@@ -112,9 +118,69 @@ def evaluate_view(
         cells.setdefault(start, {}).setdefault(group, []).append((subject, row))
     budget_used: dict[int, int] = {}
     return [
-        _window(spec, start, cells.get(start, {}), pseudonymiser, noise_key, budget_used)
+        _window(
+            spec,
+            start,
+            cells.get(start, {}),
+            pseudonymiser,
+            noise_key,
+            budget_used,
+            atoms.withheld(start),
+        )
         for start in _reported(sorted(cells), spec.window_ms, spec.delay_ms, watermark)
     ]
+
+
+class _Atoms:
+    """Every record's group in each view of a linked set, per window (``policies.secondary``)."""
+
+    def __init__(self, spec: ViewSpec, pseudonymiser: Pseudonymiser) -> None:
+        self.spec = spec
+        self.pseudonymiser = pseudonymiser
+        self.by_window: dict[int, dict[Atom, set[str]]] = {}
+        self.seen: list[set[tuple[int, str, str]]] = [set() for _ in spec.linked]
+
+    def add(self, row: Record) -> None:
+        """Place one record (filter passed) in every view of the set that folds it."""
+        spec = self.spec
+        if not spec.linked:
+            return
+        placed = [_placed(v.dimensions, row) for v in spec.linked]
+        if all(group is None for group in placed):
+            return
+        start = (row[spec.time_field] // spec.window_ms) * spec.window_ms
+        try:
+            subject = self.pseudonymiser.pseudonym(
+                spec.subject_field, row[spec.subject_field], start // spec.rotation_ms
+            )
+        except KeyDestroyedError:
+            return
+        event_id = row.get(spec.event_id_field) if spec.event_id_field else None
+        identity = None if event_id is None else (start, subject, canonical_id(event_id))
+        atom: list[GroupKey | None] = []
+        for seen, group in zip(self.seen, placed, strict=True):
+            if group is not None and identity is not None:
+                if identity in seen:
+                    group = None
+                else:
+                    seen.add(identity)
+            atom.append(group)
+        if any(group is not None for group in atom):
+            self.by_window.setdefault(start, {}).setdefault(tuple(atom), set()).add(subject)
+
+    def withheld(self, start: int) -> frozenset[GroupKey]:
+        """The view's groups withheld in window ``start`` for its linked views."""
+        if not self.spec.linked:
+            return frozenset()
+        decision = decide(self.by_window.get(start, {}), [v.k for v in self.spec.linked])
+        return decision.secondary[self.spec.link_index]
+
+
+def _placed(dimensions: Any, row: Record) -> GroupKey | None:
+    try:
+        return tuple(d.locate(row) for d in dimensions)
+    except OutsideTerritory:
+        return None
 
 
 def _reported(starts: list[int], width: int, delay: int, watermark: int | None) -> list[int]:
@@ -142,10 +208,11 @@ def _window(
     pseudonymiser: Pseudonymiser,
     noise_key: bytes | None,
     budget_used: dict[int, int],
+    withheld: frozenset[GroupKey] = frozenset(),
 ) -> Release:
     names = [d.name for d in spec.dimensions]
     bound = spec.noise.value_bound if spec.noise is not None else None
-    published, counts = [], {"groups_out": 0, "events_in": 0, "events_out": 0}
+    published, counts = [], {"groups_out": 0, "events_in": 0, "events_out": 0, "second": 0}
     noise = spec.noise if noise_key is not None else None
     for key, rows in groups.items():
         subjects = len({subject for subject, _ in rows})
@@ -160,6 +227,11 @@ def _window(
             counts["groups_out"] += 1
             counts["events_out"] += len(rows)
             continue
+        if key in withheld:  # k subjects or more, but derivable from a linked view
+            counts["groups_out"] += 1
+            counts["events_out"] += len(rows)
+            counts["second"] += 1
+            continue
         counts["events_in"] += len(rows)
         epoch = start // spec.rotation_ms
         published.append(
@@ -172,7 +244,12 @@ def _window(
             )
         )
     report = SuppressionReport(
-        spec.k, len(published), counts["groups_out"], counts["events_in"], counts["events_out"]
+        spec.k,
+        len(published),
+        counts["groups_out"],
+        counts["events_in"],
+        counts["events_out"],
+        groups_secondary=counts["second"],
     )
     epsilon = 0.0
     if spec.noise is not None and noise_key is not None:

@@ -17,6 +17,7 @@ from typing import Any
 
 import h3
 
+from contracts.links import linked_set_of
 from policies.base import PolicyError, Record
 from policies.generalise import Area, Grid, Territory, ZoneIndex, coordinates, round_coordinate
 from policies.minimise import Minimiser
@@ -64,6 +65,15 @@ class NoiseSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class LinkedView:
+    """One view of a linked set (``contracts.links``): how it groups and its k."""
+
+    view: str
+    dimensions: tuple[DimensionSpec, ...]
+    k: int
+
+
+@dataclass(frozen=True, slots=True)
 class ViewSpec:
     """Everything the core needs to compute one view, in ms and plain names."""
 
@@ -85,6 +95,9 @@ class ViewSpec:
     pseudonymised: tuple[str, ...] = field(default=())
     event_id_field: str | None = None
     """The stream's event id: each id counts at most once per (subject, window) of the view."""
+    linked: tuple[LinkedView, ...] = ()
+    """The views released together with this one (itself included, in contract order): their
+    windows share one suppression decision (``policies.secondary``). Empty when unlinked."""
 
     def __post_init__(self) -> None:
         if self.window_ms <= 0 or self.window_ms % self.time_bucket_ms:
@@ -92,6 +105,12 @@ class ViewSpec:
             raise PolicyError(msg)
         if self.k < 2:
             msg = f"view {self.view}: k must be at least 2"
+            raise PolicyError(msg)
+        if self.linked and self.noise is not None:
+            msg = f"view {self.view}: a noised view is never released with linked views"
+            raise PolicyError(msg)
+        if self.linked and self.link_index < 0:
+            msg = f"view {self.view}: its linked views must include itself"
             raise PolicyError(msg)
         for m in self.measures:
             if m.kind == "distinct" and m.field not in self.pseudonymised:
@@ -101,9 +120,17 @@ class ViewSpec:
                 msg = f"view {self.view}: measure {m.name} ({m.kind}) cannot be noised"
                 raise PolicyError(msg)
 
+    @property
+    def link_index(self) -> int:
+        """This view's place in ``linked`` (-1 when unlinked)."""
+        names = [v.view for v in self.linked]
+        return names.index(self.view) if self.view in names else -1
+
     def minimiser(self) -> Minimiser:
-        """The only fields this view ever reads (default deny)."""
+        """The only fields this view ever reads (default deny); a linked view also reads what
+        the views released with it group by, to place each event in their groups too."""
         reads = [r for d in self.dimensions for r in d.reads]
+        reads += [r for v in self.linked for d in v.dimensions for r in d.reads]
         fields = [m.field for m in self.measures]
         return Minimiser.of(
             [
@@ -233,6 +260,14 @@ def view_spec(contract: Any, view_name: str) -> ViewSpec:
     view = contract.view(view_name)
     stream = contract.stream(view.stream)
     territory = Territory(Area.of("territory", contract.territory.polygons))
+    linked = tuple(
+        LinkedView(
+            name,
+            tuple(_dimension(d, territory) for d in contract.view(name).group_by),
+            contract.view(name).k,
+        )
+        for name in linked_set_of(contract, view_name)
+    )
     noise = None
     if view.noise is not None:
         n = view.noise
@@ -264,6 +299,7 @@ def view_spec(contract: Any, view_name: str) -> ViewSpec:
         noise=noise,
         pseudonymised=tuple(view.pseudonymise),
         event_id_field=stream.event_id,
+        linked=linked,
     )
 
 

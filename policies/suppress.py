@@ -5,7 +5,9 @@ passes the release decision of ``policies.noise.released`` (at least k subjects 
 subject count at ``k + margin``), so that whether a group is published is itself DP. Only one
 tumbling window grid per view is ever released, so a suppressed group cannot be recovered by
 subtracting two published numbers of one view (no overlapping windows, no nested grids, no
-ad-hoc queries). The report is published with the window, MDS-style.
+ad-hoc queries). Views linked to others (same events, numbers that add up) also withhold the
+groups that ``policies.secondary`` chooses (``secondary``), counted apart in the report. The
+report is published with the window, MDS-style.
 """
 
 from __future__ import annotations
@@ -33,13 +35,18 @@ def suppress(
     groups: Iterable[GroupTotals],
     k: int,
     keep: Callable[[GroupTotals], bool] | None = None,
+    secondary: Callable[[GroupTotals], bool] | None = None,
 ) -> tuple[list[GroupTotals], SuppressionReport]:
-    """Keep groups with at least ``k`` distinct subjects (or those ``keep`` accepts); report
-    what was withheld."""
+    """Keep groups with at least ``k`` distinct subjects (or those ``keep`` accepts) unless
+    ``secondary`` withholds them too; report what was withheld, and why."""
     kept: list[GroupTotals] = []
-    dropped_groups = dropped_events = kept_events = 0
+    dropped_groups = dropped_events = kept_events = second = 0
     for totals in groups:
-        if totals.subjects >= k if keep is None else keep(totals):
+        passes = totals.subjects >= k if keep is None else keep(totals)
+        if passes and secondary is not None and secondary(totals):
+            passes = False
+            second += 1
+        if passes:
             kept.append(totals)
             kept_events += totals.events
         else:
@@ -51,6 +58,7 @@ def suppress(
         groups_suppressed=dropped_groups,
         events_published=kept_events,
         events_suppressed=dropped_events,
+        groups_secondary=second,
     )
     return kept, report
 

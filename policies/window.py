@@ -16,7 +16,7 @@ stream, never on when the merger ran, so a restart or a replay releases the same
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from typing import Any
 
 import orjson
@@ -32,8 +32,10 @@ from policies.base import (
     Release,
     Window,
 )
+from policies.linked import links_only_group
 from policies.noise import EpsilonLedger, draws_per_window, noisy_measures, released
 from policies.pseudonymise import key_id
+from policies.secondary import Atom, decide
 from policies.spec import ViewSpec
 from policies.suppress import BUDGET_EXHAUSTED, GroupTotals, suppress, withhold
 
@@ -150,9 +152,13 @@ class Merger:
         width, delay = self.spec.window_ms, self.spec.delay_ms
         ready = sorted(s for s in self._open if s + width + delay <= threshold)
         releases: list[Release] = []
+        marker = links_only_group(self.spec) if self.spec.linked else None
         for start in ready:
+            groups = self._open.pop(start)
+            if marker is not None and set(groups) == {marker}:
+                continue  # only linked views' events: no event of this view (maybe empty)
             releases += self._empty_before(start)
-            releases.append(self._release(start, self._open.pop(start)))
+            releases.append(self._release(start, groups))
             self.last_data, self.reported_to = start, start + width
         # Trailing empty windows: closed by time itself, not by an end of stream. Below the
         # threshold, so no window with events can still be open there.
@@ -175,6 +181,10 @@ class Merger:
 
     def _release(self, start: int, groups: dict[GroupKey, dict[str, Partial]]) -> Release:
         spec = self.spec
+        secondary = None
+        if spec.linked:
+            secondary = _member_of(spec, self._linked_decision(groups))
+            groups = {g: by for g, by in groups.items() if g != links_only_group(spec)}
         totals = [combine(spec, g, [by[s] for s in sorted(by)]) for g, by in groups.items()]
         epsilon = 0.0
         results: list[GroupResult] = []
@@ -209,7 +219,7 @@ class Merger:
                 for t in kept
             ]
         else:
-            kept, report = suppress(totals, spec.k)
+            kept, report = suppress(totals, spec.k, secondary=secondary)
             results = [GroupResult(t.group, t.measures) for t in kept]
         kid = key_id(spec.contract, start // spec.rotation_ms)
         return Release(
@@ -221,6 +231,16 @@ class Merger:
             (kid,),
             epsilon,
         )
+
+    def _linked_decision(self, groups: dict[GroupKey, dict[str, Partial]]) -> frozenset[GroupKey]:
+        """The groups of this view withheld for the sake of its linked views (secondary)."""
+        atoms: dict[Atom, set[str]] = {}
+        for by_source in groups.values():
+            for part in by_source.values():
+                for atom, subjects in part.links.items():
+                    atoms.setdefault(atom, set()).update(subjects)
+        decision = decide(atoms, [v.k for v in self.spec.linked])
+        return decision.secondary[self.spec.link_index]
 
     @property
     def open_windows(self) -> int:
@@ -294,6 +314,16 @@ class Merger:
         self.merge(Partial.from_dict(d) for d in state["open"])
         if self.ledger is not None and state["ledger"] is not None:
             self.ledger.load(state["ledger"])
+
+
+def _member_of(spec: ViewSpec, withheld: frozenset[GroupKey]) -> Callable[[GroupTotals], bool]:
+    """Whether a finalised group is one of ``withheld`` (group keys in dimension order)."""
+    names = [d.name for d in spec.dimensions]
+
+    def member(totals: GroupTotals) -> bool:
+        return tuple(totals.group[n] for n in names) in withheld
+
+    return member
 
 
 def _optional_int(value: Any) -> int | None:

@@ -22,7 +22,9 @@ public topics, gives the size of a suppressed group:
 What stays: rejected records by reason (never part of a view), undecodable and control
 records, every view's **gap** and where it comes from, windows released / withheld / open,
 all of "terms vs reality" (computed from public topics, configs, keys and ACLs), the canary
-scan's counts and the places of its hits, the offsets read on the public topics, every finding.
+scan's counts and the places of its hits, the linked-views attack (windows, withheld groups
+and targets checked, how many pinned: withheld groups are counted by the public reports
+already), the offsets read on the public topics, every finding.
 Reasoning and limits: docs/audit.md, "Two audiences".
 """
 
@@ -77,6 +79,8 @@ AS_WRITTEN = frozenset(
         "acl-missing",
         "acl-public-writer",
         "acl-wildcard",
+        "attacker-inconsistent",
+        "attacker-unavailable",
         "acls-not-enforced",
         "acls-unreadable",
         "bad-key",
@@ -93,11 +97,13 @@ AS_WRITTEN = frozenset(
         "k-mismatch",
         "key-not-destroyed",
         "key-past-retention",
+        "linked-unprotected",
         "measure-mismatch",
         "no-accounting",
         "other-version",
         "over-suppressed",
         "partitions",
+        "pinned-below-k",
         "policy-hash-mismatch",
         "report-missing",
         "report-mismatch",
@@ -177,6 +183,7 @@ def public_report(report: Mapping[str, Any]) -> dict[str, Any]:
             **_pick(canary, CANARY_FIELDS),
             "listed": [{"where": hit["where"]} for hit in canary["listed"]],
         },
+        "linked": report["linked"],
         "read": {t: parts for t, parts in report["read"].items() if t.startswith(public_topics)},
     }
 

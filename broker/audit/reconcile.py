@@ -272,12 +272,14 @@ class ViewReconciliation:
             elif self.view.noise is None:
                 self._check_measures(start, row, cell, where)
         # A noised view's release decision is itself noisy (docs/privacy.md): no such warning.
+        secondary = self.tally.secondary.get(start, frozenset())
         over = [
             g
             for g, c in cells.items()
             if self.view.noise is None
             and g not in published
             and len(c.subjects) >= self.k
+            and g not in secondary  # withheld to protect a linked view (secondary suppression)
             and not self.withheld(start)
         ]
         if over:
@@ -329,6 +331,11 @@ class ViewReconciliation:
             stated += (report.groups_suppressed,)  # and the (public) audit gives none either
             found += (sum(1 for g in cells if g not in published),)
             what = "published / suppressed groups"
+        if report.groups_secondary is not None and report.withheld_reason is None:
+            secondary = self.tally.secondary.get(start, frozenset())
+            stated += (report.groups_secondary,)
+            found += (sum(1 for g in cells if g not in published and g in secondary),)
+            what += " / of them withheld for linked views"
         if stated != found:
             self.findings.violation(
                 SECTION,

@@ -78,6 +78,7 @@ def outline(report: dict[str, Any]) -> Iterator[Block]:
     yield from _reconciliation(report["reconciliation"])
     yield from _terms(report["terms"])
     yield from _canary(report["canary"])
+    yield from _linked(report["linked"])
     yield Heading(2, "Offsets read")
     yield Table(
         ("topic", "partition: first..end"),
@@ -294,6 +295,32 @@ def _canary(canary: dict[str, Any]) -> Iterator[Block]:
             (("where", _at("where")), ("identifier (SHA-256 prefix)", _at("identifier"))),
             canary["listed"],
         )
+
+
+def _linked(linked: dict[str, Any]) -> Iterator[Block]:
+    yield Heading(2, "4. Linked views (secondary suppression)")
+    if not linked["sets"]:
+        yield Para("No views of this contract are released together: nothing to difference.")
+        return
+    yield Para(
+        "Views whose totals add up are released together. For every window all of them "
+        "released, an interval attacker takes every published number and every relation the "
+        "raw events hold, and bounds by linear programming each withheld group and each union "
+        "of withheld groups on one side of a relation. A target is pinned when its smallest "
+        "and largest possible values are equal; pinned with fewer than k distinct subjects is "
+        "a violation. Counts only, never a value."
+    )
+    yield _table(
+        (
+            ("views", _at("views", show=", ".join)),
+            ("windows", _at("windows")),
+            ("withheld groups", _at("withheld_groups")),
+            ("targets", _at("targets")),
+            ("pinned", _at("pinned")),
+            ("pinned below k", _at("pinned_below_k")),
+        ),
+        [s for s in linked["sets"] if s.get("checked")],
+    )
 
 
 def _epsilon_periods(views: list[dict[str, Any]]) -> Iterator[Block]:

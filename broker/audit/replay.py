@@ -15,6 +15,11 @@ streaming fold defines it (``policies.aggregate.Aggregator.process``):
                                                    groups and max_contributions events in each)
     otherwise                        → folded into (window, group)
 
+Views released together (``contracts.links``) also get their **atoms**: per window, each
+event's folded group in every view of the set (None where a view did not fold it), with the
+canonical subjects; ``finish`` then takes the secondary-suppression decision of every window
+(``policies.secondary.decide``) from them, as each view's merger does from its partials.
+
 No key is needed: within one window one pseudonym key is used, so distinct canonical
 identifiers (``policies.pseudonymise.canonical_id``, the form the pseudonym is computed from)
 count exactly what distinct pseudonyms count. Identifiers stay in memory (canonical for the k
@@ -37,14 +42,18 @@ from broker.kafka.internal import (
     source_name,
 )
 from broker.kafka.serde import SerializationError, decode_body, read_header, schema_id
+from contracts.links import linked_sets
 from contracts.model import Contract
+from policies.aggregate import numeric
 from policies.base import NO_WATERMARK, Disposition, OutsideTerritory, Record
 from policies.pseudonymise import canonical_id
+from policies.secondary import decide
 from policies.spec import ViewSpec, view_spec
 
 H_RECEIVED_AT = "respublica.received_at"
 GroupText = tuple[str | None, ...]
 CellKey = tuple[int, GroupText]
+AtomText = tuple[GroupText | None, ...]
 
 
 def group_text(values: Iterable[Any]) -> GroupText:
@@ -59,6 +68,7 @@ class Cell:
     events: int = 0
     subjects: set[str] = field(default_factory=set)
     distinct: dict[str, set[str]] = field(default_factory=dict)
+    sums: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -74,6 +84,8 @@ class ViewTally:
     _max_time: dict[int, int] = field(default_factory=dict)
     _seen: dict[int, set[tuple[int, str, str]]] = field(default_factory=dict)
     _bounds: dict[tuple[int, int, str], Counter[GroupText]] = field(default_factory=dict)
+    secondary: dict[int, frozenset[GroupText]] = field(default_factory=dict)
+    """Per window start: groups withheld to protect linked views (``StreamReplay.finish``)."""
 
     def classify(self, partition: int, record: Record) -> tuple[Disposition, CellKey | None]:
         """The disposition of the next record of ``partition`` (offset order)."""
@@ -138,6 +150,10 @@ class ViewTally:
             value = record.get(name)
             if value is not None:
                 cell.distinct.setdefault(name, set()).add(canonical_id(value))
+        for name in self.spec.numeric_fields():
+            number = numeric(record.get(name))
+            if number is not None:
+                cell.sums[name] = cell.sums.get(name, 0.0) + number
 
 
 @dataclass
@@ -153,6 +169,8 @@ class StreamTally:
     min_event_time: int | None = None
     identifiers: set[str] = field(default_factory=set)
     versions: Counter[str] = field(default_factory=Counter)
+    atoms: dict[tuple[str, ...], dict[int, dict[AtomText, set[str]]]] = field(default_factory=dict)
+    """Per linked set (its views): window start → atom → canonical subjects."""
 
 
 class StreamReplay:
@@ -166,6 +184,9 @@ class StreamReplay:
         self._schema_id = schema_id(spec_stream.raw_schema)
         views = {v.name: ViewTally(view_spec(contract, v.name)) for v in contract.views_of(stream)}
         self.tally = StreamTally(stream, views)
+        self._sets = [s.views for s in linked_sets(contract) if s.stream == stream]
+        for names in self._sets:
+            self.tally.atoms[names] = {}
         self._time_field = spec_stream.event_time
         self._subject_field = spec_stream.subject
         self._secret_fields = sorted({f for v in contract.views_of(stream) for f in v.pseudonymise})
@@ -195,9 +216,11 @@ class StreamReplay:
             self._remember(record, headers)
             in_period = period.contains(int(record[self._time_field]))
             tally.raw_events += in_period
+            folded: dict[str, CellKey] = {}
             for name, view in tally.views.items():
                 disposition, key = view.classify(partition, record)
                 if key is not None:
+                    folded[name] = key
                     view.fold(key, record)
                     if in_period:
                         view.folded_in_period[key] += 1
@@ -206,6 +229,28 @@ class StreamReplay:
                 position = self._checkpoints.get(name, {}).get(source)
                 if position is not None and raw.offset <= position:
                     view.up_to_checkpoint.setdefault(source, Counter())[disposition.value] += 1
+            if folded and self._sets:
+                self._atoms(folded, record)
+
+    def _atoms(self, folded: dict[str, CellKey], record: Record) -> None:
+        """The event's atom in every linked set some view of which folded it."""
+        subject = canonical_id(record[self._subject_field])
+        for names in self._sets:
+            keys = [folded.get(name) for name in names]
+            start = next((key[0] for key in keys if key is not None), None)
+            if start is not None:
+                atom = tuple(None if key is None else key[1] for key in keys)
+                by_window = self.tally.atoms[names].setdefault(start, {})
+                by_window.setdefault(atom, set()).add(subject)
+
+    def finish(self) -> None:
+        """Every window's secondary-suppression decision, per linked set (after ``run``)."""
+        for names, windows in self.tally.atoms.items():
+            ks = [self.tally.views[name].spec.k for name in names]
+            for start, atoms in windows.items():
+                decision = decide(atoms, ks)
+                for i, name in enumerate(names):
+                    self.tally.views[name].secondary[start] = decision.secondary[i]
 
     def _decode(self, value: bytes | None) -> Record | None:
         if not value:

@@ -13,7 +13,9 @@ Sections, each in its own module:
    per-window accounting and checkpoint counts agree with it; every gap is flagged with its size;
 2. terms vs reality (``published``, ``cluster``): published fields, k, ε,
    headers and versions; topic retention/cleanup; pseudonym keys; ACLs;
-3. canary scan (``canary``): no raw identifier on a public topic or in a DLQ header.
+3. canary scan (``canary``): no raw identifier on a public topic or in a DLQ header;
+4. linked views (``linked``): the interval attacker (``attacker``) bounds every withheld group
+   of views released together; none may be pinned below k (counts only, never values).
 
 The report is reproducible: it names the offsets it read, and holds no wall-clock time
 (``generated_at`` is added outside the body, on request). ``ok`` is false on any violation.
@@ -27,6 +29,7 @@ from typing import Any
 from broker.audit.audience import PUBLIC, for_audience
 from broker.audit.canary import CanaryScan, Needles
 from broker.audit.cluster import check_acls, check_keys, check_topics
+from broker.audit.linked import check_linked
 from broker.audit.model import REPORT_FORMAT, Findings, Period
 from broker.audit.published import PublicTopicCheck, versions_seen
 from broker.audit.read import ClusterReader, TopicRead
@@ -63,8 +66,8 @@ class _Audit:
         self.reads.append(found)
         return found
 
-    def run(self) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-        """Reconciliation, terms and canary sections."""
+    def run(self) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], dict[str, Any]]:
+        """Reconciliation, terms, canary and linked-views sections."""
         contract = self.contract
         state = self.read(topics.state_topic(contract))
         publics = {v.name: self.read(contract.topic_public(v)) for v in contract.views}
@@ -83,7 +86,9 @@ class _Audit:
             canary.public(publics[name])
         for dlq in dlqs:
             canary.dlq(dlq)
-        return {"streams": streams, "views": views}, terms, canary.result()
+        published = {v.name: published_rows(contract, v, publics[v.name]) for v in contract.views}
+        linked = check_linked(contract, self.tallies, published, self.period, self.findings)
+        return {"streams": streams, "views": views}, terms, canary.result(), linked
 
     def _stream(
         self, stream: str, state: TopicRead, publics: dict[str, TopicRead]
@@ -99,6 +104,7 @@ class _Audit:
         replay = StreamReplay(contract, stream, positions)
         for partition in sorted(raw.records):
             replay.run(partition, raw.records[partition], self.period)
+        replay.finish()
         tally = self.tallies[stream] = replay.tally
         dlq = self.read(contract.topic_dlq(stream))
         rejected = dlq_summary(dlq, self.period, self.findings)
@@ -187,7 +193,7 @@ def audit(
     period = period or Period()
     with ClusterReader(kafka) as reader:
         run = _Audit(contract, reader, period)
-        reconciliation, terms, canary = run.run()
+        reconciliation, terms, canary, linked = run.run()
     findings = run.findings.sorted()
     severities = Counter(f.severity.value for f in findings)
     report = {
@@ -211,6 +217,7 @@ def audit(
         "reconciliation": reconciliation,
         "terms": terms,
         "canary": canary,
+        "linked": linked,
         "read": {
             t.topic: {str(p): [t.start[p], t.end[p]] for p in sorted(t.end)} if t.exists else None
             for t in sorted(run.reads, key=lambda t: t.topic)

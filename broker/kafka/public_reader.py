@@ -78,11 +78,15 @@ class WindowReport:
     topic: str = ""
     partition: int = 0
     offset: int = -1
+    groups_secondary: int | None = None
+    """Of the suppressed groups, those withheld to protect linked views (None: not stated)."""
 
     def summary(self) -> str:
         """``k=10: 12 groups published, 3 suppressed`` (and why a window was withheld)."""
         suppressed = "?" if self.groups_suppressed is None else self.groups_suppressed
         text = f"k={self.k}: {self.groups_published} groups published, {suppressed} suppressed"
+        if self.groups_secondary:
+            text += f" ({self.groups_secondary} to protect linked views)"
         if self.epsilon:
             text += f", ε={self.epsilon:g}"
         if self.withheld_reason:
@@ -206,10 +210,15 @@ class RowDecoder:
                 float(row["epsilon"]),
                 headers,
                 *where,
+                groups_secondary=_optional_int(row.get("groups_secondary")),
             )
         group = {name: row.get(name) for name in self.dimensions}
         measures = {name: row.get(name) for name in self.measure_names}
         return PublishedGroup(start, end, group, measures, headers, *where)
+
+
+def _optional_int(value: Any) -> int | None:
+    return None if value is None else int(value)
 
 
 def _in_bounds(row: Row, since_ms: int | None, until_ms: int | None) -> bool:

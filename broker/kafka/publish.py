@@ -15,6 +15,10 @@ The report publishes counts of groups only: event totals would let anyone subtra
 of a noisy view (a window with one published group would reveal its exact count). A noised view
 leaves ``groups_suppressed`` out too (null): an exact count of the groups that had events is
 not differentially private (one subject alone in a group changes it by one).
+``groups_secondary`` says how many of the suppressed groups had k subjects or more and were
+withheld so that linked views cannot be differenced (secondary suppression; 0 for a view linked
+to none, null for a noised view); a field added with a default, so readers of the earlier
+schema still decode every report.
 """
 
 from __future__ import annotations
@@ -118,6 +122,7 @@ def report_schema(contract: Contract, view: View) -> dict[str, Any]:
             {"name": "groups_suppressed", "type": suppressed},
             {"name": "withheld_reason", "type": ["null", "string"], "default": None},
             {"name": "epsilon", "type": "double"},
+            {"name": "groups_secondary", "type": ["null", "long"], "default": None},
         ],
     }
 
@@ -178,12 +183,18 @@ class ReleaseEncoder:
             **bounds,
             **{
                 k: data["report"][k]
-                for k in ("k", "groups_published", "groups_suppressed", "withheld_reason")
+                for k in (
+                    "k",
+                    "groups_published",
+                    "groups_suppressed",
+                    "withheld_reason",
+                    "groups_secondary",
+                )
             },
             "epsilon": float(data["epsilon"]),
         }
         if self._noised:
-            report["groups_suppressed"] = None
+            report["groups_suppressed"] = report["groups_secondary"] = None
         value = encode(self.report_schema.parsed, self.report_schema.schema_id, report)
         out.append(
             OutRecord(self.topic, canonical_json({**bounds, "report": True}), value, list(headers))

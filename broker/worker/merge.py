@@ -161,6 +161,7 @@ class MergeStage:
                 "k": report.k,
                 "groups_published": report.groups_published,
                 "groups_suppressed": report.groups_suppressed,
+                "groups_secondary": report.groups_secondary,
                 "events_published": report.events_published,
                 "events_suppressed": report.events_suppressed,
                 "withheld_reason": report.withheld_reason,

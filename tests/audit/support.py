@@ -265,6 +265,7 @@ def sample_report(findings: list[dict[str, Any]]) -> dict[str, Any]:
                 }
             ],
         },
+        "linked": {"sets": []},
         "read": {
             "public.c-1.availability": {"0": [0, 1043]},
             "raw.c-1.vehicle_events": {"0": [0, 12511], "1": [0, 12490]},

@@ -108,6 +108,7 @@ def _report() -> dict[str, Any]:
             "hits": 0,
             "listed": [],
         },
+        "linked": {"sets": []},
         "read": {},
     }
 

@@ -296,6 +296,7 @@ def test_render_keeps_generated_at_out_of_the_body() -> None:
             "hits": 0,
             "listed": [],
         },
+        "linked": {"sets": []},
         "read": {},
     }
     body = render(report, "md")
