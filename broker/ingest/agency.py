@@ -33,13 +33,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from aiohttp import web
 from aiohttp.helpers import parse_mimetype
 
+from broker.ingest.auth import ContractGrant, ProviderGrant
 from broker.ingest.body import BodyLimits, RequestRefused, read_items
+from broker.ingest.fairuse import FairUse
 from broker.ingest.fleet import FleetRegister, Problem
 from broker.ingest.framing import Item
 from broker.ingest.responses import json_response, refusal
@@ -48,8 +51,39 @@ from connectors import mds
 from connectors.base import Outcome, Rejected
 from connectors.validate import StreamValidator, parse_json
 
-if TYPE_CHECKING:
-    from broker.ingest.gateway import Gateway
+
+class Gateway(Protocol):
+    """What the Agency routes use of ``broker.ingest.gateway.Gateway`` (a protocol, so this
+    module does not import the gateway that imports it)."""
+
+    config: Any
+    fair_use: FairUse
+
+    async def handle(
+        self, route: str, request: web.Request, answer: Any, refuse: Any
+    ) -> web.Response: ...
+
+    def provider(self, request: web.Request) -> ProviderGrant: ...
+
+    def contract(self, provider: ProviderGrant, contract_id: str) -> ContractGrant: ...
+
+    def validator(
+        self, provider: ProviderGrant, contract_id: str, stream: str
+    ) -> StreamValidator: ...
+
+    def admitted(self, provider: ProviderGrant) -> AbstractAsyncContextManager[None]: ...
+
+    async def store(
+        self,
+        items: list[Item],
+        provider: ProviderGrant,
+        validator: StreamValidator,
+        request_id: str,
+        *,
+        check: Any,
+        ndjson: bool = False,
+    ) -> Any: ...
+
 
 ROOT = "/mds/agency/contracts/{contract}"
 MEDIA = f"{mds.MEDIA_TYPE};version={mds.VERSION}"
