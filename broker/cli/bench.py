@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,9 @@ def _bench(args: argparse.Namespace) -> int:
         args.allow_outside_refs,
     )
     with job_cluster("bench") as (kafka, _external):
+        # The harness and its child processes name the cluster by its address and take the
+        # credentials from the environment: those of the throw-away broker, when it is one.
+        os.environ.update(kafka.environ())
         summary = run(kafka.bootstrap, options)
     print(render(summary))
     if args.json:

@@ -6,6 +6,9 @@ Only correctness is asserted here: speed is what the bench reports, never a test
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -73,3 +76,26 @@ def test_bench_takes_any_copy_of_an_example(kafka_bootstrap: str, tmp_path: Path
     variants = summary["variants"]
     assert set(variants) == {"b1", "p"}  # F implements the micromobility availability view only
     assert variants["p"]["oracle_equal"] is True and variants["p"]["windows"] > 0
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(600)
+def test_respublica_bench_runs_on_its_own_secure_broker(tmp_path: Path) -> None:
+    # No cluster configured: the command starts a throw-away secure broker, and every client
+    # of the harness and its child processes must get that broker's credentials.
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("RESPUBLICA_KAFKA_") and k != "KAFKA_BOOTSTRAP"
+    }
+    env["HOME"] = os.environ.get("HOME", str(tmp_path))  # the cached Kafka jars
+    args = ["bench", "--events", "500", "--rounds", "1", "--variants", "b1"]
+    done = subprocess.run(
+        [sys.executable, "-m", "broker.cli", *args, "--workdir", str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=540,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "B1" in done.stdout
