@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from broker.bench.consumers import compare
 from broker.bench.harness import BenchOptions, render, run
+from broker.kafka.settings import KafkaSettings
 from broker.worker.supervise import available_cores
 from contracts.copies import example_data, write_contract
 
@@ -99,3 +101,10 @@ def test_respublica_bench_runs_on_its_own_secure_broker(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert "B1" in done.stdout
+
+
+@pytest.mark.timeout(300)
+def test_both_consumers_read_the_whole_topic(kafka_settings: KafkaSettings, tmp_path: Path) -> None:
+    readings = compare(kafka_settings, 1_000, 1, tmp_path)
+    assert [r.client for r in readings] == ["kafka-python", "aiokafka"]
+    assert all(r.records == 1_000 + 4 and r.cpu_seconds > 0 for r in readings)  # + 4 end marks
