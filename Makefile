@@ -35,9 +35,9 @@ demo: $(STAMP) ## the whole story end to end: broker, contracts, gateway, worker
 demo-stop: $(STAMP) ## stop what `make demo KEEP=1` left running
 	$(BIN)/respublica demo --stop --out out
 
-bench: $(STAMP) ## respublica bench: B1, B2, P, F, P2 side by side (EVENTS=100000 ROUNDS=3)
+bench: $(STAMP) ## respublica bench: B1, B2, P, F, P2, PA side by side (EVENTS=100000 ROUNDS=3)
 	$(BIN)/respublica bench --events $(or $(EVENTS),100000) --rounds $(or $(ROUNDS),3) \
-		--variants b1,b2,p,f,p2 --json out/bench.json
+		--variants b1,b2,p,f,p2,pa --json out/bench.json
 
 bench-policies: $(STAMP) ## micro-benchmark of the pure policy core (250k and 2M events)
 	$(BIN)/python -m broker.bench.policies --events 250000 --events 2000000 --memory

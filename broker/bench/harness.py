@@ -1,23 +1,31 @@
-"""``respublica bench``: rounds of B1, B2, P, F (and P2) on the same broker, then ratios.
+"""``respublica bench``: rounds of B1, B2, P, F, P2 and PA on the same broker, then ratios.
 
-Each round preloads a fresh contract's raw topics (so the worker of a round never restores
-another round's state), then runs every variant over the same bytes, each in its own process:
+The input is a copy of a contract (``--contract FILE``, a copy of a bundled example; default
+the micromobility example) with events simulated for its streams (``broker/bench/preload.py``).
+Each round preloads a fresh copy's raw topics, then runs every variant over the same bytes,
+each in its own process(es):
 
-* B1 / B2 (``broker/bench/variants.py``) and F (``broker/bench/faust_plain.py``) read the
-  ``vehicle_events`` raw topic and report their own timings;
-* P runs ``respublica worker`` (the real code path: availability and origin–destination views)
-  and is timed from outside, from its first folded event to the release of the last expected
-  window, read on its ``/metrics``; its releases must equal the batch oracle before any number
-  is reported. P2 is the same with two worker processes on another fresh contract.
+* B1 / B2 (``broker/bench/variants.py``) read the contract's first simulated raw topic and
+  report their own timings, from their first polled record; F (``broker/bench/faust_plain.py``)
+  runs only for the micromobility example's availability view, the only one it implements;
+* P runs ``respublica worker --processes 1`` (the real code path, every view of the
+  contract), P2 two such workers, PA one ``respublica worker --processes auto`` (one process
+  per core, supervised), each on a fresh copy. A P variant is timed from the first raw record a
+  worker process polled (``respublica_worker_first_record_timestamp_seconds``) to the
+  timestamp of the last release it sent to a public topic; its CPU is that of every worker
+  process between those instants (sampled from ``/proc`` every 50 ms). Its releases must
+  equal the batch oracle before any number is reported.
 """
 
 from __future__ import annotations
 
+import bisect
+import contextlib
 import json
 import statistics
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,12 +34,13 @@ from typing import Any
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.admin import NewTopic
 
-from broker.bench.preload import EVENTS_STREAM, BenchInput, preload, simulate
+from broker.bench.preload import BenchInput, BenchSource, load_source, preload
 from broker.bench.verify import expected_windows, read_public
-from broker.deadline import wait_for
-from broker.kafka.clients import read_to_end
+from broker.deadline import Deadline, wait_for
+from broker.kafka import topics
+from broker.kafka.clients import KafkaKeysLog, WorkerClients, read_to_end
 from broker.kafka.local import free_port_pair
-from broker.kafka.settings import as_settings
+from broker.kafka.settings import KafkaSettings, as_settings
 from broker.processes import (
     BenchError,
     Child,
@@ -41,12 +50,15 @@ from broker.processes import (
     peak_rss_mb,
     scrape,
 )
+from broker.worker.keyrecords import MasterKeys
+from broker.worker.keystore import KeyStore
+from contracts.model import Contract
 from policies.oracle import evaluate
 from policies.pseudonymise import KeyRing
 
 MASTER_KEY = "42" * 32
 DEADLINE_S = 1800.0
-VIEWS = ("availability", "origin_destination")
+FAUST_STREAM = "vehicle_events"
 
 
 @dataclass
@@ -76,6 +88,8 @@ class BenchOptions:
     rounds: int = 3
     variants: tuple[str, ...] = ("b1", "b2", "p", "f")
     workdir: Path = Path("out/bench")
+    contract: Path | None = None  # a copy of a bundled example; None: micromobility
+    allow_outside: bool = False  # the contract may read files outside its folder
 
 
 def _sink(bootstrap: str, name: str, partitions: int) -> str:
@@ -88,13 +102,13 @@ def _sink(bootstrap: str, name: str, partitions: int) -> str:
 
 
 def run_baseline(variant: str, bootstrap: str, inp: BenchInput, workdir: Path) -> Measurement:
-    """B1 or B2 in its own process over the vehicle events (and end-of-stream marks)."""
-    contract, stream = inp.contract, inp.contract.stream(EVENTS_STREAM)
-    schema = workdir / "vehicle_event.avsc"
+    """B1 or B2 in its own process over the main stream's events (and end-of-stream marks)."""
+    contract, stream = inp.contract, inp.contract.stream(inp.main_stream)
+    schema = workdir / f"{stream.name}.avsc"
     schema.write_text(json.dumps(stream.raw_schema))
     result = workdir / f"{variant}-{uuid.uuid4().hex[:6]}.json"
     sink = _sink(bootstrap, f"bench.{contract.id}.{variant}.{uuid.uuid4().hex[:6]}", inp.partitions)
-    records = inp.vehicle_events + stream.partitions
+    records = inp.main_events + stream.partitions
     child = Child(
         [
             "-m",
@@ -131,13 +145,13 @@ def run_baseline(variant: str, bootstrap: str, inp: BenchInput, workdir: Path) -
 
 def run_faust(bootstrap: str, inp: BenchInput, workdir: Path) -> Measurement:
     """F, the plain faust availability view, over the vehicle events."""
-    contract, stream = inp.contract, inp.contract.stream(EVENTS_STREAM)
+    contract, stream = inp.contract, inp.contract.stream(FAUST_STREAM)
     result = workdir / f"f-{uuid.uuid4().hex[:6]}.json"
     app_id = f"bench-faust-{uuid.uuid4().hex[:8]}"
     sink = _sink(bootstrap, f"bench.{contract.id}.f.{uuid.uuid4().hex[:6]}", 1)
     env = {
         "BENCH_SCHEMA": json.dumps(stream.raw_schema),
-        "BENCH_EVENTS": str(inp.vehicle_events),
+        "BENCH_EVENTS": str(inp.main_events),
         "BENCH_BOOTSTRAP": bootstrap,
         "BENCH_SOURCE": contract.topic_raw(stream),
         "BENCH_SINK": sink,
@@ -162,7 +176,7 @@ def run_faust(bootstrap: str, inp: BenchInput, workdir: Path) -> Measurement:
         child.stop()
     return Measurement(
         "f",
-        inp.vehicle_events,
+        inp.main_events,
         float(data["seconds"]),
         float(data["cpu_seconds"]),
         float(data["peak_rss_mb"]),
@@ -174,14 +188,15 @@ def _end(consumer: KafkaConsumer, tp: TopicPartition) -> int:
     return int(consumer.end_offsets([tp])[tp])
 
 
-def _settled(bootstrap: str, topic: str, quiet_s: float = 3.0, timeout_s: float = 30.0) -> None:
-    """Wait until nothing was appended to ``topic`` for ``quiet_s`` (at most ``timeout_s``)."""
+def _settled(bootstrap: str, topic: str, quiet_s: float = 3.0, timeout_s: float = 60.0) -> None:
+    """Wait until ``topic`` got a record and then nothing for ``quiet_s`` (at most
+    ``timeout_s``): F publishes from a wall-clock timer, late on a loaded machine."""
     consumer = KafkaConsumer(**as_settings(bootstrap).kafka_python("bench"), group_id=None)
     tp = TopicPartition(topic, 0)
     try:
         last, since = _end(consumer, tp), time.monotonic()
         deadline = since + timeout_s
-        while time.monotonic() - since < quiet_s and time.monotonic() < deadline:
+        while time.monotonic() < deadline and (not last or time.monotonic() - since < quiet_s):
             time.sleep(0.2)
             end = _end(consumer, tp)
             if end != last:
@@ -214,14 +229,21 @@ def check_faust(bootstrap: str, sink: str, inp: BenchInput) -> dict[str, Any]:
     }
 
 
+# The worker processes of each P variant: one worker with one process, two workers with one
+# each, one worker with one process per core (the supervisor).
+POLICY_PROCESSES = {"p": ("1",), "p2": ("1", "1"), "pa": ("auto",)}
+SAMPLE_S = 0.05  # CPU samples (cheap: /proc)
+SCRAPE_S = 0.5  # /metrics scrapes (not cheap: the worker renders, a supervisor merges)
+
+
 @contextmanager
 def _workers(
-    bootstrap: str, inp: BenchInput, count: int, workdir: Path
+    bootstrap: str, inp: BenchInput, processes: tuple[str, ...], workdir: Path, name: str
 ) -> Iterator[list[tuple[Child, int]]]:
     group = f"bench-{uuid.uuid4().hex[:8]}"
     started: list[tuple[Child, int]] = []
     try:
-        for i in range(count):
+        for i, count in enumerate(processes):
             port = free_port_pair()
             args = [
                 "-m",
@@ -237,12 +259,14 @@ def _workers(
                 group,
                 "--web-port",
                 str(port),
+                "--processes",
+                count,
                 "--log-level",
                 "warning",
             ]
             child = Child(
                 args,
-                workdir / f"p{count}-{i}.log",
+                workdir / f"{name}-{i}.log",
                 {"RESPUBLICA_MASTER_KEY": MASTER_KEY, "TMPDIR": str(workdir)},
             )
             started.append((child, port))
@@ -252,52 +276,120 @@ def _workers(
             child.stop()
 
 
-def run_policy(bootstrap: str, inp: BenchInput, workdir: Path, workers: int = 1) -> Measurement:
-    """P (or P2): the real worker, checked against the oracle."""
+def child_pids(pid: int) -> list[int]:
+    """The children of ``pid`` (a supervisor's worker processes), from ``/proc``."""
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(p) for p in text.split()]
+
+
+class CpuTimeline:
+    """CPU seconds of some processes and their children, sampled on the wall clock, so that
+    the CPU spent between two instants the workers report can be read afterwards."""
+
+    def __init__(self, roots: list[int]) -> None:
+        self.roots = roots
+        self.samples: list[tuple[float, float]] = []
+
+    def pids(self) -> list[int]:
+        return [p for root in self.roots for p in (root, *child_pids(root))]
+
+    def workers(self) -> int:
+        """Worker processes: a supervisor's children, or the process itself."""
+        return sum(len(child_pids(root)) or 1 for root in self.roots)
+
+    def sample(self) -> None:
+        total = 0.0
+        for pid in self.pids():
+            with contextlib.suppress(OSError, IndexError):  # it just exited
+                total += cpu_seconds(pid)
+        self.samples.append((time.time(), total))
+
+    def at(self, when: float) -> float:
+        """CPU seconds at ``when`` (linear between the samples around it)."""
+        times = [t for t, _ in self.samples]
+        i = bisect.bisect_left(times, when)
+        if i == 0:
+            return self.samples[0][1]
+        if i == len(self.samples):
+            return self.samples[-1][1]
+        (t1, c1), (t2, c2) = self.samples[i - 1], self.samples[i]
+        return c1 + (c2 - c1) * (when - t1) / (t2 - t1) if t2 > t1 else c2
+
+    def peak_rss_mb(self) -> float:
+        """The largest peak RSS of one process (each process holds its own state)."""
+        peaks = [0.0]
+        for pid in self.pids():
+            with contextlib.suppress(OSError):
+                peaks.append(peak_rss_mb(pid))
+        return max(peaks)
+
+
+def metric_values(text: str, name: str) -> list[float]:
+    """Every sample of ``name`` (one per process under a supervisor)."""
+    return [
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith((name + "{", name + " "))
+    ]
+
+
+def noise_key(bootstrap: str, contract: Contract) -> bytes | None:
+    """The contract's shared noise key, for the oracle of its noised views (None: no noise)."""
+    if not any(view.noise for view in contract.views):
+        return None
+    settings = WorkerClients(KafkaSettings.load(bootstrap=bootstrap), "bench", "bench-keys")
+    log = KafkaKeysLog(settings, topics.keys_topic(contract))
+    try:
+        masters = MasterKeys(bytes.fromhex(MASTER_KEY))
+        return KeyStore(contract.id, log, masters, "bench").noise_key()
+    finally:
+        log.close()
+
+
+def run_policy(bootstrap: str, inp: BenchInput, workdir: Path, variant: str = "p") -> Measurement:
+    """A P variant: the real worker, timed from its first polled record to the last release
+    it sent, checked against the oracle."""
     contract = inp.contract
-    expected = {view: expected_windows(contract, inp.events, view) for view in VIEWS}
-    total_windows = sum(len(w) for w in expected.values())
-    with _workers(bootstrap, inp, workers, workdir) as procs:
+    views = [view.name for view in contract.views]
+    total_windows = sum(len(expected_windows(contract, inp.events, v)) for v in views)
+    with _workers(bootstrap, inp, POLICY_PROCESSES[variant], workdir, variant) as procs:
+        timeline = CpuTimeline([child.pid for child, _ in procs])
 
         def texts() -> list[str]:
             for child, _ in procs:
                 child.check_alive()
             return [scrape(port) for _, port in procs]
 
-        def folded() -> float:
-            return sum(metric_sum(t, "respublica_events_folded_total") for t in texts())
-
-        t0 = wait_for(lambda: folded() > 0, DEADLINE_S, "the first folded event", 0.05)
-        cpu0 = [cpu_seconds(child.pid) for child, _ in procs]
-        t1 = wait_for(
-            lambda: (
-                sum(metric_sum(t, "respublica_windows_released_total") for t in texts())
-                >= total_windows
-            ),
-            DEADLINE_S,
-            "every window to be released",
-            0.05,
-        )
-        cpu = sum(cpu_seconds(c.pid) - c0 for (c, _), c0 in zip(procs, cpu0, strict=True))
-        rss = max(peak_rss_mb(child.pid) for child, _ in procs)
-        final = texts()
-    for view, windows in expected.items():
+        final = _until_released(timeline, texts, total_windows)
+        rss = timeline.peak_rss_mb()
+        processes = timeline.workers()
+    first = [v for t in final for v in metric_values(t, FIRST_RECORD) if v > 0]
+    key = noise_key(bootstrap, contract)
+    last_ms = 0
+    for view in views:
+        expected = expected_windows(contract, inp.events, view, key)
         got = read_public(bootstrap, contract, view)
-        if got.windows != windows or got.duplicates:
+        if got.windows != expected or got.duplicates:
             msg = (
-                f"P's releases of {view} differ from the oracle "
-                f"({len(got.windows)} vs {len(windows)} windows, {got.duplicates} duplicates)"
+                f"{variant.upper()}'s releases of {view} differ from the oracle "
+                f"({len(got.windows)} vs {len(expected)} windows, {got.duplicates} duplicates)"
             )
             raise BenchError(msg)
+        last_ms = max(last_ms, got.last_timestamp_ms)
+    t0, t1 = min(first), last_ms / 1000
     delay = "respublica_window_release_delay_seconds"
     return Measurement(
-        "p2" if workers == 2 else "p",
+        variant,
         inp.total,
         t1 - t0,
-        cpu,
+        timeline.at(t1) - timeline.at(t0),
         rss,
         {
             "windows": total_windows,
+            "processes": processes,
             "oracle_equal": True,
             "release_delay_p50_s": histogram_quantile(final, delay, 0.5),
             "release_delay_p99_s": histogram_quantile(final, delay, 0.99),
@@ -305,21 +397,51 @@ def run_policy(bootstrap: str, inp: BenchInput, workdir: Path, workers: int = 1)
     )
 
 
-def run_round(
-    bootstrap: str, options: BenchOptions, events: dict[str, list[dict[str, Any]]], workdir: Path
-) -> list[Measurement]:
-    inp = preload(bootstrap, workdir, options.events, options.partitions, events=events)
+FIRST_RECORD = "respublica_worker_first_record_timestamp_seconds"
+
+
+def _until_released(
+    timeline: CpuTimeline, texts: Callable[[], list[str]], total_windows: int
+) -> list[str]:
+    """Sample CPU until the workers say every window is released; their last metrics."""
+    deadline = Deadline(DEADLINE_S)
+    scraped = 0.0
+    while not deadline.expired():
+        timeline.sample()
+        if time.monotonic() - scraped >= SCRAPE_S:
+            scraped = time.monotonic()
+            final = texts()
+            released = sum(metric_sum(t, "respublica_windows_released_total") for t in final)
+            if released >= total_windows:
+                timeline.sample()
+                return final
+        time.sleep(SAMPLE_S)
+    msg = f"not every window was released within {DEADLINE_S:.0f} s"
+    raise BenchError(msg)
+
+
+def f_applies(source: BenchSource) -> bool:
+    """F implements the micromobility example's availability view, and nothing else."""
+    return source.main_stream == FAUST_STREAM and source.is_example_view("availability")
+
+
+def run_round(bootstrap: str, options: BenchOptions, source: BenchSource) -> list[Measurement]:
+    """Each variant once, P variants on a fresh copy each (the others on the first)."""
+    inp = preload(bootstrap, options.workdir, source, options.partitions)
+    fresh = False  # a worker run leaves checkpoints and state: the next P gets a new copy
     out: list[Measurement] = []
     for variant in options.variants:
         if variant in ("b1", "b2"):
-            out.append(run_baseline(variant, bootstrap, inp, workdir))
+            out.append(run_baseline(variant, bootstrap, inp, options.workdir))
         elif variant == "f":
-            out.append(run_faust(bootstrap, inp, workdir))
-        elif variant == "p":
-            out.append(run_policy(bootstrap, inp, workdir))
-        elif variant == "p2":
-            fresh = preload(bootstrap, workdir, options.events, options.partitions, events=events)
-            out.append(run_policy(bootstrap, fresh, workdir, workers=2))
+            if not f_applies(source):
+                continue
+            out.append(run_faust(bootstrap, inp, options.workdir))
+        elif variant in POLICY_PROCESSES:
+            if fresh:
+                inp = preload(bootstrap, options.workdir, source, options.partitions)
+            out.append(run_policy(bootstrap, inp, options.workdir, variant))
+            fresh = True
         print(f"  {out[-1].variant:>3}: {out[-1].events_per_s:>10,.0f} events/s", flush=True)
     return out
 
@@ -327,19 +449,40 @@ def run_round(
 def run(bootstrap: str, options: BenchOptions) -> dict[str, Any]:
     """Every round, then the summary (medians) and ratios."""
     options.workdir.mkdir(parents=True, exist_ok=True)
-    events = simulate(options.events)
+    source = load_source(options.contract, options.events, allow_outside=options.allow_outside)
+    print(
+        f"contract {source.contract.id} ({source.simulator} simulator): "
+        + ", ".join(f"{len(rows):,} {name}" for name, rows in source.events.items())
+        + f"; views {', '.join(v.name for v in source.contract.views)}",
+        flush=True,
+    )
+    if "f" in options.variants and not f_applies(source):
+        print("  F skipped: it implements only the micromobility example's availability view")
     rounds: list[list[Measurement]] = []
     for number in range(options.rounds):
         print(f"round {number + 1}/{options.rounds}", flush=True)
-        rounds.append(run_round(bootstrap, options, events, options.workdir))
-    return summarise(rounds, options)
+        rounds.append(run_round(bootstrap, options, source))
+    return summarise(rounds, options, source)
+
+
+RATIOS = (
+    ("p", "b1"),
+    ("b2", "b1"),
+    ("p", "b2"),
+    ("p", "f"),
+    ("p2", "p"),
+    ("pa", "b1"),
+    ("pa", "p"),
+)
 
 
 def _median(values: list[float]) -> float:
     return statistics.median(values) if values else 0.0
 
 
-def summarise(rounds: list[list[Measurement]], options: BenchOptions) -> dict[str, Any]:
+def summarise(
+    rounds: list[list[Measurement]], options: BenchOptions, source: BenchSource
+) -> dict[str, Any]:
     by_variant: dict[str, list[Measurement]] = {}
     for measurements in rounds:
         for m in measurements:
@@ -368,11 +511,14 @@ def summarise(rounds: list[list[Measurement]], options: BenchOptions) -> dict[st
     rate = {name: v["events_per_s_median"] for name, v in variants.items()}
     ratios = {
         f"{a.upper()}/{b.upper()}": rate[a] / rate[b]
-        for a, b in (("p", "b1"), ("b2", "b1"), ("p", "b2"), ("p", "f"), ("p2", "p"))
+        for a, b in RATIOS
         if a in rate and b in rate and rate[b]
     }
     return {
         "options": {
+            "contract": str(options.contract or "micromobility example"),
+            "simulator": source.simulator,
+            "views": [view.name for view in source.contract.views],
             "events": options.events,
             "partitions": options.partitions,
             "rounds": options.rounds,
@@ -411,5 +557,8 @@ def render(summary: dict[str, Any]) -> str:
                 f"{v['duplicates']:,.0f} duplicates (medians over rounds)"
             )
         elif v.get("oracle_equal"):
-            lines.append(f"{name.upper()} vs the oracle: every release equal, every round")
+            processes = f" ({v['processes']:.0f} processes)" if v.get("processes", 1) > 1 else ""
+            lines.append(
+                f"{name.upper()}{processes} vs the oracle: every release equal, every round"
+            )
     return "\n".join(lines)

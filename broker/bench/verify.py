@@ -63,6 +63,7 @@ class PublicView:
     windows: dict[tuple[int, int], Any] = field(default_factory=dict)
     headers: list[dict[str, bytes]] = field(default_factory=list)
     values: list[tuple[bytes, bytes]] = field(default_factory=list)
+    last_timestamp_ms: int = 0  # the newest record's timestamp (when the worker sent it)
 
     @property
     def duplicates(self) -> int:
@@ -95,6 +96,7 @@ def read_public(
         for records in read_partitions(consumer, [tp], timeout_s=timeout_s).values():
             for r in records:
                 seen.records += 1
+                seen.last_timestamp_ms = max(seen.last_timestamp_ms, r.timestamp)
                 seen.keys.append(r.key)
                 seen.headers.append(dict(r.headers))
                 seen.values.append((r.key, r.value))

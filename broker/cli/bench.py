@@ -4,26 +4,40 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 from typing import Any
 
-VARIANTS = ("b1", "b2", "p", "f", "p2")
+from broker.cli.contracts import add_allow_outside_refs
+
+VARIANTS = ("b1", "b2", "p", "f", "p2", "pa")
 
 
 def register(commands: Any) -> None:
     bench = commands.add_parser("bench", help="measure the policy pipeline against baselines")
     bench.add_argument(
+        "--contract",
+        type=Path,
+        default=None,
+        help="a copy of a bundled example contract (its views, windows, k, partitions...; "
+        "streams with the example's schemas, which the simulators write; default: the "
+        "micromobility example)",
+    )
+    add_allow_outside_refs(bench)
+    bench.add_argument(
         "--events",
         type=int,
         default=100_000,
-        help="vehicle events to preload (trips come on top; default 100000)",
+        help="events of the contract's first simulated stream to preload (vehicle events "
+        "for micromobility; its other streams come on top; default 100000)",
     )
     bench.add_argument("--partitions", type=int, default=4, help="raw topic partitions")
     bench.add_argument("--rounds", type=int, default=3, help="alternating rounds (medians)")
     bench.add_argument(
         "--variants",
         default="b1,b2,p,f",
-        help=f"comma-separated, from {','.join(VARIANTS)} (p2: two workers)",
+        help=f"comma-separated, from {','.join(VARIANTS)} (p2: two workers of one process; "
+        "pa: one worker with --processes auto)",
     )
     bench.add_argument("--json", type=Path, help="also write the results as JSON")
     bench.add_argument(
@@ -44,8 +58,19 @@ def _bench(args: argparse.Namespace) -> int:
     if unknown:
         print(f"unknown variant(s): {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
         return 2
-    options = BenchOptions(args.events, args.partitions, args.rounds, variants, args.workdir)
+    options = BenchOptions(
+        args.events,
+        args.partitions,
+        args.rounds,
+        variants,
+        args.workdir,
+        args.contract,
+        args.allow_outside_refs,
+    )
     with job_cluster("bench") as (kafka, _external):
+        # The harness and its child processes name the cluster by its address and take the
+        # credentials from the environment: those of the throw-away broker, when it is one.
+        os.environ.update(kafka.environ())
         summary = run(kafka.bootstrap, options)
     print(render(summary))
     if args.json:

@@ -66,9 +66,10 @@ def build_app(engine: Engine, datadir: Path) -> faust.App:
         datadir=str(datadir),  # faust wants one; nothing is stored (no tables, memory store)
         topic_allow_declare=False,
         topic_disable_leader=True,
-        web_enabled=config.web_port is not None,
+        web_enabled=config.web_port is not None or config.web_socket is not None,
         web_port=config.web_port or 6066,
         web_host=config.web_host,
+        web_transport=f"unix://{config.web_socket}" if config.web_socket else "tcp://",
         web_in_thread=False,
         processing_guarantee="at_least_once",
     )

@@ -19,6 +19,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 from broker.kafka import topics
 from broker.kafka.clients import KafkaKeysLog, WorkerClients, WorkerError
@@ -49,6 +50,7 @@ class WorkerConfig:
     group: str = WORKER_GROUP
     web_port: int | None = 6066
     web_host: str = "127.0.0.1"
+    web_socket: Path | None = None  # serve on this Unix socket instead (supervised children)
     checkpoint_interval_s: float = 1.0
     state_interval_s: float = DEFAULT_STATE_INTERVAL_S
     max_records: int = 2000

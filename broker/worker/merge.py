@@ -26,16 +26,15 @@ import orjson
 
 from broker.kafka.internal import (
     CHECKPOINT_PREFIX,
-    PARTIAL_PREFIX,
     PARTIALS_PREFIX,
     accounting_key,
+    decode_partials,
     state_key,
 )
 from broker.kafka.publish import OutRecord, ReleaseEncoder, canonical_json
 from broker.worker.metrics import WorkerMetrics
 from contracts.model import Contract
 from contracts.policy_hash import short_policy_hash
-from policies.aggregate import Partial
 from policies.base import END_OF_STREAM, NO_WATERMARK, PolicyError, Release
 from policies.compile import CompiledView
 
@@ -106,9 +105,7 @@ class MergeStage:
             return
         try:
             if key.startswith(PARTIALS_PREFIX):
-                self.merger.merge([Partial.from_dict(d) for d in orjson.loads(value)])
-            elif key.startswith(PARTIAL_PREFIX):  # one partial per record (before batching)
-                self.merger.merge([Partial.from_dict(orjson.loads(value))])
+                self.merger.merge(decode_partials(value))
             elif key.startswith(CHECKPOINT_PREFIX):
                 self._watermark(orjson.loads(value))
         except PolicyError:

@@ -76,6 +76,11 @@ class WorkerMetrics:
             "Raw partitions paused by event-time flow control (ran ahead)",
             registry=r,
         )
+        self.first_record = Gauge(
+            "respublica_worker_first_record_timestamp_seconds",
+            "When this process polled its first raw record (Unix time; 0 before)",
+            registry=r,
+        )
         self.open_windows = Gauge(
             "respublica_open_windows",
             "Windows held by the merger",

@@ -6,13 +6,11 @@ drains the partials of windows the source has closed (each is sent once: an open
 cannot be released anyway, and the checkpoint's state carries it across restarts) and
 appends, after them, one checkpoint per view::
 
-    partials|<source>|<position>|<n>   a JSON list of up to 1,000 Partial.to_dict()
+    partials|<source>|<position>|<n>   up to 1,000 partials (``internal.encode_partials``)
     checkpoint|<source>                {"position", "watermark", "eos", "state", ...}
 
-(A record per partial, ``partial|<window_start>|<group json>|<source>``, is still read: it
-is what versions before the batching wrote.) Batching matters: most groups of a fine
-grid hold a handful of events, so a record per partial cost a Kafka record per few events
-on both sides of the topic.
+Batching matters: most groups of a fine grid hold a handful of events, so a record per
+partial cost a Kafka record per few events on both sides of the topic.
 
 Both go to the view's single-partition partials topic through one idempotent producer, so a
 durable checkpoint implies durable partials before it, and the merger sees a source's partials
@@ -44,6 +42,7 @@ from broker.kafka.internal import (
     END_OF_STREAM_MARK,
     Checkpoint,
     checkpoint_key,
+    encode_partials,
     heartbeat_floor,
     partials_key,
     source_name,
@@ -224,9 +223,9 @@ class PartialsStage:
         now = self.clock()
         for name, agg in source.aggregators.items():
             topic = self.partials_topics[name]
-            parts = [part.to_dict() for part in agg.drain_closed(final=source.eos)]
+            parts = agg.drain_closed(final=source.eos)
             for chunk in range(0, len(parts), PARTIALS_PER_RECORD):
-                value = orjson.dumps(parts[chunk : chunk + PARTIALS_PER_RECORD])
+                value = encode_partials(agg.source, parts[chunk : chunk + PARTIALS_PER_RECORD])
                 out.append(
                     OutRecord(topic, partials_key(agg.source, agg.position, chunk), value, [])
                 )

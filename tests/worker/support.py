@@ -154,6 +154,10 @@ class WorkerProcess:
             "0.5",
             "--log-level",
             "warning",
+            # One process, as before --processes existed: a SIGKILL kills the whole worker
+            # (``extra`` may override it: argparse keeps the last).
+            "--processes",
+            "1",
             *[a for f in contract_files for a in ("--contracts", str(f))],
             *(extra or []),
         ]
