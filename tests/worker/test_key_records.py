@@ -68,7 +68,7 @@ def test_forged_altered_and_replayed_key_records_are_ignored_and_counted(
     # Altered: a genuine-looking record of A whose ciphertext had one bit flipped.
     genuine = seal_record(KEK, a.id, "pseudonym|7|evil", epoch=7, key=b"e" * 32)
     _write(admin, keys_topic(a), "pseudonym|7|evil", genuine[:-5] + bytes([genuine[-5] ^ 1]))
-    _write(admin, keys_topic(a), "pseudonym|5|w1", None)  # a tombstone of A's live key
+    _write(admin, keys_topic(a), record.key.decode(), None)  # a tombstone of A's live key
 
     rejected_b: list[RejectReason] = []
     store_b = store_factory(b, on_reject=rejected_b.append)
