@@ -52,6 +52,8 @@ function geometryPath(geometry, p) {
     return geometry.coordinates.flat().map((r) => ringPath(r, p)).join("");
   }
   if (geometry.type === "LineString") return flowPath(geometry.coordinates, p);
+  // A trip that stays in its cell is a Point in the exports (no zero-length line): a loop.
+  if (geometry.type === "Point") return flowPath([geometry.coordinates, geometry.coordinates], p);
   return "";
 }
 
@@ -182,8 +184,9 @@ function drawGroups(data) {
     shape.append(svg("title"));
     shape.lastChild.textContent = label(group);
     layer.append(shape);
-    if (kind === "lines") {  // the destination end
-      const [lon, lat] = group.geometry.coordinates[group.geometry.coordinates.length - 1];
+    if (kind === "lines") {  // the destination end (a Point: the trip stayed in its cell)
+      const coords = group.geometry.coordinates;
+      const [lon, lat] = group.geometry.type === "Point" ? coords : coords[coords.length - 1];
       layer.append(svg("circle", { class: "destination", cx: p.x(lon), cy: p.y(lat), r: 4 }));
     }
     placed += 1;
