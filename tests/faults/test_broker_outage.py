@@ -17,7 +17,7 @@ import random
 import signal
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +99,20 @@ def _start(stack: list[Any], tmp_path: Path) -> dict[str, str]:
     return env
 
 
+def _checks(stack: list[Any], where: str) -> tuple[Callable[[], None], Callable[[], bool]]:
+    """``all_alive`` (asserts no component exited) and ``all_ok`` (every ``/healthz`` 200)."""
+
+    def all_alive() -> None:
+        for component in stack:
+            assert component.alive(), f"{component.name} exited {where}\n{component.tail()}"
+
+    def all_ok() -> bool:
+        all_alive()
+        return all(c.health()[0] == 200 for c in stack)
+
+    return all_alive, all_ok
+
+
 def _released_as_the_oracle_says(
     bootstrap: str, contract: Any, events: list[dict[str, Any]], check: Any, where: str
 ) -> int:
@@ -127,14 +141,7 @@ def test_components_killed_mid_batch_lose_nothing(own_broker: LocalKafka, tmp_pa
     create_topics(bootstrap, contract)
     stack = components(bootstrap, contract, tmp_path, f"fault-{uuid.uuid4().hex[:8]}")
     env = _start(stack, tmp_path)
-
-    def all_alive() -> None:
-        for component in stack:
-            assert component.alive(), f"{component.name} exited {where}\n{component.tail()}"
-
-    def all_ok() -> bool:
-        all_alive()
-        return all(c.health()[0] == 200 for c in stack)
+    all_alive, all_ok = _checks(stack, where)
 
     try:
         wait_for(all_ok, 120, "every component healthy")
@@ -177,14 +184,7 @@ def test_a_broker_outage_under_load_changes_nothing(own_broker: LocalKafka, tmp_
     create_topics(bootstrap, contract)
     stack = components(bootstrap, contract, tmp_path, f"fault-{uuid.uuid4().hex[:8]}")
     _start(stack, tmp_path)
-
-    def all_alive() -> None:
-        for component in stack:
-            assert component.alive(), f"{component.name} exited {where}\n{component.tail()}"
-
-    def all_ok() -> bool:
-        all_alive()
-        return all(c.health()[0] == 200 for c in stack)
+    all_alive, all_ok = _checks(stack, where)
 
     try:
         wait_for(all_ok, 120, "every component healthy")
