@@ -26,13 +26,12 @@ from pydantic import ValidationError
 
 from contracts.checks import run_checks
 from contracts.errors import ContractError, Problem
+from contracts.limits import TOO_DEEP, size_problem
 from contracts.model import Contract
 from contracts.resolve import resolve_references
 from contracts.shape import shape_problems, without_unknown_keys
 
 CONTRACT_SUFFIXES = (".yaml", ".yml")
-MAX_DEPTH = 64  # a contract is about 10 deep (an inline polygon or schema a little more)
-MAX_VALUES = 1_000_000  # values after YAML aliases expand (a "billion laughs" file)
 
 
 def load_contracts(
@@ -109,7 +108,7 @@ def _build(
     Unknown keys are set aside so that the references and semantics are still checked; any
     other shape problem (a missing field, a wrong type) stops there: the later passes need it.
     """
-    too_big = _size_problem(data)
+    too_big = size_problem(data)
     if too_big is not None:
         return None, [Problem(file, "", too_big)]
     shape: list[Problem] = []
@@ -124,24 +123,6 @@ def _build(
     issues = references + run_checks(contract, now)
     problems = shape + [Problem(file, issue.path, issue.message) for issue in issues]
     return (None if problems else contract), problems
-
-
-def _size_problem(data: Any) -> str | None:
-    """Why the data is too deep or too big to validate (walked without recursion), or None."""
-    stack: list[tuple[Any, int]] = [(data, 1)]
-    values = 0
-    while stack:
-        value, depth = stack.pop()
-        values += 1
-        if values > MAX_VALUES:
-            return f"more than {MAX_VALUES} values (YAML aliases that expand without end?)"
-        if depth > MAX_DEPTH:
-            return f"nested deeper than {MAX_DEPTH} levels"
-        if isinstance(value, Mapping):
-            stack.extend((item, depth + 1) for pair in value.items() for item in pair)
-        elif isinstance(value, list | tuple):
-            stack.extend((item, depth + 1) for item in value)
-    return None
 
 
 def _printable(problem: Problem) -> Problem:
@@ -218,7 +199,7 @@ def _read_yaml(path: Path) -> Mapping[str, Any]:
         msg = "not valid YAML"
         raise _YamlProblem(msg) from exc
     except RecursionError as exc:  # PyYAML builds nested collections recursively
-        msg = f"nested deeper than {MAX_DEPTH} levels"
+        msg = TOO_DEEP
         raise _YamlProblem(msg) from exc
     if not isinstance(data, Mapping):
         msg = "a contract file must hold one YAML mapping"

@@ -24,6 +24,7 @@ import fastavro
 
 from contracts.errors import Issue
 from contracts.geometry import GeometryError, MultiPolygon, Zone, geometry_polygons
+from contracts.limits import MAX_FILE_BYTES, TOO_DEEP, size_problem
 from contracts.model import Contract, Stream, Territory, ZonesDimension
 
 SHARED_SCHEMAS_DIR = "schemas"  # beside the contract's folder: ../schemas/x.avsc is allowed
@@ -225,6 +226,9 @@ def _reference(ref: str | dict[str, Any], files: _Files) -> dict[str, Any]:
 
 def _read_json(path: Path) -> dict[str, Any]:
     try:
+        if path.stat().st_size > MAX_FILE_BYTES:
+            msg = f"larger than {MAX_FILE_BYTES // 2**20} MiB"
+            raise _FileProblem(msg)
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError as exc:
         msg = "file not found"
@@ -237,6 +241,11 @@ def _read_json(path: Path) -> dict[str, Any]:
     except json.JSONDecodeError as exc:
         msg = f"not valid JSON (line {exc.lineno})"
         raise _FileProblem(msg) from exc
+    except RecursionError as exc:  # the decoder builds nested arrays recursively
+        raise _FileProblem(TOO_DEEP) from exc
+    too_big = size_problem(document, max_values=None)
+    if too_big:
+        raise _FileProblem(too_big)
     if not isinstance(document, dict):
         msg = "must contain a JSON object"
         raise _FileProblem(msg)

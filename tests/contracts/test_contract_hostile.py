@@ -221,3 +221,34 @@ def test_no_control_character_of_a_file_reaches_any_message(
     found = problems_of(write_contract(data), now)
     assert any("file not found" in p for p in found)
     assert all(p.isprintable() for p in found)
+
+
+_DEEP_UNION = '{"type": "record", "name": "r", "fields": [{"name": "a", "type": %s}]}' % (
+    "[" * 900 + '"int"' + "]" * 900
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("[" * 100_000 + "]" * 100_000, "nested deeper than 64 levels"),
+        (_DEEP_UNION, "nested deeper than 64 levels"),
+        ('{"type": "record", "pad": "' + "x" * (17 * 2**20) + '"}', "larger than 16 MiB"),
+    ],
+    ids=["100000 lists deep", "900-deep union", "17 MiB"],
+)
+def test_a_referenced_file_json_cannot_hold_is_a_problem_at_its_reference(
+    example_factory: ExampleFactory,
+    write_contract: ContractWriter,
+    now: datetime,
+    tmp_path: Path,
+    text: str,
+    says: str,
+) -> None:
+    """Before: a schema file of 100,000 nested lists raised RecursionError out of
+    ``json.loads``, a 900-deep union out of the flat-record check, and any size was read."""
+    data = example_factory("micromobility")
+    (tmp_path / "hostile.avsc").write_text(text, encoding="utf-8")
+    data["streams"][0]["schema"] = "hostile.avsc"
+    problems = problems_of(write_contract(data), now)
+    assert any(":streams[0].schema: " in p and says in p for p in problems), problems
