@@ -21,7 +21,7 @@ from broker.analysts.export.periods import (
     require_months,
 )
 from broker.kafka.public_reader import PublishedGroup, ViewContents, WindowReport
-from tests.analysts.rows import group, load_example, report
+from tests.analysts.rows import MDS_REPORTS_SPEC_COLUMNS, group, load_example, report
 
 pytestmark = pytest.mark.unit
 
@@ -31,22 +31,6 @@ MARCH = int(datetime(2026, 3, 1, tzinfo=UTC).timestamp() * 1000)
 APRIL = int(datetime(2026, 4, 1, tzinfo=UTC).timestamp() * 1000)
 MONTH = Period(MARCH, APRIL)
 DAYS = range(MARCH, APRIL, DAY)
-
-MDS_REPORTS_SPEC_COLUMNS = [
-    "provider_id",
-    "start_date",
-    "duration",
-    "special_group_type",
-    "geography_id",
-    "vehicle_type",
-    "trip_count",
-    "rider_count",
-]
-"""MDS 2.0.2, data-types.md, "Reports" (the Report structure, in this order; the Provider
-examples' header row is the same). Its "Data Redaction" section: "If the query returns fewer
-than `10` trips in a count, then that row's count value is returned as "-1". Note "0" values
-are also returned as "-1" since the goal is to group both low and no count values for
-privacy." """
 
 
 def clear(start: int, published: int = 1) -> WindowReport:

@@ -15,10 +15,10 @@ from typing import Any
 
 from broker.analysts.export.periods import Period, aggregate, local_date, require_months
 from broker.analysts.export.regulatory import (
-    quiet_before,
     RegulatoryOptions,
     area_dimension,
     exact_view,
+    quiet_before,
     refuse,
     window_ms,
     write_meta,
