@@ -47,6 +47,12 @@ MEASURES = ("nights", "guests")
 """The Regulation's activity data: the fields the view must sum."""
 
 
+MISSING = (
+    "Rows cover every area with a published group in an exported period; a area that "
+    "never had one has no row: unknown, not zero."
+)
+
+
 def _sums(contents: ViewContents) -> dict[str, str]:
     """Measure name of the view's sum of each activity field; refuses a view without one."""
     view = contents.view
@@ -99,6 +105,7 @@ def write_eu_str(
         "format": FORMAT,
         "spec": SPEC,
         "timezone": tz.key,
+        "missing_groups": MISSING,
         "period": length,
         "rows": len(rows),
         "periods_left_out": [_when(p.start_ms, tz) for p in result.incomplete],

@@ -65,6 +65,12 @@ TRIP_FIELDS = ("trip_id", "start_time")
 """A stream whose schema has these fields carries trips (MDS trips)."""
 
 
+MISSING = (
+    "Rows cover every geography with a published group in an exported period; a geography that "
+    "never had one has no row: unknown, not zero."
+)
+
+
 def _check(contents: ViewContents, options: RegulatoryOptions) -> tuple[str, str, str | None]:
     """The count measure, area dimension and vehicle-type dimension of a view MDS Reports
     fits; a specific ``ExportError`` otherwise."""
@@ -160,6 +166,7 @@ def write_mds_reports(
         "format": FORMAT,
         "spec": SPEC,
         "timezone": tz.key,
+        "missing_groups": MISSING,
         "rows": len(rows),
         "months": [local_date(p.start_ms, tz).isoformat() for p in result.periods],
         "months_left_out": [_month(p, tz) for p in result.incomplete],

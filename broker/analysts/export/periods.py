@@ -19,11 +19,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from broker.analysts.export.table import ExportError
 from broker.kafka.public_reader import PublishedGroup, WindowReport
+from contracts.durations import format_duration
 
 Key = tuple[str, ...]
 
@@ -98,7 +99,8 @@ def require_months(window_starts: Sequence[int], window_ms: int, zone: ZoneInfo)
     periods, monthly = monthly_or_windows(window_starts, window_ms, zone)
     if not monthly:
         msg = (
-            f"the view's {window_ms // 1000} s windows do not tile calendar months in "
+            f"the view's {format_duration(timedelta(milliseconds=window_ms))} windows do not "
+            f"tile calendar months in "
             f"{zone.key}: a window would straddle two months (monthly reports need windows "
             "of a day or a divisor of it)"
         )
