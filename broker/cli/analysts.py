@@ -40,12 +40,31 @@ def register(commands: Any) -> None:
 
     export = commands.add_parser("export", help="write a view's releases as open-data files")
     _common(export)
-    export.add_argument("--format", required=True, choices=("csv", "geojson", "parquet"))
+    export.add_argument(
+        "--format",
+        required=True,
+        choices=("csv", "geojson", "parquet", "mds-reports", "eu-str-activity"),
+        help="open-data files, or a regulatory file: mds-reports (MDS 2.0.2 Reports, monthly "
+        "trips) or eu-str-activity (EU 2024/1028 nights and guests per area and period)",
+    )
     export.add_argument("--out", required=True, type=Path, help="output file")
     export.add_argument("--since", help="first window start (ms or ISO 8601, inclusive)")
     export.add_argument("--until", help="last window start (ms or ISO 8601, exclusive)")
     export.add_argument(
         "--include-reports", action="store_true", help="also write the windows' suppression reports"
+    )
+    regulatory = export.add_argument_group("mds-reports and eu-str-activity")
+    regulatory.add_argument(
+        "--timezone", default="UTC", help="IANA zone of the calendar months (default UTC)"
+    )
+    regulatory.add_argument(
+        "--geography", help="the view's area dimension (default: its first h3/zones/grid one)"
+    )
+    regulatory.add_argument(
+        "--vehicle-type", help="mds-reports: the MDS vehicle type, when the view has none"
+    )
+    regulatory.add_argument(
+        "--provider-id", help="mds-reports: the provider's MDS UUID (default: empty)"
     )
     export.set_defaults(handler=_export)
 
@@ -125,7 +144,7 @@ def _subscribe(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from broker.analysts.export import export
+    from broker.analysts.export import RegulatoryOptions, export
     from broker.kafka.public_reader import read_view
 
     contract = _contract(args)
@@ -138,6 +157,12 @@ def _export(args: argparse.Namespace) -> int:
         include_reports=args.include_reports,
         since_ms=since,
         until_ms=until,
+        regulatory=RegulatoryOptions(
+            timezone=args.timezone,
+            geography=args.geography,
+            vehicle_type=args.vehicle_type,
+            provider_id=args.provider_id,
+        ),
     )
     print(
         f"{len(contents.groups)} groups of {len(contents.windows())} windows from "

@@ -17,6 +17,22 @@ NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 T0 = int(datetime(2026, 3, 1, 8, 0, tzinfo=UTC).timestamp() * 1000)
 QUARTER = 15 * 60 * 1000
 HEADERS = {"respublica.contract_version": "1", "respublica.policy_hash": "abcdef0123456789"}
+MDS_REPORTS_SPEC_COLUMNS = [
+    "provider_id",
+    "start_date",
+    "duration",
+    "special_group_type",
+    "geography_id",
+    "vehicle_type",
+    "trip_count",
+    "rider_count",
+]
+"""MDS 2.0.2, data-types.md, "Reports" (the Report structure, in this order; the header row of
+provider/examples.md is the same). Its "Data Redaction" section: "If the query returns fewer
+than `10` trips in a count, then that row's count value is returned as "-1". Note "0" values
+are also returned as "-1" since the goal is to group both low and no count values for
+privacy." Written here from the spec, not imported from the code under test."""
+MDS_REDACTED = "-1"
 LYON = [(45.75, 4.85), (45.76, 4.83), (45.72, 4.80), (45.79, 4.90)]  # (lat, lon) in the bbox
 
 

@@ -37,6 +37,8 @@ from contracts.model import (
 from contracts.policy_hash import policy_hash
 
 FORMATS = ("csv", "geojson", "parquet")
+REGULATORY_FORMATS = ("mds-reports", "eu-str-activity")
+"""Files a regulation defines (``mds_reports.py``, ``eu_str.py``): their own columns."""
 WINDOW_COLUMNS = ("window_start", "window_end")
 REPORT_COLUMNS = (
     "window_start",
