@@ -30,6 +30,7 @@ from typing import Any
 import yaml
 
 from contracts.errors import ContractError, RespublicaError
+from contracts.limits import size_problem
 from contracts.loader import parse_contract
 from contracts.model import Contract
 from contracts.policy_hash import policy_hash
@@ -114,17 +115,21 @@ def _parsed(document: Mapping[str, Any] | bytes, origin: str) -> Mapping[str, An
     if isinstance(document, bytes):
         try:
             document = json.loads(document)
-        except ValueError:
+        except (ValueError, RecursionError):  # the decoder nests recursively
             document = None  # type: ignore[assignment]
     if not isinstance(document, Mapping) or document.get("format") != FORMAT:
         msg = f"{origin}: not a contract document ({FORMAT})"
+        raise ContractDocumentError(msg)
+    too_big = size_problem(document, max_values=None)
+    if too_big:
+        msg = f"{origin}: malformed contract document ({too_big})"
         raise ContractDocumentError(msg)
     files = document.get("files")
     if (
         not isinstance(document.get("contract"), Mapping)
         or not isinstance(document.get("policy_hash"), str)
         or not isinstance(files, Mapping)
-        or not all(isinstance(k, str) and _FILE_NAME.match(k) for k in files)
+        or not all(isinstance(k, str) and _FILE_NAME.fullmatch(k) for k in files)
     ):
         msg = f"{origin}: malformed contract document"
         raise ContractDocumentError(msg)

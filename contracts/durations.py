@@ -22,7 +22,7 @@ def parse_duration(text: str) -> timedelta:
     if not isinstance(text, str):
         msg = "must be an ISO 8601 duration string such as PT15M or P1D"
         raise ValueError(msg)
-    weeks = _WEEKS.match(text)
+    weeks = _WEEKS.fullmatch(text)
     if weeks:
         return timedelta(weeks=int(weeks["weeks"]))
     match = _DURATION.match(text)

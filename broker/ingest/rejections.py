@@ -11,8 +11,10 @@ stream names hold no dot, so the prefix cannot reach another contract's topics).
 Topics are read from their start to their end as of now: the time filter is on the
 ``respublica.rejected_at`` header, which a replay with its own clock may set apart from the
 record's Kafka timestamp, so seeking by timestamp could skip a match. They are read
-``CHUNK_RECORDS`` per partition at a time, each chunk filtered and its records (values of
-up to 64 KiB each) dropped before the next: memory follows the matches, not the DLQ's size.
+in one pass, ``CHUNK_RECORDS`` records per poll, each record filtered as it arrives and its
+value (up to 64 KiB) dropped unless it matches: memory follows the matches and the fetch
+buffer (``FETCH_MAX_BYTES``), not the DLQ's size. The deadline is on progress, so a DLQ
+a hostile provider filled on purpose is still searched to its end.
 """
 
 from __future__ import annotations
@@ -28,7 +30,6 @@ from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import KafkaError
 
 from broker.deadline import Deadline
-from broker.kafka.clients import ReadTimeout, read_partitions
 from broker.kafka.public_reader import iso_utc
 from broker.kafka.settings import KafkaSettings
 from connectors.validate import (
@@ -46,10 +47,11 @@ from connectors.validate import (
 from contracts.errors import RespublicaError
 from contracts.model import CONTRACT_ID_PATTERN, NAME_PATTERN
 
-READ_TIMEOUT_S = 120.0
-CHUNK_RECORDS = 100  # per partition and read: at most ~6.4 MiB of DLQ values held at once
+READ_TIMEOUT_S = 60.0  # the longest wait for the next record, not for the whole read
+CHUNK_RECORDS = 500  # per poll
+FETCH_MAX_BYTES = 8 * 2**20  # the consumer's fetch buffer, whatever the number of partitions
 REQUEST_SEPARATOR = "#"  # the gateway's DLQ source is "<request_id>#<item index>"
-_SAFE_TEXT = re.compile(r"^[!-~]{0,200}$")  # printable ASCII, no space or control character
+_SAFE_TEXT = re.compile(r"[!-~]{0,200}")  # printable ASCII, no space or control character
 
 
 class RejectionLookupError(RespublicaError):
@@ -100,10 +102,10 @@ class RejectionQuery:
     reasons: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
-        if not re.match(CONTRACT_ID_PATTERN, self.contract):
+        if not re.fullmatch(CONTRACT_ID_PATTERN, self.contract):
             msg = "--contract must be a contract id (lower-case letters, digits and '-')"
             raise RejectionLookupError(msg)
-        if self.stream is not None and not re.match(NAME_PATTERN, self.stream):
+        if self.stream is not None and not re.fullmatch(NAME_PATTERN, self.stream):
             msg = "--stream must be a stream name of the contract"
             raise RejectionLookupError(msg)
 
@@ -132,6 +134,7 @@ def find_rejections(
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            fetch_max_bytes=FETCH_MAX_BYTES,
         )
     except KafkaError as exc:
         msg = f"cannot reach the Kafka cluster at {kafka.bootstrap} ({type(exc).__name__})"
@@ -157,29 +160,43 @@ def find_rejections(
 def _matching(
     consumer: KafkaConsumer, tps: list[TopicPartition], query: RejectionQuery, timeout_s: float
 ) -> list[Rejection]:
-    """The query's rejections in ``tps`` up to their ends as of now, read a chunk at a time."""
-    deadline = Deadline(timeout_s)
+    """The query's rejections in ``tps`` up to their ends as of now, in one pass.
+
+    Each record is filtered as it arrives and dropped unless it matches. ``timeout_s`` is the
+    longest wait for the next record, not a limit on the whole read: a DLQ of any size is
+    searched while the broker keeps answering.
+    """
     starts = dict(consumer.beginning_offsets(tps))
     ends = dict(consumer.end_offsets(tps))
+    pending = [tp for tp in tps if starts[tp] < ends[tp]]
+    if not pending:
+        return []
+    consumer.assign(pending)
+    for tp in pending:
+        consumer.seek(tp, starts[tp])
     found: list[Rejection] = []
-    while pending := [tp for tp in tps if starts[tp] < ends[tp]]:
-        upto = {tp: min(starts[tp] + CHUNK_RECORDS, ends[tp]) for tp in pending}
-        try:
-            chunk = read_partitions(
-                consumer,
-                pending,
-                starts={tp: starts[tp] for tp in pending},
-                ends=upto,
-                timeout_s=max(deadline.remaining(), 0.001),
-            )
-        except ReadTimeout as exc:
+    stalled = Deadline(timeout_s)
+    while pending:
+        if stalled.expired():
             msg = (
-                f"reading the DLQ of {query.contract} to its end timed out after {timeout_s:.0f} s"
+                f"reading the DLQ of {query.contract} stalled: nothing arrived for "
+                f"{timeout_s:.0f} s (is the broker up?)"
             )
-            raise RejectionLookupError(msg) from exc
-        for tp in pending:
-            found.extend(r for r in map(rejection_of, chunk.pop(tp)) if query.matches(r))
-            starts[tp] = upto[tp]
+            raise RejectionLookupError(msg)
+        batch = consumer.poll(timeout_ms=200, max_records=CHUNK_RECORDS)
+        for tp, records in batch.items():
+            end = ends[tp]
+            found.extend(
+                r
+                for r in map(rejection_of, (x for x in records if x.offset < end))
+                if query.matches(r)
+            )
+        if batch:
+            stalled = Deadline(timeout_s)
+        done = [tp for tp in pending if consumer.position(tp) >= ends[tp]]
+        if done:
+            consumer.pause(*done)  # read to their end as of the start: fetch no more of them
+            pending = [tp for tp in pending if tp not in done]
     return found
 
 
@@ -202,7 +219,7 @@ def _dlq_topics(consumer: KafkaConsumer, query: RejectionQuery) -> list[str]:
 
 def _stream_of(topic: str, prefix: str) -> bool:
     rest = topic[len(prefix) :]
-    return topic.startswith(prefix) and bool(re.match(NAME_PATTERN, rest))
+    return topic.startswith(prefix) and bool(re.fullmatch(NAME_PATTERN, rest))
 
 
 def rejection_of(record: ConsumerRecord) -> Rejection:
@@ -214,7 +231,7 @@ def rejection_of(record: ConsumerRecord) -> Rejection:
         value = raw.decode("utf-8", "replace")
         # Headers are written by respublica and hold codes and names of ours; anything
         # else (a forged record, a terminal escape) is not echoed.
-        return value if _SAFE_TEXT.match(value) else "?"
+        return value if _SAFE_TEXT.fullmatch(value) else "?"
 
     def number(name: str) -> int | None:
         value = text(name)

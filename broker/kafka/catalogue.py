@@ -136,7 +136,7 @@ def _summary(value: bytes) -> str:
     try:
         doc = json.loads(value)
         return f"v{doc['version']} (policy {str(doc['policy_hash'])[:16]})"
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):
         return "a record that is not a contract document"
 
 

@@ -42,7 +42,7 @@ class UserAdminError(RespublicaError):
 
 def check_name(name: str) -> str:
     """A user name the broker and a principal (``User:<name>``) both accept."""
-    if not USER_NAME.match(name):
+    if not USER_NAME.fullmatch(name):
         msg = (
             "a user name is 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit"
         )

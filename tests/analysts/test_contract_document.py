@@ -81,6 +81,12 @@ def test_malformed_documents_are_refused_before_any_file_is_written(damage) -> N
         contract_from_document(b"\x00not json", now=NOW)
 
 
+def test_a_document_nested_without_end_is_refused_not_a_crash() -> None:
+    # Before: json.loads raised RecursionError out of the reader (only ValueError was caught).
+    with pytest.raises(ContractDocumentError, match="not a contract document"):
+        contract_from_document(b"[" * 100_000, now=NOW, origin="respublica._contracts:x")
+
+
 def test_a_contract_edited_since_it_was_loaded_is_not_published(tmp_path: Path) -> None:
     source = tmp_path / "c.yaml"
     data = yaml.safe_load((examples_dir() / "navigation.yaml").read_text(encoding="utf-8"))

@@ -169,6 +169,34 @@ def test_a_large_dlq_is_filtered_a_chunk_at_a_time_without_holding_its_values(
     assert peak < 16 * 2**20
 
 
+def test_a_dlq_of_many_small_records_is_read_in_one_pass(
+    two_contracts: tuple[Contract, Contract],
+    kafka_bootstrap: str,
+    producer_factory: Callable[..., KafkaProducer],
+) -> None:
+    # Before: every 100 records were a new seek and fetch (~0.3-0.7 s each) under one total
+    # deadline, so a DLQ of some 20,000+ records could not be searched at all: a provider
+    # sending bad events on purpose made every lookup time out. The deadline is now on
+    # progress: reading stops only when nothing arrives for ``timeout_s``.
+    contract, _ = two_contracts
+    producer = producer_factory(linger_ms=20, batch_size=1 << 20)
+    for i in range(30_000):
+        _, value, headers = dlq_record(
+            b"x" * 100,
+            Rejected.of(Reason.MISSING_FIELD, "vehicle_id"),
+            contract=contract,
+            stream="vehicle_events",
+            connector="test",
+            source=f"req-{i}#0",
+            now_ms=NOW_MS + i,
+        )
+        producer.send(contract.topic_dlq("vehicle_events"), value=value, headers=headers)
+    producer.flush(timeout=60)
+    query = RejectionQuery(contract.id, "vehicle_events", request_id="req-29999")
+    _, found = find_rejections(as_settings(kafka_bootstrap), query, timeout_s=20)
+    assert [r.source for r in found] == ["req-29999#0"]
+
+
 def test_an_unknown_contract_is_a_clear_error(
     kafka_bootstrap: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -182,7 +210,7 @@ def test_a_row_shows_the_detail_and_never_an_unprintable_header() -> None:
     headers = [
         ("respublica.reason", b"TOO_LATE"),
         ("respublica.field", b"timestamp\x1b[2J"),  # a terminal escape: not echoed
-        ("respublica.stage", b"semantic"),
+        ("respublica.stage", b"semantic\n"),  # a line break breaks the table: not echoed
         ("respublica.source", b"rid-1#0"),
         ("respublica.connector", b"http-push"),
         ("respublica.rejected_at", str(NOW_MS).encode()),
@@ -192,7 +220,7 @@ def test_a_row_shows_the_detail_and_never_an_unprintable_header() -> None:
     ]
     record = SimpleNamespace(topic="dlq.c.vehicle_events", partition=0, offset=3, headers=headers)
     rejection = rejection_of(record)  # type: ignore[arg-type]
-    assert (rejection.field, rejection.request_id) == ("?", "rid-1")
+    assert (rejection.field, rejection.stage, rejection.request_id) == ("?", "?", "rid-1")
     text = render_text(["dlq.c.vehicle_events"], [rejection], 10)
     assert text.splitlines()[1].endswith("12     the time looks like seconds: send milliseconds")
     assert "\x1b" not in text
