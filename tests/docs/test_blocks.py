@@ -63,6 +63,8 @@ def test_what_makes_a_page_untestable(markdown: str, problem: str) -> None:
 
 @pytest.mark.unit
 def test_a_marker_that_cannot_be_read_is_an_error() -> None:
+    plain = blocks.parse("<!-- docs-test: background http://x/ -- a server -->\n```sh\nx\n```\n")
+    assert plain[0].marker == blocks.Marker("background", "http://x/", "a server")
     with pytest.raises(blocks.DocsError, match="p.md:1: unreadable docs-test marker"):
         blocks.parse("<!-- docs-test skip: why -->\n```bash\nls\n```\n", "p.md")
 

@@ -21,6 +21,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -98,7 +99,8 @@ def substitutions(stack: Stack) -> dict[str, str]:
         "1Hk3...Qs": stack.token,  # the provider's token (docs/operators.md)
         "127.0.0.1:6066": _host_port(stack.kept.worker_metrics),  # a worker's default web port
         "127.0.0.1:9464": _host_port(stack.kept.gateway_metrics),  # the gateway's metrics
-        "8090": str(stack.web_port),  # respublica web's default port
+        "127.0.0.1:8090": f"127.0.0.1:{stack.web_port}",  # respublica web's default port
+        "--port 8090": f"--port {stack.web_port}",
     }
 
 
@@ -252,7 +254,9 @@ def test_every_command_block_of_the_page_runs(page: str, stack: Stack, tmp_path:
     for block in found:
         if not block.is_command or (block.marker and block.marker.kind == "skip"):
             continue
+        started = time.monotonic()
         failure = run_block(shell, block, table)
+        print(f"{block.where:24} {time.monotonic() - started:6.1f} s")  # shown with -rP
         ran.add(block.where)
         if failure is not None:
             failures.append(f"{block.where} ({block.info}): {failure}")
