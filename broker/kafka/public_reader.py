@@ -257,7 +257,13 @@ def _partitions(consumer: KafkaConsumer, topic: str, timeout_s: float) -> list[T
         if partitions:
             return [TopicPartition(topic, p) for p in sorted(partitions)]
         if deadline.expired():
-            msg = f"no topic {topic} on the cluster (run `respublica apply`?)"
+            # The broker lists only the topics a principal may describe: a view another
+            # contract's analyst may not read looks exactly like one never created.
+            who = consumer.config.get("sasl_plain_username") or "you"
+            msg = (
+                f"no topic {topic} that {who} may read: is the view granted to this principal "
+                "(its contract's consumers)? else the broker operator runs `respublica apply`"
+            )
             raise PublicReaderError(msg)
         time.sleep(0.1)
 

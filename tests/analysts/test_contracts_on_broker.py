@@ -25,7 +25,7 @@ from kafka.errors import KafkaError
 from broker.deadline import wait_for
 from broker.kafka import catalogue, users
 from broker.kafka.catalogue import CATALOGUE_TOPIC, CatalogueError, EntryKind
-from broker.kafka.public_reader import read_view
+from broker.kafka.public_reader import PublicReaderError, read_view
 from broker.kafka.settings import KafkaSettings
 from contracts import load_contracts
 from contracts.policy_hash import policy_hash
@@ -192,6 +192,17 @@ def test_only_the_admin_writes_the_contracts_and_only_consumers_read_them(
     assert f"no {CATALOGUE_TOPIC} topic that" in refused.stderr
     assert "respublica apply" in refused.stderr
     assert not (tmp_path / "x.csv").exists()
+
+
+def test_a_view_of_another_contract_is_refused_naming_the_principal(
+    published: Published, applied: Users
+) -> None:
+    # The broker hides a topic the principal may not describe: the analyst reading another
+    # contract's view is told whose rights are missing, not only to run `respublica apply`.
+    analyst = KafkaSettings.load(applied.analyst)
+    topic = published.rentals.topic_public(published.rentals.view("nights_by_district"))
+    with pytest.raises(PublicReaderError, match=rf"no topic {topic} that {analyst.username} may"):
+        read_view(analyst, published.rentals, "nights_by_district", timeout_s=3)
 
 
 def test_a_second_apply_publishes_nothing_and_a_new_version_replaces_the_old(
