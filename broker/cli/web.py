@@ -37,14 +37,57 @@ def register(commands: Any) -> None:
         "the territory outline only)",
     )
     web.add_argument("--tile-attribution", default=None, help="credit line of the tile layer")
+    web.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        type=_allowed_host,
+        metavar="NAME[:PORT]",
+        help="a Host name the server answers to besides 127.0.0.1, localhost and [::1] on its "
+        "port (the public name behind a reverse proxy); repeatable",
+    )
+    web.add_argument(
+        "--max-event-streams",
+        type=_positive,
+        default=256,
+        help="live event streams open at once (default 256; 503 beyond)",
+    )
+    web.add_argument(
+        "--max-event-streams-per-peer",
+        type=_positive,
+        default=16,
+        help="live event streams open at once from one address (default 16; behind a reverse "
+        "proxy every client has the proxy's address)",
+    )
     add_log_options(web)
     web.set_defaults(handler=_web)
+
+
+def _allowed_host(text: str) -> str:
+    from broker.web.guard import HostError, allowed_host
+
+    try:
+        return allowed_host(text)
+    except HostError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        msg = "expected a whole number of at least 1"
+        raise argparse.ArgumentTypeError(msg)
+    return value
 
 
 def _web(args: argparse.Namespace) -> int:
     from aiohttp import web
 
     from broker.web.server import WebConfig, make_web_app
+    from broker.web.streams import StreamLimits
     from contracts import load_contracts
 
     setup_logging(args)
@@ -62,6 +105,10 @@ def _web(args: argparse.Namespace) -> int:
         port=args.port,
         tile_url=args.tile_url,
         tile_attribution=args.tile_attribution,
+        allowed_hosts=tuple(args.allowed_host),
+        streams=StreamLimits(
+            total=args.max_event_streams, per_peer=args.max_event_streams_per_peer
+        ),
     )
     print(
         f"serving the views {kafka.username or 'this client'} may read on "

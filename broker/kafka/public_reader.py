@@ -19,6 +19,7 @@ Both filter by *window start*: ``since_ms <= window_start < until_ms``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
@@ -363,6 +364,25 @@ def _records_to_end(
         yield from records
 
 
+class RepeatFilter:
+    """Which records repeat one already read: same key, same value bytes (a re-emitted window).
+
+    Keeps a 16-byte digest of the last value per key, never the value: a follower runs for
+    the life of a server, and holding every record's bytes would double what its caller keeps.
+    """
+
+    def __init__(self) -> None:
+        self._digests: dict[bytes, bytes] = {}
+
+    def repeat(self, key: bytes, value: bytes) -> bool:
+        """True when ``key`` last came with these ``value`` bytes; remembers them otherwise."""
+        digest = hashlib.blake2b(value, digest_size=16).digest()
+        if self._digests.get(key) == digest:
+            return True
+        self._digests[key] = digest
+        return False
+
+
 def follow_view(
     kafka: KafkaSettings | str,
     contract: Contract | str,
@@ -389,7 +409,7 @@ def follow_view(
     resolved = resolve_view(contract, view)
     decoder = RowDecoder(contract, resolved)
     digest = short_policy_hash(contract)
-    seen: dict[bytes, bytes | None] = {}
+    seen = RepeatFilter()
     consumer = public_consumer(kafka, consumer_config)
     try:
         partitions = _partitions(consumer, contract.topic_public(resolved), READ_TIMEOUT_S)
@@ -405,9 +425,8 @@ def follow_view(
                 for record in records:
                     if record.key is None or record.value is None:
                         continue
-                    if record.key in seen and seen[record.key] == record.value:
+                    if seen.repeat(record.key, record.value):
                         continue
-                    seen[record.key] = record.value
                     try:
                         row = decoder.decode(record)
                     except SerializationError:

@@ -9,8 +9,9 @@ auditor's link may open, and the confidential counts stay with ``respublica audi
 confidential``.
 
 An audit reads every topic of a contract to its end: it runs in a worker thread, one at a time
-per contract, when asked (the page's first visit, or its "run again" button); the page shows
-the last result and when it was computed.
+per contract, when asked (the page's first visit, or its "run again" button, a POST); the page
+shows the last result and when it was computed. The HTML report is rendered once per run, in
+that thread, never per request on the event loop.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ class AuditResult:
     """The last audit of one contract (or why there is none)."""
 
     report: dict[str, Any] | None = None
+    html: str | None = None
     generated_at: str | None = None
     error: str | None = None
     running: bool = False
@@ -80,22 +82,21 @@ class AuditDesk:
     def html(self, contract: Contract) -> str | None:
         """The full public report as one HTML page, if an audit has run."""
         current = self._results.get(contract.id)
-        if current is None or current.report is None:
-            return None
-        return render(current.report, "html", current.generated_at)
+        return None if current is None else current.html
 
     async def _run(self, contract: Contract, into: AuditResult) -> None:
+        generated_at = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
         try:
-            report = await asyncio.to_thread(self._audit, contract)
+            report, page = await asyncio.to_thread(self._audit, contract, generated_at)
         except (RespublicaError, KafkaError) as exc:
             into.error = str(exc) if isinstance(exc, RespublicaError) else type(exc).__name__
             log.warning("audit of %s failed: %s", contract.id, into.error)
         else:
-            into.report, into.error = report, None
-        into.generated_at = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+            into.report, into.html, into.error = report, page, None
+        into.generated_at = generated_at
         into.running = False
 
-    def _audit(self, contract: Contract) -> dict[str, Any]:
+    def _audit(self, contract: Contract, generated_at: str) -> tuple[dict[str, Any], str]:
         missing = needed_topics(contract) - visible_topics(self._kafka)
         if missing:
             msg = (
@@ -104,7 +105,8 @@ class AuditDesk:
                 "web` with the auditor's credentials (respublica-auditor) for this page"
             )
             raise AuditPermissionError(msg)
-        return audit(contract, self._kafka, audience=PUBLIC)
+        report = audit(contract, self._kafka, audience=PUBLIC)
+        return report, render(report, "html", generated_at)
 
 
 class AuditPermissionError(RespublicaError):

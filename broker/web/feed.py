@@ -74,14 +74,24 @@ class ReleaseBook:
             return window
 
     def windows(self) -> list[Released]:
-        """Every released window, in time order."""
+        """Every released window, in time order (copies: the feed's thread goes on adding)."""
         with self._lock:
-            return [self._released[w] for w in sorted(self._released)]
+            return [_copy(self._released[w]) for w in sorted(self._released)]
+
+    def count(self) -> int:
+        """How many windows are released."""
+        with self._lock:
+            return len(self._released)
 
     def window(self, start_ms: int) -> Released | None:
-        """The released window starting at ``start_ms``."""
+        """The released window starting at ``start_ms`` (a copy)."""
         with self._lock:
-            return next((r for w, r in self._released.items() if w[0] == start_ms), None)
+            found = next((r for w, r in self._released.items() if w[0] == start_ms), None)
+            return None if found is None else _copy(found)
+
+
+def _copy(released: Released) -> Released:
+    return Released(released.report, dict(released.groups))
 
 
 class ViewFeed:

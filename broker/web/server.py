@@ -1,4 +1,4 @@
-"""``respublica web``: the aiohttp application (read-only: every route is a GET).
+"""``respublica web``: the aiohttp application (read-only: every route but one is a GET).
 
 Pages are static files (``static/``) whose scripts fetch JSON; nothing is fetched from another
 origin (Content-Security-Policy ``default-src 'self'``, a configured tile server excepted).
@@ -11,17 +11,22 @@ Routes:
   full public audit report;
 * ``/api/views``, ``/api/views/<c>/<v>`` (terms and released windows),
   ``/api/views/<c>/<v>/windows/<start>`` (one window's groups with geometry),
-  ``/api/events`` (server-sent events: one ``release`` per new or changed window),
-  ``/api/audit/<c>[?refresh=1]``;
+  ``/api/events`` (server-sent events: one ``release`` per new or changed window,
+  ``streams.py``), ``GET /api/audit/<c>`` (the last audit; the first one starts it) and
+  ``POST /api/audit/<c>`` (run it again);
 * ``/exports/<c>/<v>.<csv|geojson|parquet|meta.json>``: the ``respublica export`` files;
 * ``/healthz``: ``ok`` once the catalogue of readable views is known.
 
-A view the principal may not read is a 404, the same as a view that does not exist.
+A view the principal may not read is a 404, the same as a view that does not exist. Requests
+for another host name or from another site are refused (``guard.py``); answers whose cost
+grows with a view's history are built off the event loop once per version (``builds.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import json
 import logging
 import tempfile
@@ -32,15 +37,21 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp import web
+from kafka.errors import KafkaError
 
 from broker.analysts.export import export
 from broker.analysts.export.table import metadata
+from broker.audit.render_html import CSS as REPORT_CSS
 from broker.kafka.public_reader import read_view
 from broker.kafka.settings import KafkaSettings
 from broker.web import payload
 from broker.web.access import ViewRef, readable_views, visible_topics
 from broker.web.auditor import AuditDesk
+from broker.web.builds import Builds, BuildsBusy
 from broker.web.feed import ViewFeed, Window
+from broker.web.guard import allowed_hosts, host_and_site_guard
+from broker.web.streams import RETRY_AFTER_S, Hub, StreamGate, StreamLimits, serve_events
+from contracts.errors import RespublicaError
 from contracts.model import Contract
 
 log = logging.getLogger(__name__)
@@ -50,7 +61,7 @@ EXPORTS = {
     "geojson": ("geojson", "application/geo+json"),
     "parquet": ("parquet", "application/vnd.apache.parquet"),
 }
-KEEPALIVE_S = 15.0
+NO_STORE = {"Cache-Control": "no-store"}
 
 
 @dataclass(frozen=True)
@@ -63,31 +74,11 @@ class WebConfig:
     """``https://tiles.example/{z}/{x}/{y}.png``: a raster tile layer under the map."""
     tile_attribution: str | None = None
     catalogue_refresh_s: float = 60.0
-
-
-class Hub:
-    """Fans a release out to every open event stream (on the event loop's thread)."""
-
-    def __init__(self) -> None:
-        self._queues: set[asyncio.Queue[dict[str, Any]]] = set()
-
-    def subscribe(self) -> asyncio.Queue[dict[str, Any]]:
-        """A queue that receives every later event."""
-        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=1000)
-        self._queues.add(queue)
-        return queue
-
-    def unsubscribe(self, queue: asyncio.Queue[dict[str, Any]]) -> None:
-        """Stop delivering to ``queue``."""
-        self._queues.discard(queue)
-
-    def publish(self, event: dict[str, Any]) -> None:
-        """Deliver ``event``; a client too slow to take 1,000 is dropped (it reconnects)."""
-        for queue in list(self._queues):
-            try:
-                queue.put_nowait(event)
-            except asyncio.QueueFull:
-                self._queues.discard(queue)
+    allowed_hosts: tuple[str, ...] = ()
+    """``NAME[:PORT]`` values of ``Host`` accepted besides the loopback names (``guard.py``)."""
+    streams: StreamLimits = StreamLimits()
+    export_builds: int = 2
+    """Export files built at once; one more request that needs a build gets 503."""
 
 
 class WebState:
@@ -99,8 +90,13 @@ class WebState:
         self.contracts = {c.id: c for c in contracts}
         self.views: dict[tuple[str, str], ViewRef] = {}
         self.feeds: dict[tuple[str, str], ViewFeed] = {}
-        self.hub = Hub()
+        self.hub = Hub(config.streams.queue_size)
+        self.gate = StreamGate(config.streams)
         self.audits = AuditDesk(kafka)
+        self.exports: Builds[bytes] = Builds(
+            "web-export", threads=config.export_builds, slots=config.export_builds
+        )
+        self.summaries: Builds[dict[str, Any]] = Builds("web-summary")
         self.ready = False
 
     def refresh(self, loop: asyncio.AbstractEventLoop, topics: set[str]) -> None:
@@ -128,9 +124,11 @@ class WebState:
         return announce
 
     def stop(self) -> None:
-        """Stop every feed."""
+        """Stop every feed and the build pools."""
         for feed in self.feeds.values():
             feed.stop(timeout_s=2)
+        self.exports.close()
+        self.summaries.close()
 
     def feed(self, request: web.Request) -> ViewFeed:
         """The feed a ``<c>/<v>`` route names, or 404 (unknown or not readable alike)."""
@@ -156,7 +154,14 @@ def _dumps(data: Any) -> str:
 
 
 def _json(data: Any) -> web.Response:
-    return web.json_response(data, dumps=_dumps, headers={"Cache-Control": "no-store"})
+    return web.json_response(data, dumps=_dumps, headers=NO_STORE)
+
+
+def _busy() -> web.HTTPServiceUnavailable:
+    return web.HTTPServiceUnavailable(
+        text="busy building other files: try again later\n",
+        headers={"Retry-After": str(RETRY_AFTER_S), **NO_STORE},
+    )
 
 
 def _page(name: str) -> Callable[[web.Request], Any]:
@@ -174,14 +179,14 @@ async def _views(request: web.Request) -> web.Response:
     state = request.app[STATE]
     rows = []
     for (contract_id, view_name), ref in state.views.items():
-        released = state.feeds[(contract_id, view_name)].book.windows()
+        released = state.feeds[(contract_id, view_name)].book.count()
         rows.append(
             {
                 "contract": contract_id,
                 "contract_title": ref.contract.title,
                 "view": view_name,
                 "description": ref.view.description,
-                "windows": len(released),
+                "windows": released,
                 "error": state.feeds[(contract_id, view_name)].error,
             }
         )
@@ -191,7 +196,12 @@ async def _views(request: web.Request) -> web.Response:
 async def _view(request: web.Request) -> web.Response:
     state = request.app[STATE]
     feed = state.feed(request)
-    body = payload.view_summary(feed.contract, feed.view, feed.book.windows())
+
+    def build() -> dict[str, Any]:
+        return payload.view_summary(feed.contract, feed.view, feed.book.windows())
+
+    key = (feed.contract.id, feed.view.name)
+    body = dict(await state.summaries.get(key, feed.book.version, build))
     body["error"] = feed.error
     body["tiles"] = {"url": state.config.tile_url, "attribution": state.config.tile_attribution}
     body["exports"] = {
@@ -214,50 +224,47 @@ async def _window(request: web.Request) -> web.Response:
 
 
 async def _events(request: web.Request) -> web.StreamResponse:
-    hub = request.app[STATE].hub
-    response = web.StreamResponse(
-        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store"}
-    )
-    await response.prepare(request)
-    queue = hub.subscribe()
-    try:
-        await response.write(b"retry: 2000\n\n")
-        while True:
-            try:
-                event = await asyncio.wait_for(queue.get(), KEEPALIVE_S)
-            except TimeoutError:
-                await response.write(b": keep-alive\n\n")
-                continue
-            await response.write(f"event: release\ndata: {_dumps(event)}\n\n".encode())
-    except ConnectionResetError:  # the page went away
-        pass
-    finally:
-        hub.unsubscribe(queue)
-    return response
+    state = request.app[STATE]
+    return await serve_events(request, state.hub, state.gate, state.config.streams)
 
 
 async def _export(request: web.Request) -> web.Response:
     state = request.app[STATE]
     feed = state.feed(request)
     fmt = request.match_info["format"]
+    key = (feed.contract.id, feed.view.name, fmt)
+    try:
+        body = await state.exports.get(
+            key, feed.book.version, lambda: _export_bytes(state.kafka, feed, fmt)
+        )
+    except BuildsBusy:
+        raise _busy() from None
+    except (RespublicaError, KafkaError) as exc:
+        # The class name only: a Kafka error's text may quote what the broker returned.
+        log.warning(
+            "cannot export %s: %s", feed.contract.topic_public(feed.view), type(exc).__name__
+        )
+        raise web.HTTPServiceUnavailable(
+            text="cannot read the view now: try again later\n",
+            headers={"Retry-After": str(RETRY_AFTER_S), **NO_STORE},
+        ) from None
     if fmt == "meta.json":
-        contents = await asyncio.to_thread(read_view, state.kafka, feed.contract, feed.view)
-        return _json(metadata(contents))
-    if fmt not in EXPORTS:
-        raise web.HTTPNotFound(text="formats: csv, geojson, parquet, meta.json\n")
+        return web.Response(body=body, content_type="application/json", headers=NO_STORE)
     suffix, content_type = EXPORTS[fmt]
-    body = await asyncio.to_thread(_export_bytes, state.kafka, feed, fmt, suffix)
     name = f"{feed.contract.id}.{feed.view.name}.{suffix}"
     return web.Response(
         body=body,
         content_type=content_type,
-        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+        headers={"Content-Disposition": f'attachment; filename="{name}"', **NO_STORE},
     )
 
 
-def _export_bytes(kafka: KafkaSettings, feed: ViewFeed, fmt: str, suffix: str) -> bytes:
-    """The file ``respublica export`` writes (read fresh from the topic, as it does)."""
+def _export_bytes(kafka: KafkaSettings, feed: ViewFeed, fmt: str) -> bytes:
+    """The file ``respublica export`` writes (read from the topic, as it does)."""
     contents = read_view(kafka, feed.contract, feed.view)
+    if fmt == "meta.json":
+        return _dumps(metadata(contents)).encode()
+    suffix = EXPORTS[fmt][0]
     with tempfile.TemporaryDirectory(prefix="respublica-web-") as tmp:
         out = Path(tmp) / f"export.{suffix}"
         export(contents, out, fmt)
@@ -265,9 +272,10 @@ def _export_bytes(kafka: KafkaSettings, feed: ViewFeed, fmt: str, suffix: str) -
 
 
 async def _audit(request: web.Request) -> web.Response:
+    """GET: the last audit (the first GET starts one); POST: run it again."""
     state = request.app[STATE]
     contract = state.contract(request)
-    result = state.audits.result(contract, refresh=request.query.get("refresh") == "1")
+    result = state.audits.result(contract, refresh=request.method == "POST")
     return _json(result.to_json())
 
 
@@ -276,7 +284,13 @@ async def _audit_html(request: web.Request) -> web.Response:
     page = state.audits.html(state.contract(request))
     if page is None:
         raise web.HTTPNotFound(text="no audit has run yet: open the auditor page first\n")
-    return web.Response(text=page, content_type="text/html")
+    # The report's own inline style, allowed by its hash (it loads nothing else).
+    policy = request.app[CSP].replace("style-src 'self'", f"style-src '{REPORT_STYLE}'")
+    return web.Response(
+        text=page,
+        content_type="text/html",
+        headers={"Content-Security-Policy": policy, **NO_STORE},
+    )
 
 
 async def _healthz(request: web.Request) -> web.Response:
@@ -284,6 +298,9 @@ async def _healthz(request: web.Request) -> web.Response:
     if not state.ready:
         return web.Response(status=503, text="starting\n")
     return web.Response(text="ok\n")
+
+
+REPORT_STYLE = "sha256-" + base64.b64encode(hashlib.sha256(REPORT_CSS.encode()).digest()).decode()
 
 
 def _csp(config: WebConfig) -> str:
@@ -331,7 +348,8 @@ def make_web_app(
     kafka: KafkaSettings, contracts: Iterable[Contract], config: WebConfig
 ) -> web.Application:
     """The application; it follows the readable views from startup to cleanup."""
-    app = web.Application(middlewares=[_headers])
+    hosts = allowed_hosts(config.host, config.port, config.allowed_hosts)
+    app = web.Application(middlewares=[_headers, host_and_site_guard(hosts)])
     app[STATE] = WebState(kafka, contracts, config)
     app[CSP] = _csp(config)
     app.cleanup_ctx.append(_catalogue)
@@ -345,6 +363,7 @@ def make_web_app(
     get("/api/views/{contract}/{view}/windows/{start}", _window)
     get("/api/events", _events)
     get("/api/audit/{contract}", _audit)
+    app.router.add_post("/api/audit/{contract}", _audit)
     get("/exports/{contract}/{view}.{format:csv|geojson|parquet|meta\\.json}", _export)
     get("/healthz", _healthz)
     app.router.add_static("/static", STATIC, follow_symlinks=False)

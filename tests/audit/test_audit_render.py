@@ -8,7 +8,9 @@ from typing import Any
 
 import pytest
 
+from broker.audit.blocks import Table
 from broker.audit.render import render
+from broker.audit.render_html import html_page
 
 pytestmark = pytest.mark.unit
 DAY_MS = 86_400_000
@@ -151,3 +153,10 @@ def test_epsilon_periods_are_labelled_with_their_dates() -> None:
     assert re.search(
         r'<tr class="violation">(?:(?!</tr>).)*2026-06-02 → 2026-06-03', page, re.DOTALL
     )
+
+
+def test_table_cells_are_escaped_once() -> None:
+    # The Markdown escaping (render._cell) is for Markdown only: HTML escapes each cell once.
+    page = html_page([Table(("a<b",), [("x<y & z|w",)])], "t", None)
+    assert "<th>a&lt;b</th>" in page and "<td>x&lt;y &amp; z|w</td>" in page
+    assert "&amp;lt;" not in page and "&amp;amp;" not in page

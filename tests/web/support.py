@@ -3,6 +3,9 @@ headless Chromium (Debian's ``chromium`` and ``chromium-driver``) through seleni
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import inspect
 import io
 import json
 import os
@@ -12,17 +15,21 @@ import sys
 import threading
 import urllib.error
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 from kafka import KafkaProducer
 
-from broker.deadline import wait_for
+from broker.deadline import Deadline, wait_for
+from broker.kafka.local import free_port
 from broker.kafka.publish import ReleaseEncoder
-from broker.kafka.settings import as_settings
+from broker.kafka.settings import KafkaSettings, as_settings
+from broker.web.server import STATE, WebConfig, WebState, make_web_app
 from contracts.model import Contract
 from policies.base import Release
 
@@ -205,3 +212,33 @@ class TileServer:
         self.server.shutdown()
         self.server.server_close()
         self.thread.join(5)
+
+
+async def until(
+    condition: Callable[[], Awaitable[bool] | bool], timeout_s: float, what: str
+) -> None:
+    """Await ``condition`` (a plain or async predicate) until true, or fail at the deadline."""
+    deadline = Deadline(timeout_s)
+    while True:
+        outcome = condition()
+        if await outcome if inspect.isawaitable(outcome) else outcome:
+            return
+        if deadline.expired():
+            pytest.fail(f"timed out after {timeout_s:.0f}s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+@contextlib.asynccontextmanager
+async def web_client(
+    kafka: KafkaSettings, contracts: list[Contract], **config: Any
+) -> AsyncIterator[tuple[TestClient[web.Request, web.Application], WebState]]:
+    """``respublica web``'s application on 127.0.0.1 (a free port its config names), and a
+    client of it; the state is the application's own."""
+    port = free_port()
+    app = make_web_app(kafka, contracts, WebConfig(port=port, **config))
+    client = TestClient(TestServer(app, host="127.0.0.1", port=port))
+    await client.start_server()
+    try:
+        yield client, app[STATE]
+    finally:
+        await client.close()

@@ -128,7 +128,8 @@ function render(result) {
 async function refresh(again) {
   let result;
   try {
-    result = await getJSON(again ? `${AUDIT_API}?refresh=1` : AUDIT_API);
+    // Running the audit again is a POST: only this page (same origin) may start one.
+    result = await getJSON(AUDIT_API, again ? "POST" : "GET");
   } catch (error) {
     showError(`cannot load the audit: ${error.message}`);
     return;

@@ -3,8 +3,8 @@
 
 const SVG_NS = "http://www.w3.org/2000/svg";
 
-async function getJSON(url) {
-  const response = await fetch(url, { headers: { Accept: "application/json" } });
+async function getJSON(url, method = "GET") {
+  const response = await fetch(url, { method, headers: { Accept: "application/json" } });
   if (!response.ok) {
     throw new Error(`${response.status} ${(await response.text()).trim()}`);
   }

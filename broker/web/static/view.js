@@ -326,11 +326,27 @@ async function load() {
   await showWindow(follow || state.index < 0 ? last : state.index);
 }
 
+let streamOpened = false;
 function listen() {
   const live = document.getElementById("live");
   const events = new EventSource("/api/events");
-  events.onopen = () => { live.textContent = "live"; live.classList.add("on"); };
-  events.onerror = () => { live.textContent = "reconnecting…"; live.classList.remove("on"); };
+  events.onopen = () => {
+    live.textContent = "live";
+    live.classList.add("on");
+    // A stream ends after its lifetime, or when this page fell behind: releases may have come
+    // meanwhile, so a reconnection reloads the view.
+    if (streamOpened) scheduleReload();
+    streamOpened = true;
+  };
+  events.onerror = () => {
+    live.textContent = "reconnecting…";
+    live.classList.remove("on");
+    // A refused stream (503: the server's limit of open streams) is not retried by the
+    // browser: try again later ourselves, with some jitter.
+    if (events.readyState === EventSource.CLOSED) {
+      setTimeout(listen, 10000 + Math.random() * 5000);
+    }
+  };
   events.addEventListener("release", (message) => {
     const event = JSON.parse(message.data);
     if (event.contract !== contractId || event.view !== viewName) return;
