@@ -12,6 +12,8 @@ With ``--keep``:
 * on the local broker, the contracts' ACLs are applied and the micromobility contract's first
   consumer gets a SCRAM user and a client config (``<out>/demo/kept/<name>.kafka.yaml``), so the
   printed commands run as the city analyst would, with credentials only;
+* ``respublica web`` serves the map of the views, with the analyst's credentials (so it shows
+  what the analyst may read), and its address is printed;
 * ``<out>/demo/kept.json`` records the processes; ``respublica demo --stop`` ends exactly
   those (each checked by its command line first) and stops the broker.
 """
@@ -72,6 +74,8 @@ class Kept:
     gateway_pid: int
     gateway_url: str
     gateway_metrics: str
+    web_pid: int
+    web_url: str
     markers: dict[str, str]
     analyst_config: str | None = None
     operator_config: str | None = None
@@ -113,7 +117,8 @@ def keep_services(
     worker_port: int,
     worker_group: str,
 ) -> Kept:
-    """Start the wall-clock gateway, give the analyst credentials, and write kept.json."""
+    """Start the wall-clock gateway, give the analyst credentials, start the web map with
+    them, and write kept.json."""
     workdir = workdir.resolve()
     private = workdir / "kept"  # credentials, apart from the contract files beside them
     private.mkdir(mode=0o700, exist_ok=True)
@@ -156,12 +161,51 @@ def keep_services(
         gateway_pid=gateway.pid,
         gateway_url=url,
         gateway_metrics=f"http://127.0.0.1:{metrics_port}/metrics",
+        web_pid=0,
+        web_url="",
         markers={"worker": worker_group, "gateway": str(tokens)},
     )
-    if data_dir is not None:  # our own broker: run the commands as the parties would
-        kept = _with_credentials(kept, kafka, contracts, mobility, private, data_dir)
+    try:
+        if data_dir is not None:  # our own broker: run the commands as the parties would
+            kept = _with_credentials(kept, kafka, contracts, mobility, private, data_dir)
+        kept = _with_web(kept, kafka, contracts, workdir)
+    except BaseException:
+        gateway.stop()
+        raise
     (workdir / KEPT_FILE).write_text(json.dumps(asdict(kept), indent=2) + "\n", encoding="utf-8")
     return kept
+
+
+def _with_web(
+    kept: Kept, kafka: KafkaSettings, contracts: Sequence[Contract], workdir: Path
+) -> Kept:
+    """``respublica web`` on the kept views: as the analyst if it has credentials, else with
+    the demo's own client settings (a configured cluster)."""
+    port = free_port_pair()
+    credentials = ["--kafka-config", kept.analyst_config] if kept.analyst_config else []
+    web = Child(
+        [
+            "-m",
+            "broker.cli",
+            "web",
+            *[a for c in contracts for a in ("--contracts", str(Path(str(c.source)).resolve()))],
+            *credentials,
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        workdir / "web.log",
+        {} if kept.analyst_config else kafka.environ(),
+    )
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        wait_for(lambda: _answers(f"{url}healthz", web), 60, "the web map to answer")
+    except BaseException:
+        web.stop()
+        raise
+    markers = {**kept.markers, "web": str(port)}
+    return Kept(**{**asdict(kept), "web_pid": web.pid, "web_url": url, "markers": markers})
 
 
 def _provider_token(folder: Path, contracts: Sequence[Contract]) -> Path:
@@ -250,6 +294,8 @@ def next_steps(
             f"  worker        pid {kept.worker_pid}, metrics {kept.worker_metrics}",
             f"  gateway       pid {kept.gateway_pid}, {kept.gateway_url} "
             f"(schema endpoint), metrics {kept.gateway_metrics}",
+            f"  web map       pid {kept.web_pid}, {kept.web_url} (open it in a browser: "
+            f"the map of each view {_reader(kept)} may read)",
             "Try next (the city analyst needs no contract file: the contracts are on the broker):",
         ]
         if kept.analyst_config:
@@ -260,6 +306,7 @@ def next_steps(
     ]
     if kept is not None:
         lines.append(f"  curl -s {kept.gateway_url}/subjects")
+        lines.append(f"  curl -s {kept.web_url}api/views")
     operator = ""
     if kept is not None and kept.operator_config:
         operator = f" --kafka-config {_shown(kept.operator_config, out)}"
@@ -269,7 +316,19 @@ def next_steps(
     )
     if kept is not None:
         lines.append(f"  curl -s {kept.worker_metrics} | grep ^respublica_")
+    else:
+        lines += [
+            "The map of the views (then open http://127.0.0.1:8090/; Ctrl-C stops it):",
+            f"  respublica web --contracts {out / 'demo'}",
+        ]
     return lines
+
+
+def _reader(kept: Kept) -> str:
+    """Whose views the kept web map shows."""
+    if not kept.analyst_config:
+        return "the demo's Kafka client"
+    return Path(kept.analyst_config).name.removesuffix(".kafka.yaml")
 
 
 def _shown(path: str | None, out: Path) -> str:
@@ -292,8 +351,13 @@ def stop_kept(out: Path) -> list[str]:
         msg = f"{record} is not a kept demo's record"
         raise KeepError(msg) from exc
     done = []
-    for name, pid in (("worker", kept.worker_pid), ("gateway", kept.gateway_pid)):
-        if _ours(pid, kept.markers.get(name, "")):
+    services = (
+        ("worker", "worker", kept.worker_pid),
+        ("gateway", "gateway", kept.gateway_pid),
+        ("web", "web map", kept.web_pid),
+    )
+    for marker, name, pid in services:
+        if _ours(pid, kept.markers.get(marker, "")):
             terminate(pid, STOP_TIMEOUT_S)
             done.append(f"stopped the {name} (pid {pid})")
         else:

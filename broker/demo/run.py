@@ -11,8 +11,10 @@
    it registers its fleet, then pushes spec-shaped Events and Trips to the gateway's Agency
    endpoint); the others push the contract's records to the native endpoint; then the
    documented end-of-stream record, so the last windows close;
-4. the summary per contract, and ``out/``: CSV and GeoJSON per view, an audit report per
-   contract, a PNG map of scooter availability.
+4. the summary per contract, with the utility report of each view on the accepted events (as
+   ``respublica contracts utility`` computes it, ``policies.utility``), and ``out/``: CSV and
+   GeoJSON per view, an audit report per contract, a PNG map of scooter availability; with
+   ``--keep``, the address of the web map (``respublica web``, ``demo/keep.py``).
 """
 
 from __future__ import annotations
@@ -52,8 +54,8 @@ from connectors.simulate.faults import FaultInjector
 from contracts import load_contracts
 from contracts.copies import example_data, write_contract
 from contracts.model import Contract
-from policies.oracle import evaluate
 from policies.pseudonymise import KeyRing
+from policies.utility import Outcome, ViewUtility, utility
 
 RELEASE_TIMEOUT_S = 180.0
 
@@ -282,10 +284,34 @@ def simulate_day(contracts: Sequence[Contract]) -> Days:
     return days
 
 
-def expected_windows(contract: Contract, tally: Tally) -> dict[str, int]:
-    """Windows per view the batch oracle releases from the accepted events."""
-    releases = evaluate(contract, tally.accepted_records, keyring=KeyRing())
-    return {view: len(found) for view, found in releases.items()}
+def utility_as_signed(contract: Contract, tally: Tally) -> list[ViewUtility]:
+    """What each view publishes of the accepted events, by the batch oracle: the report of
+    ``respublica contracts utility`` without its alternatives (fresh keys, as there)."""
+    events = {s.name: tally.accepted_records.get(s.name, []) for s in contract.streams}
+    return utility(
+        contract, events, keyring=KeyRing(), noise_key=secrets.token_bytes(32), nearby=False
+    )
+
+
+def expected_windows(report: list[ViewUtility]) -> dict[str, int]:
+    """Windows per view the batch oracle releases (the utility report counts them)."""
+    return {view.view: view.outcomes[0].windows for view in report}
+
+
+def utility_lines(report: list[ViewUtility]) -> list[str]:
+    """The utility report, short: per view, the share of its events and groups published."""
+
+    def share(part: int, whole: int) -> str:
+        return f"{part:,} of {whole:,} ({part / whole:.1%})" if whole else "none"
+
+    def line(view: str, o: Outcome) -> str:
+        return (
+            f"    {view:<20} events {share(o.events_published, o.events_in_view)}, "
+            f"groups {share(o.groups_published, o.groups)}"
+        )
+
+    head = "  utility (published of the accepted events, as `respublica contracts utility`):"
+    return [head] + [line(v.view, v.outcomes[0]) for v in report]
 
 
 def wait_released(
@@ -371,8 +397,9 @@ def summary(
     kafka: KafkaSettings,
     contracts: Sequence[Contract],
     tallies: dict[str, Tally],
-    expected: dict[str, dict[str, int]],
+    reports: dict[str, list[ViewUtility]],
 ) -> list[str]:
+    expected = {c.id: expected_windows(reports[c.id]) for c in contracts}
     lines = []
     for contract in contracts:
         tally = tallies[contract.id]
@@ -397,6 +424,7 @@ def summary(
                 + (f", ε spent {epsilon:g}" if view.noise else "")
                 + ("" if equal else "  [window count differs from the oracle]")
             )
+        lines += utility_lines(reports[contract.id])
     return lines
 
 
@@ -423,9 +451,10 @@ def run_demo(out: Path, bad_share: float = 0.03, *, keep: bool = False) -> int:
             tallies = asyncio.run(push_all(kafka, contracts, data, bad_share))
             for contract in contracts:
                 end_of_stream(kafka, contract)
-            expected = {c.id: expected_windows(c, tallies[c.id]) for c in contracts}
+            reports = {c.id: utility_as_signed(c, tallies[c.id]) for c in contracts}
+            expected = {c.id: expected_windows(reports[c.id]) for c in contracts}
             wait_released(kafka, contracts, expected, worker)
-            lines = summary(kafka, contracts, tallies, expected)
+            lines = summary(kafka, contracts, tallies, reports)
             lines += write_outputs(kafka, contracts, out)
             if keep:
                 services = (worker, worker_port, group)

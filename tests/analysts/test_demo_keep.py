@@ -1,6 +1,7 @@
-"""``respublica demo --keep``: the broker and services stay up, and every command the demo
-prints next works as printed (run by bash, as a user pastes them); ``--stop`` ends them.
-Without ``--keep`` the demo says why there is nothing left to read instead."""
+"""``respublica demo --keep``: the broker and services stay up (the web map among them, its
+address printed), and every command the demo prints next works as printed (run by bash, as a
+user pastes them); ``--stop`` ends them. Without ``--keep`` the demo says why there is nothing
+left to read instead, and how to start the map."""
 
 from __future__ import annotations
 
@@ -46,8 +47,15 @@ def test_demo_keep_leaves_it_running_and_every_printed_command_works(
         text = capsys.readouterr().out
         kept = Kept(**json.loads((out / "demo" / KEPT_FILE).read_text(encoding="utf-8")))
         assert kept.analyst_config and kept.kafka_data_dir
-        assert process_alive(kept.worker_pid) and process_alive(kept.gateway_pid)
+        services = (kept.worker_pid, kept.gateway_pid, kept.web_pid)
+        assert all(process_alive(pid) for pid in services)
         assert f"respublica demo --stop --out {out}" in text
+        assert f"web map       pid {kept.web_pid}, {kept.web_url} " in text
+        assert "the map of each view lyon-analysts may read" in text
+        for contract in ("lyon-micromobility", "bordeaux-navigation", "paris-str"):
+            block = text.split(f"\n{contract} (", 1)[1]
+            assert "  utility (published of the accepted events" in block
+        assert "    availability         events " in text and "groups " in text
         commands = printed_commands(text)
         analyst = "out/demo/kept/lyon-analysts.kafka.yaml"
         assert commands[0] == f"export RESPUBLICA_KAFKA_CONFIG={analyst}"
@@ -69,6 +77,10 @@ def test_demo_keep_leaves_it_running_and_every_printed_command_works(
         assert "k=10:" in done.stdout  # subscribe's report lines
         assert '"public.lyon-micromobility.availability-value"' in done.stdout  # /subjects
         assert "respublica_" in done.stdout  # the worker's metrics
+        # The web map's list (curl prints no newline): what its credentials may read.
+        views, _ = json.JSONDecoder().raw_decode(done.stdout[done.stdout.index('{"principal"') :])
+        assert views["principal"] == "lyon-analysts"
+        assert {v["view"] for v in views["views"]} == {"availability", "origin_destination"}
         features = json.loads((tmp_path / "od.geojson").read_text(encoding="utf-8"))["features"]
         assert features
         assert "lyon-micromobility" in (tmp_path / "audit.md").read_text(encoding="utf-8")
@@ -77,7 +89,8 @@ def test_demo_keep_leaves_it_running_and_every_printed_command_works(
             assert main(["demo", "--stop", "--out", str(out)]) == 0
     stopped = capsys.readouterr().out
     assert "stopped the worker" in stopped and "stopped the gateway" in stopped
-    assert not process_alive(kept.worker_pid) and not process_alive(kept.gateway_pid)
+    assert "stopped the web map" in stopped
+    assert not any(process_alive(pid) for pid in services)
     data = Path(kept.kafka_data_dir)
     assert not LocalKafka(LocalKafkaConfig(data_dir=data)).status().running
     assert not (out / "demo" / KEPT_FILE).exists()
@@ -100,6 +113,7 @@ def test_on_a_configured_cluster_the_views_stay_and_the_commands_are_printed(
     lines = next_steps(None, Path("out"), contracts, external=True)
     assert "stay on the configured cluster" in lines[0]
     assert "  respublica export lyon-micromobility origin_destination" in "\n".join(lines)
+    assert "  respublica web --contracts out/demo" in lines
 
 
 @pytest.mark.unit

@@ -71,7 +71,7 @@ def test_stream_schema_and_durations(now: datetime) -> None:
     assert view.window == view.time_bucket == timedelta(minutes=15)
     assert view.filter is not None and view.filter.matches({"event_type": "available"})
     assert not view.filter.matches({"event_type": "reserved"})
-    assert isinstance(view.group_by[0], H3Dimension) and view.group_by[0].resolution == 8
+    assert isinstance(view.group_by[0], H3Dimension) and view.group_by[0].resolution == 7
 
 
 def test_is_active(now: datetime) -> None:

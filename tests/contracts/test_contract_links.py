@@ -73,7 +73,7 @@ def test_h3_children_and_fewer_group_by_fields_are_explained(
     data = _second_view(example_factory("micromobility"), group_by=[h3])
     (link,) = links(load(write_contract, data, now))
     assert link.protected
-    assert "per cell (H3 cells at resolution 9 nest approximately in their parent at 8)" in (
+    assert "per cell (H3 cells at resolution 9 nest approximately in their parent at 7)" in (
         link.relation
     )
     data = _second_view(example_factory("micromobility"), group_by=[])

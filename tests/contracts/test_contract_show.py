@@ -24,9 +24,10 @@ EXPECTED = {
         "Raw events kept 7 days on raw.lyon-micromobility.vehicle_events",
         "View availability: published on public.lyon-micromobility.availability",
         "only records whose event_type is one of: available",
-        "cell: H3 cell of (lat, lon), resolution 8 (≈0.74 km² hexagons)",
+        "cell: H3 cell of (lat, lon), resolution 7 (≈5.2 km² hexagons)",
         "origin_cell: H3 cell of (start_lat, start_lon), resolution 7 (≈5.2 km² hexagons)",
         "one result per tumbling window of 15 minutes",
+        "one result per tumbling window of 2 hours",
         "published 1 hour after the window closes",
         "vehicles: number of distinct subjects (vehicle_id)",
         "mean_duration_s: mean of duration_s",
@@ -54,7 +55,7 @@ EXPECTED = {
         "type: value of type, published as is",
         "Minimum group size: k = 3",
         "ε = 1 per noised measure, 1 noised measure(s) per window + 1 release decision, "
-        "budget ε = 192 per 1 day (96 windows per period)",
+        "budget ε = 96 per 1 day (48 windows per period)",
         "each subject counts in at most 1 group(s) per window, 1 event(s) per group",
         "a group is released when its noisy subject count reaches k + 14 = 17 (δ = 6.1e-07 per "
         "window)",

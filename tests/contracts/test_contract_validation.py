@@ -137,18 +137,18 @@ CASES: list[tuple[str, str, dict[str, Any], str, str]] = [
      "views[1].noise.epsilon", "must be greater than 0"),
     ("budget-below-epsilon", "navigation", {"views.1.noise.budget": 0.5},
      "views[1].noise.budget",
-     "budget 0.5 is below the 192 needed: 1 × (1 noised measure + 1 release decision) × 96 windows"
-     " per period; raise budget to 192, or lower epsilon"),
+     "budget 0.5 is below the 96 needed: 1 × (1 noised measure + 1 release decision) × 48 windows"
+     " per period; raise budget to 96, or lower epsilon"),
     ("budget-below-period", "navigation", {"views.1.noise.budget": 50},
      "views[1].noise.budget",
-     "budget 50 is below the 192 needed: 1 × (1 noised measure + 1 release decision) × 96 windows"
-     " per period; raise budget to 192, or lower epsilon"),
+     "budget 50 is below the 96 needed: 1 × (1 noised measure + 1 release decision) × 48 windows"
+     " per period; raise budget to 96, or lower epsilon"),
     ("budget-below-measures", "navigation",
      {"views.1.noise.epsilon": 0.1, "views.1.noise.budget": 9.6,
       "views.1.measures.+": {"type": "distinct_subjects", "name": "alerters"}},
      "views[1].noise.budget",
-     "budget 9.6 is below the 28.8 needed: 0.1 × (2 noised measures + 1 release decision) × 96"
-     " windows per period; raise budget to 28.8, or lower epsilon"),
+     "budget 9.6 is below the 14.4 needed: 0.1 × (2 noised measures + 1 release decision) × 48"
+     " windows per period; raise budget to 14.4, or lower epsilon"),
     ("noise-max-groups", "navigation", {"views.1.noise.max_groups": 0},
      "views[1].noise.max_groups", "must be at least 1"),
     ("noise-max-contributions", "navigation", {"views.1.noise.max_contributions": 0},

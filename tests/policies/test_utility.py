@@ -43,6 +43,18 @@ def test_as_signed_is_what_the_oracle_releases(
     assert 0 < signed.share_events_published() < 1  # type: ignore[operator]
 
 
+def test_without_nearby_only_the_view_as_signed(
+    tmp_path: Path, mobility: dict[str, list[dict[str, object]]]
+) -> None:
+    """What ``respublica demo`` prints: the same numbers as the full report's first row."""
+    contract = load_example(tmp_path, "micromobility")
+    full = utility(contract, mobility, keyring=KeyRing())
+    short = utility(contract, mobility, keyring=KeyRing(), nearby=False)
+    assert [r.view for r in short] == [r.view for r in full] == [v.name for v in contract.views]
+    assert [r.outcomes for r in short] == [r.outcomes[:1] for r in full]
+    assert all(len(r.outcomes) > 1 for r in full)
+
+
 def test_alternatives_move_the_way_suppression_says(
     tmp_path: Path, mobility: dict[str, list[dict[str, object]]]
 ) -> None:
@@ -55,16 +67,16 @@ def test_alternatives_move_the_way_suppression_says(
     signed = outcomes[AS_SIGNED]
     assert set(outcomes) == {
         AS_SIGNED,
-        "H3 coarser (resolution 7)",
-        "H3 finer (resolution 9)",
+        "H3 coarser (resolution 6)",
+        "H3 finer (resolution 8)",
         "window PT30M",
         "window PT1H",
         "k=5 (weaker)",
         "k=20",
     }
     # A coarser cell, a longer window hold every subject of their parts; a larger k asks more.
-    assert outcomes["H3 coarser (resolution 7)"].events_published >= signed.events_published
-    assert outcomes["H3 finer (resolution 9)"].events_published <= signed.events_published
+    assert outcomes["H3 coarser (resolution 6)"].events_published >= signed.events_published
+    assert outcomes["H3 finer (resolution 8)"].events_published <= signed.events_published
     assert outcomes["window PT1H"].events_published >= signed.events_published
     assert outcomes["k=20"].events_published <= signed.events_published
     assert outcomes["k=5 (weaker)"].weaker and not outcomes["k=20"].weaker
