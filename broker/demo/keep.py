@@ -9,9 +9,9 @@ With ``--keep``:
 * the policy worker keeps running, and the HTTP gateway is started as ``respublica gateway``
   on the wall clock (its schema endpoint and metrics; the demo's own gateway followed the
   simulated clock and ends with the run);
-* on the local broker, the contracts' ACLs are applied and the micromobility contract's first
-  consumer gets a SCRAM user and a client config (``<out>/demo/kept/<name>.kafka.yaml``), so the
-  printed commands run as the city analyst would, with credentials only;
+* on the local broker, the contracts' ACLs are applied and each contract's first consumer
+  gets a SCRAM user and a client config (``<out>/demo/kept/<name>.kafka.yaml``); the
+  micromobility's is the city analyst the printed commands run as, with credentials only;
 * ``respublica web`` serves the map of the views, with the analyst's credentials (so it shows
   what the analyst may read), and its address is printed;
 * ``<out>/demo/kept.json`` records the processes; ``respublica demo --stop`` ends exactly
@@ -249,19 +249,25 @@ def _with_credentials(
     folder: Path,
     data_dir: Path,
 ) -> Kept:
-    """The contracts' ACLs, and a SCRAM user for the analyst (the mobility's first consumer)."""
+    """The contracts' ACLs, and a SCRAM user with its client config for each contract's first
+    consumer (``<name>.kafka.yaml``); the mobility's is the analyst of the printed commands."""
     with acls.AclAdmin(kafka) as admin:
         try:
             acls.apply(admin, acls.plan(admin, contracts))
         except acls.NoAuthorizer:
             return kept
-    name = mobility.consumers[0].principal.removeprefix("User:")
-    password = users.new_password()
+    configs: dict[str, Path] = {}
     with users.ScramUsers(kafka) as scram:
-        scram.upsert(name, password)
-    config = users.write_client_config(
-        folder / f"{name}.kafka.yaml", users.client_config(kafka, name, password)
-    )
+        for contract in contracts:
+            if not contract.consumers:
+                continue
+            name = contract.consumers[0].principal.removeprefix("User:")
+            password = users.new_password()
+            scram.upsert(name, password)
+            configs[contract.id] = users.write_client_config(
+                folder / f"{name}.kafka.yaml", users.client_config(kafka, name, password)
+            )
+    config = configs[mobility.id]
     operator = LocalKafkaConfig(data_dir=data_dir).client_config(OPERATOR)
     return Kept(**{**asdict(kept), "analyst_config": str(config), "operator_config": str(operator)})
 

@@ -113,8 +113,9 @@ def workdir(stack: Stack, folder: Path) -> dict[str, str]:
     folder.mkdir(parents=True)
     for name in ("contracts", "deploy"):
         (folder / name).symlink_to(ROOT / name)
-    analyst = yaml_with_absolute_paths(Path(str(stack.kept.analyst_config)))
-    (folder / "lyon-analysts.kafka.yaml").write_text(analyst, encoding="utf-8")
+    for config in (stack.out / "demo" / "kept").glob("*.kafka.yaml"):  # one per contract
+        text = yaml_with_absolute_paths(config)
+        (folder / config.name).write_text(text, encoding="utf-8")
     shutil.copy(stack.out / "demo" / "kept" / "tokens.yaml", folder / "tokens.yaml")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RESPUBLICA_", "KAFKA_"))}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
