@@ -43,6 +43,9 @@ class EngineService(Service):
 
     async def on_start(self) -> None:
         """Start the loops without blocking the event loop (startup reads Kafka)."""
+        # Here rather than before faust starts: its SIGTERM handler is installed by now, so
+        # the collection does not lengthen the startup window a signal would kill outright.
+        tune_gc()
         await asyncio.get_running_loop().run_in_executor(None, self.engine.start)
 
     @Service.task
@@ -122,7 +125,6 @@ def run(engine: Engine, loglevel: str = "info") -> int:
     """Run until SIGTERM/SIGINT (or a loop failure); returns the exit code."""
     datadir = Path(tempfile.mkdtemp(prefix="respublica-worker-"))
     app = build_app(engine, datadir)
-    tune_gc()
     worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
     try:
         worker.execute_from_commandline()
