@@ -10,6 +10,7 @@ the project's rules (raw bytes, no ``faust.Record``, no pickle, ``store="memory:
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import shutil
 import tempfile
@@ -25,6 +26,12 @@ from broker.worker.engine import Engine, now_utc
 
 _log = logging.getLogger(__name__)
 HEALTH_EVERY_S = 1.0
+# The cyclic collector's thresholds for a worker process (CPython's default: 700, 10, 10).
+# The worker holds many long-lived containers (open partials and their pseudonym sets, in the
+# aggregators and the mergers) and allocates many more per batch, nearly all freed by
+# reference counting: with the defaults, collections that find nothing to free cost a large
+# share of the CPU (issue 17, docs/benchmarks.md). Cycles are still collected, less often.
+GC_THRESHOLDS = (50_000, 20, 100)
 
 
 class EngineService(Service):
@@ -36,6 +43,9 @@ class EngineService(Service):
 
     async def on_start(self) -> None:
         """Start the loops without blocking the event loop (startup reads Kafka)."""
+        # Here rather than before faust starts: its SIGTERM handler is installed by now, so
+        # the collection does not lengthen the startup window a signal would kill outright.
+        tune_gc()
         await asyncio.get_running_loop().run_in_executor(None, self.engine.start)
 
     @Service.task
@@ -100,6 +110,15 @@ def build_app(engine: Engine, datadir: Path) -> faust.App:
         return web.bytes(engine.metrics.exposition(), content_type="text/plain; version=0.0.4")
 
     return app
+
+
+def tune_gc() -> None:
+    """Set this process's collector for a worker: what exists now (modules, contracts,
+    compiled views, the faust app) is never traversed again, and young objects are collected
+    after ``GC_THRESHOLDS[0]`` net allocations instead of 700."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def run(engine: Engine, loglevel: str = "info") -> int:
