@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -110,6 +111,10 @@ def _processes(value: str) -> str | int:
 def _worker(args: argparse.Namespace) -> int:
     from broker.worker.supervise import bind_to_parent
 
+    # Until faust (or the supervisor) installs its own handler, SIGTERM stops a worker that is
+    # still starting as a clean stop (exit 0): it has read contracts and checked topics, and
+    # written nothing. Python's default would end it as killed by the signal (-15).
+    signal.signal(signal.SIGTERM, _stop_while_starting)
     if args.parent_pid is not None:
         bind_to_parent(args.parent_pid)  # a supervised child dies with its supervisor
     setup_logging(args)
@@ -121,6 +126,10 @@ def _worker(args: argparse.Namespace) -> int:
 
     engine.prepare()  # before faust: a startup error is one line and exit code 1
     return run(engine, loglevel=args.log_level)
+
+
+def _stop_while_starting(_signum: int, _frame: object) -> None:
+    raise SystemExit(0)
 
 
 def _process_count(wanted: str | int, engine: Engine) -> int:

@@ -155,6 +155,7 @@ def test_sigkill_three_times_changes_nothing(
     assert any(raw > 0 and views > 0 for raw, views in owned), owned
     run.check()
     assert survivor.terminate() == 0, survivor.log_tail()
+    wait_for(victim.healthy, 90, "the restarted victim to be healthy")  # then a graceful stop
     assert victim.terminate() == 0, victim.log_tail()
 
 
