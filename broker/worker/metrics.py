@@ -67,13 +67,14 @@ class WorkerMetrics:
         )
         self.held = Gauge(
             "respublica_worker_assignment",
-            "Raw partitions (stage=raw) and views (stage=merge) this worker owns",
-            ["stage"],
+            "Raw partitions (stage=raw) and views (stage=merge) of a contract this worker owns",
+            ["contract", "stage"],
             registry=r,
         )
         self.paused = Gauge(
             "respublica_worker_paused_partitions",
-            "Raw partitions paused by event-time flow control (ran ahead)",
+            "Raw partitions of a contract paused by event-time flow control (ran ahead)",
+            ["contract"],
             registry=r,
         )
         self.first_record = Gauge(
@@ -98,6 +99,9 @@ class WorkerMetrics:
         self.keys_destroyed.labels(contract.id)
         for reason in RejectReason:
             self.key_records_rejected.labels(contract.id, reason.value)
+        self.paused.labels(contract.id)
+        for stage in ("raw", "merge"):
+            self.held.labels(contract.id, stage)
         for view in contract.views:
             labels = (contract.id, view.name)
             for family in (
