@@ -142,7 +142,7 @@ class Engine:
         """
         self.prepare()
         for contract in self.contracts.values():
-            self._start_loops(contract)
+            self._build_loops(contract)
         first = next(iter(self.contracts.values()), None)
         if first is not None:  # the worker may describe its contracts' keys topics
             self.probe = KafkaProbe(
@@ -158,7 +158,7 @@ class Engine:
             sum(len(c.views) for c in self.contracts.values()),
         )
 
-    def _start_loops(self, contract: Contract) -> None:
+    def _build_loops(self, contract: Contract) -> None:
         stages = self._partials_stages(contract)
         if stages:
             self.raw_loops.append(

@@ -246,7 +246,6 @@ class RawLoop(_Loop):
         self._destroyed: dict[str, int] = {}
         self._keys_read = 0.0
         self._next: dict[TopicPartition, int] = {}  # next offset to fold, per held partition
-        self._first_record = 0.0
         self.flow = FlowControl(None)  # its consumer is created on the loop's thread
 
     def run_loop(self) -> None:
@@ -263,9 +262,8 @@ class RawLoop(_Loop):
             while not self.stopping.is_set():
                 self.flow.before_poll()
                 polled = self._consumer.poll(timeout_ms=POLL_MS)
-                if polled and not self._first_record:
-                    self._first_record = time.time()  # the bench's clock starts here
-                    self.metrics.first_record.set(self._first_record)
+                if polled:
+                    self.metrics.first_poll(time.time())  # the bench's clock starts here
                 self.check_listener()
                 with self.lock:
                     self.adopt_pending()

@@ -7,6 +7,7 @@ tail again, so the auditable counts are the suppression reports on the public to
 
 from __future__ import annotations
 
+import threading
 from datetime import datetime
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
@@ -23,6 +24,8 @@ class WorkerMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        self._first_lock = threading.Lock()
+        self._first_at = 0.0
         self.catalogue = catalogue = metrics_for(r)  # defined once, in broker/metrics.py
         self.windows = catalogue.windows_released
         self.groups_published = catalogue.groups_published
@@ -117,6 +120,14 @@ class WorkerMetrics:
                 family.labels(*labels)
             if view.noise is not None:
                 self.epsilon_budget.labels(*labels).set(view.noise.budget)
+
+    def first_poll(self, at: float) -> None:
+        """A raw loop polled records at ``at``: the process's first record, if it is the first
+        (each contract has its own raw loop; the earliest of them counts)."""
+        with self._first_lock:
+            if not self._first_at:
+                self._first_at = at
+                self.first_record.set(at)
 
     def outcome(self, contract: str, view: str, outcome: ProcessOutcome) -> None:
         """Count one ``Aggregator.process`` outcome."""

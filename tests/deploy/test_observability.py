@@ -155,8 +155,6 @@ def test_compose_app_services_run_the_respublica_image_and_subcommand() -> None:
         assert _service(worker)["command"][1:] == [
             "--contracts",
             f"/etc/respublica/contracts/examples/{filename}",
-            "--group",
-            f"respublica.{contract_id}",
             "--web-host",
             ALL_INTERFACES,
             "--web-port",
