@@ -73,12 +73,14 @@ CANARY_FIELDS = ("identifiers", "identifiers_too_short", "min_length", "scanned"
 AS_WRITTEN = frozenset(
     {
         "acl-extra-reader",
+        "acl-group-grant",
         "acl-ingest-grant",
         "acl-internal-grant",
         "acl-internal-reader",
         "acl-missing",
         "acl-public-writer",
         "acl-wildcard",
+        "acl-worker-group",
         "attacker-inconsistent",
         "attacker-unavailable",
         "acls-not-enforced",

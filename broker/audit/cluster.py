@@ -14,7 +14,11 @@
   ``respublica.`` topics beyond those bindings (any operation, DESCRIBE included: offsets
   count events); reading a ``public.`` view the contract does not list for the principal;
   writing (or deleting, altering) a ``public.`` topic other than as the contract's worker;
-  any of these granted to ``User:*``. A consumer without its read grant is a warning.
+  any of these granted to ``User:*``. Consumer groups: any grant on the contract's worker
+  groups (``respublica.<c>.raw``, ``.merge``) to another principal (it could join them, lead
+  them and assign this contract's partitions to nobody), and any group grant of the contract's
+  worker beyond ``respublica.<c>.`` (it could do the same to another contract). A consumer
+  without its read grant is a warning.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from broker.audit.model import Findings
 from broker.audit.read import AclState, TopicRead
 from broker.kafka import acls, topics
 from broker.kafka.acls import AclBinding
+from broker.kafka.defaults import WORKER_STAGES, worker_group, worker_group_prefix
 from contracts.durations import format_duration
 from contracts.model import Contract
 
@@ -165,7 +170,7 @@ def check_acls(contract: Contract, state: AclState, findings: Findings) -> dict[
             findings.violation(SECTION, "acls-unreadable", message)
         else:
             findings.violation(SECTION, "acls-not-enforced", "no authorizer: ACLs not enforced")
-        return {"enforced": False, "error": state.error, "grants": []}
+        return {"enforced": False, "error": state.error, "grants": [], "groups": []}
     names = [spec.name for spec in topics.contract_topics(contract)]
     expected = acls.contract_bindings(contract)
     consumers = {c.principal for c in contract.consumers}
@@ -193,7 +198,59 @@ def check_acls(contract: Contract, state: AclState, findings: Findings) -> dict[
         "grants": [
             {"principal": p, "topic": t, "operations": ops} for (p, t), ops in sorted(table.items())
         ],
+        "groups": check_groups(contract, state.bindings, findings),
     }
+
+
+def contract_groups(contract: Contract) -> list[str]:
+    """The consumer groups of the contract's workers under the default stem."""
+    return [worker_group(contract.id, stage) for stage in WORKER_STAGES]
+
+
+def check_groups(
+    contract: Contract, bindings: list[AclBinding], findings: Findings
+) -> list[dict[str, Any]]:
+    """Group grants that touch the contract: only its worker on its groups, and its worker on
+    nothing else (``acl-group-grant``, ``acl-worker-group``). Rows: who may use its groups."""
+    worker = acls.worker_principal(contract)
+    own = worker_group_prefix(contract.id)
+    groups = contract_groups(contract)
+    rows: dict[tuple[str, str], set[str]] = {}
+    for b in bindings:
+        if b.resource_type != "GROUP" or b.permission != "ALLOW":
+            continue
+        covered = [g for g in groups if b.covers("GROUP", g) and not _denied(bindings, b, g)]
+        for group in covered:
+            rows.setdefault((b.principal, group), set()).add(b.operation)
+        who = "every principal (User:*)" if b.principal == WILDCARD else b.principal
+        pattern = "prefixed" if b.pattern == "PREFIXED" else "named"
+        if b.principal == worker and not b.resource.startswith(own):
+            message = (
+                f"{who} may {b.operation} groups {pattern} {b.resource}, beyond its own "
+                f"({own}): it could join another contract's groups and assign its partitions"
+            )
+            findings.violation(SECTION, "acl-worker-group", message, b.resource)
+        elif b.principal != worker and covered:
+            message = (
+                f"{who} may {b.operation} group {covered[0]}, a group of this contract's "
+                "workers: it could join it and assign their partitions to nobody"
+            )
+            findings.violation(SECTION, "acl-group-grant", message, covered[0])
+    return [
+        {"principal": p, "group": g, "operations": sorted(ops)}
+        for (p, g), ops in sorted(rows.items())
+    ]
+
+
+def _denied(bindings: list[AclBinding], allow: AclBinding, group: str) -> bool:
+    """Whether a DENY of the same principal (or of ``User:*``) takes ``allow`` back."""
+    return any(
+        d.permission == "DENY"
+        and d.principal in (allow.principal, WILDCARD)
+        and d.operation in (allow.operation, "ALL")
+        and d.covers("GROUP", group)
+        for d in bindings
+    )
 
 
 def _overreach(

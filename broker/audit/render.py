@@ -266,6 +266,10 @@ def _terms(terms: dict[str, Any]) -> Iterator[Block]:
             ("principal", "topic", "allowed"),
             [(g["principal"], g["topic"], ", ".join(g["operations"])) for g in acls["grants"]],
         )
+        yield Table(
+            ("principal", "worker consumer group", "allowed"),
+            [(g["principal"], g["group"], ", ".join(g["operations"])) for g in acls["groups"]],
+        )
     yield Heading(3, "Versions and policy hashes seen")
     yield Table(
         ("where", "contract version", "policy hash", "records"),

@@ -65,7 +65,7 @@ def run(
         KafkaSettings.load(bootstrap=bootstrap), "bench", f"bench-{uuid.uuid4().hex[:8]}"
     )
     consumer = settings.consumer(
-        group_id=settings.raw_group,
+        group_id=settings.group,
         max_poll_records=MAX_RECORDS,
         max_partition_fetch_bytes=RAW_FETCH_BYTES,
     )

@@ -68,9 +68,10 @@ def register(commands: Any) -> None:
     worker.add_argument(
         "--group",
         default=WORKER_GROUP,
-        help="consumer-group prefix shared by the workers of one deployment (default "
-        f"{WORKER_GROUP}; the ACLs `respublica apply` creates allow groups prefixed "
-        f"'{WORKER_GROUP}.')",
+        help="consumer-group stem of the workers of one deployment: the workers of contract "
+        f"<c> form the groups <stem>.<c>.raw and <stem>.<c>.merge (default {WORKER_GROUP}; "
+        "the ACLs `respublica apply` creates give the worker of <c> the groups prefixed "
+        f"'{WORKER_GROUP}.<c>.' only)",
     )
     worker.add_argument(
         "--checkpoint-interval",

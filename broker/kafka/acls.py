@@ -32,7 +32,7 @@ from kafka.errors import KafkaError, SecurityDisabledError
 from broker.kafka.admin import AdminSession
 from broker.kafka.catalogue import CATALOGUE_TOPIC
 from broker.kafka.clients import read_partitions
-from broker.kafka.defaults import VALIDATOR_GROUP, WORKER_GROUP
+from broker.kafka.defaults import VALIDATOR_GROUP, worker_group_prefix
 from contracts.errors import RespublicaError
 from contracts.model import Contract
 
@@ -131,11 +131,16 @@ class AclBinding:
 
     def covers_topic(self, topic: str) -> bool:
         """Whether this binding's resource is ``topic`` (by name, prefix or ``*``)."""
-        if self.resource_type != "TOPIC":
+        return self.covers("TOPIC", topic)
+
+    def covers(self, resource_type: str, name: str) -> bool:
+        """Whether this binding's resource is ``name`` of ``resource_type`` (by name, prefix
+        or ``*``)."""
+        if self.resource_type != resource_type:
             return False
         if self.pattern == "PREFIXED":
-            return topic.startswith(self.resource)
-        return self.resource in (topic, "*")
+            return name.startswith(self.resource)
+        return self.resource in (name, "*")
 
 
 def _name(value: Any) -> str:
@@ -163,7 +168,8 @@ def contract_bindings(contract: Contract) -> list[AclBinding]:
         *_grant(worker, "TOPIC", raw, "READ", "DESCRIBE"),
         *_grant(worker, "TOPIC", public, "WRITE", "DESCRIBE"),
         *_grant(worker, "TOPIC", internal, "READ", "WRITE", "DESCRIBE"),
-        *_grant(worker, "GROUP", f"{WORKER_GROUP}.", "READ"),
+        # Its own groups only (<stem>.<c>.raw, .merge): no say in another contract's assignment.
+        *_grant(worker, "GROUP", worker_group_prefix(c), "READ"),
         *_grant(worker, "TRANSACTIONAL_ID", internal, "WRITE", "DESCRIBE"),
         *_grant(AUDITOR_PRINCIPAL, "CLUSTER", CLUSTER_RESOURCE, "DESCRIBE", pattern="LITERAL"),
     ]

@@ -27,7 +27,7 @@ from kafka.errors import (
 )
 
 from broker.deadline import Deadline
-from broker.kafka.defaults import WORKER_GROUP
+from broker.kafka.defaults import WORKER_GROUP, worker_group
 from broker.kafka.settings import KafkaSettings, as_settings
 from broker.kafka.topics import STATE_MAX_MESSAGE_BYTES
 from contracts.errors import RespublicaError
@@ -139,21 +139,21 @@ def commit_within(producer: KafkaProducer, timeout_s: float) -> None:
 
 @dataclass(frozen=True)
 class WorkerClients:
-    """The worker's consumers and producers: the cluster's settings, a role and a group."""
+    """The worker's consumers and producers: the cluster's settings, a role and a group stem."""
 
     kafka: KafkaSettings
     role: str = "worker"
     group: str = WORKER_GROUP
 
-    @property
-    def raw_group(self) -> str:
-        """Consumer group of stage 1 (raw partitions are spread over the workers)."""
-        return f"{self.group}.raw"
+    def raw_group(self, contract_id: str) -> str:
+        """Consumer group of stage 1 of one contract (its raw partitions spread over its
+        workers): ``<stem>.<c>.raw``, joined by no other contract's workers."""
+        return worker_group(contract_id, "raw", self.group)
 
-    @property
-    def merge_group(self) -> str:
-        """Consumer group of stage 2 (one owner per view's partials partition)."""
-        return f"{self.group}.merge"
+    def merge_group(self, contract_id: str) -> str:
+        """Consumer group of stage 2 of one contract (one owner per view's partials
+        partition): ``<stem>.<c>.merge``."""
+        return worker_group(contract_id, "merge", self.group)
 
     def consumer(self, **overrides: Any) -> KafkaConsumer:
         """A consumer that never auto-commits and never sees aborted transactions."""

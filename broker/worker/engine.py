@@ -1,10 +1,11 @@
 """The policy worker: raw events in, releases of every active contract's views out.
 
 Start reading here. ``Engine`` is the composition root (no faust needed, tests drive it):
-it checks the cluster, loads the shared keys, compiles each contract, and runs two loops:
+it checks the cluster, loads the shared keys, compiles each contract, and runs two loops per
+contract, each in that contract's own consumer group (contracts are the isolation unit):
 
-* ``loops.RawLoop`` → ``partials.PartialsStage`` per (contract, stream);
-* ``loops.MergeLoop`` → ``merge.MergeStage`` per (contract, view).
+* ``loops.RawLoop`` → ``partials.PartialsStage`` per stream of the contract;
+* ``loops.MergeLoop`` → ``merge.MergeStage`` per view of the contract.
 
 ``build_app`` wraps an engine in a faust-streaming app: faust gives the process its life
 cycle (signals, graceful stop, logging) and its web server (``/healthz``, ``/metrics``).
@@ -39,6 +40,7 @@ from policies.base import END_OF_STREAM, NO_WATERMARK
 from policies.compile import CompiledView, compile_contract
 
 _log = logging.getLogger(__name__)
+WORKER_TOPIC_PREFIXES = ("raw.", "public.", "respublica.")
 
 
 @dataclass(frozen=True)
@@ -71,8 +73,17 @@ def active_contracts(contracts: Sequence[Contract], now: datetime) -> list[Contr
 
 
 def check_topics(kafka: KafkaSettings, contracts: Sequence[Contract]) -> None:
-    """Fail early and clearly: cluster unreachable, topics missing or partitioned wrongly."""
-    specs = [s for c in contracts for s in topics.contract_topics(c)]
+    """Fail early and clearly: cluster unreachable, topics missing or partitioned wrongly.
+
+    Only the topics the worker uses: its own principal may not even describe the provider
+    input (``ingest.``) or the rejections (``dlq.``), so those would look missing.
+    """
+    specs = [
+        s
+        for c in contracts
+        for s in topics.contract_topics(c)
+        if s.name.startswith(WORKER_TOPIC_PREFIXES)
+    ]
     with topics.TopicAdmin(kafka) as admin:
         live = admin.partitions([s.name for s in specs])
     missing = [s.name for s in specs if s.name not in live]
@@ -106,8 +117,8 @@ class Engine:
         self.metrics = metrics or WorkerMetrics()
         self.keystores: dict[str, KeyStore] = {}
         self.compiled: dict[str, dict[str, CompiledView]] = {}
-        self.raw_loop: RawLoop | None = None
-        self.merge_loop: MergeLoop | None = None
+        self.raw_loops: list[RawLoop] = []
+        self.merge_loops: list[MergeLoop] = []
         self._logs: list[KafkaKeysLog] = []
         self.probe: KafkaProbe | None = None
         self._stop_lock = threading.Lock()
@@ -124,44 +135,59 @@ class Engine:
             self.metrics.serve(contract, now)
 
     def start(self) -> None:
-        """Prepare (if not done), then start both loops."""
+        """Prepare (if not done), then start a raw and a merge loop per contract.
+
+        One loop per contract and stage, not one consumer for all: a consumer is a member of
+        one group, and each contract has its own groups (``WorkerClients.raw_group``).
+        """
         self.prepare()
-        self.raw_loop = RawLoop(
-            self.config.kafka,
-            self._partials_stages(),
-            self.keystores,
-            self.metrics,
-            checkpoint_interval_s=self.config.checkpoint_interval_s,
-            max_records=self.config.max_records,
-        )
-        partials = {
-            topics.partials_topic(c, v): topics.state_topic(c)
-            for c in self.contracts.values()
-            for v in c.views
-        }
-        self.merge_loop = MergeLoop(
-            self.config.kafka,
-            self._merge_stage,
-            partials,
-            partials,
-            progress=self._progress,
-            metrics=self.metrics,
-            fault=self._merge_fault,
-        )
+        for contract in self.contracts.values():
+            self._build_loops(contract)
         first = next(iter(self.contracts.values()), None)
         if first is not None:  # the worker may describe its contracts' keys topics
             self.probe = KafkaProbe(
                 self.config.kafka_settings, self.config.kafka.role, topics.keys_topic(first)
             ).start()
-        for loop in (self.raw_loop, self.merge_loop):
+        for loop in self.loops():
             loop.kafka_reachable = self._kafka_reachable
             loop.start()
         _log.info(
             "worker %s started: %d contract(s), %d view(s)",
             self.config.worker_id,
             len(self.contracts),
-            len(partials),
+            sum(len(c.views) for c in self.contracts.values()),
         )
+
+    def _build_loops(self, contract: Contract) -> None:
+        stages = self._partials_stages(contract)
+        if stages:
+            self.raw_loops.append(
+                RawLoop(
+                    self.config.kafka,
+                    stages,
+                    {contract.id: self.keystores[contract.id]},
+                    self.metrics,
+                    contract=contract.id,
+                    checkpoint_interval_s=self.config.checkpoint_interval_s,
+                    max_records=self.config.max_records,
+                )
+            )
+        partials = {
+            topics.partials_topic(contract, v): topics.state_topic(contract) for v in contract.views
+        }
+        if partials:
+            self.merge_loops.append(
+                MergeLoop(
+                    self.config.kafka,
+                    self._merge_stage,
+                    partials,
+                    partials,
+                    contract=contract.id,
+                    progress=self._progress,
+                    metrics=self.metrics,
+                    fault=self._merge_fault,
+                )
+            )
 
     def _kafka_reachable(self) -> bool:
         return self.probe is not None and self.probe.state().reachable
@@ -182,22 +208,19 @@ class Engine:
         self.keystores[contract.id] = store
         self.compiled[contract.id] = compile_contract(contract, keyring=store.ring, noise_key=noise)
 
-    def _partials_stages(self) -> dict[str, PartialsStage]:
+    def _partials_stages(self, contract: Contract) -> dict[str, PartialsStage]:
         stages = {}
-        for contract in self.contracts.values():
-            for stream in contract.streams:
-                views = {
-                    v.name: self.compiled[contract.id][v.name] for v in contract.views_of(stream)
-                }
-                if not views:
-                    continue
-                stages[contract.topic_raw(stream)] = PartialsStage(
-                    contract,
-                    stream.name,
-                    views,
-                    {name: topics.partials_topic(contract, name) for name in views},
-                    self.metrics,
-                )
+        for stream in contract.streams:
+            views = {v.name: self.compiled[contract.id][v.name] for v in contract.views_of(stream)}
+            if not views:
+                continue
+            stages[contract.topic_raw(stream)] = PartialsStage(
+                contract,
+                stream.name,
+                views,
+                {name: topics.partials_topic(contract, name) for name in views},
+                self.metrics,
+            )
         return stages
 
     def _merge_stage(self, partials_topic: str) -> MergeStage:
@@ -241,8 +264,8 @@ class Engine:
                 age.set(max(0.0, now.timestamp() - started))
 
     def loops(self) -> list[RawLoop | MergeLoop]:
-        """The running loops."""
-        return [loop for loop in (self.raw_loop, self.merge_loop) if loop is not None]
+        """The running loops (a raw and a merge loop per contract)."""
+        return [*self.raw_loops, *self.merge_loops]
 
     def failure(self) -> BaseException | None:
         """The error that stopped a loop, if any (the worker then exits)."""
@@ -254,7 +277,7 @@ class Engine:
         return None
 
     def healthy(self) -> bool:
-        """``/healthz`` says ok: both loops working, Kafka answering, no failure."""
+        """``/healthz`` says ok: every loop working, Kafka answering, no failure."""
         return self.health().ok
 
     def health(self) -> Health:

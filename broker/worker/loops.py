@@ -1,4 +1,6 @@
-"""The two consume loops of a worker, each on its own thread with its own consumer group.
+"""The two consume loops of a worker, per contract: each on its own thread, in its own
+consumer group (``<stem>.<c>.raw``, ``<stem>.<c>.merge``), so no contract's workers take part
+in another contract's rebalances or compute its assignment.
 
 ``RawLoop`` (stage 1) owns some raw partitions: it folds them, and every
 ``checkpoint_interval_s`` writes partials + checkpoints, waits for the acknowledgements, then
@@ -219,7 +221,7 @@ def _send_all(
 
 
 class RawLoop(_Loop):
-    """Stage 1 over every raw topic of the active contracts."""
+    """Stage 1 over the raw topics of one contract (``contract``), in its raw group."""
 
     def __init__(
         self,
@@ -228,10 +230,12 @@ class RawLoop(_Loop):
         keystores: Mapping[str, KeyStore],
         metrics: WorkerMetrics,
         *,
+        contract: str,
         checkpoint_interval_s: float = 1.0,
         max_records: int = 2000,
     ) -> None:
-        super().__init__("respublica-raw")
+        super().__init__(f"respublica-raw.{contract}")
+        self.contract = contract
         self.settings = settings
         self.stages = dict(stages)
         self.keystores = dict(keystores)
@@ -242,13 +246,12 @@ class RawLoop(_Loop):
         self._destroyed: dict[str, int] = {}
         self._keys_read = 0.0
         self._next: dict[TopicPartition, int] = {}  # next offset to fold, per held partition
-        self._first_record = 0.0
         self.flow = FlowControl(None)  # its consumer is created on the loop's thread
 
     def run_loop(self) -> None:
         self._producer = self.settings.producer()
         self._consumer = self.settings.consumer(
-            group_id=self.settings.raw_group,
+            group_id=self.settings.raw_group(self.contract),
             max_poll_records=self.max_records,
             max_partition_fetch_bytes=RAW_FETCH_BYTES,
         )
@@ -259,9 +262,8 @@ class RawLoop(_Loop):
             while not self.stopping.is_set():
                 self.flow.before_poll()
                 polled = self._consumer.poll(timeout_ms=POLL_MS)
-                if polled and not self._first_record:
-                    self._first_record = time.time()  # the bench's clock starts here
-                    self.metrics.first_record.set(self._first_record)
+                if polled:
+                    self.metrics.first_poll(time.time())  # the bench's clock starts here
                 self.check_listener()
                 with self.lock:
                     self.adopt_pending()
@@ -296,7 +298,7 @@ class RawLoop(_Loop):
                     for topic, stage in self.stages.items()
                 }
             )
-        self.metrics.paused.set(len(self.flow.paused))
+        self.metrics.paused.labels(self.contract).set(len(self.flow.paused))
 
     def _held(self) -> list[TopicPartition]:
         return [TopicPartition(t, p) for t, s in self.stages.items() for p in s.partitions]
@@ -382,7 +384,8 @@ class RawLoop(_Loop):
         for tp in tps:
             self.stages[tp.topic].release(tp.partition)
             self._next.pop(tp, None)
-        self.metrics.held.labels("raw").set(sum(len(s.partitions) for s in self.stages.values()))
+        held = sum(len(s.partitions) for s in self.stages.values())
+        self.metrics.held.labels(self.contract, "raw").set(held)
 
     def drop_all(self) -> None:
         """After an outage: forget every partition; the next assignment restores them."""
@@ -408,8 +411,8 @@ class RawLoop(_Loop):
                 self._consumer.seek(TopicPartition(topic, partition), resume)
                 self._next[TopicPartition(topic, partition)] = resume
         held = sum(len(s.partitions) for s in self.stages.values())
-        self.metrics.held.labels("raw").set(held)
-        _log.info("raw partitions held: %d", held)
+        self.metrics.held.labels(self.contract, "raw").set(held)
+        _log.info("raw partitions of %s held: %d", self.contract, held)
 
 
 def last_checkpoints(settings: WorkerClients, topic: str, view: str) -> dict[str, Checkpoint]:
@@ -427,7 +430,8 @@ MergeFactory = Callable[[str], MergeStage]
 
 
 class MergeLoop(_Loop):
-    """Stage 2 over every view's partials topic; one transactional producer per owned view."""
+    """Stage 2 over the partials topics of one contract's views (``contract``), in its merge
+    group; one transactional producer per owned view."""
 
     def __init__(
         self,
@@ -436,11 +440,13 @@ class MergeLoop(_Loop):
         topics: Iterable[str],
         state_topics: Mapping[str, str],
         *,
+        contract: str,
         progress: Callable[[MergeStage], None] | None = None,
         metrics: WorkerMetrics | None = None,
         fault: Callable[[str, MergeOutput], None] | None = None,
     ) -> None:
-        super().__init__("respublica-merge")
+        super().__init__(f"respublica-merge.{contract}")
+        self.contract = contract
         self.settings = settings
         self.factory = factory
         self.topics = sorted(topics)
@@ -452,7 +458,7 @@ class MergeLoop(_Loop):
 
     def run_loop(self) -> None:
         self._consumer = self.settings.consumer(
-            group_id=self.settings.merge_group, max_poll_records=5000
+            group_id=self.settings.merge_group(self.contract), max_poll_records=5000
         )
         subscribe(self._consumer, self.topics, _Listener(self))
         try:
@@ -520,8 +526,8 @@ class MergeLoop(_Loop):
             self._consumer.seek(tp, stage.restore(value))
             self.owned[tp.topic] = (stage, producer)
         if self.metrics is not None:
-            self.metrics.held.labels("merge").set(len(self.owned))
-        _log.info("views owned: %d", len(self.owned))
+            self.metrics.held.labels(self.contract, "merge").set(len(self.owned))
+        _log.info("views of %s owned: %d", self.contract, len(self.owned))
 
     def _load_states(self, state_topics: Iterable[str]) -> dict[tuple[str, bytes], bytes]:
         # After init_transactions, and up to the high watermark: a state committed after a
@@ -555,7 +561,7 @@ class MergeLoop(_Loop):
             finally:
                 abandon(self.owned.pop(tp.topic)[1], 1 if self.discarding else 5)
         if self.metrics is not None:
-            self.metrics.held.labels("merge").set(len(self.owned))
+            self.metrics.held.labels(self.contract, "merge").set(len(self.owned))
         if bug is not None:
             raise bug  # kept by the listener; the loop stops on it
 
@@ -567,4 +573,4 @@ class MergeLoop(_Loop):
             for topic in list(self.owned):
                 abandon(self.owned.pop(topic)[1], 1)
             if self.metrics is not None:
-                self.metrics.held.labels("merge").set(0)
+                self.metrics.held.labels(self.contract, "merge").set(0)

@@ -7,6 +7,7 @@ tail again, so the auditable counts are the suppression reports on the public to
 
 from __future__ import annotations
 
+import threading
 from datetime import datetime
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
@@ -23,6 +24,8 @@ class WorkerMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        self._first_lock = threading.Lock()
+        self._first_at = 0.0
         self.catalogue = catalogue = metrics_for(r)  # defined once, in broker/metrics.py
         self.windows = catalogue.windows_released
         self.groups_published = catalogue.groups_published
@@ -67,13 +70,14 @@ class WorkerMetrics:
         )
         self.held = Gauge(
             "respublica_worker_assignment",
-            "Raw partitions (stage=raw) and views (stage=merge) this worker owns",
-            ["stage"],
+            "Raw partitions (stage=raw) and views (stage=merge) of a contract this worker owns",
+            ["contract", "stage"],
             registry=r,
         )
         self.paused = Gauge(
             "respublica_worker_paused_partitions",
-            "Raw partitions paused by event-time flow control (ran ahead)",
+            "Raw partitions of a contract paused by event-time flow control (ran ahead)",
+            ["contract"],
             registry=r,
         )
         self.first_record = Gauge(
@@ -98,6 +102,9 @@ class WorkerMetrics:
         self.keys_destroyed.labels(contract.id)
         for reason in RejectReason:
             self.key_records_rejected.labels(contract.id, reason.value)
+        self.paused.labels(contract.id)
+        for stage in ("raw", "merge"):
+            self.held.labels(contract.id, stage)
         for view in contract.views:
             labels = (contract.id, view.name)
             for family in (
@@ -113,6 +120,14 @@ class WorkerMetrics:
                 family.labels(*labels)
             if view.noise is not None:
                 self.epsilon_budget.labels(*labels).set(view.noise.budget)
+
+    def first_poll(self, at: float) -> None:
+        """A raw loop polled records at ``at``: the process's first record, if it is the first
+        (each contract has its own raw loop; the earliest of them counts)."""
+        with self._first_lock:
+            if not self._first_at:
+                self._first_at = at
+                self.first_record.set(at)
 
     def outcome(self, contract: str, view: str, outcome: ProcessOutcome) -> None:
         """Count one ``Aggregator.process`` outcome."""

@@ -71,6 +71,10 @@ def test_acl_grants_follow_prefixes_and_deny_wins() -> None:
     }
 
 
+def _group(principal: str, name: str, pattern: str) -> AclBinding:
+    return AclBinding(principal, "GROUP", name, pattern, "READ")
+
+
 def test_acls_without_an_authorizer_or_unreadable_are_violations(contract: Contract) -> None:
     findings = Findings()
     check_acls(contract, AclState(enforced=False), findings)
@@ -91,6 +95,11 @@ def test_the_bindings_apply_creates_pass_the_audit(contract: Contract) -> None:
     result = check_acls(contract, state, findings)
     assert findings.sorted() == []
     rows = {(g["principal"], g["topic"]): g["operations"] for g in result["grants"]}
+    worker = acls.worker_principal(contract)
+    assert result["groups"] == [
+        {"principal": worker, "group": f"respublica.{contract.id}.{stage}", "operations": ["READ"]}
+        for stage in ("merge", "raw")
+    ]
     assert rows[("User:lyon-opendata", contract.topic_public("availability"))] == [
         "DESCRIBE",
         "READ",
@@ -124,6 +133,15 @@ def test_acls_wider_than_the_contract_are_violations(contract: Contract) -> None
         ),
         (_grant("User:*", f"raw.{c}.", "READ", "PREFIXED"), "acl-wildcard"),
         (_grant("User:*", "*", "WRITE"), "acl-wildcard"),
+        # Consumer groups: another contract's worker on this one's, this worker beyond its own.
+        (_group(acls.worker_principal("other"), "respublica.", "PREFIXED"), "acl-group-grant"),
+        (_group(stranger, f"respublica.{c}.raw", "LITERAL"), "acl-group-grant"),
+        (_group("User:*", "*", "LITERAL"), "acl-group-grant"),
+        (_group(acls.worker_principal(contract), "respublica.", "PREFIXED"), "acl-worker-group"),
+        (
+            _group(acls.worker_principal(contract), "respublica.o.raw", "LITERAL"),
+            "acl-worker-group",
+        ),
     ]
     for binding, code in cases:
         findings = Findings()
@@ -136,6 +154,9 @@ def test_acls_wider_than_the_contract_are_violations(contract: Contract) -> None
         _grant(stranger, contract.topic_public("availability"), "DESCRIBE"),
         _grant(stranger, f"raw.{c}.", "READ", "PREFIXED"),
         AclBinding(stranger, "TOPIC", "raw.", "PREFIXED", "ALL", "DENY"),
+        _group(stranger, "respublica.other.", "PREFIXED"),  # another contract's groups
+        _group(stranger, f"respublica.{c}.", "PREFIXED"),
+        AclBinding(stranger, "GROUP", "respublica.", "PREFIXED", "ALL", "DENY"),
     ]
     findings = Findings()
     check_acls(contract, AclState(True, [*acls.contract_bindings(contract), *harmless]), findings)

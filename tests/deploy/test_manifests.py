@@ -457,8 +457,6 @@ def test_one_worker_per_contract_with_health_on_6066_and_the_master_key() -> Non
             "worker",
             "--contracts",
             path,
-            "--group",
-            f"respublica.{contract_id}",
             "--web-host",
             ALL_INTERFACES,
             "--web-port",

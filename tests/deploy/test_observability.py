@@ -151,17 +151,17 @@ def test_compose_app_services_run_the_respublica_image_and_subcommand() -> None:
         "6066",
     ]
     for worker, contract_id, filename in WORKERS:
-        # One contract, its own groups; Prometheus in another container reaches the web server.
+        # One contract, its own principal and so its own groups (respublica.<c>.raw, .merge:
+        # the default); Prometheus in another container reaches the web server.
         assert _service(worker)["command"][1:] == [
             "--contracts",
             f"/etc/respublica/contracts/examples/{filename}",
-            "--group",
-            f"respublica.{contract_id}",
             "--web-host",
             ALL_INTERFACES,
             "--web-port",
             "6066",
         ]
+        assert [Path(e).name for e in _service(worker)["env_file"]] == [f"worker.{contract_id}.env"]
     assert "127.0.0.1:8080:8080" in _service("gateway")["ports"]
 
 

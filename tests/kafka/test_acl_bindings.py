@@ -55,7 +55,7 @@ def test_the_micromobility_contract_implies_exactly_these_bindings(
         _b(worker, "TOPIC", f"respublica.{c}.", "READ"),
         _b(worker, "TOPIC", f"respublica.{c}.", "WRITE"),
         _b(worker, "TOPIC", f"respublica.{c}.", "DESCRIBE"),
-        _b(worker, "GROUP", "respublica.", "READ"),
+        _b(worker, "GROUP", f"respublica.{c}.", "READ"),
         _b(worker, "TRANSACTIONAL_ID", f"respublica.{c}.", "WRITE"),
         _b(worker, "TRANSACTIONAL_ID", f"respublica.{c}.", "DESCRIBE"),
         _b(auditor, "CLUSTER", "kafka-cluster", "DESCRIBE", "LITERAL"),
@@ -138,8 +138,17 @@ def test_the_groups_and_transactional_ids_in_use_are_covered(
             for b in bindings
         )
 
-    assert allowed(worker, "GROUP", clients.raw_group, "READ")
-    assert allowed(worker, "GROUP", clients.merge_group, "READ")
+    assert allowed(worker, "GROUP", clients.raw_group(contract.id), "READ")
+    assert allowed(worker, "GROUP", clients.merge_group(contract.id), "READ")
+    assert clients.raw_group(contract.id) == "respublica.paris-str.raw"
+    # Another contract's worker has no right on these groups, nor this one on theirs.
+    other_groups = (clients.raw_group("another-contract"), clients.merge_group("another-contract"))
+    for group in other_groups:
+        assert not allowed(worker, "GROUP", group, "READ")
+    every = [b for e in examples.values() for b in acls.contract_bindings(e)]
+    assert not any(
+        b.principal != worker and b.covers("GROUP", clients.raw_group(contract.id)) for b in every
+    )
     # broker/worker/loops.py MergeLoop.adopt: one transactional producer per view.
     for view in contract.views:
         tid = f"respublica.{contract.id}.{view.name}.merger"

@@ -87,7 +87,8 @@ class _Stage:
 
 def test_a_raw_loop_revoked_after_an_error_saves_nothing() -> None:
     stage = _Stage()
-    loop = RawLoop(None, {"raw.t": stage}, {}, WorkerMetrics())  # type: ignore[arg-type, dict-item]
+    stages = {"raw.t": stage}
+    loop = RawLoop(None, stages, {}, WorkerMetrics(), contract="c")  # type: ignore[arg-type]
     loop.discarding = True  # as run_loop leaves it when an error unwinds it
     loop.revoke([TopicPartition("raw.t", 0), TopicPartition("raw.t", 1)])
     assert stage.checkpointed == []  # the fold may be half-done: never checkpoint it
@@ -119,7 +120,7 @@ class _View:
 
 
 def test_a_merge_loop_revoked_after_an_error_commits_no_state() -> None:
-    loop = MergeLoop(None, lambda _: None, [], {})  # type: ignore[arg-type, return-value]
+    loop = MergeLoop(None, lambda _: None, [], {}, contract="c")  # type: ignore[arg-type, return-value]
     view, producer = _View(), _Producer(fail=True)
     loop.owned["partials.v"] = (view, producer)  # type: ignore[assignment]
     loop.discarding = True
