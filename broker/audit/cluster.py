@@ -243,9 +243,11 @@ def check_groups(
 
 
 def _denied(bindings: list[AclBinding], allow: AclBinding, group: str) -> bool:
-    """Whether a DENY of the same principal (or of ``User:*``) takes ``allow`` back."""
+    """Whether a DENY of the same principal (or of ``User:*``) takes ``allow`` back (from
+    every host: a DENY from one host leaves the grant open from the others)."""
     return any(
         d.permission == "DENY"
+        and d.host == "*"
         and d.principal in (allow.principal, WILDCARD)
         and d.operation in (allow.operation, "ALL")
         and d.covers("GROUP", group)
@@ -294,7 +296,7 @@ def acl_grants(bindings: list[AclBinding], names: list[str]) -> set[tuple[str, s
         for n in names
         if b.covers_topic(n)
     }
-    denied = [b for b in topic_bindings if b.permission == "DENY"]
+    denied = [b for b in topic_bindings if b.permission == "DENY" and b.host == "*"]
 
     def is_denied(principal: str, name: str, operation: str) -> bool:
         return any(

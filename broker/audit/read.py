@@ -130,8 +130,9 @@ class ClusterReader:
             return partitions, admin.configs(sorted(partitions))
 
     def acls(self) -> AclState:
-        """Every topic ACL; ``enforced=False`` when the cluster has no authorizer."""
-        pattern = ResourcePatternFilter(ResourceType.TOPIC, None, ACLResourcePatternType.ANY)
+        """Every ACL (topics, groups, ...: each check filters by resource type);
+        ``enforced=False`` when the cluster has no authorizer."""
+        pattern = ResourcePatternFilter(ResourceType.ANY, None, ACLResourcePatternType.ANY)
         acl_filter = ACLFilter(
             principal=None,
             host=None,

@@ -7,6 +7,7 @@ with our own ``transactional_id``; see ``docs/architecture.md`` ("Why not faust 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import socket
 import time
@@ -154,6 +155,21 @@ class WorkerClients:
         """Consumer group of stage 2 of one contract (one owner per view's partials
         partition): ``<stem>.<c>.merge``."""
         return worker_group(contract_id, "merge", self.group)
+
+    def group_client_id(self, contract_id: str) -> str:
+        """The client id of this process's consumers in the contract's groups:
+        ``<prefix>-<h>-<role>``, ``h`` a short hash of the contract and the role.
+
+        The round-robin assignor deals partitions to members sorted by member id, which the
+        broker derives from the client id. With the same client id in every contract's
+        groups, each contract would give its first view to the same process, its second to
+        the next, and so on (two of eight processes owning all six example views); a hash
+        that differs per contract orders the processes differently in each group, so the
+        views spread over them.
+        """
+        role = self.kafka.client_id(self.role)
+        digest = hashlib.sha256(f"{contract_id}/{role}".encode()).hexdigest()[:8]
+        return f"{self.kafka.client_id_prefix}-{digest}-{self.role}"
 
     def consumer(self, **overrides: Any) -> KafkaConsumer:
         """A consumer that never auto-commits and never sees aborted transactions."""

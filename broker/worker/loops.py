@@ -252,6 +252,7 @@ class RawLoop(_Loop):
         self._producer = self.settings.producer()
         self._consumer = self.settings.consumer(
             group_id=self.settings.raw_group(self.contract),
+            client_id=self.settings.group_client_id(self.contract),
             max_poll_records=self.max_records,
             max_partition_fetch_bytes=RAW_FETCH_BYTES,
         )
@@ -458,7 +459,9 @@ class MergeLoop(_Loop):
 
     def run_loop(self) -> None:
         self._consumer = self.settings.consumer(
-            group_id=self.settings.merge_group(self.contract), max_poll_records=5000
+            group_id=self.settings.merge_group(self.contract),
+            client_id=self.settings.group_client_id(self.contract),
+            max_poll_records=5000,
         )
         subscribe(self._consumer, self.topics, _Listener(self))
         try:

@@ -26,7 +26,7 @@ from tests.audit.support import (
     public_headers,
 )
 from tests.kafka.acl_support import require_authorizer
-from tests.worker.support import encode_raw, mobility_events, produce_raw
+from tests.worker.support import encode_raw, mobility_events, produce_raw, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -199,3 +199,36 @@ def test_grants_wider_than_the_contract_are_violations(
         "acl-extra-reader": 1,
     }
     assert "User:stranger" in render(report, "md")
+
+
+def test_group_grants_on_the_cluster_reach_the_audit(
+    raw_contract: tuple[Contract, list[dict[str, object]]], kafka_bootstrap: str
+) -> None:
+    """Before: the audit asked the broker for TOPIC ACLs only, so its group checks (another
+    principal on the contract's worker groups, the worker beyond its own) never fired."""
+    require_authorizer(kafka_bootstrap)
+    contract, _ = raw_contract
+    c = contract.id
+    wider = [
+        AclBinding("User:stranger", "GROUP", f"respublica.{c}.raw", "LITERAL", "READ"),
+        AclBinding(acls.worker_principal(contract), "GROUP", "respublica.", "PREFIXED", "READ"),
+        # a DENY from one host does not take back a grant open to every host
+        AclBinding(
+            "User:stranger", "GROUP", f"respublica.{c}.raw", "LITERAL", "READ", "DENY", "10.9.9.9"
+        ),
+    ]
+    with acls.AclAdmin(kafka_bootstrap) as admin:
+        admin.create(wider)
+        try:
+            wait_for(lambda: set(wider) <= admin.bindings(), 60, "the grants to be listed")
+            report = audit(contract, kafka_bootstrap)
+        finally:
+            admin.delete(wider)
+    flagged = codes(report["findings"])
+    assert (flagged.get("acl-group-grant"), flagged.get("acl-worker-group")) == (1, 1), flagged
+    groups = report["terms"]["acls"]["groups"]
+    assert {
+        "principal": "User:stranger",
+        "group": f"respublica.{c}.raw",
+        "operations": ["READ"],
+    } in groups
