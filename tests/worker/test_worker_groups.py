@@ -259,8 +259,9 @@ def test_two_contracts_workers_run_side_by_side_each_in_its_own_groups(
             raw, merge = pair.groups(contract)
             members = _members(pair.admin, raw)
             # Its own worker and the two-contract process; never the other contract's worker.
-            prefix = pair.admin.client_id_prefix
-            assert set(members) == {f"{prefix}-worker-own-{cid}", f"{prefix}-worker-both"}, members
+            own = WorkerClients(pair.workers[cid], f"worker-own-{cid}").group_client_id(cid)
+            two = WorkerClients(pair.admin, "worker-both").group_client_id(cid)
+            assert set(members) == {own, two}, members
             raws = {contract.topic_raw(s) for s in contract.streams if contract.views_of(s)}
             assert set().union(*members.values()) == raws
             views = set().union(*_members(pair.admin, merge).values())
