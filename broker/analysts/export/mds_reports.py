@@ -27,6 +27,7 @@ from broker.analysts.export.regulatory import (
 )
 from broker.analysts.export.table import Column, ExportError
 from broker.kafka.public_reader import ViewContents
+from connectors.mds import VEHICLE_TYPES  # MDS 2.0 data-types.md, "Vehicle Types"
 from contracts.model import CountMeasure, FieldDimension
 
 FORMAT = "mds-reports"
@@ -47,20 +48,6 @@ K = 10
 """The spec's k-anonymity threshold: fewer than 10 trips in a count are reported as -1."""
 DURATION = "P1M"
 ALL_RIDERS = "all_riders"
-VEHICLE_TYPES = (
-    "bicycle",
-    "bus",
-    "cargo_bicycle",
-    "car",
-    "delivery_robot",
-    "moped",
-    "motorcycle",
-    "scooter_standing",
-    "scooter_seated",
-    "truck",
-    "other",
-)
-"""MDS 2.0.2 ``vehicle_type`` values (data-types.md#vehicle-types)."""
 TRIP_FIELDS = ("trip_id", "start_time")
 """A stream whose schema has these fields carries trips (MDS trips)."""
 
@@ -98,11 +85,12 @@ def _check(contents: ViewContents, options: RegulatoryOptions) -> tuple[str, str
     if vehicle is None and options.vehicle_type is None:
         reason = (
             "the view has no vehicle_type dimension: pass --vehicle-type (one of "
-            f"{', '.join(VEHICLE_TYPES)}) when the contract covers one vehicle type"
+            f"{', '.join(sorted(VEHICLE_TYPES))}) when the contract covers one vehicle type"
         )
         raise refuse(FORMAT, contents, reason)
     if options.vehicle_type is not None and options.vehicle_type not in VEHICLE_TYPES:
-        msg = f"--vehicle-type must be an MDS 2.0 vehicle type: one of {', '.join(VEHICLE_TYPES)}"
+        known = ", ".join(sorted(VEHICLE_TYPES))
+        msg = f"--vehicle-type must be an MDS 2.0 vehicle type: one of {known}"
         raise ExportError(msg)
     if options.provider_id is not None:
         _check_uuid(options.provider_id)
