@@ -134,8 +134,11 @@ class HealingWriter:
         task.add_done_callback(self._retiring.discard)
 
     async def close(self) -> None:
-        """Close the current producer and wait for retired ones."""
-        await self._writer.close()
+        """Close the current producer and wait for retired ones, each for at most
+        ``CLOSE_TIMEOUT_S``: an idempotent producer retries a batch Kafka does not take (its
+        topic deleted, the broker away) for ever, and its ``stop()`` waits for every batch.
+        Such records were never acknowledged (their requests were answered 503)."""
+        await _retire(self._writer)
         if self._retiring:
             await asyncio.gather(*self._retiring, return_exceptions=True)
 
@@ -143,6 +146,11 @@ class HealingWriter:
 async def _retire(writer: BatchWriter) -> None:
     try:
         await asyncio.wait_for(writer.close(), CLOSE_TIMEOUT_S)
+    except TimeoutError:
+        _log.warning(
+            "a producer did not close within %.0f s; its unacknowledged batches are dropped",
+            CLOSE_TIMEOUT_S,
+        )
     except Exception as exc:  # a broken producer may fail to close: it is dropped anyway
         _log.debug("retired producer did not close cleanly: %s", type(exc).__name__)
 

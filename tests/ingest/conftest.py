@@ -6,6 +6,7 @@ unit ones write to ``MemoryWriter``, the integration ones to the session's Kafka
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
@@ -134,7 +135,8 @@ async def gateway_client() -> AsyncIterator[ClientFactory]:
 
     yield make
     for client in clients:
-        await client.close()
+        # Bounded, so a hung shutdown fails this test in a minute rather than the whole run.
+        await asyncio.wait_for(client.close(), 60)
 
 
 async def scrape(client: TestClient[Any, Any]) -> str:
