@@ -211,7 +211,9 @@ def check_groups(
     contract: Contract, bindings: list[AclBinding], findings: Findings
 ) -> list[dict[str, Any]]:
     """Group grants that touch the contract: only its worker on its groups, and its worker on
-    nothing else (``acl-group-grant``, ``acl-worker-group``). Rows: who may use its groups."""
+    nothing else (``acl-group-grant``, ``acl-worker-group``), and its worker on each of them
+    (``acl-worker-group-missing``, a warning: a service failure, not a leak). Rows: who may
+    use its groups."""
     worker = acls.worker_principal(contract)
     own = worker_group_prefix(contract.id)
     groups = contract_groups(contract)
@@ -236,6 +238,13 @@ def check_groups(
                 "workers: it could join it and assign their partitions to nobody"
             )
             findings.violation(SECTION, "acl-group-grant", message, covered[0])
+    for group in groups:
+        if not rows.get((worker, group), set()) & {"READ", "ALL"}:
+            message = (
+                f"{worker} may not use group {group}: the contract's workers cannot join it "
+                "and nothing is published (`respublica contracts apply` grants it)"
+            )
+            findings.warning(SECTION, "acl-worker-group-missing", message, group)
     return [
         {"principal": p, "group": g, "operations": sorted(ops)}
         for (p, g), ops in sorted(rows.items())

@@ -104,10 +104,12 @@ def test_the_bindings_apply_creates_pass_the_audit(contract: Contract) -> None:
         "DESCRIBE",
         "READ",
     ]
-    # Without any grant, the consumers' read grants are missing (warnings, not violations).
+    # Without any grant, the consumers' read grants and the worker's group grants are missing
+    # (warnings, not violations).
     findings = Findings()
     check_acls(contract, AclState(enforced=True), findings)
-    assert findings.ok and {f.code for f in findings.sorted()} == {"acl-missing"}
+    codes = {f.code for f in findings.sorted()}
+    assert findings.ok and codes == {"acl-missing", "acl-worker-group-missing"}
 
 
 def test_acls_wider_than_the_contract_are_violations(contract: Contract) -> None:
@@ -161,6 +163,22 @@ def test_acls_wider_than_the_contract_are_violations(contract: Contract) -> None
     findings = Findings()
     check_acls(contract, AclState(True, [*acls.contract_bindings(contract), *harmless]), findings)
     assert findings.sorted() == []
+
+
+def test_a_worker_without_its_group_grant_is_a_warning(contract: Contract) -> None:
+    worker = acls.worker_principal(contract)
+    granted = acls.contract_bindings(contract)
+    without = [b for b in granted if not (b.resource_type == "GROUP" and b.principal == worker)]
+    assert len(without) < len(granted)
+    denied = AclBinding(
+        worker, "GROUP", f"respublica.{contract.id}.merge", "LITERAL", "ALL", "DENY"
+    )
+    raw, merge = f"respublica.{contract.id}.raw", f"respublica.{contract.id}.merge"
+    for bindings, missing in ((without, [merge, raw]), ([*granted, denied], [merge])):
+        findings = Findings()
+        check_acls(contract, AclState(True, bindings), findings)
+        found = [(f.severity.value, f.code, f.where) for f in findings.sorted()]
+        assert found == [("warning", "acl-worker-group-missing", g) for g in missing]
 
 
 def test_topic_configs_against_the_contract(contract: Contract) -> None:

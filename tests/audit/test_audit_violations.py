@@ -62,10 +62,12 @@ def test_a_clean_contract_passes_before_anything_is_broken(
     view = next(v for v in report["reconciliation"]["views"] if v["view"] == "availability")
     assert view["gap"] == 0 and view["open"] > 0  # nothing released yet: open, not lost
     # The session broker enforces ACLs; none were created for this contract, so each
-    # consumer's read grant is missing (a warning) and nothing is wider than the contract.
+    # consumer's read grant and the worker's two group grants are missing (warnings), and
+    # nothing is wider than the contract.
     assert report["terms"]["acls"]["enforced"]
     readers = sum(len(c.views) for c in contract.consumers)
     assert codes(report["findings"], "warning")["acl-missing"] == readers
+    assert codes(report["findings"], "warning")["acl-worker-group-missing"] == 2  # raw, merge
 
 
 def test_a_topic_whose_retention_differs_from_the_contract_is_a_violation(
