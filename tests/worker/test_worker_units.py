@@ -255,7 +255,7 @@ def test_undecodable_raw_records_are_counted_and_skipped(mobility: Contract) -> 
     damaged body) is counted once and skipped; the records around it fold as without it."""
     events = mobility_events(400, seed=4)
     [raw] = _raw(mobility, events["vehicle_events"], 1)
-    good = [RawRecord(r.offset * 5, r.value) for r in raw[:-1]]
+    good = [RawRecord(r.offset * 5, r.value, r.headers) for r in raw]  # ends with an EOS
     value = good[0].value or b""
     bad: list[bytes | None] = [None, b"\x00\x00\x00\x00\x01" + value[5:], b"\x01" + value[1:]]
     bad += [value[:-3], value + b"\x00", b"", b"\x00"]
