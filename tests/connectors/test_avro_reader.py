@@ -629,6 +629,6 @@ def test_framed_decoder_decides_as_decode_with_one_schema(
     own = entry.header
     decoder = serde.framed_decoder(schema, entry.schema_id)
     damaged = body[:at] + chunk + body[at + len(chunk) // 2 :]
-    for data in (own + body, own + damaged, header + body, header, own[:at % 6]):
+    for data in (own + body, own + damaged, header + body, header, own[: at % 6]):
         expected = _decode_outcome(lambda d: serde.decode(d, registry)[1], data)
         assert _decode_outcome(decoder, data) == expected
