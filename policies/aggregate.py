@@ -268,6 +268,7 @@ class Aggregator:
             if max_time is None or t > max_time:
                 max_time = t
                 watermark = t - lateness
+            group: GroupKey
             try:
                 if single is not None:
                     group = (single(record),)
