@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup kafka kafka-stop kafka-status demo demo-stop bench bench-policies test test-unit test-integration soak lint format clean
+.PHONY: help setup kafka kafka-stop kafka-status demo demo-stop bench bench-policies bench-fold test test-unit test-integration soak lint format clean
 
 help: ## list the targets with one line each
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -41,6 +41,9 @@ bench: $(STAMP) ## respublica bench: B1, B2, P, F, P2, PA side by side (EVENTS=1
 
 bench-policies: $(STAMP) ## micro-benchmark of the pure policy core (250k and 2M events)
 	$(BIN)/python -m broker.bench.policies --events 250000 --events 2000000 --memory
+
+bench-fold: $(STAMP) ## micro-benchmark of the raw loop's decode and fold, no Kafka (EVENTS=100000)
+	$(BIN)/python -m broker.bench.fold --events $(or $(EVENTS),100000)
 
 test: $(STAMP) ## run every test (unit and integration); starts and stops its own broker
 	$(BIN)/pytest -q $(PYTEST_ARGS)

@@ -33,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Iterable
+from math import isfinite
 from typing import Any
 
 import orjson
@@ -242,7 +243,9 @@ class Aggregator:
         time_f, subject_f, width = spec.time_field, spec.subject_field, spec.window_ms
         rotation, lateness = spec.rotation_ms, spec.lateness_ms
         locators = tuple(d.locate for d in spec.dimensions)
+        # One or two dimensions (most views) without a generator per record.
         single = locators[0] if len(locators) == 1 else None
+        first, second = locators if len(locators) == 2 else (None, None)
         filter_f, allowed = spec.filter_field, spec.filter_set()
         position, max_time = self._position, self._max_time
         watermark = NO_WATERMARK if max_time is None else max_time - lateness
@@ -265,9 +268,12 @@ class Aggregator:
             if max_time is None or t > max_time:
                 max_time = t
                 watermark = t - lateness
+            group: GroupKey
             try:
                 if single is not None:
                     group = (single(record),)
+                elif first is not None and second is not None:
+                    group = (first(record), second(record))
                 else:
                     group = tuple(locate(record) for locate in locators)
             except OutsideTerritory:
@@ -394,13 +400,25 @@ class Aggregator:
         return part
 
     def _fold_fields(self, part: Partial, record: Record, epoch: int) -> None:
+        sums, counts, bound = part.sums, part.counts, self._clamp
         for name in self._numeric:
-            x = numeric(record.get(name))
-            if x is not None:
-                if self._clamp is not None:
-                    x = clamp(x, self._clamp)
-                add_exact(part.sums.setdefault(name, []), x)
-                part.counts[name] = part.counts.get(name, 0) + 1
+            x = record.get(name)
+            if type(x) is float or type(x) is int:  # what ``numeric`` takes, without the call
+                x = float(x)
+                if not isfinite(x):
+                    continue
+            else:
+                x = numeric(x)
+                if x is None:
+                    continue
+            if bound is not None:
+                x = clamp(x, bound)
+            held = sums.get(name)
+            if held is None:
+                sums[name] = [x]  # ``add_exact`` of a first value
+            else:
+                add_exact(held, x)
+            counts[name] = counts.get(name, 0) + 1
         for name in self._quantiles:
             x = numeric(record.get(name))
             if x is not None:

@@ -200,6 +200,15 @@ def _placed(
         west, south, east, north = territory.area.bbox
         exact_box = territory.area.region.is_box
 
+    def checked(lat: Any, lon: Any) -> Any:
+        flat, flon = coordinates(lat, lon)
+        if territory is not None:
+            territory.check(flat, flon)
+        return cell(flat, flon)
+
+    if not exact_box:
+        return lambda record: checked(record.get(lat_f), record.get(lon_f))
+
     def locate(record: Record) -> Any:
         lat, lon = record.get(lat_f), record.get(lon_f)
         # Fast path for the common valid point in a box territory: the very answer
@@ -207,15 +216,11 @@ def _placed(
         if (
             type(lat) is float
             and type(lon) is float
-            and exact_box
             and south <= lat <= north
             and west <= lon <= east
         ):
             return cell(lat, lon)
-        flat, flon = coordinates(lat, lon)
-        if territory is not None:
-            territory.check(flat, flon)
-        return cell(flat, flon)
+        return checked(lat, lon)
 
     return locate
 

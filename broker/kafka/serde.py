@@ -252,6 +252,31 @@ def decode_body(data: bytes, parsed_schema: ParsedSchema) -> dict[str, Any]:
 _reader: Callable[[ParsedSchema], BodyReader | None] = per_schema(compile_reader)
 
 
+def framed_decoder(parsed_schema: ParsedSchema, sid: int) -> Callable[[bytes], dict[str, Any]]:
+    """``decode`` for values of one known schema, set up once: a consumer's per-record path.
+
+    The returned function compares the 5-byte header with ``sid``'s as bytes and reads the
+    body with the compiled reader, without ``decode``'s lookups per record; it accepts and
+    refuses exactly what ``decode`` does with a registry holding only this schema (another
+    schema id is ``AVRO_UNKNOWN_SCHEMA``).
+    """
+    header = _HEADER.pack(MAGIC, sid)
+    read = _reader(parsed_schema)
+
+    def decode_framed(data: bytes) -> dict[str, Any]:
+        if data[:HEADER_SIZE] == header:
+            if read is not None:
+                try:
+                    return read(data, HEADER_SIZE)
+                except Exception:  # noqa: BLE001, S110 - not for the fast path: fastavro decides
+                    pass
+            return _fastavro_decode_body(data, parsed_schema)
+        read_header(data)  # short input or a wrong magic byte: its own reason
+        raise SerializationError(Reason.AVRO_UNKNOWN_SCHEMA)
+
+    return decode_framed
+
+
 def _fastavro_decode_body(data: bytes, parsed_schema: ParsedSchema) -> dict[str, Any]:
     """``decode_body`` by fastavro: other schemas, and the authority on every failure."""
     buf = io.BytesIO(data)

@@ -48,7 +48,7 @@ from broker.kafka.internal import (
     source_name,
 )
 from broker.kafka.publish import OutRecord
-from broker.kafka.serde import SerializationError, decode_body, read_header, schema_id
+from broker.kafka.serde import SerializationError, framed_decoder, schema_id
 from broker.worker.flow import MIN_LEAD_MS
 from broker.worker.metrics import WorkerMetrics
 from contracts.model import Contract
@@ -130,8 +130,9 @@ class PartialsStage:
         self.clock = clock
         self.raw_topic = contract.topic_raw(stream)
         self.policy_hash = short_policy_hash(contract)
-        self._parsed = self.stream.avro_schema
-        self._schema_id = schema_id(self.stream.raw_schema)
+        self._decode_value = framed_decoder(
+            self.stream.avro_schema, schema_id(self.stream.raw_schema)
+        )
         self._sources: dict[int, _Source] = {}
 
     @property
@@ -178,6 +179,7 @@ class PartialsStage:
         """Decode a batch once and fold it into every view of the partition."""
         source = self._sources[partition]
         batch: list[tuple[int, Record]] = []
+        add, decode = batch.append, self._decode_value  # the per-record path: locals
         for raw in records:
             if raw.headers:
                 if _is_end_of_stream(raw.headers):
@@ -187,12 +189,18 @@ class PartialsStage:
                 if floor is not None:
                     self._fold(source, batch)  # what came before the heartbeat, first
                     batch = []
+                    add = batch.append
                     for agg in source.aggregators.values():
                         agg.advance(raw.offset, floor)
                     continue
-            record = self._decode(raw)
-            if record is not None:
-                batch.append((raw.offset, record))
+            value = raw.value
+            if value is None:
+                self._undecodable()
+                continue
+            try:
+                add((raw.offset, decode(value)))
+            except SerializationError:
+                self._undecodable()
         self._fold(source, batch)
         source.dirty = True
 
@@ -202,17 +210,10 @@ class PartialsStage:
             source.counts.setdefault(name, ProcessOutcome()).add(outcome)
             self.metrics.outcome(self.contract.id, name, outcome)
 
-    def _decode(self, raw: RawLike) -> Record | None:
-        if raw.value is not None:
-            try:
-                if read_header(raw.value) == self._schema_id:
-                    return decode_body(raw.value, self._parsed)
-            except SerializationError:
-                pass
+    def _undecodable(self) -> None:
         # Raw topics hold validated records: this is a bug or a foreign writer. Skip it (never
         # log the bytes) and count it, rather than stop every view of the stream.
         self.metrics.undecodable.labels(self.contract.id, self.stream.name).inc()
-        return None
 
     def checkpoint(self, partition: int, *, force: bool = False) -> list[OutRecord]:
         """Drained partials of every view, each view's checkpoint after its partials."""

@@ -597,3 +597,38 @@ def test_short_input_and_header_only_fail_as_before() -> None:
 def test_long_at_inverts_the_writers_varint(n: int) -> None:
     encoded = varint((n << 1) ^ (n >> 63))
     assert long_at(b"\x07" + encoded + b"\x09", 1) == (n, 1 + len(encoded))
+
+
+# --- The per-stream decoder of consumers ---------------------------------------------------------
+
+
+def _decode_outcome(decoder: Callable[[bytes], Any], data: bytes) -> tuple[Any, ...]:
+    try:
+        return "ok", _comparable(decoder(data))
+    except SerializationError as exc:
+        return SerializationError, exc.reason, exc.field_path
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from(sorted(CONTRACT_SCHEMAS)),
+    st.integers(0, 3),
+    st.sampled_from([b"", HEADER, b"\x00\x00\x00\x30\x3a", b"\x01\x00\x00\x30\x39", b"\x00\x00"]),
+    st.integers(0, 200),
+    st.binary(max_size=4),
+)
+def test_framed_decoder_decides_as_decode_with_one_schema(
+    name: str, seed: int, header: bytes, at: int, chunk: bytes
+) -> None:
+    """``framed_decoder`` (the worker's raw path) accepts and refuses what ``decode`` does
+    with a registry of that one schema: valid and damaged bodies, other ids, short input."""
+    schema = CONTRACT_SCHEMAS[name]
+    registry = serde.Schemas()
+    entry = registry.register(schema, "s", parsed=schema)
+    body = _framed(schema, _sample(schema, seed))[HEADER_SIZE:]
+    own = entry.header
+    decoder = serde.framed_decoder(schema, entry.schema_id)
+    damaged = body[:at] + chunk + body[at + len(chunk) // 2 :]
+    for data in (own + body, own + damaged, header + body, header, own[: at % 6]):
+        expected = _decode_outcome(lambda d: serde.decode(d, registry)[1], data)
+        assert _decode_outcome(decoder, data) == expected

@@ -250,6 +250,36 @@ def test_stages_with_a_crash_and_a_replay_equal_the_oracle(mobility: Contract) -
     assert oracle_windows(releases) == expected_windows(mobility, events, "availability")
 
 
+def test_undecodable_raw_records_are_counted_and_skipped(mobility: Contract) -> None:
+    """A raw record the stage cannot read (no value, another schema id, a bad magic byte,
+    damaged body) is counted once and skipped; the records around it fold as without it."""
+    events = mobility_events(400, seed=4)
+    [raw] = _raw(mobility, events["vehicle_events"], 1)
+    good = [RawRecord(r.offset * 5, r.value, r.headers) for r in raw]  # ends with an EOS
+    value = good[0].value or b""
+    bad: list[bytes | None] = [None, b"\x00\x00\x00\x00\x01" + value[5:], b"\x01" + value[1:]]
+    bad += [value[:-3], value + b"\x00", b"", b"\x00"]
+    mixed = list(good)
+    for n, damaged in enumerate(bad):  # offsets between the good ones, in offset order
+        at = 1 + n * 7
+        mixed.insert(at, RawRecord(mixed[at - 1].offset + 1, damaged))
+    outputs = []
+    for batch in (good, mixed):
+        metrics = WorkerMetrics()
+        stage, _ = _stages(mobility, metrics, KeyRing(token_bytes=lambda n: bytes(n)))
+        stage.restore(0, {})
+        stage.process(0, batch)
+        written = [(r.key, r.value) for r in stage.checkpoint(0, force=True)]
+        assert any(key.startswith(b"partials|") for key, _ in written)
+        undecodable = metrics.registry.get_sample_value(
+            "respublica_worker_undecodable_total",
+            {"contract": mobility.id, "stream": "vehicle_events"},
+        )
+        outputs.append((written, undecodable or 0.0))
+    assert outputs[0] == (outputs[1][0], 0.0)
+    assert outputs[1][1] == len(bad)
+
+
 def test_release_records_decode_to_the_release(mobility: Contract) -> None:
     events = mobility_events(2_000, seed=3)
     from policies.oracle import evaluate
