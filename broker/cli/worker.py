@@ -80,6 +80,13 @@ def register(commands: Any) -> None:
         help="seconds between stage-1 checkpoints (default 1)",
     )
     worker.add_argument(
+        "--consumer",
+        choices=("aiokafka", "kafka-python"),
+        default="aiokafka",
+        help="the client the worker's loops consume with (default aiokafka: records parsed "
+        "in C; kafka-python: the earlier pure-Python consumer)",
+    )
+    worker.add_argument(
         "--processes",
         type=_processes,
         default="auto",
@@ -167,6 +174,7 @@ def _engine(args: argparse.Namespace) -> Engine:
         web_host=args.web_host,
         web_socket=args.web_socket,
         checkpoint_interval_s=args.checkpoint_interval,
+        loop_client=args.consumer,
     )
     return Engine(config, active_contracts(contracts, now_utc()), masters)
 
@@ -202,6 +210,7 @@ def child_command(
     argv += ["--worker-id", worker_id, "--web-socket", str(web_socket)]
     argv += ["--parent-pid", str(parent_pid), "--web-port", "0", "--group", args.group]
     argv += ["--checkpoint-interval", repr(args.checkpoint_interval)]
+    argv += ["--consumer", args.consumer]
     argv += ["--log-level", args.log_level, "--log-format", args.log_format]
     for path in args.contracts or []:
         argv += ["--contracts", str(path)]
