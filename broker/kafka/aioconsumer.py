@@ -6,24 +6,24 @@ thread (aiokafka is not thread-safe): heartbeats, fetches and rebalances run the
 kafka-python's run on its network thread. Every method is a blocking call that the caller's
 thread hands to that loop; it exposes the part of ``kafka.KafkaConsumer`` the worker uses
 (``subscribe``, ``poll``, ``pause``, ``resume``, ``seek``, ``position``, ``highwater``,
-``end_offsets``, ``commit_async``, ``assignment``, ``partitions_for_topic``, ``close``) and
-speaks kafka-python's ``TopicPartition`` at its boundary. Records are aiokafka's
-``ConsumerRecord`` (same attributes the loops read: topic, partition, offset, key, value,
-headers, timestamp).
+``end_offsets``, ``commit_async``, ``assignment``, ``partitions_for_topic``, ``close``; and
+``assign``, ``seek_to_beginning``, ``commit`` for the bench's passthrough) and speaks
+kafka-python's ``TopicPartition`` at its boundary. Records are aiokafka's ``ConsumerRecord``
+(same attributes the loops read: topic, partition, offset, key, value, headers, timestamp).
 
-Rebalance callbacks: aiokafka awaits them on its loop. The loops' callbacks are synchronous
-and take the loop's lock, which the loop's thread holds while it calls ``seek`` or ``pause``;
-so each callback runs on a single executor thread while the event loop keeps heartbeating and
-serving the calls the callback (or the loop's thread) makes. A call made from the event loop's
-own thread runs directly (no deadlock). aiokafka calls ``on_partitions_revoked`` before it
-rejoins the group and returns no records while a rebalance goes on, so a revoked partition is
-checkpointed before its next owner is assigned (``docs/reliability.md``).
+Rebalance callbacks: aiokafka awaits them on its loop. The loops' callbacks are synchronous and
+take the loop's lock, which the loop's thread holds while it calls ``seek`` or ``pause``; so
+each callback runs on a thread of its own (aiokafka awaits one at a time) while the event loop
+keeps heartbeating and serving the calls the callback (or the loop's thread) makes. A call made
+from the event loop's own thread runs directly (no deadlock). aiokafka calls
+``on_partitions_revoked`` before it rejoins the group and returns no records while a rebalance
+goes on, so a revoked partition is checkpointed before its next owner is assigned
+(``docs/reliability.md``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import logging
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -40,7 +40,8 @@ _log = logging.getLogger(__name__)
 T = TypeVar("T")
 # Calls that wait on the broker give up after this long (KafkaTimeoutError-like TimeoutError).
 CALL_TIMEOUT_S = 60.0
-CLOSE_TIMEOUT_S = 30.0
+# Leaving the group is a courtesy: with the broker gone, the session timeout drops the member.
+CLOSE_TIMEOUT_S = 10.0
 START_TIMEOUT_S = 60.0
 
 
@@ -53,7 +54,7 @@ def _aio(tp: Any) -> AioPartition:
 
 
 class _Bridge(AioListener):
-    """Runs a synchronous kafka-python-style listener on the facade's callback thread."""
+    """Runs a synchronous kafka-python-style listener on a thread of its own."""
 
     def __init__(self, owner: AioConsumer, listener: Any) -> None:
         self.owner = owner
@@ -82,9 +83,7 @@ class AioConsumer:
         self._thread = threading.Thread(
             target=self._loop.run_forever, name=f"{name}-aiokafka", daemon=True
         )
-        self._callbacks = concurrent.futures.ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix=f"{name}-rebalance"
-        )
+        self._name = name
         self._closed = False
         self._thread.start()
         try:
@@ -130,15 +129,49 @@ class AioConsumer:
         return asyncio.run_coroutine_threadsafe(direct(), self._loop).result()
 
     async def in_callback_thread(self, fn: Callable[[list[TopicPartition]], Any], tps: Any) -> None:
-        """Await a listener callback run on the callback thread (the loop stays free)."""
-        await self._loop.run_in_executor(self._callbacks, fn, tps)
+        """Run a listener callback on a thread of its own and await it (the loop stays free).
+
+        A daemon thread per callback (rebalances are rare), not an executor: a callback still
+        blocked when the process exits must not hold the interpreter's exit up.
+        """
+        done: asyncio.Future[None] = self._loop.create_future()
+
+        def settle(error: BaseException | None) -> None:
+            if done.done():
+                return
+            if error is None:
+                done.set_result(None)
+            else:
+                done.set_exception(error)
+
+        def target() -> None:
+            error: BaseException | None = None
+            try:
+                fn(tps)
+            except BaseException as exc:  # handed to the awaiting coroutine
+                error = exc
+            try:
+                self._loop.call_soon_threadsafe(settle, error)
+            except RuntimeError:  # the consumer closed meanwhile: nobody waits any more
+                pass
+
+        threading.Thread(target=target, name=f"{self._name}-rebalance", daemon=True).start()
+        await done
 
     # -- the KafkaConsumer surface the worker uses -------------------------------------------
 
     def subscribe(self, topics: Iterable[str], listener: Any = None) -> None:
-        """Join the group for ``topics``; ``listener``'s callbacks run on the callback thread."""
+        """Join the group for ``topics``; ``listener``'s callbacks run off the event loop."""
         bridge = None if listener is None else _Bridge(self, listener)
         self._call(lambda: self._consumer.subscribe(list(topics), listener=bridge))
+
+    def assign(self, tps: Iterable[TopicPartition]) -> None:
+        """Read ``tps`` without a group (the bench's passthrough)."""
+        self._call(self._consumer.assign, [_aio(tp) for tp in tps])
+
+    def seek_to_beginning(self, *tps: TopicPartition) -> None:
+        """Fetch ``tps`` from their first offset next."""
+        self._run(self._consumer.seek_to_beginning(*[_aio(tp) for tp in tps]))
 
     def partitions_for_topic(self, topic: str) -> set[int] | None:
         """The partitions of ``topic`` in the consumer's metadata (refreshed when unknown)."""
@@ -203,6 +236,11 @@ class AioConsumer:
         ends = self._run(self._consumer.end_offsets([_aio(tp) for tp in tps]), timeout_s)
         return {_kp(tp): int(end) for tp, end in ends.items()}
 
+    def commit(self, offsets: Mapping[TopicPartition, OffsetAndMetadata]) -> None:
+        """Commit ``offsets`` and wait for the broker's answer."""
+        structured = {_aio(tp): (om.offset, om.metadata) for tp, om in offsets.items()}
+        self._run(self._consumer.commit(structured))
+
     def commit_async(self, offsets: Mapping[TopicPartition, OffsetAndMetadata]) -> None:
         """Commit ``offsets`` without waiting; a failure is logged (they are hints only)."""
         structured = {_aio(tp): (om.offset, om.metadata) for tp, om in offsets.items()}
@@ -245,4 +283,3 @@ class AioConsumer:
             self._thread.join(5)
         if not self._thread.is_alive():
             self._loop.close()
-        self._callbacks.shutdown(wait=False, cancel_futures=True)
