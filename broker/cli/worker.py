@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 # `--help` must stay fast. tests/layout/test_cli_start.py checks that they agree.
 MASTER_KEY_ENV = "RESPUBLICA_MASTER_KEY"
 NEW_MASTER_KEY_ENV = "RESPUBLICA_NEW_MASTER_KEY"
+# Copies of broker.kafka.clients.LoopClient's values, its default first.
+LOOP_CLIENTS = ("aiokafka", "kafka-python")
 
 
 def register(commands: Any) -> None:
@@ -81,8 +83,8 @@ def register(commands: Any) -> None:
     )
     worker.add_argument(
         "--consumer",
-        choices=("aiokafka", "kafka-python"),
-        default="aiokafka",
+        choices=LOOP_CLIENTS,
+        default=LOOP_CLIENTS[0],
         help="the client the worker's loops consume with (default aiokafka: records parsed "
         "in C; kafka-python: the earlier pure-Python consumer)",
     )

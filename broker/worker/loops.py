@@ -82,9 +82,9 @@ class _Loop(threading.Thread):
         self.listener_error: BaseException | None = None
         self.failing: str | None = None  # why the loop is backing off, while it is
         self.outages = 0  # how many times the loop started over
-        # True from an error until the loop starts over: the consumer's close() then runs
-        # the revoke callback, which must release only and save nothing (the state may be
-        # half-changed by the error).
+        # True from an error until the loop starts over: a consumer's close() may then run
+        # the revoke callback (kafka-python's does, aiokafka's does not), which must release
+        # only and save nothing (the state may be half-changed by the error).
         self.discarding = False
         # Whether Kafka answers (the engine's probe); a loop that keeps failing while it does
         # has a problem retrying cannot fix.
@@ -296,7 +296,7 @@ class RawLoop(_Loop):
                 written = self.checkpoint(self._held())
             self._commit(written)
         except BaseException:
-            self.discarding = True  # close() below revokes: release only, save nothing
+            self.discarding = True  # close() below may revoke: release only, save nothing
             raise
         finally:
             self._consumer.close(autocommit=False)
@@ -492,7 +492,7 @@ class MergeLoop(_Loop):
                 for topic in list(self.owned):
                     self.step(topic, force_state=True)
         except BaseException:
-            self.discarding = True  # close() below revokes: give views up, save nothing
+            self.discarding = True  # close() below may revoke: give views up, save nothing
             raise
         finally:
             self._consumer.close(autocommit=False)
