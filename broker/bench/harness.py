@@ -10,12 +10,13 @@ each in its own process(es):
   their first polled record; F (``broker/bench/faust_plain.py``) runs only for the
   micromobility example's availability view, the only one it implements;
 * P runs ``respublica worker --processes 1`` (the real code path, every view of the
-  contract), P2 two such workers, PA one ``respublica worker --processes auto`` (one process
-  per core, supervised), each on a fresh copy. A P variant is timed from the first raw record a
-  worker process polled (``respublica_worker_first_record_timestamp_seconds``) to the
-  timestamp of the last release it sent to a public topic; its CPU is that of every worker
-  process between those instants (sampled from ``/proc`` every 50 ms). Its releases must
-  equal the batch oracle before any number is reported.
+  contract), PK the same with ``--consumer kafka-python``, P2 two such workers, PA one
+  ``respublica worker --processes auto`` (one process per core, supervised), each on a fresh
+  copy. A P variant is timed from the first raw record a worker process polled
+  (``respublica_worker_first_record_timestamp_seconds``) to the timestamp of the last release it
+  sent to a public topic; its CPU is that of every worker process between those instants
+  (sampled from ``/proc`` every 50 ms). Its releases must equal the batch oracle before any
+  number is reported.
 """
 
 from __future__ import annotations
@@ -232,7 +233,10 @@ def check_faust(bootstrap: str, sink: str, inp: BenchInput) -> dict[str, Any]:
 
 # The worker processes of each P variant: one worker with one process, two workers with one
 # each, one worker with one process per core (the supervisor).
-POLICY_PROCESSES = {"p": ("1",), "p2": ("1", "1"), "pa": ("auto",)}
+POLICY_PROCESSES = {"p": ("1",), "p2": ("1", "1"), "pa": ("auto",), "pk": ("1",)}
+# PK: P consuming with kafka-python (``respublica worker --consumer kafka-python``), as every
+# P did before issue 17 session 4: the same-run comparison of the loops' two clients.
+POLICY_CONSUMER = {"pk": "kafka-python"}
 SAMPLE_S = 0.05  # CPU samples (cheap: /proc)
 SCRAPE_S = 0.5  # /metrics scrapes (not cheap: the worker renders, a supervisor merges)
 
@@ -264,6 +268,8 @@ def _workers(
                 count,
                 "--log-level",
                 "warning",
+                "--consumer",
+                POLICY_CONSUMER.get(name, "aiokafka"),
             ]
             child = Child(
                 args,
@@ -470,6 +476,8 @@ RATIOS = (
     ("p", "b1"),
     ("b1a", "b1"),
     ("p", "b1a"),
+    ("pk", "b1"),
+    ("p", "pk"),
     ("b2", "b1"),
     ("p", "b2"),
     ("p", "f"),
