@@ -92,7 +92,7 @@ class _Loop(threading.Thread):
         self.pending: set[TopicPartition] = set()
         self._consumer: Any = None
         # Both clients run rebalance callbacks off the loop's thread (kafka-python on its
-        # network thread, aiokafka's facade on its callback thread), and poll() can return
+        # network thread, aiokafka's facade on a thread per callback), and poll() can return
         # while a rebalance goes on: callbacks and the loop's own work take turns on this lock.
         # Never held around poll() or a commit (both need the network thread).
         self.lock = threading.RLock()
@@ -384,7 +384,8 @@ class RawLoop(_Loop):
             self._release(held)
             return
         try:
-            # No commit here: it would wait on this very network thread.
+            # No commit here: the group is rebalancing (and kafka-python would wait on this
+            # very network thread).
             self.checkpoint(held, REVOKE_FLUSH_TIMEOUT_S)
         except Exception as exc:
             if not is_outage(exc):
