@@ -1,20 +1,22 @@
-"""``respublica bench``: rounds of B1, B2, P, F, P2 and PA on the same broker, then ratios.
+"""``respublica bench``: rounds of B1, B1A, B2, P, F, P2 and PA on the same broker, then ratios.
 
 The input is a copy of a contract (``--contract FILE``, a copy of a bundled example; default
 the micromobility example) with events simulated for its streams (``broker/bench/preload.py``).
 Each round preloads a fresh copy's raw topics, then runs every variant over the same bytes,
 each in its own process(es):
 
-* B1 / B2 (``broker/bench/variants.py``) read the contract's first simulated raw topic and
-  report their own timings, from their first polled record; F (``broker/bench/faust_plain.py``)
-  runs only for the micromobility example's availability view, the only one it implements;
+* B1 / B1A / B2 (``broker/bench/variants.py``; B1A: B1 on the worker loops' aiokafka
+  consumer) read the contract's first simulated raw topic and report their own timings, from
+  their first polled record; F (``broker/bench/faust_plain.py``) runs only for the
+  micromobility example's availability view, the only one it implements;
 * P runs ``respublica worker --processes 1`` (the real code path, every view of the
-  contract), P2 two such workers, PA one ``respublica worker --processes auto`` (one process
-  per core, supervised), each on a fresh copy. A P variant is timed from the first raw record a
-  worker process polled (``respublica_worker_first_record_timestamp_seconds``) to the
-  timestamp of the last release it sent to a public topic; its CPU is that of every worker
-  process between those instants (sampled from ``/proc`` every 50 ms). Its releases must
-  equal the batch oracle before any number is reported.
+  contract), PK the same with ``--consumer kafka-python``, P2 two such workers, PA one
+  ``respublica worker --processes auto`` (one process per core, supervised), each on a fresh
+  copy. A P variant is timed from the first raw record a worker process polled
+  (``respublica_worker_first_record_timestamp_seconds``) to the timestamp of the last release it
+  sent to a public topic; its CPU is that of every worker process between those instants
+  (sampled from ``/proc`` every 50 ms). Its releases must equal the batch oracle before any
+  number is reported.
 """
 
 from __future__ import annotations
@@ -231,7 +233,10 @@ def check_faust(bootstrap: str, sink: str, inp: BenchInput) -> dict[str, Any]:
 
 # The worker processes of each P variant: one worker with one process, two workers with one
 # each, one worker with one process per core (the supervisor).
-POLICY_PROCESSES = {"p": ("1",), "p2": ("1", "1"), "pa": ("auto",)}
+POLICY_PROCESSES = {"p": ("1",), "p2": ("1", "1"), "pa": ("auto",), "pk": ("1",)}
+# PK: P consuming with kafka-python (``respublica worker --consumer kafka-python``), as every
+# P did before issue 17 session 4: the same-run comparison of the loops' two clients.
+POLICY_CONSUMER = {"pk": "kafka-python"}
 SAMPLE_S = 0.05  # CPU samples (cheap: /proc)
 SCRAPE_S = 0.5  # /metrics scrapes (not cheap: the worker renders, a supervisor merges)
 
@@ -263,6 +268,8 @@ def _workers(
                 count,
                 "--log-level",
                 "warning",
+                "--consumer",
+                POLICY_CONSUMER.get(name, "aiokafka"),
             ]
             child = Child(
                 args,
@@ -431,7 +438,7 @@ def run_round(bootstrap: str, options: BenchOptions, source: BenchSource) -> lis
     fresh = False  # a worker run leaves checkpoints and state: the next P gets a new copy
     out: list[Measurement] = []
     for variant in options.variants:
-        if variant in ("b1", "b2"):
+        if variant in ("b1", "b1a", "b2"):
             out.append(run_baseline(variant, bootstrap, inp, options.workdir))
         elif variant == "f":
             if not f_applies(source):
@@ -467,6 +474,10 @@ def run(bootstrap: str, options: BenchOptions) -> dict[str, Any]:
 
 RATIOS = (
     ("p", "b1"),
+    ("b1a", "b1"),
+    ("p", "b1a"),
+    ("pk", "b1"),
+    ("p", "pk"),
     ("b2", "b1"),
     ("p", "b2"),
     ("p", "f"),

@@ -2,9 +2,12 @@
 
 * ``b1`` passthrough: consume the raw topic, produce the same bytes, with the worker's own
   client settings (``broker.kafka.clients.WorkerClients``), poll size and flush/commit interval;
-* ``b2`` serde: b1 plus Avro decode and re-encode of every record.
+* ``b2`` serde: b1 plus Avro decode and re-encode of every record;
+* ``b1a`` passthrough on the worker loops' consumer (aiokafka behind
+  ``broker.kafka.aioconsumer.AioConsumer``), b1 otherwise: b1 stays on kafka-python, the fixed
+  yardstick of issue 17.
 
-Run as ``python -m broker.bench.variants b1|b2 --bootstrap B --source T --sink T --events N
+Run as ``python -m broker.bench.variants b1|b2|b1a --bootstrap B --source T --sink T --events N
 --schema FILE --result FILE``; the result is a JSON object (seconds, cpu_seconds,
 peak_rss_mb, batch latency quantiles).
 """
@@ -21,11 +24,11 @@ from pathlib import Path
 from typing import Any
 
 import fastavro
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaProducer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
 from broker.deadline import Deadline
-from broker.kafka.clients import RAW_FETCH_BYTES, WorkerClients
+from broker.kafka.clients import RAW_FETCH_BYTES, LoopClient, WorkerClients
 from broker.kafka.serde import decode_body, encode, read_header
 from broker.kafka.settings import KafkaSettings
 from broker.processes import peak_rss_mb
@@ -51,23 +54,38 @@ def serde_roundtrip(schema: dict[str, Any]) -> Transform:
 
 
 def _flush_and_commit(
-    producer: KafkaProducer, consumer: KafkaConsumer, positions: dict[TopicPartition, int]
+    producer: KafkaProducer, consumer: Any, positions: dict[TopicPartition, int]
 ) -> None:
     producer.flush()
     consumer.commit({tp: OffsetAndMetadata(off, "", -1) for tp, off in positions.items()})
 
 
 def run(
-    bootstrap: str, source: str, sink: str, events: int, transform: Transform | None
+    bootstrap: str,
+    source: str,
+    sink: str,
+    events: int,
+    transform: Transform | None,
+    client: LoopClient | None = None,
 ) -> dict[str, Any]:
-    """Move ``events`` records from ``source`` to ``sink``; returns the measurements."""
+    """Move ``events`` records from ``source`` to ``sink``; returns the measurements.
+
+    ``client``: consume with the worker loops' consumer on that client (``b1a``); ``None``:
+    kafka-python's ``KafkaConsumer`` as B1 always did.
+    """
     settings = WorkerClients(
-        KafkaSettings.load(bootstrap=bootstrap), "bench", f"bench-{uuid.uuid4().hex[:8]}"
+        KafkaSettings.load(bootstrap=bootstrap),
+        "bench",
+        f"bench-{uuid.uuid4().hex[:8]}",
+        client or "kafka-python",
     )
-    consumer = settings.consumer(
-        group_id=settings.group,
-        max_poll_records=MAX_RECORDS,
-        max_partition_fetch_bytes=RAW_FETCH_BYTES,
+    options: dict[str, Any] = {
+        "group_id": settings.group,
+        "max_poll_records": MAX_RECORDS,
+        "max_partition_fetch_bytes": RAW_FETCH_BYTES,
+    }
+    consumer: Any = (
+        settings.consumer(**options) if client is None else settings.loop_consumer(**options)
     )
     producer = settings.producer()
     # Explicit assignment: no group join to wait for (kafka-python 3.0 can leave a join
@@ -119,7 +137,7 @@ def _quantile(values: list[float], q: float) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m broker.bench.variants")
-    parser.add_argument("variant", choices=("b1", "b2"))
+    parser.add_argument("variant", choices=("b1", "b2", "b1a"))
     parser.add_argument("--bootstrap", required=True)
     parser.add_argument("--source", required=True)
     parser.add_argument("--sink", required=True)
@@ -130,7 +148,8 @@ def main() -> None:
     transform = (
         serde_roundtrip(json.loads(args.schema.read_text())) if args.variant == "b2" else None
     )
-    result = run(args.bootstrap, args.source, args.sink, args.events, transform)
+    client: LoopClient | None = "aiokafka" if args.variant == "b1a" else None
+    result = run(args.bootstrap, args.source, args.sink, args.events, transform, client)
     args.result.write_text(json.dumps(result))
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from broker.cli.contracts import add_allow_outside_refs
 
-VARIANTS = ("b1", "b2", "p", "f", "p2", "pa")
+VARIANTS = ("b1", "b1a", "b2", "p", "pk", "f", "p2", "pa")
 
 
 def register(commands: Any) -> None:
@@ -36,7 +36,8 @@ def register(commands: Any) -> None:
     bench.add_argument(
         "--variants",
         default="b1,b2,p,f",
-        help=f"comma-separated, from {','.join(VARIANTS)} (p2: two workers of one process; "
+        help=f"comma-separated, from {','.join(VARIANTS)} (b1a: b1 consuming with aiokafka as "
+        "the worker does; pk: p consuming with kafka-python; p2: two workers of one process; "
         "pa: one worker with --processes auto)",
     )
     bench.add_argument("--json", type=Path, help="also write the results as JSON")

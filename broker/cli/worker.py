@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 # `--help` must stay fast. tests/layout/test_cli_start.py checks that they agree.
 MASTER_KEY_ENV = "RESPUBLICA_MASTER_KEY"
 NEW_MASTER_KEY_ENV = "RESPUBLICA_NEW_MASTER_KEY"
+# Copies of broker.kafka.clients.LoopClient's values, its default first.
+LOOP_CLIENTS = ("aiokafka", "kafka-python")
 
 
 def register(commands: Any) -> None:
@@ -78,6 +80,13 @@ def register(commands: Any) -> None:
         type=float,
         default=1.0,
         help="seconds between stage-1 checkpoints (default 1)",
+    )
+    worker.add_argument(
+        "--consumer",
+        choices=LOOP_CLIENTS,
+        default=LOOP_CLIENTS[0],
+        help="the client the worker's loops consume with (default aiokafka: records parsed "
+        "in C; kafka-python: the earlier pure-Python consumer)",
     )
     worker.add_argument(
         "--processes",
@@ -167,6 +176,7 @@ def _engine(args: argparse.Namespace) -> Engine:
         web_host=args.web_host,
         web_socket=args.web_socket,
         checkpoint_interval_s=args.checkpoint_interval,
+        loop_client=args.consumer,
     )
     return Engine(config, active_contracts(contracts, now_utc()), masters)
 
@@ -202,6 +212,7 @@ def child_command(
     argv += ["--worker-id", worker_id, "--web-socket", str(web_socket)]
     argv += ["--parent-pid", str(parent_pid), "--web-port", "0", "--group", args.group]
     argv += ["--checkpoint-interval", repr(args.checkpoint_interval)]
+    argv += ["--consumer", args.consumer]
     argv += ["--log-level", args.log_level, "--log-format", args.log_format]
     for path in args.contracts or []:
         argv += ["--contracts", str(path)]

@@ -1,4 +1,8 @@
-"""The few Kafka client recipes the worker needs (kafka-python): settings, read-to-end, key log.
+"""The few Kafka client recipes the worker needs: settings, read-to-end, key log.
+
+The worker's two loops consume through aiokafka (``LoopClient``, ``broker/kafka/aioconsumer.py``:
+its C record parser costs a third of kafka-python's pure-Python one per record); producers,
+read-to-end, the key log and admin stay on kafka-python.
 
 Why kafka-python here rather than faust's consumer: correctness needs an explicit seek to a
 checkpoint on every assignment, reads to a known end, and one transactional producer per view
@@ -13,8 +17,12 @@ import socket
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
+from aiokafka import errors as aio_errors
+from aiokafka.coordinator.assignors.roundrobin import (
+    RoundRobinPartitionAssignor as AioRoundRobinPartitionAssignor,
+)
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
@@ -28,6 +36,7 @@ from kafka.errors import (
 )
 
 from broker.deadline import Deadline
+from broker.kafka.aioconsumer import AioConsumer
 from broker.kafka.defaults import WORKER_GROUP, worker_group
 from broker.kafka.settings import KafkaSettings, as_settings
 from broker.kafka.topics import STATE_MAX_MESSAGE_BYTES
@@ -58,7 +67,19 @@ _GROUP_MOVED_ON = (
     RebalanceInProgressError,
     ProducerFencedError,
     InvalidProducerEpochError,
+    aio_errors.CommitFailedError,
+    aio_errors.RebalanceInProgressError,
+    aio_errors.ProducerFenced,
+    aio_errors.InvalidProducerEpoch,
 )
+# aiokafka's errors that say the cluster did not answer but are not marked retriable.
+_AIO_OUTAGES = (aio_errors.KafkaTimeoutError, aio_errors.RequestTimedOutError)
+# What a client call raises when Kafka fails it (either library; a bounded call's timeout).
+CLIENT_ERRORS = (KafkaError, aio_errors.KafkaError, TimeoutError)
+
+LoopClient = Literal["aiokafka", "kafka-python"]
+"""The client the worker's loops consume with (``respublica worker --consumer``)."""
+DEFAULT_LOOP_CLIENT: LoopClient = "aiokafka"
 
 
 def abandon(producer: KafkaProducer, timeout_s: float) -> None:
@@ -92,21 +113,22 @@ def is_refusal(exc: BaseException) -> bool:
 def is_outage(exc: BaseException) -> bool:
     """Whether ``exc`` (or what caused it) is the cluster failing rather than a bug or a refusal.
 
-    Outages: kafka-python's retriable errors (timeouts, lost connections, leaders moving),
-    connection and socket timeouts, our own ``KafkaOutage``, and the errors that say the group
-    moved on (a commit after a rebalance, a producer fenced by the view's next owner): the
-    loops back off and start over from their checkpoints (``docs/reliability.md``). Not
-    outages: refusals (credentials, ACLs), records Kafka will never take (too large), a bad
-    certificate or file, and bugs: retrying cannot fix those, so they stop the process.
+    Outages: kafka-python's and aiokafka's retriable errors (timeouts, lost connections, leaders
+    moving), aiokafka's timeouts, connection and socket timeouts, our own ``KafkaOutage``, and
+    the errors that say the group moved on (a commit after a rebalance, a producer fenced by the
+    view's next owner), from either library: the loops back off and start over from their
+    checkpoints (``docs/reliability.md``). Not outages: refusals (credentials, ACLs), records
+    Kafka will never take (too large), a bad certificate or file, and bugs: retrying cannot fix
+    those, so they stop the process.
     Only explicit causes (``raise ... from``) are followed: an error raised while handling
     another is judged on its own.
     """
     if is_refusal(exc):
         return False
     for current in _causes(exc):
-        if isinstance(current, (KafkaOutage, *_GROUP_MOVED_ON)):
+        if isinstance(current, (KafkaOutage, *_GROUP_MOVED_ON, *_AIO_OUTAGES)):
             return True
-        if isinstance(current, KafkaError) and getattr(current, "retriable", False):
+        if isinstance(current, KafkaError | aio_errors.KafkaError) and current.retriable:
             return True
         if isinstance(current, ConnectionError | TimeoutError | socket.gaierror):
             return True
@@ -145,6 +167,7 @@ class WorkerClients:
     kafka: KafkaSettings
     role: str = "worker"
     group: str = WORKER_GROUP
+    loop_client: LoopClient = DEFAULT_LOOP_CLIENT
 
     def raw_group(self, contract_id: str) -> str:
         """Consumer group of stage 1 of one contract (its raw partitions spread over its
@@ -175,6 +198,31 @@ class WorkerClients:
         """A consumer that never auto-commits and never sees aborted transactions."""
         config: dict[str, Any] = {
             **self.kafka.kafka_python(self.role),
+            **self._consumer_options(),
+            "partition_assignment_strategy": [RoundRobinPartitionAssignor],
+        }
+        config.update(overrides)
+        return KafkaConsumer(**config)
+
+    def loop_consumer(self, **overrides: Any) -> KafkaConsumer | AioConsumer:
+        """The consumer of a worker loop: ``consumer`` on the client ``loop_client`` names.
+
+        On aiokafka, the same options (aiokafka spells them alike; its own round-robin
+        assignor) behind ``AioConsumer``'s blocking facade.
+        """
+        if self.loop_client == "kafka-python":
+            return self.consumer(**overrides)
+        config: dict[str, Any] = {
+            **self.kafka.aiokafka(self.role),
+            **self._consumer_options(),
+            "partition_assignment_strategy": (AioRoundRobinPartitionAssignor,),
+        }
+        config.update(overrides)
+        return AioConsumer(config, name=str(config.get("client_id", self.role)))
+
+    @staticmethod
+    def _consumer_options() -> dict[str, Any]:
+        return {
             "enable_auto_commit": False,
             "auto_offset_reset": "earliest",
             "isolation_level": "read_committed",
@@ -183,12 +231,10 @@ class WorkerClients:
             # rebalance callbacks must finish well within it (they block heartbeats).
             "session_timeout_ms": 10_000,
             "heartbeat_interval_ms": 2_000,
-            # Round robin spreads the single-partition partials topics (one per view) over
-            # the workers; the range assignor would give every view to the same worker.
-            "partition_assignment_strategy": [RoundRobinPartitionAssignor],
+            # Round robin (set by the callers, one class per library) spreads the
+            # single-partition partials topics (one per view) over the workers; the range
+            # assignor would give every view to the same worker.
         }
-        config.update(overrides)
-        return KafkaConsumer(**config)
 
     def producer(self, **overrides: Any) -> KafkaProducer:
         """An idempotent producer (ordered, no duplicates on retry), acks from all replicas."""
@@ -204,7 +250,7 @@ class WorkerClients:
         return KafkaProducer(**config)
 
 
-def subscribe(consumer: KafkaConsumer, topics: list[str], listener: Any) -> None:
+def subscribe(consumer: KafkaConsumer | AioConsumer, topics: list[str], listener: Any) -> None:
     """Subscribe once the topics' metadata is known.
 
     Otherwise the group leader may assign from a metadata snapshot that lacks them, and the

@@ -23,7 +23,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from broker.kafka import topics
-from broker.kafka.clients import KafkaKeysLog, WorkerClients, WorkerError
+from broker.kafka.clients import (
+    DEFAULT_LOOP_CLIENT,
+    KafkaKeysLog,
+    LoopClient,
+    WorkerClients,
+    WorkerError,
+)
 from broker.kafka.defaults import WORKER_GROUP
 from broker.kafka.health import Health, combine
 from broker.kafka.internal import source_name
@@ -56,11 +62,14 @@ class WorkerConfig:
     checkpoint_interval_s: float = 1.0
     state_interval_s: float = DEFAULT_STATE_INTERVAL_S
     max_records: int = 2000
+    loop_client: LoopClient = DEFAULT_LOOP_CLIENT  # what the loops consume with
 
     @property
     def kafka(self) -> WorkerClients:
         """Client settings shared by every consumer and producer of the worker."""
-        return WorkerClients(self.kafka_settings, f"worker-{self.worker_id}", self.group)
+        return WorkerClients(
+            self.kafka_settings, f"worker-{self.worker_id}", self.group, self.loop_client
+        )
 
 
 def active_contracts(contracts: Sequence[Contract], now: datetime) -> list[Contract]:

@@ -19,12 +19,12 @@ The rule (``decide``), per raw topic:
   (hysteresis: every pause and resume costs fetch round trips);
 - the slowest partition itself is never paused, so the loop always has something to read.
 
-``FlowControl`` applies it to a kafka-python consumer. End offsets come from the broker
-(``end_offsets``), refreshed at most every ``refresh_s``; the consumer's cached high-water
-mark is not used because a paused partition stops refreshing it. Belt and braces: if a poll
-returns nothing while some partitions are paused, every one of them is resumed at once; and
-``before_poll`` works around a kafka-python 3.0.12 fetcher bug that otherwise left resumed
-partitions unread.
+``FlowControl`` applies it to the raw loop's consumer (kafka-python's or aiokafka's facade). End
+offsets come from the broker (``end_offsets``), refreshed at most every ``refresh_s``; the
+consumer's cached high-water mark is not used because a paused partition stops refreshing it.
+Belt and braces: if a poll returns nothing while some partitions are paused, every one of them
+is resumed at once; and ``before_poll`` works around a kafka-python 3.0.12 fetcher bug that
+otherwise left resumed partitions unread (a no-op on aiokafka).
 
 The lead has a floor of 24 hours of event time: pausing costs throughput with kafka-python
 (one partition per fetch round trip), and on a backlog one fetch of 1 MiB per partition spans
@@ -42,8 +42,8 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any
 
 from kafka import TopicPartition
-from kafka.errors import KafkaError
 
+from broker.kafka.clients import CLIENT_ERRORS
 from policies.base import END_OF_STREAM, NO_WATERMARK
 
 _log = logging.getLogger(__name__)
@@ -147,7 +147,7 @@ class FlowControl:
         self._ends_at = self.clock()
         try:
             ends = self.consumer.end_offsets(held, timeout_ms=END_OFFSETS_TIMEOUT_MS)
-        except KafkaError as exc:  # unknown ends: nobody counts as behind, nothing is paused
+        except CLIENT_ERRORS as exc:  # unknown ends: nobody counts as behind, nothing is paused
             _log.warning("flow control: end offsets unavailable (%s)", type(exc).__name__)
             self._ends = {}
             return
@@ -159,6 +159,6 @@ class FlowControl:
             return False
         try:
             position = self.consumer.position(tp, timeout_ms=END_OFFSETS_TIMEOUT_MS)
-        except KafkaError:
+        except CLIENT_ERRORS:
             return False
         return position is not None and int(position) < end

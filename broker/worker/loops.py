@@ -10,6 +10,12 @@ state in one transaction per step. Rebalances go through ``ConsumerRebalanceList
 revoked partitions are checkpointed (stage 1) before the group moves them; assigned ones are
 restored from the log and the consumer is seeked explicitly.
 
+Both loops consume through ``WorkerClients.loop_consumer``: aiokafka behind a blocking facade
+(``broker/kafka/aioconsumer.py``) by default, kafka-python with ``--consumer kafka-python``.
+Either runs heartbeats and rebalances on a thread of its own, so callbacks and the loop's work
+take turns on the loop's lock; records a poll returned before a rebalance are dropped for the
+partitions that rebalance gave back (they are re-read from the restored position).
+
 Outages: every call on the Kafka path has a deadline (sends and checkpoint flushes
 ``FLUSH_TIMEOUT_S``, the revoke callback's flush ``REVOKE_FLUSH_TIMEOUT_S``, transaction
 commits ``COMMIT_TIMEOUT_S``, reads ``READ_TIMEOUT_S``). When one fails because the cluster
@@ -76,16 +82,17 @@ class _Loop(threading.Thread):
         self.listener_error: BaseException | None = None
         self.failing: str | None = None  # why the loop is backing off, while it is
         self.outages = 0  # how many times the loop started over
-        # True from an error until the loop starts over: the consumer's close() then runs
-        # the revoke callback, which must release only and save nothing (the state may be
-        # half-changed by the error).
+        # True from an error until the loop starts over: a consumer's close() may then run
+        # the revoke callback (kafka-python's does, aiokafka's does not), which must release
+        # only and save nothing (the state may be half-changed by the error).
         self.discarding = False
         # Whether Kafka answers (the engine's probe); a loop that keeps failing while it does
         # has a problem retrying cannot fix.
         self.kafka_reachable: Callable[[], bool] = lambda: False
         self.pending: set[TopicPartition] = set()
         self._consumer: Any = None
-        # kafka-python runs rebalance callbacks on its network thread, and poll() can return
+        # Both clients run rebalance callbacks off the loop's thread (kafka-python on its
+        # network thread, aiokafka's facade on a thread per callback), and poll() can return
         # while a rebalance goes on: callbacks and the loop's own work take turns on this lock.
         # Never held around poll() or a commit (both need the network thread).
         self.lock = threading.RLock()
@@ -170,14 +177,20 @@ class _Loop(threading.Thread):
         self._consumer.pause(*new)
         self.pending |= new
 
-    def adopt_pending(self) -> None:
-        """After a poll: restore what the last rebalance assigned, seek, then let it flow."""
+    def adopt_pending(self) -> set[TopicPartition]:
+        """After a poll: restore what the last rebalance assigned, seek, then let it flow.
+
+        Returns the partitions restored: what the poll returned for them was fetched before
+        the rebalance, from a position that may not follow the restored one (a checkpoint on
+        revoke that failed), so the caller drops it; the seek re-reads it.
+        """
         if not self.pending:
-            return
+            return set()
         tps = sorted(self.pending)
         self.pending = set()
         self.adopt(tps)
         self._consumer.resume(*tps)
+        return set(tps)
 
     def adopt(self, tps: list[TopicPartition]) -> None:
         raise NotImplementedError
@@ -250,7 +263,7 @@ class RawLoop(_Loop):
 
     def run_loop(self) -> None:
         self._producer = self.settings.producer()
-        self._consumer = self.settings.consumer(
+        self._consumer = self.settings.loop_consumer(
             group_id=self.settings.raw_group(self.contract),
             client_id=self.settings.group_client_id(self.contract),
             max_poll_records=self.max_records,
@@ -267,10 +280,11 @@ class RawLoop(_Loop):
                     self.metrics.first_poll(time.time())  # the bench's clock starts here
                 self.check_listener()
                 with self.lock:
-                    self.adopt_pending()
+                    restored = self.adopt_pending()
                     self.resumed()
                     for tp, records in polled.items():
-                        self._process(tp, records)
+                        if tp not in restored:
+                            self._process(tp, records)
                     self._balance(idle=not polled)
                     self._measure_lag()
                     due = time.monotonic() - last >= self.interval
@@ -282,7 +296,7 @@ class RawLoop(_Loop):
                 written = self.checkpoint(self._held())
             self._commit(written)
         except BaseException:
-            self.discarding = True  # close() below revokes: release only, save nothing
+            self.discarding = True  # close() below may revoke: release only, save nothing
             raise
         finally:
             self._consumer.close(autocommit=False)
@@ -370,7 +384,8 @@ class RawLoop(_Loop):
             self._release(held)
             return
         try:
-            # No commit here: it would wait on this very network thread.
+            # No commit here: the group is rebalancing (and kafka-python would wait on this
+            # very network thread).
             self.checkpoint(held, REVOKE_FLUSH_TIMEOUT_S)
         except Exception as exc:
             if not is_outage(exc):
@@ -458,7 +473,7 @@ class MergeLoop(_Loop):
         self.owned: dict[str, tuple[MergeStage, KafkaProducer]] = {}
 
     def run_loop(self) -> None:
-        self._consumer = self.settings.consumer(
+        self._consumer = self.settings.loop_consumer(
             group_id=self.settings.merge_group(self.contract),
             client_id=self.settings.group_client_id(self.contract),
             max_poll_records=5000,
@@ -469,16 +484,16 @@ class MergeLoop(_Loop):
                 polled = self._consumer.poll(timeout_ms=POLL_MS)
                 self.check_listener()
                 with self.lock:
-                    self.adopt_pending()
+                    restored = self.adopt_pending()
                     self.resumed()
-                    self._feed(polled)
+                    self._feed({tp: rs for tp, rs in polled.items() if tp not in restored})
                     for topic in list(self.owned):
                         self.step(topic)
             with self.lock:
                 for topic in list(self.owned):
                     self.step(topic, force_state=True)
         except BaseException:
-            self.discarding = True  # close() below revokes: give views up, save nothing
+            self.discarding = True  # close() below may revoke: give views up, save nothing
             raise
         finally:
             self._consumer.close(autocommit=False)

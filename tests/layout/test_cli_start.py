@@ -97,11 +97,16 @@ def test_the_parser_has_exactly_these_commands() -> None:
 
 
 def test_help_time_constants_agree_with_their_owners() -> None:
+    from typing import get_args
+
     from broker.cli import simulate as cli_simulate
     from broker.cli import worker as cli_worker
+    from broker.kafka.clients import DEFAULT_LOOP_CLIENT, LoopClient
     from broker.worker import keystore
     from connectors.simulate import SIMULATORS
 
     assert cli_worker.MASTER_KEY_ENV == keystore.MASTER_KEY_ENV
     assert cli_worker.NEW_MASTER_KEY_ENV == keystore.NEW_MASTER_KEY_ENV
     assert cli_simulate.SIMULATOR_NAMES == tuple(sorted(SIMULATORS))
+    assert set(cli_worker.LOOP_CLIENTS) == set(get_args(LoopClient))
+    assert cli_worker.LOOP_CLIENTS[0] == DEFAULT_LOOP_CLIENT

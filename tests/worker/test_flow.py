@@ -10,6 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from kafka import TopicPartition
 
+from broker.kafka.clients import WorkerClients
+from broker.kafka.settings import as_settings
 from broker.worker.flow import FlowControl, decide
 from policies.base import END_OF_STREAM, NO_WATERMARK
 
@@ -63,12 +65,18 @@ def test_the_slowest_partition_with_records_left_is_never_paused(
         assert watermarks[p] - max(slowest, NO_WATERMARK + LEAD) > LEAD // 2
 
 
+@pytest.mark.parametrize("client", ["kafka-python", "aiokafka"])
 def test_flow_control_reads_every_record_of_a_skewed_backlog_without_stalling(
-    topic_factory: Any, producer_factory: Any, consumer_factory: Any
+    topic_factory: Any,
+    producer_factory: Any,
+    consumer_factory: Any,
+    kafka_bootstrap: str,
+    client: str,
 ) -> None:
     """Real broker: partitions paused and resumed hundreds of times are all read to the end,
     exactly once and in order, and no poll comes back empty while records are left (the
-    kafka-python fetcher bug ``FlowControl.before_poll`` works around stalled here)."""
+    kafka-python fetcher bug ``FlowControl.before_poll`` works around stalled here), on
+    either client the raw loop can consume with."""
     partitions, per_partition = 4, 5_000
     topic = topic_factory("flow", partitions=partitions)
     producer = producer_factory(linger_ms=20, batch_size=256 * 1024)
@@ -76,30 +84,39 @@ def test_flow_control_reads_every_record_of_a_skewed_backlog_without_stalling(
         for i in range(per_partition):
             producer.send(topic, value=b"%d|%d|" % (p, i) + b"x" * 100, partition=p)
     producer.flush()
-    consumer = consumer_factory(max_poll_records=500, max_partition_fetch_bytes=16 * 1024)
-    tps = [TopicPartition(topic, p) for p in range(partitions)]
-    consumer.assign(tps)
-    consumer.seek_to_beginning(*tps)
-    flow = FlowControl(consumer, refresh_s=0.0)
-    # Event time = 1 s per offset: a partition 50 records ahead of the slowest is paused.
-    watermarks: dict[int, int] = {p: NO_WATERMARK for p in range(partitions)}
-    seen: dict[int, list[int]] = {p: [] for p in range(partitions)}
-    empty = pauses = 0
-    deadline = time.monotonic() + 120
-    while sum(map(len, seen.values())) < partitions * per_partition:
-        assert time.monotonic() < deadline, f"read {sum(map(len, seen.values()))} records"
-        flow.before_poll()
-        polled = consumer.poll(timeout_ms=2000)
-        if not polled:
-            empty += 1
-            flow.idle()
-            continue
-        for tp, records in polled.items():
-            for record in records:
-                seen[tp.partition].append(int(record.value.split(b"|")[1]))
-            watermarks[tp.partition] = records[-1].offset * 1000
-        flow.balance({topic: (dict(watermarks), 50_000)})
-        pauses += len(flow.paused)
+    sizes = {"max_poll_records": 500, "max_partition_fetch_bytes": 16 * 1024}
+    if client == "aiokafka":
+        clients = WorkerClients(as_settings(kafka_bootstrap), "tests", loop_client="aiokafka")
+        consumer = clients.loop_consumer(group_id=None, **sizes)
+    else:
+        consumer = consumer_factory(**sizes)
+    try:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        flow = FlowControl(consumer, refresh_s=0.0)
+        # Event time = 1 s per offset: a partition 50 records ahead of the slowest is paused.
+        watermarks: dict[int, int] = {p: NO_WATERMARK for p in range(partitions)}
+        seen: dict[int, list[int]] = {p: [] for p in range(partitions)}
+        empty = pauses = 0
+        deadline = time.monotonic() + 120
+        while sum(map(len, seen.values())) < partitions * per_partition:
+            assert time.monotonic() < deadline, f"read {sum(map(len, seen.values()))} records"
+            flow.before_poll()
+            polled = consumer.poll(timeout_ms=2000)
+            if not polled:
+                empty += 1
+                flow.idle()
+                continue
+            for tp, records in polled.items():
+                for record in records:
+                    seen[tp.partition].append(int(record.value.split(b"|")[1]))
+                watermarks[tp.partition] = records[-1].offset * 1000
+            flow.balance({topic: (dict(watermarks), 50_000)})
+            pauses += len(flow.paused)
+    finally:
+        if client == "aiokafka":
+            consumer.close()
     assert all(seen[p] == list(range(per_partition)) for p in seen)
     assert pauses > 100  # the flow control really paused partitions, again and again
     assert empty == 0

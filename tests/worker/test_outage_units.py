@@ -10,6 +10,7 @@ import urllib.request
 from typing import Any
 
 import pytest
+from aiokafka import errors as aio
 from kafka import TopicPartition
 from kafka.errors import (
     KafkaConnectionError,
@@ -51,6 +52,20 @@ def _caused(outer: Exception, cause: BaseException) -> Exception:
         (_caused(WorkerError("x"), TopicAuthorizationFailedError()), False),
         (FileNotFoundError(), False),  # a missing certificate file is no outage
         (ValueError("a bug"), False),
+        # aiokafka's, as the loops' consumer raises them (broker/kafka/aioconsumer.py)
+        (aio.KafkaConnectionError(), True),
+        (aio.KafkaTimeoutError(), True),  # not marked retriable by aiokafka
+        (aio.RequestTimedOutError(), True),
+        (aio.NodeNotReadyError(), True),
+        (aio.NotCoordinatorForGroupError(), True),
+        (aio.CommitFailedError(), True),
+        (aio.ProducerFenced(), True),
+        (TimeoutError(), True),  # a facade call past its deadline
+        (aio.TopicAuthorizationFailedError(), False),
+        (aio.GroupAuthorizationFailedError(), False),
+        (_caused(WorkerError("x"), aio.SaslAuthenticationFailed()), False),
+        (aio.IllegalStateError(), False),  # a bug: a call on a partition not assigned
+        (aio.MessageSizeTooLargeError(), False),
     ],
 )
 def test_only_the_cluster_failing_is_an_outage(error: BaseException, outage: bool) -> None:

@@ -53,7 +53,7 @@ def test_child_command_forwards_every_option_of_the_parent(tmp_path: Path) -> No
         + ["--web-port", "7000", "--web-host", "10.0.0.1", "--master-key-file", "m.key"]
         + ["--new-master-key-file", "n.key", "--group", "respublica.g"]
         + ["--checkpoint-interval", "0.25", "--log-level", "debug", "--log-format", "json"]
-        + ["--processes", "3"]
+        + ["--processes", "3", "--consumer", "kafka-python"]
     )
     argv = child_command(parent, "w.2", tmp_path / "2.sock", 4321)
     assert argv[:3] == [sys.executable, "-m", "broker.cli"]

@@ -26,7 +26,7 @@ from pydantic import SecretStr
 
 from broker.deadline import Deadline
 from broker.kafka import acls, users
-from broker.kafka.clients import WorkerClients
+from broker.kafka.clients import WorkerClients, is_outage, is_refusal, subscribe
 from broker.kafka.defaults import WORKER_GROUP
 from broker.kafka.settings import KafkaSettings
 from broker.worker.engine import Engine, WorkerConfig
@@ -139,6 +139,24 @@ def _join(settings: KafkaSettings, group: str, topic: str) -> set[TopicPartition
         consumer.close(autocommit=False)
 
 
+def _join_as_loop(settings: KafkaSettings, group: str, topic: str) -> set[TopicPartition]:
+    """``_join`` with a worker loop's consumer (aiokafka behind ``AioConsumer``)."""
+    consumer = WorkerClients(settings, "tests", loop_client="aiokafka").loop_consumer(
+        group_id=group
+    )
+    try:
+        subscribe(consumer, [topic], None)
+        deadline = Deadline(60)
+        while not consumer.assignment():
+            if deadline.expired():
+                msg = f"no assignment in {group}"
+                raise AssertionError(msg)
+            consumer.poll(timeout_ms=1000)
+        return consumer.assignment()
+    finally:
+        consumer.close()
+
+
 def _commit(settings: KafkaSettings, group: str, tp: TopicPartition) -> int | None:
     """Commit offset 0 of ``tp`` under ``group`` (no join); what the group then holds."""
     consumer = KafkaConsumer(
@@ -174,6 +192,7 @@ def test_a_contracts_worker_cannot_join_describe_or_commit_another_contracts_gro
     own_raw, own_merge = pair.groups(pair.a)
     # Its own groups: join, commit, describe all work (so the refusals below are the groups').
     assert _join(worker, own_raw, own_topic) == {tp, TopicPartition(own_topic, 1)}
+    assert _join_as_loop(worker, own_raw, own_topic) == {tp, TopicPartition(own_topic, 1)}
     assert _commit(worker, own_merge, tp) == 0
     assert _describe(worker, own_raw)["group_id"] == own_raw
     # The other contract's groups, and the groups every contract shared before: refused by
@@ -181,6 +200,11 @@ def test_a_contracts_worker_cannot_join_describe_or_commit_another_contracts_gro
     for group in (*pair.groups(pair.b), *LEGACY_GROUPS):
         with pytest.raises(GroupAuthorizationFailedError):
             _join(worker, group, own_topic)
+        # The loops' aiokafka consumer: a refusal (the loop stops), never an outage.
+        with pytest.raises(Exception) as refused:
+            _join_as_loop(worker, group, own_topic)
+        assert is_refusal(refused.value), type(refused.value).__name__
+        assert not is_outage(refused.value)
         with pytest.raises(GroupAuthorizationFailedError):
             _commit(worker, group, tp)
         with pytest.raises(GroupAuthorizationFailedError):
