@@ -130,9 +130,20 @@ def commit_within(producer: KafkaProducer, timeout_s: float) -> None:
     library does it, then awaited with a deadline; on timeout the caller abandons the producer
     (the view's next owner fences it and aborts the open transaction in ``init_transactions``).
     """
-    manager = producer._transaction_manager  # private: see the docstring
-    result = manager.begin_commit()
+    await_commit(begin_commit(producer), timeout_s)
+
+
+def begin_commit(producer: KafkaProducer) -> Any:
+    """Start committing ``producer``'s transaction, without waiting: the commit goes on in
+    its network thread (so several producers commit at once); ``await_commit`` waits for it."""
+    result = producer._transaction_manager.begin_commit()  # private: see ``commit_within``
     producer._sender.wakeup()
+    return result
+
+
+def await_commit(result: Any, timeout_s: float) -> None:
+    """Wait for a commit ``begin_commit`` started; ``KafkaTimeoutError`` after ``timeout_s``,
+    the commit's own error if it failed (``wait`` raises it)."""
     if not result.wait(timeout_ms=int(timeout_s * 1000)):
         msg = f"transaction commit not acknowledged within {timeout_s:.0f} s"
         raise KafkaTimeoutError(msg)
