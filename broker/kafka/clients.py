@@ -133,20 +133,39 @@ def commit_within(producer: KafkaProducer, timeout_s: float) -> None:
     await_commit(begin_commit(producer), timeout_s)
 
 
-def begin_commit(producer: KafkaProducer) -> Any:
+class PendingCommit:
+    """A transaction commit under way (``begin_commit``); ``done_at`` is the wall-clock time
+    its producer's network thread saw it finish (None until then), for the release delay."""
+
+    def __init__(self, result: Any) -> None:
+        self.result = result
+        self.done_at: float | None = None
+        finish = result.done
+
+        def stamped(error: BaseException | None = None) -> None:
+            self.done_at = time.time()
+            finish(error)
+
+        # Private, like the rest: kafka-python's result has no completion callback. A commit
+        # that finished before this line is stamped when awaited (later, never earlier).
+        result.done = stamped
+
+
+def begin_commit(producer: KafkaProducer) -> PendingCommit:
     """Start committing ``producer``'s transaction, without waiting: the commit goes on in
     its network thread (so several producers commit at once); ``await_commit`` waits for it."""
-    result = producer._transaction_manager.begin_commit()  # private: see ``commit_within``
+    pending = PendingCommit(producer._transaction_manager.begin_commit())  # see commit_within
     producer._sender.wakeup()
-    return result
+    return pending
 
 
-def await_commit(result: Any, timeout_s: float) -> None:
-    """Wait for a commit ``begin_commit`` started; ``KafkaTimeoutError`` after ``timeout_s``,
-    the commit's own error if it failed (``wait`` raises it)."""
-    if not result.wait(timeout_ms=int(timeout_s * 1000)):
+def await_commit(pending: PendingCommit, timeout_s: float) -> float:
+    """Wait for a commit ``begin_commit`` started; returns when it finished (``time.time()``).
+    ``KafkaTimeoutError`` after ``timeout_s``; the commit's own error if it failed."""
+    if not pending.result.wait(timeout_ms=int(timeout_s * 1000)):
         msg = f"transaction commit not acknowledged within {timeout_s:.0f} s"
         raise KafkaTimeoutError(msg)
+    return pending.done_at or time.time()
 
 
 @dataclass(frozen=True)

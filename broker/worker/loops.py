@@ -5,10 +5,12 @@ in another contract's rebalances or compute its assignment.
 ``RawLoop`` (stage 1) owns some raw partitions: it folds them, and every
 ``checkpoint_interval_s`` writes partials + checkpoints, waits for the acknowledgements, then
 commits the consumer offsets (a hint only: on every assignment it seeks to the checkpoint).
-``MergeLoop`` (stage 2) owns some views: it merges their partials and commits releases and
-state in one transaction per step. Rebalances go through ``ConsumerRebalanceListener``:
-revoked partitions are checkpointed (stage 1) before the group moves them; assigned ones are
-restored from the log and the consumer is seeked explicitly.
+``MergeLoop`` (stage 2) owns some views: it merges their partials and commits each view's
+releases and state in one transaction per step, the views' transactions committed together.
+On a fresh start the raw loop's first fold waits (``MERGER_WAIT_S`` at most) until the merge
+loop has fenced its views and loaded their state. Rebalances go through
+``ConsumerRebalanceListener``: revoked partitions are checkpointed (stage 1) before the group
+moves them; assigned ones are restored from the log and the consumer is seeked explicitly.
 
 Outages: every call on the Kafka path has a deadline (sends and checkpoint flushes
 ``FLUSH_TIMEOUT_S``, the revoke callback's flush ``REVOKE_FLUSH_TIMEOUT_S``, transaction
@@ -36,6 +38,7 @@ from kafka.structs import OffsetAndMetadata
 from broker.deadline import Deadline
 from broker.kafka.clients import (
     RAW_FETCH_BYTES,
+    PendingCommit,
     WorkerClients,
     abandon,
     await_commit,
@@ -489,7 +492,7 @@ class MergeLoop(_Loop):
         self.fault = fault  # tests: raise between a view's send and its commit
         self.owned: dict[str, tuple[MergeStage, KafkaProducer]] = {}
         # Views whose transaction is being committed, in the step under way.
-        self.committing: dict[str, tuple[MergeOutput, Any]] = {}
+        self.committing: dict[str, tuple[MergeOutput, PendingCommit]] = {}
         self.settled = threading.Event()  # the first assignment is adopted (RawLoop waits)
         self.settled_at: float | None = None  # time.monotonic() it was
         self._assigned = False
@@ -583,12 +586,12 @@ class MergeLoop(_Loop):
         failure: Exception | None = None
         for topic, (output, result) in self.committing.items():
             try:
-                await_commit(result, deadline.remaining())
+                done_at = await_commit(result, deadline.remaining())
             except Exception as exc:  # the others may have committed: count them first
                 failure = failure or exc
                 continue
             stage = self.owned[topic][0]
-            stage.committed(output)
+            stage.committed(output, at=done_at)  # the delay ends when Kafka committed
             if self.progress is not None:
                 self.progress(stage)
         self.committing = {}
