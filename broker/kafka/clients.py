@@ -152,12 +152,42 @@ def commit_within(producer: KafkaProducer, timeout_s: float) -> None:
     library does it, then awaited with a deadline; on timeout the caller abandons the producer
     (the view's next owner fences it and aborts the open transaction in ``init_transactions``).
     """
-    manager = producer._transaction_manager  # private: see the docstring
-    result = manager.begin_commit()
+    await_commit(begin_commit(producer), timeout_s)
+
+
+class PendingCommit:
+    """A transaction commit under way (``begin_commit``); ``done_at`` is the wall-clock time
+    its producer's network thread saw it finish (None until then), for the release delay."""
+
+    def __init__(self, result: Any) -> None:
+        self.result = result
+        self.done_at: float | None = None
+        finish = result.done
+
+        def stamped(error: BaseException | None = None) -> None:
+            self.done_at = time.time()
+            finish(error)
+
+        # Private, like the rest: kafka-python's result has no completion callback. A commit
+        # that finished before this line is stamped when awaited (later, never earlier).
+        result.done = stamped
+
+
+def begin_commit(producer: KafkaProducer) -> PendingCommit:
+    """Start committing ``producer``'s transaction, without waiting: the commit goes on in
+    its network thread (so several producers commit at once); ``await_commit`` waits for it."""
+    pending = PendingCommit(producer._transaction_manager.begin_commit())  # see commit_within
     producer._sender.wakeup()
-    if not result.wait(timeout_ms=int(timeout_s * 1000)):
+    return pending
+
+
+def await_commit(pending: PendingCommit, timeout_s: float) -> float:
+    """Wait for a commit ``begin_commit`` started; returns when it finished (``time.time()``).
+    ``KafkaTimeoutError`` after ``timeout_s``; the commit's own error if it failed."""
+    if not pending.result.wait(timeout_ms=int(timeout_s * 1000)):
         msg = f"transaction commit not acknowledged within {timeout_s:.0f} s"
         raise KafkaTimeoutError(msg)
+    return pending.done_at or time.time()
 
 
 @dataclass(frozen=True)

@@ -168,6 +168,22 @@ class Engine:
         )
 
     def _build_loops(self, contract: Contract) -> None:
+        partials = {
+            topics.partials_topic(contract, v): topics.state_topic(contract) for v in contract.views
+        }
+        merge: MergeLoop | None = None
+        if partials:
+            merge = MergeLoop(
+                self.config.kafka,
+                self._merge_stage,
+                partials,
+                partials,
+                contract=contract.id,
+                progress=self._progress,
+                metrics=self.metrics,
+                fault=self._merge_fault,
+            )
+            self.merge_loops.append(merge)
         stages = self._partials_stages(contract)
         if stages:
             self.raw_loops.append(
@@ -179,22 +195,7 @@ class Engine:
                     contract=contract.id,
                     checkpoint_interval_s=self.config.checkpoint_interval_s,
                     max_records=self.config.max_records,
-                )
-            )
-        partials = {
-            topics.partials_topic(contract, v): topics.state_topic(contract) for v in contract.views
-        }
-        if partials:
-            self.merge_loops.append(
-                MergeLoop(
-                    self.config.kafka,
-                    self._merge_stage,
-                    partials,
-                    partials,
-                    contract=contract.id,
-                    progress=self._progress,
-                    metrics=self.metrics,
-                    fault=self._merge_fault,
+                    merger_settled=None if merge is None else merge.settled,
                 )
             )
 

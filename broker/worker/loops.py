@@ -5,10 +5,12 @@ in another contract's rebalances or compute its assignment.
 ``RawLoop`` (stage 1) owns some raw partitions: it folds them, and every
 ``checkpoint_interval_s`` writes partials + checkpoints, waits for the acknowledgements, then
 commits the consumer offsets (a hint only: on every assignment it seeks to the checkpoint).
-``MergeLoop`` (stage 2) owns some views: it merges their partials and commits releases and
-state in one transaction per step. Rebalances go through ``ConsumerRebalanceListener``:
-revoked partitions are checkpointed (stage 1) before the group moves them; assigned ones are
-restored from the log and the consumer is seeked explicitly.
+``MergeLoop`` (stage 2) owns some views: it merges their partials and commits each view's
+releases and state in one transaction per step, the views' transactions committed together.
+On a fresh start the raw loop's first fold waits (``MERGER_WAIT_S`` at most) until the merge
+loop has fenced its views and loaded their state. Rebalances go through
+``ConsumerRebalanceListener``: revoked partitions are checkpointed (stage 1) before the group
+moves them; assigned ones are restored from the log and the consumer is seeked explicitly.
 
 Both loops consume through ``WorkerClients.loop_consumer``: aiokafka behind a blocking facade
 (``broker/kafka/aioconsumer.py``) by default, kafka-python with ``--consumer kafka-python``.
@@ -33,16 +35,20 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from kafka import ConsumerRebalanceListener, KafkaProducer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
+from broker.deadline import Deadline
 from broker.kafka.clients import (
     RAW_FETCH_BYTES,
+    PendingCommit,
     WorkerClients,
     abandon,
-    commit_within,
+    await_commit,
+    begin_commit,
     is_outage,
     read_topic,
     subscribe,
@@ -69,6 +75,11 @@ RETRY_FIRST_S = 1.0
 RETRY_MAX_S = 10.0
 # Outages in a row while the probe says Kafka answers: past this, it is not an outage.
 MAX_FAILURES_WHILE_REACHABLE = 5
+# How long a raw loop holds its first fold for its contract's merge loop (in this process) to
+# own its views: past it, it folds anyway (the views may be another process's, or slow).
+MERGER_WAIT_S = 10.0
+# Views whose producers one merge loop fences at once (each fence is a few round trips).
+MAX_PARALLEL_FENCES = 8
 
 
 class _Loop(threading.Thread):
@@ -246,6 +257,7 @@ class RawLoop(_Loop):
         contract: str,
         checkpoint_interval_s: float = 1.0,
         max_records: int = 2000,
+        merger_settled: threading.Event | None = None,
     ) -> None:
         super().__init__(f"respublica-raw.{contract}")
         self.contract = contract
@@ -260,6 +272,10 @@ class RawLoop(_Loop):
         self._keys_read = 0.0
         self._next: dict[TopicPartition, int] = {}  # next offset to fold, per held partition
         self.flow = FlowControl(None)  # its consumer is created on the loop's thread
+        # Set once this process's merge loop of the contract owns its views: the first fold
+        # waits for it (``MERGER_WAIT_S``), so the first windows do not wait for the merger.
+        self.merger_settled = merger_settled
+        self.first_fold_at: float | None = None  # time.monotonic() of the first fold
 
     def run_loop(self) -> None:
         self._producer = self.settings.producer()
@@ -278,6 +294,7 @@ class RawLoop(_Loop):
                 polled = self._consumer.poll(timeout_ms=POLL_MS)
                 if polled:
                     self.metrics.first_poll(time.time())  # the bench's clock starts here
+                    self._await_merger()
                 self.check_listener()
                 with self.lock:
                     restored = self.adopt_pending()
@@ -301,6 +318,24 @@ class RawLoop(_Loop):
         finally:
             self._consumer.close(autocommit=False)
             abandon(self._producer, 10)
+
+    def _await_merger(self) -> None:
+        """Before the first fold only: let the merge loop fence its views' producers and load
+        their state first. Folding a backlog meanwhile would compete with it for the
+        interpreter, and every checkpoint written before it owns the views would wait for it
+        (the release delay counts from the checkpoint). Outside the lock: rebalances go on."""
+        if self.first_fold_at is not None:
+            return
+        if self.merger_settled is not None:
+            waited = time.monotonic()
+            deadline = Deadline(MERGER_WAIT_S)
+            while not (self.merger_settled.is_set() or self.stopping.is_set()):
+                if deadline.expired():
+                    _log.info("%s: its merger still owns no views: folding", self.name)
+                    break
+                self.merger_settled.wait(0.05)
+            _log.info("%s waited %.2f s for its merger", self.name, time.monotonic() - waited)
+        self.first_fold_at = time.monotonic()
 
     def _balance(self, *, idle: bool) -> None:
         """Event-time flow control (``broker.worker.flow``): pause partitions that ran ahead."""
@@ -469,8 +504,13 @@ class MergeLoop(_Loop):
         self.state_topics = dict(state_topics)  # partials topic -> state topic
         self.progress = progress  # event-time progress, for key destruction
         self.metrics = metrics
-        self.fault = fault  # tests: raise between send and commit
+        self.fault = fault  # tests: raise between a view's send and its commit
         self.owned: dict[str, tuple[MergeStage, KafkaProducer]] = {}
+        # Views whose transaction is being committed, in the step under way.
+        self.committing: dict[str, tuple[MergeOutput, PendingCommit]] = {}
+        self.settled = threading.Event()  # the first assignment is adopted (RawLoop waits)
+        self.settled_at: float | None = None  # time.monotonic() it was
+        self._assigned = False
 
     def run_loop(self) -> None:
         self._consumer = self.settings.loop_consumer(
@@ -485,13 +525,12 @@ class MergeLoop(_Loop):
                 self.check_listener()
                 with self.lock:
                     restored = self.adopt_pending()
+                    self._settle()
                     self.resumed()
                     self._feed({tp: rs for tp, rs in polled.items() if tp not in restored})
-                    for topic in list(self.owned):
-                        self.step(topic)
+                    self.step(list(self.owned))
             with self.lock:
-                for topic in list(self.owned):
-                    self.step(topic, force_state=True)
+                self.step(list(self.owned), force_state=True)
         except BaseException:
             self.discarding = True  # close() below may revoke: give views up, save nothing
             raise
@@ -507,45 +546,119 @@ class MergeLoop(_Loop):
                 for r in records:
                     stage.feed(r.offset, r.key, r.value)
 
+    def on_assigned(self, tps: Iterable[TopicPartition]) -> None:
+        """Pause the new views until adopted; the group has given this loop its share."""
+        super().on_assigned(tps)
+        self._assigned = True
+
+    def _settle(self) -> None:
+        """After the first assignment is adopted (maybe no view at all): let the raw loop fold."""
+        if self._assigned and not self.pending and not self.settled.is_set():
+            self.settled_at = time.monotonic()
+            self.settled.set()
+
     def step(
-        self, topic: str, *, force_state: bool = False, timeout_s: float = COMMIT_TIMEOUT_S
+        self,
+        topics: Iterable[str],
+        *,
+        force_state: bool = False,
+        timeout_s: float = COMMIT_TIMEOUT_S,
     ) -> None:
-        """Release what is ready and commit it with the merger state, in one transaction."""
+        """Release what is ready in each view of ``topics``, one transaction per view with its
+        merger state; every view's commit is begun as soon as its records are sent, then all
+        are awaited (one deadline): they run together, not one after the other."""
+        deadline = Deadline(timeout_s)
+        self.committing = {}
+        try:
+            for topic in topics:
+                producer = self.owned[topic][1]
+                output = self._send(topic, force_state=force_state, deadline=deadline)
+                if output is not None:
+                    self.committing[topic] = (output, begin_commit(producer))
+        except BaseException:
+            self._await_commits(deadline, quiet=True)  # the error raised is the first one
+            raise
+        self._await_commits(deadline)
+
+    def _send(self, topic: str, *, force_state: bool, deadline: Deadline) -> MergeOutput | None:
+        """Begin the view's transaction and send its output (None: nothing to commit)."""
         stage, producer = self.owned[topic]
         output = stage.step(force_state=force_state)
         if output is None:
-            return
+            return None
         producer.begin_transaction()
         for r in output.records:
             producer.send(
                 r.topic, key=r.key, value=r.value, headers=r.headers, partition=r.partition
             )
         if self.fault is not None:
-            producer.flush(timeout=timeout_s)  # the records reach the log, uncommitted
+            producer.flush(timeout=deadline.remaining())  # the records reach the log, uncommitted
             self.fault(topic, output)
-        commit_within(producer, timeout_s)
-        stage.committed(output)
-        if self.progress is not None:
-            self.progress(stage)
+        return output
+
+    def _await_commits(self, deadline: Deadline, *, quiet: bool = False) -> None:
+        """Wait for every commit begun; the views that committed count their releases."""
+        failure: Exception | None = None
+        for topic, (output, result) in self.committing.items():
+            try:
+                done_at = await_commit(result, deadline.remaining())
+            except Exception as exc:  # the others may have committed: count them first
+                failure = failure or exc
+                continue
+            stage = self.owned[topic][0]
+            stage.committed(output, at=done_at)  # the delay ends when Kafka committed
+            if self.progress is not None:
+                self.progress(stage)
+        self.committing = {}
+        if failure is not None and not quiet:
+            raise failure
 
     def adopt(self, tps: list[TopicPartition]) -> None:
         """Own the views of ``tps``: fence older owners, load committed state, seek."""
-        fenced = []
-        for tp in tps:
-            stage = self.factory(tp.topic)
-            producer = self.settings.producer(
-                transactional_id=f"respublica.{stage.contract.id}.{stage.view}.merger"
-            )
-            producer.init_transactions()  # fences a zombie owner, aborts its open transaction
-            fenced.append((tp, stage, producer))
-        states = self._load_states({self.state_topics[tp.topic] for tp in tps})
-        for tp, stage, producer in fenced:
+        stages = [self.factory(tp.topic) for tp in tps]
+        producers = self._fence(stages)
+        try:
+            states = self._load_states({self.state_topics[tp.topic] for tp in tps})
+        except BaseException:
+            for producer in producers:
+                abandon(producer, 1)
+            raise
+        for tp, stage, producer in zip(tps, stages, producers, strict=True):
             value = states.get((self.state_topics[tp.topic], state_key(stage.view)))
             self._consumer.seek(tp, stage.restore(value))
             self.owned[tp.topic] = (stage, producer)
         if self.metrics is not None:
             self.metrics.held.labels(self.contract, "merge").set(len(self.owned))
         _log.info("views of %s owned: %d", self.contract, len(self.owned))
+
+    def _fence(self, stages: list[MergeStage]) -> list[KafkaProducer]:
+        """Each view's transactional producer, its older owners fenced: all views at once,
+        since each fence is round trips to the broker (on its producer's network thread)."""
+        if not stages:
+            return []
+        workers = min(len(stages), MAX_PARALLEL_FENCES)
+        with ThreadPoolExecutor(workers, thread_name_prefix=f"{self.name}-fence") as pool:
+            futures = [pool.submit(self._fenced_producer, stage) for stage in stages]
+        producers = [f.result() for f in futures if f.exception() is None]
+        error = next((e for f in futures if (e := f.exception()) is not None), None)
+        if error is not None:
+            for producer in producers:
+                abandon(producer, 1)
+            raise error
+        return producers
+
+    def _fenced_producer(self, stage: MergeStage) -> KafkaProducer:
+        producer = self.settings.producer(
+            transactional_id=f"respublica.{stage.contract.id}.{stage.view}.merger"
+        )
+        try:
+            producer.init_transactions()  # fences a zombie owner, aborts its open transaction
+            for topic in (stage.encoder.topic, stage.state_topic):
+                producer.partitions_for(topic)  # metadata now, not in the first transaction
+        except BaseException:
+            abandon(producer, 1)
+            raise
+        return producer
 
     def _load_states(self, state_topics: Iterable[str]) -> dict[tuple[str, bytes], bytes]:
         # After init_transactions, and up to the high watermark: a state committed after a
@@ -560,24 +673,22 @@ class MergeLoop(_Loop):
     def revoke(self, tps: Iterable[TopicPartition]) -> None:
         """Give views up: save state (shortens the next owner's replay), close producers.
 
-        All views share one ``REVOKE_FLUSH_TIMEOUT_S`` (the callback blocks heartbeats); a
-        view whose turn comes too late is given up unsaved, like every view after an error.
+        The views' commits run together within one ``REVOKE_FLUSH_TIMEOUT_S`` (the callback
+        blocks heartbeats); a view not saved by then is given up unsaved, like every view
+        after an error.
         """
-        deadline = time.monotonic() + REVOKE_FLUSH_TIMEOUT_S
+        views = [tp.topic for tp in tps if tp.topic in self.owned]
         bug: Exception | None = None
-        for tp in tps:
-            if tp.topic not in self.owned:
-                continue
-            left = deadline - time.monotonic()
-            try:
-                if not self.discarding and left > 0.5:
-                    self.step(tp.topic, force_state=True, timeout_s=left)
-            except Exception as exc:  # the next owner replays from the committed state
-                _log.warning("saving merger state on revoke failed (%s)", type(exc).__name__)
-                if not is_outage(exc):
-                    bug = bug or exc
-            finally:
-                abandon(self.owned.pop(tp.topic)[1], 1 if self.discarding else 5)
+        try:
+            if not self.discarding and views:
+                self.step(views, force_state=True, timeout_s=REVOKE_FLUSH_TIMEOUT_S)
+        except Exception as exc:  # the next owner replays from the committed state
+            _log.warning("saving merger state on revoke failed (%s)", type(exc).__name__)
+            if not is_outage(exc):
+                bug = exc
+        finally:
+            for topic in views:
+                abandon(self.owned.pop(topic)[1], 1 if self.discarding else 5)
         if self.metrics is not None:
             self.metrics.held.labels(self.contract, "merge").set(len(self.owned))
         if bug is not None:

@@ -190,9 +190,10 @@ class MergeStage:
         period = str(release.window.start // period_ms)
         self.metrics.epsilon_spent.labels(*labels, period).inc(release.epsilon)
 
-    def committed(self, output: MergeOutput) -> None:
-        """The output's transaction committed: count it, remember what is saved."""
-        now = self.clock()
+    def committed(self, output: MergeOutput, at: float | None = None) -> None:
+        """The output's transaction committed (at ``at``, default now): count it, remember
+        what is saved."""
+        now = self.clock() if at is None else at
         self._saved_position, self._saved_at = self.position, now
         labels = (self.contract.id, self.view)
         for release in output.releases:
