@@ -4,8 +4,8 @@ Start reading here. ``Engine`` is the composition root (no faust needed, tests d
 it checks the cluster, loads the shared keys, compiles each contract, and runs two loops per
 contract, each in that contract's own consumer group (contracts are the isolation unit):
 
-* ``loops.RawLoop`` → ``partials.PartialsStage`` per stream of the contract;
-* ``loops.MergeLoop`` → ``merge.MergeStage`` per view of the contract.
+* ``rawloop.RawLoop`` → ``partials.PartialsStage`` per stream of the contract;
+* ``mergeloop.MergeLoop`` → ``merge.MergeStage`` per view of the contract.
 
 ``build_app`` wraps an engine in a faust-streaming app: faust gives the process its life
 cycle (signals, graceful stop, logging) and its web server (``/healthz``, ``/metrics``).
@@ -37,10 +37,11 @@ from broker.kafka.probe import KafkaProbe
 from broker.kafka.settings import KafkaSettings
 from broker.worker.keyrecords import MasterKeys, RejectReason
 from broker.worker.keystore import KeyStore
-from broker.worker.loops import MergeLoop, RawLoop
 from broker.worker.merge import DEFAULT_STATE_INTERVAL_S, MergeOutput, MergeStage
+from broker.worker.mergeloop import MergeLoop
 from broker.worker.metrics import WorkerMetrics
 from broker.worker.partials import PartialsStage
+from broker.worker.rawloop import RawLoop
 from contracts.model import Contract
 from policies.base import END_OF_STREAM, NO_WATERMARK
 from policies.compile import CompiledView, compile_contract

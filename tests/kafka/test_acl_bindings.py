@@ -149,7 +149,7 @@ def test_the_groups_and_transactional_ids_in_use_are_covered(
     assert not any(
         b.principal != worker and b.covers("GROUP", clients.raw_group(contract.id)) for b in every
     )
-    # broker/worker/loops.py MergeLoop.adopt: one transactional producer per view.
+    # broker/worker/mergeloop.py MergeLoop.adopt: one transactional producer per view.
     for view in contract.views:
         tid = f"respublica.{contract.id}.{view.name}.merger"
         assert allowed(worker, "TRANSACTIONAL_ID", tid, "WRITE")

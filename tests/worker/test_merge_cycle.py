@@ -18,7 +18,7 @@ import pytest
 from kafka import KafkaProducer, TopicPartition
 
 from broker.kafka.settings import KafkaSettings
-from broker.worker import loops
+from broker.worker import mergeloop
 from broker.worker.engine import Engine, WorkerConfig
 from broker.worker.keyrecords import MasterKeys
 from broker.worker.merge import MergeOutput
@@ -90,13 +90,13 @@ def test_the_raw_loop_folds_a_backlog_only_once_the_merger_owns_its_views(
     events = mobility_events(3_000, seed=5)
     expected = {view: expected_windows(contract, events, view) for view in VIEWS}
     feed(producer_factory(), contract, events)  # a backlog, there before the worker starts
-    adopt = loops.MergeLoop.adopt
+    adopt = mergeloop.MergeLoop.adopt
 
-    def slow_adopt(self: loops.MergeLoop, tps: list[TopicPartition]) -> None:
+    def slow_adopt(self: mergeloop.MergeLoop, tps: list[TopicPartition]) -> None:
         time.sleep(3)  # a merger slow to fence (a loaded machine); not a synchronisation
         adopt(self, tps)
 
-    monkeypatch.setattr(loops.MergeLoop, "adopt", slow_adopt)
+    monkeypatch.setattr(mergeloop.MergeLoop, "adopt", slow_adopt)
     engine = engine_factory(contract)
     wait_for(_all_released(engine, kafka_bootstrap, contract, expected), 90, "every window")
 

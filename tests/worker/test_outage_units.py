@@ -27,8 +27,9 @@ from broker.kafka.health import MAX_CONNECTIONS, Health, HealthServer
 from broker.kafka.probe import KafkaProbe, ProbeState
 from broker.kafka.settings import KafkaSettings
 from broker.worker.keystore import KeyStore
-from broker.worker.loops import MergeLoop, RawLoop
+from broker.worker.mergeloop import MergeLoop
 from broker.worker.metrics import WorkerMetrics
+from broker.worker.rawloop import RawLoop
 from tests.worker.test_worker_units import KEK, MemoryLog
 
 
