@@ -14,6 +14,7 @@ import gc
 import logging
 import shutil
 import tempfile
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from faust.app.base import BootStrategy
 from mode import Service
 
 from broker.worker.engine import Engine, now_utc
+from broker.worker.heap import TRIM_EVERY_S, Heap
 
 _log = logging.getLogger(__name__)
 HEALTH_EVERY_S = 1.0
@@ -40,23 +42,31 @@ class EngineService(Service):
     def __init__(self, engine: Engine, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.engine = engine
+        self.heap = Heap()
 
     async def on_start(self) -> None:
         """Start the loops without blocking the event loop (startup reads Kafka)."""
         # Here rather than before faust starts: its SIGTERM handler is installed by now, so
         # the collection does not lengthen the startup window a signal would kill outright.
         tune_gc()
+        self.heap.tune()  # large buffers mapped and returned whole (broker/worker/heap.py)
         await asyncio.get_running_loop().run_in_executor(None, self.engine.start)
 
     @Service.task
     async def _watch(self) -> None:
         # A loop that died takes the worker down (exit code 1): a supervisor restarts it,
         # and it resumes from its checkpoints, rather than limping on half-working.
+        trimmed = time.monotonic()
         while not self.should_stop:
             failure = self.engine.failure()
             if failure is not None:
                 await self.crash(failure)
                 return
+            if time.monotonic() - trimmed >= TRIM_EVERY_S:
+                # Free heap pages back to the system: resident memory follows what the worker
+                # holds, not what it once freed (issue 17; a few ms, the GIL released).
+                self.heap.trim()
+                trimmed = time.monotonic()
             await self.sleep(HEALTH_EVERY_S)
 
     async def on_stop(self) -> None:

@@ -262,11 +262,17 @@ class KeyStore:
         if kind != "pseudonym" or epoch is None:
             raise KeyRecordRejected(RejectReason.TOMBSTONE)
         seen = self._seen
-        seen.candidates.setdefault(epoch, set()).add(name)
         winner = seen.winners.get(epoch)
         live = seen.floor is None or epoch >= seen.floor
         if live and winner is not None and winner.name == name:  # no floor shredded it
             raise KeyRecordRejected(RejectReason.TOMBSTONE)
+        # Tombstoned already: no longer a candidate to tombstone. (Adding it back made every
+        # destruction tombstone every key ever destroyed again, issue 17.)
+        names = seen.candidates.get(epoch)
+        if names is not None:
+            names.discard(name)
+            if not names:
+                del seen.candidates[epoch]
 
     def _apply_floor(self) -> None:
         floor = self._seen.floor

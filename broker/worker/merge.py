@@ -178,7 +178,8 @@ class MergeStage:
         tail = canonical_json(
             {"policy_hash": self.policy_hash, "position": self.position, "sources": self.sources}
         )[1:]
-        return head + b',"merger":' + self.merger.snapshot_json() + b"," + tail
+        # One join: the merger's snapshot runs to megabytes (issue 17, docs/benchmarks.md).
+        return b"".join([head, b',"merger":', *self.merger.snapshot_chunks(), b",", tail])
 
     def _count_epsilon(self, release: Release) -> None:
         noise = self.contract.view(self.view).noise

@@ -117,6 +117,30 @@ def test_keys_are_destroyed_only_when_every_view_has_passed() -> None:
     assert any(k.startswith("pseudonym|1|w1.") and v is None for k, v in log.records)  # tombstoned
 
 
+def test_each_destroyed_key_is_tombstoned_once_and_forgotten() -> None:
+    # Issue 17 (memory): a destruction used to read its own tombstones back as candidates of
+    # the destroyed epochs, so every later one tombstoned every key ever destroyed again
+    # (appends quadratic in the days run) and the store kept a set per past epoch.
+    log = MemoryLog()
+    store = KeyStore("c", log, KEK, "w1")
+    days = 60
+    for epoch in range(days):
+        store.ring.key("c", epoch)
+        if epoch >= 7:  # a 7-day retention, one epoch destroyed per day
+            assert store.progress("a", epoch - 6, ["a"]) == 1  # destroys epoch - 7
+    tombstones = [k for k, v in log.records if v is None]
+    assert len(tombstones) == len(set(tombstones)) == days - 7
+    assert sorted(store._seen.candidates) == list(range(days - 7, days))
+    assert sorted(store._seen.winners) == list(range(days - 7, days))
+    # a store reading the whole log back holds the same, and tombstones nothing more
+    other = KeyStore("c", log, KEK, "w2")
+    other.refresh()
+    assert sorted(other._seen.candidates) == list(range(days - 7, days))
+    assert other.ring.key("c", days - 7) == store.ring.key("c", days - 7)
+    assert other.destroy_before(days - 6) == 1
+    assert len([k for k, v in log.records if v is None]) == days - 6
+
+
 def test_a_rotation_keeps_the_winner_and_leaves_destroyed_keys_destroyed() -> None:
     log, new = MemoryLog(), MasterKeys(bytes([7]) * 32, (KEK.current,))
     first, second = KeyStore("c", log, KEK, "w1"), KeyStore("c", log, KEK, "w2")
