@@ -24,8 +24,10 @@ goes on, so a revoked partition is checkpointed before its next owner is assigne
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import threading
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
@@ -120,8 +122,29 @@ class AioConsumer:
         async def bounded() -> T:
             return await asyncio.wait_for(coro, timeout_s)
 
+        self._check_alive(coro)
         future = asyncio.run_coroutine_threadsafe(bounded(), self._loop)
-        return future.result()
+        return self._wait(future, timeout_s + 5.0)
+
+    def _check_alive(self, coro: Any = None) -> None:
+        # A dead event loop never answers: fail fast, as an outage (the loop starts over
+        # with a new consumer and a new event loop).
+        if not self._thread.is_alive() or self._loop.is_closed():
+            if asyncio.iscoroutine(coro):
+                coro.close()
+            msg = "the consumer's event loop is gone"
+            raise ConnectionError(msg)
+
+    def _wait(self, future: Any, timeout_s: float) -> Any:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                return future.result(0.5)
+            except concurrent.futures.TimeoutError:
+                if not self._thread.is_alive() or time.monotonic() > deadline:
+                    future.cancel()
+                    msg = "the consumer's event loop did not answer"
+                    raise TimeoutError(msg) from None
 
     def _call(self, fn: Callable[..., T], *args: Any) -> T:
         """Run the synchronous aiokafka method ``fn`` on the event loop's thread."""
@@ -131,7 +154,8 @@ class AioConsumer:
         async def direct() -> T:
             return fn(*args)
 
-        return asyncio.run_coroutine_threadsafe(direct(), self._loop).result()
+        self._check_alive()
+        return self._wait(asyncio.run_coroutine_threadsafe(direct(), self._loop), CALL_TIMEOUT_S)
 
     async def in_callback_thread(self, fn: Callable[[list[TopicPartition]], Any], tps: Any) -> None:
         """Run a listener callback on a thread of its own and await it (the loop stays free).
@@ -191,14 +215,22 @@ class AioConsumer:
         self, timeout_ms: int = 0, max_records: int | None = None
     ) -> dict[TopicPartition, list[ConsumerRecord]]:
         """Records fetched since the last poll, per partition, waiting up to ``timeout_ms``."""
-        polled = self._run(
-            self._consumer.getmany(timeout_ms=timeout_ms, max_records=max_records),
-            timeout_ms / 1000 + CALL_TIMEOUT_S,
-        )
+
+        async def bounded() -> Any:
+            try:  # getmany waits for a rebalance to end, whatever timeout_ms says
+                return await asyncio.wait_for(
+                    self._consumer.getmany(timeout_ms=timeout_ms, max_records=max_records),
+                    timeout_ms / 1000 + 0.5,
+                )
+            except TimeoutError:
+                return {}
+
+        polled = self._run(bounded(), timeout_ms / 1000 + CALL_TIMEOUT_S)
         return {_kp(tp): records for tp, records in polled.items()}
 
     def pause(self, *tps: TopicPartition) -> None:
-        """Stop fetching ``tps`` (their buffered records are not returned until resumed)."""
+        """Stop fetching ``tps`` (aiokafka drops what it had buffered for them and fetches it
+        again from the position once resumed: nothing is lost)."""
         self._call(self._consumer.pause, *[_aio(tp) for tp in tps])
 
     def resume(self, *tps: TopicPartition) -> None:

@@ -246,6 +246,10 @@ class WorkerClients:
             **self.kafka.aiokafka(self.role),
             **self._consumer_options(),
             "partition_assignment_strategy": (AioRoundRobinPartitionAssignor,),
+            # aiokafka's default is session_timeout_ms (10 s), kafka-python's
+            # max_poll_interval_ms (300 s): a revoke callback waits for its loop's lock (held
+            # through a restore or a checkpoint), and the next owner must wait for it.
+            "rebalance_timeout_ms": 300_000,
         }
         config.update(overrides)
         return AioConsumer(config, name=str(config.get("client_id", self.role)))
