@@ -81,6 +81,7 @@ AS_WRITTEN = frozenset(
         "acl-public-writer",
         "acl-wildcard",
         "acl-worker-group",
+        "acl-worker-group-missing",
         "attacker-inconsistent",
         "attacker-unavailable",
         "acls-not-enforced",

@@ -9,6 +9,7 @@ still exactly once, through a crash in the middle of such a cycle.
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -17,6 +18,7 @@ from typing import Any
 import pytest
 from kafka import KafkaProducer, TopicPartition
 
+from broker.deadline import DeadlineExceeded
 from broker.kafka.settings import KafkaSettings
 from broker.worker import mergeloop
 from broker.worker.engine import Engine, WorkerConfig
@@ -26,9 +28,12 @@ from broker.worker.metrics import WorkerMetrics
 from contracts.model import Contract
 from tests.worker.support import (
     MASTER_KEY,
+    encode_raw,
     expected_windows,
     feed,
     mobility_events,
+    produce_end_of_stream,
+    produce_raw,
     read_public,
     wait_for,
 )
@@ -130,8 +135,25 @@ def test_views_committed_in_one_cycle_are_each_released_exactly_once_through_a_c
             raise SimulatedCrash
 
     # A state snapshot in every step that read partials: both views commit in most cycles.
+    # The events go in slices, so that the merge loop steps many times (a single batch can
+    # be folded and merged in one or two steps, none of them joint).
     first.append(engine_factory(contract, state_interval_s=0.0, merge_fault=crash_in_a_joint_cycle))
-    feed(producer_factory(), contract, events)
+    producer = producer_factory()
+    encoded = {stream: encode_raw(contract, stream, records) for stream, records in events.items()}
+    slices = 12
+    for i in range(slices):
+        for stream, accepted in encoded.items():
+            part = accepted[i * len(accepted) // slices : (i + 1) * len(accepted) // slices]
+            produce_raw(producer, contract.topic_raw(stream), part)
+        producer.flush()
+        if not crashed:
+            with contextlib.suppress(DeadlineExceeded):
+                wait_for(lambda: first[0].failure() is not None, 3, "a crash")
+    for stream in encoded:
+        produce_end_of_stream(
+            producer, contract.topic_raw(stream), contract.stream(stream).partitions
+        )
+    producer.flush()
     wait_for(lambda: first[0].failure() is not None, 90, "the crash in a joint cycle")
     assert isinstance(first[0].failure(), SimulatedCrash)
     ((crashed_view, committing),) = crashed
