@@ -11,8 +11,19 @@ import pytest
 from kafka import KafkaAdminClient
 
 from broker.kafka.local import free_port
+from broker.kafka.settings import KafkaSettings
+from broker.worker.engine import Engine, WorkerConfig
+from broker.worker.keyrecords import MasterKeys
+from broker.worker.merge import DEFAULT_STATE_INTERVAL_S
+from broker.worker.metrics import WorkerMetrics
 from contracts.model import Contract
-from tests.worker.support import WorkerProcess, create_topics, delete_topics, unique_contract
+from tests.worker.support import (
+    MASTER_KEY,
+    WorkerProcess,
+    create_topics,
+    delete_topics,
+    unique_contract,
+)
 
 
 @pytest.fixture
@@ -46,3 +57,32 @@ def worker_factory(kafka_bootstrap: str, tmp_path: Path) -> Iterator[Callable[..
     yield make
     for worker in started:
         worker.terminate(timeout_s=30)
+
+
+@pytest.fixture
+def engine_factory(kafka_bootstrap: str) -> Iterator[Callable[..., Engine]]:
+    """In-process engines in one fresh group (``Engine`` options: faults for the tests)."""
+    group = f"test-{uuid.uuid4().hex[:8]}"
+    engines: list[Engine] = []
+
+    def make(
+        contract: Contract, state_interval_s: float = DEFAULT_STATE_INTERVAL_S, **options: Any
+    ) -> Engine:
+        config = WorkerConfig(
+            kafka_settings=KafkaSettings.load(bootstrap=kafka_bootstrap),
+            worker_id=f"w{len(engines)}",
+            group=group,
+            web_port=None,
+            checkpoint_interval_s=0.3,
+            state_interval_s=state_interval_s,
+        )
+        engine = Engine(
+            config, [contract], MasterKeys(bytes.fromhex(MASTER_KEY)), WorkerMetrics(), **options
+        )
+        engines.append(engine)
+        engine.start()
+        return engine
+
+    yield make
+    for engine in engines:
+        engine.stop()

@@ -11,23 +11,18 @@ from __future__ import annotations
 
 import contextlib
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from kafka import KafkaProducer, TopicPartition
 
 from broker.deadline import DeadlineExceeded
-from broker.kafka.settings import KafkaSettings
 from broker.worker import mergeloop
-from broker.worker.engine import Engine, WorkerConfig
-from broker.worker.keyrecords import MasterKeys
+from broker.worker.engine import Engine
 from broker.worker.merge import MergeOutput
-from broker.worker.metrics import WorkerMetrics
 from contracts.model import Contract
 from tests.worker.support import (
-    MASTER_KEY,
     encode_raw,
     expected_windows,
     feed,
@@ -39,36 +34,11 @@ from tests.worker.support import (
 )
 
 pytestmark = pytest.mark.integration
-KEK = MasterKeys(bytes.fromhex(MASTER_KEY))
 VIEWS = ("availability", "origin_destination")
 
 
 class SimulatedCrash(Exception):
     """Raised while another view's commit of the same cycle is in flight."""
-
-
-@pytest.fixture
-def engine_factory(kafka_bootstrap: str) -> Iterator[Callable[..., Engine]]:
-    group = f"test-{uuid.uuid4().hex[:8]}"
-    engines: list[Engine] = []
-
-    def make(contract: Contract, state_interval_s: float = 5.0, **options: Any) -> Engine:
-        config = WorkerConfig(
-            kafka_settings=KafkaSettings.load(bootstrap=kafka_bootstrap),
-            worker_id=f"w{len(engines)}",
-            group=group,
-            web_port=None,
-            checkpoint_interval_s=0.3,
-            state_interval_s=state_interval_s,
-        )
-        engine = Engine(config, [contract], KEK, WorkerMetrics(), **options)
-        engines.append(engine)
-        engine.start()
-        return engine
-
-    yield make
-    for engine in engines:
-        engine.stop()
 
 
 def _all_released(

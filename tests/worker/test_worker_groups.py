@@ -128,15 +128,19 @@ def _join(settings: KafkaSettings, group: str, topic: str) -> set[TopicPartition
     )
     try:
         consumer.subscribe([topic])
-        deadline = Deadline(60)
-        while not consumer.assignment():
-            if deadline.expired():
-                msg = f"no assignment in {group}"
-                raise AssertionError(msg)
-            consumer.poll(timeout_ms=1000)
+        _await_assignment(consumer, group)
         return set(consumer.assignment())
     finally:
         consumer.close(autocommit=False)
+
+
+def _await_assignment(consumer: Any, group: str) -> None:
+    deadline = Deadline(60)
+    while not consumer.assignment():
+        if deadline.expired():
+            msg = f"no assignment in {group}"
+            raise AssertionError(msg)
+        consumer.poll(timeout_ms=1000)
 
 
 def _join_as_loop(settings: KafkaSettings, group: str, topic: str) -> set[TopicPartition]:
@@ -146,12 +150,7 @@ def _join_as_loop(settings: KafkaSettings, group: str, topic: str) -> set[TopicP
     )
     try:
         subscribe(consumer, [topic], None)
-        deadline = Deadline(60)
-        while not consumer.assignment():
-            if deadline.expired():
-                msg = f"no assignment in {group}"
-                raise AssertionError(msg)
-            consumer.poll(timeout_ms=1000)
+        _await_assignment(consumer, group)
         return consumer.assignment()
     finally:
         consumer.close()

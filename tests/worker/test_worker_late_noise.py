@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable
 
 import pytest
 from kafka import KafkaProducer
 
 from broker.kafka.clients import KafkaKeysLog
-from broker.kafka.settings import KafkaSettings
-from broker.worker.engine import Engine, WorkerConfig
+from broker.worker.engine import Engine
 from broker.worker.keyrecords import MasterKeys
 from broker.worker.keystore import KeyStore
 from broker.worker.merge import MergeOutput
-from broker.worker.metrics import WorkerMetrics
 from connectors.simulate.base import SimOptions, take
 from connectors.simulate.navigation import NavigationSimulator
 from contracts.model import Contract
@@ -39,29 +36,6 @@ KEK = MasterKeys(bytes.fromhex(MASTER_KEY))
 
 class SimulatedCrash(Exception):
     """Raised between sending a window's records and committing their transaction."""
-
-
-@pytest.fixture
-def engine_factory(kafka_bootstrap: str) -> Iterator[Callable[..., Engine]]:
-    group = f"test-{uuid.uuid4().hex[:8]}"
-    engines: list[Engine] = []
-
-    def make(contract: Contract, **options: Any) -> Engine:
-        config = WorkerConfig(
-            kafka_settings=KafkaSettings.load(bootstrap=kafka_bootstrap),
-            worker_id=f"w{len(engines)}",
-            group=group,
-            web_port=None,
-            checkpoint_interval_s=0.3,
-        )
-        engine = Engine(config, [contract], KEK, WorkerMetrics(), **options)
-        engines.append(engine)
-        engine.start()
-        return engine
-
-    yield make
-    for engine in engines:
-        engine.stop()
 
 
 def test_late_event_is_counted_and_never_changes_a_release(
