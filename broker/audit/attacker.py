@@ -243,27 +243,31 @@ def _close(a: float, b: float) -> bool:
 
 
 def _blocks(atoms: Sequence[Atom], i: int, j: int) -> list[list[Node]]:
-    """Groups of views i and j joined when they share an atom (connected components)."""
-    parent: dict[Node, Node] = {}
+    """Groups of views i and j joined when they share an atom (connected components).
 
-    def root(node: Node) -> Node:
-        parent.setdefault(node, node)
-        while parent[node] != node:
-            parent[node] = parent[parent[node]]
-            node = parent[node]
-        return node
+    Derived here from the atoms by scipy's graph components, not with the worker's union-find
+    (``policies.secondary``): the audit checks the decision, so it does not share its code."""
+    import numpy as np  # local: only the attacker needs numpy and scipy
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
 
+    nodes: dict[Node, int] = {}
+    edges: list[tuple[int, int]] = []
     for atom in atoms:
-        a, b = atom[i], atom[j]
-        if a is not None and b is not None:
-            parent[root((j, b))] = root((i, a))
-        elif a is not None:
-            root((i, a))
-        elif b is not None:
-            root((j, b))
-    out: dict[Node, list[Node]] = {}
-    for node in list(parent):
-        out.setdefault(root(node), []).append(node)
+        present = [
+            nodes.setdefault((v, g), len(nodes)) for v in (i, j) if (g := atom[v]) is not None
+        ]
+        if len(present) == 2:
+            edges.append((present[0], present[1]))
+    if not nodes:
+        return []
+    rows = np.fromiter((a for a, _ in edges), dtype=np.int64, count=len(edges))
+    cols = np.fromiter((b for _, b in edges), dtype=np.int64, count=len(edges))
+    graph = coo_matrix((np.ones(len(edges)), (rows, cols)), shape=(len(nodes), len(nodes)))
+    _, labels = connected_components(graph, directed=False)
+    out: dict[int, list[Node]] = {}
+    for node, position in nodes.items():
+        out.setdefault(int(labels[position]), []).append(node)
     return list(out.values())
 
 

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from broker.audit.attacker import AttackerError, ViewWindow, attack_window
+from broker.audit.attacker import _blocks as attacker_blocks
+from policies.secondary import _blocks as secondary_blocks
 
 pytestmark = pytest.mark.unit
 
@@ -94,3 +98,26 @@ def test_published_numbers_that_contradict_a_true_relation_are_an_error() -> Non
     )
     with pytest.raises(AttackerError):
         attack_window(START, [forged, cells], ATOMS, lp_only=True)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.one_of(st.none(), st.sampled_from([D1, D2, ("d3",)])),
+            st.one_of(st.none(), st.sampled_from([C1, C2, C3, ("c4",)])),
+            st.one_of(st.none(), st.sampled_from([("z1",), ("z2",)])),
+        ),
+        max_size=12,
+    ),
+    st.sampled_from([(0, 1), (0, 2), (1, 2)]),
+)
+def test_the_attackers_blocks_are_the_workers_blocks_found_another_way(
+    atoms: list[tuple[tuple[str, ...] | None, ...]], pair: tuple[int, int]
+) -> None:
+    # The audit derives the relations itself (scipy's graph components); the worker's decision
+    # uses its own union-find (policies.secondary). Both must join the same groups.
+    i, j = pair
+    ours = {frozenset(b) for b in attacker_blocks(atoms, i, j)}
+    theirs = {frozenset(b) for b in secondary_blocks({a: {"s"} for a in atoms}, i, j)}
+    assert ours == theirs
