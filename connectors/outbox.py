@@ -244,6 +244,7 @@ async def _refused_credentials(writer: BatchWriter, exc: KafkaUnavailable) -> st
 
 async def _close(writer: BatchWriter) -> None:
     try:
-        await asyncio.wait_for(writer.close(), CLOSE_TIMEOUT_S)
+        async with asyncio.timeout(CLOSE_TIMEOUT_S):  # not wait_for: it can swallow a cancel
+            await writer.close()
     except Exception as exc:  # a broken producer may fail to close: it is dropped anyway
         _log.debug("producer did not close cleanly: %s", type(exc).__name__)

@@ -145,7 +145,8 @@ class HealingWriter:
 
 async def _retire(writer: BatchWriter) -> None:
     try:
-        await asyncio.wait_for(writer.close(), CLOSE_TIMEOUT_S)
+        async with asyncio.timeout(CLOSE_TIMEOUT_S):  # not wait_for: it can swallow a cancel
+            await writer.close()
     except TimeoutError:
         _log.warning(
             "a producer did not close within %.0f s; its unacknowledged batches are dropped",

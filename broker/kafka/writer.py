@@ -107,7 +107,8 @@ class KafkaBatchWriter:
         producer = await self._started()
         try:
             # One deadline for the whole batch: sends wait for metadata when Kafka is away.
-            await asyncio.wait_for(self._send_all(producer, records), self.settings.ack_timeout_s)
+            async with asyncio.timeout(self.settings.ack_timeout_s):  # wait_for may lose a cancel
+                await self._send_all(producer, records)
         except (KafkaError, TimeoutError, OSError) as exc:
             self._connected = False
             _log.warning(
@@ -172,7 +173,8 @@ class KafkaBatchWriter:
                 return self._producer
             producer = AIOKafkaProducer(**self._client_options())
             try:
-                await asyncio.wait_for(producer.start(), self.settings.ack_timeout_s)
+                async with asyncio.timeout(self.settings.ack_timeout_s):
+                    await producer.start()
             except (KafkaError, TimeoutError, OSError) as exc:
                 self._connected = False
                 await self._stop(producer)

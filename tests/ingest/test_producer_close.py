@@ -14,6 +14,7 @@ import pytest
 from broker.ingest import producer
 from broker.ingest.producer import HealingWriter, KafkaHealth
 from broker.kafka.writer import OutRecord
+from connectors import outbox
 
 
 class StuckWriter:
@@ -36,3 +37,31 @@ async def test_close_returns_within_its_bound_when_the_producer_does_not(
     started = time.monotonic()
     await asyncio.wait_for(writer.close(), 10)
     assert time.monotonic() - started < 5
+
+
+class StepsWriter(StuckWriter):
+    """A writer whose ``close`` finishes after ``steps`` turns of the event loop."""
+
+    def __init__(self, steps: int) -> None:
+        self.steps = steps
+
+    async def close(self) -> None:
+        for _ in range(self.steps):
+            await asyncio.sleep(0)
+
+
+@pytest.mark.parametrize("close", [producer._retire, outbox._close], ids=["gateway", "outbox"])
+async def test_a_cancel_the_close_accepted_is_never_swallowed(close) -> None:  # noqa: ANN001
+    # Python 3.11's asyncio.wait_for returns the inner result when a cancel lands on the very
+    # turn its inner task finishes: a SIGTERM during a close was then lost. Whatever the turn
+    # the cancel arrives on, a cancel the task accepted must end it cancelled.
+    for steps in range(3):
+        for before in range(4):
+            task = asyncio.create_task(close(StepsWriter(steps)))
+            for _ in range(before):
+                await asyncio.sleep(0)
+            if task.cancel():
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+            else:
+                await task
