@@ -464,6 +464,6 @@ def run_demo(out: Path, bad_share: float = 0.03, *, keep: bool = False) -> int:
                 worker.stop()
     print("\n".join(lines))
     (workdir / "summary.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    print(f"Files in {out}/ ; done in {time.monotonic() - started:.0f} s")
+    print(f"Files: {out}/ (a folder per contract); done in {time.monotonic() - started:.0f} s")
     print("\n".join(next_steps(kept, out, contracts, external=external)))
     return 0
