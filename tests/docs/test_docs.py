@@ -82,6 +82,7 @@ def substitutions(stack: Stack) -> dict[str, str]:
     """The docs' stand-ins for a real deployment, and what they become on the test's stack."""
     return {
         "https://respublica.example": stack.kept.gateway_url,  # the city's gateway
+        "https://respublica.city.example": stack.kept.gateway_url,  # its schema endpoint
         "1Hk3...Qs": stack.token,  # the provider's token (docs/operators.md)
         "127.0.0.1:6066": _host_port(stack.kept.worker_metrics),  # a worker's default web port
         "127.0.0.1:9464": _host_port(stack.kept.gateway_metrics),  # the gateway's metrics
