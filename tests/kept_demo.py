@@ -1,12 +1,14 @@
 """One ``respublica demo --keep`` for the whole session (a pytest plugin, registered by
 ``tests/conftest.py``): the demo test and the docs test both read the same kept stack instead
-of each starting its own (about 70 s each).
+of each starting its own (about 40 s each).
 
 ``kept_demo`` runs the demo once, with small simulated days, in a folder of its own and on its
-own local broker (TLS + SCRAM), captures what it prints, and stops it at the end of the session.
-The stop is checked there: ``--stop`` says it stopped each service, their processes and the
-broker are gone, and ``kept.json`` is removed. Tests that change the stack (the docs pages add
-users and post events) only add to it: they remove no topic, view or grant the demo made.
+own local broker (TLS + SCRAM), and captures what it prints. It is stopped after the last test
+that uses it (the rest of ``make test`` runs without a second broker and its services), or at
+the end of the session if that test did not run. The stop is checked: ``--stop`` says it
+stopped each service, their processes and the broker are gone, and ``kept.json`` is removed.
+Tests that change the stack (the docs pages add users and post events) only add to it: they
+remove no topic, view or grant the demo made, so the tests that use it pass in any order.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import contextlib
 import io
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -30,6 +32,8 @@ from broker.kafka.settings import CONFIG_ENV
 SMALL = {"mobility": 3000, "navigation": 1500, "rentals": 600}
 OUT = Path("out")
 """The demo's ``--out``, relative to ``KeptDemo.root`` as a user types it."""
+_LAST_USER = pytest.StashKey[str]()
+_STOP = pytest.StashKey[Callable[[], None]]()
 
 
 @dataclass(frozen=True)
@@ -45,8 +49,27 @@ class KeptDemo:
         return self.root / OUT
 
 
+@pytest.hookimpl(trylast=True)  # after `-k`/`-m` deselected theirs
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    users = [item for item in items if "kept_demo" in getattr(item, "fixturenames", ())]
+    if users:
+        config.stash[_LAST_USER] = users[-1].nodeid
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item: pytest.Item) -> None:
+    # After the last test that reads the kept demo: stop it (a failed check is its error).
+    if item.config.stash.get(_LAST_USER, None) == item.nodeid:
+        stop = item.config.stash.get(_STOP, None)
+        if stop is not None:
+            del item.config.stash[_STOP]
+            stop()
+
+
 @pytest.fixture(scope="session")
-def kept_demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KeptDemo]:
+def kept_demo(
+    tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config
+) -> Iterator[KeptDemo]:
     if os.environ.get("KAFKA_BOOTSTRAP"):
         pytest.skip("the kept local broker is the case under test; KAFKA_BOOTSTRAP names another")
     root = tmp_path_factory.mktemp("kept-demo")
@@ -58,8 +81,11 @@ def kept_demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KeptDemo]:
                 patch.setattr(run, "VERTICALS", small)
                 assert run.run_demo(OUT, 0.01, keep=True) == 0
         kept = Kept(**json.loads((root / OUT / "demo" / KEPT_FILE).read_text(encoding="utf-8")))
+        pytestconfig.stash[_STOP] = lambda: _stop_and_check(root)
         yield KeptDemo(root, printed.getvalue(), kept)
-    finally:
+    finally:  # not stopped yet: a failed start, or a session that ended before the last user
+        if _STOP in pytestconfig.stash:
+            del pytestconfig.stash[_STOP]
         if (root / OUT / "demo" / KEPT_FILE).exists():
             _stop_and_check(root)
 
