@@ -7,6 +7,8 @@ and stopped at the end. The session then runs as the broker's admin: ``RESPUBLIC
 names the admin's client config, so ``KafkaSettings.load``/``as_settings(bootstrap)`` in the
 tests and every ``respublica`` subprocess they start authenticate alike. ``kafka_settings``
 gives the admin's settings; ``LOCAL_BROKER`` the broker, for tests that need its other users.
+``kept_demo`` (``tests/kept_demo.py``) is one ``respublica demo --keep`` shared by the tests
+that read a kept stack (the demo test, the docs test).
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from kafka.errors import UnknownTopicOrPartitionError
 
 from broker.kafka.local import LocalKafka, LocalKafkaConfig, free_port_pair
 from broker.kafka.settings import CONFIG_ENV, KafkaSettings, as_settings
+
+pytest_plugins = ["tests.kept_demo"]  # the session's one `respublica demo --keep`
 
 LOCAL_BROKER: list[LocalKafka] = []  # the session's own broker, when it started one
 CLOSE_BOUND_S = 30.0

@@ -1,6 +1,7 @@
 """``respublica demo --keep``: the broker and services stay up (the web map among them, its
 address printed), and every command the demo prints next works as printed (run by bash, as a
-user pastes them); ``--stop`` ends them. Without ``--keep`` the demo says why there is nothing
+user pastes them); ``--stop`` ends them (checked when the session's kept demo,
+``tests/kept_demo.py``, stops). Without ``--keep`` the demo says why there is nothing
 left to read instead, and how to start the map."""
 
 from __future__ import annotations
@@ -9,19 +10,14 @@ import json
 import os
 import subprocess
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from broker.cli import main
-from broker.demo import run
-from broker.demo.keep import KEPT_FILE, Kept, next_steps, stop_kept
-from broker.kafka.local import LocalKafka, LocalKafkaConfig, process_alive
-from broker.kafka.settings import CONFIG_ENV
+from broker.demo.keep import next_steps, stop_kept
+from broker.kafka.local import process_alive
 from tests.analysts.rows import load_example
-
-SMALL = {"mobility": 3000, "navigation": 1500, "rentals": 600}
+from tests.kept_demo import OUT, KeptDemo
 
 
 def printed_commands(text: str) -> list[str]:
@@ -32,68 +28,48 @@ def printed_commands(text: str) -> list[str]:
 
 @pytest.mark.integration
 def test_demo_keep_leaves_it_running_and_every_printed_command_works(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    kept_demo: KeptDemo,
 ) -> None:
-    if os.environ.get("KAFKA_BOOTSTRAP"):
-        pytest.skip("the kept local broker is the case under test; KAFKA_BOOTSTRAP names another")
-    monkeypatch.delenv(CONFIG_ENV, raising=False)  # the demo starts its own broker, as `make demo`
-    monkeypatch.setattr(
-        run, "VERTICALS", tuple(replace(v, events=SMALL[v.kind]) for v in run.VERTICALS)
-    )
-    monkeypatch.chdir(tmp_path)
-    out = Path("out")
-    try:
-        assert run.run_demo(out, 0.01, keep=True) == 0
-        text = capsys.readouterr().out
-        kept = Kept(**json.loads((out / "demo" / KEPT_FILE).read_text(encoding="utf-8")))
-        assert kept.analyst_config and kept.kafka_data_dir
-        services = (kept.worker_pid, kept.gateway_pid, kept.web_pid)
-        assert all(process_alive(pid) for pid in services)
-        assert f"respublica demo --stop --out {out}" in text
-        assert f"web map       pid {kept.web_pid}, {kept.web_url} " in text
-        assert "the map of each view lyon-analysts may read" in text
-        for contract in ("lyon-micromobility", "bordeaux-navigation", "paris-str"):
-            block = text.split(f"\n{contract} (", 1)[1]
-            assert "  utility (published of the accepted events" in block
-        assert "    availability         events " in text and "groups " in text
-        commands = printed_commands(text)
-        analyst = "out/demo/kept/lyon-analysts.kafka.yaml"
-        assert commands[0] == f"export RESPUBLICA_KAFKA_CONFIG={analyst}"
-        assert any(c.startswith("respublica export lyon-micromobility") for c in commands)
+    # The session's kept demo (tests/kept_demo.py); its fixture checks `--stop` at the end.
+    text, kept, out = kept_demo.printed, kept_demo.kept, OUT
+    assert kept.analyst_config and kept.kafka_data_dir
+    services = (kept.worker_pid, kept.gateway_pid, kept.web_pid)
+    assert all(process_alive(pid) for pid in services)
+    assert f"respublica demo --stop --out {out}" in text
+    assert f"web map       pid {kept.web_pid}, {kept.web_url} " in text
+    assert "the map of each view lyon-analysts may read" in text
+    for contract in ("lyon-micromobility", "bordeaux-navigation", "paris-str"):
+        block = text.split(f"\n{contract} (", 1)[1]
+        assert "  utility (published of the accepted events" in block
+    assert "    availability         events " in text and "groups " in text
+    commands = printed_commands(text)
+    analyst = "out/demo/kept/lyon-analysts.kafka.yaml"
+    assert commands[0] == f"export RESPUBLICA_KAFKA_CONFIG={analyst}"
+    assert any(c.startswith("respublica export lyon-micromobility") for c in commands)
 
-        script = "set -eo pipefail\n" + "\n".join(commands) + "\n"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("RESPUBLICA_KAFKA")}
-        env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-        done = subprocess.run(
-            ["bash", "-c", script],
-            capture_output=True,
-            text=True,
-            cwd=tmp_path,
-            env=env,
-            timeout=300,
-            check=False,
-        )
-        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-        assert "k=10:" in done.stdout  # subscribe's report lines
-        assert '"public.lyon-micromobility.availability-value"' in done.stdout  # /subjects
-        assert "respublica_" in done.stdout  # the worker's metrics
-        # The web map's list (curl prints no newline): what its credentials may read.
-        views, _ = json.JSONDecoder().raw_decode(done.stdout[done.stdout.index('{"principal"') :])
-        assert views["principal"] == "lyon-analysts"
-        assert {v["view"] for v in views["views"]} == {"availability", "origin_destination"}
-        features = json.loads((tmp_path / "od.geojson").read_text(encoding="utf-8"))["features"]
-        assert features
-        assert "lyon-micromobility" in (tmp_path / "audit.md").read_text(encoding="utf-8")
-    finally:
-        if (out / "demo" / KEPT_FILE).exists():
-            assert main(["demo", "--stop", "--out", str(out)]) == 0
-    stopped = capsys.readouterr().out
-    assert "stopped the worker" in stopped and "stopped the gateway" in stopped
-    assert "stopped the web map" in stopped
-    assert not any(process_alive(pid) for pid in services)
-    data = Path(kept.kafka_data_dir)
-    assert not LocalKafka(LocalKafkaConfig(data_dir=data)).status().running
-    assert not (out / "demo" / KEPT_FILE).exists()
+    script = "set -eo pipefail\n" + "\n".join(commands) + "\n"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RESPUBLICA_KAFKA")}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    done = subprocess.run(
+        ["bash", "-c", script],
+        capture_output=True,
+        text=True,
+        cwd=kept_demo.root,
+        env=env,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "k=10:" in done.stdout  # subscribe's report lines
+    assert '"public.lyon-micromobility.availability-value"' in done.stdout  # /subjects
+    assert "respublica_" in done.stdout  # the worker's metrics
+    # The web map's list (curl prints no newline): what its credentials may read.
+    views, _ = json.JSONDecoder().raw_decode(done.stdout[done.stdout.index('{"principal"') :])
+    assert views["principal"] == "lyon-analysts"
+    assert {v["view"] for v in views["views"]} == {"availability", "origin_destination"}
+    features = json.loads((kept_demo.root / "od.geojson").read_text(encoding="utf-8"))
+    assert features["features"]
+    assert "lyon-micromobility" in (kept_demo.root / "audit.md").read_text(encoding="utf-8")
 
 
 @pytest.mark.unit

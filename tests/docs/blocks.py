@@ -1,10 +1,10 @@
 """The fenced code blocks of a markdown page, what the docs test does with each, and how a
 console block's shown output is compared with what the commands print.
 
-Command blocks (``bash``, ``sh``, ``shell``, ``console``) are run; every other info string
-in ``SAMPLES`` (or none) is an output, config or code sample. A command block may be preceded
-by one marker, an HTML comment on the line right before its fence (a blank line between is
-allowed):
+Command blocks (``bash``, ``sh``, ``shell``, ``console``) and ``python`` blocks are run (on
+the pages of ``RUN_PAGES``); every other info string in ``SAMPLES`` (or none) is an output or
+config sample. A runnable block may be preceded by one marker, an HTML comment on the line
+right before its fence (a blank line between is allowed):
 
 * ``<!-- docs-test: skip — REASON -->``: not run (the reason is required);
 * ``<!-- docs-test: background URL — REASON -->``: a long-running service, started in the
@@ -25,7 +25,20 @@ from pathlib import Path
 from typing import Any
 
 COMMANDS = frozenset({"bash", "sh", "shell", "console"})
-SAMPLES = frozenset({"", "text", "json", "yaml", "python", "ndjson", "toml", "ini", "promql"})
+RUNNABLE = COMMANDS | {"python"}
+SAMPLES = frozenset(
+    {"", "text", "json", "yaml", "ndjson", "toml", "ini", "promql", "markdown", "properties"}
+)
+RUN_PAGES = (
+    "README.md",
+    "docs/operators.md",
+    "docs/analysts.md",
+    "docs/security.md",
+    "docs/audit.md",
+    "docs/web.md",
+    "docs/contracts.md",
+)
+"""The pages the docs test runs; a runnable block anywhere else needs a skip marker."""
 KINDS = frozenset({"skip", "background", "output-varies"})
 
 _FENCE = re.compile(r"^(?P<indent> {0,3})(?P<fence>`{3,}|~{3,})\s*(?P<info>[^`]*)$")
@@ -65,6 +78,15 @@ class Block:
     @property
     def is_command(self) -> bool:
         return self.info in COMMANDS
+
+    @property
+    def runs(self) -> bool:
+        """A command or Python block: run by the docs test unless marked ``skip``."""
+        return self.info in RUNNABLE
+
+    @property
+    def skipped(self) -> bool:
+        return self.marker is not None and self.marker.kind == "skip"
 
 
 @dataclass(frozen=True)
@@ -125,15 +147,15 @@ def problems(blocks: list[Block]) -> list[str]:
     """What makes a page untestable: unknown info strings, bad markers, fixed times."""
     found = []
     for block in blocks:
-        if block.info not in COMMANDS | SAMPLES:
+        if block.info not in RUNNABLE | SAMPLES:
             found.append(
                 f"{block.where}: unknown info string {block.info!r}: use one of "
-                f"{sorted(COMMANDS)} for commands or {sorted(SAMPLES - {''})} for samples"
+                f"{sorted(RUNNABLE)} for what runs or {sorted(SAMPLES - {''})} for samples"
             )
         marker = block.marker
         if marker is None:
             continue
-        if not block.is_command:
+        if not block.runs:
             found.append(
                 f"{block.where}: a docs-test marker on a sample ({block.info or 'no info'})"
             )
@@ -144,8 +166,7 @@ def problems(blocks: list[Block]) -> list[str]:
         elif marker.kind == "background" and not (marker.arg or "").startswith("http"):
             found.append(f"{block.where}: docs-test background needs the URL to wait for")
     for block in blocks:
-        skipped = block.marker is not None and block.marker.kind == "skip"
-        if block.is_command and not skipped and FIXED_EPOCH_MS.search(block.body):
+        if block.runs and not block.skipped and FIXED_EPOCH_MS.search(block.body):
             found.append(
                 f"{block.where}: a fixed time in ms; compute it: NOW=$(($(date +%s) * 1000))"
             )
@@ -153,14 +174,16 @@ def problems(blocks: list[Block]) -> list[str]:
 
 
 def unrun(blocks: list[Block], ran: set[str]) -> list[str]:
-    """The command blocks that were neither run (by ``where``) nor marked ``skip``."""
+    """The runnable blocks that were neither run (by ``where``) nor marked ``skip``.
+
+    On a page the docs test does not run, ``ran`` is empty: every runnable block needs a
+    ``skip`` marker whose reason says where its behaviour is tested.
+    """
     return [
         f"{block.where}: a {block.info} block the docs test did not run; make it runnable, "
-        "or mark it `<!-- docs-test: skip — why -->`"
+        "or mark it `<!-- docs-test: skip — why (and where it is tested) -->`"
         for block in blocks
-        if block.is_command
-        and block.where not in ran
-        and not (block.marker is not None and block.marker.kind == "skip")
+        if block.runs and block.where not in ran and not block.skipped
     ]
 
 

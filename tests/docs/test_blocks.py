@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import sys
+from pathlib import Path
+
 import pytest
 
 from tests.docs import blocks
@@ -117,3 +121,42 @@ def test_shown_output_matches_with_ellipses_as_wildcards(
     assert (blocks.matches([shown], printed + "\n") is None) is ok
     assert blocks.matches([], "anything") is None
     assert blocks.matches([shown], "") is not None
+
+
+ROOT = Path(__file__).resolve().parents[2]
+EVERY_PAGE = ["README.md", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "docs").glob("*.md"))]
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("page", EVERY_PAGE)
+def test_every_runnable_block_of_every_page_is_run_or_says_where_it_is_tested(page: str) -> None:
+    # No broker: the pages the docs test runs are checked there (`unrun` with what it ran).
+    found = blocks.read(ROOT / page, ROOT)
+    problems = blocks.problems(found)
+    if page not in blocks.RUN_PAGES:
+        problems += blocks.unrun(found, ran=set())
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.unit
+def test_a_python_block_runs_and_takes_a_skip_marker() -> None:
+    page = "```python\nprint(1)\n```\n\n<!-- docs-test: skip — needs X -->\n```python\nx\n```\n"
+    found = blocks.parse(page, "p.md")
+    assert [b.runs for b in found] == [True, True] and not blocks.problems(found)
+    assert blocks.unrun(found, ran=set()) == [
+        "p.md:1: a python block the docs test did not run; make it runnable, or mark it "
+        "`<!-- docs-test: skip — why (and where it is tested) -->`"
+    ]
+
+
+@pytest.mark.unit
+def test_a_python_block_that_raises_fails_and_one_that_runs_passes(tmp_path: Path) -> None:
+    from tests.docs.test_docs import Shell, run_block
+
+    env = {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    shell = Shell(tmp_path, env)
+    page = "```python\nprint('ok')\n```\n\n```python\nraise ValueError('the page is wrong')\n```\n"
+    runs, raises = blocks.parse(page, "p.md")
+    assert run_block(shell, runs, {}) is None
+    failure = run_block(shell, raises, {})
+    assert failure is not None and "ValueError: the page is wrong" in failure

@@ -1,21 +1,25 @@
-"""Every command block of README.md, docs/operators.md and docs/analysts.md runs, with bash, as
-a reader pastes it, against a live stack: ``respublica demo --keep`` on its own local broker
-(TLS + SCRAM, the example contracts applied, a small simulated day released, the worker and a
-wall-clock gateway left running, the analyst ``lyon-analysts`` with credentials).
+"""Every command and Python block of the pages in ``blocks.RUN_PAGES`` (README.md and the
+docs pages whose examples run against a broker) runs as a reader pastes it, bash for commands
+and the venv's ``python`` for Python, against a live stack: the session's
+``respublica demo --keep`` (``tests/kept_demo.py``) on its own local broker (TLS + SCRAM, the
+example contracts applied, a small simulated day released, the worker, a wall-clock gateway
+and the web map left running, the analyst ``lyon-analysts`` with credentials).
 
 One shell session per page: the blocks run in page order in a work folder of their own, and
 the variables a block sets are there for the next (``NOW``, ``TOKEN``), as in a terminal.
-Each block runs under ``set -eo pipefail``; a ``console`` block's shown output is compared
-with what its commands print. The docs' placeholders for what only a real deployment has (its
-host name, a token, the default ports) are replaced by the stack's (``substitutions``), and
-the files they name (``tokens.yaml``, ``trips.ndjson``, the analyst's client config) are put
-in the work folder first (``workdir``). A command block the test did not run fails the test
-unless a ``<!-- docs-test: skip — why -->`` marker says why (``tests/docs/blocks.py``).
+Each block runs under ``set -eo pipefail`` (a Python block as ``python - <<EOF``, so an
+exception fails it); a ``console`` block's shown output is compared with what its commands
+print. The docs' placeholders for what only a real deployment has (its host name, a token,
+the default ports, the admin's client config) are replaced by the stack's (``substitutions``),
+and the files they name (``tokens.yaml``, ``trips.ndjson``, ``admin.kafka.yaml``, the
+analyst's client config) are put in the work folder first (``workdir``). A runnable block the
+test did not run fails the test unless a ``<!-- docs-test: skip — why -->`` marker says why
+(``tests/docs/blocks.py``); on the other pages every runnable block needs that marker, naming
+where its behaviour is tested (``tests/docs/test_blocks.py``, no broker).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -24,26 +28,23 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
 
-from broker.cli import main
 from broker.deadline import wait_for
-from broker.demo import run
-from broker.demo.keep import KEPT_FILE, Kept
+from broker.demo.keep import Kept
 from broker.kafka.local import free_port_pair
 from broker.kafka.settings import CONFIG_ENV
 from tests.docs import blocks
+from tests.kept_demo import KeptDemo
 
 ROOT = Path(__file__).resolve().parents[2]
-PAGES = ("README.md", "docs/operators.md", "docs/analysts.md")
-SMALL = {"mobility": 3000, "navigation": 1500, "rentals": 600}
 BLOCK_TIMEOUT_S = 240
 STATE = ".docs-test-state.sh"
+PYTHON_END = "__DOCS_TEST_PYTHON__"
 _KEEP_SHELL_VARS = (
     "BASH*|EUID|PPID|UID|SHELLOPTS|FUNCNAME|GROUPS|DIRSTACK|PIPESTATUS|LINENO|RANDOM|SECONDS"
     "|HISTCMD|SRANDOM|EPOCHREALTIME|EPOCHSECONDS|COMP_*|OPT*|IFS|PS1|PS2|PS4|PWD|OLDPWD|SHLVL"
@@ -67,40 +68,31 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    if os.environ.get("KAFKA_BOOTSTRAP"):
-        pytest.skip("the docs run on the kept demo's own local broker, as `make demo KEEP=1`")
-    root = tmp_path_factory.mktemp("docs-stack")
-    out = root / "out"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.delenv(CONFIG_ENV, raising=False)  # the demo starts its own broker
-        small = tuple(replace(v, events=SMALL[v.kind]) for v in run.VERTICALS)
-        patch.setattr(run, "VERTICALS", small)
-        # The demo's files (CSV, GeoJSON, audit, map per contract) are not what the pages read.
-        patch.setattr(run, "write_outputs", lambda *_: [])
-        patch.chdir(root)
-        try:
-            assert run.run_demo(Path("out"), 0.01, keep=True) == 0
-            kept = Kept(**json.loads((out / "demo" / KEPT_FILE).read_text(encoding="utf-8")))
-            assert kept.kafka_data_dir and kept.analyst_config
-            token = (out / "demo" / "kept" / "provider.token").read_text(encoding="utf-8")
-            admin = Path(kept.kafka_data_dir) / "clients" / "admin.yaml"
-            simulated = _simulated(root / "simulated")
-            yield Stack(out, kept, token.strip(), admin, free_port_pair(), simulated)
-        finally:
-            if (out / "demo" / KEPT_FILE).exists():
-                assert main(["demo", "--stop", "--out", str(out)]) == 0
+def stack(kept_demo: KeptDemo, tmp_path_factory: pytest.TempPathFactory) -> Stack:
+    """The session's kept demo (``tests/kept_demo.py``), as the pages need it."""
+    out, kept = kept_demo.out, kept_demo.kept
+    assert kept.kafka_data_dir and kept.analyst_config
+    token = (out / "demo" / "kept" / "provider.token").read_text(encoding="utf-8")
+    admin = Path(kept.kafka_data_dir) / "clients" / "admin.yaml"
+    simulated = _simulated(tmp_path_factory.mktemp("docs-stack") / "simulated")
+    return Stack(out, kept, token.strip(), admin, free_port_pair(), simulated)
 
 
 def substitutions(stack: Stack) -> dict[str, str]:
     """The docs' stand-ins for a real deployment, and what they become on the test's stack."""
     return {
         "https://respublica.example": stack.kept.gateway_url,  # the city's gateway
+        "https://respublica.city.example": stack.kept.gateway_url,  # its schema endpoint
         "1Hk3...Qs": stack.token,  # the provider's token (docs/operators.md)
         "127.0.0.1:6066": _host_port(stack.kept.worker_metrics),  # a worker's default web port
         "127.0.0.1:9464": _host_port(stack.kept.gateway_metrics),  # the gateway's metrics
         "127.0.0.1:8090": f"127.0.0.1:{stack.web_port}",  # respublica web's default port
         "--port 8090": f"--port {stack.web_port}",
+        "--out /secure/": "--out ",  # a safe place of the operator's (docs/security.md)
+        "my-contract.yaml": "contracts/examples/rentals.yaml",  # a one-stream contract
+        # docs/contracts.md's utility report on a tenth of its sample (8 s less; same commands)
+        "--events 36000 ": "--events 3600 ",
+        "--events 8000 ": "--events 800 ",
     }
 
 
@@ -117,6 +109,8 @@ def workdir(stack: Stack, folder: Path) -> dict[str, str]:
         text = yaml_with_absolute_paths(config)
         (folder / config.name).write_text(text, encoding="utf-8")
     shutil.copy(stack.out / "demo" / "kept" / "tokens.yaml", folder / "tokens.yaml")
+    admin = yaml_with_absolute_paths(stack.admin_config)  # the broker's admin (docs/security.md)
+    (folder / "admin.kafka.yaml").write_text(admin, encoding="utf-8")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RESPUBLICA_", "KAFKA_"))}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env[CONFIG_ENV] = str(stack.admin_config)  # the local broker's admin, as on its machine
@@ -127,12 +121,17 @@ def workdir(stack: Stack, folder: Path) -> dict[str, str]:
 
 
 def _simulated(folder: Path) -> Path:
-    """``ve.ndjson`` and ``trips.ndjson``: mobility events ending now (trips may be 3 h late)."""
+    """``ve.ndjson`` and ``trips.ndjson``: mobility events ending now (trips may be 3 h late);
+    ``sample.ndjson``: rentals, for the one-stream ``my-contract.yaml`` (docs/contracts.md)."""
     folder.mkdir()
-    for stream, name in (("vehicle_events", "ve.ndjson"), ("trips", "trips.ndjson")):
+    for kind, stream, name in (
+        ("mobility", "vehicle_events", "ve.ndjson"),
+        ("mobility", "trips", "trips.ndjson"),
+        ("rentals", "activity", "sample.ndjson"),
+    ):
         options = ("--start", "now", "--events", "300", "--stream", stream, "--out", name)
         subprocess.run(  # noqa: S603
-            [sys.executable, "-m", "broker.cli", "simulate", "mobility", *options],
+            [sys.executable, "-m", "broker.cli", "simulate", kind, *options],
             cwd=folder,
             check=True,
             capture_output=True,
@@ -177,6 +176,9 @@ def run_block(shell: Shell, block: blocks.Block, table: dict[str, str]) -> str |
     marker, text = block.marker, substituted(block.body, table)
     if marker is not None and marker.kind == "background":
         return run_background(shell, text, substituted(str(marker.arg), table))
+    if block.info == "python":  # the venv's python, in the page's folder and environment
+        done = shell.run(f"python - <<'{PYTHON_END}'\n{text}{PYTHON_END}\n")
+        return None if done.returncode == 0 else _failed(done)
     if block.info != "console":
         done = shell.run(text)
         return None if done.returncode == 0 else _failed(done)
@@ -243,7 +245,7 @@ def substituted(text: str, table: dict[str, str]) -> str:
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("page", PAGES)
+@pytest.mark.parametrize("page", blocks.RUN_PAGES)
 def test_every_command_block_of_the_page_runs(page: str, stack: Stack, tmp_path: Path) -> None:
     found = blocks.read(ROOT / page, ROOT)
     assert not blocks.problems(found), "\n".join(blocks.problems(found))
@@ -253,7 +255,7 @@ def test_every_command_block_of_the_page_runs(page: str, stack: Stack, tmp_path:
     ran: set[str] = set()
     failures = []
     for block in found:
-        if not block.is_command or (block.marker and block.marker.kind == "skip"):
+        if not block.runs or block.skipped:
             continue
         started = time.monotonic()
         failure = run_block(shell, block, table)
