@@ -83,34 +83,52 @@ def _published(bootstrap: str, contract: Contract, expected: dict[Any, Any]) -> 
     return seen[0]
 
 
-def _run(
-    contract: Contract,
-    producer: KafkaProducer,
-    worker: WorkerProcess,
-    bootstrap: str,
-    *,
-    base: int,
-    crash: bool,
-) -> tuple[PublicView, PublicView]:
-    """Events and a heartbeat, the worker (killed once if ``crash``), a later heartbeat."""
-    events = _events(base)
-    produce_raw(producer, contract.topic_raw(STREAM), encode_raw(contract, STREAM, events))
-    floor = base + 14 * WINDOW_MS + 500  # windows 0..13 have ended by then
-    _heartbeat(producer, contract, floor)
-    worker.start()
-    if crash:  # killed as soon as anything is out: mid-release, or just after
-        wait_for(lambda: read_public(bootstrap, contract, VIEW).records > 0, 90, "a release")
-        worker.kill()
-        worker.start()
-    expected = expected_windows(contract, {STREAM: events}, VIEW, watermarks={STREAM: floor})
-    first = _published(bootstrap, contract, expected)
-    assert first.windows == expected, dumps(first.windows)
-    later = floor + 3 * WINDOW_MS
-    _heartbeat(producer, contract, later)
-    expected = expected_windows(contract, {STREAM: events}, VIEW, watermarks={STREAM: later})
-    second = _published(bootstrap, contract, expected)
-    assert worker.terminate() == 0, worker.log_tail()
-    return first, second
+class QuietRun:
+    """Events and a heartbeat for one worker (killed once if ``crash``), then a later heartbeat.
+
+    The run without a crash and the crashed one have contracts of their own: they go through
+    their steps side by side, each step waiting on its own condition.
+    """
+
+    def __init__(
+        self,
+        contract: Contract,
+        producer: KafkaProducer,
+        worker: WorkerProcess,
+        bootstrap: str,
+        base: int,
+    ) -> None:
+        self.contract, self.producer, self.worker = contract, producer, worker
+        self.bootstrap = bootstrap
+        self.events = _events(base)
+        self.floor = base + 14 * WINDOW_MS + 500  # windows 0..13 have ended by then
+
+    def start(self) -> None:
+        topic = self.contract.topic_raw(STREAM)
+        produce_raw(self.producer, topic, encode_raw(self.contract, STREAM, self.events))
+        _heartbeat(self.producer, self.contract, self.floor)
+        self.worker.start()
+
+    def crash(self) -> None:
+        """Killed as soon as anything is out: mid-release, or just after."""
+        wait_for(
+            lambda: read_public(self.bootstrap, self.contract, VIEW).records > 0, 90, "a release"
+        )
+        self.worker.kill()
+        self.worker.start()
+
+    def published(self) -> PublicView:
+        """Every window ended by the last heartbeat, as the oracle computes them."""
+        expected = expected_windows(
+            self.contract, {STREAM: self.events}, VIEW, watermarks={STREAM: self.floor}
+        )
+        view = _published(self.bootstrap, self.contract, expected)
+        assert view.windows == expected, dumps(view.windows)
+        return view
+
+    def later_heartbeat(self) -> None:
+        self.floor += 3 * WINDOW_MS
+        _heartbeat(self.producer, self.contract, self.floor)
 
 
 def test_a_quiet_span_is_reported_with_zero_groups_and_a_crash_changes_nothing(
@@ -121,14 +139,22 @@ def test_a_quiet_span_is_reported_with_zero_groups_and_a_crash_changes_nothing(
 ) -> None:
     producer = producer_factory()
     base = (1_780_000_000_000 // WINDOW_MS) * WINDOW_MS  # 2026-05-28, in the validity period
-    runs, contracts = {}, {}
+    runs: dict[bool, QuietRun] = {}
     for crash in (False, True):
-        contract = contracts[crash] = contract_factory(
-            "micromobility", partitions=PARTITIONS, edit=_short_windows
-        )
+        contract = contract_factory("micromobility", partitions=PARTITIONS, edit=_short_windows)
         worker = worker_factory([contract], f"empty-{crash}")
-        runs[crash] = _run(contract, producer, worker, kafka_bootstrap, base=base, crash=crash)
-    (straight, straight_later), (crashed, crashed_later) = runs[False], runs[True]
+        runs[crash] = QuietRun(contract, producer, worker, kafka_bootstrap, base)
+        runs[crash].start()
+    runs[True].crash()
+    firsts = {crash: run.published() for crash, run in runs.items()}
+    for run in runs.values():
+        run.later_heartbeat()
+    seconds = {crash: run.published() for crash, run in runs.items()}
+    for run in runs.values():
+        assert run.worker.terminate() == 0, run.worker.log_tail()
+    contracts = {crash: run.contract for crash, run in runs.items()}
+    straight, straight_later = firsts[False], seconds[False]
+    crashed, crashed_later = firsts[True], seconds[True]
     windows = {(base + w * WINDOW_MS, base + (w + 1) * WINDOW_MS): w for w in range(14)}
     assert set(straight.windows) == set(windows)
     for window, w in windows.items():

@@ -57,22 +57,27 @@ def _published(
     return seen
 
 
-def _run(
+def _start(
     contract: Contract,
     producer: KafkaProducer,
     worker: WorkerProcess,
-    bootstrap: str,
     stays: list[dict[str, Any]],
-    *,
-    crash: bool,
-) -> dict[str, PublicView]:
+) -> None:
     produce_raw(producer, contract.topic_raw(STREAM), encode_raw(contract, STREAM, stays))
     produce_end_of_stream(producer, contract.topic_raw(STREAM), PARTITIONS)
     worker.start()
-    if crash:  # killed as soon as one view has released anything
-        wait_for(lambda: read_public(bootstrap, contract, VIEWS[1]).records > 0, 120, "a release")
-        worker.kill()
-        worker.start()
+
+
+def _crash(contract: Contract, worker: WorkerProcess, bootstrap: str) -> None:
+    """Killed as soon as one view has released anything, and restarted."""
+    wait_for(lambda: read_public(bootstrap, contract, VIEWS[1]).records > 0, 120, "a release")
+    worker.kill()
+    worker.start()
+
+
+def _finish(
+    contract: Contract, worker: WorkerProcess, bootstrap: str, stays: list[dict[str, Any]]
+) -> dict[str, PublicView]:
     expected = {v: expected_windows(contract, {STREAM: stays}, v) for v in VIEWS}
     seen = _published(bootstrap, contract, expected)
     for view in VIEWS:
@@ -90,11 +95,17 @@ def test_linked_views_are_released_as_the_oracle_decides_and_a_crash_changes_not
 ) -> None:
     stays = [s.record for s in take(simulator("rentals", SimOptions(seed=2026)).records(), STAYS)]
     producer = producer_factory()
-    runs = {}
+    # The run without a crash and the crashed one (contracts of their own) side by side.
+    started: dict[bool, tuple[Contract, WorkerProcess]] = {}
     for crash in (False, True):
         contract = contract_factory("rentals", partitions=PARTITIONS)
         worker = worker_factory([contract], f"linked-{crash}")
-        runs[crash] = _run(contract, producer, worker, kafka_bootstrap, stays, crash=crash)
+        _start(contract, producer, worker, stays)
+        started[crash] = (contract, worker)
+    _crash(*started[True], kafka_bootstrap)
+    runs = {}
+    for crash, (contract, worker) in started.items():
+        runs[crash] = _finish(contract, worker, kafka_bootstrap, stays)
         oracle = evaluate(contract, {STREAM: stays}, keyring=KeyRing())
         secondary = {
             v: {r.window.start: r.report.groups_secondary for r in oracle[v]} for v in VIEWS

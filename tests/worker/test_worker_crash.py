@@ -106,14 +106,18 @@ class PacedRun:
             assert got.windows == windows, f"{view}: {dumps(got.windows)} != {dumps(windows)}"
 
 
-def start_healthy(worker: WorkerProcess) -> None:
-    worker.start()
+def start_healthy(*workers: WorkerProcess) -> None:
+    """Start the workers together, then wait until every one is healthy."""
+    for worker in workers:
+        worker.start()
 
     def healthy() -> bool:
-        assert worker.alive(), worker.log_tail()
-        return worker.healthy()
+        for worker in workers:
+            assert worker.alive(), worker.log_tail()
+        return all(worker.healthy() for worker in workers)
 
-    wait_for(healthy, 90, f"{worker.worker_id} to be healthy")
+    names = " and ".join(worker.worker_id for worker in workers)
+    wait_for(healthy, 90, f"{names} to be healthy")
 
 
 def test_sigkill_three_times_changes_nothing(
@@ -131,8 +135,7 @@ def test_sigkill_three_times_changes_nothing(
     )
     victim = worker_factory([contract], "victim")
     survivor = worker_factory([contract], "survivor")
-    start_healthy(victim)
-    start_healthy(survivor)
+    start_healthy(victim, survivor)
     rng = random.Random(5)
     kill_at = [rng.uniform(0.2, 0.3), rng.uniform(0.4, 0.5), rng.uniform(0.6, 0.7)]
     owned: list[tuple[float, float]] = []  # (raw partitions, views) held at each kill
