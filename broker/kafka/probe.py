@@ -105,8 +105,6 @@ class KafkaProbe:
             **self.kafka.kafka_python(self.role),
             enable_auto_commit=False,
             request_timeout_ms=max(1000, int(self.timeout_s * 1000)),
-            # Reconnect fast after an outage: the default backoff grows to 30 s.
-            reconnect_backoff_max_ms=1000,
         )
 
     def _set(self, *, reachable: bool, reason: str | None) -> None:

@@ -34,6 +34,8 @@ LEGACY_BOOTSTRAP_ENV = "KAFKA_BOOTSTRAP"
 ENV_PREFIX = "RESPUBLICA_KAFKA_"
 CONFIG_ENV = "RESPUBLICA_KAFKA_CONFIG"
 _PATH_FIELDS = ("ssl_cafile", "ssl_certfile", "ssl_keyfile")
+RECONNECT_BACKOFF_MAX_MS = 1000
+"""The longest wait between two reconnection attempts of a kafka-python client."""
 
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
@@ -121,6 +123,9 @@ class KafkaSettings(BaseSettings):
             "bootstrap_servers": self.bootstrap,
             "client_id": self.client_id(role),
             "security_protocol": self.security_protocol,
+            # kafka-python doubles its reconnect backoff up to 30 s by default: after a
+            # 20 s outage a client waited up to half a minute more before it tried again.
+            "reconnect_backoff_max_ms": RECONNECT_BACKOFF_MAX_MS,
         }
         config.update(self._sasl())
         if self.tls:

@@ -27,6 +27,7 @@ from typing import Any
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from broker.ingest.auth import hash_token
+from broker.kafka.clients import abandon
 from broker.kafka.internal import heartbeat_floor
 from broker.kafka.local import free_port
 from broker.kafka.serde import Schemas, decode
@@ -273,7 +274,7 @@ class Providers:
             # An idempotent producer whose batches expired may stay failed: start afresh,
             # as a provider's client library would after a fatal error.
             if self._producer is not None:
-                self._producer.close(timeout=1)
+                abandon(self._producer, 1)  # close() raises on what it cannot flush
                 self._producer = None
             return False
         return True

@@ -119,6 +119,7 @@ def test_plaintext_renders_no_security_keys() -> None:
         "bootstrap_servers": "a:1,b:2",
         "client_id": "respublica-x",
         "security_protocol": "PLAINTEXT",
+        "reconnect_backoff_max_ms": 1000,
     }
     assert settings.faust() == {"broker": "kafka://a:1;kafka://b:2"}
 
@@ -161,3 +162,15 @@ def test_every_client_is_built_through_the_settings() -> None:
                 if pattern.search(line):
                     offenders.append(f"{path.relative_to(REPO)}:{number}")
     assert offenders == []
+
+
+def test_kafka_python_clients_try_again_within_a_second_after_an_outage() -> None:
+    # kafka-python's reconnect backoff doubles up to 30 s by default: after a 20 s outage the
+    # worker's producers found the broker back up to half a minute late (the fault test).
+    from kafka import KafkaConsumer, KafkaProducer
+    from kafka.admin import KafkaAdminClient
+
+    config = KafkaSettings(bootstrap="127.0.0.1:9092").kafka_python("worker")
+    for client in (KafkaConsumer, KafkaProducer, KafkaAdminClient):
+        assert client.DEFAULT_CONFIG["reconnect_backoff_max_ms"] > 1000  # what we override
+    assert config["reconnect_backoff_max_ms"] <= 1000
