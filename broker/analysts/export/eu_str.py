@@ -25,6 +25,7 @@ from broker.analysts.export.regulatory import (
     exact_view,
     integral,
     quiet_before,
+    quiet_since,
     refuse,
     window_ms,
     write_meta,
@@ -92,6 +93,7 @@ def write_eu_str(
         summed=list(sums.values()),
         exhaustive=[d.name for d in contents.view.group_by] == [area],
         quiet_before=quiet_before(contents, meta),
+        quiet_since=quiet_since(contents),
     )
     length = "P1M" if monthly else format_duration(contents.view.window)
     rows = [

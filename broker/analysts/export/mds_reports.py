@@ -19,6 +19,7 @@ from broker.analysts.export.regulatory import (
     area_dimension,
     exact_view,
     quiet_before,
+    quiet_since,
     refuse,
     window_ms,
     write_meta,
@@ -133,7 +134,11 @@ def write_mds_reports(
         summed=[count],
         exhaustive={d.name for d in contents.view.group_by} == set(key_of.values()),
         quiet_before=quiet_before(contents, meta),
+        quiet_since=quiet_since(contents),
     )
+    # MDS allows only its vehicle types; a view's vehicle_type dimension holds what providers
+    # sent (a hostile one may send anything): such rows are left out and counted.
+    keys = [key for key in result.keys if key[1] in VEHICLE_TYPES]
     rows = [
         (
             options.provider_id,
@@ -146,7 +151,7 @@ def write_mds_reports(
             None,
         )
         for p in result.periods
-        for geography, vehicle_type in result.keys
+        for geography, vehicle_type in keys
     ]
     write_rows(out, COLUMNS, rows)
     meta = {
@@ -158,6 +163,7 @@ def write_mds_reports(
         "rows": len(rows),
         "months": [local_date(p.start_ms, tz).isoformat() for p in result.periods],
         "months_left_out": [_month(p, tz) for p in result.incomplete],
+        "pairs_left_out_unknown_vehicle_type": len(result.keys) - len(keys),
         "mapping": {
             "trip_count": f"sum of '{count}' over the month's windows",
             "geography_id": f"the view's '{area}' dimension",

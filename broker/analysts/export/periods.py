@@ -128,17 +128,21 @@ def aggregate(
     summed: Sequence[str],
     exhaustive: bool,
     quiet_before: int | None = None,
+    quiet_since: int | None = None,
 ) -> Aggregate:
     """Sum ``summed`` measures of ``groups`` per period and key (the ``key_of`` dimensions,
     then the ``fixed`` values), under the module's rules. ``exhaustive``: the view groups by
     exactly the ``key_of`` dimensions, nothing is summed over another dimension.
     ``quiet_before``: the view's first released window; the worker releases nothing before a
-    view's first event, so windows before it count as released and empty."""
+    view's first event, so windows before it count as released and empty; ``quiet_since``:
+    but none that starts before it (the contract's validity: before it nothing was covered,
+    so a month that starts earlier is not whole)."""
     by_start = {r.window_start: r for r in reports}
     if quiet_before is not None:
         for period in periods:
             for start in range(period.start_ms, min(period.end_ms, quiet_before), window_ms):
-                by_start.setdefault(start, _quiet(start, window_ms))
+                if quiet_since is None or start >= quiet_since:
+                    by_start.setdefault(start, _quiet(start, window_ms))
     rows: dict[int, dict[Key, list[PublishedGroup]]] = {}
     keys: set[Key] = set()
     for g in groups:

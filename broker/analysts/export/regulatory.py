@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from broker.analysts.export.csv import neutralise
 from broker.analysts.export.table import Column, ExportError, sidecar
 from broker.kafka.public_reader import ViewContents
 from contracts.model import GridDimension, H3Dimension, View, ZonesDimension
@@ -73,12 +74,19 @@ def window_ms(view: View) -> int:
 
 
 def write_rows(path: Path, names: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
-    """A CSV file: UTF-8, header row, CRLF (RFC 4180), cells as given (None → empty)."""
+    """A CSV file: UTF-8, header row, CRLF (RFC 4180), None → empty, a text a spreadsheet
+    would run as a formula (an area or vehicle type a provider chose) neutralised."""
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle, lineterminator="\r\n")
         writer.writerow(names)
         for row in rows:
-            writer.writerow(["" if v is None else v for v in row])
+            writer.writerow([_cell(v) for v in row])
+
+
+def _cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    return neutralise(value) if isinstance(value, str) else value
 
 
 def write_meta(out: Path, meta: dict[str, Any], columns: Sequence[Column]) -> Path:
@@ -96,8 +104,20 @@ def integral(value: float) -> int | float:
 
 def quiet_before(contents: ViewContents, meta: dict[str, Any]) -> int | None:
     """The view's first released window, before which nothing happened: known only when the
-    whole topic was read (no ``--since``) and nothing was left out (an earlier contract
-    version may have released the windows before, or a window lacks its report)."""
-    if meta.get("since") is not None or contents.left_out or not contents.reports:
+    whole topic was read (no ``--since``) and nothing was left out or unreadable (an earlier
+    contract version may have released the windows before, in a schema this one does not
+    read, or a window lacks its report)."""
+    if (
+        meta.get("since") is not None
+        or contents.left_out
+        or contents.undecodable
+        or not contents.reports
+    ):
         return None
     return min(r.window_start for r in contents.reports)
+
+
+def quiet_since(contents: ViewContents) -> int:
+    """The start of the contract's validity: no window before it counts as quiet (nothing
+    was covered then, so a month that starts earlier is not a whole month)."""
+    return int(contents.contract.validity.start.timestamp() * 1000)
