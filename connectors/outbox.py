@@ -31,7 +31,13 @@ from aiokafka.conn import create_conn, get_ip_port_afi
 
 from broker.kafka.reasons import Reason
 from broker.kafka.settings import as_settings
-from broker.kafka.writer import BatchWriter, KafkaBatchWriter, KafkaUnavailable, OutRecord
+from broker.kafka.writer import (
+    BatchWriter,
+    KafkaBatchWriter,
+    KafkaUnavailable,
+    OutRecord,
+    close_within,
+)
 from connectors.base import ConnectorError, Headers, Outcome, Rejected
 from connectors.emit import Emitter
 from connectors.metrics import IngestMetrics
@@ -243,8 +249,4 @@ async def _refused_credentials(writer: BatchWriter, exc: KafkaUnavailable) -> st
 
 
 async def _close(writer: BatchWriter) -> None:
-    try:
-        async with asyncio.timeout(CLOSE_TIMEOUT_S):  # not wait_for: it can swallow a cancel
-            await writer.close()
-    except Exception as exc:  # a broken producer may fail to close: it is dropped anyway
-        _log.debug("producer did not close cleanly: %s", type(exc).__name__)
+    await close_within(writer, CLOSE_TIMEOUT_S)

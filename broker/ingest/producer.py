@@ -21,7 +21,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from broker.kafka.writer import BatchWriter, KafkaBatchWriter, KafkaUnavailable, OutRecord
+from broker.kafka.writer import (
+    BatchWriter,
+    KafkaBatchWriter,
+    KafkaUnavailable,
+    OutRecord,
+    close_within,
+)
 
 _log = logging.getLogger(__name__)
 CLOSE_TIMEOUT_S = 10.0
@@ -144,16 +150,7 @@ class HealingWriter:
 
 
 async def _retire(writer: BatchWriter) -> None:
-    try:
-        async with asyncio.timeout(CLOSE_TIMEOUT_S):  # not wait_for: it can swallow a cancel
-            await writer.close()
-    except TimeoutError:
-        _log.warning(
-            "a producer did not close within %.0f s; its unacknowledged batches are dropped",
-            CLOSE_TIMEOUT_S,
-        )
-    except Exception as exc:  # a broken producer may fail to close: it is dropped anyway
-        _log.debug("retired producer did not close cleanly: %s", type(exc).__name__)
+    await close_within(writer, CLOSE_TIMEOUT_S)
 
 
 async def probe_forever(

@@ -38,6 +38,8 @@ from aiokafka.structs import TopicPartition as AioPartition
 from kafka import TopicPartition
 from kafka.structs import OffsetAndMetadata
 
+from broker.threads import in_daemon_thread
+
 _log = logging.getLogger(__name__)
 T = TypeVar("T")
 # Calls that wait on the broker give up after this long (KafkaTimeoutError-like TimeoutError).
@@ -120,7 +122,8 @@ class AioConsumer:
             raise RuntimeError(msg)
 
         async def bounded() -> T:
-            return await asyncio.wait_for(coro, timeout_s)
+            async with asyncio.timeout(timeout_s):  # not wait_for: it can swallow a cancel
+                return await coro
 
         self._check_alive(coro)
         future = asyncio.run_coroutine_threadsafe(bounded(), self._loop)
@@ -163,29 +166,7 @@ class AioConsumer:
         A daemon thread per callback (rebalances are rare), not an executor: a callback still
         blocked when the process exits must not hold the interpreter's exit up.
         """
-        done: asyncio.Future[None] = self._loop.create_future()
-
-        def settle(error: BaseException | None) -> None:
-            if done.done():
-                return
-            if error is None:
-                done.set_result(None)
-            else:
-                done.set_exception(error)
-
-        def target() -> None:
-            error: BaseException | None = None
-            try:
-                fn(tps)
-            except BaseException as exc:  # handed to the awaiting coroutine
-                error = exc
-            try:
-                self._loop.call_soon_threadsafe(settle, error)
-            except RuntimeError:  # the consumer closed meanwhile: nobody waits any more
-                pass
-
-        threading.Thread(target=target, name=f"{self._name}-rebalance", daemon=True).start()
-        await done
+        await in_daemon_thread(fn, tps, name=f"{self._name}-rebalance")
 
     # -- the KafkaConsumer surface the worker uses -------------------------------------------
 
@@ -218,10 +199,10 @@ class AioConsumer:
 
         async def bounded() -> Any:
             try:  # getmany waits for a rebalance to end, whatever timeout_ms says
-                return await asyncio.wait_for(
-                    self._consumer.getmany(timeout_ms=timeout_ms, max_records=max_records),
-                    timeout_ms / 1000 + 0.5,
-                )
+                async with asyncio.timeout(timeout_ms / 1000 + 0.5):
+                    return await self._consumer.getmany(
+                        timeout_ms=timeout_ms, max_records=max_records
+                    )
             except TimeoutError:
                 return {}
 

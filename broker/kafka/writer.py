@@ -75,6 +75,22 @@ class ProducerSettings:
     compression: str | None = None  # loopback and LAN: compressing costs more than it saves
 
 
+async def close_within(writer: BatchWriter, timeout_s: float) -> None:
+    """Close ``writer``, giving up after ``timeout_s``: an idempotent producer retries a batch
+    Kafka does not take for ever, and its ``stop()`` waits for every batch; such records were
+    never acknowledged. A writer that fails to close is dropped anyway."""
+    try:
+        async with asyncio.timeout(timeout_s):  # not wait_for: it can swallow a cancel
+            await writer.close()
+    except TimeoutError:
+        _log.warning(
+            "a producer did not close within %.0f s; its unacknowledged batches are dropped",
+            timeout_s,
+        )
+    except Exception as exc:
+        _log.debug("a producer did not close cleanly: %s", type(exc).__name__)
+
+
 class KafkaBatchWriter:
     """``BatchWriter`` on aiokafka's ``AIOKafkaProducer`` (acks=all, idempotent)."""
 

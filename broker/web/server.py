@@ -26,12 +26,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import hashlib
 import json
 import logging
 import tempfile
-import threading
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +44,7 @@ from broker.analysts.export.table import metadata
 from broker.audit.render_html import CSS as REPORT_CSS
 from broker.kafka.public_reader import read_view
 from broker.kafka.settings import KafkaSettings
+from broker.threads import in_daemon_thread
 from broker.web import payload
 from broker.web.access import ViewRef, readable_views, visible_topics
 from broker.web.auditor import AuditDesk
@@ -332,7 +331,7 @@ async def _catalogue(app: web.Application) -> AsyncIterator[None]:
     async def refresh_forever() -> None:
         while True:
             try:
-                topics = await _in_daemon_thread(visible_topics, state.kafka)
+                topics = await in_daemon_thread(visible_topics, state.kafka, name="web-listing")
             except Exception as exc:  # noqa: BLE001 - keep the last catalogue, say why
                 log.warning("cannot list the readable views: %s", type(exc).__name__)
             else:
@@ -344,33 +343,6 @@ async def _catalogue(app: web.Application) -> AsyncIterator[None]:
     yield
     task.cancel()
     state.stop()
-
-
-async def _in_daemon_thread(function: Callable[..., Any], *args: Any) -> Any:
-    """``function(*args)`` on a daemon thread. Not ``asyncio.to_thread``: the loop's shutdown
-    waits for its executor's threads, and listing the topics of an unreachable broker takes
-    kafka-python half a minute, so a stopped server did not exit until it gave up."""
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[Any] = loop.create_future()
-
-    def settle(result: Any, error: BaseException | None) -> None:
-        if future.done():  # cancelled meanwhile
-            return
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(result)
-
-    def run() -> None:
-        try:
-            result, error = function(*args), None
-        except Exception as exc:  # noqa: BLE001 - handed to the awaiting task
-            result, error = None, exc
-        with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits any more
-            loop.call_soon_threadsafe(settle, result, error)
-
-    threading.Thread(target=run, name="web-listing", daemon=True).start()
-    return await future
 
 
 def make_web_app(
